@@ -1,0 +1,338 @@
+# Every requirement of the stack on its defaults (nat_gateway_mode = "single", SSM AMI lookup).
+mock_provider "aws" {
+  source = "./tests"
+}
+
+run "network" {
+  command = apply
+
+  assert {
+    condition     = length(aws_subnet.private) == 3 && length(distinct(aws_subnet.private[*].availability_zone)) == 3
+    error_message = "Expected 3 private subnets in 3 different AZs."
+  }
+  assert {
+    condition     = aws_subnet.private[*].availability_zone == ["us-east-1a", "us-east-1b", "us-east-1c"]
+    error_message = "AZs must come from data.aws_availability_zones, not be hard-coded."
+  }
+  assert {
+    condition     = alltrue([for s in aws_subnet.private : s.map_public_ip_on_launch == false])
+    error_message = "Private subnets must not assign public IPs."
+  }
+  assert {
+    condition     = length(aws_nat_gateway.this) == 1 && length(aws_eip.nat) == 1 && length(aws_subnet.public) == 1
+    error_message = "single mode: exactly one NAT gateway, one EIP and one public subnet."
+  }
+  assert {
+    condition     = alltrue([for r in aws_route.private_nat : r.nat_gateway_id == aws_nat_gateway.this[0].id]) && length(aws_route.private_nat) == 3
+    error_message = "single mode: every private route table must route 0.0.0.0/0 to the one NAT gateway."
+  }
+  assert {
+    condition     = toset(keys(aws_vpc_endpoint.gateway)) == toset(["s3", "dynamodb"]) && alltrue([for e in aws_vpc_endpoint.gateway : e.vpc_endpoint_type == "Gateway" && length(e.route_table_ids) == 3])
+    error_message = "S3 and DynamoDB gateway endpoints must serve all three private route tables."
+  }
+  assert {
+    condition     = aws_vpc_endpoint.gateway["s3"].service_name == "com.amazonaws.us-east-1.s3"
+    error_message = "Endpoint service names must follow var.aws_region."
+  }
+  assert {
+    condition     = length(aws_vpc_endpoint.interface) == 0
+    error_message = "Interface endpoints are off by default when a NAT gateway exists."
+  }
+  assert {
+    condition     = length(aws_flow_log.this) == 1 && aws_flow_log.this[0].traffic_type == "ALL"
+    error_message = "VPC flow logs must be on by default."
+  }
+}
+
+run "security_group" {
+  command = apply
+
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.nodes_self.referenced_security_group_id == aws_security_group.nodes.id && aws_vpc_security_group_ingress_rule.nodes_self.ip_protocol == "-1"
+    error_message = "Nodes must accept all traffic from each other (self-referencing rule)."
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.nodes_self.cidr_ipv4 == null
+    error_message = "No node ingress may come from a CIDR (the internet)."
+  }
+  assert {
+    condition     = aws_vpc_security_group_egress_rule.nodes_self.referenced_security_group_id == aws_security_group.nodes.id
+    error_message = "Nodes must be able to send all traffic to each other."
+  }
+  assert {
+    condition     = toset([for r in aws_vpc_security_group_egress_rule.nodes_web : r.from_port]) == toset([80, 443])
+    error_message = "Egress to the internet is limited to HTTP and HTTPS."
+  }
+}
+
+run "launch_template" {
+  command = apply
+
+  assert {
+    condition     = aws_launch_template.node.metadata_options[0].http_tokens == "required" && aws_launch_template.node.metadata_options[0].http_put_response_hop_limit == 2
+    error_message = "IMDSv2 must be required with hop limit 2 (containers)."
+  }
+  assert {
+    condition     = aws_launch_template.node.block_device_mappings[0].device_name == "/dev/sda1" && aws_launch_template.node.block_device_mappings[0].ebs[0].volume_type == "gp3" && aws_launch_template.node.block_device_mappings[0].ebs[0].encrypted == "true" && aws_launch_template.node.block_device_mappings[0].ebs[0].volume_size == 200
+    error_message = "Root volume must be an encrypted 200 GiB gp3 on the AMI's root device."
+  }
+  assert {
+    condition     = aws_launch_template.node.network_interfaces[0].associate_public_ip_address == "false"
+    error_message = "Nodes must not get public IPs."
+  }
+  assert {
+    condition     = aws_launch_template.node.monitoring[0].enabled == true
+    error_message = "Detailed monitoring must be on."
+  }
+  assert {
+    condition     = aws_launch_template.node.instance_initiated_shutdown_behavior == "terminate"
+    error_message = "A node that powers itself off must terminate so the fleet replaces it."
+  }
+  assert {
+    condition     = toset([for t in aws_launch_template.node.tag_specifications : t.resource_type]) == toset(["instance", "volume", "network-interface", "spot-instances-request"])
+    error_message = "Instances, volumes, ENIs and spot requests must be tagged."
+  }
+  assert {
+    condition     = alltrue([for t in aws_launch_template.node.tag_specifications : t.tags["TapFleet"] == "tap-dev" && t.tags["Environment"] == "dev"])
+    error_message = "Every launched resource carries the stack tags and the TapFleet tag used by SendCommand."
+  }
+  assert {
+    condition     = aws_launch_template.node.image_id == "ami-0123456789abcdef0"
+    error_message = "Without custom_ami_id the AMI comes from the SSM parameter."
+  }
+}
+
+run "user_data" {
+  command = apply
+
+  assert {
+    condition     = length(base64decode(aws_launch_template.node.user_data)) < 4096
+    error_message = "user_data must stay well under 4 KiB."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "nvidia-smi -L || fail")
+    error_message = "user_data must verify the NVIDIA driver and report failure."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "apt-get install -yq nvidia-driver-580-server")
+    error_message = "user_data must install the Volta-capable driver when nvidia-smi fails."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb")
+    error_message = "user_data must install the CloudWatch agent from the regional bucket."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "src='s3://ml-model-artifacts-dev/tap/bin/tap-agent'")
+    error_message = "tap-agent is fetched from the artifacts bucket by default."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "tap-agent install --config /etc/tap/agent.toml")
+    error_message = "user_data must install and enable the tap-agent service."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "namespace = \"Tap/GPU\"") && strcontains(base64decode(aws_launch_template.node.user_data), "environment = \"dev\"")
+    error_message = "The agent config written by user_data carries the contract namespace and the environment."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "\"file_path\":\"/var/log/tap/*.log\"") && strcontains(base64decode(aws_launch_template.node.user_data), "\"log_group_name\":\"/tap/dev/training\"")
+    error_message = "The CloudWatch agent ships the training logs to the log group."
+  }
+  assert {
+    condition     = length(aws_s3_object.agent) == 0
+    error_message = "No binary is uploaded unless agent_binary_path is set."
+  }
+}
+
+run "fleet" {
+  command = apply
+
+  assert {
+    condition     = aws_ec2_fleet.this.type == "maintain" && aws_ec2_fleet.this.replace_unhealthy_instances == true && aws_ec2_fleet.this.terminate_instances == true
+    error_message = "Fleet must be type maintain, replace unhealthy instances and terminate instances on delete."
+  }
+  assert {
+    condition     = aws_ec2_fleet.this.target_capacity_specification[0].default_target_capacity_type == "spot" && aws_ec2_fleet.this.target_capacity_specification[0].total_target_capacity == 6 && aws_ec2_fleet.this.target_capacity_specification[0].spot_target_capacity == 6 && aws_ec2_fleet.this.target_capacity_specification[0].on_demand_target_capacity == 0
+    error_message = "Fleet must be 6 spot instances and no on-demand."
+  }
+  assert {
+    condition     = aws_ec2_fleet.this.spot_options[0].allocation_strategy == "price-capacity-optimized"
+    error_message = "Default allocation strategy is price-capacity-optimized."
+  }
+  assert {
+    condition     = length(aws_ec2_fleet.this.launch_template_config[0].override) == 3 && toset(aws_ec2_fleet.this.launch_template_config[0].override[*].subnet_id) == toset(aws_subnet.private[*].id) && alltrue([for o in aws_ec2_fleet.this.launch_template_config[0].override : o.instance_type == "p3.2xlarge"])
+    error_message = "One p3.2xlarge override per private subnet."
+  }
+  assert {
+    condition     = aws_ec2_fleet.this.launch_template_config[0].launch_template_specification[0].launch_template_id == aws_launch_template.node.id
+    error_message = "Fleet must launch from the stack's launch template."
+  }
+}
+
+run "fleet_diversified" {
+  command = apply
+  variables {
+    instance_types = ["p3.2xlarge", "g5.2xlarge"]
+  }
+
+  assert {
+    condition     = length(aws_ec2_fleet.this.launch_template_config[0].override) == 6
+    error_message = "One override per (instance type, private subnet)."
+  }
+  assert {
+    condition     = toset([for o in aws_ec2_fleet.this.launch_template_config[0].override : "${o.instance_type}/${o.priority}"]) == toset(["p3.2xlarge/0", "g5.2xlarge/1"])
+    error_message = "Override priority follows the order of instance_types."
+  }
+}
+
+run "storage" {
+  command = apply
+
+  assert {
+    condition     = toset([for b in aws_s3_bucket.this : b.bucket]) == toset(["ml-training-data-dev", "ml-model-artifacts-dev"])
+    error_message = "Bucket names are ml-training-data-<env> and ml-model-artifacts-<env>."
+  }
+  assert {
+    condition     = alltrue([for p in aws_s3_bucket_public_access_block.this : p.block_public_acls && p.block_public_policy && p.ignore_public_acls && p.restrict_public_buckets])
+    error_message = "Both buckets block all public access."
+  }
+  assert {
+    condition     = alltrue([for v in aws_s3_bucket_versioning.this : v.versioning_configuration[0].status == "Enabled"])
+    error_message = "Both buckets are versioned."
+  }
+  assert {
+    condition     = alltrue([for e in aws_s3_bucket_server_side_encryption_configuration.this : one(e.rule).apply_server_side_encryption_by_default[0].sse_algorithm == "AES256"])
+    error_message = "SSE-S3 by default."
+  }
+  assert {
+    condition     = alltrue([for l in aws_s3_bucket_lifecycle_configuration.this : one([for t in l.rule[0].transition : t.days == 30 && t.storage_class == "GLACIER_IR"])])
+    error_message = "Current versions move to Glacier (Instant Retrieval) after 30 days."
+  }
+  assert {
+    condition     = alltrue([for l in aws_s3_bucket_lifecycle_configuration.this : l.rule[0].noncurrent_version_expiration[0].noncurrent_days == 180 && one([for t in l.rule[0].noncurrent_version_transition : t.noncurrent_days]) == 30])
+    error_message = "Noncurrent versions are archived, then expired."
+  }
+  assert {
+    condition     = alltrue([for l in aws_s3_bucket_lifecycle_configuration.this : l.rule[0].abort_incomplete_multipart_upload[0].days_after_initiation == 7])
+    error_message = "Incomplete multipart uploads are aborted."
+  }
+  assert {
+    condition     = alltrue([for d in data.aws_iam_policy_document.bucket : anytrue([for s in d.statement : s.effect == "Deny" && anytrue([for c in s.condition : c.variable == "aws:SecureTransport" && c.values == tolist(["false"])])])])
+    error_message = "Bucket policies deny non-TLS requests."
+  }
+}
+
+run "tracking_and_hparams" {
+  command = apply
+
+  assert {
+    condition     = aws_dynamodb_table.experiments.billing_mode == "PAY_PER_REQUEST" && aws_dynamodb_table.experiments.hash_key == "experiment_id" && aws_dynamodb_table.experiments.range_key == "run_id"
+    error_message = "Table: on-demand, experiment_id / run_id."
+  }
+  assert {
+    condition     = aws_dynamodb_table.experiments.point_in_time_recovery[0].enabled && aws_dynamodb_table.experiments.server_side_encryption[0].enabled && aws_dynamodb_table.experiments.deletion_protection_enabled
+    error_message = "Table: PITR, SSE and deletion protection on."
+  }
+  assert {
+    condition     = toset([for p in aws_ssm_parameter.hparams : p.name]) == toset(["/ml/hparams/learning_rate", "/ml/hparams/batch_size", "/ml/hparams/epochs"])
+    error_message = "Hyperparameters live under /ml/hparams."
+  }
+  assert {
+    condition     = alltrue([for p in aws_ssm_parameter.hparams : p.type == "SecureString"])
+    error_message = "Hyperparameters are SecureStrings."
+  }
+}
+
+run "iam" {
+  command = apply
+
+  assert {
+    condition     = alltrue([for s in data.aws_iam_policy_document.node.statement : !contains(tolist(s.resources), "*") || contains(["PublishMetrics", "ReadCommandResults"], s.sid)])
+    error_message = "Only PutMetricData and command-result reads may use Resource \"*\"."
+  }
+  assert {
+    condition     = anytrue([for c in one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "PublishMetrics"]).condition : c.test == "StringEquals" && c.variable == "cloudwatch:namespace" && c.values == tolist(["Tap/GPU", "Tap/Host"])])
+    error_message = "PutMetricData is conditioned on tap's namespaces."
+  }
+  assert {
+    condition     = anytrue([for c in one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "RunCommandOnFleetInstances"]).condition : c.test == "StringEquals" && c.variable == "ssm:resourceTag/TapFleet" && c.values == tolist(["tap-dev"])])
+    error_message = "SendCommand is limited to instances tagged with this fleet."
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "RunCommandDocument"]).resources == toset(["arn:aws:ssm:us-east-1::document/AWS-RunShellScript"])
+    error_message = "SendCommand may only run AWS-RunShellScript."
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "ReadHyperparameters"]).resources == toset(["arn:aws:ssm:us-east-1:123456789012:parameter/ml/hparams", "arn:aws:ssm:us-east-1:123456789012:parameter/ml/hparams/*"])
+    error_message = "Parameter reads are scoped to the hyperparameter path."
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "ExperimentTable"]).resources == toset([aws_dynamodb_table.experiments.arn])
+    error_message = "Table access is scoped to the experiment table."
+  }
+  assert {
+    condition     = aws_iam_role_policy_attachment.ssm_core.policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    error_message = "Nodes get AmazonSSMManagedInstanceCore so Run Command reaches them."
+  }
+  assert {
+    condition     = aws_launch_template.node.iam_instance_profile[0].arn == aws_iam_instance_profile.node.arn && aws_iam_instance_profile.node.role == aws_iam_role.node.name
+    error_message = "Nodes run with the stack's instance profile."
+  }
+}
+
+run "monitoring_contract" {
+  command = apply
+
+  assert {
+    condition     = toset(keys(aws_cloudwatch_metric_alarm.this)) == toset(["low-gpu-utilization", "no-gpu-metrics", "high-gpu-temperature", "gpu-unhealthy"])
+    error_message = "Four alarms: low utilization, missing metrics, high temperature, unhealthy GPU."
+  }
+  assert {
+    condition     = alltrue([for a in aws_cloudwatch_metric_alarm.this : a.namespace == local.metric_contract.namespace && contains([for m in values(local.metric_contract.metrics) : m.name], a.metric_name)])
+    error_message = "Every alarm watches a metric of the contract's namespace."
+  }
+  assert {
+    condition     = alltrue([for k, a in aws_cloudwatch_metric_alarm.this : sort(keys(a.dimensions)) == sort(local.metric_contract.dimension_sets.fleet) && contains(local.metric_contract.metrics[local.alarms[k].metric].sets, "fleet")])
+    error_message = "Every alarm uses the exact fleet dimension set, on a metric the agent publishes with that set."
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].treat_missing_data == "breaching" && aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].metric_name == "AgentHeartbeat"
+    error_message = "Missing heartbeats must count as breaching."
+  }
+  assert {
+    condition     = alltrue([for k, a in aws_cloudwatch_metric_alarm.this : a.treat_missing_data == "notBreaching" if k != "no-gpu-metrics"])
+    error_message = "Only the heartbeat alarm treats missing data as breaching (an idle fleet is not on fire)."
+  }
+  assert {
+    condition     = alltrue([for a in aws_cloudwatch_metric_alarm.this : a.alarm_actions == toset([aws_sns_topic.alarms.arn])])
+    error_message = "Alarms notify the SNS topic."
+  }
+  assert {
+    condition     = length(aws_sns_topic_subscription.email) == 0
+    error_message = "No e-mail subscription without alarm_email."
+  }
+  assert {
+    condition     = aws_cloudwatch_log_group.training.name == "/tap/dev/training" && aws_cloudwatch_log_group.training.retention_in_days == 90
+    error_message = "Training log group with retention."
+  }
+  assert {
+    condition     = strcontains(aws_cloudwatch_dashboard.gpus.dashboard_body, "{Tap/GPU,Environment,InstanceId,GpuUuid} MetricName=\\\"GPUUtilization\\\"")
+    error_message = "The dashboard searches the per-GPU dimension set of the contract."
+  }
+}
+
+run "outputs" {
+  command = apply
+
+  assert {
+    condition     = output.training_data_bucket_name == "ml-training-data-dev" && output.model_artifacts_bucket_name == "ml-model-artifacts-dev"
+    error_message = "Bucket name outputs."
+  }
+  assert {
+    condition     = output.dynamodb_table_name == "tap-dev-experiments" && output.iam_role_name == "tap-dev-node" && output.ec2_fleet_id == aws_ec2_fleet.this.id
+    error_message = "Table, role and fleet outputs."
+  }
+  assert {
+    condition     = output.tap_config.version == 1 && output.tap_config.region == "us-east-1" && output.tap_config.metric_namespace == "Tap/GPU" && output.tap_config.hparam_prefix == "/ml/hparams" && length(output.tap_config.private_subnet_ids) == 3
+    error_message = "tap_config carries what `tap stack import` needs."
+  }
+}
