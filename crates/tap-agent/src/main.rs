@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tap_agent::main_with(tap_agent::cli::Cli::parse())
+}

@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tap_cli::main_with(tap_cli::cli::Cli::parse())
+}

@@ -1,0 +1,345 @@
+//! `tap-agent`'s configuration file (`/etc/tap/agent.toml`).
+//!
+//! The stack's user_data writes it from Terraform values (`local.agent_config` in
+//! `infra/tap-stack.tf`; a test below parses that template). Unknown keys are rejected and
+//! every error names the file and the key.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::NAMESPACE;
+
+/// Publish intervals CloudWatch statistics line up with (the stack validates the same list).
+pub const PUBLISH_INTERVALS: [u32; 6] = [10, 20, 30, 60, 120, 300];
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub aws: AwsSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub logs: LogsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// Region to publish to. Absent: the instance's region from IMDSv2, then `AWS_REGION`.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Must be the contract's namespace: the stack's alarms watch only that one.
+    pub namespace: String,
+    /// Value of the `Environment` dimension.
+    pub environment: String,
+    pub sample_interval_seconds: u32,
+    pub publish_interval_seconds: u32,
+    /// Publish with 1-second storage resolution.
+    pub high_resolution: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            namespace: NAMESPACE.to_owned(),
+            environment: "dev".to_owned(),
+            sample_interval_seconds: 1,
+            publish_interval_seconds: 60,
+            high_resolution: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// CloudWatch log group of the training logs.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        AgentConfig::parse(&text, &shown)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            // toml's message names the key and shows the line; keep it on few lines.
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| {
+            Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                key,
+                message,
+            })
+        };
+        let m = &self.metrics;
+        if m.namespace != NAMESPACE {
+            return invalid(
+                "metrics.namespace",
+                format!(
+                    "\"{}\" is not the contract namespace \"{NAMESPACE}\" that the stack's alarms watch",
+                    m.namespace
+                ),
+            );
+        }
+        if m.environment.is_empty()
+            || m.environment.len() > 255
+            || !m
+                .environment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(
+                "metrics.environment",
+                format!(
+                    "\"{}\" must be 1-255 letters, digits, '-' or '_'",
+                    m.environment
+                ),
+            );
+        }
+        if !(1..=60).contains(&m.sample_interval_seconds) {
+            return invalid(
+                "metrics.sample_interval_seconds",
+                format!("{} is not in 1..=60", m.sample_interval_seconds),
+            );
+        }
+        if !PUBLISH_INTERVALS.contains(&m.publish_interval_seconds) {
+            return invalid(
+                "metrics.publish_interval_seconds",
+                format!(
+                    "{} is not one of {PUBLISH_INTERVALS:?}",
+                    m.publish_interval_seconds
+                ),
+            );
+        }
+        if m.publish_interval_seconds < m.sample_interval_seconds {
+            return invalid(
+                "metrics.publish_interval_seconds",
+                format!(
+                    "{} is shorter than sample_interval_seconds ({})",
+                    m.publish_interval_seconds, m.sample_interval_seconds
+                ),
+            );
+        }
+        if let Some(region) = &self.aws.region
+            && !is_region(region)
+        {
+            return invalid(
+                "aws.region",
+                format!("\"{region}\" does not look like an AWS region (e.g. us-east-1)"),
+            );
+        }
+        if let Some(group) = &self.logs.group
+            && (group.is_empty() || group.len() > 512)
+        {
+            return invalid("logs.group", "must be 1-512 characters".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// `xx-name-N` or `xx-gov-name-N`, as the stack's `aws_region` validation.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let lower = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase());
+    (3..=4).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(lower)
+        && parts[parts.len() - 1].len() == 1
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack_source;
+    use proptest::prelude::*;
+
+    fn err(text: &str) -> String {
+        AgentConfig::parse(text, "/etc/tap/agent.toml")
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(
+            AgentConfig::parse("", "x").expect("valid"),
+            AgentConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let e = err("[metrics]\nsample_interval = 5\n");
+        assert!(e.starts_with("/etc/tap/agent.toml: "), "{e}");
+        assert!(e.contains("unknown field `sample_interval`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected() {
+        assert!(err("[metric]\n").contains("unknown field `metric`"));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = err("[metrics]\npublish_interval_seconds = \"60\"\n");
+        assert!(e.contains("publish_interval_seconds"), "{e}");
+    }
+
+    #[test]
+    fn foreign_namespace_is_rejected() {
+        let e = err("[metrics]\nnamespace = \"CWAgent\"\n");
+        assert!(
+            e.contains("metrics.namespace") && e.contains("Tap/GPU"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn intervals_are_checked() {
+        assert!(
+            err("[metrics]\nsample_interval_seconds = 0\n")
+                .contains("metrics.sample_interval_seconds")
+        );
+        assert!(
+            err("[metrics]\npublish_interval_seconds = 45\n")
+                .contains("metrics.publish_interval_seconds")
+        );
+        let e = err("[metrics]\nsample_interval_seconds = 30\npublish_interval_seconds = 20\n");
+        assert!(e.contains("shorter than sample_interval_seconds"), "{e}");
+    }
+
+    #[test]
+    fn region_is_checked() {
+        assert!(err("[aws]\nregion = \"us-east\"\n").contains("aws.region"));
+        assert!(AgentConfig::parse("[aws]\nregion = \"us-gov-west-1\"\n", "x").is_ok());
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = AgentConfig::load(Path::new("/nonexistent/agent.toml"))
+            .expect_err("missing")
+            .to_string();
+        assert!(e.starts_with("/nonexistent/agent.toml: cannot read"), "{e}");
+    }
+
+    /// The template user_data writes (`local.agent_config`), filled in the way Terraform
+    /// would with the stack's defaults, is a valid configuration for this parser.
+    #[test]
+    fn stack_user_data_config_parses() {
+        let template = stack_source::local_heredoc("agent_config");
+        let values = [
+            ("var.aws_region", "us-east-1"),
+            ("local.metric_contract.namespace", NAMESPACE),
+            ("var.environment", "dev"),
+            ("var.agent_sample_interval_seconds", "1"),
+            ("var.agent_publish_interval_seconds", "60"),
+            ("var.high_resolution_metrics", "false"),
+            ("local.log_group_name", "/tap/dev/training"),
+        ];
+        let mut text = template.clone();
+        for (expr, value) in values {
+            text = text.replace(&format!("${{{expr}}}"), value);
+        }
+        assert!(
+            !text.contains("${"),
+            "unhandled interpolation in local.agent_config:\n{text}"
+        );
+        let config = AgentConfig::parse(&text, "local.agent_config")
+            .expect("the stack writes a valid config");
+        assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.metrics.environment, "dev");
+        assert_eq!(config.logs.group.as_deref(), Some("/tap/dev/training"));
+    }
+
+    fn arb_config() -> impl Strategy<Value = AgentConfig> {
+        (
+            proptest::option::of(prop_oneof![
+                Just("us-east-1"),
+                Just("eu-west-2"),
+                Just("ap-southeast-1")
+            ]),
+            "[a-z][a-z0-9-]{0,15}",
+            1u32..=10,
+            proptest::sample::select(PUBLISH_INTERVALS.to_vec()),
+            any::<bool>(),
+            proptest::option::of("/[a-z]{1,10}/[a-z]{1,10}"),
+        )
+            .prop_map(
+                |(region, environment, sample, publish, high_resolution, group)| AgentConfig {
+                    aws: AwsSection {
+                        region: region.map(str::to_owned),
+                    },
+                    metrics: MetricsSection {
+                        namespace: NAMESPACE.to_owned(),
+                        environment,
+                        sample_interval_seconds: sample,
+                        publish_interval_seconds: publish,
+                        high_resolution,
+                    },
+                    logs: LogsSection { group },
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(text in "\\PC{0,200}") {
+            let _ = AgentConfig::parse(&text, "fuzz");
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_valid_toml(
+            section in prop_oneof![Just("aws"), Just("metrics"), Just("logs"), Just("other")],
+            key in "[a-z_]{1,30}",
+            value in prop_oneof![Just("1".to_owned()), Just("true".to_owned()), "\"[^\"\\\\]{0,20}\"", Just("[1, 2]".to_owned())],
+        ) {
+            let _ = AgentConfig::parse(&format!("[{section}]\n{key} = {value}\n"), "fuzz");
+        }
+
+        #[test]
+        fn valid_configs_round_trip(config in arb_config()) {
+            let text = toml::to_string(&config).expect("serialises");
+            prop_assert_eq!(AgentConfig::parse(&text, "roundtrip").expect("valid"), config);
+        }
+    }
+}

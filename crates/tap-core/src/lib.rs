@@ -1,0 +1,7 @@
+//! Shared pieces of tap: the metric contract with the stack and the configuration formats.
+
+pub mod agent_config;
+pub mod contract;
+
+#[cfg(test)]
+mod stack_source;

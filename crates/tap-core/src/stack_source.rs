@@ -1,0 +1,56 @@
+//! Test support: reads `infra/tap-stack.tf` so tests can check that the stack and the Rust
+//! code agree (the metric contract, the agent configuration that user_data writes).
+
+use std::sync::OnceLock;
+
+pub const STACK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/tap-stack.tf");
+
+fn body() -> &'static hcl::Body {
+    static BODY: OnceLock<hcl::Body> = OnceLock::new();
+    BODY.get_or_init(|| {
+        let src = std::fs::read_to_string(STACK_PATH)
+            .unwrap_or_else(|e| panic!("reading {STACK_PATH}: {e}"));
+        hcl::parse(&src).unwrap_or_else(|e| panic!("parsing {STACK_PATH}: {e}"))
+    })
+}
+
+/// The expression of `local.<name>` (searching every `locals` block).
+pub fn local_expr(name: &str) -> &'static hcl::Expression {
+    let mut found = body()
+        .blocks()
+        .filter(|b| b.identifier() == "locals")
+        .flat_map(|b| b.body().attributes())
+        .filter(|a| a.key() == name);
+    let attr = found
+        .next()
+        .unwrap_or_else(|| panic!("local.{name} not found in {STACK_PATH}"));
+    assert!(found.next().is_none(), "local.{name} defined twice");
+    attr.expr()
+}
+
+/// `local.<name>` as a value (interpolations stay as `${...}` strings).
+pub fn local(name: &str) -> hcl::Value {
+    hcl::Value::from(local_expr(name).clone())
+}
+
+/// The text of a heredoc `local.<name>`, indentation stripped as Terraform does for `<<-`.
+pub fn local_heredoc(name: &str) -> String {
+    let hcl::Expression::TemplateExpr(t) = local_expr(name) else {
+        panic!("local.{name} is not a heredoc");
+    };
+    let hcl::TemplateExpr::Heredoc(h) = t.as_ref() else {
+        panic!("local.{name} is not a heredoc");
+    };
+    let lines: Vec<&str> = h.template.lines().collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
