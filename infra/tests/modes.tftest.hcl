@@ -33,6 +33,14 @@ run "nat_none" {
     condition     = length(aws_vpc_endpoint.gateway) == 2
     error_message = "Gateway endpoints exist in every mode."
   }
+  assert {
+    condition     = length(aws_vpc_security_group_egress_rule.nodes_internet) == 0
+    error_message = "none: no internet egress rule (there is no route to the internet)."
+  }
+  assert {
+    condition     = aws_vpc_security_group_egress_rule.nodes_interface_endpoints[0].referenced_security_group_id == aws_security_group.endpoints[0].id && length(aws_vpc_security_group_egress_rule.nodes_gateway_endpoints) == 2
+    error_message = "none: nodes reach the interface and gateway endpoints."
+  }
 }
 
 run "nat_none_without_endpoints" {

@@ -60,8 +60,12 @@ run "security_group" {
     error_message = "Nodes must be able to send all traffic to each other."
   }
   assert {
-    condition     = toset([for r in aws_vpc_security_group_egress_rule.nodes_web : r.from_port]) == toset([80, 443])
+    condition     = toset([for r in aws_vpc_security_group_egress_rule.nodes_internet : r.from_port]) == toset([80, 443])
     error_message = "Egress to the internet is limited to HTTP and HTTPS."
+  }
+  assert {
+    condition     = alltrue([for k, r in aws_vpc_security_group_egress_rule.nodes_gateway_endpoints : r.prefix_list_id == aws_vpc_endpoint.gateway[k].prefix_list_id && r.from_port == 443])
+    error_message = "HTTPS to S3 and DynamoDB is allowed through their gateway endpoint prefix lists."
   }
 }
 

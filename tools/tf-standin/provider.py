@@ -98,6 +98,15 @@ class StandIn(pbg.ProviderServicer):
         return pb.StopProvider.Response()
 
 
+class Server(SyncRPCPluginServer):
+    def __init__(self, servicer):
+        super().__init__(servicer)
+        # go-plugin decodes the server certificate with base64.RawStdEncoding, which rejects
+        # padding; tfprovider pads it, so about one start in three failed with
+        # "error parsing server cert: illegal base64 data".
+        self.cert_base64 = self.cert_base64.rstrip("=")
+
+
 if __name__ == "__main__":
-    SyncRPCPluginServer(StandIn(sys.argv[1])).run()
+    Server(StandIn(sys.argv[1])).run()
     sys.exit(0)

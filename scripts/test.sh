@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every test of tap: Rust (format, lints, unit, property and binary tests) and the stack
+# (terraform fmt/validate/test against the stand-in provider, checkov, trivy). Installs what
+# it needs first (scripts/tools.sh). Every stage runs; the last line sums them up.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+passed=0 failed=0 failures=()
+
+stage() { # name, command...
+  local name=$1; shift
+  echo "==> $name"
+  if "$@" 2>&1 | tee "$log/$name.out"; then
+    echo "<== $name: ok"
+  else
+    echo "<== $name: FAILED"
+    failures+=("$name")
+  fi
+}
+count() { # adds "N passed; M failed" (cargo) or "N passed, M failed" (terraform) lines of a stage
+  local p f
+  p=$(grep -Eo '[0-9]+ passed[;,]' "$log/$1.out" | awk '{s += $1} END {print s + 0}')
+  f=$(grep -Eo '[0-9]+ failed' "$log/$1.out" | awk '{s += $1} END {print s + 0}')
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+}
+check() { # a stage that is one check
+  if [[ " ${failures[*]} " == *" $1 "* ]]; then failed=$((failed + 1)); else passed=$((passed + 1)); fi
+}
+
+stage tools-install bash -c "scripts/tools.sh > '$log/tools.env'"
+set -a; source "$log/tools.env"; set +a
+
+stage cargo-fmt cargo fmt --all --check
+check cargo-fmt
+stage cargo-clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+check cargo-clippy
+stage cargo-test cargo test --workspace --locked
+count cargo-test
+
+stage terraform-fmt terraform fmt -check -recursive -diff infra
+check terraform-fmt
+stage terraform-validate bash -c "cd infra && terraform init -backend=false -input=false -no-color >/dev/null && terraform validate -no-color"
+check terraform-validate
+stage terraform-test bash -c "cd infra && terraform test -no-color"
+count terraform-test
+
+stage checkov "$CHECKOV" -d infra --framework terraform --skip-download --compact --quiet -o cli
+check checkov
+stage trivy "$TRIVY" config --skip-check-update --exit-code 1 infra
+check trivy
+
+if [[ " ${failures[*]} " == *" tools-install "* ]]; then failed=$((failed + 1)); fi
+echo
+if ((${#failures[@]})); then echo "failed stages: ${failures[*]}"; fi
+echo "tests: $passed passed, $failed failed"
+((${#failures[@]} == 0))

