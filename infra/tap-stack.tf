@@ -156,7 +156,7 @@ variable "ami_ssm_parameter" {
 }
 
 variable "custom_ami_id" {
-  description = "Use this AMI instead of the SSM lookup (e.g. an image with a Volta-capable driver baked in, required for p3 with nat_gateway_mode = \"none\")."
+  description = "Use this AMI instead of the SSM lookup (e.g. an image with a Volta-capable driver baked in, required for p3 with nat_gateway_mode = \"none\"). It needs bash, curl, and the AWS CLI when tap-agent comes from S3."
   type        = string
   default     = null
 
@@ -189,7 +189,7 @@ variable "root_volume_size_gb" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer-managed KMS key ARN used for S3, DynamoDB, EBS, SSM SecureStrings, the log groups and SNS. null: AWS-owned/managed keys (SSE-S3 for S3). The key policy must allow logs.<region>.amazonaws.com and cloudwatch.amazonaws.com."
+  description = "Customer-managed KMS key ARN used for S3, DynamoDB, EBS, SSM SecureStrings, the log groups and SNS. null: AWS-owned/managed keys (SSE-S3 for S3). The key policy must allow logs.<region>.amazonaws.com, cloudwatch.amazonaws.com and the EC2 Spot/Fleet service-linked roles (encrypted root volumes)."
   type        = string
   default     = null
 
@@ -592,8 +592,10 @@ data "aws_ssm_parameter" "dlami" {
 }
 
 # Reads the chosen image so the root volume mapping uses its real root device name.
+# No owners filter: the id is already the user's (or AWS's) choice, and images shared from
+# another account must resolve too.
 data "aws_ami" "selected" {
-  owners = ["self", "amazon", "898082745236", "aws-marketplace"]
+  include_deprecated = true
   filter {
     name   = "image-id"
     values = [local.ami_id]
@@ -1157,10 +1159,11 @@ data "aws_iam_policy_document" "flow_logs_assume" {
 }
 
 data "aws_iam_policy_document" "flow_logs" {
+  count = var.enable_flow_logs ? 1 : 0
   statement {
     sid       = "WriteFlowLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-    resources = var.enable_flow_logs ? [aws_cloudwatch_log_group.flow[0].arn, "${aws_cloudwatch_log_group.flow[0].arn}:log-stream:*"] : []
+    resources = [aws_cloudwatch_log_group.flow[0].arn, "${aws_cloudwatch_log_group.flow[0].arn}:log-stream:*"]
   }
 }
 
@@ -1175,7 +1178,7 @@ resource "aws_iam_role_policy" "flow_logs" {
   count  = var.enable_flow_logs ? 1 : 0
   name   = "${local.name}-flow-logs"
   role   = aws_iam_role.flow_logs[0].id
-  policy = data.aws_iam_policy_document.flow_logs.json
+  policy = data.aws_iam_policy_document.flow_logs[0].json
 }
 
 ################################################################################
@@ -1254,7 +1257,7 @@ locals {
       metric      = "unhealthy"
       description = "tap-agent found a fatal GPU fault (XID, uncorrected ECC, lost GPU) on a node of the fleet."
       statistic   = "Maximum"
-      period      = 60
+      period      = max(60, var.agent_publish_interval_seconds) # one datapoint per period, or the alarm flaps
       periods     = 1
       comparison  = "GreaterThanOrEqualToThreshold"
       threshold   = 1
@@ -1276,9 +1279,11 @@ resource "aws_cloudwatch_metric_alarm" "this" {
   comparison_operator = each.value.comparison
   threshold           = each.value.threshold
   treat_missing_data  = each.value.missing
-  alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
-  tags                = local.tags
+  # A fleet scaled to zero sends no heartbeats on purpose: don't page anyone for it.
+  actions_enabled = each.key != "no-gpu-metrics" || var.target_capacity > 0
+  alarm_actions   = [aws_sns_topic.alarms.arn]
+  ok_actions      = [aws_sns_topic.alarms.arn]
+  tags            = local.tags
 }
 
 locals {

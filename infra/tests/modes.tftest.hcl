@@ -199,3 +199,20 @@ run "agent_from_url" {
     error_message = "agent_binary_url replaces the S3 location."
   }
 }
+
+run "slow_publishing_and_empty_fleet" {
+  command = plan
+  variables {
+    agent_publish_interval_seconds = 300
+    target_capacity                = 0
+  }
+
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].period == 300
+    error_message = "The unhealthy alarm's period covers one publish interval, so a standing fault keeps it in ALARM."
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].actions_enabled == false && aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].actions_enabled == true
+    error_message = "A fleet scaled to zero does not page for missing heartbeats; other alarms stay armed."
+  }
+}

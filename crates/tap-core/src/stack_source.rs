@@ -54,3 +54,43 @@ pub fn local_heredoc(name: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Labels of every top-level block of one kind (`variable`, `output`, ...).
+pub fn labels(kind: &str) -> Vec<String> {
+    body()
+        .blocks()
+        .filter(|b| b.identifier() == kind)
+        .filter_map(|b| b.labels().first().map(|l| l.as_str().to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const README_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+
+    /// The README's variable table and output list stay complete as the stack grows.
+    #[test]
+    fn readme_documents_every_variable_and_output() {
+        let readme = std::fs::read_to_string(README_PATH).expect("README.md");
+        let variables = labels("variable");
+        assert!(
+            variables.len() > 30,
+            "parsed only {} variables",
+            variables.len()
+        );
+        for v in variables {
+            assert!(
+                readme.contains(&format!("| `{v}` |")),
+                "README's variable table lacks `{v}`"
+            );
+        }
+        for o in labels("output") {
+            assert!(
+                readme.contains(&format!("`{o}`")),
+                "README's outputs lack `{o}`"
+            );
+        }
+    }
+}
