@@ -115,8 +115,12 @@ class Source:
 
 
 def nested_fn(value):
-    m = re.search(r"(\w+)ToHclTerraform\b", value.replace("cdktf.", "cdktf_"))
-    return m.group(1) if m and not m.group(1).startswith("cdktf_") else None
+    """The generated struct function a complex value is mapped with; None for primitives
+    (those are mapped with cdktf's own `cdktf.stringToHclTerraform` and friends)."""
+    for cdktf_prefix, name in re.findall(r"(cdktf\.)?(\w+)ToHclTerraform\b", value):
+        if not cdktf_prefix:
+            return name
+    return None
 
 
 class Builder:
