@@ -446,6 +446,9 @@ locals {
       power_draw               = { name = "GPUPowerDraw", unit = "None", sets = ["gpu", "instance"] }
       sm_clock                 = { name = "GPUSMClock", unit = "None", sets = ["gpu"] }
       ecc_uncorrected          = { name = "GPUECCUncorrectedErrors", unit = "Count", sets = ["gpu", "fleet"] }
+      ecc_corrected            = { name = "GPUECCCorrectedErrors", unit = "Count", sets = ["gpu"] }
+      throttled                = { name = "GPUThrottled", unit = "Percent", sets = ["gpu", "instance"] }
+      retired_pages            = { name = "GPURetiredPages", unit = "Count", sets = ["gpu"] }
       unhealthy                = { name = "GPUUnhealthy", unit = "Count", sets = ["gpu", "instance", "fleet"] }
       heartbeat                = { name = "AgentHeartbeat", unit = "Count", sets = ["instance", "fleet"] }
       gpus_visible             = { name = "GPUsVisible", unit = "Count", sets = ["instance", "fleet"] }

@@ -1,6 +1,8 @@
 //! tap-agent: GPU telemetry, health and spot-interruption handling on a tap node.
 
 pub mod cli;
+pub mod gpu;
+pub mod metrics;
 
 use std::process::ExitCode;
 

@@ -107,6 +107,9 @@ pub enum Metric {
     PowerDraw,
     SmClock,
     EccUncorrected,
+    EccCorrected,
+    Throttled,
+    RetiredPages,
     Unhealthy,
     Heartbeat,
     GpusVisible,
@@ -130,7 +133,7 @@ pub struct MetricSpec {
 use DimensionSet::{Fleet, Gpu, Instance};
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 14] = [
         Metric::GpuUtilization,
         Metric::MemoryUtilization,
         Metric::MemoryUsed,
@@ -138,6 +141,9 @@ impl Metric {
         Metric::PowerDraw,
         Metric::SmClock,
         Metric::EccUncorrected,
+        Metric::EccCorrected,
+        Metric::Throttled,
+        Metric::RetiredPages,
         Metric::Unhealthy,
         Metric::Heartbeat,
         Metric::GpusVisible,
@@ -209,6 +215,27 @@ impl Metric {
                 Unit::Count,
                 &[Gpu, Fleet],
                 "uncorrected ECC errors since the last publish",
+            ),
+            Metric::EccCorrected => m(
+                "ecc_corrected",
+                "GPUECCCorrectedErrors",
+                Unit::Count,
+                &[Gpu],
+                "corrected ECC errors since the last publish",
+            ),
+            Metric::Throttled => m(
+                "throttled",
+                "GPUThrottled",
+                Unit::Percent,
+                &[Gpu, Instance],
+                "share of samples with a costly clock slowdown (power cap, thermal, HW)",
+            ),
+            Metric::RetiredPages => m(
+                "retired_pages",
+                "GPURetiredPages",
+                Unit::Count,
+                &[Gpu],
+                "memory pages retired for ECC errors (V100: retirement, no row remapping)",
             ),
             Metric::Unhealthy => m(
                 "unhealthy",
