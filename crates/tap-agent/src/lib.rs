@@ -1,8 +1,11 @@
 //! tap-agent: GPU telemetry, health and spot-interruption handling on a tap node.
 
 pub mod cli;
+pub mod cloudwatch;
 pub mod gpu;
 pub mod metrics;
+pub mod publish;
+pub mod spool;
 
 use std::process::ExitCode;
 
