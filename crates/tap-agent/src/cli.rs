@@ -2,32 +2,68 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// tap-agent: the daemon on every GPU node of a tap fleet.
 ///
-/// It samples every GPU through NVML, publishes the metrics of tap's metric contract to
-/// CloudWatch (the stack's alarms and dashboard watch them), judges GPU health and watches for
-/// EC2 spot interruption notices. It reads its settings from a TOML file that the stack's
-/// user_data writes (`/etc/tap/agent.toml`).
+/// It samples every GPU through NVML (or nvidia-smi when NVML cannot be loaded), publishes
+/// the metrics of tap's metric contract to CloudWatch as statistic sets (the stack's alarms
+/// and dashboard watch them), and keeps what CloudWatch does not accept in a bounded on-disk
+/// spool until it does. Settings come from a TOML file that the stack's user_data writes.
 ///
 /// Examples:
-///   tap-agent --check-config                       validate /etc/tap/agent.toml
-///   tap-agent --check-config --config ./agent.toml validate another file
+///   tap-agent --check-config                    validate /etc/tap/agent.toml
+///   tap-agent run --once                        print every field of every GPU, once
+///   tap-agent run --once --simulate 8           the same on 8 simulated GPUs
+///   tap-agent --config agent.toml run           run the daemon (what systemd starts)
+///   sudo tap-agent install                      install and start the systemd service
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, arg_required_else_help = true)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(
-        long,
-        env = "TAP_AGENT_CONFIG",
-        default_value = "/etc/tap/agent.toml",
-        value_name = "PATH"
-    )]
+    #[arg(long, global = true, env = "TAP_AGENT_CONFIG", default_value = "/etc/tap/agent.toml", value_name = "PATH")]
     pub config: PathBuf,
 
     /// Validate the configuration file, print the effective settings and exit
     /// (exit status 0 when valid, 1 with the file, key and problem when not).
     #[arg(long)]
     pub check_config: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: sample, publish to CloudWatch, spool while it is unreachable.
+    /// SIGTERM or Ctrl-C publishes (or spools) the last window, then exits.
+    Run(RunArgs),
+    /// Write the systemd unit (tap-agent.service) and enable and start it.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Read simulated GPUs instead of real ones (labelled SIMULATED everywhere).
+    #[arg(long, value_name = "GPUS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub simulate: Option<u16>,
+
+    /// Read every GPU once, print every field and exit (no config or AWS needed).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// Directory of the unit file.
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub unit_dir: PathBuf,
+
+    /// Path of the tap-agent binary the unit runs.
+    #[arg(long, default_value = "/usr/local/bin/tap-agent", value_name = "PATH")]
+    pub binary: PathBuf,
+
+    /// Only write the unit; do not run systemctl.
+    #[arg(long)]
+    pub no_start: bool,
 }

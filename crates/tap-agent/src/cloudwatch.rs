@@ -40,12 +40,7 @@ pub struct CloudWatchSink {
 pub fn to_sdk(d: &Datum) -> MetricDatum {
     MetricDatum::builder()
         .metric_name(&d.metric)
-        .set_dimensions(Some(
-            d.dimensions
-                .iter()
-                .map(|(k, v)| Dimension::builder().name(k).value(v).build())
-                .collect(),
-        ))
+        .set_dimensions(Some(d.dimensions.iter().map(|(k, v)| Dimension::builder().name(k).value(v).build()).collect()))
         .timestamp(DateTime::from_millis(d.timestamp_ms))
         .statistic_values(
             StatisticSet::builder()
@@ -79,16 +74,9 @@ where
                 || code.contains("InternalFailure")
                 || code.contains("AccessDenied")
                 || code.contains("ExpiredToken");
-            if retriable {
-                SinkError::Retriable(msg)
-            } else {
-                SinkError::Rejected(msg)
-            }
+            if retriable { SinkError::Retriable(msg) } else { SinkError::Rejected(msg) }
         }
-        _ => SinkError::Retriable(format!(
-            "{}",
-            aws_sdk_cloudwatch::error::DisplayErrorContext(&e)
-        )),
+        _ => SinkError::Retriable(format!("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(&e))),
     }
 }
 
@@ -115,17 +103,9 @@ mod tests {
         let d = Datum {
             metric: "GPUUtilization".into(),
             unit: "Percent".into(),
-            dimensions: vec![
-                ("Environment".into(), "dev".into()),
-                ("InstanceId".into(), "i-1".into()),
-            ],
+            dimensions: vec![("Environment".into(), "dev".into()), ("InstanceId".into(), "i-1".into())],
             timestamp_ms: 1_800_000_000_123,
-            stats: Stats {
-                min: 1.0,
-                max: 9.0,
-                sum: 20.0,
-                count: 4.0,
-            },
+            stats: Stats { min: 1.0, max: 9.0, sum: 20.0, count: 4.0 },
             high_resolution: true,
         };
         let m = to_sdk(&d);
@@ -133,10 +113,7 @@ mod tests {
         assert_eq!(m.unit(), Some(&StandardUnit::Percent));
         assert_eq!(m.storage_resolution(), Some(1));
         assert_eq!(m.dimensions().len(), 2);
-        assert_eq!(
-            m.timestamp().map(|t| t.to_millis().expect("ms")),
-            Some(1_800_000_000_123)
-        );
+        assert_eq!(m.timestamp().map(|t| t.to_millis().expect("ms")), Some(1_800_000_000_123));
         let s = m.statistic_values().expect("statistic set");
         assert_eq!(
             (s.minimum(), s.maximum(), s.sum(), s.sample_count()),

@@ -2,17 +2,27 @@
 
 pub mod cli;
 pub mod cloudwatch;
+pub mod daemon;
 pub mod gpu;
+pub mod identity;
+pub mod install;
 pub mod metrics;
 pub mod publish;
 pub mod spool;
 
+use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use tap_core::agent_config::AgentConfig;
 
+use cli::{Cli, Command, RunArgs};
+use gpu::{GpuReader, GpuReading, ReaderKind};
+
 /// Runs the agent for parsed arguments; errors are printed once, as one line.
-pub fn main_with(cli: cli::Cli) -> ExitCode {
+pub fn main_with(cli: Cli) -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -22,23 +32,195 @@ pub fn main_with(cli: cli::Cli) -> ExitCode {
     }
 }
 
-fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     if cli.check_config {
         let config = AgentConfig::load(&cli.config)?;
         println!("{}: ok", cli.config.display());
         println!("{}", describe(&config));
     }
+    match &cli.command {
+        None => {}
+        Some(Command::Install(a)) => {
+            let path = install::install(&install::InstallOptions {
+                unit_dir: a.unit_dir.clone(),
+                binary: a.binary.clone(),
+                config: cli.config.clone(),
+                start: !a.no_start,
+            })?;
+            println!("installed {}{}", path.display(), if a.no_start { "" } else { " and started tap-agent" });
+        }
+        Some(Command::Run(a)) if a.once => print!("{}", once(&mut *open_reader(a)?)?),
+        Some(Command::Run(a)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(run_daemon(&cli.config, a))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A reader for a machine without a usable driver: no GPUs (the agent still publishes its
+/// heartbeat and `GPUsVisible = 0`), and every minute it tries the hardware again, since
+/// user_data may install the driver after the agent started.
+struct NoGpus {
+    reason: String,
+    last_try: Instant,
+    found: Option<Box<dyn GpuReader>>,
+}
+
+impl GpuReader for NoGpus {
+    fn kind(&self) -> ReaderKind {
+        self.found.as_ref().map_or(ReaderKind::Nvml, |r| r.kind())
+    }
+
+    fn read(&mut self) -> Result<Vec<GpuReading>, gpu::ReadError> {
+        if self.found.is_none() && self.last_try.elapsed() >= Duration::from_secs(60) {
+            self.last_try = Instant::now();
+            match gpu::open_hardware() {
+                Ok(r) => {
+                    tracing::info!(reader = %r.kind(), "NVIDIA driver found");
+                    self.found = Some(r);
+                }
+                Err(e) => self.reason = e.to_string(),
+            }
+        }
+        match &mut self.found {
+            Some(r) => r.read(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn open_reader(a: &RunArgs) -> anyhow::Result<Box<dyn GpuReader>> {
+    if let Some(n) = a.simulate {
+        return Ok(Box::new(gpu::sim::SimReader::new(usize::from(n), vec![])));
+    }
+    match gpu::open_hardware() {
+        Ok(r) => Ok(r),
+        Err(e) if a.once => Err(e.into()),
+        Err(e) => {
+            tracing::warn!("{e}; publishing host health only (heartbeat, 0 GPUs visible), retrying every minute");
+            Ok(Box::new(NoGpus { reason: e.to_string(), last_try: Instant::now(), found: None }))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAP_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
+    init_logging();
+    let origin = config_path.display().to_string();
+    let config = AgentConfig::load(config_path)?;
+    let id = identity::resolve(&config, &origin).await?;
+    let reader = open_reader(a)?;
+    let spool = spool::Spool::open(&config.spool.dir, config.spool.max_bytes)?;
+    if !spool.is_empty() {
+        tracing::info!(batches = spool.len(), datums = spool.datums(), "replaying the spool left by the last run");
+    }
+    let sink = cloudwatch::CloudWatchSink {
+        client: cloudwatch::client(&id.region).await,
+        namespace: config.metrics.namespace.clone(),
+    };
+    let publisher = publish::Publisher::new(sink, spool, publish::RetryPolicy::default());
+    let m = &config.metrics;
+    let opts = daemon::DaemonOptions {
+        sample_interval: Duration::from_secs(u64::from(m.sample_interval_seconds)),
+        publish_interval: Duration::from_secs(u64::from(m.publish_interval_seconds)),
+        high_resolution: m.high_resolution,
+        labels: metrics::Labels { environment: m.environment.clone(), instance_id: id.instance_id.clone() },
+        shutdown_grace: Duration::from_secs(20),
+    };
+    let stats = daemon::run(reader, publisher, opts, shutdown_signal()).await?;
+    tracing::info!(
+        requests = stats.requests,
+        datums_sent = stats.datums_sent,
+        batches_spooled = stats.batches_spooled,
+        datums_rejected = stats.datums_rejected,
+        "tap-agent stopped"
+    );
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} {unit}"))
+}
+
+/// `run --once`: every field of every GPU, and how long the read took.
+fn once(reader: &mut dyn GpuReader) -> anyhow::Result<String> {
+    let start = Instant::now();
+    let readings = reader.read()?;
+    let took = start.elapsed();
+    let mut s =
+        format!("reader: {}\ngpus: {}\nread time: {:.3} ms\n", reader.kind(), readings.len(), took.as_secs_f64() * 1e3);
+    for r in &readings {
+        let g = &r.gpu;
+        let x = &r.sample;
+        let _ = writeln!(
+            s,
+            "\nGPU {} {} ({}, {})",
+            g.index,
+            g.uuid,
+            g.name.as_deref().unwrap_or("unknown model"),
+            g.pci_bus_id.as_deref().unwrap_or("no PCI id")
+        );
+        let rows: [(&str, String); 12] = [
+            ("utilization", fmt_opt(x.utilization_pct, "%")),
+            ("memory used", fmt_opt(x.memory_used_mib, "MiB")),
+            ("memory total", fmt_opt(x.memory_total_mib, "MiB")),
+            ("memory utilization", fmt_opt(x.memory_utilization_pct(), "%")),
+            ("temperature", fmt_opt(x.temperature_c, "C")),
+            ("power draw", fmt_opt(x.power_draw_w, "W")),
+            ("power limit", fmt_opt(x.power_limit_w, "W")),
+            ("SM clock", fmt_opt(x.sm_clock_mhz, "MHz")),
+            (
+                "throttle reasons",
+                x.throttle_reasons
+                    .map_or("n/a".into(), |r| format!("{r:#x} (costly: {})", x.throttled().unwrap_or(false))),
+            ),
+            (
+                "ECC corrected / uncorrected",
+                format!(
+                    "{} / {}",
+                    x.ecc_corrected.map_or("n/a".into(), |v| v.to_string()),
+                    x.ecc_uncorrected.map_or("n/a".into(), |v| v.to_string())
+                ),
+            ),
+            ("retired pages", x.retired_pages.map_or("n/a".into(), |v| v.to_string())),
+            ("retirement pending", x.retirement_pending.map_or("n/a".into(), |v| v.to_string())),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(s, "  {k:<28} {v}");
+        }
+    }
+    Ok(s)
 }
 
 /// One line per setting, as `--check-config` prints them.
 pub fn describe(config: &AgentConfig) -> String {
     let m = &config.metrics;
-    let region = config
-        .aws
-        .region
-        .as_deref()
-        .unwrap_or("(from instance metadata)");
+    let region = config.aws.region.as_deref().unwrap_or("(from AWS_REGION or instance metadata)");
     let group = config.logs.group.as_deref().unwrap_or("(none)");
     format!(
         "region:           {region}\n\
@@ -47,15 +229,14 @@ pub fn describe(config: &AgentConfig) -> String {
          sample interval:  {} s\n\
          publish interval: {} s\n\
          resolution:       {}\n\
-         log group:        {group}",
+         log group:        {group}\n\
+         spool:            {} (at most {} MiB)",
         m.namespace,
         m.environment,
         m.sample_interval_seconds,
         m.publish_interval_seconds,
-        if m.high_resolution {
-            "1 s (high)"
-        } else {
-            "60 s (standard)"
-        },
+        if m.high_resolution { "1 s (high)" } else { "60 s (standard)" },
+        config.spool.dir.display(),
+        config.spool.max_bytes / (1024 * 1024),
     )
 }

@@ -30,12 +30,7 @@ pub struct Stats {
 
 impl Stats {
     pub fn one(v: f64) -> Stats {
-        Stats {
-            min: v,
-            max: v,
-            sum: v,
-            count: 1.0,
-        }
+        Stats { min: v, max: v, sum: v, count: 1.0 }
     }
 
     pub fn add(&mut self, v: f64) {
@@ -66,11 +61,7 @@ impl Datum {
     /// A generous estimate of this datum's size in an awsQuery request (URL-encoded keys such
     /// as `MetricData.member.1000.Dimensions.member.3.Value=` are long).
     pub fn encoded_size(&self) -> usize {
-        let dims: usize = self
-            .dimensions
-            .iter()
-            .map(|(k, v)| 3 * (k.len() + v.len()) + 120)
-            .sum();
+        let dims: usize = self.dimensions.iter().map(|(k, v)| 3 * (k.len() + v.len()) + 120).sum();
         3 * (self.metric.len() + self.unit.len()) + dims + 400
     }
 }
@@ -152,33 +143,16 @@ impl Aggregator {
     }
 
     fn add(&mut self, metric: Metric, set: DimensionSet, gpu: Option<&str>, v: f64) {
-        let key = SeriesKey {
-            metric: metric.spec().name,
-            set: set_index(set),
-            gpu: gpu.map(str::to_owned),
-        };
-        self.series
-            .entry(key)
-            .and_modify(|s| s.add(v))
-            .or_insert_with(|| Stats::one(v));
+        let key = SeriesKey { metric: metric.spec().name, set: set_index(set), gpu: gpu.map(str::to_owned) };
+        self.series.entry(key).and_modify(|s| s.add(v)).or_insert_with(|| Stats::one(v));
     }
 
     /// Adds one sample of every GPU (an empty slice: no GPU was readable).
     pub fn add_sample(&mut self, at_ms: i64, readings: &[GpuReading]) {
         self.window_start_ms.get_or_insert(at_ms);
         self.samples += 1;
-        self.add(
-            Metric::GpusVisible,
-            DimensionSet::Instance,
-            None,
-            readings.len() as f64,
-        );
-        self.add(
-            Metric::GpusVisible,
-            DimensionSet::Fleet,
-            None,
-            readings.len() as f64,
-        );
+        self.add(Metric::GpusVisible, DimensionSet::Instance, None, readings.len() as f64);
+        self.add(Metric::GpusVisible, DimensionSet::Fleet, None, readings.len() as f64);
         for r in readings {
             for metric in SAMPLED {
                 let Some(v) = sampled_value(metric, &r.sample) else {
@@ -201,30 +175,16 @@ impl Aggregator {
 
     /// Ends the window: the datums to publish (heartbeat always, even with no samples), and
     /// a fresh window. `dropped` is the number of datums the spool dropped since the last call.
-    pub fn finish(
-        &mut self,
-        now_ms: i64,
-        labels: &Labels,
-        dropped: u64,
-        high_resolution: bool,
-    ) -> Vec<Datum> {
+    pub fn finish(&mut self, now_ms: i64, labels: &Labels, dropped: u64, high_resolution: bool) -> Vec<Datum> {
         let ts = self.window_start_ms.take().unwrap_or(now_ms);
         self.add(Metric::Heartbeat, DimensionSet::Instance, None, 1.0);
         self.add(Metric::Heartbeat, DimensionSet::Fleet, None, 1.0);
         if dropped > 0 {
-            self.add(
-                Metric::SpoolDroppedDatapoints,
-                DimensionSet::Instance,
-                None,
-                dropped as f64,
-            );
+            self.add(Metric::SpoolDroppedDatapoints, DimensionSet::Instance, None, dropped as f64);
         }
         for (uuid, base) in std::mem::take(&mut self.ecc_base) {
             let last = self.ecc_last.get(&uuid).copied().unwrap_or(base);
-            for (metric, b, l) in [
-                (Metric::EccCorrected, base.0, last.0),
-                (Metric::EccUncorrected, base.1, last.1),
-            ] {
+            for (metric, b, l) in [(Metric::EccCorrected, base.0, last.0), (Metric::EccUncorrected, base.1, last.1)] {
                 // A counter that went down was reset by a driver reload: count from zero.
                 let (Some(b), Some(l)) = (b, l) else { continue };
                 let delta = if l >= b { l - b } else { l } as f64;
@@ -239,10 +199,7 @@ impl Aggregator {
             .into_iter()
             .map(|(key, stats)| {
                 let set = DimensionSet::ALL[usize::from(key.set)];
-                let metric = Metric::ALL
-                    .iter()
-                    .find(|m| m.spec().name == key.metric)
-                    .map(|m| m.spec());
+                let metric = Metric::ALL.iter().find(|m| m.spec().name == key.metric).map(|m| m.spec());
                 let unit = metric.map_or("None", |m| m.unit.as_str());
                 let dimensions = set
                     .dimensions()
@@ -276,9 +233,7 @@ pub fn pack(datums: Vec<Datum>) -> Vec<Vec<Datum>> {
     for d in datums {
         let s = d.encoded_size();
         match out.last_mut() {
-            Some(batch)
-                if batch.len() < MAX_DATUMS_PER_REQUEST && size + s <= MAX_REQUEST_BYTES =>
-            {
+            Some(batch) if batch.len() < MAX_DATUMS_PER_REQUEST && size + s <= MAX_REQUEST_BYTES => {
                 size += s;
                 batch.push(d);
             }
@@ -299,10 +254,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn labels() -> Labels {
-        Labels {
-            environment: "dev".into(),
-            instance_id: "i-0123456789abcdef0".into(),
-        }
+        Labels { environment: "dev".into(), instance_id: "i-0123456789abcdef0".into() }
     }
 
     fn find<'a>(d: &'a [Datum], metric: &str, dims: usize, gpu: Option<&str>) -> Option<&'a Datum> {
@@ -326,8 +278,7 @@ mod tests {
     #[test]
     fn statistic_sets_cover_every_sample() {
         let d = window(2, 60, vec![]);
-        let gpu0 =
-            find(&d, "GPUUtilization", 3, Some("GPU-SIMULATED-0000")).expect("per-GPU series");
+        let gpu0 = find(&d, "GPUUtilization", 3, Some("GPU-SIMULATED-0000")).expect("per-GPU series");
         assert_eq!(gpu0.stats.count, 60.0);
         let expected: f64 = (0..60).map(|n| SimReader::utilization(0, n)).sum();
         assert_eq!(gpu0.stats.sum, expected);
@@ -339,27 +290,16 @@ mod tests {
         assert_eq!(inst.stats.count, 120.0, "instance series spans both GPUs");
         let fleet = find(&d, "GPUUtilization", 1, None).expect("fleet series");
         assert_eq!(fleet.stats, inst.stats);
-        assert_eq!(
-            fleet.dimensions,
-            vec![("Environment".to_owned(), "dev".to_owned())]
-        );
+        assert_eq!(fleet.dimensions, vec![("Environment".to_owned(), "dev".to_owned())]);
     }
 
     #[test]
     fn every_datum_uses_a_contract_dimension_set() {
         for d in window(3, 5, vec![]) {
             let names: Vec<&str> = d.dimensions.iter().map(|(k, _)| k.as_str()).collect();
-            let spec = Metric::ALL
-                .iter()
-                .map(|m| m.spec())
-                .find(|s| s.name == d.metric)
-                .expect("contract metric");
+            let spec = Metric::ALL.iter().map(|m| m.spec()).find(|s| s.name == d.metric).expect("contract metric");
             assert!(
-                spec.sets.iter().any(|s| s
-                    .dimensions()
-                    .iter()
-                    .map(|d| d.name())
-                    .eq(names.iter().copied())),
+                spec.sets.iter().any(|s| s.dimensions().iter().map(|d| d.name()).eq(names.iter().copied())),
                 "{} published with {names:?}",
                 d.metric
             );
@@ -373,34 +313,17 @@ mod tests {
         let d = a.finish(1_000, &labels(), 0, false);
         assert!(find(&d, "AgentHeartbeat", 1, None).is_some());
         assert!(find(&d, "AgentHeartbeat", 2, None).is_some());
-        assert_eq!(
-            find(&d, "GPUsVisible", 2, None).map(|x| x.stats.max),
-            Some(0.0)
-        );
-        assert!(
-            find(&d, "GPUUtilization", 1, None).is_none(),
-            "no GPU, no utilization datum"
-        );
+        assert_eq!(find(&d, "GPUsVisible", 2, None).map(|x| x.stats.max), Some(0.0));
+        assert!(find(&d, "GPUUtilization", 1, None).is_none(), "no GPU, no utilization datum");
         // No sample at all in the window (reader failing): still a heartbeat.
         let d = a.finish(2_000, &labels(), 0, false);
         assert_eq!(d.len(), 2);
-        assert!(
-            d.iter()
-                .all(|x| x.metric == "AgentHeartbeat" && x.timestamp_ms == 2_000)
-        );
+        assert!(d.iter().all(|x| x.metric == "AgentHeartbeat" && x.timestamp_ms == 2_000));
     }
 
     #[test]
     fn unreadable_field_gives_fewer_samples_not_zeros() {
-        let d = window(
-            2,
-            10,
-            vec![Fault::TemperatureUnreadable {
-                gpu: 1,
-                from: 0,
-                to: 4,
-            }],
-        );
+        let d = window(2, 10, vec![Fault::TemperatureUnreadable { gpu: 1, from: 0, to: 4 }]);
         let t1 = find(&d, "GPUTemperature", 3, Some("GPU-SIMULATED-0001")).expect("series");
         assert_eq!(t1.stats.count, 6.0);
         assert!(t1.stats.min >= 45.0, "no zero was recorded");
@@ -408,37 +331,20 @@ mod tests {
 
     #[test]
     fn ecc_counters_become_per_window_deltas() {
-        let mut r = SimReader::new(
-            1,
-            vec![Fault::EccErrors {
-                gpu: 0,
-                per_read: 3,
-                from: 2,
-                to: 5,
-            }],
-        );
+        let mut r = SimReader::new(1, vec![Fault::EccErrors { gpu: 0, per_read: 3, from: 2, to: 5 }]);
         let mut a = Aggregator::new();
         for i in 0..4 {
             a.add_sample(i, &r.read().expect("read"));
         }
         let first = a.finish(10, &labels(), 0, false);
-        let ecc =
-            |d: &[Datum], dims| find(d, "GPUECCUncorrectedErrors", dims, None).map(|x| x.stats.sum);
+        let ecc = |d: &[Datum], dims| find(d, "GPUECCUncorrectedErrors", dims, None).map(|x| x.stats.sum);
         // Baseline is the first sample (0); reads 2 and 3 add 3 each.
         assert_eq!(ecc(&first, 3), Some(6.0));
-        assert_eq!(
-            ecc(&first, 1),
-            Some(6.0),
-            "also on the fleet set the stack could alarm on"
-        );
+        assert_eq!(ecc(&first, 1), Some(6.0), "also on the fleet set the stack could alarm on");
         for i in 4..8 {
             a.add_sample(i, &r.read().expect("read"));
         }
-        assert_eq!(
-            ecc(&a.finish(20, &labels(), 0, false), 3),
-            Some(3.0),
-            "only read 4 adds errors"
-        );
+        assert_eq!(ecc(&a.finish(20, &labels(), 0, false), 3), Some(3.0), "only read 4 adds errors");
     }
 
     #[test]
@@ -460,9 +366,7 @@ mod tests {
         Datum {
             metric: format!("M{i}"),
             unit: "Count".into(),
-            dimensions: (0..dims)
-                .map(|k| (format!("Dim{k}"), "v".repeat(200)))
-                .collect(),
+            dimensions: (0..dims).map(|k| (format!("Dim{k}"), "v".repeat(200))).collect(),
             timestamp_ms: i as i64,
             stats: Stats::one(1.0),
             high_resolution: false,

@@ -31,21 +31,14 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(200),
-            cap: Duration::from_secs(5),
-        }
+        RetryPolicy { attempts: 3, base: Duration::from_millis(200), cap: Duration::from_secs(5) }
     }
 }
 
 impl RetryPolicy {
     /// "Full jitter": uniform in [0, min(cap, base · 2^attempt)); `unit` is uniform in [0, 1).
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cap);
+        let ceiling = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
 }
@@ -68,12 +61,7 @@ pub struct Publisher<S> {
 
 impl<S: Sink> Publisher<S> {
     pub fn new(sink: S, spool: Spool, retry: RetryPolicy) -> Publisher<S> {
-        Publisher {
-            sink,
-            spool,
-            retry,
-            stats: PublishStats::default(),
-        }
+        Publisher { sink, spool, retry, stats: PublishStats::default() }
     }
 
     pub fn spool(&mut self) -> &mut Spool {
@@ -102,11 +90,7 @@ impl<S: Sink> Publisher<S> {
 
     fn rejected(&mut self, n: usize, why: &str) {
         self.stats.datums_rejected += n as u64;
-        tracing::error!(
-            datums = n,
-            reason = why,
-            "CloudWatch rejected datums; they are dropped"
-        );
+        tracing::error!(datums = n, reason = why, "CloudWatch rejected datums; they are dropped");
     }
 
     /// Sends the spooled backlog, oldest first, then `datums`. What cannot be sent now is
@@ -190,22 +174,15 @@ pub mod tests {
     }
 
     const NOW: i64 = 1_800_000_000_000;
-    const FAST: RetryPolicy = RetryPolicy {
-        attempts: 2,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(2),
-    };
+    const FAST: RetryPolicy =
+        RetryPolicy { attempts: 2, base: Duration::from_millis(1), cap: Duration::from_millis(2) };
     fn down() -> Result<(), SinkError> {
         Err(SinkError::Retriable("connection refused".into()))
     }
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
-        let p = RetryPolicy {
-            attempts: 5,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        };
+        let p = RetryPolicy { attempts: 5, base: Duration::from_millis(100), cap: Duration::from_secs(1) };
         assert_eq!(p.delay(0, 0.999_999).as_millis(), 99);
         assert_eq!(p.delay(2, 0.5), Duration::from_millis(200));
         assert_eq!(p.delay(10, 0.5), Duration::from_millis(500), "capped");
@@ -217,43 +194,21 @@ pub mod tests {
     async fn outage_spools_then_replays_in_order_without_loss() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sink = ScriptedSink::default();
-        let mut p = Publisher::new(
-            &sink,
-            Spool::open(dir.path(), 1 << 20).expect("spool"),
-            FAST,
-        );
+        let mut p = Publisher::new(&sink, Spool::open(dir.path(), 1 << 20).expect("spool"), FAST);
         assert!(p.publish(datums(NOW, 2), NOW).await.expect("publish"));
         // Outage: both attempts of the next two windows fail.
         sink.answers.lock().expect("lock").extend([down(), down()]);
-        assert!(
-            !p.publish(datums(NOW + 60_000, 3), NOW)
-                .await
-                .expect("publish")
-        );
+        assert!(!p.publish(datums(NOW + 60_000, 3), NOW).await.expect("publish"));
         assert_eq!(p.spool().datums(), 3);
         sink.answers.lock().expect("lock").extend([down(), down()]);
-        assert!(
-            !p.publish(datums(NOW + 120_000, 4), NOW)
-                .await
-                .expect("publish")
-        );
-        assert_eq!(
-            p.spool().datums(),
-            7,
-            "the second window queued behind the first"
-        );
+        assert!(!p.publish(datums(NOW + 120_000, 4), NOW).await.expect("publish"));
+        assert_eq!(p.spool().datums(), 7, "the second window queued behind the first");
         // Back: the backlog goes first, merged into one request, then the new window.
-        assert!(
-            p.publish(datums(NOW + 180_000, 1), NOW)
-                .await
-                .expect("publish")
-        );
+        assert!(p.publish(datums(NOW + 180_000, 1), NOW).await.expect("publish"));
         let got = sink.received.lock().expect("lock").clone();
         let stamps: Vec<i64> = got.iter().flatten().map(|d| d.timestamp_ms).collect();
-        let expected: Vec<i64> = [(0, 2), (60_000, 3), (120_000, 4), (180_000, 1)]
-            .iter()
-            .flat_map(|&(t, n)| vec![NOW + t; n])
-            .collect();
+        let expected: Vec<i64> =
+            [(0, 2), (60_000, 3), (120_000, 4), (180_000, 1)].iter().flat_map(|&(t, n)| vec![NOW + t; n]).collect();
         assert_eq!(stamps, expected, "every datum arrived once, in order");
         assert_eq!(got.len(), 3, "backlog replayed in one request");
         assert!(p.spool().is_empty());
@@ -263,15 +218,8 @@ pub mod tests {
     async fn rejected_data_is_dropped_not_retried_forever() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sink = ScriptedSink::default();
-        sink.answers
-            .lock()
-            .expect("lock")
-            .push(Err(SinkError::Rejected("InvalidParameterValue".into())));
-        let mut p = Publisher::new(
-            &sink,
-            Spool::open(dir.path(), 1 << 20).expect("spool"),
-            FAST,
-        );
+        sink.answers.lock().expect("lock").push(Err(SinkError::Rejected("InvalidParameterValue".into())));
+        let mut p = Publisher::new(&sink, Spool::open(dir.path(), 1 << 20).expect("spool"), FAST);
         assert!(p.publish(datums(NOW, 2), NOW).await.expect("publish"));
         assert_eq!(p.stats.datums_rejected, 2);
         assert_eq!(p.stats.requests, 1, "a rejection is not retried");
@@ -283,11 +231,7 @@ pub mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sink = ScriptedSink::default();
         sink.answers.lock().expect("lock").push(down());
-        let mut p = Publisher::new(
-            &sink,
-            Spool::open(dir.path(), 1 << 20).expect("spool"),
-            FAST,
-        );
+        let mut p = Publisher::new(&sink, Spool::open(dir.path(), 1 << 20).expect("spool"), FAST);
         assert!(p.publish(datums(NOW, 2), NOW).await.expect("publish"));
         assert_eq!((p.stats.requests, p.stats.datums_sent), (2, 2));
         assert!(p.spool().is_empty());

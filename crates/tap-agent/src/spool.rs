@@ -15,17 +15,11 @@ use crate::metrics::{Datum, MAX_DATUM_AGE_MS};
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| SpoolError::Io { path: path.display().to_string(), source }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +57,7 @@ impl Spool {
             match parse_name(&name) {
                 Some((seq, datums)) => {
                     let bytes = item.metadata().map_err(io(&path))?.len();
-                    entries.push(Entry {
-                        seq,
-                        datums,
-                        bytes,
-                        path,
-                    });
+                    entries.push(Entry { seq, datums, bytes, path });
                 }
                 None if name.ends_with(".tmp") => fs::remove_file(&path).map_err(io(&path))?,
                 None => {}
@@ -76,13 +65,7 @@ impl Spool {
         }
         entries.sort_by_key(|e| e.seq);
         let next_seq = entries.last().map_or(0, |e| e.seq + 1);
-        Ok(Spool {
-            dir: dir.to_owned(),
-            max_bytes,
-            entries,
-            next_seq,
-            dropped: 0,
-        })
+        Ok(Spool { dir: dir.to_owned(), max_bytes, entries, next_seq, dropped: 0 })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,10 +96,8 @@ impl Spool {
         if batch.is_empty() {
             return Ok(());
         }
-        let body = serde_json::to_vec(batch).map_err(|e| SpoolError::Io {
-            path: self.dir.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
+        let body = serde_json::to_vec(batch)
+            .map_err(|e| SpoolError::Io { path: self.dir.display().to_string(), source: std::io::Error::other(e) })?;
         let bytes = body.len() as u64;
         while !self.entries.is_empty() && self.bytes() + bytes > self.max_bytes {
             let oldest = self.entries.remove(0);
@@ -135,23 +116,14 @@ impl Spool {
         f.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
         self.next_seq += 1;
-        self.entries.push(Entry {
-            seq,
-            datums: batch.len() as u64,
-            bytes,
-            path,
-        });
+        self.entries.push(Entry { seq, datums: batch.len() as u64, bytes, path });
         Ok(())
     }
 
     /// The oldest batches, merged, up to `max_datums` (at least one batch), without datums
     /// CloudWatch would reject as too old (those are counted as dropped). A corrupt file is
     /// dropped and counted. Returns the datums and how many batches they came from.
-    pub fn peek(
-        &mut self,
-        now_ms: i64,
-        max_datums: usize,
-    ) -> Result<Option<(Vec<Datum>, usize)>, SpoolError> {
+    pub fn peek(&mut self, now_ms: i64, max_datums: usize) -> Result<Option<(Vec<Datum>, usize)>, SpoolError> {
         loop {
             let mut out = Vec::new();
             let mut batches = 0;
@@ -224,18 +196,10 @@ mod tests {
         assert_eq!((s.len(), s.datums()), (2, 5));
         assert_eq!(s.peek(NOW, 3).expect("peek"), Some((batch(NOW, 3), 1)));
         s.pop(1).expect("pop");
-        s.push(&batch(NOW + 200, 1))
-            .expect("push after reopen keeps the order");
-        assert_eq!(
-            s.peek(NOW, 1).expect("peek"),
-            Some((batch(NOW + 100, 2), 1)),
-            "one batch even above the limit"
-        );
+        s.push(&batch(NOW + 200, 1)).expect("push after reopen keeps the order");
+        assert_eq!(s.peek(NOW, 1).expect("peek"), Some((batch(NOW + 100, 2), 1)), "one batch even above the limit");
         s.pop(1).expect("pop");
-        assert_eq!(
-            s.peek(NOW, 1000).expect("peek"),
-            Some((batch(NOW + 200, 1), 1))
-        );
+        assert_eq!(s.peek(NOW, 1000).expect("peek"), Some((batch(NOW + 200, 1), 1)));
         s.pop(1).expect("pop");
         assert_eq!(s.peek(NOW, 1000).expect("peek"), None);
         assert!(s.is_empty());
@@ -254,11 +218,7 @@ mod tests {
         assert!(s.bytes() <= one * 3);
         assert_eq!(s.take_dropped(), 20);
         assert_eq!(s.take_dropped(), 0, "the count is handed out once");
-        assert_eq!(
-            s.peek(NOW, 10).expect("peek").map(|b| b.0[0].timestamp_ms),
-            Some(NOW + 2000),
-            "newest data kept"
-        );
+        assert_eq!(s.peek(NOW, 10).expect("peek").map(|b| b.0[0].timestamp_ms), Some(NOW + 2000), "newest data kept");
     }
 
     #[test]
@@ -270,12 +230,7 @@ mod tests {
         }
         let (datums, n) = s.peek(NOW, 10).expect("peek").expect("some");
         assert_eq!((datums.len(), n), (9, 3));
-        assert!(
-            datums
-                .windows(2)
-                .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms),
-            "in order"
-        );
+        assert!(datums.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms), "in order");
         s.pop(n).expect("pop");
         assert_eq!(s.datums(), 6);
     }
@@ -287,10 +242,7 @@ mod tests {
         let old = NOW - MAX_DATUM_AGE_MS;
         s.push(&batch(old, 4)).expect("push");
         s.push(&batch(NOW - 1000, 2)).expect("push");
-        assert_eq!(
-            s.peek(NOW, 1000).expect("peek").map(|b| (b.0.len(), b.1)),
-            Some((2, 2))
-        );
+        assert_eq!(s.peek(NOW, 1000).expect("peek").map(|b| (b.0.len(), b.1)), Some((2, 2)));
         assert_eq!(s.take_dropped(), 4);
     }
 
@@ -301,25 +253,15 @@ mod tests {
         fs::write(dir.path().join("00000000000000000001-9.tmp"), b"[").expect("write");
         fs::write(dir.path().join("README"), b"not a batch").expect("write");
         let mut s = Spool::open(dir.path(), 1 << 20).expect("open");
-        assert!(
-            !dir.path().join("00000000000000000001-9.tmp").exists(),
-            "crash leftovers removed"
-        );
+        assert!(!dir.path().join("00000000000000000001-9.tmp").exists(), "crash leftovers removed");
         s.push(&batch(NOW, 1)).expect("push");
         assert_eq!(s.peek(NOW, 1000).expect("peek"), Some((batch(NOW, 1), 1)));
-        assert_eq!(
-            s.take_dropped(),
-            7,
-            "the corrupt batch is counted as dropped"
-        );
+        assert_eq!(s.take_dropped(), 7, "the corrupt batch is counted as dropped");
     }
 
     #[test]
     fn unwritable_directory_is_a_clear_error() {
-        let e = Spool::open(Path::new("/proc/tap-spool"), 1024)
-            .err()
-            .expect("fails")
-            .to_string();
+        let e = Spool::open(Path::new("/proc/tap-spool"), 1024).err().expect("fails").to_string();
         assert!(e.starts_with("spool /proc/tap-spool:"), "{e}");
     }
 }

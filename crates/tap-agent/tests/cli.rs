@@ -18,10 +18,7 @@ fn text(b: &[u8]) -> String {
 fn version_names_the_binary() {
     let out = agent(&["--version"]);
     assert!(out.status.success());
-    assert_eq!(
-        text(&out.stdout).trim(),
-        format!("tap-agent {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text(&out.stdout).trim(), format!("tap-agent {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -30,9 +27,7 @@ fn help_teaches_with_examples() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     assert!(
-        help.contains("--check-config")
-            && help.contains("Examples:")
-            && help.contains("/etc/tap/agent.toml"),
+        help.contains("--check-config") && help.contains("Examples:") && help.contains("/etc/tap/agent.toml"),
         "{help}"
     );
 }
@@ -48,15 +43,16 @@ fn no_arguments_prints_help_and_fails() {
 fn check_config_accepts_a_valid_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, "[aws]\nregion = \"eu-west-1\"\n[metrics]\nenvironment = \"prod\"\npublish_interval_seconds = 30\n")
-        .expect("write");
+    std::fs::write(
+        &path,
+        "[aws]\nregion = \"eu-west-1\"\n[metrics]\nenvironment = \"prod\"\npublish_interval_seconds = 30\n",
+    )
+    .expect("write");
     let out = agent(&["--check-config", "--config", path.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains(": ok")
-            && stdout.contains("eu-west-1")
-            && stdout.contains("publish interval: 30 s"),
+        stdout.contains(": ok") && stdout.contains("eu-west-1") && stdout.contains("publish interval: 30 s"),
         "{stdout}"
     );
 }
@@ -69,15 +65,9 @@ fn check_config_names_file_and_key_of_an_error() {
     let out = agent(&["--check-config", "--config", path.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.starts_with("tap-agent: error: ") && stderr.contains(path.to_str().expect("utf-8")),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("tap-agent: error: ") && stderr.contains(path.to_str().expect("utf-8")), "{stderr}");
     assert!(stderr.contains("publish_every"), "{stderr}");
-    assert!(
-        text(&out.stdout).is_empty(),
-        "nothing printed on stdout for an invalid file"
-    );
+    assert!(text(&out.stdout).is_empty(), "nothing printed on stdout for an invalid file");
 }
 
 #[test]

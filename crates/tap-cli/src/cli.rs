@@ -11,13 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///   tap contract                 the metrics tap-agent publishes and the stack alarms on
 ///   tap contract --output json   the same, for scripts
 #[derive(Debug, Parser)]
-#[command(
-    name = "tap",
-    version,
-    about,
-    long_about,
-    arg_required_else_help = true
-)]
+#[command(name = "tap", version, about, long_about, arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

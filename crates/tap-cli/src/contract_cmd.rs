@@ -23,10 +23,7 @@ fn render_text() -> String {
         let dims: Vec<_> = set.dimensions().iter().map(|d| d.name()).collect();
         s.push_str(&format!("  {:<9} {{{}}}\n", set.key(), dims.join(", ")));
     }
-    s.push_str(&format!(
-        "\n{:<25} {:<10} {:<20} {}\n",
-        "METRIC", "UNIT", "DIMENSION SETS", "MEANING"
-    ));
+    s.push_str(&format!("\n{:<25} {:<10} {:<20} {}\n", "METRIC", "UNIT", "DIMENSION SETS", "MEANING"));
     for m in Metric::ALL {
         let spec = m.spec();
         let sets: Vec<_> = spec.sets.iter().map(|d| d.key()).collect();
@@ -49,12 +46,7 @@ mod tests {
     fn text_lists_every_metric_once() {
         let text = render_text();
         for m in Metric::ALL {
-            assert_eq!(
-                text.matches(&format!("\n{} ", m.spec().name)).count(),
-                1,
-                "{}",
-                m.spec().name
-            );
+            assert_eq!(text.matches(&format!("\n{} ", m.spec().name)).count(), 1, "{}", m.spec().name);
         }
     }
 
@@ -64,13 +56,7 @@ mod tests {
         run(Output::Json, &mut buf).expect("writes");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
         assert_eq!(v["namespace"], contract::NAMESPACE);
-        assert_eq!(
-            v["metrics"].as_array().map(Vec::len),
-            Some(Metric::ALL.len())
-        );
-        assert_eq!(
-            v["dimension_sets"][2],
-            serde_json::json!(["fleet", ["Environment"]])
-        );
+        assert_eq!(v["metrics"].as_array().map(Vec::len), Some(Metric::ALL.len()));
+        assert_eq!(v["dimension_sets"][2], serde_json::json!(["fleet", ["Environment"]]));
     }
 }

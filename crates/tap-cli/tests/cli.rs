@@ -3,11 +3,7 @@
 use std::process::{Command, Output};
 
 fn tap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tap"))
-        .args(args)
-        .env_remove("TAP_OUTPUT")
-        .output()
-        .expect("tap runs")
+    Command::new(env!("CARGO_BIN_EXE_tap")).args(args).env_remove("TAP_OUTPUT").output().expect("tap runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -18,10 +14,7 @@ fn text(b: &[u8]) -> String {
 fn version_names_the_binary() {
     let out = tap(&["--version"]);
     assert!(out.status.success());
-    assert_eq!(
-        text(&out.stdout).trim(),
-        format!("tap {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text(&out.stdout).trim(), format!("tap {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -29,10 +22,7 @@ fn help_lists_commands_and_examples() {
     let out = tap(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    assert!(
-        help.contains("contract") && help.contains("Examples:") && help.contains("--output"),
-        "{help}"
-    );
+    assert!(help.contains("contract") && help.contains("Examples:") && help.contains("--output"), "{help}");
 }
 
 #[test]
@@ -40,14 +30,7 @@ fn contract_prints_the_alarmed_metrics() {
     let out = tap(&["contract"]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
-    for name in [
-        "Tap/GPU",
-        "GPUUtilization",
-        "AgentHeartbeat",
-        "GPUTemperature",
-        "GPUUnhealthy",
-        "{Environment}",
-    ] {
+    for name in ["Tap/GPU", "GPUUtilization", "AgentHeartbeat", "GPUTemperature", "GPUUnhealthy", "{Environment}"] {
         assert!(stdout.contains(name), "missing {name} in:\n{stdout}");
     }
 }
@@ -65,10 +48,7 @@ fn bad_output_format_is_one_clear_error() {
     let out = tap(&["contract", "--output", "yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("invalid value 'yaml'") && stderr.contains("--output"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("invalid value 'yaml'") && stderr.contains("--output"), "{stderr}");
 }
 
 #[test]

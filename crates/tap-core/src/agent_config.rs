@@ -22,13 +22,18 @@ pub struct AgentConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub logs: LogsSection,
+    #[serde(default)]
+    pub spool: SpoolSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsSection {
-    /// Region to publish to. Absent: the instance's region from IMDSv2, then `AWS_REGION`.
+    /// Region to publish to. Absent: `AWS_REGION`, then the instance's region from IMDSv2.
     pub region: Option<String>,
+    /// Value of the `InstanceId` dimension where instance metadata is unavailable
+    /// (`AWS_EC2_METADATA_DISABLED=true`, not on EC2). On EC2, IMDSv2 wins.
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -63,31 +68,36 @@ pub struct LogsSection {
     pub group: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Where batches CloudWatch has not accepted yet wait (survives restarts).
+    pub dir: std::path::PathBuf,
+    /// Bound of the spool; beyond it the oldest batches are dropped and counted.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection { dir: "/var/lib/tap/spool".into(), max_bytes: 64 * 1024 * 1024 }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {key}: {message}")]
-    Invalid {
-        path: String,
-        key: &'static str,
-        message: String,
-    },
+    Invalid { path: String, key: &'static str, message: String },
 }
 
 impl AgentConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
         AgentConfig::parse(&text, &shown)
     }
 
@@ -103,13 +113,7 @@ impl AgentConfig {
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| {
-            Err(ConfigError::Invalid {
-                path: origin.to_owned(),
-                key,
-                message,
-            })
-        };
+        let invalid = |key, message: String| Err(ConfigError::Invalid { path: origin.to_owned(), key, message });
         let m = &self.metrics;
         if m.namespace != NAMESPACE {
             return invalid(
@@ -122,17 +126,11 @@ impl AgentConfig {
         }
         if m.environment.is_empty()
             || m.environment.len() > 255
-            || !m
-                .environment
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !m.environment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return invalid(
                 "metrics.environment",
-                format!(
-                    "\"{}\" must be 1-255 letters, digits, '-' or '_'",
-                    m.environment
-                ),
+                format!("\"{}\" must be 1-255 letters, digits, '-' or '_'", m.environment),
             );
         }
         if !(1..=60).contains(&m.sample_interval_seconds) {
@@ -144,10 +142,7 @@ impl AgentConfig {
         if !PUBLISH_INTERVALS.contains(&m.publish_interval_seconds) {
             return invalid(
                 "metrics.publish_interval_seconds",
-                format!(
-                    "{} is not one of {PUBLISH_INTERVALS:?}",
-                    m.publish_interval_seconds
-                ),
+                format!("{} is not one of {PUBLISH_INTERVALS:?}", m.publish_interval_seconds),
             );
         }
         if m.publish_interval_seconds < m.sample_interval_seconds {
@@ -162,10 +157,18 @@ impl AgentConfig {
         if let Some(region) = &self.aws.region
             && !is_region(region)
         {
-            return invalid(
-                "aws.region",
-                format!("\"{region}\" does not look like an AWS region (e.g. us-east-1)"),
-            );
+            return invalid("aws.region", format!("\"{region}\" does not look like an AWS region (e.g. us-east-1)"));
+        }
+        if let Some(id) = &self.aws.instance_id
+            && (id.is_empty() || id.len() > 255 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return invalid("aws.instance_id", format!("\"{id}\" must be 1-255 letters, digits, '-', '_' or '.'"));
+        }
+        if self.spool.max_bytes < 1024 * 1024 {
+            return invalid("spool.max_bytes", format!("{} is below the minimum of 1 MiB", self.spool.max_bytes));
+        }
+        if !self.spool.dir.is_absolute() {
+            return invalid("spool.dir", format!("\"{}\" must be an absolute path", self.spool.dir.display()));
         }
         if let Some(group) = &self.logs.group
             && (group.is_empty() || group.len() > 512)
@@ -194,17 +197,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn err(text: &str) -> String {
-        AgentConfig::parse(text, "/etc/tap/agent.toml")
-            .expect_err("config should be rejected")
-            .to_string()
+        AgentConfig::parse(text, "/etc/tap/agent.toml").expect_err("config should be rejected").to_string()
     }
 
     #[test]
     fn empty_file_gives_defaults() {
-        assert_eq!(
-            AgentConfig::parse("", "x").expect("valid"),
-            AgentConfig::default()
-        );
+        assert_eq!(AgentConfig::parse("", "x").expect("valid"), AgentConfig::default());
     }
 
     #[test]
@@ -228,22 +226,13 @@ mod tests {
     #[test]
     fn foreign_namespace_is_rejected() {
         let e = err("[metrics]\nnamespace = \"CWAgent\"\n");
-        assert!(
-            e.contains("metrics.namespace") && e.contains("Tap/GPU"),
-            "{e}"
-        );
+        assert!(e.contains("metrics.namespace") && e.contains("Tap/GPU"), "{e}");
     }
 
     #[test]
     fn intervals_are_checked() {
-        assert!(
-            err("[metrics]\nsample_interval_seconds = 0\n")
-                .contains("metrics.sample_interval_seconds")
-        );
-        assert!(
-            err("[metrics]\npublish_interval_seconds = 45\n")
-                .contains("metrics.publish_interval_seconds")
-        );
+        assert!(err("[metrics]\nsample_interval_seconds = 0\n").contains("metrics.sample_interval_seconds"));
+        assert!(err("[metrics]\npublish_interval_seconds = 45\n").contains("metrics.publish_interval_seconds"));
         let e = err("[metrics]\nsample_interval_seconds = 30\npublish_interval_seconds = 20\n");
         assert!(e.contains("shorter than sample_interval_seconds"), "{e}");
     }
@@ -255,10 +244,18 @@ mod tests {
     }
 
     #[test]
+    fn spool_and_instance_id_are_checked() {
+        assert!(err("[spool]\nmax_bytes = 10\n").contains("spool.max_bytes"));
+        assert!(err("[spool]\ndir = \"spool\"\n").contains("spool.dir"));
+        assert!(err("[aws]\ninstance_id = \"i 1\"\n").contains("aws.instance_id"));
+        let c = AgentConfig::parse("[aws]\ninstance_id = \"i-0abc\"\n[spool]\ndir = \"/tmp/s\"\n", "x").expect("valid");
+        assert_eq!(c.aws.instance_id.as_deref(), Some("i-0abc"));
+        assert_eq!(c.spool.max_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
     fn missing_file_is_named() {
-        let e = AgentConfig::load(Path::new("/nonexistent/agent.toml"))
-            .expect_err("missing")
-            .to_string();
+        let e = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing").to_string();
         assert!(e.starts_with("/nonexistent/agent.toml: cannot read"), "{e}");
     }
 
@@ -280,12 +277,8 @@ mod tests {
         for (expr, value) in values {
             text = text.replace(&format!("${{{expr}}}"), value);
         }
-        assert!(
-            !text.contains("${"),
-            "unhandled interpolation in local.agent_config:\n{text}"
-        );
-        let config = AgentConfig::parse(&text, "local.agent_config")
-            .expect("the stack writes a valid config");
+        assert!(!text.contains("${"), "unhandled interpolation in local.agent_config:\n{text}");
+        let config = AgentConfig::parse(&text, "local.agent_config").expect("the stack writes a valid config");
         assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
         assert_eq!(config.metrics.environment, "dev");
         assert_eq!(config.logs.group.as_deref(), Some("/tap/dev/training"));
@@ -293,32 +286,25 @@ mod tests {
 
     fn arb_config() -> impl Strategy<Value = AgentConfig> {
         (
-            proptest::option::of(prop_oneof![
-                Just("us-east-1"),
-                Just("eu-west-2"),
-                Just("ap-southeast-1")
-            ]),
+            proptest::option::of(prop_oneof![Just("us-east-1"), Just("eu-west-2"), Just("ap-southeast-1")]),
             "[a-z][a-z0-9-]{0,15}",
             1u32..=10,
             proptest::sample::select(PUBLISH_INTERVALS.to_vec()),
             any::<bool>(),
             proptest::option::of("/[a-z]{1,10}/[a-z]{1,10}"),
         )
-            .prop_map(
-                |(region, environment, sample, publish, high_resolution, group)| AgentConfig {
-                    aws: AwsSection {
-                        region: region.map(str::to_owned),
-                    },
-                    metrics: MetricsSection {
-                        namespace: NAMESPACE.to_owned(),
-                        environment,
-                        sample_interval_seconds: sample,
-                        publish_interval_seconds: publish,
-                        high_resolution,
-                    },
-                    logs: LogsSection { group },
+            .prop_map(|(region, environment, sample, publish, high_resolution, group)| AgentConfig {
+                aws: AwsSection { region: region.map(str::to_owned), instance_id: None },
+                metrics: MetricsSection {
+                    namespace: NAMESPACE.to_owned(),
+                    environment,
+                    sample_interval_seconds: sample,
+                    publish_interval_seconds: publish,
+                    high_resolution,
                 },
-            )
+                logs: LogsSection { group },
+                spool: SpoolSection::default(),
+            })
     }
 
     proptest! {

@@ -46,11 +46,7 @@ pub enum DimensionSet {
 }
 
 impl DimensionSet {
-    pub const ALL: [DimensionSet; 3] = [
-        DimensionSet::Gpu,
-        DimensionSet::Instance,
-        DimensionSet::Fleet,
-    ];
+    pub const ALL: [DimensionSet; 3] = [DimensionSet::Gpu, DimensionSet::Instance, DimensionSet::Fleet];
 
     /// The key of this set in the stack's `local.metric_contract.dimension_sets`.
     pub const fn key(self) -> &'static str {
@@ -64,11 +60,7 @@ impl DimensionSet {
     /// Dimension names, in publishing order.
     pub const fn dimensions(self) -> &'static [Dimension] {
         match self {
-            DimensionSet::Gpu => &[
-                Dimension::Environment,
-                Dimension::InstanceId,
-                Dimension::GpuUuid,
-            ],
+            DimensionSet::Gpu => &[Dimension::Environment, Dimension::InstanceId, Dimension::GpuUuid],
             DimensionSet::Instance => &[Dimension::Environment, Dimension::InstanceId],
             DimensionSet::Fleet => &[Dimension::Environment],
         }
@@ -158,13 +150,7 @@ impl Metric {
             sets: &'static [DimensionSet],
             description: &'static str,
         ) -> MetricSpec {
-            MetricSpec {
-                key,
-                name,
-                unit,
-                sets,
-                description,
-            }
+            MetricSpec { key, name, unit, sets, description }
         }
         match self {
             Metric::GpuUtilization => m(
@@ -181,34 +167,12 @@ impl Metric {
                 &[Gpu, Instance, Fleet],
                 "GPU memory used / total",
             ),
-            Metric::MemoryUsed => m(
-                "memory_used",
-                "GPUMemoryUsed",
-                Unit::Megabytes,
-                &[Gpu],
-                "GPU memory used",
-            ),
-            Metric::Temperature => m(
-                "temperature",
-                "GPUTemperature",
-                Unit::None,
-                &[Gpu, Fleet],
-                "GPU core temperature, °C",
-            ),
-            Metric::PowerDraw => m(
-                "power_draw",
-                "GPUPowerDraw",
-                Unit::None,
-                &[Gpu, Instance],
-                "board power draw, W",
-            ),
-            Metric::SmClock => m(
-                "sm_clock",
-                "GPUSMClock",
-                Unit::None,
-                &[Gpu],
-                "streaming-multiprocessor clock, MHz",
-            ),
+            Metric::MemoryUsed => m("memory_used", "GPUMemoryUsed", Unit::Megabytes, &[Gpu], "GPU memory used"),
+            Metric::Temperature => {
+                m("temperature", "GPUTemperature", Unit::None, &[Gpu, Fleet], "GPU core temperature, °C")
+            }
+            Metric::PowerDraw => m("power_draw", "GPUPowerDraw", Unit::None, &[Gpu, Instance], "board power draw, W"),
+            Metric::SmClock => m("sm_clock", "GPUSMClock", Unit::None, &[Gpu], "streaming-multiprocessor clock, MHz"),
             Metric::EccUncorrected => m(
                 "ecc_uncorrected",
                 "GPUECCUncorrectedErrors",
@@ -251,13 +215,9 @@ impl Metric {
                 &[Instance, Fleet],
                 "1 per publish, even when no GPU is readable",
             ),
-            Metric::GpusVisible => m(
-                "gpus_visible",
-                "GPUsVisible",
-                Unit::Count,
-                &[Instance, Fleet],
-                "GPUs the agent can read",
-            ),
+            Metric::GpusVisible => {
+                m("gpus_visible", "GPUsVisible", Unit::Count, &[Instance, Fleet], "GPUs the agent can read")
+            }
             Metric::SpoolDroppedDatapoints => m(
                 "spool_dropped_datapoints",
                 "SpoolDroppedDatapoints",
@@ -304,109 +264,63 @@ mod tests {
 
     #[test]
     fn metrics_the_stack_alarms_on_are_published_fleet_wide() {
-        for m in [
-            Metric::GpuUtilization,
-            Metric::Heartbeat,
-            Metric::Temperature,
-            Metric::Unhealthy,
-        ] {
-            assert!(
-                m.spec().sets.contains(&Fleet),
-                "{m:?} must be published with the fleet set"
-            );
+        for m in [Metric::GpuUtilization, Metric::Heartbeat, Metric::Temperature, Metric::Unhealthy] {
+            assert!(m.spec().sets.contains(&Fleet), "{m:?} must be published with the fleet set");
         }
     }
 
     /// The contract as `infra/tap-stack.tf` writes it in `local.metric_contract`.
     fn stack_contract() -> hcl::Value {
         let value = stack_source::local("metric_contract");
-        assert!(
-            value.is_object(),
-            "local.metric_contract is not an object literal"
-        );
+        assert!(value.is_object(), "local.metric_contract is not an object literal");
         value
     }
 
     fn field<'a>(v: &'a hcl::Value, key: &str) -> &'a hcl::Value {
-        v.as_object()
-            .and_then(|o| o.get(key))
-            .unwrap_or_else(|| panic!("missing key {key} in {v:?}"))
+        v.as_object().and_then(|o| o.get(key)).unwrap_or_else(|| panic!("missing key {key} in {v:?}"))
     }
 
     fn strings(v: &hcl::Value) -> Vec<String> {
-        v.as_array()
-            .expect("list of strings")
-            .iter()
-            .map(|s| s.as_str().expect("string").to_owned())
-            .collect()
+        v.as_array().expect("list of strings").iter().map(|s| s.as_str().expect("string").to_owned()).collect()
     }
 
     #[test]
     fn stack_namespace_matches() {
-        assert_eq!(
-            field(&stack_contract(), "namespace").as_str(),
-            Some(NAMESPACE)
-        );
+        assert_eq!(field(&stack_contract(), "namespace").as_str(), Some(NAMESPACE));
     }
 
     #[test]
     fn stack_dimension_sets_match() {
         let stack = stack_contract();
-        let sets = field(&stack, "dimension_sets")
-            .as_object()
-            .expect("dimension_sets object");
+        let sets = field(&stack, "dimension_sets").as_object().expect("dimension_sets object");
         let ours: BTreeMap<String, Vec<String>> = DimensionSet::ALL
             .iter()
-            .map(|s| {
-                (
-                    s.key().to_owned(),
-                    s.dimensions().iter().map(|d| d.name().to_owned()).collect(),
-                )
-            })
+            .map(|s| (s.key().to_owned(), s.dimensions().iter().map(|d| d.name().to_owned()).collect()))
             .collect();
-        let theirs: BTreeMap<String, Vec<String>> =
-            sets.iter().map(|(k, v)| (k.clone(), strings(v))).collect();
-        assert_eq!(
-            ours, theirs,
-            "dimension sets differ between contract.rs and tap-stack.tf"
-        );
+        let theirs: BTreeMap<String, Vec<String>> = sets.iter().map(|(k, v)| (k.clone(), strings(v))).collect();
+        assert_eq!(ours, theirs, "dimension sets differ between contract.rs and tap-stack.tf");
     }
 
     #[test]
     fn stack_metrics_match() {
         let stack = stack_contract();
-        let metrics = field(&stack, "metrics")
-            .as_object()
-            .expect("metrics object");
+        let metrics = field(&stack, "metrics").as_object().expect("metrics object");
         let ours: BTreeMap<String, (String, String, Vec<String>)> = Metric::ALL
             .iter()
             .map(|m| {
                 let s = m.spec();
                 let sets = s.sets.iter().map(|d| d.key().to_owned()).collect();
-                (
-                    s.key.to_owned(),
-                    (s.name.to_owned(), s.unit.as_str().to_owned(), sets),
-                )
+                (s.key.to_owned(), (s.name.to_owned(), s.unit.as_str().to_owned(), sets))
             })
             .collect();
         let theirs: BTreeMap<String, (String, String, Vec<String>)> = metrics
             .iter()
             .map(|(k, v)| {
-                let text = |f: &str| {
-                    field(v, f)
-                        .as_str()
-                        .unwrap_or_else(|| panic!("{k}.{f} is not a string"))
-                        .to_owned()
-                };
-                (
-                    k.clone(),
-                    (text("name"), text("unit"), strings(field(v, "sets"))),
-                )
+                let text =
+                    |f: &str| field(v, f).as_str().unwrap_or_else(|| panic!("{k}.{f} is not a string")).to_owned();
+                (k.clone(), (text("name"), text("unit"), strings(field(v, "sets"))))
             })
             .collect();
-        assert_eq!(
-            ours, theirs,
-            "metrics differ between contract.rs and tap-stack.tf"
-        );
+        assert_eq!(ours, theirs, "metrics differ between contract.rs and tap-stack.tf");
     }
 }

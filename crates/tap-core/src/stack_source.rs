@@ -8,8 +8,7 @@ pub const STACK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/t
 fn body() -> &'static hcl::Body {
     static BODY: OnceLock<hcl::Body> = OnceLock::new();
     BODY.get_or_init(|| {
-        let src = std::fs::read_to_string(STACK_PATH)
-            .unwrap_or_else(|e| panic!("reading {STACK_PATH}: {e}"));
+        let src = std::fs::read_to_string(STACK_PATH).unwrap_or_else(|e| panic!("reading {STACK_PATH}: {e}"));
         hcl::parse(&src).unwrap_or_else(|e| panic!("parsing {STACK_PATH}: {e}"))
     })
 }
@@ -21,9 +20,7 @@ pub fn local_expr(name: &str) -> &'static hcl::Expression {
         .filter(|b| b.identifier() == "locals")
         .flat_map(|b| b.body().attributes())
         .filter(|a| a.key() == name);
-    let attr = found
-        .next()
-        .unwrap_or_else(|| panic!("local.{name} not found in {STACK_PATH}"));
+    let attr = found.next().unwrap_or_else(|| panic!("local.{name} not found in {STACK_PATH}"));
     assert!(found.next().is_none(), "local.{name} defined twice");
     attr.expr()
 }
@@ -42,17 +39,9 @@ pub fn local_heredoc(name: &str) -> String {
         panic!("local.{name} is not a heredoc");
     };
     let lines: Vec<&str> = h.template.lines().collect();
-    let indent = lines
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    lines
-        .iter()
-        .map(|l| l.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let indent =
+        lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+    lines.iter().map(|l| l.get(indent..).unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
 
 /// Labels of every top-level block of one kind (`variable`, `output`, ...).
@@ -75,22 +64,12 @@ mod tests {
     fn readme_documents_every_variable_and_output() {
         let readme = std::fs::read_to_string(README_PATH).expect("README.md");
         let variables = labels("variable");
-        assert!(
-            variables.len() > 30,
-            "parsed only {} variables",
-            variables.len()
-        );
+        assert!(variables.len() > 30, "parsed only {} variables", variables.len());
         for v in variables {
-            assert!(
-                readme.contains(&format!("| `{v}` |")),
-                "README's variable table lacks `{v}`"
-            );
+            assert!(readme.contains(&format!("| `{v}` |")), "README's variable table lacks `{v}`");
         }
         for o in labels("output") {
-            assert!(
-                readme.contains(&format!("`{o}`")),
-                "README's outputs lack `{o}`"
-            );
+            assert!(readme.contains(&format!("`{o}`")), "README's outputs lack `{o}`");
         }
     }
 }

@@ -68,11 +68,8 @@ pub mod throttle {
     pub const HW_POWER_BRAKE_SLOWDOWN: u64 = 0x80;
     pub const DISPLAY_CLOCK_SETTING: u64 = 0x100;
     /// Reasons that mean lost throughput (idle, user clock settings and sync boost do not).
-    pub const COSTLY: u64 = SW_POWER_CAP
-        | HW_SLOWDOWN
-        | SW_THERMAL_SLOWDOWN
-        | HW_THERMAL_SLOWDOWN
-        | HW_POWER_BRAKE_SLOWDOWN;
+    pub const COSTLY: u64 =
+        SW_POWER_CAP | HW_SLOWDOWN | SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN | HW_POWER_BRAKE_SLOWDOWN;
 }
 
 /// One GPU's reading.
@@ -123,9 +120,7 @@ pub fn open_hardware() -> Result<Box<dyn GpuReader>, ReadError> {
         Ok(r) => Ok(Box::new(r)),
         Err(nvml_err) => match smi::SmiReader::open(smi::NVIDIA_SMI) {
             Ok(r) => Ok(Box::new(r)),
-            Err(smi_err) => Err(ReadError::NoDriver(format!(
-                "NVML: {nvml_err}; nvidia-smi: {smi_err}"
-            ))),
+            Err(smi_err) => Err(ReadError::NoDriver(format!("NVML: {nvml_err}; nvidia-smi: {smi_err}"))),
         },
     }
 }
@@ -136,11 +131,7 @@ mod tests {
 
     #[test]
     fn memory_utilization_needs_both_values() {
-        let mut s = GpuSample {
-            memory_used_mib: Some(4096.0),
-            memory_total_mib: Some(16384.0),
-            ..Default::default()
-        };
+        let mut s = GpuSample { memory_used_mib: Some(4096.0), memory_total_mib: Some(16384.0), ..Default::default() };
         assert_eq!(s.memory_utilization_pct(), Some(25.0));
         s.memory_total_mib = Some(0.0);
         assert_eq!(s.memory_utilization_pct(), None);
@@ -150,17 +141,8 @@ mod tests {
 
     #[test]
     fn idle_is_not_throttling() {
-        let s = |r| {
-            GpuSample {
-                throttle_reasons: Some(r),
-                ..Default::default()
-            }
-            .throttled()
-        };
-        assert_eq!(
-            s(throttle::GPU_IDLE | throttle::APPLICATIONS_CLOCKS_SETTING),
-            Some(false)
-        );
+        let s = |r| GpuSample { throttle_reasons: Some(r), ..Default::default() }.throttled();
+        assert_eq!(s(throttle::GPU_IDLE | throttle::APPLICATIONS_CLOCKS_SETTING), Some(false));
         assert_eq!(s(throttle::HW_THERMAL_SLOWDOWN), Some(true));
         assert_eq!(s(throttle::SW_POWER_CAP | throttle::GPU_IDLE), Some(true));
         assert_eq!(GpuSample::default().throttled(), None);

@@ -5,9 +5,7 @@
 //! `nvidia-smi`). When NVML reports that it or a GPU went away, the handle is dropped and
 //! re-initialised on the next read.
 
-use nvml_wrapper::enum_wrappers::device::{
-    Clock, EccCounter, MemoryError, RetirementCause, TemperatureSensor,
-};
+use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, RetirementCause, TemperatureSensor};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 
@@ -23,19 +21,14 @@ impl NvmlReader {
     pub fn open() -> Result<NvmlReader, NvmlError> {
         let nvml = Nvml::init()?;
         let gpus = identities(&nvml)?;
-        Ok(NvmlReader {
-            nvml: Some(nvml),
-            gpus,
-        })
+        Ok(NvmlReader { nvml: Some(nvml), gpus })
     }
 
     /// Re-initialises NVML after it went stale.
     fn ensure_initialised(&mut self) -> Result<(), ReadError> {
         if self.nvml.is_none() {
-            let nvml = Nvml::init()
-                .map_err(|e| ReadError::Failed(format!("re-initialising NVML: {e}")))?;
-            self.gpus =
-                identities(&nvml).map_err(|e| ReadError::Failed(format!("listing GPUs: {e}")))?;
+            let nvml = Nvml::init().map_err(|e| ReadError::Failed(format!("re-initialising NVML: {e}")))?;
+            self.gpus = identities(&nvml).map_err(|e| ReadError::Failed(format!("listing GPUs: {e}")))?;
             self.nvml = Some(nvml);
         }
         Ok(())
@@ -58,13 +51,7 @@ fn identities(nvml: &Nvml) -> Result<Vec<GpuIdentity>, NvmlError> {
 
 /// Errors after which the NVML handle is no longer trustworthy.
 fn is_stale(e: &NvmlError) -> bool {
-    matches!(
-        e,
-        NvmlError::GpuLost
-            | NvmlError::Uninitialized
-            | NvmlError::DriverNotLoaded
-            | NvmlError::Unknown
-    )
+    matches!(e, NvmlError::GpuLost | NvmlError::Uninitialized | NvmlError::DriverNotLoaded | NvmlError::Unknown)
 }
 
 /// Collects field errors: `None` for the field, and remembers whether one means "stale".
@@ -96,26 +83,20 @@ pub fn watts(milliwatts: u32) -> f64 {
 
 fn sample(dev: &Device<'_>, f: &mut Fields) -> GpuSample {
     let memory = f.get(dev.memory_info());
-    let retired = f
-        .get(dev.retired_pages(RetirementCause::MultipleSingleBitEccErrors))
-        .and_then(|single| {
-            f.get(dev.retired_pages(RetirementCause::DoubleBitEccError))
-                .map(|double| (single.len() + double.len()) as u64)
-        });
+    let retired = f.get(dev.retired_pages(RetirementCause::MultipleSingleBitEccErrors)).and_then(|single| {
+        f.get(dev.retired_pages(RetirementCause::DoubleBitEccError)).map(|double| (single.len() + double.len()) as u64)
+    });
     GpuSample {
         utilization_pct: f.get(dev.utilization_rates()).map(|u| f64::from(u.gpu)),
         memory_used_mib: memory.as_ref().map(|m| mib(m.used)),
         memory_total_mib: memory.as_ref().map(|m| mib(m.total)),
-        temperature_c: f
-            .get(dev.temperature(TemperatureSensor::Gpu))
-            .map(f64::from),
+        temperature_c: f.get(dev.temperature(TemperatureSensor::Gpu)).map(f64::from),
         power_draw_w: f.get(dev.power_usage()).map(watts),
         power_limit_w: f.get(dev.enforced_power_limit()).map(watts),
         sm_clock_mhz: f.get(dev.clock_info(Clock::SM)).map(f64::from),
         throttle_reasons: f.get(dev.current_throttle_reasons()).map(|r| r.bits()),
         ecc_corrected: f.get(dev.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile)),
-        ecc_uncorrected: f
-            .get(dev.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)),
+        ecc_uncorrected: f.get(dev.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)),
         retired_pages: retired,
         retirement_pending: f.get(dev.are_pages_pending_retired()),
     }
@@ -137,10 +118,7 @@ impl GpuReader for NvmlReader {
             let Some(dev) = fields.get(nvml.device_by_index(gpu.index)) else {
                 continue;
             };
-            out.push(GpuReading {
-                gpu: gpu.clone(),
-                sample: sample(&dev, &mut fields),
-            });
+            out.push(GpuReading { gpu: gpu.clone(), sample: sample(&dev, &mut fields) });
         }
         if let Some(reason) = fields.stale {
             // Drop the handle: the next read re-initialises NVML and re-lists the GPUs.

@@ -13,19 +13,9 @@ pub enum Fault {
     /// One GPU's temperature cannot be read (the field is `None`).
     TemperatureUnreadable { gpu: usize, from: u64, to: u64 },
     /// One GPU runs hot at a fixed temperature.
-    Hot {
-        gpu: usize,
-        celsius: f64,
-        from: u64,
-        to: u64,
-    },
+    Hot { gpu: usize, celsius: f64, from: u64, to: u64 },
     /// One GPU's uncorrected ECC counter rises by `per_read` each read.
-    EccErrors {
-        gpu: usize,
-        per_read: u64,
-        from: u64,
-        to: u64,
-    },
+    EccErrors { gpu: usize, per_read: u64, from: u64, to: u64 },
 }
 
 pub struct SimReader {
@@ -48,12 +38,7 @@ impl SimReader {
             })
             .collect::<Vec<_>>();
         let ecc_uncorrected = vec![0; gpus.len()];
-        SimReader {
-            gpus,
-            reads: 0,
-            faults,
-            ecc_uncorrected,
-        }
+        SimReader { gpus, reads: 0, faults, ecc_uncorrected }
     }
 
     /// The utilization GPU `gpu` reports on read `n`: a 0–100 % sawtooth offset per GPU, so
@@ -79,9 +64,7 @@ impl GpuReader for SimReader {
             if let Fault::ReadFails { from, to } = *f
                 && Self::active(from, to, n)
             {
-                return Err(ReadError::Failed(format!(
-                    "simulated read failure (read {n})"
-                )));
+                return Err(ReadError::Failed(format!("simulated read failure (read {n})")));
             }
         }
         let mut out = Vec::with_capacity(self.gpus.len());
@@ -95,11 +78,7 @@ impl GpuReader for SimReader {
                 power_draw_w: Some(60.0 + 2.0 * util),
                 power_limit_w: Some(300.0),
                 sm_clock_mhz: Some(if util > 0.0 { 1_530.0 } else { 135.0 }),
-                throttle_reasons: Some(if util > 0.0 {
-                    0
-                } else {
-                    super::throttle::GPU_IDLE
-                }),
+                throttle_reasons: Some(if util > 0.0 { 0 } else { super::throttle::GPU_IDLE }),
                 ecc_corrected: Some(0),
                 ecc_uncorrected: None,
                 retired_pages: Some(0),
@@ -107,36 +86,21 @@ impl GpuReader for SimReader {
             };
             for f in &self.faults {
                 match *f {
-                    Fault::TemperatureUnreadable { gpu: g, from, to }
-                        if g == i && Self::active(from, to, n) =>
-                    {
+                    Fault::TemperatureUnreadable { gpu: g, from, to } if g == i && Self::active(from, to, n) => {
                         s.temperature_c = None;
                     }
-                    Fault::Hot {
-                        gpu: g,
-                        celsius,
-                        from,
-                        to,
-                    } if g == i && Self::active(from, to, n) => {
+                    Fault::Hot { gpu: g, celsius, from, to } if g == i && Self::active(from, to, n) => {
                         s.temperature_c = Some(celsius);
                         s.throttle_reasons = Some(super::throttle::HW_THERMAL_SLOWDOWN);
                     }
-                    Fault::EccErrors {
-                        gpu: g,
-                        per_read,
-                        from,
-                        to,
-                    } if g == i && Self::active(from, to, n) => {
+                    Fault::EccErrors { gpu: g, per_read, from, to } if g == i && Self::active(from, to, n) => {
                         self.ecc_uncorrected[i] += per_read;
                     }
                     _ => {}
                 }
             }
             s.ecc_uncorrected = Some(self.ecc_uncorrected[i]);
-            out.push(GpuReading {
-                gpu: gpu.clone(),
-                sample: s,
-            });
+            out.push(GpuReading { gpu: gpu.clone(), sample: s });
         }
         Ok(out)
     }
@@ -152,12 +116,7 @@ mod tests {
         let mut b = SimReader::new(2, vec![]);
         assert_eq!(a.read(), b.read());
         assert_eq!(a.kind(), ReaderKind::Simulated);
-        assert!(
-            a.read().expect("reads")[1]
-                .gpu
-                .uuid
-                .starts_with("GPU-SIMULATED-")
-        );
+        assert!(a.read().expect("reads")[1].gpu.uuid.starts_with("GPU-SIMULATED-"));
     }
 
     #[test]
@@ -166,17 +125,8 @@ mod tests {
             2,
             vec![
                 Fault::ReadFails { from: 1, to: 2 },
-                Fault::TemperatureUnreadable {
-                    gpu: 1,
-                    from: 2,
-                    to: 3,
-                },
-                Fault::EccErrors {
-                    gpu: 0,
-                    per_read: 2,
-                    from: 0,
-                    to: 10,
-                },
+                Fault::TemperatureUnreadable { gpu: 1, from: 2, to: 3 },
+                Fault::EccErrors { gpu: 0, per_read: 2, from: 0, to: 10 },
             ],
         );
         let first = r.read().expect("read 0");

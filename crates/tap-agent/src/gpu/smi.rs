@@ -42,9 +42,7 @@ pub struct SmiReader {
 impl SmiReader {
     /// Checks that `program` answers a query before relying on it.
     pub fn open(program: &str) -> Result<SmiReader, String> {
-        let mut r = SmiReader {
-            program: program.to_owned(),
-        };
+        let mut r = SmiReader { program: program.to_owned() };
         r.read().map_err(|e| e.to_string())?;
         Ok(r)
     }
@@ -62,22 +60,14 @@ impl SmiReader {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if start.elapsed() < TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
+                Ok(None) if start.elapsed() < TIMEOUT => std::thread::sleep(Duration::from_millis(2)),
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(ReadError::Failed(format!(
-                        "{} did not answer within {TIMEOUT:?}",
-                        self.program
-                    )));
+                    return Err(ReadError::Failed(format!("{} did not answer within {TIMEOUT:?}", self.program)));
                 }
                 Err(e) => {
-                    return Err(ReadError::Failed(format!(
-                        "waiting for {}: {e}",
-                        self.program
-                    )));
+                    return Err(ReadError::Failed(format!("waiting for {}: {e}", self.program)));
                 }
             }
         };
@@ -90,15 +80,8 @@ impl SmiReader {
             let _ = e.read_to_string(&mut stderr);
         }
         if !status.success() {
-            let msg = if stdout.trim().is_empty() {
-                stderr.trim()
-            } else {
-                stdout.trim()
-            };
-            return Err(ReadError::Failed(format!(
-                "{} failed ({status}): {msg}",
-                self.program
-            )));
+            let msg = if stdout.trim().is_empty() { stderr.trim() } else { stdout.trim() };
+            return Err(ReadError::Failed(format!("{} failed ({status}): {msg}", self.program)));
         }
         Ok(stdout)
     }
@@ -140,11 +123,7 @@ fn int(v: &str) -> Option<u64> {
 /// a line with the wrong number of columns or without index/UUID is an error.
 pub fn parse(text: &str) -> Result<Vec<GpuReading>, String> {
     let mut out = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split(',').map(str::trim).collect();
         if cols.len() != FIELDS.len() {
             return Err(format!(
@@ -156,10 +135,7 @@ pub fn parse(text: &str) -> Result<Vec<GpuReading>, String> {
         }
         let index = int(cols[0]).and_then(|i| u32::try_from(i).ok());
         let (Some(index), false) = (index, missing(cols[1])) else {
-            return Err(format!(
-                "nvidia-smi line {}: no GPU index or UUID: {line:?}",
-                n + 1
-            ));
+            return Err(format!("nvidia-smi line {}: no GPU index or UUID: {line:?}", n + 1));
         };
         let retired = match (int(cols[14]), int(cols[15])) {
             (Some(a), Some(b)) => Some(a + b),
@@ -237,21 +213,13 @@ mod tests {
     fn several_gpus_and_blank_lines() {
         let text = format!("{V100}\n{}", V100.replacen("0, GPU-9d", "1, GPU-8d", 1));
         let r = parse(&text).expect("parses");
-        assert_eq!(
-            r.iter().map(|g| g.gpu.index).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(r.iter().map(|g| g.gpu.index).collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]
     fn missing_program_is_no_driver() {
-        let e = SmiReader::open("/nonexistent/nvidia-smi")
-            .err()
-            .expect("fails");
-        assert!(
-            e.contains("no NVIDIA driver") && e.contains("cannot run"),
-            "{e}"
-        );
+        let e = SmiReader::open("/nonexistent/nvidia-smi").err().expect("fails");
+        assert!(e.contains("no NVIDIA driver") && e.contains("cannot run"), "{e}");
     }
 
     proptest! {

@@ -1,0 +1,162 @@
+//! The agent's main loop: sample every `sample_interval`, hand a window of datums to the
+//! publisher every `publish_interval`, and on shutdown publish (or spool) the last window.
+//!
+//! Sampling and publishing run in separate tasks, so a slow or unreachable CloudWatch never
+//! delays a sample.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::gpu::GpuReader;
+use crate::metrics::{Aggregator, Datum, Labels};
+use crate::publish::{PublishStats, Publisher, Sink};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub sample_interval: Duration,
+    pub publish_interval: Duration,
+    pub high_resolution: bool,
+    pub labels: Labels,
+    /// How long the last publish may take after a shutdown signal (it spools what it cannot send).
+    pub shutdown_grace: Duration,
+}
+
+/// Runs until `shutdown` resolves; returns the publisher's counters.
+pub async fn run<S>(
+    mut reader: Box<dyn GpuReader>,
+    publisher: Publisher<S>,
+    opts: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<PublishStats>
+where
+    S: Sink + Send + Sync + 'static,
+{
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel::<Vec<Datum>>(64);
+    let publishing = tokio::spawn(publish_loop(publisher, rx, dropped.clone()));
+
+    let mut agg = Aggregator::new();
+    let mut sample_tick = tokio::time::interval(opts.sample_interval);
+    sample_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut publish_tick = tokio::time::interval_at(Instant::now() + opts.publish_interval, opts.publish_interval);
+    publish_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let mut reading = true;
+    tracing::info!(reader = %reader.kind(), instance = %opts.labels.instance_id, environment = %opts.labels.environment,
+        sample_s = opts.sample_interval.as_secs_f64(), publish_s = opts.publish_interval.as_secs_f64(), "tap-agent started");
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            _ = publish_tick.tick() => {
+                let datums = agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution);
+                if tx.send(datums).await.is_err() {
+                    anyhow::bail!("the publisher stopped");
+                }
+            }
+            _ = sample_tick.tick() => {
+                let at = now_ms();
+                // NVML answers in microseconds; nvidia-smi may block, so leave the worker.
+                let result = tokio::task::block_in_place(|| reader.read());
+                match result {
+                    Ok(readings) => {
+                        if !reading {
+                            tracing::info!(gpus = readings.len(), "GPU readings are back");
+                        }
+                        reading = true;
+                        agg.add_sample(at, &readings);
+                    }
+                    Err(e) => {
+                        if reading {
+                            tracing::warn!(error = %e, "cannot read GPUs; publishing host health (heartbeat, 0 GPUs visible) only");
+                        }
+                        reading = false;
+                        agg.add_sample(at, &[]);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(samples = agg.samples(), "shutting down: publishing the last window");
+    let last = agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution);
+    // The channel is bounded and the publisher may be mid-retry: a full queue only delays us.
+    let _ = tx.send(last).await;
+    drop(tx);
+    match tokio::time::timeout(opts.shutdown_grace, publishing).await {
+        Ok(Ok(stats)) => Ok(stats),
+        Ok(Err(e)) => Err(anyhow::anyhow!("publisher task failed: {e}")),
+        Err(_) => anyhow::bail!("the last publish did not finish within {:?}", opts.shutdown_grace),
+    }
+}
+
+async fn publish_loop<S: Sink>(
+    mut publisher: Publisher<S>,
+    mut rx: mpsc::Receiver<Vec<Datum>>,
+    dropped: Arc<AtomicU64>,
+) -> PublishStats {
+    while let Some(datums) = rx.recv().await {
+        let n = datums.len();
+        match publisher.publish(datums, now_ms()).await {
+            Ok(true) => tracing::debug!(datums = n, "published"),
+            Ok(false) => {
+                tracing::info!(spooled_datums = publisher.spool().datums(), "CloudWatch unreachable; data is spooled")
+            }
+            Err(e) => tracing::error!(error = %e, "spool failure: this window is lost"),
+        }
+        dropped.fetch_add(publisher.spool().take_dropped(), Ordering::Relaxed);
+    }
+    publisher.stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::sim::SimReader;
+    use crate::publish::RetryPolicy;
+    use crate::publish::tests::ScriptedSink;
+    use crate::spool::Spool;
+
+    fn opts() -> DaemonOptions {
+        DaemonOptions {
+            sample_interval: Duration::from_millis(10),
+            publish_interval: Duration::from_millis(100),
+            high_resolution: false,
+            labels: Labels { environment: "dev".into(), instance_id: "i-test".into() },
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn samples_publish_and_flush_on_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink: &'static ScriptedSink = Box::leak(Box::default());
+        let publisher = Publisher::new(sink, Spool::open(dir.path(), 1 << 20).expect("spool"), RetryPolicy::default());
+        let stats =
+            run(Box::new(SimReader::new(2, vec![])), publisher, opts(), tokio::time::sleep(Duration::from_millis(350)))
+                .await
+                .expect("runs");
+        let received = sink.received.lock().expect("lock").clone();
+        // Three full windows plus the flushed partial one.
+        assert_eq!(received.len(), 4, "{stats:?}");
+        let samples: f64 = received
+            .iter()
+            .flatten()
+            .filter(|d| {
+                d.metric == "GPUUtilization" && d.dimensions.len() == 3 && d.dimensions[2].1 == "GPU-SIMULATED-0000"
+            })
+            .map(|d| d.stats.count)
+            .sum();
+        assert!((30.0..=37.0).contains(&samples), "~35 samples at 10 ms over 350 ms, got {samples}");
+        let heartbeats = received.iter().flatten().filter(|d| d.metric == "AgentHeartbeat").count();
+        assert_eq!(heartbeats, 8, "instance + fleet heartbeat per window");
+    }
+}
