@@ -28,6 +28,8 @@ pub struct DaemonOptions {
     pub labels: Labels,
     /// How long the last publish may take after a shutdown signal (it spools what it cannot send).
     pub shutdown_grace: Duration,
+    /// Where the latest sample goes for the Prometheus endpoint, when it is on.
+    pub snapshot: Option<crate::prometheus::Shared>,
 }
 
 /// Runs until `shutdown` resolves; returns the publisher's counters.
@@ -67,6 +69,19 @@ where
                 let at = now_ms();
                 // NVML answers in microseconds; nvidia-smi may block, so leave the worker.
                 let result = tokio::task::block_in_place(|| reader.read());
+                if let Some(shared) = &opts.snapshot
+                    && let Ok(mut snap) = shared.lock()
+                {
+                    snap.samples_total += 1;
+                    snap.reader = reader.kind().to_string();
+                    match &result {
+                        Ok(readings) => snap.readings.clone_from(readings),
+                        Err(_) => {
+                            snap.read_errors_total += 1;
+                            snap.readings.clear();
+                        }
+                    }
+                }
                 match result {
                     Ok(readings) => {
                         if !reading {
@@ -132,6 +147,7 @@ mod tests {
             high_resolution: false,
             labels: Labels { environment: "dev".into(), instance_id: "i-test".into() },
             shutdown_grace: Duration::from_secs(5),
+            snapshot: Some(Default::default()),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod identity;
 pub mod install;
 pub mod metrics;
+pub mod prometheus;
 pub mod publish;
 pub mod spool;
 
@@ -145,12 +146,24 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
     };
     let publisher = publish::Publisher::new(sink, spool, publish::RetryPolicy::default());
     let m = &config.metrics;
+    let snapshot = if config.prometheus.enabled {
+        let listener = tokio::net::TcpListener::bind(&config.prometheus.listen)
+            .await
+            .with_context(|| format!("prometheus.listen: cannot listen on {}", config.prometheus.listen))?;
+        tracing::info!(address = %config.prometheus.listen, "serving Prometheus metrics at /metrics");
+        let shared = prometheus::Shared::default();
+        tokio::spawn(prometheus::serve(listener, shared.clone(), m.environment.clone(), id.instance_id.clone()));
+        Some(shared)
+    } else {
+        None
+    };
     let opts = daemon::DaemonOptions {
         sample_interval: Duration::from_secs(u64::from(m.sample_interval_seconds)),
         publish_interval: Duration::from_secs(u64::from(m.publish_interval_seconds)),
         high_resolution: m.high_resolution,
         labels: metrics::Labels { environment: m.environment.clone(), instance_id: id.instance_id.clone() },
         shutdown_grace: Duration::from_secs(20),
+        snapshot,
     };
     let stats = daemon::run(reader, publisher, opts, shutdown_signal()).await?;
     tracing::info!(

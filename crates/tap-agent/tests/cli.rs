@@ -192,13 +192,17 @@ mod moto {
 
     impl Agent {
         fn start(dir: &Path, port: u16, gpus: u16) -> Agent {
+            Agent::start_with(dir, port, gpus, "")
+        }
+
+        fn start_with(dir: &Path, port: u16, gpus: u16, extra_config: &str) -> Agent {
             let config = dir.join("agent.toml");
             std::fs::write(
                 &config,
                 format!(
                     "[aws]\nregion = \"us-east-1\"\ninstance_id = \"i-0moto\"\n\
                      [metrics]\nenvironment = \"ci\"\npublish_interval_seconds = 10\n\
-                     [spool]\ndir = \"{}\"\n",
+                     [spool]\ndir = \"{}\"\n{extra_config}",
                     spool_dir(dir).display()
                 ),
             )
@@ -236,6 +240,17 @@ mod moto {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+
+    /// `GET /metrics` on the agent's Prometheus endpoint.
+    fn scrape(port: u16) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the Prometheus endpoint listens");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        out
     }
 
     fn spool_dir(dir: &Path) -> PathBuf {
@@ -303,8 +318,18 @@ mod moto {
     async fn metrics_arrive_with_contract_names_dimensions_and_statistics() {
         let dir = tempfile::tempdir().expect("tempdir");
         let moto = Moto::start(free_port());
-        let agent = Agent::start(dir.path(), moto.port, 2);
-        tokio::time::sleep(Duration::from_secs(12)).await;
+        let prometheus = free_port();
+        let agent = Agent::start_with(
+            dir.path(),
+            moto.port,
+            2,
+            &format!("[prometheus]\nenabled = true\nlisten = \"127.0.0.1:{prometheus}\"\n"),
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let scraped = scrape(prometheus);
+        assert!(scraped.contains("tap_agent_gpus_visible{environment=\"ci\",instance_id=\"i-0moto\"} 2"), "{scraped}");
+        assert_eq!(scraped.matches("tap_gpu_power_draw_watts{").count(), 2, "{scraped}");
+        tokio::time::sleep(Duration::from_secs(9)).await;
         agent.stop();
 
         let listed = client(moto.port).list_metrics().namespace("Tap/GPU").send().await.expect("ListMetrics");

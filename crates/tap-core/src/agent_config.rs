@@ -24,6 +24,8 @@ pub struct AgentConfig {
     pub logs: LogsSection,
     #[serde(default)]
     pub spool: SpoolSection,
+    #[serde(default)]
+    pub prometheus: PrometheusSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -80,6 +82,22 @@ pub struct SpoolSection {
 impl Default for SpoolSection {
     fn default() -> Self {
         SpoolSection { dir: "/var/lib/tap/spool".into(), max_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusSection {
+    /// Serve `GET /metrics` for Prometheus/Grafana.
+    pub enabled: bool,
+    /// Address to listen on; loopback by default (put a reverse proxy or an SSM tunnel in
+    /// front rather than opening it to the VPC).
+    pub listen: String,
+}
+
+impl Default for PrometheusSection {
+    fn default() -> Self {
+        PrometheusSection { enabled: false, listen: "127.0.0.1:9400".to_owned() }
     }
 }
 
@@ -170,6 +188,12 @@ impl AgentConfig {
         if !self.spool.dir.is_absolute() {
             return invalid("spool.dir", format!("\"{}\" must be an absolute path", self.spool.dir.display()));
         }
+        if self.prometheus.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "prometheus.listen",
+                format!("\"{}\" is not an address:port such as 127.0.0.1:9400", self.prometheus.listen),
+            );
+        }
         if let Some(group) = &self.logs.group
             && (group.is_empty() || group.len() > 512)
         {
@@ -254,6 +278,13 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_address_is_checked() {
+        assert!(err("[prometheus]\nlisten = \"localhost\"\n").contains("prometheus.listen"));
+        let c = AgentConfig::parse("[prometheus]\nenabled = true\n", "x").expect("valid");
+        assert_eq!(c.prometheus.listen, "127.0.0.1:9400");
+    }
+
+    #[test]
     fn missing_file_is_named() {
         let e = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing").to_string();
         assert!(e.starts_with("/nonexistent/agent.toml: cannot read"), "{e}");
@@ -304,6 +335,7 @@ mod tests {
                 },
                 logs: LogsSection { group },
                 spool: SpoolSection::default(),
+                prometheus: PrometheusSection::default(),
             })
     }
 
