@@ -398,13 +398,13 @@ variable "agent_sample_interval_seconds" {
 }
 
 variable "agent_publish_interval_seconds" {
-  description = "How often tap-agent publishes to CloudWatch (statistic sets over the samples since the last publish)."
+  description = "How often tap-agent sends to CloudWatch. Datapoints are statistic sets per minute (or per interval below a minute); 600 sends ten minutes in one request (6 requests/hour) but alarms see data up to 10 minutes late."
   type        = number
   default     = 60
 
   validation {
-    condition     = contains([10, 20, 30, 60, 120, 300], var.agent_publish_interval_seconds)
-    error_message = "agent_publish_interval_seconds must be 10, 20, 30, 60, 120 or 300."
+    condition     = contains([10, 20, 30, 60, 120, 300, 600, 900], var.agent_publish_interval_seconds)
+    error_message = "agent_publish_interval_seconds must be 10, 20, 30, 60, 120, 300, 600 or 900."
   }
 }
 
@@ -1225,6 +1225,8 @@ locals {
   # Every alarm watches a metric of the contract on the fleet dimension set, which the agent
   # publishes (one datapoint per instance, so CloudWatch's statistics span the whole fleet).
   fleet_dimensions = { for d in local.metric_contract.dimension_sets.fleet : d => local.dimension_values[d] }
+  # Data arrives up to one publish interval late: wait for two publishes before "missing".
+  heartbeat_periods = max(2, ceil(2 * var.agent_publish_interval_seconds / 300))
   alarms = {
     low-gpu-utilization = {
       metric      = "gpu_utilization"
@@ -1238,10 +1240,10 @@ locals {
     }
     no-gpu-metrics = {
       metric      = "heartbeat"
-      description = "No tap-agent heartbeat from the fleet for 10 minutes: agents are down or cannot reach CloudWatch."
+      description = "No tap-agent heartbeat from the fleet for ${local.heartbeat_periods * 5} minutes: agents are down or cannot reach CloudWatch."
       statistic   = "SampleCount"
       period      = 300
-      periods     = 2
+      periods     = local.heartbeat_periods
       comparison  = "LessThanThreshold"
       threshold   = 1
       missing     = "breaching"

@@ -203,13 +203,17 @@ run "agent_from_url" {
 run "slow_publishing_and_empty_fleet" {
   command = plan
   variables {
-    agent_publish_interval_seconds = 300
+    agent_publish_interval_seconds = 600
     target_capacity                = 0
   }
 
   assert {
-    condition     = aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].period == 300
+    condition     = aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].period == 600
     error_message = "The unhealthy alarm's period covers one publish interval, so a standing fault keeps it in ALARM."
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].evaluation_periods == 4 && aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].period == 300
+    error_message = "The heartbeat alarm waits two publish intervals before treating data as missing."
   }
   assert {
     condition     = aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].actions_enabled == false && aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].actions_enabled == true

@@ -195,7 +195,7 @@ run "agent_prefix_leading_slash" {
 
 run "publish_interval_unsupported" {
   command = plan
-  variables { agent_publish_interval_seconds = 45 }
+  variables { agent_publish_interval_seconds = 1200 }
   expect_failures = [var.agent_publish_interval_seconds]
 }
 

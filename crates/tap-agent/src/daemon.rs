@@ -1,5 +1,9 @@
-//! The agent's main loop: sample every `sample_interval`, hand a window of datums to the
-//! publisher every `publish_interval`, and on shutdown publish (or spool) the last window.
+//! The agent's main loop: sample every `sample_interval`, close a statistic-set window every
+//! [`window_length`] (at most a minute, CloudWatch's standard resolution), hand the windows
+//! to the publisher every `publish_interval`, and on shutdown publish (or spool) the rest.
+//!
+//! A publish interval longer than a minute keeps 1-minute datapoints but sends them in fewer
+//! requests (e.g. 600 s: ten windows in one request), at the price of alarm latency.
 //!
 //! Sampling and publishing run in separate tasks, so a slow or unreachable CloudWatch never
 //! delays a sample.
@@ -24,12 +28,19 @@ pub fn now_ms() -> i64 {
 pub struct DaemonOptions {
     pub sample_interval: Duration,
     pub publish_interval: Duration,
+    /// Statistic-set window, normally [`window_length`]`(publish_interval)`.
+    pub window: Duration,
     pub high_resolution: bool,
     pub labels: Labels,
     /// How long the last publish may take after a shutdown signal (it spools what it cannot send).
     pub shutdown_grace: Duration,
     /// Where the latest sample goes for the Prometheus endpoint, when it is on.
     pub snapshot: Option<crate::prometheus::Shared>,
+}
+
+/// The statistic-set window: the publish interval, but at most one minute.
+pub fn window_length(publish_interval: Duration) -> Duration {
+    publish_interval.min(Duration::from_secs(60))
 }
 
 /// Runs until `shutdown` resolves; returns the publisher's counters.
@@ -49,8 +60,12 @@ where
     let mut agg = Aggregator::new();
     let mut sample_tick = tokio::time::interval(opts.sample_interval);
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut publish_tick = tokio::time::interval_at(Instant::now() + opts.publish_interval, opts.publish_interval);
-    publish_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let window = opts.window;
+    let windows_per_publish = (opts.publish_interval.as_millis() / window.as_millis()).max(1);
+    let mut window_tick = tokio::time::interval_at(Instant::now() + window, window);
+    window_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pending: Vec<Datum> = Vec::new();
+    let mut windows = 0;
     tokio::pin!(shutdown);
     let mut reading = true;
     tracing::info!(reader = %reader.kind(), instance = %opts.labels.instance_id, environment = %opts.labels.environment,
@@ -59,10 +74,14 @@ where
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            _ = publish_tick.tick() => {
-                let datums = agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution);
-                if tx.send(datums).await.is_err() {
-                    anyhow::bail!("the publisher stopped");
+            _ = window_tick.tick() => {
+                pending.extend(agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution));
+                windows += 1;
+                if windows >= windows_per_publish {
+                    windows = 0;
+                    if tx.send(std::mem::take(&mut pending)).await.is_err() {
+                        anyhow::bail!("the publisher stopped");
+                    }
                 }
             }
             _ = sample_tick.tick() => {
@@ -102,9 +121,9 @@ where
         }
     }
     tracing::info!(samples = agg.samples(), "shutting down: publishing the last window");
-    let last = agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution);
+    pending.extend(agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution));
     // The channel is bounded and the publisher may be mid-retry: a full queue only delays us.
-    let _ = tx.send(last).await;
+    let _ = tx.send(pending).await;
     drop(tx);
     match tokio::time::timeout(opts.shutdown_grace, publishing).await {
         Ok(Ok(stats)) => Ok(stats),
@@ -144,11 +163,38 @@ mod tests {
         DaemonOptions {
             sample_interval: Duration::from_millis(10),
             publish_interval: Duration::from_millis(100),
+            window: Duration::from_millis(100),
             high_resolution: false,
             labels: Labels { environment: "dev".into(), instance_id: "i-test".into() },
             shutdown_grace: Duration::from_secs(5),
             snapshot: Some(Default::default()),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_windows_go_out_in_one_publish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink: &'static ScriptedSink = Box::leak(Box::default());
+        let publisher = Publisher::new(sink, Spool::open(dir.path(), 1 << 20).expect("spool"), RetryPolicy::default());
+        let o =
+            DaemonOptions { publish_interval: Duration::from_millis(200), window: Duration::from_millis(50), ..opts() };
+        run(Box::new(SimReader::new(1, vec![])), publisher, o, tokio::time::sleep(Duration::from_millis(430)))
+            .await
+            .expect("runs");
+        let received = sink.received.lock().expect("lock").clone();
+        assert_eq!(received.len(), 3, "two full publishes and the shutdown flush");
+        let windows_in = |batch: &Vec<Datum>| {
+            batch.iter().filter(|d| d.metric == "AgentHeartbeat" && d.dimensions.len() == 1).count()
+        };
+        assert_eq!(windows_in(&received[0]), 4, "four 50 ms windows per 200 ms publish, each its own datapoint");
+        let stamps: std::collections::BTreeSet<i64> = received[0].iter().map(|d| d.timestamp_ms).collect();
+        assert_eq!(stamps.len(), 4);
+    }
+
+    #[test]
+    fn windows_are_at_most_a_minute() {
+        assert_eq!(window_length(Duration::from_secs(10)), Duration::from_secs(10));
+        assert_eq!(window_length(Duration::from_secs(600)), Duration::from_secs(60));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,6 +160,7 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
     let opts = daemon::DaemonOptions {
         sample_interval: Duration::from_secs(u64::from(m.sample_interval_seconds)),
         publish_interval: Duration::from_secs(u64::from(m.publish_interval_seconds)),
+        window: daemon::window_length(Duration::from_secs(u64::from(m.publish_interval_seconds))),
         high_resolution: m.high_resolution,
         labels: metrics::Labels { environment: m.environment.clone(), instance_id: id.instance_id.clone() },
         shutdown_grace: Duration::from_secs(20),

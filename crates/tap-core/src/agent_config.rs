@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::contract::NAMESPACE;
 
 /// Publish intervals CloudWatch statistics line up with (the stack validates the same list).
-pub const PUBLISH_INTERVALS: [u32; 6] = [10, 20, 30, 60, 120, 300];
+/// Above 60 s the datapoints stay per minute; only the requests are fewer.
+pub const PUBLISH_INTERVALS: [u32; 8] = [10, 20, 30, 60, 120, 300, 600, 900];
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
