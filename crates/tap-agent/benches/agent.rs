@@ -76,7 +76,7 @@ fn cost_per_sample() {
         Ok(mut nvml) => {
             let t = per_sample(&mut nvml, 2_000);
             println!("NVML reader (real GPUs) + aggregation:      {:>10.2} µs", t.as_secs_f64() * 1e6);
-            if let Ok(mut real) = SmiReader::open("nvidia-smi") {
+            if let Ok(mut real) = SmiReader::open(tap_agent::gpu::smi::NVIDIA_SMI) {
                 let r = per_sample(&mut real, 50);
                 println!("real nvidia-smi per sample:                 {:>10.2} µs", r.as_secs_f64() * 1e6);
                 println!("ratio: NVML is {:.0}x cheaper than nvidia-smi", r.as_secs_f64() / t.as_secs_f64());

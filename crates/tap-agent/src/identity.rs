@@ -22,16 +22,33 @@ fn env_region() -> Option<String> {
     ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
 }
 
+/// An IMDSv2 client with short timeouts (the endpoint follows
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT` unless `endpoint` is given).
+pub fn imds_client(endpoint: Option<&str>) -> anyhow::Result<imds::Client> {
+    let mut b = imds::Client::builder()
+        .max_attempts(2)
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(2));
+    if let Some(e) = endpoint {
+        b = b.endpoint(e).map_err(|e| anyhow::anyhow!("instance metadata endpoint: {e}"))?;
+    }
+    Ok(b.build())
+}
+
 /// Resolves the identity. Instance id: IMDSv2, else `aws.instance_id`. Region:
 /// `aws.region`, else `AWS_REGION`/`AWS_DEFAULT_REGION`, else IMDSv2.
 pub async fn resolve(config: &AgentConfig, origin: &str) -> anyhow::Result<Identity> {
-    let client = (!imds_disabled()).then(|| {
-        imds::Client::builder()
-            .max_attempts(2)
-            .connect_timeout(Duration::from_secs(1))
-            .read_timeout(Duration::from_secs(2))
-            .build()
-    });
+    let client = if imds_disabled() { None } else { Some(imds_client(None)?) };
+    resolve_with(config, origin, client, env_region()).await
+}
+
+/// [`resolve`] with the metadata client (None: disabled) and the environment's region given.
+pub async fn resolve_with(
+    config: &AgentConfig,
+    origin: &str,
+    client: Option<imds::Client>,
+    env_region: Option<String>,
+) -> anyhow::Result<Identity> {
     let from_imds = async |path: &str| -> Option<Result<String, String>> {
         let c = client.as_ref()?;
         Some(c.get(path).await.map(|v| v.as_ref().to_owned()).map_err(|e| e.to_string()))
@@ -47,7 +64,7 @@ pub async fn resolve(config: &AgentConfig, origin: &str) -> anyhow::Result<Ident
             "instance identity: instance metadata is disabled (AWS_EC2_METADATA_DISABLED) and aws.instance_id is not set in {origin}"
         ),
     };
-    let region = match config.aws.region.clone().or_else(env_region) {
+    let region = match config.aws.region.clone().or(env_region) {
         Some(r) => r,
         None => from_imds("/latest/meta-data/placement/region")
             .await
@@ -55,4 +72,99 @@ pub async fn resolve(config: &AgentConfig, origin: &str) -> anyhow::Result<Ident
             .map_err(|e| anyhow::anyhow!("no region: aws.region is not set and instance metadata failed: {e}"))?,
     };
     Ok(Identity { region, instance_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A minimal IMDSv2 on loopback: PUT /latest/api/token hands out a token; metadata GETs
+    /// without it get 401, as on EC2.
+    async fn fake_imds() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                    let has_token = req.contains("x-aws-ec2-metadata-token: tok-123");
+                    let (status, body) = if req.starts_with("put /latest/api/token") {
+                        ("200 OK", "tok-123")
+                    } else if !has_token {
+                        ("401 Unauthorized", "")
+                    } else if req.starts_with("get /latest/meta-data/instance-id ") {
+                        ("200 OK", "i-0fromimds")
+                    } else if req.starts_with("get /latest/meta-data/placement/region ") {
+                        ("200 OK", "eu-north-1")
+                    } else {
+                        ("404 Not Found", "")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nx-aws-ec2-metadata-token-ttl-seconds: 21600\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn config(text: &str) -> AgentConfig {
+        AgentConfig::parse(text, "agent.toml").expect("valid")
+    }
+
+    #[tokio::test]
+    async fn imdsv2_gives_instance_and_region() {
+        let client = imds_client(Some(&fake_imds().await)).expect("client");
+        let id = resolve_with(&config("[aws]\ninstance_id = \"i-0config\"\n"), "agent.toml", Some(client), None)
+            .await
+            .expect("resolves");
+        assert_eq!(
+            id,
+            Identity { region: "eu-north-1".into(), instance_id: "i-0fromimds".into() },
+            "IMDS wins over config"
+        );
+    }
+
+    #[tokio::test]
+    async fn configured_and_environment_regions_come_first() {
+        let imds = imds_client(Some(&fake_imds().await)).expect("client");
+        let id =
+            resolve_with(&config(""), "agent.toml", Some(imds), Some("ap-south-1".into())).await.expect("resolves");
+        assert_eq!(id.region, "ap-south-1");
+    }
+
+    #[tokio::test]
+    async fn disabled_metadata_falls_back_to_config_or_says_why() {
+        let id = resolve_with(
+            &config("[aws]\ninstance_id = \"i-0config\"\nregion = \"us-west-2\"\n"),
+            "agent.toml",
+            None,
+            None,
+        )
+        .await
+        .expect("resolves");
+        assert_eq!(id, Identity { region: "us-west-2".into(), instance_id: "i-0config".into() });
+        let e =
+            resolve_with(&config(""), "/etc/tap/agent.toml", None, None).await.expect_err("no identity").to_string();
+        assert!(
+            e.contains("AWS_EC2_METADATA_DISABLED")
+                && e.contains("aws.instance_id")
+                && e.contains("/etc/tap/agent.toml"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_metadata_without_fallback_is_one_clear_error() {
+        let dead = imds_client(Some("http://127.0.0.1:1")).expect("client");
+        let e = resolve_with(&config(""), "agent.toml", Some(dead), None).await.expect_err("fails").to_string();
+        assert!(e.starts_with("instance identity: instance metadata failed"), "{e}");
+    }
 }

@@ -74,7 +74,7 @@ struct NoGpus {
 
 impl GpuReader for NoGpus {
     fn kind(&self) -> ReaderKind {
-        self.found.as_ref().map_or(ReaderKind::Nvml, |r| r.kind())
+        self.found.as_ref().map_or(ReaderKind::None, |r| r.kind())
     }
 
     fn read(&mut self) -> Result<Vec<GpuReading>, gpu::ReadError> {

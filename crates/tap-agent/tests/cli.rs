@@ -207,8 +207,12 @@ mod moto {
                 ),
             )
             .expect("config");
+            let mut args = vec!["--config".to_owned(), config.to_str().expect("utf-8").to_owned(), "run".to_owned()];
+            if gpus > 0 {
+                args.extend(["--simulate".to_owned(), gpus.to_string()]);
+            }
             let child = Command::new(env!("CARGO_BIN_EXE_tap-agent"))
-                .args(["--config", config.to_str().expect("utf-8"), "run", "--simulate", &gpus.to_string()])
+                .args(&args)
                 .env("AWS_ENDPOINT_URL", endpoint(port))
                 .env("AWS_ACCESS_KEY_ID", "test")
                 .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -360,6 +364,34 @@ mod moto {
         assert_eq!(heartbeats.count, 2.0, "one heartbeat per window: the 10 s one and the SIGTERM flush");
         let visible = totals(moto.port, "GPUsVisible", &instance).await;
         assert_eq!((visible.min, visible.max), (2.0, 2.0));
+    }
+
+    /// This machine has no NVIDIA driver: the agent says so once and keeps publishing host
+    /// health, so the stack's heartbeat alarm stays quiet and GPUsVisible shows 0.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_a_driver_the_agent_publishes_host_health_only() {
+        if Path::new("/dev/nvidiactl").exists() {
+            return; // a GPU machine: this test is about machines without one
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let moto = Moto::start(free_port());
+        let agent = Agent::start(dir.path(), moto.port, 0);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let log = agent.stop();
+        let warnings = log.lines().filter(|l| l.contains("\"WARN\"") && l.contains("no NVIDIA driver")).count();
+        assert_eq!(warnings, 1, "said once, in one line:\n{log}");
+        let instance = [("Environment", "ci"), ("InstanceId", "i-0moto")];
+        assert_eq!(totals(moto.port, "AgentHeartbeat", &instance).await.count, 2.0);
+        let visible = totals(moto.port, "GPUsVisible", &instance).await;
+        assert_eq!((visible.max, visible.count > 5.0), (0.0, true), "{visible:?}");
+        let listed = client(moto.port)
+            .list_metrics()
+            .namespace("Tap/GPU")
+            .metric_name("GPUUtilization")
+            .send()
+            .await
+            .expect("list");
+        assert!(listed.metrics().is_empty(), "no GPU values are invented");
     }
 
     #[tokio::test(flavor = "multi_thread")]

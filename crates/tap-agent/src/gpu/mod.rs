@@ -85,6 +85,8 @@ pub enum ReaderKind {
     Nvml,
     NvidiaSmi,
     Simulated,
+    /// No usable driver (yet): no GPUs are read.
+    None,
 }
 
 impl fmt::Display for ReaderKind {
@@ -93,6 +95,7 @@ impl fmt::Display for ReaderKind {
             ReaderKind::Nvml => "nvml",
             ReaderKind::NvidiaSmi => "nvidia-smi",
             ReaderKind::Simulated => "SIMULATED (not real GPUs)",
+            ReaderKind::None => "none (no NVIDIA driver)",
         })
     }
 }
@@ -105,6 +108,15 @@ pub enum ReadError {
     /// The reader worked before and fails now (GPU lost, driver reloaded, …).
     #[error("reading GPUs failed: {0}")]
     Failed(String),
+}
+
+impl ReadError {
+    /// The reason without the kind prefix.
+    pub fn reason(&self) -> &str {
+        match self {
+            ReadError::NoDriver(r) | ReadError::Failed(r) => r,
+        }
+    }
 }
 
 /// A source of GPU readings.
@@ -120,7 +132,7 @@ pub fn open_hardware() -> Result<Box<dyn GpuReader>, ReadError> {
         Ok(r) => Ok(Box::new(r)),
         Err(nvml_err) => match smi::SmiReader::open(smi::NVIDIA_SMI) {
             Ok(r) => Ok(Box::new(r)),
-            Err(smi_err) => Err(ReadError::NoDriver(format!("NVML: {nvml_err}; nvidia-smi: {smi_err}"))),
+            Err(smi_err) => Err(ReadError::NoDriver(format!("NVML: {nvml_err}; nvidia-smi: {}", smi_err.reason()))),
         },
     }
 }

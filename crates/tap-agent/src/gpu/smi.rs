@@ -41,9 +41,9 @@ pub struct SmiReader {
 
 impl SmiReader {
     /// Checks that `program` answers a query before relying on it.
-    pub fn open(program: &str) -> Result<SmiReader, String> {
+    pub fn open(program: &str) -> Result<SmiReader, ReadError> {
         let mut r = SmiReader { program: program.to_owned() };
-        r.read().map_err(|e| e.to_string())?;
+        r.read()?;
         Ok(r)
     }
 
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn missing_program_is_no_driver() {
         let e = SmiReader::open("/nonexistent/nvidia-smi").err().expect("fails");
-        assert!(e.contains("no NVIDIA driver") && e.contains("cannot run"), "{e}");
+        assert!(matches!(&e, ReadError::NoDriver(m) if m.contains("cannot run")), "{e}");
     }
 
     proptest! {
