@@ -10,7 +10,6 @@
 //!    sample and vs batches of 20 datums.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,9 @@ use tap_agent::gpu::sim::SimReader;
 use tap_agent::gpu::smi::SmiReader;
 use tap_agent::gpu::{GpuReader, GpuReading};
 use tap_agent::metrics::{Aggregator, Labels, pack};
+
+#[path = "../tests/support/moto.rs"]
+mod support;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -110,18 +112,7 @@ fn agent_footprint() {
         return;
     };
     let seconds: u64 = std::env::var("TAP_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let mut moto = Command::new(moto_exe)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let moto = support::Moto::start(&moto_exe, support::free_port());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("agent.toml");
     let mut f = std::fs::File::create(&config).expect("config");
@@ -134,7 +125,7 @@ fn agent_footprint() {
     .expect("write config");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_tap-agent"))
         .args(["--config", config.to_str().expect("utf-8"), "run", "--simulate", "8"])
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -153,8 +144,7 @@ fn agent_footprint() {
     let rss = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = agent.wait();
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
     println!("measured over {wall:.0} s (after 2 s of start-up), {} publishes", (wall / 60.0).floor());
     println!("peak RSS: {:.1} MiB (now {:.1} MiB; target <= 15 MiB)", peak as f64 / 1024.0, rss as f64 / 1024.0);
     println!("CPU: {:.1} ms in {wall:.0} s = {:.4} % of one core (target <= 0.1 %)", cpu * 1e3, 100.0 * cpu / wall);

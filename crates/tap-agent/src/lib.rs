@@ -67,7 +67,6 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// heartbeat and `GPUsVisible = 0`), and every minute it tries the hardware again, since
 /// user_data may install the driver after the agent started.
 struct NoGpus {
-    reason: String,
     last_try: Instant,
     found: Option<Box<dyn GpuReader>>,
 }
@@ -85,7 +84,7 @@ impl GpuReader for NoGpus {
                     tracing::info!(reader = %r.kind(), "NVIDIA driver found");
                     self.found = Some(r);
                 }
-                Err(e) => self.reason = e.to_string(),
+                Err(e) => tracing::debug!(error = %e, "still no NVIDIA driver"),
             }
         }
         match &mut self.found {
@@ -104,7 +103,7 @@ fn open_reader(a: &RunArgs) -> anyhow::Result<Box<dyn GpuReader>> {
         Err(e) if a.once => Err(e.into()),
         Err(e) => {
             tracing::warn!("{e}; publishing host health only (heartbeat, 0 GPUs visible), retrying every minute");
-            Ok(Box::new(NoGpus { reason: e.to_string(), last_try: Instant::now(), found: None }))
+            Ok(Box::new(NoGpus { last_try: Instant::now(), found: None }))
         }
     }
 }

@@ -75,17 +75,9 @@ pub struct Labels {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SeriesKey {
-    metric: &'static str,
-    set: u8,
+    metric: Metric,
+    set: DimensionSet,
     gpu: Option<String>,
-}
-
-fn set_index(set: DimensionSet) -> u8 {
-    match set {
-        DimensionSet::Gpu => 0,
-        DimensionSet::Instance => 1,
-        DimensionSet::Fleet => 2,
-    }
 }
 
 /// The value one sample contributes to a sampled (gauge) metric; `None` for metrics that are
@@ -108,17 +100,6 @@ pub fn sampled_value(metric: Metric, s: &GpuSample) -> Option<f64> {
         | Metric::SpoolDroppedDatapoints => None,
     }
 }
-
-const SAMPLED: [Metric; 8] = [
-    Metric::GpuUtilization,
-    Metric::MemoryUtilization,
-    Metric::MemoryUsed,
-    Metric::Temperature,
-    Metric::PowerDraw,
-    Metric::SmClock,
-    Metric::Throttled,
-    Metric::RetiredPages,
-];
 
 /// Accumulates samples of one publish window; carries counter baselines across windows.
 #[derive(Debug, Default)]
@@ -143,7 +124,7 @@ impl Aggregator {
     }
 
     fn add(&mut self, metric: Metric, set: DimensionSet, gpu: Option<&str>, v: f64) {
-        let key = SeriesKey { metric: metric.spec().name, set: set_index(set), gpu: gpu.map(str::to_owned) };
+        let key = SeriesKey { metric, set, gpu: gpu.map(str::to_owned) };
         self.series.entry(key).and_modify(|s| s.add(v)).or_insert_with(|| Stats::one(v));
     }
 
@@ -154,7 +135,7 @@ impl Aggregator {
         self.add(Metric::GpusVisible, DimensionSet::Instance, None, readings.len() as f64);
         self.add(Metric::GpusVisible, DimensionSet::Fleet, None, readings.len() as f64);
         for r in readings {
-            for metric in SAMPLED {
+            for metric in Metric::ALL {
                 let Some(v) = sampled_value(metric, &r.sample) else {
                     continue;
                 };
@@ -198,10 +179,9 @@ impl Aggregator {
         std::mem::take(&mut self.series)
             .into_iter()
             .map(|(key, stats)| {
-                let set = DimensionSet::ALL[usize::from(key.set)];
-                let metric = Metric::ALL.iter().find(|m| m.spec().name == key.metric).map(|m| m.spec());
-                let unit = metric.map_or("None", |m| m.unit.as_str());
-                let dimensions = set
+                let spec = key.metric.spec();
+                let dimensions = key
+                    .set
                     .dimensions()
                     .iter()
                     .map(|d| {
@@ -214,8 +194,8 @@ impl Aggregator {
                     })
                     .collect();
                 Datum {
-                    metric: key.metric.to_owned(),
-                    unit: unit.to_owned(),
+                    metric: spec.name.to_owned(),
+                    unit: spec.unit.as_str().to_owned(),
                     dimensions,
                     timestamp_ms: ts,
                     stats,

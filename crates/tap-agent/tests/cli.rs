@@ -133,11 +133,15 @@ fn install_writes_the_unit_without_systemctl() {
     assert!(unit.contains(&format!("--config {} run", config.display())));
 }
 
+#[cfg(feature = "aws-integration")]
+#[path = "support/moto.rs"]
+mod support;
+
 /// The agent against moto's CloudWatch on loopback (`--features aws-integration`;
 /// `TAP_MOTO_SERVER` names the moto_server executable, scripts/test.sh sets it).
 #[cfg(feature = "aws-integration")]
 mod moto {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -147,43 +151,17 @@ mod moto {
     use aws_sdk_cloudwatch::types::{Dimension, Statistic};
     use tap_core::contract::Metric;
 
-    struct Moto {
-        child: Child,
-        port: u16,
-    }
+    use super::support;
+    use support::{endpoint, free_port};
+
+    struct Moto;
 
     impl Moto {
-        fn start(port: u16) -> Moto {
+        fn start(port: u16) -> support::Moto {
             let exe = std::env::var("TAP_MOTO_SERVER")
                 .expect("TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)");
-            let child = Command::new(exe)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("moto_server starts");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "moto did not listen on {port} within 30 s");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Moto { child, port }
+            support::Moto::start(&exe, port)
         }
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-    }
-
-    fn endpoint(port: u16) -> String {
-        format!("http://127.0.0.1:{port}")
     }
 
     struct Agent {

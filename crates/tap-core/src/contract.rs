@@ -33,7 +33,7 @@ impl Dimension {
 }
 
 /// The dimension sets the agent publishes with. Each is a separate CloudWatch metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DimensionSet {
     /// One series per GPU.
@@ -89,7 +89,7 @@ impl Unit {
 }
 
 /// Every metric of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     GpuUtilization,
