@@ -2,6 +2,8 @@
 
 pub mod agent_config;
 pub mod contract;
+pub mod manifest;
+pub mod runs;
 
 #[cfg(test)]
 mod stack_source;

@@ -1,0 +1,230 @@
+//! Experiments and runs: the records every store backend keeps, and the line formats a
+//! training process uses to talk to `tap run`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped by a spot interruption notice (or a sick GPU) after a final checkpoint:
+    /// `tap run --resume` continues it.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted)
+    }
+}
+
+/// One hyperparameter as a run used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HparamUse {
+    pub value: String,
+    /// Version of the parameter in its store (SSM parameter version, or the local one).
+    pub version: u64,
+}
+
+/// A run record. Step metrics live apart from it (they grow without bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub experiment_id: String,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub command: Vec<String>,
+    pub host: String,
+    pub instance_id: Option<String>,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub hparams: BTreeMap<String, HparamUse>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Id of the latest checkpoint uploaded for this run.
+    pub checkpoint: Option<String>,
+    /// The run this one resumed from.
+    pub resumed_from: Option<String>,
+    /// The last value of every metric.
+    pub final_metrics: BTreeMap<String, f64>,
+    /// Number of metric points recorded.
+    pub metric_points: u64,
+}
+
+/// One metric value at one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub step: u64,
+    pub name: String,
+    pub value: f64,
+    pub ts_ms: i64,
+}
+
+/// Experiment ids and names of parameters and metrics: safe in S3 keys, DynamoDB keys,
+/// environment variable names and SSM paths.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A new run id: sortable by start time, unique across nodes (`20261127T012437Z-3f9a1c`).
+pub fn new_run_id(now_ms: i64, entropy: u32) -> String {
+    let secs = now_ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}", rem / 3600, rem % 3600 / 60, rem % 60, entropy & 0xff_ffff)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// RFC 3339 UTC time of epoch milliseconds, to the second.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// What one line of `TAP_METRICS_FILE` says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsLine {
+    /// `{"step": 10, "loss": 0.31, "accuracy": 0.9}`: every other numeric field is a metric.
+    Metrics { step: Option<u64>, values: Vec<(String, f64)> },
+    /// `{"checkpoint": true}` (optionally with metrics): a complete checkpoint is in
+    /// `TAP_CHECKPOINT_DIR`; tap uploads it.
+    Checkpoint { step: Option<u64>, values: Vec<(String, f64)> },
+}
+
+/// Parses one line the training process wrote. Errors say what is wrong with the line.
+pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let step = match obj.get("step") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(s) => Some(s.as_u64().ok_or("\"step\" must be a non-negative integer")?),
+    };
+    let checkpoint = match obj.get("checkpoint") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err("\"checkpoint\" must be true or false".to_owned()),
+    };
+    let mut values = Vec::new();
+    for (k, v) in obj {
+        if k == "step" || k == "checkpoint" {
+            continue;
+        }
+        if !valid_name(k) {
+            return Err(format!("metric name {k:?} must be 1-128 letters, digits, '_', '.' or '-'"));
+        }
+        let f = v.as_f64().filter(|f| f.is_finite()).ok_or_else(|| format!("metric {k:?} is not a finite number"))?;
+        values.push((k.clone(), f));
+    }
+    Ok(if checkpoint { MetricsLine::Checkpoint { step, values } } else { MetricsLine::Metrics { step, values } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        assert_eq!(new_run_id(1_795_743_877_000, 0x3f9a1c), "20261127T014437Z-3f9a1c");
+        assert!(new_run_id(1_000, 5) < new_run_id(2_000, 1));
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn metrics_lines() {
+        assert_eq!(
+            parse_metrics_line(r#"{"step": 3, "loss": 0.5}"#),
+            Ok(MetricsLine::Metrics { step: Some(3), values: vec![("loss".into(), 0.5)] })
+        );
+        assert_eq!(
+            parse_metrics_line(r#"{"checkpoint": true, "step": 7}"#),
+            Ok(MetricsLine::Checkpoint { step: Some(7), values: vec![] })
+        );
+        assert!(parse_metrics_line("loss=1").unwrap_err().starts_with("not JSON"));
+        assert!(parse_metrics_line(r#"{"loss": "high"}"#).unwrap_err().contains("not a finite number"));
+        assert!(parse_metrics_line(r#"{"step": -1}"#).unwrap_err().contains("step"));
+        assert!(parse_metrics_line(r#"{"a b": 1}"#).unwrap_err().contains("metric name"));
+        assert!(parse_metrics_line("[1]").unwrap_err().contains("object"));
+    }
+
+    #[test]
+    fn run_round_trips_as_json() {
+        let run = Run {
+            experiment_id: "mnist".into(),
+            run_id: new_run_id(0, 1),
+            status: RunStatus::Running,
+            command: vec!["python3".into(), "train.py".into()],
+            host: "h".into(),
+            instance_id: None,
+            started_ms: 5,
+            ended_ms: None,
+            hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 2 })].into(),
+            exit_code: None,
+            signal: None,
+            checkpoint: None,
+            resumed_from: None,
+            final_metrics: BTreeMap::new(),
+            metric_points: 0,
+        };
+        let text = serde_json::to_string(&run).expect("json");
+        assert!(text.contains("\"status\":\"running\""));
+        assert_eq!(serde_json::from_str::<Run>(&text).expect("parses"), run);
+    }
+
+    proptest! {
+        #[test]
+        fn metrics_parser_never_panics(line in "\\PC{0,120}") {
+            let _ = parse_metrics_line(&line);
+        }
+
+        #[test]
+        fn numeric_fields_become_metrics(step in 0u64..1_000_000, v in -1e9f64..1e9, name in "[a-z][a-z0-9_]{0,20}") {
+            prop_assume!(name != "step" && name != "checkpoint");
+            let line = serde_json::json!({"step": step, name.clone(): v}).to_string();
+            prop_assert_eq!(parse_metrics_line(&line), Ok(MetricsLine::Metrics { step: Some(step), values: vec![(name, v)] }));
+        }
+
+        #[test]
+        fn dates_match_chrono_free_reference(days in -100_000i64..100_000) {
+            // Round trip through the inverse (days_from_civil) checks the algorithm.
+            let (y, m, d) = civil_from_days(days);
+            let y2 = if m <= 2 { y - 1 } else { y };
+            let era = y2.div_euclid(400);
+            let yoe = y2 - era * 400;
+            let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+            let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            prop_assert_eq!(era * 146_097 + doe - 719_468, days);
+        }
+    }
+}
