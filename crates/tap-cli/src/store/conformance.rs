@@ -1,0 +1,128 @@
+//! The behaviour every store backend must have (SQLite here; DynamoDB/SSM against moto).
+
+use std::collections::BTreeMap;
+
+use tap_core::runs::{HparamUse, MetricPoint, Run, RunStatus};
+
+use super::{LogLine, ParamStore, RunStore, StoreError, Stream};
+
+pub fn run(exp: &str, id: &str, started: i64) -> Run {
+    Run {
+        experiment_id: exp.into(),
+        run_id: id.into(),
+        status: RunStatus::Running,
+        command: vec!["python3".into(), "train.py".into()],
+        host: "node-1".into(),
+        instance_id: Some("i-0abc".into()),
+        started_ms: started,
+        ended_ms: None,
+        hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 3 })].into(),
+        exit_code: None,
+        signal: None,
+        checkpoint: None,
+        resumed_from: None,
+        final_metrics: BTreeMap::new(),
+        metric_points: 0,
+    }
+}
+
+pub async fn run_all<S: RunStore + ParamStore>(s: &S) {
+    runs(s).await;
+    metrics_and_logs(s).await;
+    params(s).await;
+}
+
+async fn runs<S: RunStore>(s: &S) {
+    let r1 = run("exp-a", "r1", 1_000);
+    assert_eq!(s.create_run(&r1).await.expect("create"), r1);
+    assert_eq!(s.create_run(&r1).await.expect("idempotent"), r1, "creating the same run twice is fine");
+    let mut other = r1.clone();
+    other.host = "node-2".into();
+    assert!(matches!(s.create_run(&other).await, Err(StoreError::Conflict(_))), "same ids, other content");
+    s.create_run(&run("exp-a", "r2", 2_000)).await.expect("create");
+    s.create_run(&run("exp-b", "r3", 1_500)).await.expect("create");
+    assert_eq!(s.get_run("exp-a", "r1").await.expect("get"), Some(r1.clone()));
+    assert_eq!(s.get_run("exp-a", "nope").await.expect("get"), None);
+    let ids = |v: Vec<Run>| v.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_runs(Some("exp-a")).await.expect("list")), ["r2", "r1"], "newest first");
+    assert_eq!(ids(s.list_runs(None).await.expect("list")), ["r2", "r3", "r1"]);
+    let updated = s
+        .update_run("exp-a", "r1", |r| {
+            r.status = RunStatus::Succeeded;
+            r.exit_code = Some(0);
+        })
+        .await
+        .expect("update");
+    assert_eq!(updated.status, RunStatus::Succeeded);
+    assert_eq!(s.get_run("exp-a", "r1").await.expect("get").map(|r| r.exit_code), Some(Some(0)));
+    assert!(matches!(s.update_run("exp-a", "nope", |_| {}).await, Err(StoreError::NotFound(_))));
+}
+
+async fn metrics_and_logs<S: RunStore>(s: &S) {
+    s.create_run(&run("exp-m", "r1", 1)).await.expect("create");
+    let points: Vec<MetricPoint> = (0..250)
+        .flat_map(|step| {
+            [("loss", 1.0 / (step as f64 + 1.0)), ("acc", step as f64 / 250.0)].map(|(n, v)| MetricPoint {
+                step,
+                name: n.into(),
+                value: v,
+                ts_ms: step as i64,
+            })
+        })
+        .collect();
+    s.append_metrics("exp-m", "r1", &points[..100]).await.expect("append");
+    s.append_metrics("exp-m", "r1", &points[100..]).await.expect("append");
+    assert_eq!(s.metrics("exp-m", "r1").await.expect("metrics"), points, "every point, in step order");
+    assert!(s.metrics("exp-m", "other").await.expect("metrics").is_empty());
+    let lines: Vec<LogLine> = (0..5)
+        .map(|i| LogLine {
+            seq: i,
+            ts_ms: i as i64,
+            stream: if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr },
+            text: format!("line {i} ✓"),
+        })
+        .collect();
+    s.append_logs("exp-m", "r1", &lines[..3]).await.expect("logs");
+    s.append_logs("exp-m", "r1", &lines[2..]).await.expect("re-sending a line is harmless");
+    assert_eq!(s.logs("exp-m", "r1").await.expect("logs"), lines);
+}
+
+async fn params<S: ParamStore>(s: &S) {
+    assert_eq!(s.get_param("learning_rate").await.expect("get"), None);
+    let v1 = s.set_param("learning_rate", "0.001").await.expect("set");
+    let v2 = s.set_param("learning_rate", "0.0005").await.expect("set");
+    s.set_param("batch_size", "32").await.expect("set");
+    assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(s.get_param("learning_rate").await.expect("get").map(|p| p.value), Some("0.0005".into()));
+    let listed: Vec<(String, String, u64)> =
+        s.list_params().await.expect("list").into_iter().map(|p| (p.name, p.value, p.version)).collect();
+    assert_eq!(listed, [("batch_size".into(), "32".into(), 1), ("learning_rate".into(), "0.0005".into(), 2)]);
+    let history: Vec<String> =
+        s.param_history("learning_rate").await.expect("history").into_iter().map(|p| p.value).collect();
+    assert_eq!(history, ["0.001", "0.0005"]);
+}
+
+/// Two writers update the same run at the same time: neither update is lost.
+pub async fn concurrent_updates<S: RunStore>(a: &S, b: &S) {
+    a.create_run(&run("exp-c", "r1", 1)).await.expect("create");
+    async fn bump<S: RunStore>(s: &S, key: &str) {
+        for i in 0..50 {
+            s.update_run("exp-c", "r1", |r| {
+                r.final_metrics.insert(format!("{key}{i}"), i as f64);
+            })
+            .await
+            .expect("update");
+        }
+    }
+    // Two OS threads, so the read-modify-write cycles really interleave.
+    std::thread::scope(|scope| {
+        for (s, key) in [(a, "a"), (b, "b")] {
+            scope.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(bump(s, key));
+            });
+        }
+    });
+    let run = a.get_run("exp-c", "r1").await.expect("get").expect("exists");
+    assert_eq!(run.final_metrics.len(), 100, "every update from both writers is there");
+}

@@ -1,0 +1,277 @@
+//! The embedded local store: one SQLite file (`$TAP_HOME/tap.db`).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tap_core::runs::{MetricPoint, Run};
+
+use super::{LogLine, Param, ParamStore, Result, RunStore, StoreError, Stream};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("local store: {e}"))
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA busy_timeout = 5000;
+CREATE TABLE IF NOT EXISTS runs (
+    experiment_id TEXT NOT NULL, run_id TEXT NOT NULL, version INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, run_id));
+CREATE TABLE IF NOT EXISTS metrics (
+    experiment_id TEXT NOT NULL, run_id TEXT NOT NULL, step INTEGER NOT NULL,
+    name TEXT NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics (experiment_id, run_id, step);
+CREATE TABLE IF NOT EXISTS logs (
+    experiment_id TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL, stream TEXT NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, run_id, seq));
+CREATE TABLE IF NOT EXISTS params (
+    name TEXT NOT NULL, version INTEGER NOT NULL, value TEXT NOT NULL, modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (name, version));
+";
+
+/// Conditional writes that lose this many times in a row give up with a conflict.
+const MAX_UPDATE_ATTEMPTS: usize = 20;
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| backend(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        conn.execute_batch(SCHEMA).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| backend("lock poisoned"))?;
+        f(&mut conn).map_err(backend)
+    }
+
+    fn read_run(conn: &Connection, exp: &str, id: &str) -> rusqlite::Result<Option<(Run, i64)>> {
+        conn.query_row(
+            "SELECT body, version FROM runs WHERE experiment_id = ?1 AND run_id = ?2",
+            params![exp, id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?
+        .map(|(body, v)| Ok((decode(&body)?, v)))
+        .transpose()
+    }
+}
+
+fn decode(body: &str) -> rusqlite::Result<Run> {
+    serde_json::from_str(body)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn encode(run: &Run) -> String {
+    serde_json::to_string(run).unwrap_or_default()
+}
+
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: &Run) -> Result<Run> {
+        let existing = self.with(|c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO runs (experiment_id, run_id, version, started_ms, body) VALUES (?1, ?2, 1, ?3, ?4)",
+                params![run.experiment_id, run.run_id, run.started_ms, encode(run)],
+            )?;
+            if inserted == 1 { Ok(None) } else { Self::read_run(c, &run.experiment_id, &run.run_id) }
+        })?;
+        match existing {
+            None => Ok(run.clone()),
+            Some((stored, _)) if stored == *run => Ok(stored),
+            Some(_) => {
+                Err(StoreError::Conflict(format!("run {}/{} exists with other content", run.experiment_id, run.run_id)))
+            }
+        }
+    }
+
+    async fn get_run(&self, experiment: &str, run_id: &str) -> Result<Option<Run>> {
+        Ok(self.with(|c| Self::read_run(c, experiment, run_id))?.map(|(r, _)| r))
+    }
+
+    async fn update_run<F>(&self, experiment: &str, run_id: &str, f: F) -> Result<Run>
+    where
+        F: Fn(&mut Run) + Send + Sync,
+    {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some((mut run, version)) = self.with(|c| Self::read_run(c, experiment, run_id))? else {
+                return Err(StoreError::NotFound(format!("run {experiment}/{run_id}")));
+            };
+            f(&mut run);
+            let written = self.with(|c| {
+                c.execute(
+                    "UPDATE runs SET body = ?1, version = version + 1 WHERE experiment_id = ?2 AND run_id = ?3 AND version = ?4",
+                    params![encode(&run), experiment, run_id, version],
+                )
+            })?;
+            if written == 1 {
+                return Ok(run);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "run {experiment}/{run_id}: {MAX_UPDATE_ATTEMPTS} concurrent updates in a row"
+        )))
+    }
+
+    async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT body FROM runs WHERE (?1 IS NULL OR experiment_id = ?1) ORDER BY started_ms DESC, run_id DESC",
+            )?;
+            let rows = stmt.query_map(params![experiment], |r| r.get::<_, String>(0))?;
+            rows.map(|b| decode(&b?)).collect()
+        })
+    }
+
+    async fn append_metrics(&self, experiment: &str, run_id: &str, points: &[MetricPoint]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO metrics (experiment_id, run_id, step, name, value, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for p in points {
+                    stmt.execute(params![experiment, run_id, p.step as i64, p.name, p.value, p.ts_ms])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    async fn metrics(&self, experiment: &str, run_id: &str) -> Result<Vec<MetricPoint>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT step, name, value, ts_ms FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 ORDER BY step, rowid",
+            )?;
+            let rows = stmt.query_map(params![experiment, run_id], |r| {
+                Ok(MetricPoint { step: r.get::<_, i64>(0)? as u64, name: r.get(1)?, value: r.get(2)?, ts_ms: r.get(3)? })
+            })?;
+            rows.collect()
+        })
+    }
+
+    async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT OR IGNORE INTO logs (experiment_id, run_id, seq, ts_ms, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for l in lines {
+                    let stream = match l.stream {
+                        Stream::Stdout => "stdout",
+                        Stream::Stderr => "stderr",
+                    };
+                    stmt.execute(params![experiment, run_id, l.seq as i64, l.ts_ms, stream, l.text])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    async fn logs(&self, experiment: &str, run_id: &str) -> Result<Vec<LogLine>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, ts_ms, stream, line FROM logs WHERE experiment_id = ?1 AND run_id = ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![experiment, run_id], |r| {
+                Ok(LogLine {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    ts_ms: r.get(1)?,
+                    stream: if r.get::<_, String>(2)? == "stderr" { Stream::Stderr } else { Stream::Stdout },
+                    text: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+fn param_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Param> {
+    Ok(Param { name: r.get(0)?, version: r.get::<_, i64>(1)? as u64, value: r.get(2)?, modified_ms: r.get(3)? })
+}
+
+impl ParamStore for SqliteStore {
+    async fn list_params(&self) -> Result<Vec<Param>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT name, version, value, modified_ms FROM params p WHERE version = \
+                 (SELECT MAX(version) FROM params q WHERE q.name = p.name) ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], param_row)?;
+            rows.collect()
+        })
+    }
+
+    async fn get_param(&self, name: &str) -> Result<Option<Param>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT name, version, value, modified_ms FROM params WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                params![name],
+                param_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn set_param(&self, name: &str, value: &str) -> Result<Param> {
+        let now = crate::now_ms();
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM params WHERE name = ?1", params![name], |r| {
+                    r.get(0)
+                })?;
+            tx.execute(
+                "INSERT INTO params (name, version, value, modified_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![name, version, value, now],
+            )?;
+            tx.commit()?;
+            Ok(Param { name: name.to_owned(), value: value.to_owned(), version: version as u64, modified_ms: now })
+        })
+    }
+
+    async fn param_history(&self, name: &str) -> Result<Vec<Param>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT name, version, value, modified_ms FROM params WHERE name = ?1 ORDER BY version")?;
+            let rows = stmt.query_map(params![name], param_row)?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("tap.db")).expect("open");
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_writers_on_one_file_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tap.db");
+        let a = SqliteStore::open(&path).expect("open");
+        let b = SqliteStore::open(&path).expect("open");
+        crate::store::conformance::concurrent_updates(&a, &b).await;
+    }
+
+    #[test]
+    fn unopenable_path_is_named() {
+        let e = SqliteStore::open(Path::new("/proc/tap/tap.db")).err().expect("fails").to_string();
+        assert!(e.contains("/proc/tap"), "{e}");
+    }
+}
