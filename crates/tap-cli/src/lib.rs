@@ -1,5 +1,6 @@
 //! tap: the ML engineer's command line.
 
+pub mod artifacts;
 pub mod cli;
 mod contract_cmd;
 pub mod store;

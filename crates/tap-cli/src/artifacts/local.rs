@@ -1,0 +1,131 @@
+//! The object store on a local directory (`$TAP_HOME/artifacts`), the default without a stack.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
+    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
+}
+
+impl LocalStore {
+    pub fn new(root: &Path) -> LocalStore {
+        LocalStore { root: root.to_owned() }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if !valid_key(key) {
+            return Err(ObjectError::BadKey(key.to_owned()));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+/// Copies `src` to a temporary file beside `dest` while hashing, checks the digest, syncs,
+/// then renames into place: `dest` is either absent, the old file, or the complete new one.
+pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str) -> Result<()> {
+    let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+        fastrand::u64(..)
+    ));
+    let result = (|| {
+        let mut input = fs::File::open(src).map_err(io(src))?;
+        let mut out = fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = input.read(&mut buf).map_err(io(src))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io(&tmp))?;
+        }
+        let actual = hex(&h.finalize());
+        if actual != sha256 {
+            return Err(ObjectError::Checksum { key: key.to_owned(), expected: sha256.to_owned(), actual });
+        }
+        out.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, dest).map_err(io(dest))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl ObjectStore for LocalStore {
+    async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
+        copy_verified(key, src, &self.path(key)?, sha256)
+    }
+
+    async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
+        let path = self.path(key)?;
+        if !path.exists() {
+            return Err(ObjectError::NotFound(key.to_owned()));
+        }
+        copy_verified(key, &path, dest, sha256)
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.path(key)?.is_file())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io(&dir))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(io(&path))?;
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    let temporary = key.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.contains(".tmp-"));
+                    if key.starts_with(prefix) && !temporary {
+                        out.push(ObjectInfo { key, size: meta.len() });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}

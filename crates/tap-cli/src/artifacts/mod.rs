@@ -1,0 +1,75 @@
+//! Artifacts and checkpoints: an object-store trait at the I/O boundary (a local directory
+//! here; S3 is the stack's backend) and checkpoints built on it.
+
+pub mod checkpoint;
+pub mod local;
+
+use std::future::Future;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// The bytes stored or read are not the bytes expected (corruption, or a file that
+    /// changed while it was being uploaded).
+    #[error("checksum mismatch for {key}: expected sha256 {expected}, got {actual}")]
+    Checksum { key: String, expected: String, actual: String },
+    #[error("invalid object key {0:?}")]
+    BadKey(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+pub type Result<T> = std::result::Result<T, ObjectError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+pub trait ObjectStore: Send + Sync {
+    /// Stores `src` under `key`; fails (storing nothing) unless its content hashes to `sha256`.
+    fn put_file(&self, key: &str, src: &Path, sha256: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Writes the object to `dest`; fails (leaving `dest` untouched) unless it hashes to `sha256`.
+    fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> impl Future<Output = Result<()>> + Send;
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    fn get_bytes(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Objects under `prefix`, by key.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectInfo>>> + Send;
+}
+
+/// Keys are `/`-separated relative paths of safe names.
+pub fn valid_key(key: &str) -> bool {
+    tap_core::manifest::safe_relative_path(key)
+}
+
+/// Streams a file through SHA-256: (hex digest, size).
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex(&h.finalize()), size))
+}
+
+pub fn sha256_bytes(b: &[u8]) -> String {
+    hex(&Sha256::digest(b))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
