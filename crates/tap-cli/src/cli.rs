@@ -1,15 +1,25 @@
 //! Command line of `tap`.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// tap: spot-GPU training on AWS.
 ///
 /// A platform team deploys the stack (infra/tap-stack.tf); `tap` is how an ML engineer uses
-/// it. Without a stack, tap works on an embedded local default.
+/// it. Without a stack, tap works on an embedded local store ($TAP_HOME, default
+/// ~/.local/share/tap): runs, metrics, logs and hyperparameters in SQLite, checkpoints in a
+/// directory.
 ///
 /// Examples:
-///   tap contract                 the metrics tap-agent publishes and the stack alarms on
-///   tap contract --output json   the same, for scripts
+///   tap params set learning_rate 0.01                  store a hyperparameter (versioned)
+///   tap run -e mnist -- python3 examples/train.py      a tracked, checkpointed run
+///   tap run -e mnist --resume -- python3 examples/train.py
+///                                                      continue from the latest checkpoint
+///   tap runs list                                      every run, newest first
+///   tap runs show RUN_ID                               one run, with its metric curves
+///   tap contract --output json                         the metrics tap-agent publishes
 #[derive(Debug, Parser)]
 #[command(name = "tap", version, about, long_about, arg_required_else_help = true)]
 pub struct Cli {
@@ -25,6 +35,10 @@ pub struct Global {
     /// Output format of listing commands.
     #[arg(long, short, global = true, env = "TAP_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Where the local store lives (runs, metrics, logs, parameters, checkpoints).
+    #[arg(long, global = true, env = "TAP_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,7 +49,142 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a training command as a tracked, checkpointed, spot-safe run.
+    ///
+    /// The command gets TAP_HP_<NAME> for every hyperparameter, TAP_HPARAMS_FILE (JSON),
+    /// TAP_CHECKPOINT_DIR, TAP_METRICS_FILE, TAP_RUN_ID and TAP_EXPERIMENT. It appends JSON
+    /// lines to TAP_METRICS_FILE: {"step": 10, "loss": 0.4} records metrics;
+    /// {"checkpoint": true} says a complete checkpoint is in TAP_CHECKPOINT_DIR (tap uploads
+    /// it). On an interruption notice (SIGUSR1 to tap, or --notice-file appearing) tap sends
+    /// the command --interrupt-signal, waits for its checkpoint, uploads it and exits 75.
+    Run(RunArgs),
+    /// Runs: list, show, compare.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Hyperparameters: list, get, set, history.
+    #[command(subcommand)]
+    Params(ParamsCommand),
+    /// Checkpoints of an experiment.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
     /// Show the metric contract: the CloudWatch namespace, metric names, units and dimension
     /// sets that tap-agent publishes and that the stack's alarms and dashboard watch.
     Contract,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Experiment the run belongs to.
+    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_name)]
+    pub experiment: String,
+
+    /// Restore the experiment's latest checkpoint into TAP_CHECKPOINT_DIR first.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Signal sent to the command on an interruption notice.
+    #[arg(long, default_value = "SIGUSR1", value_parser = parse_signal)]
+    pub interrupt_signal: nix::sys::signal::Signal,
+
+    /// How long the command may take for its final checkpoint after a notice.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub checkpoint_deadline: Duration,
+
+    /// A file whose appearance is an interruption notice (tap-agent writes one).
+    #[arg(long, env = "TAP_NOTICE_FILE", value_name = "PATH")]
+    pub notice_file: Option<PathBuf>,
+
+    /// The training command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        /// Only this experiment.
+        #[arg(long, short, value_parser = parse_name)]
+        experiment: Option<String>,
+    },
+    /// One run: status, command, hyperparameters, final metrics and a sparkline per metric.
+    Show { run_id: String },
+    /// Runs side by side: hyperparameters and final metrics.
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        run_ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParamsCommand {
+    /// Latest version of every hyperparameter.
+    List,
+    /// One hyperparameter's latest value.
+    Get {
+        #[arg(value_parser = parse_name)]
+        name: String,
+    },
+    /// Store a new version of a hyperparameter.
+    Set {
+        #[arg(value_parser = parse_name)]
+        name: String,
+        value: String,
+    },
+    /// Every version of a hyperparameter.
+    History {
+        #[arg(value_parser = parse_name)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// The latest checkpoint of an experiment and its files.
+    Latest {
+        #[arg(long, short, default_value = "default", value_parser = parse_name)]
+        experiment: String,
+    },
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    if tap_core::runs::valid_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} must be 1-128 letters, digits, '_', '.' or '-'"))
+    }
+}
+
+fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
+    let name = if s.starts_with("SIG") { s.to_owned() } else { format!("SIG{s}") };
+    name.parse().map_err(|_| format!("{s:?} is not a signal name (e.g. SIGUSR1, SIGTERM)"))
+}
+
+/// `90s`, `2m`, `1500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 2m or 1500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 90s, 2m or 1500ms")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_signals() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_signal("USR1"), Ok(nix::sys::signal::Signal::SIGUSR1));
+        assert!(parse_signal("SIGBOGUS").is_err());
+    }
 }

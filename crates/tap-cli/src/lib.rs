@@ -2,18 +2,23 @@
 
 pub mod artifacts;
 pub mod cli;
+mod commands;
 mod contract_cmd;
+pub mod render;
 pub mod store;
+pub mod supervisor;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use cli::{Cli, Command};
 
 /// Runs `tap` for parsed arguments; errors are printed once, as one line, and a closed pipe
 /// (`tap ... | head`) ends quietly.
 pub fn main_with(cli: Cli) -> ExitCode {
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     match run(&cli, &mut out) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -25,10 +30,27 @@ pub fn main_with(cli: Cli) -> ExitCode {
 }
 
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Contract => contract_cmd::run(cli.global.output, out)?,
+    if let Command::Contract = cli.command {
+        contract_cmd::run(cli.global.output, out)?;
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let home = home(cli.global.home.clone())?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(commands::dispatch(cli, &home, out))
+}
+
+/// `--home`, else `$TAP_HOME` (clap reads both), else `$XDG_DATA_HOME/tap`, else
+/// `~/.local/share/tap`.
+fn home(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(h) = flag {
+        return Ok(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("tap"));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context("neither TAP_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/tap"))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

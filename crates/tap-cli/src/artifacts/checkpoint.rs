@@ -87,15 +87,55 @@ pub async fn save<S: ObjectStore>(
     step: Option<u64>,
     dir: &Path,
 ) -> Result<Manifest> {
-    let mut files = Vec::new();
-    for (rel, path) in list_files(dir)? {
-        let (sha256, size) = sha256_file(&path).map_err(|e| CheckpointError::Io(format!("{}: {e}", path.display())))?;
-        let key = object_key(experiment, &sha256);
+    let files = hash_files(dir)?;
+    upload(store, experiment, run_id, id, step, dir, files).await
+}
+
+/// Like [`save`], but does nothing (`None`) when `dir` is empty or holds exactly the files of
+/// `previous`.
+#[allow(clippy::too_many_arguments)]
+pub async fn save_if_changed<S: ObjectStore>(
+    store: &S,
+    experiment: &str,
+    run_id: &str,
+    id: &str,
+    step: Option<u64>,
+    dir: &Path,
+    previous: Option<&Manifest>,
+) -> Result<Option<Manifest>> {
+    let files = hash_files(dir)?;
+    if files.is_empty() || previous.is_some_and(|p| p.files == files) {
+        return Ok(None);
+    }
+    upload(store, experiment, run_id, id, step, dir, files).await.map(Some)
+}
+
+fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
+    list_files(dir)?
+        .into_iter()
+        .map(|(rel, path)| {
+            let (sha256, size) =
+                sha256_file(&path).map_err(|e| CheckpointError::Io(format!("{}: {e}", path.display())))?;
+            Ok(ManifestFile { path: rel, size, sha256 })
+        })
+        .collect()
+}
+
+async fn upload<S: ObjectStore>(
+    store: &S,
+    experiment: &str,
+    run_id: &str,
+    id: &str,
+    step: Option<u64>,
+    dir: &Path,
+    files: Vec<ManifestFile>,
+) -> Result<Manifest> {
+    for f in &files {
+        let key = object_key(experiment, &f.sha256);
         if !store.exists(&key).await? {
             // put_file re-hashes while sending: a file that changed since is refused.
-            store.put_file(&key, &path, &sha256).await?;
+            store.put_file(&key, &dir.join(&f.path), &f.sha256).await?;
         }
-        files.push(ManifestFile { path: rel, size, sha256 });
     }
     let manifest = Manifest {
         version: MANIFEST_VERSION,

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
 
+#[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
 }

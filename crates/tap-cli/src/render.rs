@@ -1,0 +1,137 @@
+//! Text rendering of runs for the terminal: tables and sparklines (pure, unit-tested).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tap_core::runs::{MetricPoint, Run, rfc3339};
+
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// A sparkline of `values`, at most `width` characters (averaged into buckets).
+pub fn sparkline(values: &[f64], width: usize) -> String {
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let buckets = values.len().min(width);
+    let means: Vec<f64> = (0..buckets)
+        .map(|b| {
+            let (lo, hi) =
+                (b * values.len() / buckets, ((b + 1) * values.len() / buckets).max(b * values.len() / buckets + 1));
+            values[lo..hi].iter().sum::<f64>() / (hi - lo) as f64
+        })
+        .collect();
+    let (min, max) = means.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    means
+        .iter()
+        .map(|v| if max > min { BARS[(((v - min) / (max - min)) * 7.0).round() as usize] } else { BARS[3] })
+        .collect()
+}
+
+fn duration(run: &Run) -> String {
+    match run.ended_ms {
+        Some(end) => {
+            let s = (end - run.started_ms).max(0) / 1000;
+            format!("{}m{:02}s", s / 60, s % 60)
+        }
+        None => "-".to_owned(),
+    }
+}
+
+pub fn runs_table(runs: &[Run]) -> String {
+    let mut s = format!(
+        "{:<26} {:<16} {:<12} {:>9} {:<22} {}\n",
+        "RUN", "EXPERIMENT", "STATUS", "DURATION", "STARTED", "METRICS"
+    );
+    for r in runs {
+        let metrics: Vec<String> = r.final_metrics.iter().take(4).map(|(k, v)| format!("{k}={v:.4}")).collect();
+        s.push_str(&format!(
+            "{:<26} {:<16} {:<12} {:>9} {:<22} {}\n",
+            r.run_id,
+            r.experiment_id,
+            r.status.as_str(),
+            duration(r),
+            rfc3339(r.started_ms),
+            metrics.join(" ")
+        ));
+    }
+    s
+}
+
+pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
+    let mut s = format!(
+        "run:         {}\nexperiment:  {}\nstatus:      {}\ncommand:     {}\nhost:        {}{}\nstarted:     {}\nduration:    {}\n",
+        run.run_id,
+        run.experiment_id,
+        run.status.as_str(),
+        run.command.join(" "),
+        run.host,
+        run.instance_id.as_ref().map(|i| format!(" ({i})")).unwrap_or_default(),
+        rfc3339(run.started_ms),
+        duration(run),
+    );
+    if let Some(c) = run.exit_code {
+        s.push_str(&format!("exit code:   {c}\n"));
+    }
+    if let Some(sig) = run.signal {
+        s.push_str(&format!("signal:      {sig}\n"));
+    }
+    if let Some(r) = &run.resumed_from {
+        s.push_str(&format!("resumed from {r}\n"));
+    }
+    s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));
+    if !run.hparams.is_empty() {
+        s.push_str("hyperparameters:\n");
+        for (k, h) in &run.hparams {
+            s.push_str(&format!("  {k:<24} {} (version {})\n", h.value, h.version));
+        }
+    }
+    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in points {
+        series.entry(&p.name).or_default().push(p.value);
+    }
+    if !series.is_empty() {
+        s.push_str("metrics:\n");
+        for (name, values) in series {
+            let last = values.last().copied().unwrap_or(f64::NAN);
+            s.push_str(&format!("  {name:<24} {last:>12.6}  {}  ({} points)\n", sparkline(&values, 40), values.len()));
+        }
+    }
+    s
+}
+
+pub fn compare(runs: &[Run]) -> String {
+    let hp: BTreeSet<&str> = runs.iter().flat_map(|r| r.hparams.keys().map(String::as_str)).collect();
+    let mt: BTreeSet<&str> = runs.iter().flat_map(|r| r.final_metrics.keys().map(String::as_str)).collect();
+    let mut s = format!("{:<24}", "");
+    for r in runs {
+        s.push_str(&format!(" {:>26}", r.run_id));
+    }
+    s.push('\n');
+    let mut row = |label: String, cell: &dyn Fn(&Run) -> String| {
+        s.push_str(&format!("{label:<24}"));
+        for r in runs {
+            s.push_str(&format!(" {:>26}", cell(r)));
+        }
+        s.push('\n');
+    };
+    row("status".into(), &|r| r.status.as_str().to_owned());
+    for k in hp {
+        row(format!("hp {k}"), &|r| r.hparams.get(k).map_or("-".to_owned(), |h| h.value.clone()));
+    }
+    for k in mt {
+        row(k.to_owned(), &|r| r.final_metrics.get(k).map_or("-".to_owned(), |v| format!("{v:.6}")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_shape() {
+        assert_eq!(sparkline(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 8), "▁▂▃▄▅▆▇█");
+        assert_eq!(sparkline(&[5.0; 4], 10), "▄▄▄▄");
+        assert_eq!(sparkline(&(0..1000).map(f64::from).collect::<Vec<_>>(), 20).chars().count(), 20);
+        assert_eq!(sparkline(&[], 10), "");
+    }
+}

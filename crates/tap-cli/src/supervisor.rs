@@ -1,0 +1,469 @@
+//! `tap run`: runs a training command as a tracked, spot-safe run.
+//!
+//! The child gets its hyperparameters (`TAP_HP_<NAME>` and a JSON file), a checkpoint
+//! directory (restored from the experiment's latest checkpoint on `--resume`) and a metrics
+//! file it appends JSON lines to. tap streams the child's output to the terminal and the
+//! store, records its metrics, uploads each checkpoint it announces
+//! (`{"checkpoint": true}`), forwards SIGINT/SIGTERM, and records the final status.
+//!
+//! Spot safety: on an interruption notice (SIGUSR1 to tap, or the notice file appearing —
+//! tap-agent writes it when EC2 announces the reclaim), tap sends the child the configured
+//! signal, waits for its final checkpoint until a deadline that leaves time to upload,
+//! uploads it, and marks the run `interrupted`; `tap run --resume` on any node continues it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tap_core::manifest::Manifest;
+use tap_core::runs::{HparamUse, MetricPoint, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::artifacts::ObjectStore;
+use crate::artifacts::checkpoint;
+use crate::now_ms;
+use crate::store::{LogLine, ParamStore, RunStore, Stream};
+
+/// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
+pub const EXIT_INTERRUPTED: u8 = 75;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub experiment: String,
+    pub resume: bool,
+    pub command: Vec<String>,
+    /// Signal the child gets on an interruption notice.
+    pub interrupt_signal: Signal,
+    /// How long the child may take for its final checkpoint after a notice (EC2 gives 120 s;
+    /// the rest is for the upload).
+    pub checkpoint_deadline: Duration,
+    /// A file whose appearance means "interruption notice".
+    pub notice_file: Option<PathBuf>,
+    /// Per-run scratch directories are created below this.
+    pub runs_dir: PathBuf,
+    pub host: String,
+    pub instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub run: Run,
+    pub exit_code: u8,
+}
+
+/// `TAP_HP_LEARNING_RATE` for `learning_rate`.
+pub fn hparam_env_name(name: &str) -> String {
+    let upper: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("TAP_HP_{upper}")
+}
+
+enum Event {
+    Line(Stream, String),
+    Metrics(MetricsLine),
+    BadMetricsLine(String),
+    Uploaded(Manifest),
+    UploadFailed(String),
+}
+
+/// Tails the metrics file: new complete lines as they are written.
+async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut offset = 0u64;
+    let mut partial = String::new();
+    loop {
+        let finished = *stop.borrow();
+        if let Ok(mut f) = tokio::fs::File::open(&path).await
+            && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+        {
+            let mut buf = String::new();
+            if let Ok(n) = f.read_to_string(&mut buf).await {
+                offset += n as u64;
+                partial.push_str(&buf);
+                while let Some(i) = partial.find('\n') {
+                    let line: String = partial.drain(..=i).collect();
+                    let line = line.trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let ev = match parse_metrics_line(line) {
+                        Ok(m) => Event::Metrics(m),
+                        Err(e) => Event::BadMetricsLine(format!("{line}: {e}")),
+                    };
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if finished {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, tx: mpsc::Sender<Event>) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if tx.send(Event::Line(stream, line)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Prepares the scratch directory, resumes if asked, runs the child, records everything.
+pub async fn run<S, O>(store: &S, objects: &O, opts: &RunOptions) -> anyhow::Result<Outcome>
+where
+    S: RunStore + ParamStore,
+    O: ObjectStore + 'static + Clone,
+{
+    let Some((program, args)) = opts.command.split_first() else { bail!("no command given: tap run -- <command...>") };
+    let started = now_ms();
+    let run_id = new_run_id(started, fastrand::u32(..));
+    let work = opts.runs_dir.join(&run_id);
+    let ckpt_dir = work.join("checkpoint");
+    let metrics_file = work.join("metrics.jsonl");
+    let hparams_file = work.join("hparams.json");
+    std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("creating {}", ckpt_dir.display()))?;
+
+    let params = store.list_params().await?;
+    let hparams: BTreeMap<String, HparamUse> =
+        params.iter().map(|p| (p.name.clone(), HparamUse { value: p.value.clone(), version: p.version })).collect();
+    let flat: BTreeMap<&str, &str> = params.iter().map(|p| (p.name.as_str(), p.value.as_str())).collect();
+    std::fs::write(&hparams_file, serde_json::to_vec_pretty(&flat)?)
+        .with_context(|| format!("writing {}", hparams_file.display()))?;
+
+    let mut resumed_from = None;
+    let mut last_manifest = None;
+    if opts.resume {
+        match checkpoint::latest(objects, &opts.experiment).await? {
+            Some(m) => {
+                checkpoint::restore(objects, &m, &ckpt_dir).await?;
+                eprintln!(
+                    "tap: resuming from checkpoint {} of run {} ({} files, {} bytes)",
+                    m.checkpoint_id,
+                    m.run_id,
+                    m.files.len(),
+                    m.total_bytes()
+                );
+                resumed_from = Some(m.run_id.clone());
+                last_manifest = Some(m);
+            }
+            None => eprintln!("tap: no checkpoint of experiment {} yet; starting fresh", opts.experiment),
+        }
+    }
+
+    let mut record = Run {
+        experiment_id: opts.experiment.clone(),
+        run_id: run_id.clone(),
+        status: RunStatus::Running,
+        command: opts.command.clone(),
+        host: opts.host.clone(),
+        instance_id: opts.instance_id.clone(),
+        started_ms: started,
+        ended_ms: None,
+        hparams,
+        exit_code: None,
+        signal: None,
+        checkpoint: None,
+        resumed_from,
+        final_metrics: BTreeMap::new(),
+        metric_points: 0,
+    };
+    store.create_run(&record).await?;
+    eprintln!("tap: run {}/{run_id} started", opts.experiment);
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("TAP_EXPERIMENT", &opts.experiment)
+        .env("TAP_RUN_ID", &run_id)
+        .env("TAP_CHECKPOINT_DIR", &ckpt_dir)
+        .env("TAP_METRICS_FILE", &metrics_file)
+        .env("TAP_HPARAMS_FILE", &hparams_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: the terminal's Ctrl-C reaches tap, which forwards it once.
+        .process_group(0);
+    for (name, value) in &flat {
+        cmd.env(hparam_env_name(name), value);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("cannot start {program}: {e}");
+            store
+                .update_run(&opts.experiment, &run_id, |r| {
+                    r.status = RunStatus::Failed;
+                    r.ended_ms = Some(now_ms());
+                })
+                .await?;
+            bail!(msg);
+        }
+    };
+    // Never 0: kill(0, ..) would signal tap's own process group.
+    let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
+
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let out_task = tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone()));
+    let err_task = tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone()));
+    let tail_task = tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx));
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut notice_poll = tokio::time::interval(Duration::from_millis(500));
+    let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
+
+    let mut logs: Vec<LogLine> = Vec::new();
+    let mut points: Vec<MetricPoint> = Vec::new();
+    let mut seq = 0u64;
+    let mut step = 0u64;
+    let mut checkpoints = 0u32;
+    let mut uploading = false;
+    let mut upload_pending: Option<Option<u64>> = None;
+    let mut interrupted_at: Option<Instant> = None;
+    // After a notice: 1 = waiting for the final checkpoint, 2 = SIGTERM sent, then SIGKILL.
+    let mut stage = 0u8;
+    let mut exit_status = None;
+    let deadline = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(deadline);
+
+    let start_upload = |id: String, step: Option<u64>, previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
+        let objects = objects.clone();
+        let exp = opts.experiment.clone();
+        let run_id = run_id.clone();
+        let dir = ckpt_dir.clone();
+        tokio::spawn(async move {
+            let ev =
+                match checkpoint::save_if_changed(&objects, &exp, &run_id, &id, step, &dir, previous.as_ref()).await {
+                    Ok(Some(m)) => Event::Uploaded(m),
+                    Ok(None) => Event::UploadFailed("checkpoint unchanged since the last upload".into()),
+                    Err(e) => Event::UploadFailed(e.to_string()),
+                };
+            let _ = tx.send(ev).await;
+        });
+    };
+
+    loop {
+        tokio::select! {
+            status = child.wait(), if exit_status.is_none() => {
+                exit_status = Some(status.context("waiting for the child")?);
+                // Drain what the child wrote before it exited.
+                let _ = stop_tx.send(true);
+            }
+            Some(ev) = rx.recv() => match ev {
+                Event::Line(stream, text) => {
+                    match stream {
+                        Stream::Stdout => println!("{text}"),
+                        Stream::Stderr => eprintln!("{text}"),
+                    }
+                    logs.push(LogLine { seq, ts_ms: now_ms(), stream, text });
+                    seq += 1;
+                }
+                Event::Metrics(m) => {
+                    let (s, values, is_ckpt) = match m {
+                        MetricsLine::Metrics { step, values } => (step, values, false),
+                        MetricsLine::Checkpoint { step, values } => (step, values, true),
+                    };
+                    step = s.unwrap_or(step + u64::from(!values.is_empty()));
+                    for (name, value) in values {
+                        record.final_metrics.insert(name.clone(), value);
+                        points.push(MetricPoint { step, name, value, ts_ms: now_ms() });
+                    }
+                    if is_ckpt {
+                        if uploading {
+                            upload_pending = Some(Some(step));
+                        } else {
+                            uploading = true;
+                            checkpoints += 1;
+                            start_upload(format!("{run_id}-{checkpoints:04}"), Some(step), last_manifest.clone(), tx.clone());
+                        }
+                    }
+                }
+                Event::BadMetricsLine(e) => eprintln!("tap: ignoring a line of TAP_METRICS_FILE: {e}"),
+                Event::Uploaded(m) => {
+                    eprintln!("tap: checkpoint {} uploaded ({} files, {} bytes)", m.checkpoint_id, m.files.len(), m.total_bytes());
+                    record.checkpoint = Some(m.checkpoint_id.clone());
+                    let id = m.checkpoint_id.clone();
+                    store.update_run(&opts.experiment, &run_id, |r| r.checkpoint = Some(id.clone())).await?;
+                    last_manifest = Some(m);
+                    uploading = false;
+                    if let Some(s) = upload_pending.take() {
+                        uploading = true;
+                        checkpoints += 1;
+                        start_upload(format!("{run_id}-{checkpoints:04}"), s, last_manifest.clone(), tx.clone());
+                    }
+                }
+                Event::UploadFailed(e) => {
+                    eprintln!("tap: checkpoint not uploaded: {e}");
+                    uploading = false;
+                    if let Some(s) = upload_pending.take() {
+                        uploading = true;
+                        checkpoints += 1;
+                        start_upload(format!("{run_id}-{checkpoints:04}"), s, last_manifest.clone(), tx.clone());
+                    }
+                }
+            },
+            _ = sigint.recv() => { let _ = kill(pid, Signal::SIGINT); }
+            _ = sigterm.recv() => { let _ = kill(pid, Signal::SIGTERM); }
+            _ = sigusr1.recv(), if interrupted_at.is_none() => {
+                interrupted_at = Some(notice(pid, opts, deadline.as_mut()));
+                stage = 1;
+            }
+            _ = notice_poll.tick(), if interrupted_at.is_none() && opts.notice_file.as_ref().is_some_and(|f| f.exists()) => {
+                interrupted_at = Some(notice(pid, opts, deadline.as_mut()));
+                stage = 1;
+            }
+            () = &mut deadline, if exit_status.is_none() && stage > 0 => {
+                if stage == 1 {
+                    eprintln!("tap: no exit within {:?} of the notice; sending SIGTERM", opts.checkpoint_deadline);
+                    let _ = kill(pid, Signal::SIGTERM);
+                    deadline.as_mut().reset(Instant::now() + Duration::from_secs(10));
+                    stage = 2;
+                } else {
+                    eprintln!("tap: still running 10 s after SIGTERM; sending SIGKILL");
+                    let _ = kill(pid, Signal::SIGKILL);
+                    stage = 3;
+                }
+            }
+            _ = flush_tick.tick() => {
+                flush(store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
+            }
+        }
+        if exit_status.is_some()
+            && out_task.is_finished()
+            && err_task.is_finished()
+            && tail_task.is_finished()
+            && rx.is_empty()
+            && !uploading
+        {
+            break;
+        }
+    }
+    flush(store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
+
+    // A last sync of the checkpoint directory (the child may have saved without announcing).
+    checkpoints += 1;
+    let id = format!("{run_id}-{checkpoints:04}");
+    match checkpoint::save_if_changed(
+        objects,
+        &opts.experiment,
+        &run_id,
+        &id,
+        Some(step),
+        &ckpt_dir,
+        last_manifest.as_ref(),
+    )
+    .await
+    {
+        Ok(Some(m)) => {
+            eprintln!("tap: final checkpoint {} uploaded ({} files)", m.checkpoint_id, m.files.len());
+            record.checkpoint = Some(m.checkpoint_id);
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("tap: final checkpoint not uploaded: {e}"),
+    }
+
+    let status = exit_status.context("child status")?;
+    use std::os::unix::process::ExitStatusExt;
+    let final_status = if interrupted_at.is_some() {
+        RunStatus::Interrupted
+    } else if status.success() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let exit_code = match final_status {
+        RunStatus::Interrupted => EXIT_INTERRUPTED,
+        _ => status.code().map_or_else(|| 128 + status.signal().unwrap_or(0) as u8, |c| c as u8),
+    };
+    let fin = record.clone();
+    let run = store
+        .update_run(&opts.experiment, &run_id, |r| {
+            r.status = final_status;
+            r.ended_ms = Some(now_ms());
+            r.exit_code = status.code();
+            r.signal = status.signal();
+            r.checkpoint.clone_from(&fin.checkpoint);
+            r.final_metrics.clone_from(&fin.final_metrics);
+            r.metric_points = fin.metric_points;
+        })
+        .await?;
+    eprintln!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
+    Ok(Outcome { run, exit_code })
+}
+
+fn notice(pid: Pid, opts: &RunOptions, deadline: std::pin::Pin<&mut tokio::time::Sleep>) -> Instant {
+    eprintln!(
+        "tap: interruption notice: sending {} to the training process, waiting up to {:?} for its checkpoint",
+        opts.interrupt_signal, opts.checkpoint_deadline
+    );
+    let _ = kill(pid, opts.interrupt_signal);
+    deadline.reset(Instant::now() + opts.checkpoint_deadline);
+    Instant::now()
+}
+
+async fn flush<S: RunStore>(
+    store: &S,
+    exp: &str,
+    run_id: &str,
+    logs: &mut Vec<LogLine>,
+    points: &mut Vec<MetricPoint>,
+    record: &mut Run,
+) -> anyhow::Result<()> {
+    if !logs.is_empty() {
+        store.append_logs(exp, run_id, logs).await?;
+        logs.clear();
+    }
+    if !points.is_empty() {
+        store.append_metrics(exp, run_id, points).await?;
+        record.metric_points += points.len() as u64;
+        points.clear();
+        let (metrics, n) = (record.final_metrics.clone(), record.metric_points);
+        store
+            .update_run(exp, run_id, |r| {
+                r.final_metrics.clone_from(&metrics);
+                r.metric_points = n;
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The host name, for run records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+pub fn default_runs_dir(home: &Path) -> PathBuf {
+    home.join("runs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hparam_env_names() {
+        assert_eq!(hparam_env_name("learning_rate"), "TAP_HP_LEARNING_RATE");
+        assert_eq!(hparam_env_name("model.depth-2"), "TAP_HP_MODEL_DEPTH_2");
+    }
+}
