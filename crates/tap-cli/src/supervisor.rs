@@ -70,7 +70,8 @@ enum Event {
     Line(Stream, String),
     Metrics(MetricsLine),
     BadMetricsLine(String),
-    Uploaded(Manifest),
+    /// None: the directory was unchanged, nothing to upload.
+    Uploaded(Option<Manifest>),
     UploadFailed(String),
 }
 
@@ -249,8 +250,7 @@ where
         tokio::spawn(async move {
             let ev =
                 match checkpoint::save_if_changed(&objects, &exp, &run_id, &id, step, &dir, previous.as_ref()).await {
-                    Ok(Some(m)) => Event::Uploaded(m),
-                    Ok(None) => Event::UploadFailed("checkpoint unchanged since the last upload".into()),
+                    Ok(m) => Event::Uploaded(m),
                     Err(e) => Event::UploadFailed(e.to_string()),
                 };
             let _ = tx.send(ev).await;
@@ -295,11 +295,13 @@ where
                 }
                 Event::BadMetricsLine(e) => eprintln!("tap: ignoring a line of TAP_METRICS_FILE: {e}"),
                 Event::Uploaded(m) => {
-                    eprintln!("tap: checkpoint {} uploaded ({} files, {} bytes)", m.checkpoint_id, m.files.len(), m.total_bytes());
-                    record.checkpoint = Some(m.checkpoint_id.clone());
-                    let id = m.checkpoint_id.clone();
-                    store.update_run(&opts.experiment, &run_id, |r| r.checkpoint = Some(id.clone())).await?;
-                    last_manifest = Some(m);
+                    if let Some(m) = m {
+                        eprintln!("tap: checkpoint {} uploaded ({} files, {} bytes)", m.checkpoint_id, m.files.len(), m.total_bytes());
+                        record.checkpoint = Some(m.checkpoint_id.clone());
+                        let id = m.checkpoint_id.clone();
+                        store.update_run(&opts.experiment, &run_id, |r| r.checkpoint = Some(id.clone())).await?;
+                        last_manifest = Some(m);
+                    }
                     uploading = false;
                     if let Some(s) = upload_pending.take() {
                         uploading = true;
