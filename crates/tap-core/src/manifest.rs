@@ -123,12 +123,15 @@ mod tests {
         let mut f = file("model.pt");
         f.sha256 = "XYZ".into();
         assert!(manifest(vec![f]).validate().is_err());
-        assert!(manifest(vec![file("a"), file("a")]).validate().unwrap_err().0.contains("twice"));
+        assert!(manifest(vec![file("a"), file("a")]).validate().expect_err("rejected").0.contains("twice"));
         let mut m = manifest(vec![]);
         m.version = 2;
-        assert!(m.validate().unwrap_err().0.contains("version 2"));
+        assert!(m.validate().expect_err("rejected").0.contains("version 2"));
         assert!(
-            Manifest::parse(b"{\"version\":1}").unwrap_err().to_string().starts_with("corrupt checkpoint manifest")
+            Manifest::parse(b"{\"version\":1}")
+                .expect_err("rejected")
+                .to_string()
+                .starts_with("corrupt checkpoint manifest")
         );
     }
 

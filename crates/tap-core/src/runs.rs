@@ -170,11 +170,11 @@ mod tests {
             parse_metrics_line(r#"{"checkpoint": true, "step": 7}"#),
             Ok(MetricsLine::Checkpoint { step: Some(7), values: vec![] })
         );
-        assert!(parse_metrics_line("loss=1").unwrap_err().starts_with("not JSON"));
-        assert!(parse_metrics_line(r#"{"loss": "high"}"#).unwrap_err().contains("not a finite number"));
-        assert!(parse_metrics_line(r#"{"step": -1}"#).unwrap_err().contains("step"));
-        assert!(parse_metrics_line(r#"{"a b": 1}"#).unwrap_err().contains("metric name"));
-        assert!(parse_metrics_line("[1]").unwrap_err().contains("object"));
+        assert!(parse_metrics_line("loss=1").expect_err("rejected").starts_with("not JSON"));
+        assert!(parse_metrics_line(r#"{"loss": "high"}"#).expect_err("rejected").contains("not a finite number"));
+        assert!(parse_metrics_line(r#"{"step": -1}"#).expect_err("rejected").contains("step"));
+        assert!(parse_metrics_line(r#"{"a b": 1}"#).expect_err("rejected").contains("metric name"));
+        assert!(parse_metrics_line("[1]").expect_err("rejected").contains("object"));
     }
 
     #[test]
