@@ -4,6 +4,7 @@ pub mod agent_config;
 pub mod contract;
 pub mod manifest;
 pub mod runs;
+pub mod stack_config;
 
 #[cfg(test)]
 mod stack_source;

@@ -44,6 +44,17 @@ pub fn local_heredoc(name: &str) -> String {
     lines.iter().map(|l| l.get(indent..).unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
 
+/// The `value` expression of `output "<name>"`, as a value.
+pub fn output_value(name: &str) -> hcl::Value {
+    let block = body()
+        .blocks()
+        .find(|b| b.identifier() == "output" && b.labels().first().is_some_and(|l| l.as_str() == name))
+        .unwrap_or_else(|| panic!("output {name} not found in {STACK_PATH}"));
+    let attr =
+        block.body().attributes().find(|a| a.key() == "value").unwrap_or_else(|| panic!("output {name} has no value"));
+    hcl::Value::from(attr.expr().clone())
+}
+
 /// Labels of every top-level block of one kind (`variable`, `output`, ...).
 pub fn labels(kind: &str) -> Vec<String> {
     body()
