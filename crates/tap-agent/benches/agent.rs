@@ -20,9 +20,6 @@ use tap_agent::gpu::smi::SmiReader;
 use tap_agent::gpu::{GpuReader, GpuReading};
 use tap_agent::metrics::{Aggregator, Labels, pack};
 
-#[path = "../tests/support/moto.rs"]
-mod support;
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -112,7 +109,7 @@ fn agent_footprint() {
         return;
     };
     let seconds: u64 = std::env::var("TAP_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let moto = support::Moto::start(&moto_exe, support::free_port());
+    let moto = tap_test_support::Moto::start(&moto_exe, tap_test_support::free_port());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("agent.toml");
     let mut f = std::fs::File::create(&config).expect("config");

@@ -133,10 +133,6 @@ fn install_writes_the_unit_without_systemctl() {
     assert!(unit.contains(&format!("--config {} run", config.display())));
 }
 
-#[cfg(feature = "aws-integration")]
-#[path = "support/moto.rs"]
-mod support;
-
 /// The agent against moto's CloudWatch on loopback (`--features aws-integration`;
 /// `TAP_MOTO_SERVER` names the moto_server executable, scripts/test.sh sets it).
 #[cfg(feature = "aws-integration")]
@@ -151,18 +147,7 @@ mod moto {
     use aws_sdk_cloudwatch::types::{Dimension, Statistic};
     use tap_core::contract::Metric;
 
-    use super::support;
-    use support::{endpoint, free_port};
-
-    struct Moto;
-
-    impl Moto {
-        fn start(port: u16) -> support::Moto {
-            let exe = std::env::var("TAP_MOTO_SERVER")
-                .expect("TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)");
-            support::Moto::start(&exe, port)
-        }
-    }
+    use tap_test_support::{Moto, endpoint, free_port};
 
     struct Agent {
         child: Child,
@@ -299,7 +284,7 @@ mod moto {
     #[tokio::test(flavor = "multi_thread")]
     async fn metrics_arrive_with_contract_names_dimensions_and_statistics() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let moto = Moto::start(free_port());
+        let moto = Moto::from_env(free_port());
         let prometheus = free_port();
         let agent = Agent::start_with(
             dir.path(),
@@ -352,7 +337,7 @@ mod moto {
             return; // a GPU machine: this test is about machines without one
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let moto = Moto::start(free_port());
+        let moto = Moto::from_env(free_port());
         let agent = Agent::start(dir.path(), moto.port, 0);
         tokio::time::sleep(Duration::from_secs(11)).await;
         let log = agent.stop();
@@ -380,7 +365,7 @@ mod moto {
         let agent = Agent::start(dir.path(), port, 1);
         tokio::time::sleep(Duration::from_secs(12)).await;
         assert!(spooled_batches(dir.path()) >= 1, "the failed window is on disk");
-        let moto = Moto::start(port);
+        let moto = Moto::from_env(port);
         tokio::time::sleep(Duration::from_secs(10)).await;
         let log = agent.stop();
         assert_eq!(spooled_batches(dir.path()), 0, "the backlog was replayed:\n{log}");
@@ -395,7 +380,7 @@ mod moto {
         tokio::time::sleep(Duration::from_secs(3)).await;
         first.stop();
         assert_eq!(spooled_batches(dir.path()), 1, "SIGTERM spooled the last window while CloudWatch was down");
-        let moto = Moto::start(port);
+        let moto = Moto::from_env(port);
         let second = Agent::start(dir.path(), port, 1);
         tokio::time::sleep(Duration::from_secs(11)).await;
         second.stop();

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint;
 use crate::now_ms;
-use crate::store::{LogLine, ParamStore, RunStore, Stream};
+use crate::store::{LogLine, LogStore, ParamStore, RunStore, Stream};
 
 /// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
 pub const EXIT_INTERRUPTED: u8 = 75;
@@ -126,7 +126,7 @@ async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, 
 /// Prepares the scratch directory, resumes if asked, runs the child, records everything.
 pub async fn run<S, O>(store: &S, objects: &O, opts: &RunOptions) -> anyhow::Result<Outcome>
 where
-    S: RunStore + ParamStore,
+    S: RunStore + ParamStore + LogStore,
     O: ObjectStore + 'static + Clone,
 {
     let Some((program, args)) = opts.command.split_first() else { bail!("no command given: tap run -- <command...>") };
@@ -418,7 +418,7 @@ fn notice(pid: Pid, opts: &RunOptions, deadline: std::pin::Pin<&mut tokio::time:
     Instant::now()
 }
 
-async fn flush<S: RunStore>(
+async fn flush<S: RunStore + LogStore>(
     store: &S,
     exp: &str,
     run_id: &str,

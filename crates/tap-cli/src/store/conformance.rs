@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use tap_core::runs::{HparamUse, MetricPoint, Run, RunStatus};
 
-use super::{LogLine, ParamStore, RunStore, StoreError, Stream};
+use super::{LogLine, LogStore, ParamStore, RunStore, StoreError, Stream};
 
 pub fn run(exp: &str, id: &str, started: i64) -> Run {
     Run {
@@ -26,13 +26,14 @@ pub fn run(exp: &str, id: &str, started: i64) -> Run {
     }
 }
 
-pub async fn run_all<S: RunStore + ParamStore>(s: &S) {
+pub async fn run_all<S: RunStore + ParamStore + LogStore>(s: &S) {
     runs(s).await;
-    metrics_and_logs(s).await;
+    metrics(s).await;
+    logs(s).await;
     params(s).await;
 }
 
-async fn runs<S: RunStore>(s: &S) {
+pub async fn runs<S: RunStore>(s: &S) {
     let r1 = run("exp-a", "r1", 1_000);
     assert_eq!(s.create_run(&r1).await.expect("create"), r1);
     assert_eq!(s.create_run(&r1).await.expect("idempotent"), r1, "creating the same run twice is fine");
@@ -58,7 +59,7 @@ async fn runs<S: RunStore>(s: &S) {
     assert!(matches!(s.update_run("exp-a", "nope", |_| {}).await, Err(StoreError::NotFound(_))));
 }
 
-async fn metrics_and_logs<S: RunStore>(s: &S) {
+pub async fn metrics<S: RunStore>(s: &S) {
     s.create_run(&run("exp-m", "r1", 1)).await.expect("create");
     let points: Vec<MetricPoint> = (0..250)
         .flat_map(|step| {
@@ -74,6 +75,11 @@ async fn metrics_and_logs<S: RunStore>(s: &S) {
     s.append_metrics("exp-m", "r1", &points[100..]).await.expect("append");
     assert_eq!(s.metrics("exp-m", "r1").await.expect("metrics"), points, "every point, in step order");
     assert!(s.metrics("exp-m", "other").await.expect("metrics").is_empty());
+    let listed = s.list_runs(Some("exp-m")).await.expect("list");
+    assert_eq!(listed.len(), 1, "metric storage does not show up as runs");
+}
+
+pub async fn logs<S: LogStore>(s: &S) {
     let lines: Vec<LogLine> = (0..5)
         .map(|i| LogLine {
             seq: i,
@@ -87,7 +93,7 @@ async fn metrics_and_logs<S: RunStore>(s: &S) {
     assert_eq!(s.logs("exp-m", "r1").await.expect("logs"), lines);
 }
 
-async fn params<S: ParamStore>(s: &S) {
+pub async fn params<S: ParamStore>(s: &S) {
     assert_eq!(s.get_param("learning_rate").await.expect("get"), None);
     let v1 = s.set_param("learning_rate", "0.001").await.expect("set");
     let v2 = s.set_param("learning_rate", "0.0005").await.expect("set");

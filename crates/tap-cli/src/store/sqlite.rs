@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tap_core::runs::{MetricPoint, Run};
 
-use super::{LogLine, Param, ParamStore, Result, RunStore, StoreError, Stream};
+use super::{LogLine, LogStore, Param, ParamStore, Result, RunStore, StoreError, Stream};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -157,7 +157,9 @@ impl RunStore for SqliteStore {
             rows.collect()
         })
     }
+}
 
+impl LogStore for SqliteStore {
     async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;

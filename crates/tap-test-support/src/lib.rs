@@ -1,6 +1,5 @@
-//! A moto server on loopback for the tests and the benchmark (killed on drop).
-// Compiled into both the `cli` test and the `agent` bench; each uses a part of it.
-#![allow(dead_code)]
+//! Test support shared by tap's crates: a moto server (AWS protocols) on loopback, started by
+//! the tests themselves and killed on drop. Never used by shipped code.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +11,13 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts the `moto_server` named by `TAP_MOTO_SERVER` (scripts/tools.sh installs it).
+    pub fn from_env(port: u16) -> Moto {
+        let exe = std::env::var("TAP_MOTO_SERVER")
+            .expect("TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)");
+        Moto::start(&exe, port)
+    }
+
     /// Starts `moto_server` (path in `exe`) on 127.0.0.1:`port` and waits until it listens.
     pub fn start(exe: &str, port: u16) -> Moto {
         let child = Command::new(exe)

@@ -1,0 +1,346 @@
+//! Runs and metrics in the stack's DynamoDB table (partition `experiment_id`, sort `run_id`).
+//!
+//! Item layout, sized for DynamoDB's 400 KB item limit however long a run trains:
+//! - the run: `run_id` = the run id, `kind` = "run", `version` (conditional writes),
+//!   `started_ms`, `status`, and `body`, the JSON of the record (bounded: command,
+//!   hyperparameters, last value per metric);
+//! - its step metrics in chunk items beside it: `run_id` = `<run id>#m#<time>-<random>`,
+//!   `kind` = "metrics", `points` = compact JSON of at most [`POINTS_PER_ITEM`] points
+//!   (≤ ~170 KB even with 128-character metric names). One query reads them back in order.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+use tap_core::runs::{MetricPoint, Run};
+
+use super::{Result, RunStore, StoreError};
+
+/// Metric points per chunk item.
+pub const POINTS_PER_ITEM: usize = 1000;
+/// DynamoDB's item size limit.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+const MAX_UPDATE_ATTEMPTS: usize = 20;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("DynamoDB {what}: {e}"))
+}
+
+fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    e: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> StoreError {
+    backend(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
+}
+
+/// A metric point as stored: `[step, name, value, ts_ms]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Packed(u64, String, f64, i64);
+
+pub fn metrics_prefix(run_id: &str) -> String {
+    format!("{run_id}#m#")
+}
+
+/// The item of a run record.
+pub fn run_item(run: &Run, version: u64) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("experiment_id".to_owned(), AttributeValue::S(run.experiment_id.clone())),
+        ("run_id".to_owned(), AttributeValue::S(run.run_id.clone())),
+        ("kind".to_owned(), AttributeValue::S("run".to_owned())),
+        ("version".to_owned(), AttributeValue::N(version.to_string())),
+        ("started_ms".to_owned(), AttributeValue::N(run.started_ms.to_string())),
+        ("status".to_owned(), AttributeValue::S(run.status.as_str().to_owned())),
+        ("body".to_owned(), AttributeValue::S(serde_json::to_string(run).unwrap_or_default())),
+    ])
+}
+
+/// A run record and its version from its item.
+pub fn decode_run(item: &HashMap<String, AttributeValue>) -> Result<(Run, u64)> {
+    let body = item.get("body").and_then(|v| v.as_s().ok()).ok_or_else(|| backend("item", "run item without body"))?;
+    let run: Run = serde_json::from_str(body).map_err(|e| backend("item", format!("corrupt run record: {e}")))?;
+    let version = item
+        .get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| backend("item", "run item without version"))?;
+    Ok((run, version))
+}
+
+/// Chunk items for `points`, each under [`POINTS_PER_ITEM`] points.
+pub fn metric_items(
+    experiment: &str,
+    run_id: &str,
+    points: &[MetricPoint],
+    now_ms: i64,
+) -> Vec<HashMap<String, AttributeValue>> {
+    points
+        .chunks(POINTS_PER_ITEM)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let packed: Vec<Packed> = chunk.iter().map(|p| Packed(p.step, p.name.clone(), p.value, p.ts_ms)).collect();
+            // Time-ordered and unique even when two writers append in the same millisecond.
+            let key = format!("{}{now_ms:013}-{i:04}-{:08x}", metrics_prefix(run_id), fastrand::u32(..));
+            HashMap::from([
+                ("experiment_id".to_owned(), AttributeValue::S(experiment.to_owned())),
+                ("run_id".to_owned(), AttributeValue::S(key)),
+                ("kind".to_owned(), AttributeValue::S("metrics".to_owned())),
+                ("points".to_owned(), AttributeValue::S(serde_json::to_string(&packed).unwrap_or_default())),
+            ])
+        })
+        .collect()
+}
+
+pub fn decode_points(item: &HashMap<String, AttributeValue>) -> Result<Vec<MetricPoint>> {
+    let text =
+        item.get("points").and_then(|v| v.as_s().ok()).ok_or_else(|| backend("item", "metrics item without points"))?;
+    let packed: Vec<Packed> =
+        serde_json::from_str(text).map_err(|e| backend("item", format!("corrupt metrics item: {e}")))?;
+    Ok(packed.into_iter().map(|Packed(step, name, value, ts_ms)| MetricPoint { step, name, value, ts_ms }).collect())
+}
+
+/// Approximate DynamoDB item size (attribute names + values).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    _ => 16,
+                }
+        })
+        .sum()
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: &str) -> DynamoStore {
+        DynamoStore { client, table: table.to_owned() }
+    }
+
+    async fn read(&self, experiment: &str, run_id: &str) -> Result<Option<(Run, u64)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("experiment_id", AttributeValue::S(experiment.to_owned()))
+            .key("run_id", AttributeValue::S(run_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        out.item().map(decode_run).transpose()
+    }
+
+    /// All items of a query or scan, following pagination.
+    async fn items(
+        &self,
+        experiment: Option<&str>,
+        sk_prefix: Option<&str>,
+        kind: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = match experiment {
+                Some(exp) => {
+                    let mut q = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .expression_attribute_values(":e", AttributeValue::S(exp.to_owned()))
+                        .expression_attribute_values(":k", AttributeValue::S(kind.to_owned()))
+                        .expression_attribute_names("#k", "kind")
+                        .filter_expression("#k = :k")
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take());
+                    q = match sk_prefix {
+                        Some(p) => q
+                            .key_condition_expression("experiment_id = :e AND begins_with(run_id, :p)")
+                            .expression_attribute_values(":p", AttributeValue::S(p.to_owned())),
+                        None => q.key_condition_expression("experiment_id = :e"),
+                    };
+                    let r = q.send().await.map_err(|e| sdk_error("Query", e))?;
+                    (r.items().to_vec(), r.last_evaluated_key().cloned())
+                }
+                None => {
+                    let r = self
+                        .client
+                        .scan()
+                        .table_name(&self.table)
+                        .expression_attribute_values(":k", AttributeValue::S(kind.to_owned()))
+                        .expression_attribute_names("#k", "kind")
+                        .filter_expression("#k = :k")
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("Scan", e))?;
+                    (r.items().to_vec(), r.last_evaluated_key().cloned())
+                }
+            };
+            out.extend(page.0);
+            match page.1 {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+fn is_conditional_failure<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
+) -> bool {
+    e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception())
+}
+
+impl RunStore for DynamoStore {
+    async fn create_run(&self, run: &Run) -> Result<Run> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(run_item(run, 1)))
+            .condition_expression("attribute_not_exists(run_id)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(run.clone()),
+            Err(e) if is_conditional_failure(&e) => match self.read(&run.experiment_id, &run.run_id).await? {
+                Some((stored, _)) if stored == *run => Ok(stored),
+                _ => Err(StoreError::Conflict(format!(
+                    "run {}/{} exists with other content",
+                    run.experiment_id, run.run_id
+                ))),
+            },
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
+    async fn get_run(&self, experiment: &str, run_id: &str) -> Result<Option<Run>> {
+        Ok(self.read(experiment, run_id).await?.map(|(r, _)| r))
+    }
+
+    async fn update_run<F>(&self, experiment: &str, run_id: &str, f: F) -> Result<Run>
+    where
+        F: Fn(&mut Run) + Send + Sync,
+    {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some((mut run, version)) = self.read(experiment, run_id).await? else {
+                return Err(StoreError::NotFound(format!("run {experiment}/{run_id}")));
+            };
+            f(&mut run);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(run_item(&run, version + 1)))
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(run),
+                Err(e) if is_conditional_failure(&e) => continue,
+                Err(e) => return Err(sdk_error("PutItem", e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "run {experiment}/{run_id}: {MAX_UPDATE_ATTEMPTS} concurrent updates in a row"
+        )))
+    }
+
+    async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
+        let mut runs: Vec<Run> = self
+            .items(experiment, None, "run")
+            .await?
+            .iter()
+            .map(|i| decode_run(i).map(|(r, _)| r))
+            .collect::<Result<_>>()?;
+        runs.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| b.run_id.cmp(&a.run_id)));
+        Ok(runs)
+    }
+
+    async fn append_metrics(&self, experiment: &str, run_id: &str, points: &[MetricPoint]) -> Result<()> {
+        for item in metric_items(experiment, run_id, points, crate::now_ms()) {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| sdk_error("PutItem", e))?;
+        }
+        Ok(())
+    }
+
+    async fn metrics(&self, experiment: &str, run_id: &str) -> Result<Vec<MetricPoint>> {
+        let mut points = Vec::new();
+        // Items come back in sort-key (= time) order; a stable sort by step keeps it within a step.
+        for item in self.items(Some(experiment), Some(&metrics_prefix(run_id)), "metrics").await? {
+            points.extend(decode_points(&item)?);
+        }
+        points.sort_by_key(|p| p.step);
+        Ok(points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+    use proptest::prelude::*;
+
+    #[test]
+    fn worst_case_metric_item_fits() {
+        let long = "m".repeat(128);
+        let points: Vec<MetricPoint> = (0..POINTS_PER_ITEM as u64)
+            .map(|s| MetricPoint {
+                step: u64::MAX - s,
+                name: long.clone(),
+                value: -1.234_567_890_123_456_7e-300,
+                ts_ms: i64::MAX,
+            })
+            .collect();
+        let items = metric_items("e".repeat(128).as_str(), &"r".repeat(128), &points, i64::MAX);
+        assert_eq!(items.len(), 1);
+        assert!(item_size(&items[0]) < MAX_ITEM_BYTES, "{} bytes", item_size(&items[0]));
+    }
+
+    proptest! {
+        #[test]
+        fn run_items_round_trip(step in 0u64..1000, exit in proptest::option::of(-255i32..255), metric in -1e12f64..1e12) {
+            let mut run = conformance::run("exp", "20261127T000000Z-abcdef", 7);
+            run.exit_code = exit;
+            run.final_metrics.insert("loss".into(), metric);
+            run.metric_points = step;
+            let (back, version) = decode_run(&run_item(&run, step + 1)).expect("decodes");
+            prop_assert_eq!(back, run);
+            prop_assert_eq!(version, step + 1);
+        }
+
+        #[test]
+        fn metric_items_round_trip(n in 0usize..2500, v in -1e9f64..1e9) {
+            let points: Vec<MetricPoint> =
+                (0..n as u64).map(|s| MetricPoint { step: s, name: format!("m{}", s % 3), value: v, ts_ms: s as i64 }).collect();
+            let items = metric_items("e", "r", &points, 1);
+            prop_assert_eq!(items.len(), n.div_ceil(POINTS_PER_ITEM));
+            let back: Vec<MetricPoint> = items.iter().flat_map(|i| decode_points(i).expect("decodes")).collect();
+            prop_assert_eq!(back, points);
+        }
+    }
+
+    #[test]
+    fn corrupt_items_are_errors_not_panics() {
+        let mut item = run_item(&conformance::run("e", "r", 1), 1);
+        item.insert("body".into(), AttributeValue::S("{".into()));
+        assert!(decode_run(&item).expect_err("corrupt").to_string().contains("corrupt run record"));
+        item.remove("body");
+        assert!(decode_run(&item).is_err());
+        let bad = HashMap::from([("points".to_owned(), AttributeValue::S("[[1]]".into()))]);
+        assert!(decode_points(&bad).expect_err("corrupt").to_string().contains("corrupt metrics item"));
+    }
+}
