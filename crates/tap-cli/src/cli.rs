@@ -39,6 +39,14 @@ pub struct Global {
     /// Where the local store lives (runs, metrics, logs, parameters, checkpoints).
     #[arg(long, global = true, env = "TAP_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
+
+    /// tap's config file (default ~/.config/tap/config.toml).
+    #[arg(long, global = true, env = "TAP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Use the local store even when a stack is imported.
+    #[arg(long, global = true)]
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,9 +75,34 @@ pub enum Command {
     /// Checkpoints of an experiment.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// Connect tap to a deployed stack (or disconnect it).
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// tap's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show the metric contract: the CloudWatch namespace, metric names, units and dimension
     /// sets that tap-agent publishes and that the stack's alarms and dashboard watch.
     Contract,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Import the stack's outputs: `terraform output -json | tap stack import`. From then on
+    /// tap uses the stack's DynamoDB table, SSM parameters, S3 bucket and log group.
+    Import {
+        /// File with `terraform output -json` (or `-json tap_config`); `-` reads stdin.
+        #[arg(default_value = "-", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Forget the imported stack: back to the local store.
+    Forget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The effective configuration: which backend, where, and the AWS settings in effect.
+    Show,
 }
 
 #[derive(Debug, clap::Args)]

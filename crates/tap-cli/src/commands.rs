@@ -1,18 +1,26 @@
-//! Command implementations over the local backend (SQLite store + directory object store).
+//! Command implementations, generic over the backends: the local store (SQLite + a
+//! directory) by default, the stack's DynamoDB / SSM / CloudWatch Logs / S3 once imported.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use tap_core::runs::Run;
+use tap_core::stack_config::StackConfig;
 
+use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint;
 use crate::artifacts::local::LocalStore;
-use crate::cli::{CheckpointsCommand, Cli, Command, Output, ParamsCommand, RunsCommand};
+use crate::artifacts::s3::S3Store;
+use crate::cli::{CheckpointsCommand, Cli, Command, ConfigCommand, Output, ParamsCommand, RunsCommand, StackCommand};
+use crate::config::{self, TapConfig};
 use crate::render;
+use crate::store::cwlogs::CloudWatchLogs;
+use crate::store::dynamo::DynamoStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ParamStore, RunStore};
+use crate::store::ssm::SsmParams;
+use crate::store::{LogStore, ParamStore, RunStore};
 use crate::supervisor::{self, RunOptions};
 
 fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -21,9 +29,110 @@ fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Object keys of the stack's artifacts bucket live under this prefix.
+pub const BUCKET_PREFIX: &str = "tap";
+
+pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let config_path = config::path(cli.global.config.clone())?;
+    let config = config::load(&config_path)?;
+    match &cli.command {
+        Command::Stack(StackCommand::Import { file }) => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let stack = StackConfig::from_terraform_output(&text)?;
+            let summary = format!(
+                "imported stack {} ({}): table {}, bucket {}, parameters {}, logs {}",
+                stack.stack,
+                stack.region,
+                stack.table_name,
+                stack.artifacts_bucket,
+                stack.hparam_prefix,
+                stack.log_group
+            );
+            config::save(&config_path, &TapConfig { stack: Some(stack) })?;
+            writeln!(out, "{summary}\nwritten to {}", config_path.display())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Stack(StackCommand::Forget) => {
+            config::save(&config_path, &TapConfig::default())?;
+            writeln!(out, "no stack: tap uses the local store in {}", home.display())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Config(ConfigCommand::Show) => {
+            show_config(&config, &config_path, home, cli.global.local, cli.global.output, out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    match config.stack.filter(|_| !cli.global.local) {
+        Some(stack) => {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(stack.region.clone()))
+                .load()
+                .await;
+            // A local endpoint (moto, MinIO) has no per-bucket DNS names.
+            let path_style = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"].iter().any(|k| std::env::var_os(k).is_some());
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build(),
+            );
+            let runs = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
+            let params = SsmParams::new(aws_sdk_ssm::Client::new(&sdk), &stack.hparam_prefix, None);
+            let logs = CloudWatchLogs::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), &stack.log_group);
+            let objects = S3Store::new(s3, &stack.artifacts_bucket, BUCKET_PREFIX);
+            execute(cli, home, &runs, &params, &logs, &objects, out).await
+        }
+        None => {
+            let store = SqliteStore::open(&home.join("tap.db"))?;
+            let objects = LocalStore::new(&home.join("artifacts"));
+            execute(cli, home, &store, &store, &store, &objects, out).await
+        }
+    }
+}
+
+fn show_config(
+    config: &TapConfig,
+    path: &Path,
+    home: &Path,
+    local: bool,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+    let profile = std::env::var("AWS_PROFILE").ok();
+    let backend = match (&config.stack, local) {
+        (Some(s), false) => format!("stack {} in {}", s.stack, s.region),
+        _ => format!("local store in {}", home.display()),
+    };
+    match output {
+        Output::Json => json(
+            out,
+            &serde_json::json!({ "config_file": path, "backend": backend, "stack": config.stack, "home": home,
+                "aws_endpoint_url": endpoint, "aws_profile": profile }),
+        )?,
+        Output::Text => {
+            writeln!(out, "config file:  {}", path.display())?;
+            writeln!(out, "backend:      {backend}")?;
+            if let Some(s) = &config.stack {
+                writeln!(out, "table:        {}", s.table_name)?;
+                writeln!(out, "parameters:   {}/*", s.hparam_prefix)?;
+                writeln!(out, "checkpoints:  s3://{}/{BUCKET_PREFIX}/checkpoints/", s.artifacts_bucket)?;
+                writeln!(out, "logs:         {}", s.log_group)?;
+            }
+            writeln!(out, "AWS endpoint: {}", endpoint.as_deref().unwrap_or("(AWS)"))?;
+            writeln!(out, "AWS profile:  {}", profile.as_deref().unwrap_or("(default chain)"))?;
+        }
+    }
+    Ok(())
+}
+
 /// A run by id, in any experiment.
-async fn find_run(store: &SqliteStore, run_id: &str) -> anyhow::Result<Run> {
-    let matches: Vec<Run> = store.list_runs(None).await?.into_iter().filter(|r| r.run_id == run_id).collect();
+async fn find_run<R: RunStore>(runs: &R, run_id: &str) -> anyhow::Result<Run> {
+    let matches: Vec<Run> = runs.list_runs(None).await?.into_iter().filter(|r| r.run_id == run_id).collect();
     match matches.len() {
         0 => bail!("no run {run_id} (see `tap runs list`)"),
         1 => Ok(matches.into_iter().next().context("run")?),
@@ -31,12 +140,26 @@ async fn find_run(store: &SqliteStore, run_id: &str) -> anyhow::Result<Run> {
     }
 }
 
-pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(&home.join("tap.db"))?;
-    let objects = LocalStore::new(&home.join("artifacts"));
+async fn execute<R, P, L, O>(
+    cli: &Cli,
+    home: &Path,
+    runs: &R,
+    params_store: &P,
+    logs: &L,
+    objects: &O,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode>
+where
+    R: RunStore,
+    P: ParamStore,
+    L: LogStore,
+    O: ObjectStore + Clone + 'static,
+{
     let output = cli.global.output;
     match &cli.command {
-        Command::Contract => unreachable!("handled without a store"),
+        Command::Contract | Command::Stack(_) | Command::Config(_) => {
+            unreachable!("handled before a backend is chosen")
+        }
         Command::Run(a) => {
             let opts = RunOptions {
                 experiment: a.experiment.clone(),
@@ -49,48 +172,43 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
                 host: supervisor::hostname(),
                 instance_id: None,
             };
-            let outcome = supervisor::run(&store, &objects, &opts).await?;
+            let outcome = supervisor::run(runs, params_store, logs, objects, &opts).await?;
             return Ok(ExitCode::from(outcome.exit_code));
         }
         Command::Runs(RunsCommand::List { experiment }) => {
-            let runs = store.list_runs(experiment.as_deref()).await?;
+            let list = runs.list_runs(experiment.as_deref()).await?;
             match output {
-                Output::Json => json(out, &runs)?,
-                Output::Text => out.write_all(render::runs_table(&runs).as_bytes())?,
+                Output::Json => json(out, &list)?,
+                Output::Text => out.write_all(render::runs_table(&list).as_bytes())?,
             }
         }
         Command::Runs(RunsCommand::Show { run_id }) => {
-            let run = find_run(&store, run_id).await?;
-            let points = store.metrics(&run.experiment_id, &run.run_id).await?;
+            let run = find_run(runs, run_id).await?;
+            let points = runs.metrics(&run.experiment_id, &run.run_id).await?;
             match output {
                 Output::Json => json(out, &serde_json::json!({ "run": run, "metrics": points }))?,
                 Output::Text => out.write_all(render::run_details(&run, &points).as_bytes())?,
             }
         }
         Command::Runs(RunsCommand::Compare { run_ids }) => {
-            let mut runs = Vec::new();
+            let mut list = Vec::new();
             for id in run_ids {
-                runs.push(find_run(&store, id).await?);
+                list.push(find_run(runs, id).await?);
             }
             match output {
-                Output::Json => json(out, &runs)?,
-                Output::Text => out.write_all(render::compare(&runs).as_bytes())?,
+                Output::Json => json(out, &list)?,
+                Output::Text => out.write_all(render::compare(&list).as_bytes())?,
             }
         }
-        Command::Params(p) => params(&store, p, output, out).await?,
+        Command::Params(p) => params(params_store, p, output, out).await?,
         Command::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
-            let m = checkpoint::latest(&objects, experiment).await?;
+            let m = checkpoint::latest(objects, experiment).await?;
             match (output, m) {
                 (Output::Json, m) => json(out, &m)?,
                 (Output::Text, None) => writeln!(out, "experiment {experiment} has no checkpoint yet")?,
                 (Output::Text, Some(m)) => {
-                    writeln!(
-                        out,
-                        "checkpoint {} of run {} (step {})",
-                        m.checkpoint_id,
-                        m.run_id,
-                        m.step.map_or("-".into(), |s| s.to_string())
-                    )?;
+                    let step = m.step.map_or("-".into(), |s| s.to_string());
+                    writeln!(out, "checkpoint {} of run {} (step {step})", m.checkpoint_id, m.run_id)?;
                     for f in &m.files {
                         writeln!(out, "  {:>12}  {}  {}", f.size, &f.sha256[..12], f.path)?;
                     }
@@ -101,7 +219,12 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-async fn params(store: &SqliteStore, cmd: &ParamsCommand, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn params<P: ParamStore>(
+    store: &P,
+    cmd: &ParamsCommand,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let rows = match cmd {
         ParamsCommand::List => store.list_params().await?,
         ParamsCommand::Get { name } => {

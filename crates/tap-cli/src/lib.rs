@@ -3,6 +3,7 @@
 pub mod artifacts;
 pub mod cli;
 mod commands;
+pub mod config;
 mod contract_cmd;
 pub mod render;
 pub mod store;

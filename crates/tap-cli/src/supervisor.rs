@@ -124,9 +124,17 @@ async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, 
 }
 
 /// Prepares the scratch directory, resumes if asked, runs the child, records everything.
-pub async fn run<S, O>(store: &S, objects: &O, opts: &RunOptions) -> anyhow::Result<Outcome>
+pub async fn run<R, P, L, O>(
+    store: &R,
+    params: &P,
+    logs_store: &L,
+    objects: &O,
+    opts: &RunOptions,
+) -> anyhow::Result<Outcome>
 where
-    S: RunStore + ParamStore + LogStore,
+    R: RunStore,
+    P: ParamStore,
+    L: LogStore,
     O: ObjectStore + 'static + Clone,
 {
     let Some((program, args)) = opts.command.split_first() else { bail!("no command given: tap run -- <command...>") };
@@ -138,7 +146,7 @@ where
     let hparams_file = work.join("hparams.json");
     std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("creating {}", ckpt_dir.display()))?;
 
-    let params = store.list_params().await?;
+    let params = params.list_params().await?;
     let hparams: BTreeMap<String, HparamUse> =
         params.iter().map(|p| (p.name.clone(), HparamUse { value: p.value.clone(), version: p.version })).collect();
     let flat: BTreeMap<&str, &str> = params.iter().map(|p| (p.name.as_str(), p.value.as_str())).collect();
@@ -342,7 +350,7 @@ where
                 }
             }
             _ = flush_tick.tick() => {
-                flush(store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
+                flush(store, logs_store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
             }
         }
         if exit_status.is_some()
@@ -355,7 +363,7 @@ where
             break;
         }
     }
-    flush(store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
+    flush(store, logs_store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
 
     // A last sync of the checkpoint directory (the child may have saved without announcing).
     checkpoints += 1;
@@ -418,8 +426,9 @@ fn notice(pid: Pid, opts: &RunOptions, deadline: std::pin::Pin<&mut tokio::time:
     Instant::now()
 }
 
-async fn flush<S: RunStore + LogStore>(
-    store: &S,
+async fn flush<R: RunStore, L: LogStore>(
+    store: &R,
+    logs_store: &L,
     exp: &str,
     run_id: &str,
     logs: &mut Vec<LogLine>,
@@ -427,7 +436,7 @@ async fn flush<S: RunStore + LogStore>(
     record: &mut Run,
 ) -> anyhow::Result<()> {
     if !logs.is_empty() {
-        store.append_logs(exp, run_id, logs).await?;
+        logs_store.append_logs(exp, run_id, logs).await?;
         logs.clear();
     }
     if !points.is_empty() {

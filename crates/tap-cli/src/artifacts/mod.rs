@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod local;
+pub mod s3;
 
 use std::future::Future;
 use std::io::Read;
@@ -70,6 +71,6 @@ pub fn sha256_bytes(b: &[u8]) -> String {
     hex(&Sha256::digest(b))
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

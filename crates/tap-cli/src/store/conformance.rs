@@ -80,10 +80,11 @@ pub async fn metrics<S: RunStore>(s: &S) {
 }
 
 pub async fn logs<S: LogStore>(s: &S) {
+    let now = crate::now_ms();
     let lines: Vec<LogLine> = (0..5)
         .map(|i| LogLine {
             seq: i,
-            ts_ms: i as i64,
+            ts_ms: now + i as i64,
             stream: if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr },
             text: format!("line {i} ✓"),
         })

@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod cwlogs;
 pub mod dynamo;
 pub mod sqlite;
 pub mod ssm;
@@ -156,6 +157,58 @@ mod aws_tests {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config(&moto)), "no-such-table");
         let e = super::RunStore::list_runs(&store, Some("e")).await.expect_err("fails").to_string();
         assert!(e.starts_with("DynamoDB Query") && e.contains("ResourceNotFoundException"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cloudwatch_logs_passes_the_conformance_suite() {
+        let moto = Moto::from_env(free_port());
+        let client = aws_sdk_cloudwatchlogs::Client::new(&sdk_config(&moto));
+        client.create_log_group().log_group_name("/tap/test/training").send().await.expect("CreateLogGroup");
+        let logs = super::cwlogs::CloudWatchLogs::new(client, "/tap/test/training");
+        conformance::logs(&logs).await;
+        assert!(super::LogStore::logs(&logs, "exp-m", "never-ran").await.expect("empty").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn s3_checkpoints_round_trip_with_multipart_and_refuse_corruption() {
+        use crate::artifacts::checkpoint;
+        use crate::artifacts::s3::S3Store;
+        let moto = Moto::from_env(free_port());
+        let conf = aws_sdk_s3::config::Builder::from(&sdk_config(&moto)).force_path_style(true).build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        client.create_bucket().bucket("ml-model-artifacts-test").send().await.expect("CreateBucket");
+        let store =
+            S3Store::new(client.clone(), "ml-model-artifacts-test", "tap").with_parts(6 * 1024 * 1024, 5 * 1024 * 1024);
+        let src = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..13 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(src.path().join("model.pt"), &big).expect("write");
+        std::fs::create_dir_all(src.path().join("opt")).expect("mkdir");
+        std::fs::write(src.path().join("opt/state.json"), b"{}").expect("write");
+        let m = checkpoint::save(&store, "exp", "run-1", "run-1-0001", Some(5), src.path()).await.expect("save");
+        assert_eq!(checkpoint::latest(&store, "exp").await.expect("latest"), Some(m.clone()));
+        let listed = crate::artifacts::ObjectStore::list(&store, "checkpoints/exp/objects/").await.expect("list");
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().any(|o| o.size == big.len() as u64), "the multipart object is whole");
+        let dest = tempfile::tempdir().expect("tempdir");
+        checkpoint::restore(&store, &m, dest.path()).await.expect("restore");
+        assert_eq!(std::fs::read(dest.path().join("model.pt")).expect("read"), big);
+        // Bit rot in the bucket: the restore refuses it and writes nothing.
+        let key = format!("tap/{}", checkpoint::object_key("exp", &m.files[1].sha256));
+        client
+            .put_object()
+            .bucket("ml-model-artifacts-test")
+            .key(&key)
+            .body(b"rot".to_vec().into())
+            .send()
+            .await
+            .expect("put");
+        let again = tempfile::tempdir().expect("tempdir");
+        let e = checkpoint::restore(&store, &m, again.path()).await.expect_err("corrupt").to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // No multipart upload is left behind.
+        let uploads =
+            client.list_multipart_uploads().bucket("ml-model-artifacts-test").send().await.expect("list uploads");
+        assert!(uploads.uploads().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,284 @@
+//! The object store on the stack's artifacts bucket.
+//!
+//! Files up to [`SINGLE_PUT_MAX`] go in one PutObject; larger ones (checkpoints past S3's
+//! 5 GB single-PUT limit included) in multipart uploads. Every file is hashed while it is
+//! read for sending and refused if its SHA-256 is not the expected one; downloads are hashed
+//! while written and only renamed into place when they match. The SDK's own CRC32 checksums
+//! protect each request on the wire.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use sha2::{Digest, Sha256};
+
+use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
+
+/// Above this size a file goes up in parts.
+pub const SINGLE_PUT_MAX: u64 = 64 * 1024 * 1024;
+/// Part size of multipart uploads (S3: 5 MiB to 5 GiB, at most 10 000 parts).
+pub const PART_SIZE: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Key prefix inside the bucket.
+    prefix: String,
+    single_put_max: u64,
+    part_size: usize,
+}
+
+fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    key: &str,
+    e: aws_sdk_s3::error::SdkError<E, R>,
+) -> ObjectError {
+    ObjectError::Io(format!("S3 {what} {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+}
+
+fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
+    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
+}
+
+/// Reads up to `buf.len()` bytes (less only at the end of the file).
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+impl S3Store {
+    pub fn new(client: Client, bucket: &str, prefix: &str) -> S3Store {
+        S3Store {
+            client,
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            single_put_max: SINGLE_PUT_MAX,
+            part_size: PART_SIZE,
+        }
+    }
+
+    /// Multipart threshold and part size (S3 needs parts of at least 5 MiB but the last).
+    pub fn with_parts(mut self, single_put_max: u64, part_size: usize) -> S3Store {
+        self.single_put_max = single_put_max;
+        self.part_size = part_size.max(5 * 1024 * 1024);
+        self
+    }
+
+    fn key(&self, key: &str) -> Result<String> {
+        if !valid_key(key) {
+            return Err(ObjectError::BadKey(key.to_owned()));
+        }
+        Ok(if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) })
+    }
+
+    async fn multipart(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .metadata("sha256", sha256)
+            .send()
+            .await
+            .map_err(|e| sdk("CreateMultipartUpload", key, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
+        let result = self.send_parts(key, src, sha256, &upload_id).await;
+        match result {
+            Ok(parts) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .send()
+                    .await
+                    .map_err(|e| sdk("CompleteMultipartUpload", key, e))?;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing half-written: the parts go (the bucket's lifecycle rule also aborts
+                // forgotten uploads after a few days).
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_parts(&self, key: &str, src: &Path, sha256: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
+        let mut f = std::fs::File::open(src).map_err(io(src))?;
+        let mut h = Sha256::new();
+        let mut parts = Vec::new();
+        let mut buf = vec![0u8; self.part_size];
+        for number in 1..=10_000 {
+            let n = read_full(&mut f, &mut buf).map_err(io(src))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(buf[..n].to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk("UploadPart", key, e))?;
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_owned)).build());
+        }
+        let actual = hex(&h.finalize());
+        if actual != sha256 {
+            return Err(ObjectError::Checksum { key: key.to_owned(), expected: sha256.to_owned(), actual });
+        }
+        Ok(parts)
+    }
+}
+
+impl ObjectStore for S3Store {
+    async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
+        let key = self.key(key)?;
+        let size = std::fs::metadata(src).map_err(io(src))?.len();
+        if size > self.single_put_max {
+            return self.multipart(&key, src, sha256).await;
+        }
+        let body = std::fs::read(src).map_err(io(src))?;
+        let actual = hex(&Sha256::digest(&body));
+        if actual != sha256 {
+            return Err(ObjectError::Checksum { key, expected: sha256.to_owned(), actual });
+        }
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .metadata("sha256", sha256)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| sdk("PutObject", &key, e))?;
+        Ok(())
+    }
+
+    async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
+        let key = self.key(key)?;
+        let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(ObjectError::NotFound(key));
+            }
+            Err(e) => return Err(sdk("GetObject", &key, e)),
+        };
+        let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            fastrand::u64(..)
+        ));
+        let result = async {
+            let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            let mut h = Sha256::new();
+            let mut body = out.body;
+            while let Some(chunk) =
+                body.try_next().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?
+            {
+                h.update(&chunk);
+                file.write_all(&chunk).map_err(io(&tmp))?;
+            }
+            let actual = hex(&h.finalize());
+            if actual != sha256 {
+                return Err(ObjectError::Checksum { key: key.clone(), expected: sha256.to_owned(), actual });
+            }
+            file.sync_all().map_err(io(&tmp))?;
+            std::fs::rename(&tmp, dest).map_err(io(dest))
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let key = self.key(key)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk("PutObject", &key, e))?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.key(key)?;
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(o) => {
+                let data = o.body.collect().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?;
+                Ok(Some(data.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(sdk("GetObject", &key, e)),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let key = self.key(key)?;
+        match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(sdk("HeadObject", &key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let full = if self.prefix.is_empty() { prefix.to_owned() } else { format!("{}/{prefix}", self.prefix) };
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk("ListObjectsV2", &full, e))?;
+            for o in page.contents() {
+                let key = o.key().unwrap_or_default();
+                out.push(ObjectInfo {
+                    key: key.strip_prefix(&strip).unwrap_or(key).to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
