@@ -233,3 +233,194 @@ mod local {
         assert_eq!(tap_in(home.path(), &["run"]).status.code(), Some(2));
     }
 }
+
+/// The same commands on an imported stack: DynamoDB, SSM, S3 and CloudWatch Logs of moto on
+/// loopback (`--features aws-integration`).
+#[cfg(feature = "aws-integration")]
+mod stack {
+    use std::process::{Command, Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    use aws_config::{BehaviorVersion, Region, SdkConfig};
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    use tap_test_support::{Moto, free_port};
+
+    const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
+    const FIXTURE: &str = include_str!("fixtures/tap_config.json");
+
+    struct Env {
+        moto: Moto,
+        dir: tempfile::TempDir,
+    }
+
+    impl Env {
+        fn command(&self, args: &[&str]) -> Command {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tap"));
+            c.args(args)
+                .env("TAP_HOME", self.dir.path().join("home"))
+                .env("TAP_CONFIG", self.dir.path().join("config.toml"))
+                .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("TAP_EXAMPLE_STEP_SECONDS", "0.02")
+                .env_remove("AWS_PROFILE")
+                .env_remove("TAP_OUTPUT");
+            c
+        }
+
+        fn tap(&self, args: &[&str]) -> Output {
+            self.command(args).output().expect("tap runs")
+        }
+
+        fn json(&self, args: &[&str]) -> serde_json::Value {
+            let out = self.tap(&[args, &["--output", "json"]].concat());
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).expect("JSON")
+        }
+    }
+
+    /// Moto with the stack's table, bucket and log group, and tap's config imported.
+    async fn stack() -> Env {
+        let moto = Moto::from_env(free_port());
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "test", "test", None, None, "static",
+            )))
+            .build();
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attr")
+        };
+        let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key");
+        ddb.create_table()
+            .table_name("tap-dev-experiments")
+            .attribute_definitions(attr("experiment_id"))
+            .attribute_definitions(attr("run_id"))
+            .key_schema(key("experiment_id", KeyType::Hash))
+            .key_schema(key("run_id", KeyType::Range))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .expect("table");
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
+        aws_sdk_cloudwatchlogs::Client::new(&sdk)
+            .create_log_group()
+            .log_group_name("/tap/dev/training")
+            .send()
+            .await
+            .expect("group");
+        let env = Env { moto, dir: tempfile::tempdir().expect("tempdir") };
+        let outputs = env.dir.path().join("outputs.json");
+        let all = serde_json::json!({ "tap_config": { "value": serde_json::from_str::<serde_json::Value>(FIXTURE).expect("fixture"), "type": [], "sensitive": false } });
+        std::fs::write(&outputs, all.to_string()).expect("outputs");
+        let out = env.tap(&["stack", "import", outputs.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("imported stack tap-dev (us-east-1)"));
+        env
+    }
+
+    fn loss_steps(env: &Env, run_id: &str) -> Vec<u64> {
+        env.json(&["runs", "show", run_id])["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter(|p| p["name"] == "loss")
+            .map(|p| p["step"].as_u64().expect("step"))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn interrupted_run_resumes_on_the_stack() {
+        let env = stack().await;
+        let show = env.json(&["config", "show"]);
+        assert_eq!(show["backend"], "stack tap-dev in us-east-1");
+        for (k, v) in [("epochs", "2"), ("steps_per_epoch", "50"), ("checkpoint_every", "10")] {
+            assert!(env.tap(&["params", "set", k, v]).status.success());
+        }
+        assert_eq!(env.json(&["params", "history", "epochs"])[0]["version"], 1, "versions come from SSM");
+
+        let first = env
+            .command(&["run", "-e", "spot", "--", "python3", TRAIN])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = env.json(&["runs", "list"]);
+            if runs[0]["metric_points"].as_u64().unwrap_or(0) >= 3 * 25 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress: {runs}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(Command::new("kill").args(["-USR1", &first.id().to_string()]).status().expect("kill").success());
+        let out = first.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+        let runs = env.json(&["runs", "list"]);
+        let first_id = runs[0]["run_id"].as_str().expect("id").to_owned();
+        assert_eq!(runs[0]["status"], "interrupted");
+        let done = loss_steps(&env, &first_id);
+
+        let second = env.tap(&["run", "-e", "spot", "--resume", "--", "python3", TRAIN]);
+        assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+        let runs = env.json(&["runs", "list", "-e", "spot"]);
+        assert_eq!(
+            (runs[0]["status"].as_str(), runs[0]["resumed_from"].as_str()),
+            (Some("succeeded"), Some(first_id.as_str()))
+        );
+        let rest = loss_steps(&env, runs[0]["run_id"].as_str().expect("id"));
+        let all: Vec<u64> = done.iter().chain(&rest).copied().collect();
+        assert_eq!(all, (1..=100).collect::<Vec<u64>>(), "every step exactly once across the two nodes");
+        let latest = env.json(&["checkpoints", "latest", "-e", "spot"]);
+        assert_eq!(latest["step"], 100);
+
+        // `--local` still reaches the local store, which saw none of this.
+        let local = env.tap(&["--local", "runs", "list", "--output", "json"]);
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&local.stdout).expect("json"), serde_json::json!([]));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unreachable_stack_is_one_clear_error() {
+        let env = stack().await;
+        drop(env.moto);
+        let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["params", "list"])
+            .env("TAP_CONFIG", env.dir.path().join("config.toml"))
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", free_port()))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .expect("tap");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("tap: error: SSM GetParametersByPath") && stderr.lines().count() == 1, "{stderr}");
+    }
+
+    #[test]
+    fn import_rejects_what_is_not_a_stack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("outputs.json");
+        std::fs::write(&bad, "{\"vpc_id\": {\"value\": \"vpc-1\"}}").expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["stack", "import", bad.to_str().expect("utf-8")])
+            .env("TAP_CONFIG", dir.path().join("config.toml"))
+            .output()
+            .expect("tap");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no tap_config output"));
+        assert!(!dir.path().join("config.toml").exists(), "nothing written");
+    }
+}
