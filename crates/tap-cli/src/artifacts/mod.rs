@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod local;
 pub mod s3;
+pub mod transfer;
 
 use std::future::Future;
 use std::io::Read;

@@ -6,20 +6,20 @@
 //! while written and only renamed into place when they match. The SDK's own CRC32 checksums
 //! protect each request on the wire.
 
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 
+use super::transfer::{self, TransferOptions};
 use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
 
 /// Above this size a file goes up in parts.
 pub const SINGLE_PUT_MAX: u64 = 64 * 1024 * 1024;
-/// Part size of multipart uploads (S3: 5 MiB to 5 GiB, at most 10 000 parts).
-pub const PART_SIZE: usize = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -28,7 +28,10 @@ pub struct S3Store {
     /// Key prefix inside the bucket.
     prefix: String,
     single_put_max: u64,
-    part_size: usize,
+    transfer: TransferOptions,
+    state_dir: PathBuf,
+    /// Bytes moved by this store, for progress bars.
+    pub progress: Arc<AtomicU64>,
 }
 
 fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
@@ -43,18 +46,6 @@ fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
     move |e| ObjectError::Io(format!("{}: {e}", what.display()))
 }
 
-/// Reads up to `buf.len()` bytes (less only at the end of the file).
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 impl S3Store {
     pub fn new(client: Client, bucket: &str, prefix: &str) -> S3Store {
         S3Store {
@@ -62,15 +53,23 @@ impl S3Store {
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
             single_put_max: SINGLE_PUT_MAX,
-            part_size: PART_SIZE,
+            transfer: TransferOptions::default(),
+            state_dir: std::env::temp_dir().join("tap-transfers"),
+            progress: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Multipart threshold and part size (S3 needs parts of at least 5 MiB but the last).
-    pub fn with_parts(mut self, single_put_max: u64, part_size: usize) -> S3Store {
-        self.single_put_max = single_put_max;
-        self.part_size = part_size.max(5 * 1024 * 1024);
+    /// Multipart threshold, part size and concurrency (S3 needs parts of at least 5 MiB but
+    /// the last), and where resumable upload state is kept.
+    pub fn with_transfer(mut self, single_put_max: u64, transfer: TransferOptions, state_dir: &Path) -> S3Store {
+        self.single_put_max = single_put_max.max(5 * 1024 * 1024);
+        self.transfer = TransferOptions { part_size: transfer.part_size.max(5 * 1024 * 1024), ..transfer };
+        self.state_dir = state_dir.to_owned();
         self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     fn key(&self, key: &str) -> Result<String> {
@@ -79,78 +78,6 @@ impl S3Store {
         }
         Ok(if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) })
     }
-
-    async fn multipart(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .metadata("sha256", sha256)
-            .send()
-            .await
-            .map_err(|e| sdk("CreateMultipartUpload", key, e))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
-        let result = self.send_parts(key, src, sha256, &upload_id).await;
-        match result {
-            Ok(parts) => {
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-                    .send()
-                    .await
-                    .map_err(|e| sdk("CompleteMultipartUpload", key, e))?;
-                Ok(())
-            }
-            Err(e) => {
-                // Nothing half-written: the parts go (the bucket's lifecycle rule also aborts
-                // forgotten uploads after a few days).
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn send_parts(&self, key: &str, src: &Path, sha256: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
-        let mut f = std::fs::File::open(src).map_err(io(src))?;
-        let mut h = Sha256::new();
-        let mut parts = Vec::new();
-        let mut buf = vec![0u8; self.part_size];
-        for number in 1..=10_000 {
-            let n = read_full(&mut f, &mut buf).map_err(io(src))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            let part = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(buf[..n].to_vec()))
-                .send()
-                .await
-                .map_err(|e| sdk("UploadPart", key, e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_owned)).build());
-        }
-        let actual = hex(&h.finalize());
-        if actual != sha256 {
-            return Err(ObjectError::Checksum { key: key.to_owned(), expected: sha256.to_owned(), actual });
-        }
-        Ok(parts)
-    }
 }
 
 impl ObjectStore for S3Store {
@@ -158,7 +85,9 @@ impl ObjectStore for S3Store {
         let key = self.key(key)?;
         let size = std::fs::metadata(src).map_err(io(src))?.len();
         if size > self.single_put_max {
-            return self.multipart(&key, src, sha256).await;
+            let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
+            transfer::upload(c, b, &key, src, Some(sha256), self.transfer, &self.state_dir, p, None).await?;
+            return Ok(());
         }
         let body = std::fs::read(src).map_err(io(src))?;
         let actual = hex(&Sha256::digest(&body));
@@ -174,11 +103,23 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| sdk("PutObject", &key, e))?;
+        self.progress.fetch_add(size, Ordering::Relaxed);
         Ok(())
     }
 
     async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
         let key = self.key(key)?;
+        let size = match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(h) => h.content_length().unwrap_or(0).max(0) as u64,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Err(ObjectError::NotFound(key));
+            }
+            Err(e) => return Err(sdk("HeadObject", &key, e)),
+        };
+        if size > self.single_put_max {
+            let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
+            return transfer::download(c, b, &key, dest, Some(sha256), self.transfer, p).await;
+        }
         let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
             Ok(o) => o,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
@@ -201,6 +142,7 @@ impl ObjectStore for S3Store {
                 body.try_next().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?
             {
                 h.update(&chunk);
+                self.progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 file.write_all(&chunk).map_err(io(&tmp))?;
             }
             let actual = hex(&h.finalize());

@@ -177,8 +177,13 @@ mod aws_tests {
         let conf = aws_sdk_s3::config::Builder::from(&sdk_config(&moto)).force_path_style(true).build();
         let client = aws_sdk_s3::Client::from_conf(conf);
         client.create_bucket().bucket("ml-model-artifacts-test").send().await.expect("CreateBucket");
-        let store =
-            S3Store::new(client.clone(), "ml-model-artifacts-test", "tap").with_parts(6 * 1024 * 1024, 5 * 1024 * 1024);
+        let opts = crate::artifacts::transfer::TransferOptions { part_size: 5 * 1024 * 1024, concurrency: 3 };
+        let state = tempfile::tempdir().expect("tempdir");
+        let store = S3Store::new(client.clone(), "ml-model-artifacts-test", "tap").with_transfer(
+            6 * 1024 * 1024,
+            opts,
+            state.path(),
+        );
         let src = tempfile::tempdir().expect("tempdir");
         let big: Vec<u8> = (0..13 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(src.path().join("model.pt"), &big).expect("write");
@@ -187,7 +192,7 @@ mod aws_tests {
         let m = checkpoint::save(&store, "exp", "run-1", "run-1-0001", Some(5), src.path()).await.expect("save");
         assert_eq!(checkpoint::latest(&store, "exp").await.expect("latest"), Some(m.clone()));
         let listed = crate::artifacts::ObjectStore::list(&store, "checkpoints/exp/objects/").await.expect("list");
-        assert_eq!(listed.len(), 2);
+        assert_eq!(listed.len(), 3, "two objects and the big one's part-checksum sidecar");
         assert!(listed.iter().any(|o| o.size == big.len() as u64), "the multipart object is whole");
         let dest = tempfile::tempdir().expect("tempdir");
         checkpoint::restore(&store, &m, dest.path()).await.expect("restore");
@@ -209,6 +214,87 @@ mod aws_tests {
         let uploads =
             client.list_multipart_uploads().bucket("ml-model-artifacts-test").send().await.expect("list uploads");
         assert!(uploads.uploads().is_empty());
+    }
+
+    /// An upload killed midway resumes with the parts S3 already has; a download verifies
+    /// every part against the upload's CRC32C sidecar.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn interrupted_upload_resumes_and_downloads_verify_parts() {
+        use crate::artifacts::transfer::{self, TransferOptions};
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        let moto = Moto::from_env(free_port());
+        let conf = aws_sdk_s3::config::Builder::from(&sdk_config(&moto)).force_path_style(true).build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        client.create_bucket().bucket("tap-transfer-test").send().await.expect("CreateBucket");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("big.bin");
+        let data: Vec<u8> =
+            (0..(4 * 5 * 1024 * 1024 + 123) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        std::fs::write(&src, &data).expect("write");
+        let state = dir.path().join("state");
+        let opts = TransferOptions { part_size: 5 * 1024 * 1024, concurrency: 1 };
+        let progress = Arc::new(AtomicU64::new(0));
+        let first = transfer::upload(
+            &client,
+            "tap-transfer-test",
+            "k/big.bin",
+            &src,
+            None,
+            opts,
+            &state,
+            progress.clone(),
+            Some(2),
+        )
+        .await;
+        assert!(first.is_err(), "the first attempt dies after two parts");
+        assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 1, "progress is on disk");
+        let report =
+            transfer::upload(&client, "tap-transfer-test", "k/big.bin", &src, None, opts, &state, progress, None)
+                .await
+                .expect("resumes");
+        assert_eq!((report.parts, report.parts_resumed, report.parts_sent), (5, 2, 3), "{report:?}");
+        assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 0, "state removed when done");
+        let dest = dir.path().join("back.bin");
+        let sha = crate::artifacts::sha256_bytes(&data);
+        let fast = TransferOptions { part_size: 5 * 1024 * 1024, concurrency: 4 };
+        transfer::download(
+            &client,
+            "tap-transfer-test",
+            "k/big.bin",
+            &dest,
+            Some(&sha),
+            fast,
+            Arc::new(AtomicU64::new(0)),
+        )
+        .await
+        .expect("download");
+        assert_eq!(std::fs::read(&dest).expect("read"), data);
+        // Same size, other bytes in part 3: caught by the part checksum, nothing written.
+        let mut evil = data.clone();
+        evil[11 * 1024 * 1024] ^= 0xff;
+        client
+            .put_object()
+            .bucket("tap-transfer-test")
+            .key("k/big.bin")
+            .body(evil.into())
+            .send()
+            .await
+            .expect("overwrite");
+        let dest2 = dir.path().join("evil.bin");
+        let e = transfer::download(
+            &client,
+            "tap-transfer-test",
+            "k/big.bin",
+            &dest2,
+            None,
+            fast,
+            Arc::new(AtomicU64::new(0)),
+        )
+        .await;
+        let e = e.expect_err("corrupt part").to_string();
+        assert!(e.contains("part 3") && e.contains("crc32c"), "{e}");
+        assert!(!dest2.exists());
     }
 
     #[tokio::test(flavor = "multi_thread")]
