@@ -75,6 +75,10 @@ pub enum Command {
     /// Checkpoints of an experiment.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// Datasets, models and other files: versioned, deduplicated, verified transfers to the
+    /// artifacts bucket (or the local store).
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
     /// Connect tap to a deployed stack (or disconnect it).
     #[command(subcommand)]
     Stack(StackCommand),
@@ -172,6 +176,39 @@ pub enum ParamsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// Upload a file or a directory as a new version of artifact NAME.
+    Push {
+        path: PathBuf,
+        /// Artifact name (default: the file or directory name).
+        #[arg(long, short, value_parser = parse_name)]
+        name: Option<String>,
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// Download the latest version of artifact NAME into DEST (default: ./NAME).
+    Pull {
+        #[arg(value_parser = parse_name)]
+        name: String,
+        dest: Option<PathBuf>,
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// Artifacts and their latest versions.
+    Ls,
+}
+
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct TransferArgs {
+    /// Multipart part size (S3; 5 MiB to 5 GiB), e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Parts in flight at once (S3).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum CheckpointsCommand {
     /// The latest checkpoint of an experiment and its files.
     Latest {
@@ -191,6 +228,26 @@ fn parse_name(s: &str) -> Result<String, String> {
 fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
     let name = if s.starts_with("SIG") { s.to_owned() } else { format!("SIG{s}") };
     name.parse().map_err(|_| format!("{s:?} is not a signal name (e.g. SIGUSR1, SIGTERM)"))
+}
+
+/// `64MiB`, `8M`, `1GiB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let err = || format!("{s:?} is not a size like 64MiB, 8M or 1GiB");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(err()),
+    };
+    let v = n.checked_mul(mult).ok_or_else(err)?;
+    if !(5 << 20..=5 << 30).contains(&v) {
+        return Err(format!("{s:?}: S3 parts must be between 5MiB and 5GiB"));
+    }
+    Ok(v)
 }
 
 /// `90s`, `2m`, `1500ms`.
@@ -219,5 +276,9 @@ mod tests {
         assert!(parse_duration("5h").is_err());
         assert_eq!(parse_signal("USR1"), Ok(nix::sys::signal::Signal::SIGUSR1));
         assert!(parse_signal("SIGBOGUS").is_err());
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("1MiB").expect_err("too small").contains("between 5MiB and 5GiB"));
+        assert!(parse_size("lots").is_err());
     }
 }

@@ -11,9 +11,13 @@ use tap_core::stack_config::StackConfig;
 
 use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint;
+use crate::artifacts::checkpoint::Space;
 use crate::artifacts::local::LocalStore;
 use crate::artifacts::s3::S3Store;
-use crate::cli::{CheckpointsCommand, Cli, Command, ConfigCommand, Output, ParamsCommand, RunsCommand, StackCommand};
+use crate::artifacts::transfer::TransferOptions;
+use crate::cli::{
+    ArtifactsCommand, CheckpointsCommand, Cli, Command, ConfigCommand, Output, ParamsCommand, RunsCommand, StackCommand,
+};
 use crate::config::{self, TapConfig};
 use crate::render;
 use crate::store::cwlogs::CloudWatchLogs;
@@ -83,7 +87,17 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
             let runs = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
             let params = SsmParams::new(aws_sdk_ssm::Client::new(&sdk), &stack.hparam_prefix, None);
             let logs = CloudWatchLogs::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), &stack.log_group);
-            let objects = S3Store::new(s3, &stack.artifacts_bucket, BUCKET_PREFIX);
+            let transfer = match &cli.command {
+                Command::Artifacts(
+                    ArtifactsCommand::Push { transfer, .. } | ArtifactsCommand::Pull { transfer, .. },
+                ) => TransferOptions { part_size: transfer.part_size, concurrency: usize::from(transfer.concurrency) },
+                _ => TransferOptions::default(),
+            };
+            let objects = S3Store::new(s3, &stack.artifacts_bucket, BUCKET_PREFIX).with_transfer(
+                crate::artifacts::s3::SINGLE_PUT_MAX.min(transfer.part_size),
+                transfer,
+                &home.join("transfers"),
+            );
             execute(cli, home, &runs, &params, &logs, &objects, out).await
         }
         None => {
@@ -201,6 +215,7 @@ where
             }
         }
         Command::Params(p) => params(params_store, p, output, out).await?,
+        Command::Artifacts(a) => artifacts(objects, a, output, out).await?,
         Command::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
             let m = checkpoint::latest(objects, experiment).await?;
             match (output, m) {
@@ -262,4 +277,147 @@ async fn params<P: ParamStore>(
         }
     }
     Ok(())
+}
+
+/// Shows a byte progress bar (with throughput) on stderr while `work` runs; hidden when
+/// stderr is not a terminal.
+async fn with_progress<O: ObjectStore, T>(
+    objects: &O,
+    total: u64,
+    label: &str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(label.to_owned());
+    let start = objects.bytes_moved();
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => bar.set_position((objects.bytes_moved() - start).min(total)),
+        }
+    };
+    bar.finish_and_clear();
+    result
+}
+
+async fn artifacts<O: ObjectStore + Clone + 'static>(
+    objects: &O,
+    cmd: &ArtifactsCommand,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match cmd {
+        ArtifactsCommand::Push { path, name, .. } => {
+            let name = match name {
+                Some(n) => n.clone(),
+                None => path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .filter(|n| tap_core::runs::valid_name(n))
+                    .context("give the artifact a --name (letters, digits, '_', '.' or '-')")?
+                    .to_owned(),
+            };
+            if !path.exists() {
+                bail!("{}: no such file or directory", path.display());
+            }
+            let total = dir_size(path);
+            let version = tap_core::runs::new_run_id(crate::now_ms(), fastrand::u32(..));
+            let started = std::time::Instant::now();
+            let m = with_progress(
+                objects,
+                total,
+                &format!("push {name}"),
+                checkpoint::save_in(objects, Space::Artifacts, &name, "push", &version, None, path),
+            )
+            .await?;
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            match output {
+                Output::Json => json(out, &m)?,
+                Output::Text => writeln!(
+                    out,
+                    "pushed {name} version {version}: {} files, {} bytes in {secs:.1} s ({:.1} MB/s)",
+                    m.files.len(),
+                    m.total_bytes(),
+                    m.total_bytes() as f64 / secs / 1e6
+                )?,
+            }
+        }
+        ArtifactsCommand::Pull { name, dest, .. } => {
+            let m = checkpoint::latest_in(objects, Space::Artifacts, name)
+                .await?
+                .with_context(|| format!("no artifact {name} (see `tap artifacts ls`)"))?;
+            let dest = dest.clone().unwrap_or_else(|| std::path::PathBuf::from(name));
+            let started = std::time::Instant::now();
+            with_progress(
+                objects,
+                m.total_bytes(),
+                &format!("pull {name}"),
+                checkpoint::restore_in(objects, Space::Artifacts, &m, &dest),
+            )
+            .await?;
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            match output {
+                Output::Json => json(out, &m)?,
+                Output::Text => writeln!(
+                    out,
+                    "pulled {name} version {} into {}: {} files, {} bytes in {secs:.1} s ({:.1} MB/s), all verified",
+                    m.checkpoint_id,
+                    dest.display(),
+                    m.files.len(),
+                    m.total_bytes(),
+                    m.total_bytes() as f64 / secs / 1e6
+                )?,
+            }
+        }
+        ArtifactsCommand::Ls => {
+            let mut names: Vec<String> = objects
+                .list("artifacts/")
+                .await?
+                .into_iter()
+                .filter_map(|o| o.key.strip_prefix("artifacts/").and_then(|k| k.split('/').next()).map(str::to_owned))
+                .collect();
+            names.dedup();
+            let mut latest = Vec::new();
+            for n in names {
+                if let Some(m) = checkpoint::latest_in(objects, Space::Artifacts, &n).await? {
+                    latest.push(m);
+                }
+            }
+            match output {
+                Output::Json => json(out, &latest)?,
+                Output::Text => {
+                    writeln!(out, "{:<28} {:<26} {:>6} {:>14}  CREATED", "NAME", "VERSION", "FILES", "BYTES")?;
+                    for m in latest {
+                        writeln!(
+                            out,
+                            "{:<28} {:<26} {:>6} {:>14}  {}",
+                            m.experiment_id,
+                            m.checkpoint_id,
+                            m.files.len(),
+                            m.total_bytes(),
+                            tap_core::runs::rfc3339(m.created_ms)
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(path: &Path) -> u64 {
+    if path.is_file() {
+        return std::fs::metadata(path).map_or(0, |m| m.len());
+    }
+    checkpoint::list_files(path)
+        .map_or(0, |files| files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum())
 }

@@ -228,6 +228,33 @@ mod local {
     }
 
     #[test]
+    fn artifacts_push_ls_pull_round_trip() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let data = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(data.path().join("ds/train")).expect("mkdir");
+        std::fs::write(data.path().join("ds/train/a.bin"), vec![1u8; 100_000]).expect("write");
+        std::fs::write(data.path().join("ds/labels.csv"), "x,y\n1,2\n").expect("write");
+        let push = tap_in(h, &["artifacts", "push", data.path().join("ds").to_str().expect("utf-8")]);
+        assert!(push.status.success(), "{}", text(&push.stderr));
+        assert!(text(&push.stdout).starts_with("pushed ds version "), "{}", text(&push.stdout));
+        let ls = json(h, &["artifacts", "ls"]);
+        assert_eq!((ls[0]["experiment_id"].as_str(), ls[0]["files"].as_array().map(Vec::len)), (Some("ds"), Some(2)));
+        let dest = data.path().join("back");
+        let pull = tap_in(h, &["artifacts", "pull", "ds", dest.to_str().expect("utf-8")]);
+        assert!(pull.status.success(), "{}", text(&pull.stderr));
+        assert_eq!(std::fs::read(dest.join("train/a.bin")).expect("read"), vec![1u8; 100_000]);
+        assert_eq!(std::fs::read_to_string(dest.join("labels.csv")).expect("read"), "x,y\n1,2\n");
+        let missing = tap_in(h, &["artifacts", "pull", "nope"]);
+        assert_eq!(missing.status.code(), Some(1));
+        assert!(text(&missing.stderr).contains("no artifact nope"));
+        let bad = tap_in(h, &["artifacts", "push", "/nonexistent/file"]);
+        assert!(text(&bad.stderr).contains("no such file or directory"), "{}", text(&bad.stderr));
+        let tiny = tap_in(h, &["artifacts", "push", "--part-size", "1MiB", data.path().to_str().expect("utf-8")]);
+        assert_eq!(tiny.status.code(), Some(2), "S3 part limits are checked up front");
+    }
+
+    #[test]
     fn run_without_command_is_a_usage_error() {
         let home = tempfile::tempdir().expect("tempdir");
         assert_eq!(tap_in(home.path(), &["run"]).status.code(), Some(2));
@@ -388,6 +415,22 @@ mod stack {
         // `--local` still reaches the local store, which saw none of this.
         let local = env.tap(&["--local", "runs", "list", "--output", "json"]);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&local.stdout).expect("json"), serde_json::json!([]));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn artifacts_go_up_in_parallel_parts_and_come_back_verified() {
+        let env = stack().await;
+        let file = env.dir.path().join("weights.bin");
+        let data: Vec<u8> = (0..13 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&file, &data).expect("write");
+        let push =
+            env.tap(&["artifacts", "push", "--part-size", "5MiB", "--concurrency", "3", file.to_str().expect("utf-8")]);
+        assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+        let dest = env.dir.path().join("back");
+        let pull = env.tap(&["artifacts", "pull", "weights.bin", dest.to_str().expect("utf-8")]);
+        assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
+        assert_eq!(std::fs::read(dest.join("weights.bin")).expect("read"), data);
+        assert_eq!(env.json(&["artifacts", "ls"])[0]["experiment_id"], "weights.bin");
     }
 
     #[tokio::test(flavor = "multi_thread")]

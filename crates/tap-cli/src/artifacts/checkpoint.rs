@@ -34,20 +34,44 @@ pub struct Pointer {
     pub run_id: String,
 }
 
-fn prefix(experiment: &str) -> String {
-    format!("checkpoints/{experiment}")
+/// Checkpoints (per experiment) and artifacts (per name) share one layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Checkpoints,
+    Artifacts,
+}
+
+impl Space {
+    pub fn root(self) -> &'static str {
+        match self {
+            Space::Checkpoints => "checkpoints",
+            Space::Artifacts => "artifacts",
+        }
+    }
+}
+
+pub fn object_key_in(space: Space, name: &str, sha256: &str) -> String {
+    format!("{}/{name}/objects/{sha256}", space.root())
+}
+
+pub fn manifest_key_in(space: Space, name: &str, id: &str) -> String {
+    format!("{}/{name}/manifests/{id}.json", space.root())
+}
+
+pub fn latest_key_in(space: Space, name: &str) -> String {
+    format!("{}/{name}/LATEST", space.root())
 }
 
 pub fn object_key(experiment: &str, sha256: &str) -> String {
-    format!("{}/objects/{sha256}", prefix(experiment))
+    object_key_in(Space::Checkpoints, experiment, sha256)
 }
 
 pub fn manifest_key(experiment: &str, id: &str) -> String {
-    format!("{}/manifests/{id}.json", prefix(experiment))
+    manifest_key_in(Space::Checkpoints, experiment, id)
 }
 
 pub fn latest_key(experiment: &str) -> String {
-    format!("{}/LATEST", prefix(experiment))
+    latest_key_in(Space::Checkpoints, experiment)
 }
 
 /// Every regular file below `dir`, as sorted `/`-separated relative paths.
@@ -87,8 +111,32 @@ pub async fn save<S: ObjectStore>(
     step: Option<u64>,
     dir: &Path,
 ) -> Result<Manifest> {
-    let files = hash_files(dir)?;
-    upload(store, experiment, run_id, id, step, dir, files).await
+    save_in(store, Space::Checkpoints, experiment, run_id, id, step, dir).await
+}
+
+/// [`save`] in any space (`tap artifacts push` uses [`Space::Artifacts`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn save_in<S: ObjectStore>(
+    store: &S,
+    space: Space,
+    name: &str,
+    run_id: &str,
+    id: &str,
+    step: Option<u64>,
+    dir: &Path,
+) -> Result<Manifest> {
+    // A single file is stored as a one-file set.
+    let (base, files) = if dir.is_file() {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CheckpointError::Io(format!("{}: not a UTF-8 name", dir.display())))?;
+        let (sha256, size) = sha256_file(dir).map_err(|e| CheckpointError::Io(format!("{}: {e}", dir.display())))?;
+        (dir.parent().unwrap_or(Path::new(".")).to_owned(), vec![ManifestFile { path: name.to_owned(), size, sha256 }])
+    } else {
+        (dir.to_owned(), hash_files(dir)?)
+    };
+    upload(store, space, name, run_id, id, step, &base, files).await
 }
 
 /// Like [`save`], but does nothing (`None`) when `dir` is empty or holds exactly the files of
@@ -107,7 +155,7 @@ pub async fn save_if_changed<S: ObjectStore>(
     if files.is_empty() || previous.is_some_and(|p| p.files == files) {
         return Ok(None);
     }
-    upload(store, experiment, run_id, id, step, dir, files).await.map(Some)
+    upload(store, Space::Checkpoints, experiment, run_id, id, step, dir, files).await.map(Some)
 }
 
 fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
@@ -121,8 +169,10 @@ fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload<S: ObjectStore>(
     store: &S,
+    space: Space,
     experiment: &str,
     run_id: &str,
     id: &str,
@@ -131,7 +181,7 @@ async fn upload<S: ObjectStore>(
     files: Vec<ManifestFile>,
 ) -> Result<Manifest> {
     for f in &files {
-        let key = object_key(experiment, &f.sha256);
+        let key = object_key_in(space, experiment, &f.sha256);
         if !store.exists(&key).await? {
             // put_file re-hashes while sending: a file that changed since is refused.
             store.put_file(&key, &dir.join(&f.path), &f.sha256).await?;
@@ -147,27 +197,36 @@ async fn upload<S: ObjectStore>(
         files,
     };
     manifest.validate()?;
-    store.put_bytes(&manifest_key(experiment, id), &manifest.to_bytes()).await?;
+    store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()).await?;
     let pointer = Pointer { checkpoint_id: id.to_owned(), run_id: run_id.to_owned() };
-    store.put_bytes(&latest_key(experiment), &serde_json::to_vec(&pointer).unwrap_or_default()).await?;
+    store.put_bytes(&latest_key_in(space, experiment), &serde_json::to_vec(&pointer).unwrap_or_default()).await?;
     Ok(manifest)
 }
 
 /// The latest complete checkpoint of an experiment, if any.
 pub async fn latest<S: ObjectStore>(store: &S, experiment: &str) -> Result<Option<Manifest>> {
-    let Some(bytes) = store.get_bytes(&latest_key(experiment)).await? else { return Ok(None) };
-    let pointer: Pointer = serde_json::from_slice(&bytes)
-        .map_err(|e| tap_core::manifest::ManifestError(format!("{}: {e}", latest_key(experiment))))?;
-    let key = manifest_key(experiment, &pointer.checkpoint_id);
+    latest_in(store, Space::Checkpoints, experiment).await
+}
+
+pub async fn latest_in<S: ObjectStore>(store: &S, space: Space, name: &str) -> Result<Option<Manifest>> {
+    let latest = latest_key_in(space, name);
+    let Some(bytes) = store.get_bytes(&latest).await? else { return Ok(None) };
+    let pointer: Pointer =
+        serde_json::from_slice(&bytes).map_err(|e| tap_core::manifest::ManifestError(format!("{latest}: {e}")))?;
+    let key = manifest_key_in(space, name, &pointer.checkpoint_id);
     let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key))?;
     Ok(Some(Manifest::parse(&bytes)?))
 }
 
 /// Writes every file of `manifest` under `dest`, each verified against its digest.
 pub async fn restore<S: ObjectStore>(store: &S, manifest: &Manifest, dest: &Path) -> Result<()> {
+    restore_in(store, Space::Checkpoints, manifest, dest).await
+}
+
+pub async fn restore_in<S: ObjectStore>(store: &S, space: Space, manifest: &Manifest, dest: &Path) -> Result<()> {
     for f in &manifest.files {
         let target = dest.join(&f.path);
-        store.get_file(&object_key(&manifest.experiment_id, &f.sha256), &target, &f.sha256).await?;
+        store.get_file(&object_key_in(space, &manifest.experiment_id, &f.sha256), &target, &f.sha256).await?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    moved: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
@@ -19,7 +20,12 @@ fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
 
 impl LocalStore {
     pub fn new(root: &Path) -> LocalStore {
-        LocalStore { root: root.to_owned() }
+        LocalStore { root: root.to_owned(), moved: Default::default() }
+    }
+
+    fn count(&self, file: &Path) {
+        let n = fs::metadata(file).map_or(0, |m| m.len());
+        self.moved.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -68,7 +74,9 @@ pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str) -> Result
 
 impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
-        copy_verified(key, src, &self.path(key)?, sha256)
+        copy_verified(key, src, &self.path(key)?, sha256)?;
+        self.count(src);
+        Ok(())
     }
 
     async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
@@ -76,7 +84,9 @@ impl ObjectStore for LocalStore {
         if !path.exists() {
             return Err(ObjectError::NotFound(key.to_owned()));
         }
-        copy_verified(key, &path, dest, sha256)
+        copy_verified(key, &path, dest, sha256)?;
+        self.count(dest);
+        Ok(())
     }
 
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
@@ -96,6 +106,10 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
+    }
+
+    fn bytes_moved(&self) -> u64 {
+        self.moved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {

@@ -44,6 +44,8 @@ pub trait ObjectStore: Send + Sync {
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Objects under `prefix`, by key.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectInfo>>> + Send;
+    /// Bytes this store has moved so far (progress bars).
+    fn bytes_moved(&self) -> u64;
 }
 
 /// Keys are `/`-separated relative paths of safe names.

@@ -184,6 +184,10 @@ impl ObjectStore for S3Store {
         }
     }
 
+    fn bytes_moved(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
         match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
