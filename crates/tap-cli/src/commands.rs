@@ -184,7 +184,7 @@ where
                 notice_file: a.notice_file.clone(),
                 runs_dir: supervisor::default_runs_dir(home),
                 host: supervisor::hostname(),
-                instance_id: None,
+                instance_id: supervisor::instance_id().await,
             };
             let outcome = supervisor::run(runs, params_store, logs, objects, &opts).await?;
             return Ok(ExitCode::from(outcome.exit_code));

@@ -8,6 +8,8 @@ mod contract_cmd;
 pub mod render;
 pub mod store;
 pub mod supervisor;
+#[cfg(feature = "aws-integration")]
+pub mod testkit;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -464,6 +464,25 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
+/// The EC2 instance id of this node, for run records: from IMDSv2, asked only on EC2 (DMI
+/// says "Amazon EC2") so a laptop never waits on a metadata timeout.
+pub async fn instance_id() -> Option<String> {
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let vendor = std::fs::read_to_string("/sys/devices/virtual/dmi/id/board_vendor").unwrap_or_default();
+    let hypervisor = std::fs::read_to_string("/sys/hypervisor/uuid").unwrap_or_default();
+    if vendor.trim() != "Amazon EC2" && !hypervisor.starts_with("ec2") {
+        return None;
+    }
+    let client = aws_config::imds::Client::builder()
+        .max_attempts(1)
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .build();
+    client.get("/latest/meta-data/instance-id").await.ok().map(|s| s.as_ref().to_owned())
+}
+
 pub fn default_runs_dir(home: &Path) -> PathBuf {
     home.join("runs")
 }
@@ -471,6 +490,13 @@ pub fn default_runs_dir(home: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn no_instance_id_off_ec2() {
+        if !std::path::Path::new("/sys/hypervisor/uuid").exists() {
+            assert_eq!(instance_id().await, None);
+        }
+    }
 
     #[test]
     fn hparam_env_names() {

@@ -268,9 +268,6 @@ mod stack {
     use std::process::{Command, Output, Stdio};
     use std::time::{Duration, Instant};
 
-    use aws_config::{BehaviorVersion, Region, SdkConfig};
-    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     use tap_test_support::{Moto, free_port};
 
     const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
@@ -311,33 +308,8 @@ mod stack {
     /// Moto with the stack's table, bucket and log group, and tap's config imported.
     async fn stack() -> Env {
         let moto = Moto::from_env(free_port());
-        let sdk = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "test", "test", None, None, "static",
-            )))
-            .build();
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let attr = |n: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(n)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attr")
-        };
-        let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key");
-        ddb.create_table()
-            .table_name("tap-dev-experiments")
-            .attribute_definitions(attr("experiment_id"))
-            .attribute_definitions(attr("run_id"))
-            .key_schema(key("experiment_id", KeyType::Hash))
-            .key_schema(key("run_id", KeyType::Range))
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .expect("table");
+        let sdk = tap_cli::testkit::sdk_config(&moto.endpoint());
+        tap_cli::testkit::create_table(&aws_sdk_dynamodb::Client::new(&sdk), "tap-dev-experiments").await;
         let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
         s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
         aws_sdk_cloudwatchlogs::Client::new(&sdk)

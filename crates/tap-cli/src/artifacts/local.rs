@@ -6,16 +6,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
+use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, io, valid_key};
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
     moved: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
-    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
 }
 
 impl LocalStore {

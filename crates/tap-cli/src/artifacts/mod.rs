@@ -48,6 +48,11 @@ pub trait ObjectStore: Send + Sync {
     fn bytes_moved(&self) -> u64;
 }
 
+/// An I/O error as one line naming the file.
+pub(crate) fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
+    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
+}
+
 /// Keys are `/`-separated relative paths of safe names.
 pub fn valid_key(key: &str) -> bool {
     tap_core::manifest::safe_relative_path(key)

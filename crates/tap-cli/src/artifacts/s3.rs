@@ -16,7 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest, Sha256};
 
 use super::transfer::{self, TransferOptions};
-use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, valid_key};
+use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, io, valid_key};
 
 /// Above this size a file goes up in parts.
 pub const SINGLE_PUT_MAX: u64 = 64 * 1024 * 1024;
@@ -34,16 +34,13 @@ pub struct S3Store {
     pub progress: Arc<AtomicU64>,
 }
 
-fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
+/// An SDK error as one line naming the operation and the key.
+pub(crate) fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
     what: &str,
     key: &str,
     e: aws_sdk_s3::error::SdkError<E, R>,
 ) -> ObjectError {
     ObjectError::Io(format!("S3 {what} {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
-}
-
-fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
-    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
 }
 
 impl S3Store {

@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::ObjectError;
+use super::s3::sdk;
+use super::{ObjectError, io};
 
 pub type Result<T> = std::result::Result<T, ObjectError>;
 
@@ -47,8 +48,6 @@ pub struct UploadReport {
     pub parts: u32,
     pub parts_sent: u32,
     pub parts_resumed: u32,
-    /// SHA-256 of the bytes uploaded.
-    pub sha256: String,
 }
 
 /// The sidecar of an object tap uploaded.
@@ -76,20 +75,14 @@ struct UploadState {
     done: BTreeMap<i32, DonePart>,
 }
 
+/// S3's checksum header value: the big-endian CRC in base64.
+pub fn crc_b64(crc: u32) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
 pub fn sidecar_key(key: &str) -> String {
     format!("{key}.tapsum")
-}
-
-fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    key: &str,
-    e: aws_sdk_s3::error::SdkError<E, R>,
-) -> ObjectError {
-    ObjectError::Io(format!("S3 {what} {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
-}
-
-fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
-    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
 }
 
 fn parts_of(size: u64, part_size: u64) -> u64 {
@@ -171,6 +164,7 @@ pub async fn upload(
                 .create_multipart_upload()
                 .bucket(bucket)
                 .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                 .send()
                 .await
                 .map_err(|e| sdk("CreateMultipartUpload", key, e))?;
@@ -186,7 +180,9 @@ pub async fn upload(
     };
     save_state(&state_file, &state)?;
 
-    let mut sha = Sha256::new();
+    // The whole-file SHA-256 only when the caller wants it checked (checkpoints do; raw
+    // transfers rely on the per-part CRC32C).
+    let mut sha = expected_sha256.map(|_| Sha256::new());
     let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut tasks: JoinSet<Result<(i32, DonePart)>> = JoinSet::new();
     for n in 1..=n_parts as i32 {
@@ -198,7 +194,9 @@ pub async fn upload(
         let (body, crc, sha_back) = tokio::task::spawn_blocking(move || {
             let body = read_part(&f, offset, len)?;
             let crc = crc32c::crc32c(&body);
-            sha.update(&body);
+            if let Some(h) = sha.as_mut() {
+                h.update(&body);
+            }
             Ok::<_, std::io::Error>((body, crc, sha))
         })
         .await
@@ -214,13 +212,18 @@ pub async fn upload(
         let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), state.upload_id.clone());
         tasks.spawn(async move {
             let _permit = permit;
+            // S3 checks the part against our CRC32C, so the SDK need not hash it again, nor
+            // sign its payload (TLS protects it on real S3).
             let r = client
                 .upload_part()
                 .bucket(&bucket)
                 .key(&key)
                 .upload_id(&upload_id)
                 .part_number(n)
+                .checksum_crc32_c(crc_b64(crc))
                 .body(ByteStream::from(body))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| sdk("UploadPart", &key, e))?;
@@ -241,18 +244,22 @@ pub async fn upload(
             return Err(ObjectError::Io("upload stopped (test)".into()));
         }
     }
-    let actual = super::hex(&sha.finalize());
-    if let Some(expected) = expected_sha256
-        && actual != expected
-    {
-        let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&state.upload_id).send().await;
-        let _ = std::fs::remove_file(&state_file);
-        return Err(ObjectError::Checksum { key: key.to_owned(), expected: expected.to_owned(), actual });
+    if let (Some(expected), Some(h)) = (expected_sha256, sha) {
+        let actual = super::hex(&h.finalize());
+        if actual != expected {
+            let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&state.upload_id).send().await;
+            let _ = std::fs::remove_file(&state_file);
+            return Err(ObjectError::Checksum { key: key.to_owned(), expected: expected.to_owned(), actual });
+        }
     }
-    report.sha256 = actual;
 
-    let parts: Vec<CompletedPart> =
-        state.done.iter().map(|(n, p)| CompletedPart::builder().part_number(*n).e_tag(&p.etag).build()).collect();
+    let parts: Vec<CompletedPart> = state
+        .done
+        .iter()
+        .map(|(n, p)| {
+            CompletedPart::builder().part_number(*n).e_tag(&p.etag).checksum_crc32_c(crc_b64(p.crc32c)).build()
+        })
+        .collect();
     client
         .complete_multipart_upload()
         .bucket(bucket)
@@ -343,31 +350,30 @@ pub async fn download(
                     .send()
                     .await
                     .map_err(|e| sdk("GetObject", &key, e))?;
-                let bytes = o
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?
-                    .into_bytes();
-                if bytes.len() as u64 != end - start + 1 {
+                // Stream the range straight to its place in the file: no part-sized buffer.
+                let mut body = o.body;
+                let (mut pos, mut crc) = (start, 0u32);
+                while let Some(chunk) =
+                    body.try_next().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?
+                {
+                    crc = crc32c::crc32c_append(crc, &chunk);
+                    file.write_all_at(&chunk, pos)
+                        .map_err(|e| ObjectError::Io(format!("writing part {}: {e}", i + 1)))?;
+                    pos += chunk.len() as u64;
+                    progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                if pos != end + 1 {
                     return Err(ObjectError::Io(format!("S3 GetObject {key}: short range {start}-{end}")));
                 }
-                if let Some(want) = expected {
-                    let got = crc32c::crc32c(&bytes);
-                    if got != want {
-                        return Err(ObjectError::Checksum {
-                            key: format!("{key} part {}", i + 1),
-                            expected: format!("crc32c {want:08x}"),
-                            actual: format!("crc32c {got:08x}"),
-                        });
-                    }
+                if let Some(want) = expected
+                    && crc != want
+                {
+                    return Err(ObjectError::Checksum {
+                        key: format!("{key} part {}", i + 1),
+                        expected: format!("crc32c {want:08x}"),
+                        actual: format!("crc32c {crc:08x}"),
+                    });
                 }
-                let len = bytes.len() as u64;
-                tokio::task::spawn_blocking(move || file.write_all_at(&bytes, start))
-                    .await
-                    .map_err(|e| ObjectError::Io(e.to_string()))?
-                    .map_err(|e| ObjectError::Io(format!("writing part {}: {e}", i + 1)))?;
-                progress.fetch_add(len, Ordering::Relaxed);
                 Ok(())
             });
         }

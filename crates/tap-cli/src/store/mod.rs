@@ -95,9 +95,6 @@ pub trait ParamStore: Send + Sync {
 /// The stack backends against moto on loopback (`--features aws-integration`).
 #[cfg(all(test, feature = "aws-integration"))]
 mod aws_tests {
-    use aws_config::{BehaviorVersion, Region, SdkConfig};
-    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     use tap_test_support::{Moto, free_port};
 
     use super::ParamStore;
@@ -105,45 +102,15 @@ mod aws_tests {
     use super::dynamo::DynamoStore;
     use super::ssm::SsmParams;
 
-    fn sdk_config(moto: &Moto) -> SdkConfig {
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "test", "test", None, None, "static",
-            )))
-            .build()
-    }
-
-    /// The table as the stack creates it: experiment_id / run_id, on demand.
-    async fn table(client: &aws_sdk_dynamodb::Client, name: &str) {
-        let attr = |n: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(n)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attr")
-        };
-        let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key");
-        client
-            .create_table()
-            .table_name(name)
-            .attribute_definitions(attr("experiment_id"))
-            .attribute_definitions(attr("run_id"))
-            .key_schema(key("experiment_id", KeyType::Hash))
-            .key_schema(key("run_id", KeyType::Range))
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .expect("CreateTable");
+    fn sdk_config(moto: &Moto) -> aws_config::SdkConfig {
+        crate::testkit::sdk_config(&moto.endpoint())
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn dynamodb_passes_the_conformance_suite() {
         let moto = Moto::from_env(free_port());
         let client = aws_sdk_dynamodb::Client::new(&sdk_config(&moto));
-        table(&client, "tap-test-experiments").await;
+        crate::testkit::create_table(&client, "tap-test-experiments").await;
         let store = DynamoStore::new(client.clone(), "tap-test-experiments");
         conformance::runs(&store).await;
         conformance::metrics(&store).await;
