@@ -150,7 +150,7 @@ fn main() {
     let tools: Vec<String> =
         env("TAP_BENCH_TOOLS").unwrap_or_else(|| "tap,awscli,boto3,crt".into()).split(',').map(str::to_owned).collect();
     let opts = TransferOptions {
-        part_size: env("TAP_BENCH_PART_MIB").and_then(|s| s.parse().ok()).unwrap_or(64) << 20,
+        part_size: env("TAP_BENCH_PART_MIB").and_then(|s| s.parse().ok()).unwrap_or(16) << 20,
         concurrency: env("TAP_BENCH_CONCURRENCY").and_then(|s| s.parse().ok()).unwrap_or(8),
     };
 

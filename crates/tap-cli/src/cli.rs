@@ -200,8 +200,8 @@ pub enum ArtifactsCommand {
 
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct TransferArgs {
-    /// Multipart part size (S3; 5 MiB to 5 GiB), e.g. 64MiB.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    /// Multipart part size (S3; 5 MiB to 5 GiB), e.g. 16MiB.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub part_size: u64,
     /// Parts in flight at once (S3).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
