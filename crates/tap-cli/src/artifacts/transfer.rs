@@ -90,10 +90,21 @@ fn parts_of(size: u64, part_size: u64) -> u64 {
     size.div_ceil(part_size).max(1)
 }
 
-fn read_part(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
+/// CRC32C of a part, read in 1 MiB slices (and fed to `sha` when one is kept).
+fn part_crc(file: &std::fs::File, offset: u64, len: u64, sha: Option<&mut Sha256>) -> std::io::Result<u32> {
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let (mut crc, mut done) = (0u32, 0u64);
+    let mut sha = sha;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], offset + done)?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        if let Some(h) = sha.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        done += n as u64;
+    }
+    Ok(crc)
 }
 
 /// The state file of an upload: keyed by destination and by the source's identity (path,
@@ -189,16 +200,14 @@ pub async fn upload(
     for n in 1..=n_parts as i32 {
         let offset = (n as u64 - 1) * opts.part_size;
         let len = opts.part_size.min(size - offset) as usize;
-        // Wait for a slot before reading, so at most `concurrency` buffers are alive.
         let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::Io(e.to_string()))?;
         let f = file.clone();
-        let (body, crc, sha_back) = tokio::task::spawn_blocking(move || {
-            let body = read_part(&f, offset, len)?;
-            let crc = crc32c::crc32c(&body);
-            if let Some(h) = sha.as_mut() {
-                h.update(&body);
-            }
-            Ok::<_, std::io::Error>((body, crc, sha))
+        // The checksums come from a first read in small slices; the part itself is streamed
+        // from the file by the SDK, so no part-sized buffer ever exists (S3 rejects the part
+        // if its bytes changed in between).
+        let (crc, sha_back) = tokio::task::spawn_blocking(move || {
+            let crc = part_crc(&f, offset, len as u64, sha.as_mut())?;
+            Ok::<_, std::io::Error>((crc, sha))
         })
         .await
         .map_err(|e| ObjectError::Io(e.to_string()))?
@@ -211,8 +220,17 @@ pub async fn upload(
         }
         let (client, progress) = (client.clone(), progress.clone());
         let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), state.upload_id.clone());
+        let path = src.to_owned();
         tasks.spawn(async move {
             let _permit = permit;
+            let body = ByteStream::read_from()
+                .path(&path)
+                .offset(offset)
+                .length(aws_sdk_s3::primitives::Length::Exact(len as u64))
+                .buffer_size(256 * 1024)
+                .build()
+                .await
+                .map_err(|e| ObjectError::Io(format!("{}: part {n}: {e}", path.display())))?;
             // S3 checks the part against our CRC32C, so the SDK need not hash it again, nor
             // sign its payload (TLS protects it on real S3).
             let r = client
@@ -222,7 +240,7 @@ pub async fn upload(
                 .upload_id(&upload_id)
                 .part_number(n)
                 .checksum_crc32_c(crc_b64(crc))
-                .body(ByteStream::from(body))
+                .body(body)
                 .customize()
                 .disable_payload_signing()
                 .send()
