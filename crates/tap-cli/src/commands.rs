@@ -342,13 +342,7 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             match output {
                 Output::Json => json(out, &m)?,
-                Output::Text => writeln!(
-                    out,
-                    "pushed {name} version {version}: {} files, {} bytes in {secs:.1} s ({:.1} MB/s)",
-                    m.files.len(),
-                    m.total_bytes(),
-                    m.total_bytes() as f64 / secs / 1e6
-                )?,
+                Output::Text => writeln!(out, "pushed {name} version {version}: {}", transfer_summary(&m, secs))?,
             }
         }
         ArtifactsCommand::Pull { name, dest, .. } => {
@@ -369,12 +363,10 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
                 Output::Json => json(out, &m)?,
                 Output::Text => writeln!(
                     out,
-                    "pulled {name} version {} into {}: {} files, {} bytes in {secs:.1} s ({:.1} MB/s), all verified",
+                    "pulled {name} version {} into {}: {}, all verified",
                     m.checkpoint_id,
                     dest.display(),
-                    m.files.len(),
-                    m.total_bytes(),
-                    m.total_bytes() as f64 / secs / 1e6
+                    transfer_summary(&m, secs)
                 )?,
             }
         }
@@ -412,6 +404,16 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
         }
     }
     Ok(())
+}
+
+/// "3 files, 1048576 bytes in 0.4 s (2.6 MB/s)"
+fn transfer_summary(m: &tap_core::manifest::Manifest, secs: f64) -> String {
+    format!(
+        "{} files, {} bytes in {secs:.1} s ({:.1} MB/s)",
+        m.files.len(),
+        m.total_bytes(),
+        m.total_bytes() as f64 / secs / 1e6
+    )
 }
 
 fn dir_size(path: &Path) -> u64 {

@@ -58,10 +58,26 @@ fn unknown_command_fails() {
     assert!(text(&out.stderr).contains("unrecognized subcommand"));
 }
 
+/// Waits (at most 60 s) until the newest run has recorded 75 metric points, then sends
+/// `tap run` the interruption notice (SIGUSR1) and waits for it to exit.
+fn interrupt_after_progress(child: std::process::Child, runs: impl Fn() -> serde_json::Value) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = runs();
+        if list[0]["metric_points"].as_u64().unwrap_or(0) >= 3 * 25 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run made no progress: {list}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().expect("kill").success());
+    child.wait_with_output().expect("wait")
+}
+
 mod local {
     use std::path::Path;
     use std::process::{Command, Output, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
 
@@ -138,17 +154,7 @@ mod local {
             .spawn()
             .expect("tap run");
         // Let it train (and checkpoint) for a while, then deliver the notice.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let runs = json(h, &["runs", "list"]);
-            if runs[0]["metric_points"].as_u64().unwrap_or(0) >= 3 * 25 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the run made no progress: {runs}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(Command::new("kill").args(["-USR1", &first.id().to_string()]).status().expect("kill").success());
-        let out = first.wait_with_output().expect("wait");
+        let out = super::interrupt_after_progress(first, || json(h, &["runs", "list"]));
         assert_eq!(out.status.code(), Some(75), "interrupted runs exit 75:\n{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("interruption notice"));
 
@@ -266,7 +272,6 @@ mod local {
 #[cfg(feature = "aws-integration")]
 mod stack {
     use std::process::{Command, Output, Stdio};
-    use std::time::{Duration, Instant};
 
     use tap_test_support::{Moto, free_port};
 
@@ -354,17 +359,7 @@ mod stack {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let runs = env.json(&["runs", "list"]);
-            if runs[0]["metric_points"].as_u64().unwrap_or(0) >= 3 * 25 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no progress: {runs}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert!(Command::new("kill").args(["-USR1", &first.id().to_string()]).status().expect("kill").success());
-        let out = first.wait_with_output().expect("wait");
+        let out = super::interrupt_after_progress(first, || env.json(&["runs", "list"]));
         assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
         let runs = env.json(&["runs", "list"]);
         let first_id = runs[0]["run_id"].as_str().expect("id").to_owned();
