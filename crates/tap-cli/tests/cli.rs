@@ -401,6 +401,23 @@ mod stack {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn many_small_files_go_up_and_come_back() {
+        let env = stack().await;
+        let dir = env.dir.path().join("shards");
+        for i in 0..400 {
+            std::fs::create_dir_all(dir.join(format!("s{}", i % 10))).expect("mkdir");
+            std::fs::write(dir.join(format!("s{}/{i}.txt", i % 10)), format!("sample {i}")).expect("write");
+        }
+        let push = env.tap(&["artifacts", "push", dir.to_str().expect("utf-8")]);
+        assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+        let dest = env.dir.path().join("back");
+        let pull = env.tap(&["artifacts", "pull", "shards", dest.to_str().expect("utf-8")]);
+        assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
+        assert_eq!(std::fs::read_to_string(dest.join("s7/397.txt")).expect("read"), "sample 397");
+        assert_eq!(std::fs::read_dir(dest.join("s3")).expect("dir").count(), 40);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn unreachable_stack_is_one_clear_error() {
         let env = stack().await;
         drop(env.moto);

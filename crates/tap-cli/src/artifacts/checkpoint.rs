@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use tap_core::manifest::{MANIFEST_VERSION, Manifest, ManifestFile};
 
@@ -27,6 +28,9 @@ pub enum CheckpointError {
 }
 
 pub type Result<T> = std::result::Result<T, CheckpointError>;
+
+/// Files transferred at once by checkpoints and artifact sets.
+pub const FILES_IN_FLIGHT: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pointer {
@@ -180,13 +184,14 @@ async fn upload<S: ObjectStore>(
     dir: &Path,
     files: Vec<ManifestFile>,
 ) -> Result<Manifest> {
-    for f in &files {
-        let key = object_key_in(space, experiment, &f.sha256);
-        if !store.exists(&key).await? {
-            // put_file re-hashes while sending: a file that changed since is refused.
-            store.put_file(&key, &dir.join(&f.path), &f.sha256).await?;
-        }
-    }
+    // Many small files go FILES_IN_FLIGHT at a time (big ones are parallel inside put_file).
+    let mut unique: Vec<&ManifestFile> = files.iter().collect();
+    unique.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    unique.dedup_by(|a, b| a.sha256 == b.sha256);
+    // Collected first: a lazy `map` held across the await trips rustc's Send inference
+    // (rust-lang/rust#64552) when this runs inside `tokio::spawn`.
+    let sends: Vec<_> = unique.into_iter().map(|f| put_one(store, space, experiment, dir, f)).collect();
+    stream::iter(sends).buffer_unordered(FILES_IN_FLIGHT).try_collect::<()>().await?;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         checkpoint_id: id.to_owned(),
@@ -224,11 +229,21 @@ pub async fn restore<S: ObjectStore>(store: &S, manifest: &Manifest, dest: &Path
 }
 
 pub async fn restore_in<S: ObjectStore>(store: &S, space: Space, manifest: &Manifest, dest: &Path) -> Result<()> {
-    for f in &manifest.files {
-        let target = dest.join(&f.path);
-        store.get_file(&object_key_in(space, &manifest.experiment_id, &f.sha256), &target, &f.sha256).await?;
+    let gets: Vec<_> = manifest.files.iter().map(|f| get_one(store, space, &manifest.experiment_id, dest, f)).collect();
+    stream::iter(gets).buffer_unordered(FILES_IN_FLIGHT).try_collect::<()>().await
+}
+
+async fn put_one<S: ObjectStore>(store: &S, space: Space, name: &str, dir: &Path, f: &ManifestFile) -> Result<()> {
+    let key = object_key_in(space, name, &f.sha256);
+    if !store.exists(&key).await? {
+        // put_file re-hashes while sending: a file that changed since is refused.
+        store.put_file(&key, &dir.join(&f.path), &f.sha256).await?;
     }
     Ok(())
+}
+
+async fn get_one<S: ObjectStore>(store: &S, space: Space, name: &str, dest: &Path, f: &ManifestFile) -> Result<()> {
+    Ok(store.get_file(&object_key_in(space, name, &f.sha256), &dest.join(&f.path), &f.sha256).await?)
 }
 
 #[cfg(test)]
@@ -262,6 +277,31 @@ mod tests {
         restore(&store, &m2, dest.path()).await.expect("restore");
         assert_eq!(std::fs::read(dest.path().join("opt/state.bin")).expect("read"), b"optimizer v2");
         assert_eq!(std::fs::read(dest.path().join("model.pt")).expect("read").len(), 3_000_000);
+    }
+
+    #[tokio::test]
+    async fn many_small_files_round_trip() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(root.path());
+        let src = tempfile::tempdir().expect("tempdir");
+        for i in 0..1500 {
+            write(
+                src.path(),
+                &format!("shard-{:02}/f{i:05}.json", i % 37),
+                format!("{{\"i\": {}}}", i % 1200).as_bytes(),
+            );
+        }
+        let m = save(&store, "many", "r", "r-1", None, src.path()).await.expect("save");
+        assert_eq!(m.files.len(), 1500);
+        assert_eq!(
+            store.list("checkpoints/many/objects/").await.expect("list").len(),
+            1200,
+            "equal contents stored once"
+        );
+        let dest = tempfile::tempdir().expect("tempdir");
+        restore(&store, &m, dest.path()).await.expect("restore");
+        assert_eq!(list_files(dest.path()).expect("list").len(), 1500);
+        assert_eq!(std::fs::read_to_string(dest.path().join("shard-26/f01247.json")).expect("read"), "{\"i\": 47}");
     }
 
     #[tokio::test]
