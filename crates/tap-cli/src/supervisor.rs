@@ -70,9 +70,46 @@ enum Event {
     Line(Stream, String),
     Metrics(MetricsLine),
     BadMetricsLine(String),
-    /// None: the directory was unchanged, nothing to upload.
-    Uploaded(Option<Manifest>),
-    UploadFailed(String),
+    /// An upload ended: the new checkpoint (None: the directory was unchanged), or why not.
+    Uploaded(Result<Option<Manifest>, String>),
+}
+
+/// Checkpoint uploads run one at a time. A checkpoint announced while one uploads waits;
+/// only the newest waits, since the directory holds only the newest checkpoint anyway.
+#[derive(Debug)]
+struct UploadQueue {
+    run_id: String,
+    count: u32,
+    busy: bool,
+    pending: Option<u64>,
+}
+
+impl UploadQueue {
+    fn new(run_id: &str) -> UploadQueue {
+        UploadQueue { run_id: run_id.to_owned(), count: 0, busy: false, pending: None }
+    }
+
+    /// The id of the next checkpoint of this run.
+    fn next_id(&mut self) -> String {
+        self.count += 1;
+        format!("{}-{:04}", self.run_id, self.count)
+    }
+
+    /// A checkpoint at `step` was announced: the upload to start now, if any.
+    fn announce(&mut self, step: u64) -> Option<(String, u64)> {
+        if self.busy {
+            self.pending = Some(step);
+            return None;
+        }
+        self.busy = true;
+        Some((self.next_id(), step))
+    }
+
+    /// The running upload ended: the waiting one to start, if any.
+    fn finished(&mut self) -> Option<(String, u64)> {
+        self.busy = false;
+        self.pending.take().and_then(|step| self.announce(step))
+    }
 }
 
 /// Tails the metrics file: new complete lines as they are written.
@@ -240,9 +277,7 @@ where
     let mut points: Vec<MetricPoint> = Vec::new();
     let mut seq = 0u64;
     let mut step = 0u64;
-    let mut checkpoints = 0u32;
-    let mut uploading = false;
-    let mut upload_pending: Option<Option<u64>> = None;
+    let mut uploads = UploadQueue::new(&run_id);
     let mut interrupted_at: Option<Instant> = None;
     // After a notice: 1 = waiting for the final checkpoint, 2 = SIGTERM sent, then SIGKILL.
     let mut stage = 0u8;
@@ -250,18 +285,15 @@ where
     let deadline = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
     tokio::pin!(deadline);
 
-    let start_upload = |id: String, step: Option<u64>, previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
+    let start_upload = |(id, step): (String, u64), previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
         let objects = objects.clone();
         let exp = opts.experiment.clone();
         let run_id = run_id.clone();
         let dir = ckpt_dir.clone();
         tokio::spawn(async move {
-            let ev =
-                match checkpoint::save_if_changed(&objects, &exp, &run_id, &id, step, &dir, previous.as_ref()).await {
-                    Ok(m) => Event::Uploaded(m),
-                    Err(e) => Event::UploadFailed(e.to_string()),
-                };
-            let _ = tx.send(ev).await;
+            let result =
+                checkpoint::save_if_changed(&objects, &exp, &run_id, &id, Some(step), &dir, previous.as_ref()).await;
+            let _ = tx.send(Event::Uploaded(result.map_err(|e| e.to_string()))).await;
         });
     };
 
@@ -291,39 +323,25 @@ where
                         record.final_metrics.insert(name.clone(), value);
                         points.push(MetricPoint { step, name, value, ts_ms: now_ms() });
                     }
-                    if is_ckpt {
-                        if uploading {
-                            upload_pending = Some(Some(step));
-                        } else {
-                            uploading = true;
-                            checkpoints += 1;
-                            start_upload(format!("{run_id}-{checkpoints:04}"), Some(step), last_manifest.clone(), tx.clone());
-                        }
+                    if is_ckpt && let Some(next) = uploads.announce(step) {
+                        start_upload(next, last_manifest.clone(), tx.clone());
                     }
                 }
                 Event::BadMetricsLine(e) => eprintln!("tap: ignoring a line of TAP_METRICS_FILE: {e}"),
-                Event::Uploaded(m) => {
-                    if let Some(m) = m {
-                        eprintln!("tap: checkpoint {} uploaded ({} files, {} bytes)", m.checkpoint_id, m.files.len(), m.total_bytes());
-                        record.checkpoint = Some(m.checkpoint_id.clone());
-                        let id = m.checkpoint_id.clone();
-                        store.update_run(&opts.experiment, &run_id, |r| r.checkpoint = Some(id.clone())).await?;
-                        last_manifest = Some(m);
+                Event::Uploaded(result) => {
+                    match result {
+                        Ok(Some(m)) => {
+                            eprintln!("tap: checkpoint {} uploaded ({} files, {} bytes)", m.checkpoint_id, m.files.len(), m.total_bytes());
+                            record.checkpoint = Some(m.checkpoint_id.clone());
+                            let id = m.checkpoint_id.clone();
+                            store.update_run(&opts.experiment, &run_id, |r| r.checkpoint = Some(id.clone())).await?;
+                            last_manifest = Some(m);
+                        }
+                        Ok(None) => {}
+                        Err(e) => eprintln!("tap: checkpoint not uploaded: {e}"),
                     }
-                    uploading = false;
-                    if let Some(s) = upload_pending.take() {
-                        uploading = true;
-                        checkpoints += 1;
-                        start_upload(format!("{run_id}-{checkpoints:04}"), s, last_manifest.clone(), tx.clone());
-                    }
-                }
-                Event::UploadFailed(e) => {
-                    eprintln!("tap: checkpoint not uploaded: {e}");
-                    uploading = false;
-                    if let Some(s) = upload_pending.take() {
-                        uploading = true;
-                        checkpoints += 1;
-                        start_upload(format!("{run_id}-{checkpoints:04}"), s, last_manifest.clone(), tx.clone());
+                    if let Some(next) = uploads.finished() {
+                        start_upload(next, last_manifest.clone(), tx.clone());
                     }
                 }
             },
@@ -358,7 +376,7 @@ where
             && err_task.is_finished()
             && tail_task.is_finished()
             && rx.is_empty()
-            && !uploading
+            && !uploads.busy
         {
             break;
         }
@@ -366,8 +384,7 @@ where
     flush(store, logs_store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
 
     // A last sync of the checkpoint directory (the child may have saved without announcing).
-    checkpoints += 1;
-    let id = format!("{run_id}-{checkpoints:04}");
+    let id = uploads.next_id();
     match checkpoint::save_if_changed(
         objects,
         &opts.experiment,
@@ -496,6 +513,18 @@ mod tests {
         if !std::path::Path::new("/sys/hypervisor/uuid").exists() {
             assert_eq!(instance_id().await, None);
         }
+    }
+
+    #[test]
+    fn uploads_go_one_at_a_time_and_only_the_newest_waits() {
+        let mut q = UploadQueue::new("r");
+        assert_eq!(q.announce(10), Some(("r-0001".into(), 10)));
+        assert_eq!(q.announce(20), None, "busy: waits");
+        assert_eq!(q.announce(30), None, "replaces the waiting one");
+        assert_eq!(q.finished(), Some(("r-0002".into(), 30)));
+        assert_eq!(q.finished(), None);
+        assert!(!q.busy);
+        assert_eq!(q.next_id(), "r-0003", "the final sync gets the next id");
     }
 
     #[test]

@@ -58,6 +58,17 @@ fn unknown_command_fails() {
     assert!(text(&out.stderr).contains("unrecognized subcommand"));
 }
 
+/// The steps of the `loss` points in `tap runs show --output json`, in order.
+fn loss_steps(show: &serde_json::Value) -> Vec<u64> {
+    show["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter(|p| p["name"] == "loss")
+        .map(|p| p["step"].as_u64().expect("step"))
+        .collect()
+}
+
 /// Waits (at most 60 s) until the newest run has recorded 75 metric points, then sends
 /// `tap run` the interruption notice (SIGUSR1) and waits for it to exit.
 fn interrupt_after_progress(child: std::process::Child, runs: impl Fn() -> serde_json::Value) -> Output {
@@ -108,16 +119,8 @@ mod local {
         }
     }
 
-    /// Steps recorded for `metric` in a run, in order.
     fn steps(home: &Path, run_id: &str) -> Vec<u64> {
-        let v = json(home, &["runs", "show", run_id]);
-        v["metrics"]
-            .as_array()
-            .expect("metrics")
-            .iter()
-            .filter(|p| p["name"] == "loss")
-            .map(|p| p["step"].as_u64().expect("step"))
-            .collect()
+        super::loss_steps(&json(home, &["runs", "show", run_id]))
     }
 
     #[test]
@@ -334,13 +337,7 @@ mod stack {
     }
 
     fn loss_steps(env: &Env, run_id: &str) -> Vec<u64> {
-        env.json(&["runs", "show", run_id])["metrics"]
-            .as_array()
-            .expect("metrics")
-            .iter()
-            .filter(|p| p["name"] == "loss")
-            .map(|p| p["step"].as_u64().expect("step"))
-            .collect()
+        super::loss_steps(&env.json(&["runs", "show", run_id]))
     }
 
     #[tokio::test(flavor = "multi_thread")]
