@@ -43,6 +43,8 @@ echo; echo "== tap runs show $second"
 "$tap" runs show "$second"
 echo; echo "== tap runs compare"
 "$tap" runs compare "$first" "$second"
+echo; echo "== tap runs plot: both halves of the run in one picture"
+"$tap" runs plot "$first" "$second" --metric loss --log-y --out "$TAP_HOME/loss.png"
 echo; echo "== tap checkpoints latest -e demo"
 "$tap" checkpoints latest -e demo
 echo; echo "State is in $TAP_HOME; try: TAP_HOME=$TAP_HOME $tap runs list --output json"

@@ -67,3 +67,13 @@ pub struct InstallArgs {
     #[arg(long)]
     pub no_start: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only when asked: a clash fails here, not in a user's hands.
+    #[test]
+    fn command_definitions_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -63,9 +63,8 @@ pub struct InstallOptions {
 pub fn install(o: &InstallOptions) -> anyhow::Result<PathBuf> {
     AgentConfig::load(&o.config)?;
     let path = o.unit_dir.join(UNIT_NAME);
-    let tmp = o.unit_dir.join(format!(".{UNIT_NAME}.tmp"));
-    std::fs::write(&tmp, unit_text(&o.binary, &o.config)).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("installing {}", path.display()))?;
+    tap_core::fsutil::write_atomic(&path, unit_text(&o.binary, &o.config).as_bytes())
+        .with_context(|| format!("installing {}", path.display()))?;
     if o.start {
         for args in [&["daemon-reload"][..], &["enable", "--now", UNIT_NAME]] {
             let status = Command::new("systemctl").args(args).status().context("running systemctl")?;

@@ -7,7 +7,6 @@
 //! as `SpoolDroppedDatapoints`).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::metrics::{Datum, MAX_DATUM_AGE_MS};
@@ -110,11 +109,7 @@ impl Spool {
         }
         let seq = self.next_seq;
         let path = self.dir.join(format!("{seq:020}-{}.json", batch.len()));
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&body).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        tap_core::fsutil::write_atomic(&path, &body).map_err(io(&path))?;
         self.next_seq += 1;
         self.entries.push(Entry { seq, datums: batch.len() as u64, bytes, path });
         Ok(())

@@ -151,6 +151,26 @@ pub enum RunsCommand {
         #[arg(required = true, num_args = 2..)]
         run_ids: Vec<String>,
     },
+    /// Metric curves of one or more runs as a PNG: a panel per metric, a line per run, step on
+    /// the x axis (and a sparkline per metric in the terminal).
+    ///
+    /// Example: tap runs plot 20261127-0301-a1b2 20261127-0412-c3d4 --metric loss --out loss.png
+    Plot {
+        #[arg(required = true, num_args = 1..)]
+        run_ids: Vec<String>,
+        /// Only this metric (repeat for several; default: every metric the runs recorded).
+        #[arg(long, short, value_parser = parse_name)]
+        metric: Vec<String>,
+        /// Where to write the PNG (default: ./<first run id>.png).
+        #[arg(long, value_name = "FILE.png")]
+        out: Option<PathBuf>,
+        /// Picture size in pixels, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1200x800", value_parser = parse_picture_size)]
+        size: (u32, u32),
+        /// Logarithmic y axis (values ≤ 0 are left out).
+        #[arg(long)]
+        log_y: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +245,17 @@ fn parse_name(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_picture_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a size like 1200x800");
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    let ok = crate::plot::MIN_SIZE..=crate::plot::MAX_SIZE;
+    if !ok.contains(&w) || !ok.contains(&h) {
+        return Err(format!("{s:?}: each side must be {}..{} pixels", crate::plot::MIN_SIZE, crate::plot::MAX_SIZE));
+    }
+    Ok((w, h))
+}
+
 fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
     let name = if s.starts_with("SIG") { s.to_owned() } else { format!("SIG{s}") };
     name.parse().map_err(|_| format!("{s:?} is not a signal name (e.g. SIGUSR1, SIGTERM)"))
@@ -280,5 +311,16 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert!(parse_size("1MiB").expect_err("too small").contains("between 5MiB and 5GiB"));
         assert!(parse_size("lots").is_err());
+        assert_eq!(parse_picture_size("800x600"), Ok((800, 600)));
+        assert!(parse_picture_size("800").is_err());
+        assert!(parse_picture_size("9000x600").expect_err("too wide").contains("200..8000"));
+    }
+
+    /// clap checks its own definitions (unique short flags, …) only when asked: ask, so a clash
+    /// fails this test instead of panicking in a user's hands.
+    #[test]
+    fn command_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

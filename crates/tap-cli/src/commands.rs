@@ -2,7 +2,7 @@
 //! directory) by default, the stack's DynamoDB / SSM / CloudWatch Logs / S3 once imported.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -19,13 +19,13 @@ use crate::cli::{
     ArtifactsCommand, CheckpointsCommand, Cli, Command, ConfigCommand, Output, ParamsCommand, RunsCommand, StackCommand,
 };
 use crate::config::{self, TapConfig};
-use crate::render;
 use crate::store::cwlogs::CloudWatchLogs;
 use crate::store::dynamo::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::ssm::SsmParams;
 use crate::store::{LogStore, ParamStore, RunStore};
 use crate::supervisor::{self, RunOptions};
+use crate::{plot, render};
 
 fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, v)?;
@@ -212,6 +212,41 @@ where
             match output {
                 Output::Json => json(out, &list)?,
                 Output::Text => out.write_all(render::compare(&list).as_bytes())?,
+            }
+        }
+        Command::Runs(RunsCommand::Plot { run_ids, metric, out: file, size, log_y }) => {
+            let mut data = Vec::new();
+            for id in run_ids {
+                let run = find_run(runs, id).await?;
+                let points = runs.metrics(&run.experiment_id, &run.run_id).await?;
+                data.push(plot::RunMetrics { run_id: run.run_id, points });
+            }
+            let panels = plot::panels(&data, metric)?;
+            let title = format!("tap runs: {}", run_ids.join(", "));
+            let drawn = if *log_y { plot::log_y(&panels) } else { Vec::new() };
+            let png = plot::render_png(&title, if *log_y { &drawn } else { &panels }, *size, *log_y)?;
+            let file = file.clone().unwrap_or_else(|| PathBuf::from(format!("{}.png", data[0].run_id)));
+            tap_core::fsutil::write_atomic(&file, &png).with_context(|| format!("writing {}", file.display()))?;
+            let names: Vec<&str> = panels.iter().map(|p| p.metric.as_str()).collect();
+            match output {
+                Output::Json => json(out, &serde_json::json!({ "file": file, "metrics": names, "runs": run_ids }))?,
+                Output::Text => {
+                    for p in &panels {
+                        for l in &p.lines {
+                            let values: Vec<f64> = l.points.iter().map(|&(_, v)| v).collect();
+                            writeln!(out, "{:<24} {:<26} {}", p.metric, l.label, render::sparkline(&values, 40))?;
+                        }
+                    }
+                    writeln!(
+                        out,
+                        "wrote {} ({}x{}, {} metrics, {} runs)",
+                        file.display(),
+                        size.0,
+                        size.1,
+                        names.len(),
+                        data.len()
+                    )?;
+                }
             }
         }
         Command::Params(p) => params(params_store, p, output, out).await?,

@@ -227,6 +227,26 @@ mod local {
     }
 
     #[test]
+    fn runs_plot_writes_a_png() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let script =
+            r#"for s in 1 2 3 4; do echo "{\"step\": $s, \"loss\": 0.$((5 - s))}" >> "$TAP_METRICS_FILE"; done"#;
+        assert!(tap_in(h, &["run", "--", "sh", "-c", script]).status.success());
+        let id = json(h, &["runs", "list"])[0]["run_id"].as_str().expect("id").to_owned();
+        let png = h.join("curves.png");
+        let p = png.to_str().expect("utf-8");
+        let out = json(h, &["runs", "plot", &id, "--out", p, "--size", "400x300", "--log-y"]);
+        assert_eq!(out["metrics"], serde_json::json!(["loss"]));
+        let bytes = std::fs::read(&png).expect("the PNG is written");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let missing = tap_in(h, &["runs", "plot", &id, "--metric", "acc", "--out", p]);
+        assert_eq!(missing.status.code(), Some(1));
+        assert_eq!(text(&missing.stderr).trim(), "tap: error: no metric acc in these runs; they have: loss");
+        assert_eq!(std::fs::read(&png).expect("png"), bytes, "a failed plot leaves the old file alone");
+    }
+
+    #[test]
     fn command_that_cannot_start_is_one_clear_error() {
         let home = tempfile::tempdir().expect("tempdir");
         let out = tap_in(home.path(), &["run", "--", "/nonexistent/train"]);

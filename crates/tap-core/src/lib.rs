@@ -2,6 +2,7 @@
 
 pub mod agent_config;
 pub mod contract;
+pub mod fsutil;
 pub mod manifest;
 pub mod runs;
 pub mod stack_config;

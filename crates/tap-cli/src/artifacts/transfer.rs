@@ -116,9 +116,7 @@ fn state_path(state_dir: &Path, bucket: &str, key: &str, src: &Path, meta: &std:
 }
 
 fn save_state(path: &Path, state: &UploadState) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(state).unwrap_or_default()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    tap_core::fsutil::write_atomic(path, &serde_json::to_vec(state).unwrap_or_default()).map_err(io(path))
 }
 
 /// Uploads `src` in parts. Parts are read (and SHA-256-hashed) in order and sent
