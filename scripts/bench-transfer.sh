@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Transfer benchmark (README "Transfers" figures): tap vs awscli, boto3 and s3transfer's CRT
 # manager against s3s-fs on loopback. Installs s3s-fs 0.14.1 (crates.io) and the Python
-# clients (PyPI) into .tools/. TAP_BENCH_SIZES_MIB (default 256,1024), TAP_BENCH_RUNS (3),
+# clients (PyPI) into .tools/. TAP_BENCH_SIZES_MIB (default 256,1024), TAP_BENCH_FILES (2000x32:
+# many small files as one artifact), TAP_BENCH_RUNS (3),
 # TAP_BENCH_TOOLS, TAP_BENCH_PART_MIB (16), TAP_BENCH_CONCURRENCY (8) tune it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -5,7 +5,14 @@
 //!
 //! Each transfer runs as a child process under `/usr/bin/time`, so wall time, client CPU
 //! seconds and peak RSS are measured the same way for every tool. tap runs as this binary
-//! re-executed with `child up|down ...`.
+//! re-executed with `child up|down|push|pull ...`. Every download is compared byte for byte
+//! with its source (outside the timing), and the server's copy is deleted after each run so
+//! big rows fit on disk.
+//!
+//! Rows: single files of TAP_BENCH_SIZES_MIB, and a set of many small files
+//! (TAP_BENCH_FILES=COUNTxKIB, default 2000x32; "none" skips it), pushed and pulled as a tap
+//! artifact (SHA-256 of every file, manifest, LATEST pointer) vs `aws s3 cp --recursive` and the
+//! boto3 / CRT transfer managers with every file submitted at once.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use tap_cli::artifacts::checkpoint::{self, Space};
+use tap_cli::artifacts::s3::S3Store;
 use tap_cli::artifacts::transfer::{self, TransferOptions};
 
 const BUCKET: &str = "tap-bench";
@@ -33,7 +42,8 @@ fn client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// `child up|down FILE KEY ENDPOINT PART_SIZE CONCURRENCY STATE_DIR`: one tap transfer.
+/// `child up|down|push|pull PATH KEY ENDPOINT PART_SIZE CONCURRENCY STATE_DIR`: one tap
+/// transfer (push/pull: PATH is a directory, KEY the artifact name).
 fn child(args: &[String]) {
     let [dir, file, key, endpoint, part, conc, state] = args else { panic!("child args: {args:?}") };
     let opts =
@@ -41,14 +51,22 @@ fn child(args: &[String]) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let c = client(endpoint);
     let progress = Arc::new(AtomicU64::new(0));
+    let (path, state) = (Path::new(file), Path::new(state));
+    let store = || S3Store::new(c.clone(), BUCKET, "").with_transfer(opts.part_size, opts, state);
     rt.block_on(async {
         match dir.as_str() {
             "up" => {
-                transfer::upload(&c, BUCKET, key, Path::new(file), None, opts, Path::new(state), progress, None)
-                    .await
-                    .expect("upload");
+                transfer::upload(&c, BUCKET, key, path, None, opts, state, progress, None).await.expect("upload");
             }
-            _ => transfer::download(&c, BUCKET, key, Path::new(file), None, opts, progress).await.expect("download"),
+            "down" => transfer::download(&c, BUCKET, key, path, None, opts, progress).await.expect("download"),
+            "push" => {
+                checkpoint::save_in(&store(), Space::Artifacts, key, "bench", "v1", None, path).await.expect("push");
+            }
+            _ => {
+                let s = store();
+                let m = checkpoint::latest_in(&s, Space::Artifacts, key).await.expect("latest").expect("pushed");
+                checkpoint::restore_in(&s, Space::Artifacts, &m, path).await.expect("pull");
+            }
         }
     });
 }
@@ -97,8 +115,96 @@ struct Setup {
     opts: TransferOptions,
 }
 
-fn command(setup: &Setup, tool: &str, up: bool, file: &Path, key: &str) -> Command {
-    let dir = if up { "up" } else { "down" };
+/// What one benchmark row moves.
+#[derive(Clone, Copy)]
+enum Case {
+    File { bytes: u64 },
+    Files { count: u64, kib: u64 },
+}
+
+impl Case {
+    fn bytes(self) -> u64 {
+        match self {
+            Case::File { bytes } => bytes,
+            Case::Files { count, kib } => count * kib * 1024,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Case::File { bytes } => format!("{} MiB", bytes >> 20),
+            Case::Files { count, kib } => format!("{count}x{kib}K"),
+        }
+    }
+
+    /// Writes the source (seeded by `seed`: each run moves new content, so tap's
+    /// content-addressed store never skips a file it already has).
+    fn create(self, path: &Path, seed: u64) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let write = |p: &Path, n: u64, rng: &mut fastrand::Rng| {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(p).expect("file"));
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(buf.len() as u64) as usize;
+                rng.fill(&mut buf[..k]);
+                std::io::Write::write_all(&mut f, &buf[..k]).expect("write");
+                left -= k as u64;
+            }
+        };
+        match self {
+            Case::File { bytes } => write(path, bytes, &mut rng),
+            Case::Files { count, kib } => {
+                for i in 0..count {
+                    let d = path.join(format!("shard-{:02}", i % 16));
+                    std::fs::create_dir_all(&d).expect("dir");
+                    write(&d.join(format!("sample-{i:05}.bin")), kib * 1024, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+/// Byte-for-byte equality of two files or two directory trees.
+fn same_content(a: &Path, b: &Path) -> bool {
+    if a.is_dir() {
+        let list = |d: &Path| checkpoint::list_files(d).expect("list").into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+        let files = list(a);
+        return b.is_dir() && files == list(b) && files.iter().all(|r| same_content(&a.join(r), &b.join(r)));
+    }
+    let open = |p: &Path| std::fs::File::open(p).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let (Ok(mut x), Ok(mut y)) = (open(a), open(b)) else { return false };
+    let (mut bx, mut by) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut x, &mut bx);
+        if n != read_full(&mut y, &mut by) || bx[..n] != by[..n] {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+    }
+}
+
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+fn command(setup: &Setup, tool: &str, up: bool, case: Case, file: &Path, key: &str) -> Command {
+    let many = matches!(case, Case::Files { .. });
+    let dir = match (up, many) {
+        (true, false) => "up",
+        (false, false) => "down",
+        (true, true) => "push",
+        (false, true) => "pull",
+    };
     let mut c = match tool {
         "tap" => {
             let mut c = Command::new(std::env::current_exe().expect("exe"));
@@ -117,10 +223,18 @@ fn command(setup: &Setup, tool: &str, up: bool, file: &Path, key: &str) -> Comma
                 (s3.as_str(), file.to_str().expect("utf-8"))
             };
             c.args(["s3", "cp", "--only-show-errors", "--endpoint-url", &setup.endpoint, from, to]);
+            if many {
+                c.arg("--recursive");
+            }
             c
         }
         _ => {
             let mut c = Command::new(setup.pybench.join("bin/python"));
+            let dir = match (up, many) {
+                (true, true) => "up-dir",
+                (false, true) => "down-dir",
+                _ => dir,
+            };
             c.arg(&setup.script).args([tool, dir, file.to_str().expect("utf-8"), BUCKET, key, &setup.endpoint]);
             c
         }
@@ -141,11 +255,17 @@ fn main() {
         println!("skipped: run scripts/bench-transfer.sh (it installs s3s-fs, awscli, boto3 and awscrt)");
         return;
     };
-    let sizes: Vec<u64> = env("TAP_BENCH_SIZES_MIB")
+    let mut cases: Vec<Case> = env("TAP_BENCH_SIZES_MIB")
         .unwrap_or_else(|| "256,1024".into())
         .split(',')
-        .map(|s| s.parse::<u64>().expect("size") << 20)
+        .filter(|s| *s != "none")
+        .map(|s| Case::File { bytes: s.parse::<u64>().expect("TAP_BENCH_SIZES_MIB: sizes in MiB") << 20 })
         .collect();
+    let files = env("TAP_BENCH_FILES").unwrap_or_else(|| "2000x32".into());
+    if files != "none" {
+        let (count, kib) = files.split_once('x').expect("TAP_BENCH_FILES: COUNTxKIB");
+        cases.push(Case::Files { count: count.parse().expect("count"), kib: kib.parse().expect("KiB") });
+    }
     let runs: usize = env("TAP_BENCH_RUNS").and_then(|s| s.parse().ok()).unwrap_or(3);
     let tools: Vec<String> =
         env("TAP_BENCH_TOOLS").unwrap_or_else(|| "tap,awscli,boto3,crt".into()).split(',').map(str::to_owned).collect();
@@ -192,46 +312,55 @@ fn main() {
         opts.concurrency
     );
     println!(
-        "{:<8} {:>6}  {:>10} {:>9} {:>8}  {:>10} {:>9} {:>8}",
-        "tool", "MiB", "up MB/s", "up CPU s", "up RSS", "down MB/s", "down CPU", "down RSS"
+        "{:<8} {:>9}  {:>10} {:>9} {:>8}  {:>10} {:>9} {:>8}",
+        "tool", "size", "up MB/s", "up CPU s", "up RSS", "down MB/s", "down CPU", "down RSS"
     );
-    for size in sizes {
-        let src = work.path().join(format!("src-{size}"));
-        {
-            let mut rng = fastrand::Rng::with_seed(size);
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&src).expect("file"));
-            let mut buf = vec![0u8; 1 << 20];
-            for _ in 0..size >> 20 {
-                rng.fill(&mut buf);
-                std::io::Write::write_all(&mut f, &buf).expect("write");
-            }
-        }
+    for case in cases {
+        let size = case.bytes();
         let mut best_other_up: f64 = 0.0;
         let mut best_other_down: f64 = 0.0;
         let mut results = Vec::new();
-        for tool in &tools {
-            let (mut up, mut down) = (Vec::new(), Vec::new());
-            for r in 0..runs {
-                let key = format!("{tool}/{size}/{r}");
-                up.push(measure(command(&setup, tool, true, &src, &key)));
+        let (mut up, mut down): (Vec<Vec<Sample>>, Vec<Vec<Sample>>) =
+            (vec![vec![]; tools.len()], vec![vec![]; tools.len()]);
+        // Runs outside, tools inside: every tool meets the same server state and disk cache.
+        for r in 0..runs {
+            let src = work.path().join(format!("src-{r}"));
+            case.create(&src, size ^ r as u64);
+            for (t, tool) in tools.iter().enumerate() {
+                let key = match case {
+                    Case::File { .. } => format!("{tool}/{size}/{r}"),
+                    Case::Files { .. } if tool == "tap" => format!("set-{r}"),
+                    Case::Files { .. } => format!("{tool}/set-{r}/"),
+                };
+                up[t].push(measure(command(&setup, tool, true, case, &src, &key)));
                 let dest = work.path().join(format!("dest-{tool}-{r}"));
-                down.push(measure(command(&setup, tool, false, &dest, &key)));
-                let same = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0) == size;
-                assert!(same, "{tool} downloaded a wrong size");
-                let _ = std::fs::remove_file(&dest);
+                down[t].push(measure(command(&setup, tool, false, case, &dest, &key)));
+                assert!(
+                    same_content(&src, &dest),
+                    "{tool} downloaded something else than it uploaded ({})",
+                    case.label()
+                );
+                let _ = std::fs::remove_file(&dest).or_else(|_| std::fs::remove_dir_all(&dest));
+                // The server's copy goes too: a 4 GiB row x 4 tools x 3 runs would not fit.
+                let _ = std::fs::remove_dir_all(root.join(BUCKET));
+                std::fs::create_dir_all(root.join(BUCKET)).expect("bucket dir");
             }
+            let _ = std::fs::remove_file(&src).or_else(|_| std::fs::remove_dir_all(&src));
+        }
+        for (t, tool) in tools.iter().enumerate() {
             let mbps = |s: &[Sample]| size as f64 / 1e6 / median(s.iter().map(|x| x.wall).collect());
             let cpu = |s: &[Sample]| median(s.iter().map(|x| x.cpu).collect());
             let rss = |s: &[Sample]| s.iter().map(|x| x.rss_mib).fold(0.0, f64::max);
-            let row = (tool.clone(), mbps(&up), cpu(&up), rss(&up), mbps(&down), cpu(&down), rss(&down));
+            let row =
+                (tool.clone(), mbps(&up[t]), cpu(&up[t]), rss(&up[t]), mbps(&down[t]), cpu(&down[t]), rss(&down[t]));
             if tool != "tap" {
                 best_other_up = best_other_up.max(row.1);
                 best_other_down = best_other_down.max(row.4);
             }
             println!(
-                "{:<8} {:>6}  {:>10.0} {:>9.2} {:>7.0}M  {:>10.0} {:>9.2} {:>7.0}M",
+                "{:<8} {:>9}  {:>10.0} {:>9.2} {:>7.0}M  {:>10.0} {:>9.2} {:>7.0}M",
                 row.0,
-                size >> 20,
+                case.label(),
                 row.1,
                 row.2,
                 row.3,
@@ -239,6 +368,16 @@ fn main() {
                 row.5,
                 row.6
             );
+            if let Case::Files { count, .. } = case {
+                let secs = |s: &[Sample]| median(s.iter().map(|x| x.wall).collect());
+                println!(
+                    "{:<8} {:>9}  {:>7.0} files/s up, {:.0} files/s down",
+                    "",
+                    "",
+                    count as f64 / secs(&up[t]),
+                    count as f64 / secs(&down[t])
+                );
+            }
             results.push(row);
         }
         if let Some(t) = results.iter().find(|r| r.0 == "tap") {
@@ -251,7 +390,6 @@ fn main() {
                 (opts.part_size >> 20) * opts.concurrency as u64 + 50
             );
         }
-        let _ = std::fs::remove_file(&src);
     }
     let _ = server.kill();
     let _ = server.wait();

@@ -106,17 +106,8 @@ impl ObjectStore for S3Store {
 
     async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
         let key = self.key(key)?;
-        let size = match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
-            Ok(h) => h.content_length().unwrap_or(0).max(0) as u64,
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                return Err(ObjectError::NotFound(key));
-            }
-            Err(e) => return Err(sdk("HeadObject", &key, e)),
-        };
-        if size > self.single_put_max {
-            let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
-            return transfer::download(c, b, &key, dest, Some(sha256), self.transfer, p).await;
-        }
+        // One GET, no HEAD first (many small files cost one request each); a big object's
+        // body is left unread and it comes down in parallel ranges instead.
         let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
             Ok(o) => o,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
@@ -124,6 +115,11 @@ impl ObjectStore for S3Store {
             }
             Err(e) => return Err(sdk("GetObject", &key, e)),
         };
+        if out.content_length().unwrap_or(0).max(0) as u64 > self.single_put_max {
+            drop(out);
+            let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
+            return transfer::download(c, b, &key, dest, Some(sha256), self.transfer, p).await;
+        }
         let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let tmp = dir.join(format!(

@@ -90,6 +90,14 @@ fn parts_of(size: u64, part_size: u64) -> u64 {
     size.div_ceil(part_size).max(1)
 }
 
+/// S3 allows 10 000 parts of at most 5 GiB: the requested part size, raised (to a whole MiB)
+/// as far as a file needs to fit in 10 000 parts — a 200 GB checkpoint at the default 16 MiB
+/// goes up in 20 MiB parts instead of failing.
+pub fn part_size_for(size: u64, requested: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    requested.max(size.div_ceil(10_000).div_ceil(MIB) * MIB)
+}
+
 /// CRC32C of a part, read in 1 MiB slices (and fed to `sha` when one is kept).
 fn part_crc(file: &std::fs::File, offset: u64, len: u64, sha: Option<&mut Sha256>) -> std::io::Result<u32> {
     let mut buf = vec![0u8; (1 << 20).min(len as usize)];
@@ -140,12 +148,12 @@ pub async fn upload(
     std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
     let state_file = state_path(state_dir, bucket, key, src, &meta);
     let file = Arc::new(std::fs::File::open(src).map_err(io(src))?);
+    let opts = TransferOptions { part_size: part_size_for(size, opts.part_size), ..opts };
     let n_parts = parts_of(size, opts.part_size);
-    if n_parts > 10_000 {
+    if n_parts > 10_000 || opts.part_size > 5 << 30 {
         return Err(ObjectError::Io(format!(
-            "{}: {size} bytes need {n_parts} parts of {} bytes; S3 allows 10 000: raise --part-size",
-            src.display(),
-            opts.part_size
+            "{}: {size} bytes is more than S3's largest object (10 000 parts of 5 GiB)",
+            src.display()
         )));
     }
 
@@ -422,9 +430,15 @@ mod tests {
         assert_eq!(parts_of(0, 8), 1);
         assert_eq!(parts_of(8, 8), 1);
         assert_eq!(parts_of(9, 8), 2);
-        // 5 TB (S3's largest object) at 64 MiB parts needs more than 10 000 parts: refused
-        // with advice; at 1 GiB parts it fits.
+        // 5 TB (S3's largest object) at 64 MiB parts needs more than 10 000 parts, so
+        // part_size_for raises the part size; at 1 GiB parts it fits.
         assert!(parts_of(5_000_000_000_000, 64 << 20) > 10_000);
         assert!(parts_of(5_000_000_000_000, 1 << 30) <= 10_000);
+        assert_eq!(part_size_for(1 << 30, 16 << 20), 16 << 20, "small files keep the requested size");
+        assert_eq!(part_size_for(200_000_000_000, 16 << 20), 20 << 20);
+        for size in [0, 1, 167_772_160_000, 167_772_160_001, 5_000_000_000_000, 48 << 40] {
+            let p = part_size_for(size, 16 << 20);
+            assert!(parts_of(size, p) <= 10_000 && p % (1 << 20) == 0, "{size}: {p}");
+        }
     }
 }
