@@ -453,6 +453,8 @@ locals {
       heartbeat                = { name = "AgentHeartbeat", unit = "Count", sets = ["instance", "fleet"] }
       gpus_visible             = { name = "GPUsVisible", unit = "Count", sets = ["instance", "fleet"] }
       spool_dropped_datapoints = { name = "SpoolDroppedDatapoints", unit = "Count", sets = ["instance"] }
+      spot_interruption_notice = { name = "SpotInterruptionNotice", unit = "Count", sets = ["instance", "fleet"] }
+      rebalance_recommendation = { name = "RebalanceRecommendation", unit = "Count", sets = ["instance", "fleet"] }
     }
   }
   # Host metrics of the CloudWatch agent go to their own namespace (PutMetricData is conditioned on both).

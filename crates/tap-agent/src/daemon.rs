@@ -16,9 +16,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use std::path::PathBuf;
+
+use tap_core::contract::Metric;
+
 use crate::gpu::GpuReader;
+use crate::health::policy::Policy;
+use crate::health::{Finding, Health, Severity, XidEvent};
 use crate::metrics::{Aggregator, Datum, Labels};
 use crate::publish::{PublishStats, Publisher, Sink};
+use crate::spot::SpotEvent;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -43,11 +50,82 @@ pub fn window_length(publish_interval: Duration) -> Duration {
     publish_interval.min(Duration::from_secs(60))
 }
 
+/// What the daemon watches besides metrics: GPU health and the node's events.
+#[derive(Default)]
+pub struct Node {
+    /// GPU health judged on every sample and XID (None: health checks off).
+    pub health: Option<Health>,
+    /// Where the findings are written when they change.
+    pub state_file: Option<PathBuf>,
+    /// What to do on the first fatal finding.
+    pub policy: Option<Policy>,
+    /// XIDs from NVML events and the kernel log.
+    pub xids: Option<mpsc::Receiver<XidEvent>>,
+    /// Spot notices and rebalance recommendations (the watcher already told the runs).
+    pub spot: Option<mpsc::Receiver<SpotEvent>>,
+}
+
+impl Node {
+    /// Logs new findings, rewrites the state file when the standing set changed, and starts
+    /// the policy on the first fatal finding.
+    fn on_findings(&mut self, new: Vec<Finding>, written: &mut Option<Vec<String>>, acted: &mut bool) {
+        let Some(health) = &self.health else { return };
+        for f in &new {
+            let gpu = f.gpu.as_deref().unwrap_or("node");
+            match f.severity {
+                Severity::Fatal => {
+                    tracing::error!(gpu, source = f.source, finding = %f.message, "fatal GPU health finding")
+                }
+                Severity::Warning => tracing::warn!(gpu, source = f.source, finding = %f.message, "GPU health warning"),
+            }
+        }
+        let signature: Vec<String> =
+            health.findings().map(|f| format!("{:?}{:?}{:?}", f.check, f.gpu, f.severity)).collect();
+        if written.as_ref() != Some(&signature) {
+            if let Some(path) = &self.state_file {
+                let text = serde_json::to_vec_pretty(&health.state(now_ms())).unwrap_or_default();
+                let done = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| tap_core::fsutil::write_atomic(path, &text));
+                if let Err(e) = done {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the health state file");
+                }
+            }
+            *written = Some(signature);
+        }
+        if !*acted && health.verdict() == Some(Severity::Fatal) {
+            *acted = true;
+            let reason: Vec<String> = health
+                .findings()
+                .filter(|f| f.severity == Severity::Fatal)
+                .map(|f| format!("{}: {}", f.gpu.as_deref().unwrap_or("node"), f.message))
+                .collect();
+            if let Some(policy) = self.policy.clone() {
+                let reason = reason.join("; ");
+                tokio::spawn(async move {
+                    if let Err(e) = policy.take_out_of_service(&reason, now_ms(), Duration::from_secs(1)).await {
+                        tracing::error!(error = %e, "the fatal-finding policy failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn next<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs until `shutdown` resolves; returns the publisher's counters.
 pub async fn run<S>(
     mut reader: Box<dyn GpuReader>,
     publisher: Publisher<S>,
     opts: DaemonOptions,
+    mut node: Node,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<PublishStats>
 where
@@ -68,12 +146,26 @@ where
     let mut windows = 0;
     tokio::pin!(shutdown);
     let mut reading = true;
+    let (mut written, mut acted) = (None, false);
+    node.on_findings(Vec::new(), &mut written, &mut acted);
     tracing::info!(reader = %reader.kind(), instance = %opts.labels.instance_id, environment = %opts.labels.environment,
         sample_s = opts.sample_interval.as_secs_f64(), publish_s = opts.publish_interval.as_secs_f64(), "tap-agent started");
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            xid = next(&mut node.xids) => match xid {
+                None => node.xids = None,
+                Some(x) => {
+                    let new = node.health.as_mut().and_then(|h| h.observe_xid(now_ms(), &x));
+                    node.on_findings(new.into_iter().collect(), &mut written, &mut acted);
+                }
+            },
+            ev = next(&mut node.spot) => match ev {
+                None => node.spot = None,
+                Some(SpotEvent::Interruption(_)) => agg.add_event(Metric::SpotInterruptionNotice),
+                Some(SpotEvent::Rebalance { .. }) => agg.add_event(Metric::RebalanceRecommendation),
+            },
             _ = window_tick.tick() => {
                 pending.extend(agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution));
                 windows += 1;
@@ -100,6 +192,12 @@ where
                             snap.readings.clear();
                         }
                     }
+                }
+                if let Some(h) = node.health.as_mut() {
+                    let new = h.observe_sample(at, &result);
+                    let (per_gpu, any) = h.unhealthy();
+                    agg.add_health(&per_gpu, any);
+                    node.on_findings(new, &mut written, &mut acted);
                 }
                 match result {
                     Ok(readings) => {
@@ -178,9 +276,15 @@ mod tests {
         let publisher = Publisher::new(sink, Spool::open(dir.path(), 1 << 20).expect("spool"), RetryPolicy::default());
         let o =
             DaemonOptions { publish_interval: Duration::from_millis(200), window: Duration::from_millis(50), ..opts() };
-        run(Box::new(SimReader::new(1, vec![])), publisher, o, tokio::time::sleep(Duration::from_millis(430)))
-            .await
-            .expect("runs");
+        run(
+            Box::new(SimReader::new(1, vec![])),
+            publisher,
+            o,
+            Node::default(),
+            tokio::time::sleep(Duration::from_millis(430)),
+        )
+        .await
+        .expect("runs");
         let received = sink.received.lock().expect("lock").clone();
         assert_eq!(received.len(), 3, "two full publishes and the shutdown flush");
         let windows_in = |batch: &Vec<Datum>| {
@@ -202,10 +306,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sink: &'static ScriptedSink = Box::leak(Box::default());
         let publisher = Publisher::new(sink, Spool::open(dir.path(), 1 << 20).expect("spool"), RetryPolicy::default());
-        let stats =
-            run(Box::new(SimReader::new(2, vec![])), publisher, opts(), tokio::time::sleep(Duration::from_millis(350)))
-                .await
-                .expect("runs");
+        let stats = run(
+            Box::new(SimReader::new(2, vec![])),
+            publisher,
+            opts(),
+            Node::default(),
+            tokio::time::sleep(Duration::from_millis(350)),
+        )
+        .await
+        .expect("runs");
         let received = sink.received.lock().expect("lock").clone();
         // Three full windows plus the flushed partial one.
         assert_eq!(received.len(), 4, "{stats:?}");

@@ -35,6 +35,11 @@ pub fn imds_client(endpoint: Option<&str>) -> anyhow::Result<imds::Client> {
     Ok(b.build())
 }
 
+/// The instance type from IMDSv2 (`p3.2xlarge`), `None` when metadata cannot say.
+pub async fn instance_type(client: &imds::Client) -> Option<String> {
+    client.get("/latest/meta-data/instance-type").await.ok().map(|v| v.as_ref().to_owned())
+}
+
 /// Resolves the identity. Instance id: IMDSv2, else `aws.instance_id`. Region:
 /// `aws.region`, else `AWS_REGION`/`AWS_DEFAULT_REGION`, else IMDSv2.
 pub async fn resolve(config: &AgentConfig, origin: &str) -> anyhow::Result<Identity> {

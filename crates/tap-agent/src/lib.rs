@@ -4,12 +4,14 @@ pub mod cli;
 pub mod cloudwatch;
 pub mod daemon;
 pub mod gpu;
+pub mod health;
 pub mod identity;
 pub mod install;
 pub mod metrics;
 pub mod prometheus;
 pub mod publish;
 pub mod spool;
+pub mod spot;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -165,7 +167,8 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(20),
         snapshot,
     };
-    let stats = daemon::run(reader, publisher, opts, shutdown_signal()).await?;
+    let node = node(&config, &id, reader.kind(), a.simulate.is_some()).await?;
+    let stats = daemon::run(reader, publisher, opts, node, shutdown_signal()).await?;
     tracing::info!(
         requests = stats.requests,
         datums_sent = stats.datums_sent,
@@ -174,6 +177,80 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
         "tap-agent stopped"
     );
     Ok(())
+}
+
+/// GPU health (NVML events, kernel log, policy) and the spot watcher, as configured.
+async fn node(
+    config: &AgentConfig,
+    id: &identity::Identity,
+    reader: ReaderKind,
+    simulated: bool,
+) -> anyhow::Result<daemon::Node> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let runtime = tap_core::notice::RuntimeDir::new(&config.node.runtime_dir);
+    let mut node = daemon::Node::default();
+    let imds = |endpoint: Option<&str>| -> anyhow::Result<Option<aws_config::imds::Client>> {
+        // An endpoint named in the config wins over AWS_EC2_METADATA_DISABLED (tests name one).
+        if endpoint.is_none() && identity::imds_disabled() {
+            return Ok(None);
+        }
+        identity::imds_client(endpoint).map(Some)
+    };
+    let h = &config.health;
+    if h.enabled {
+        let expected = match h.expected_gpus {
+            Some(n) => Some(n),
+            None if simulated => None,
+            None => match imds(None)? {
+                Some(c) => identity::instance_type(&c).await.and_then(|t| {
+                    let n = health::gpus::expected_gpus(&t);
+                    if n.is_none() {
+                        tracing::info!(instance_type = %t, "GPU count of this instance type unknown: not checked");
+                    }
+                    n
+                }),
+                None => None,
+            },
+        };
+        node.health = Some(health::Health::new(health::HealthOptions {
+            expected_gpus: expected,
+            missing_grace: Duration::from_secs(u64::from(h.gpu_missing_seconds)),
+            lost_after_failed_reads: h.lost_after_failed_reads,
+            throttle_warning: Duration::from_secs(u64::from(h.throttle_warning_seconds)),
+        }));
+        node.state_file = Some(h.state_file.clone());
+        node.policy = Some(health::policy::Policy {
+            on_fatal: h.on_fatal,
+            runtime: runtime.clone(),
+            drain_deadline: Duration::from_secs(u64::from(h.drain_deadline_seconds)),
+            power_off_command: h.power_off_command.clone(),
+            instance_id: id.instance_id.clone(),
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let stop = Arc::new(AtomicBool::new(false));
+        if reader == ReaderKind::Nvml {
+            gpu::nvml::spawn_xid_events(tx.clone(), stop.clone());
+        }
+        health::kernel_log::spawn(h.kernel_log.clone(), tx, stop);
+        node.xids = Some(rx);
+        tracing::info!(on_fatal = h.on_fatal.as_str(), expected_gpus = ?expected, kernel_log = %h.kernel_log.display(),
+            state_file = %h.state_file.display(), "GPU health checks on");
+    }
+    if config.spot.enabled {
+        match imds(config.spot.imds_endpoint.as_deref())? {
+            Some(client) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(8);
+                let poll = Duration::from_secs(u64::from(config.spot.poll_seconds));
+                let watcher = spot::Watcher { client, poll, runtime, instance_id: id.instance_id.clone() };
+                tokio::spawn(watcher.run(tx));
+                node.spot = Some(rx);
+                tracing::info!(poll_s = poll.as_secs(), "watching for spot interruption notices");
+            }
+            None => tracing::info!("instance metadata disabled: no spot interruption watcher"),
+        }
+    }
+    Ok(node)
 }
 
 fn fmt_opt(v: Option<f64>, unit: &str) -> String {

@@ -97,7 +97,9 @@ pub fn sampled_value(metric: Metric, s: &GpuSample) -> Option<f64> {
         | Metric::Unhealthy
         | Metric::Heartbeat
         | Metric::GpusVisible
-        | Metric::SpoolDroppedDatapoints => None,
+        | Metric::SpoolDroppedDatapoints
+        | Metric::SpotInterruptionNotice
+        | Metric::RebalanceRecommendation => None,
     }
 }
 
@@ -151,6 +153,22 @@ impl Aggregator {
                 self.ecc_last.get(&r.gpu.uuid).copied().unwrap_or(now)
             });
             self.ecc_last.insert(r.gpu.uuid.clone(), now);
+        }
+    }
+
+    /// Adds one sample of GPU health: GPUUnhealthy per GPU, and for the node and the fleet.
+    pub fn add_health(&mut self, per_gpu: &[(String, f64)], node: f64) {
+        for (uuid, v) in per_gpu {
+            self.add(Metric::Unhealthy, DimensionSet::Gpu, Some(uuid), *v);
+        }
+        self.add(Metric::Unhealthy, DimensionSet::Instance, None, node);
+        self.add(Metric::Unhealthy, DimensionSet::Fleet, None, node);
+    }
+
+    /// Counts a node event (spot notice, rebalance recommendation) in this window.
+    pub fn add_event(&mut self, metric: Metric) {
+        for &set in metric.spec().sets {
+            self.add(metric, set, None, 1.0);
         }
     }
 

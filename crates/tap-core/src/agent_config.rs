@@ -27,6 +27,12 @@ pub struct AgentConfig {
     pub spool: SpoolSection,
     #[serde(default)]
     pub prometheus: PrometheusSection,
+    #[serde(default)]
+    pub health: HealthSection,
+    #[serde(default)]
+    pub spot: SpotSection,
+    #[serde(default)]
+    pub node: NodeSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -99,6 +105,100 @@ pub struct PrometheusSection {
 impl Default for PrometheusSection {
     fn default() -> Self {
         PrometheusSection { enabled: false, listen: "127.0.0.1:9400".to_owned() }
+    }
+}
+
+/// What the agent does when a fatal GPU finding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFatal {
+    /// Log what it would do, do nothing (the default outside the stack).
+    DryRun,
+    /// Take no new work and ask the runs to checkpoint and stop; leave the node up.
+    Drain,
+    /// Drain, then power the node off once the runs are done or the deadline passed, so the
+    /// fleet (type `maintain`, shutdown behaviour `terminate`) replaces it (the stack's default).
+    Replace,
+}
+
+impl OnFatal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFatal::DryRun => "dry-run",
+            OnFatal::Drain => "drain",
+            OnFatal::Replace => "replace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Judge GPU health (XID, ECC, page retirement, GPUs missing or lost, throttling).
+    pub enabled: bool,
+    pub on_fatal: OnFatal,
+    /// Where XIDs are read besides NVML events (DCGM and NVML miss XID 79, 119, 120).
+    pub kernel_log: std::path::PathBuf,
+    /// The findings, as JSON, rewritten when they change.
+    pub state_file: std::path::PathBuf,
+    /// GPUs the node must have. Absent: from the instance type (IMDS), when known.
+    pub expected_gpus: Option<u32>,
+    /// How long fewer GPUs than expected may be visible before that is fatal (boot, driver install).
+    pub gpu_missing_seconds: u32,
+    /// Failed reads in a row, after reads worked, that mean the GPUs are lost.
+    pub lost_after_failed_reads: u32,
+    /// How long costly throttling (power, thermal) must last to be a warning.
+    pub throttle_warning_seconds: u32,
+    /// After a fatal finding: how long runs get to checkpoint and exit before the power-off.
+    pub drain_deadline_seconds: u32,
+    /// The power-off command (`replace`).
+    pub power_off_command: Vec<String>,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            enabled: true,
+            on_fatal: OnFatal::DryRun,
+            kernel_log: "/dev/kmsg".into(),
+            state_file: "/var/lib/tap/health.json".into(),
+            expected_gpus: None,
+            gpu_missing_seconds: 600,
+            lost_after_failed_reads: 3,
+            throttle_warning_seconds: 300,
+            drain_deadline_seconds: 300,
+            power_off_command: vec!["systemctl".into(), "poweroff".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpotSection {
+    /// Watch IMDSv2 for the spot interruption notice and the rebalance recommendation.
+    pub enabled: bool,
+    /// Polling interval (EC2 gives two minutes' notice; AWS suggests every 5 s).
+    pub poll_seconds: u32,
+    /// Instance metadata endpoint (tests); absent: `AWS_EC2_METADATA_SERVICE_ENDPOINT` or EC2's.
+    pub imds_endpoint: Option<String>,
+}
+
+impl Default for SpotSection {
+    fn default() -> Self {
+        SpotSection { enabled: true, poll_seconds: 5, imds_endpoint: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Where the agent and `tap run` meet: notice.json, drain, runs/ (see tap_core::notice).
+    pub runtime_dir: std::path::PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection { runtime_dir: crate::notice::DEFAULT_RUNTIME_DIR.into() }
     }
 }
 
@@ -200,6 +300,43 @@ impl AgentConfig {
         {
             return invalid("logs.group", "must be 1-512 characters".to_owned());
         }
+        let h = &self.health;
+        for (key, path) in [
+            ("health.kernel_log", &h.kernel_log),
+            ("health.state_file", &h.state_file),
+            ("node.runtime_dir", &self.node.runtime_dir),
+        ] {
+            if !path.is_absolute() {
+                return invalid(key, format!("\"{}\" must be an absolute path", path.display()));
+            }
+        }
+        if let Some(n) = h.expected_gpus
+            && !(1..=16).contains(&n)
+        {
+            return invalid("health.expected_gpus", format!("{n} is not in 1..=16"));
+        }
+        for (key, v, range) in [
+            ("health.gpu_missing_seconds", h.gpu_missing_seconds, 0..=86_400),
+            ("health.lost_after_failed_reads", h.lost_after_failed_reads, 1..=1000),
+            ("health.throttle_warning_seconds", h.throttle_warning_seconds, 1..=86_400),
+            ("health.drain_deadline_seconds", h.drain_deadline_seconds, 0..=3600),
+            ("spot.poll_seconds", self.spot.poll_seconds, 1..=60),
+        ] {
+            if !range.contains(&v) {
+                return invalid(key, format!("{v} is not in {}..={}", range.start(), range.end()));
+            }
+        }
+        if h.power_off_command.first().is_none_or(|c| c.is_empty()) {
+            return invalid(
+                "health.power_off_command",
+                "must name a program, e.g. [\"systemctl\", \"poweroff\"]".into(),
+            );
+        }
+        if let Some(e) = &self.spot.imds_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return invalid("spot.imds_endpoint", format!("\"{e}\" is not an http:// or https:// URL"));
+        }
         Ok(())
     }
 }
@@ -286,6 +423,25 @@ mod tests {
     }
 
     #[test]
+    fn health_spot_and_node_are_checked() {
+        let c = AgentConfig::parse(
+            "[health]\non_fatal = \"replace\"\nexpected_gpus = 8\npower_off_command = [\"/bin/true\"]\n[spot]\npoll_seconds = 2\n[node]\nruntime_dir = \"/tmp/tap\"\n",
+            "x",
+        )
+        .expect("valid");
+        assert_eq!((c.health.on_fatal, c.health.expected_gpus, c.spot.poll_seconds), (OnFatal::Replace, Some(8), 2));
+        assert!(err("[health]\non_fatal = \"explode\"\n").contains("unknown variant `explode`"));
+        assert!(err("[health]\nexpected_gpus = 0\n").contains("health.expected_gpus: 0 is not in 1..=16"));
+        assert!(
+            err("[health]\nkernel_log = \"kmsg\"\n").contains("health.kernel_log: \"kmsg\" must be an absolute path")
+        );
+        assert!(err("[health]\npower_off_command = []\n").contains("health.power_off_command: must name a program"));
+        assert!(err("[spot]\npoll_seconds = 0\n").contains("spot.poll_seconds: 0 is not in 1..=60"));
+        assert!(err("[spot]\nimds_endpoint = \"169.254.169.254\"\n").contains("spot.imds_endpoint"));
+        assert!(err("[node]\nruntime_dir = \"run\"\n").contains("node.runtime_dir"));
+    }
+
+    #[test]
     fn missing_file_is_named() {
         let e = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing").to_string();
         assert!(e.starts_with("/nonexistent/agent.toml: cannot read"), "{e}");
@@ -337,6 +493,9 @@ mod tests {
                 logs: LogsSection { group },
                 spool: SpoolSection::default(),
                 prometheus: PrometheusSection::default(),
+                health: HealthSection::default(),
+                spot: SpotSection::default(),
+                node: NodeSection::default(),
             })
     }
 

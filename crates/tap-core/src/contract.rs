@@ -106,6 +106,8 @@ pub enum Metric {
     Heartbeat,
     GpusVisible,
     SpoolDroppedDatapoints,
+    SpotInterruptionNotice,
+    RebalanceRecommendation,
 }
 
 /// What the contract says about one metric.
@@ -125,7 +127,7 @@ pub struct MetricSpec {
 use DimensionSet::{Fleet, Gpu, Instance};
 
 impl Metric {
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 16] = [
         Metric::GpuUtilization,
         Metric::MemoryUtilization,
         Metric::MemoryUsed,
@@ -140,6 +142,8 @@ impl Metric {
         Metric::Heartbeat,
         Metric::GpusVisible,
         Metric::SpoolDroppedDatapoints,
+        Metric::SpotInterruptionNotice,
+        Metric::RebalanceRecommendation,
     ];
 
     pub const fn spec(self) -> MetricSpec {
@@ -224,6 +228,20 @@ impl Metric {
                 Unit::Count,
                 &[Instance],
                 "datapoints dropped because the offline spool was full",
+            ),
+            Metric::SpotInterruptionNotice => m(
+                "spot_interruption_notice",
+                "SpotInterruptionNotice",
+                Unit::Count,
+                &[Instance, Fleet],
+                "1 in the window EC2's spot interruption notice was seen (instance-action)",
+            ),
+            Metric::RebalanceRecommendation => m(
+                "rebalance_recommendation",
+                "RebalanceRecommendation",
+                Unit::Count,
+                &[Instance, Fleet],
+                "1 in the window EC2's rebalance recommendation was seen",
             ),
         }
     }

@@ -4,6 +4,7 @@ pub mod agent_config;
 pub mod contract;
 pub mod fsutil;
 pub mod manifest;
+pub mod notice;
 pub mod runs;
 pub mod stack_config;
 

@@ -129,6 +129,68 @@ impl GpuReader for NvmlReader {
     }
 }
 
+/// Subscribes to NVML's critical-XID and ECC events on every GPU and sends each XID to `tx`
+/// (on its own thread: `nvmlEventSetWait` blocks). Ends when `tx`'s receiver is gone or
+/// `stop` is set; returns at once with a warning where NVML cannot load or a GPU does not
+/// support events (the kernel log still reports XIDs).
+pub fn spawn_xid_events(
+    tx: tokio::sync::mpsc::Sender<crate::health::XidEvent>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let spawned = std::thread::Builder::new().name("tap-nvml-events".into()).spawn(move || {
+        if let Err(e) = xid_events(&tx, &stop) {
+            tracing::warn!(error = %e, "NVML events unavailable: XIDs come from the kernel log only");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the NVML event thread");
+    }
+}
+
+fn xid_events(
+    tx: &tokio::sync::mpsc::Sender<crate::health::XidEvent>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), NvmlError> {
+    use nvml_wrapper::bitmasks::event::EventTypes;
+    use nvml_wrapper::enums::event::XidError;
+    let nvml = Nvml::init()?;
+    let mut set = nvml.create_event_set()?;
+    let wanted = EventTypes::CRITICAL_XID_ERROR | EventTypes::DOUBLE_BIT_ECC_ERROR | EventTypes::SINGLE_BIT_ECC_ERROR;
+    let mut registered = 0;
+    for i in 0..nvml.device_count()? {
+        let dev = nvml.device_by_index(i)?;
+        let types = dev.supported_event_types().map(|t| t & wanted).unwrap_or(EventTypes::CRITICAL_XID_ERROR);
+        set = dev.register_events(types, set).map_err(|e| e.error)?;
+        registered += 1;
+    }
+    tracing::info!(gpus = registered, "subscribed to NVML XID and ECC events");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let ev = match set.wait(1000) {
+            Ok(ev) => ev,
+            Err(NvmlError::Timeout) => continue,
+            Err(e) => return Err(e),
+        };
+        let uuid = ev.device.uuid().ok();
+        let (xid, detail) = if ev.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
+            match ev.event_data {
+                Some(XidError::Value(x)) => (x as u32, "reported by NVML".to_owned()),
+                _ => continue,
+            }
+        } else if ev.event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
+            // A double-bit ECC error is what XID 48 reports; count it as such.
+            (48, "double-bit ECC error event (NVML)".to_owned())
+        } else {
+            tracing::info!(gpu = uuid.as_deref().unwrap_or("?"), "single-bit ECC error (corrected)");
+            continue;
+        };
+        let x = crate::health::XidEvent { xid, uuid, pci: None, detail, source: "nvml-event" };
+        if tx.blocking_send(x).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

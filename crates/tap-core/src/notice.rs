@@ -1,0 +1,428 @@
+//! The node-local protocol between `tap-agent` and the `tap run` processes on the same node:
+//! "this node is going away, checkpoint now" (a spot interruption notice or a fatal GPU
+//! finding) and "accept no new work".
+//!
+//! Everything lives in one runtime directory (default `/run/tap`, `TAP_RUNTIME_DIR` overrides):
+//!
+//! ```text
+//! notice.json      the notice: why, what EC2 will do, the deadline (epoch ms). Written once,
+//!                  atomically, by tap-agent; never edited in place.
+//! rebalance.json   an EC2 rebalance recommendation (interruption risk is high; informational).
+//! drain            exists while the node accepts no new work (its text says why).
+//! runs/<pid>.json  one per running `tap run`: it registers at start, removes it at exit.
+//! ```
+//!
+//! Race-free by ordering: the agent writes `notice.json` first and then sends SIGUSR1 to every
+//! pid registered under `runs/`; `tap run` registers first and then looks for `notice.json`
+//! (and keeps polling it, in case a signal is lost). A notice written before a run registered
+//! is found by its look; one written after reaches it by signal. Handling is idempotent.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/tap";
+
+/// EC2 gives a spot instance two minutes between the notice and the interruption.
+pub const SPOT_NOTICE_MS: i64 = 120_000;
+
+/// The runtime directory: `TAP_RUNTIME_DIR`, else [`DEFAULT_RUNTIME_DIR`].
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os("TAP_RUNTIME_DIR").filter(|v| !v.is_empty()).map_or_else(|| DEFAULT_RUNTIME_DIR.into(), Into::into)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// EC2 reclaims the spot instance (`spot/instance-action`).
+    SpotInterruption,
+    /// tap-agent found a fatal GPU fault and takes the node out of service.
+    GpuFatal,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::SpotInterruption => "spot-interruption",
+            NoticeKind::GpuFatal => "gpu-fatal",
+        }
+    }
+}
+
+/// "This node is going away": what `tap run` needs to checkpoint in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// What happens to the node: EC2's `terminate`/`stop`/`hibernate`, or `power-off`.
+    pub action: String,
+    /// One line for people and logs.
+    pub reason: String,
+    /// When the agent saw it (epoch ms, the node's clock).
+    pub detected_ms: i64,
+    /// When the node will be gone (epoch ms, the node's clock, skew already accounted for).
+    pub deadline_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+}
+
+impl Notice {
+    /// Parses a notice file; the error names what is wrong.
+    pub fn parse(bytes: &[u8]) -> Result<Notice, String> {
+        let n: Notice = serde_json::from_slice(bytes).map_err(|e| format!("not a tap notice: {e}"))?;
+        if n.deadline_ms < n.detected_ms {
+            return Err(format!("deadline {} is before detection {}", n.deadline_ms, n.detected_ms));
+        }
+        Ok(n)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Milliseconds left until the deadline at `now_ms` (0 when past).
+    pub fn remaining_ms(&self, now_ms: i64) -> u64 {
+        (self.deadline_ms - now_ms).max(0) as u64
+    }
+}
+
+/// A running `tap run`, as it registers itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub pid: u32,
+    pub run_id: String,
+    pub experiment: String,
+    pub started_ms: i64,
+    /// The process's start time (`/proc/<pid>/stat`, clock ticks since boot): a pid reused by
+    /// another process after a crash has another, and is never signalled.
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+}
+
+impl Registration {
+    /// This process.
+    pub fn this_process(run_id: &str, experiment: &str, started_ms: i64) -> Registration {
+        let pid = std::process::id();
+        Registration {
+            pid,
+            run_id: run_id.to_owned(),
+            experiment: experiment.to_owned(),
+            started_ms,
+            start_ticks: process_start_ticks(pid),
+        }
+    }
+
+    /// Whether the registered process still runs (same pid, same start time).
+    pub fn alive(&self) -> bool {
+        match (process_start_ticks(self.pid), self.start_ticks) {
+            (Some(now), Some(then)) => now == then,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The runtime directory and its files.
+#[derive(Debug, Clone)]
+pub struct RuntimeDir {
+    root: PathBuf,
+}
+
+impl RuntimeDir {
+    pub fn new(root: impl Into<PathBuf>) -> RuntimeDir {
+        RuntimeDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn notice_path(&self) -> PathBuf {
+        self.root.join("notice.json")
+    }
+
+    pub fn rebalance_path(&self) -> PathBuf {
+        self.root.join("rebalance.json")
+    }
+
+    pub fn drain_path(&self) -> PathBuf {
+        self.root.join("drain")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    fn ensure(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    /// Writes the notice (atomically); a notice already there is kept (the first one wins:
+    /// its deadline is the earlier).
+    pub fn write_notice(&self, n: &Notice) -> std::io::Result<bool> {
+        self.ensure(&self.root)?;
+        if self.notice_path().exists() {
+            return Ok(false);
+        }
+        write_atomic(&self.notice_path(), &n.to_bytes())?;
+        Ok(true)
+    }
+
+    /// The notice, if one was written. A file that is not a notice is an error naming it.
+    pub fn read_notice(&self) -> Result<Option<Notice>, String> {
+        read_notice_file(&self.notice_path())
+    }
+
+    pub fn write_rebalance(&self, notice_time_ms: i64, detected_ms: i64) -> std::io::Result<()> {
+        self.ensure(&self.root)?;
+        let v = serde_json::json!({ "notice_time_ms": notice_time_ms, "detected_ms": detected_ms });
+        write_atomic(&self.rebalance_path(), v.to_string().as_bytes())
+    }
+
+    /// Marks the node as taking no new work.
+    pub fn set_drain(&self, reason: &str) -> std::io::Result<()> {
+        self.ensure(&self.root)?;
+        write_atomic(&self.drain_path(), reason.as_bytes())
+    }
+
+    /// Why the node takes no new work, if it does not.
+    pub fn draining(&self) -> Option<String> {
+        std::fs::read(self.drain_path()).ok().map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+    }
+
+    /// Registers a running `tap run`; returns the file to remove at exit.
+    pub fn register(&self, r: &Registration) -> std::io::Result<PathBuf> {
+        let dir = self.runs_dir();
+        self.ensure(&dir)?;
+        let path = dir.join(format!("{}.json", r.pid));
+        write_atomic(&path, &serde_json::to_vec(r).unwrap_or_default())?;
+        Ok(path)
+    }
+
+    /// The registered runs (unreadable or foreign files are skipped).
+    pub fn registered(&self) -> Vec<Registration> {
+        let Ok(entries) = std::fs::read_dir(self.runs_dir()) else { return Vec::new() };
+        let mut out: Vec<Registration> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by_key(|r| r.pid);
+        out
+    }
+}
+
+/// Reads a notice file: `Ok(None)` while there is none.
+pub fn read_notice_file(path: &Path) -> Result<Option<Notice>, String> {
+    match std::fs::read(path) {
+        Ok(b) => Notice::parse(&b).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The deadline of a spot notice on this node's clock. EC2 says when (`time`, its clock);
+/// ours may be skewed. A time within the two-minute window (plus one poll of slack) is
+/// trusted; anything else — in the past, too far ahead, unreadable — means our clock and
+/// EC2's disagree, and the deadline becomes two minutes after we saw it, less one poll
+/// interval (the notice may have been up that long). Returns the deadline and, when the
+/// time was not trusted, why.
+pub fn spot_deadline(notice_time_ms: Option<i64>, now_ms: i64, poll_ms: i64) -> (i64, Option<String>) {
+    let fallback = now_ms + SPOT_NOTICE_MS - poll_ms;
+    match notice_time_ms {
+        None => (fallback, Some("the notice has no readable time".into())),
+        Some(t) if t < now_ms - poll_ms => {
+            (fallback, Some(format!("the notice time is {} s in the past: clock skew", (now_ms - t) / 1000)))
+        }
+        Some(t) if t > now_ms + SPOT_NOTICE_MS + poll_ms => (
+            fallback,
+            Some(format!(
+                "the notice time is {} s ahead, more than EC2's two minutes: clock skew",
+                (t - now_ms) / 1000
+            )),
+        ),
+        Some(t) => (t.max(now_ms), None),
+    }
+}
+
+/// Epoch milliseconds of an RFC 3339 UTC time (`2026-11-27T03:14:00Z`, fractional seconds
+/// and a `+00:00` offset allowed, as IMDS writes them). Other offsets are converted.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
+    };
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut ms = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let f = &frac[..digits];
+        ms = f.chars().chain("000".chars()).take(3).collect::<String>().parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let o = rest.get(1..)?;
+            if o.len() != 5 || o.as_bytes()[2] != b':' {
+                return None;
+            }
+            let (oh, om): (i64, i64) = (o[..2].parse().ok()?, o[3..].parse().ok()?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se - offset_s) * 1000) + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of `runs::civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn notice(deadline_ms: i64) -> Notice {
+        Notice {
+            kind: NoticeKind::SpotInterruption,
+            action: "terminate".into(),
+            reason: "EC2 spot interruption".into(),
+            detected_ms: 1_000,
+            deadline_ms,
+            instance_id: Some("i-0abc".into()),
+        }
+    }
+
+    #[test]
+    fn first_notice_wins_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = RuntimeDir::new(dir.path().join("tap"));
+        assert_eq!(rt.read_notice(), Ok(None));
+        assert!(rt.write_notice(&notice(121_000)).expect("write"));
+        assert!(!rt.write_notice(&notice(500_000)).expect("second"), "the first notice stays");
+        assert_eq!(rt.read_notice(), Ok(Some(notice(121_000))));
+        std::fs::write(rt.notice_path(), b"{\"kind\": \"meteor\"}").expect("corrupt");
+        let e = rt.read_notice().expect_err("corrupt");
+        assert!(e.contains("notice.json: not a tap notice"), "{e}");
+    }
+
+    #[test]
+    fn registration_and_drain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = RuntimeDir::new(dir.path());
+        assert!(rt.registered().is_empty() && rt.draining().is_none());
+        let r = Registration { pid: 42, run_id: "r1".into(), experiment: "e".into(), started_ms: 5, start_ticks: None };
+        let path = rt.register(&r).expect("register");
+        std::fs::write(rt.runs_dir().join("junk.json"), b"][").expect("junk");
+        assert_eq!(rt.registered(), vec![r]);
+        std::fs::remove_file(path).expect("unregister");
+        assert!(rt.registered().is_empty());
+        rt.set_drain("GPU-1 XID 79").expect("drain");
+        assert_eq!(rt.draining().as_deref(), Some("GPU-1 XID 79"));
+    }
+
+    #[test]
+    fn liveness_follows_pid_and_start_time() {
+        let me = Registration::this_process("r", "e", 0);
+        assert!(me.start_ticks.is_some() && me.alive());
+        assert!(!Registration { start_ticks: me.start_ticks.map(|t| t + 1), ..me.clone() }.alive(), "pid reused");
+        assert!(!Registration { pid: u32::MAX, ..me }.alive());
+    }
+
+    #[test]
+    fn spot_deadline_trusts_only_a_sane_time() {
+        let now = 1_000_000;
+        assert_eq!(spot_deadline(Some(now + 110_000), now, 5_000), (now + 110_000, None));
+        let (d, why) = spot_deadline(Some(now - 60_000), now, 5_000);
+        assert_eq!(d, now + 115_000);
+        assert!(why.expect("skew").contains("60 s in the past"));
+        let (d, why) = spot_deadline(Some(now + 3_600_000), now, 5_000);
+        assert_eq!(d, now + 115_000);
+        assert!(why.expect("skew").contains("3600 s ahead"));
+        assert_eq!(spot_deadline(None, now, 5_000).0, now + 115_000);
+        // Within one poll of slack: trusted, but never before now.
+        assert_eq!(spot_deadline(Some(now - 2_000), now, 5_000), (now, None));
+    }
+
+    #[test]
+    fn rfc3339_examples() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2017-09-18T08:22:00Z"), Some(1_505_722_920_000));
+        assert_eq!(parse_rfc3339("2017-09-18T08:22:00.250Z"), Some(1_505_722_920_250));
+        assert_eq!(parse_rfc3339("2017-09-18T10:22:00+02:00"), Some(1_505_722_920_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2017-09-18",
+            "2017-13-18T08:22:00Z",
+            "2017-09-18T08:22:00",
+            "2017-09-18T08:22:00.Z",
+            "２０17-09-18T08:22:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rfc3339_round_trips(secs in -2_000_000_000i64..8_000_000_000) {
+            prop_assert_eq!(parse_rfc3339(&crate::runs::rfc3339(secs * 1000)), Some(secs * 1000));
+        }
+
+        #[test]
+        fn rfc3339_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_rfc3339(&s);
+        }
+
+        #[test]
+        fn notice_parse_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Notice::parse(&b);
+        }
+    }
+}
