@@ -330,4 +330,81 @@ mod tests {
         let heartbeats = received.iter().flatten().filter(|d| d.metric == "AgentHeartbeat").count();
         assert_eq!(heartbeats, 8, "instance + fleet heartbeat per window");
     }
+
+    /// Scripted faults through the simulated reader and a fake kernel log: the verdicts,
+    /// the GPUUnhealthy metric, the state file and the power-off (a marker script).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fatal_findings_publish_unhealthy_and_power_off() {
+        use crate::gpu::sim::Fault;
+        use crate::health::policy::Policy;
+        use crate::health::{Health, HealthOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink: &'static ScriptedSink = Box::leak(Box::default());
+        let publisher = Publisher::new(
+            sink,
+            Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool"),
+            RetryPolicy::default(),
+        );
+        let marker = dir.path().join("powered-off");
+        let state_file = dir.path().join("health.json");
+        let (xtx, xrx) = mpsc::channel(8);
+        let node = Node {
+            health: Some(Health::new(HealthOptions { expected_gpus: Some(2), ..HealthOptions::default() })),
+            state_file: Some(state_file.clone()),
+            policy: Some(Policy {
+                on_fatal: tap_core::agent_config::OnFatal::Replace,
+                runtime: tap_core::notice::RuntimeDir::new(dir.path().join("run")),
+                drain_deadline: Duration::from_secs(5),
+                power_off_command: vec!["sh".into(), "-c".into(), format!("echo off > {}", marker.display())],
+                instance_id: "i-test".into(),
+            }),
+            xids: Some(xrx),
+            spot: None,
+        };
+        // GPU 1's uncorrected ECC counter rises at read 10 (of ~35); a kernel-log XID 13 on
+        // GPU 0 is a warning only.
+        let reader = SimReader::new(2, vec![Fault::EccErrors { gpu: 1, per_read: 1, from: 10, to: 11 }]);
+        xtx.send(XidEvent {
+            xid: 13,
+            uuid: None,
+            pci: Some("0000:10:00".into()),
+            detail: "x".into(),
+            source: "kernel-log",
+        })
+        .await
+        .expect("send");
+        run(Box::new(reader), publisher, opts(), node, tokio::time::sleep(Duration::from_millis(350)))
+            .await
+            .expect("runs");
+        let received = sink.received.lock().expect("lock").clone();
+        let unhealthy_max = |gpu: Option<&str>| {
+            received
+                .iter()
+                .flatten()
+                .filter(|d| d.metric == "GPUUnhealthy")
+                .filter(|d| match gpu {
+                    Some(g) => d.dimensions.len() == 3 && d.dimensions[2].1 == g,
+                    None => d.dimensions.len() == 2,
+                })
+                .map(|d| d.stats.max)
+                .fold(f64::NAN, f64::max)
+        };
+        assert_eq!(unhealthy_max(Some("GPU-SIMULATED-0000")), 0.0, "a warning XID is not unhealthy");
+        assert_eq!(unhealthy_max(Some("GPU-SIMULATED-0001")), 1.0);
+        assert_eq!(unhealthy_max(None), 1.0, "the node is unhealthy");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state_file).expect("state file")).expect("JSON");
+        assert_eq!(state["verdict"], "fatal");
+        let checks: Vec<&str> =
+            state["findings"].as_array().expect("findings").iter().filter_map(|f| f["check"].as_str()).collect();
+        assert_eq!(checks, ["ecc-uncorrected", "xid"], "{state}");
+        // No run is registered: the policy powers off at once.
+        for _ in 0..50 {
+            if marker.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(std::fs::read_to_string(&marker).expect("powered off").trim(), "off");
+    }
 }

@@ -82,42 +82,13 @@ pub async fn resolve_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tap_test_support::FakeImds;
 
-    /// A minimal IMDSv2 on loopback: PUT /latest/api/token hands out a token; metadata GETs
-    /// without it get 401, as on EC2.
-    async fn fake_imds() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                    let has_token = req.contains("x-aws-ec2-metadata-token: tok-123");
-                    let (status, body) = if req.starts_with("put /latest/api/token") {
-                        ("200 OK", "tok-123")
-                    } else if !has_token {
-                        ("401 Unauthorized", "")
-                    } else if req.starts_with("get /latest/meta-data/instance-id ") {
-                        ("200 OK", "i-0fromimds")
-                    } else if req.starts_with("get /latest/meta-data/placement/region ") {
-                        ("200 OK", "eu-north-1")
-                    } else {
-                        ("404 Not Found", "")
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nx-aws-ec2-metadata-token-ttl-seconds: 21600\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        format!("http://{addr}")
+    /// A loopback IMDSv2 (token required) with instance i-0fromimds in eu-north-1.
+    fn fake_imds() -> FakeImds {
+        let imds = FakeImds::start("i-0fromimds", "p3.2xlarge");
+        imds.state.lock().expect("state").region = "eu-north-1".into();
+        imds
     }
 
     fn config(text: &str) -> AgentConfig {
@@ -126,7 +97,8 @@ mod tests {
 
     #[tokio::test]
     async fn imdsv2_gives_instance_and_region() {
-        let client = imds_client(Some(&fake_imds().await)).expect("client");
+        let imds = fake_imds();
+        let client = imds_client(Some(&imds.endpoint())).expect("client");
         let id = resolve_with(&config("[aws]\ninstance_id = \"i-0config\"\n"), "agent.toml", Some(client), None)
             .await
             .expect("resolves");
@@ -139,9 +111,14 @@ mod tests {
 
     #[tokio::test]
     async fn configured_and_environment_regions_come_first() {
-        let imds = imds_client(Some(&fake_imds().await)).expect("client");
+        let fake = fake_imds();
+        let imds = imds_client(Some(&fake.endpoint())).expect("client");
         let id =
             resolve_with(&config(""), "agent.toml", Some(imds), Some("ap-south-1".into())).await.expect("resolves");
+        assert_eq!(
+            instance_type(&imds_client(Some(&fake.endpoint())).expect("client")).await.as_deref(),
+            Some("p3.2xlarge")
+        );
         assert_eq!(id.region, "ap-south-1");
     }
 

@@ -189,6 +189,7 @@ async fn node(
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let runtime = tap_core::notice::RuntimeDir::new(&config.node.runtime_dir);
+    runtime.prepare().with_context(|| format!("node.runtime_dir: cannot prepare {}", runtime.root().display()))?;
     let mut node = daemon::Node::default();
     let imds = |endpoint: Option<&str>| -> anyhow::Result<Option<aws_config::imds::Client>> {
         // An endpoint named in the config wins over AWS_EC2_METADATA_DISABLED (tests name one).

@@ -173,6 +173,58 @@ mod tests {
         assert_eq!(parse_rebalance("{}"), None);
     }
 
+    fn watcher(imds: &tap_test_support::FakeImds, runtime: &std::path::Path) -> Watcher {
+        Watcher {
+            client: crate::identity::imds_client(Some(&imds.endpoint())).expect("client"),
+            poll: Duration::from_secs(5),
+            runtime: RuntimeDir::new(runtime),
+            instance_id: "i-0spot".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn notice_and_rebalance_are_reported_once() {
+        let imds = tap_test_support::FakeImds::start("i-0spot", "p3.2xlarge");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = watcher(&imds, dir.path());
+        let (mut n, mut r) = (false, false);
+        assert!(w.poll_once(&mut n, &mut r).await.is_empty(), "404s: nothing to say");
+        imds.set_rebalance(Some(r#"{"noticeTime": "2026-11-27T03:10:00Z"}"#));
+        let at = crate::daemon::now_ms() + 100_000;
+        imds.set_instance_action(Some(&format!(
+            r#"{{"action": "terminate", "time": "{}"}}"#,
+            tap_core::runs::rfc3339(at)
+        )));
+        let events = w.poll_once(&mut n, &mut r).await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        let SpotEvent::Interruption(notice) = &events[0] else { panic!("{events:?}") };
+        assert_eq!(notice.deadline_ms, at / 1000 * 1000, "a sane time is trusted (to the second)");
+        assert_eq!(w.runtime.read_notice(), Ok(Some(notice.clone())), "the notice file is written");
+        assert!(w.runtime.draining().is_some(), "the node takes no new work");
+        assert!(w.runtime.rebalance_path().exists());
+        assert!(w.poll_once(&mut n, &mut r).await.is_empty(), "reported once");
+        assert!(imds.requests_for("/latest/api/token").len() <= 2, "the session token is reused");
+    }
+
+    #[tokio::test]
+    async fn hostile_notices_still_stop_the_node_in_time() {
+        let imds = tap_test_support::FakeImds::start("i-0spot", "p3.2xlarge");
+        for body in [
+            "{not json",
+            r#"{"action": "terminate", "time": "1999-01-01T00:00:00Z"}"#,
+            r#"{"action": "terminate", "time": "2099-01-01T00:00:00Z"}"#,
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let w = watcher(&imds, dir.path());
+            imds.set_instance_action(Some(body));
+            let before = crate::daemon::now_ms();
+            let events = w.poll_once(&mut false, &mut true).await;
+            let SpotEvent::Interruption(notice) = &events[0] else { panic!("{body}: {events:?}") };
+            let left = notice.deadline_ms - before;
+            assert!((110_000..=120_000).contains(&left), "{body}: two minutes less a poll from now, got {left} ms");
+        }
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(body in "\\PC{0,120}") {

@@ -127,9 +127,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     pub checkpoint_deadline: Duration,
 
-    /// A file whose appearance is an interruption notice (tap-agent writes one).
+    /// A file whose appearance is an interruption notice (any file; default: notice.json in
+    /// the runtime directory).
     #[arg(long, env = "TAP_NOTICE_FILE", value_name = "PATH")]
     pub notice_file: Option<PathBuf>,
+
+    /// tap-agent's runtime directory on a node: tap run registers there, takes notice.json
+    /// as the interruption notice (with its deadline) and refuses to start while the node
+    /// drains [default: /run/tap when it exists].
+    #[arg(long, env = "TAP_RUNTIME_DIR", value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
 
     /// The training command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]

@@ -182,10 +182,15 @@ where
                 interrupt_signal: a.interrupt_signal,
                 checkpoint_deadline: a.checkpoint_deadline,
                 notice_file: a.notice_file.clone(),
+                runtime: supervisor::runtime_dir(a.runtime_dir.as_deref()),
                 runs_dir: supervisor::default_runs_dir(home),
                 host: supervisor::hostname(),
                 instance_id: supervisor::instance_id().await,
             };
+            if let Some(reason) = supervisor::draining(&opts) {
+                eprintln!("tap: this node takes no new work ({reason}); start the run on another node");
+                return Ok(ExitCode::from(supervisor::EXIT_INTERRUPTED));
+            }
             let outcome = supervisor::run(runs, params_store, logs, objects, &opts).await?;
             return Ok(ExitCode::from(outcome.exit_code));
         }

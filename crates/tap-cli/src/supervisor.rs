@@ -10,6 +10,10 @@
 //! tap-agent writes it when EC2 announces the reclaim), tap sends the child the configured
 //! signal, waits for its final checkpoint until a deadline that leaves time to upload,
 //! uploads it, and marks the run `interrupted`; `tap run --resume` on any node continues it.
+//!
+//! On a node, tap run speaks tap-agent's notice protocol (`tap_core::notice`): it registers
+//! under the runtime directory's `runs/`, refuses to start while the node drains, and takes
+//! `notice.json` (with its deadline) as the notice; the agent also sends it SIGUSR1.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +24,10 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tap_core::manifest::Manifest;
-use tap_core::runs::{HparamUse, MetricPoint, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line};
+use tap_core::notice::{Registration, RuntimeDir};
+use tap_core::runs::{
+    HparamUse, Interruption, MetricPoint, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
@@ -47,6 +54,8 @@ pub struct RunOptions {
     pub checkpoint_deadline: Duration,
     /// A file whose appearance means "interruption notice".
     pub notice_file: Option<PathBuf>,
+    /// tap-agent's runtime directory (registration, drain, notice.json); None: not on a node.
+    pub runtime: Option<RuntimeDir>,
     /// Per-run scratch directories are created below this.
     pub runs_dir: PathBuf,
     pub host: String,
@@ -64,6 +73,44 @@ pub fn hparam_env_name(name: &str) -> String {
     let upper: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("TAP_HP_{upper}")
+}
+
+/// How long the child gets for its final checkpoint: the configured deadline, but when the
+/// notice says how long the node has, no more than that less a reserve for the upload (a
+/// third of what is left, at least 20 s). EC2's two minutes leave the child about 80 s.
+pub fn checkpoint_budget(configured: Duration, remaining: Option<Duration>) -> Duration {
+    match remaining {
+        None => configured,
+        Some(r) => configured.min(r.saturating_sub((r / 3).max(Duration::from_secs(20)))),
+    }
+}
+
+/// The node's runtime directory: the one given (flag or TAP_RUNTIME_DIR), else
+/// [`tap_core::notice::DEFAULT_RUNTIME_DIR`] where tap-agent created it (on a node).
+pub fn runtime_dir(given: Option<&Path>) -> Option<RuntimeDir> {
+    match given {
+        Some(d) => Some(RuntimeDir::new(d)),
+        None => {
+            let d = Path::new(tap_core::notice::DEFAULT_RUNTIME_DIR);
+            d.is_dir().then(|| RuntimeDir::new(d))
+        }
+    }
+}
+
+/// Why the node takes no new work, when `tap run` should not start here.
+pub fn draining(opts: &RunOptions) -> Option<String> {
+    opts.runtime.as_ref().and_then(RuntimeDir::draining)
+}
+
+/// Removes the registration when `tap run` ends, however it ends.
+struct Registered(Option<PathBuf>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 enum Event {
@@ -226,6 +273,7 @@ where
         resumed_from,
         final_metrics: BTreeMap::new(),
         metric_points: 0,
+        interruption: None,
     };
     store.create_run(&record).await?;
     eprintln!("tap: run {}/{run_id} started", opts.experiment);
@@ -260,6 +308,19 @@ where
     };
     // Never 0: kill(0, ..) would signal tap's own process group.
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
+    // Register with the node, then look for a notice (the poll below fires at once): a notice
+    // written before we registered is found, one written after reaches us as SIGUSR1.
+    let _registered = Registered(opts.runtime.as_ref().and_then(|rt| {
+        rt.register(&Registration::this_process(&run_id, &opts.experiment, started))
+            .map_err(|e| {
+                eprintln!(
+                    "tap: not registered with tap-agent ({}: {e}); notices reach this run only by signal",
+                    rt.root().display()
+                )
+            })
+            .ok()
+    }));
+    let notice_file = opts.notice_file.clone().or_else(|| opts.runtime.as_ref().map(RuntimeDir::notice_path));
 
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -348,16 +409,22 @@ where
             _ = sigint.recv() => { let _ = kill(pid, Signal::SIGINT); }
             _ = sigterm.recv() => { let _ = kill(pid, Signal::SIGTERM); }
             _ = sigusr1.recv(), if interrupted_at.is_none() => {
-                interrupted_at = Some(notice(pid, opts, deadline.as_mut()));
+                let i = notice(pid, opts, notice_file.as_deref(), deadline.as_mut());
+                record.interruption = Some(i.clone());
+                store.update_run(&opts.experiment, &run_id, |r| r.interruption = Some(i.clone())).await?;
+                interrupted_at = Some(Instant::now());
                 stage = 1;
             }
-            _ = notice_poll.tick(), if interrupted_at.is_none() && opts.notice_file.as_ref().is_some_and(|f| f.exists()) => {
-                interrupted_at = Some(notice(pid, opts, deadline.as_mut()));
+            _ = notice_poll.tick(), if interrupted_at.is_none() && notice_file.as_ref().is_some_and(|f| f.exists()) => {
+                let i = notice(pid, opts, notice_file.as_deref(), deadline.as_mut());
+                record.interruption = Some(i.clone());
+                store.update_run(&opts.experiment, &run_id, |r| r.interruption = Some(i.clone())).await?;
+                interrupted_at = Some(Instant::now());
                 stage = 1;
             }
             () = &mut deadline, if exit_status.is_none() && stage > 0 => {
                 if stage == 1 {
-                    eprintln!("tap: no exit within {:?} of the notice; sending SIGTERM", opts.checkpoint_deadline);
+                    eprintln!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
                     let _ = kill(pid, Signal::SIGTERM);
                     deadline.as_mut().reset(Instant::now() + Duration::from_secs(10));
                     stage = 2;
@@ -433,14 +500,43 @@ where
     Ok(Outcome { run, exit_code })
 }
 
-fn notice(pid: Pid, opts: &RunOptions, deadline: std::pin::Pin<&mut tokio::time::Sleep>) -> Instant {
+/// Acts on a notice: reads the notice file when there is one (its deadline bounds the
+/// checkpoint budget), signals the child, arms the deadline; returns what to record.
+fn notice(
+    pid: Pid,
+    opts: &RunOptions,
+    file: Option<&Path>,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Interruption {
+    let now = now_ms();
+    let n = file.map(tap_core::notice::read_notice_file);
+    let i = match n {
+        Some(Ok(Some(n))) => Interruption {
+            kind: n.kind.as_str().to_owned(),
+            reason: n.reason,
+            noticed_ms: now,
+            deadline_ms: Some(n.deadline_ms),
+        },
+        Some(Err(e)) => {
+            eprintln!("tap: the notice file is unreadable ({e}); acting on it anyway");
+            Interruption { kind: "notice-file".into(), reason: e, noticed_ms: now, deadline_ms: None }
+        }
+        Some(Ok(None)) | None => Interruption {
+            kind: "signal".into(),
+            reason: "SIGUSR1 to tap run".into(),
+            noticed_ms: now,
+            deadline_ms: None,
+        },
+    };
+    let left = i.deadline_ms.map(|d| Duration::from_millis((d - now).max(0) as u64));
+    let budget = checkpoint_budget(opts.checkpoint_deadline, left);
     eprintln!(
-        "tap: interruption notice: sending {} to the training process, waiting up to {:?} for its checkpoint",
-        opts.interrupt_signal, opts.checkpoint_deadline
+        "tap: interruption notice ({}: {}): sending {} to the training process, waiting up to {:.0?} for its checkpoint",
+        i.kind, i.reason, opts.interrupt_signal, budget
     );
     let _ = kill(pid, opts.interrupt_signal);
-    deadline.reset(Instant::now() + opts.checkpoint_deadline);
-    Instant::now()
+    deadline.reset(Instant::now() + budget);
+    i
 }
 
 async fn flush<R: RunStore, L: LogStore>(
@@ -525,6 +621,16 @@ mod tests {
         assert_eq!(q.finished(), None);
         assert!(!q.busy);
         assert_eq!(q.next_id(), "r-0003", "the final sync gets the next id");
+    }
+
+    #[test]
+    fn checkpoint_budget_leaves_time_to_upload() {
+        let s = Duration::from_secs;
+        assert_eq!(checkpoint_budget(s(90), None), s(90));
+        assert_eq!(checkpoint_budget(s(90), Some(s(120))), s(80), "EC2's two minutes: 40 s kept for the upload");
+        assert_eq!(checkpoint_budget(s(90), Some(s(300))), s(90), "never more than configured");
+        assert_eq!(checkpoint_budget(s(90), Some(s(30))), s(10), "at least 20 s kept");
+        assert_eq!(checkpoint_budget(s(90), Some(s(5))), s(0));
     }
 
     #[test]

@@ -163,6 +163,15 @@ impl RuntimeDir {
         self.root.join("runs")
     }
 
+    /// Creates the directory as tap-agent (root) does at start: `runs/` is writable by every
+    /// user and sticky like /tmp, since training may run as another user than the agent.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(self.runs_dir())?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(self.runs_dir(), std::fs::Permissions::from_mode(0o1777))
+    }
+
     fn ensure(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)
     }
@@ -357,6 +366,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = RuntimeDir::new(dir.path());
         assert!(rt.registered().is_empty() && rt.draining().is_none());
+        rt.prepare().expect("prepare");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(rt.runs_dir()).expect("runs").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777);
         let r = Registration { pid: 42, run_id: "r1".into(), experiment: "e".into(), started_ms: 5, start_ticks: None };
         let path = rt.register(&r).expect("register");
         std::fs::write(rt.runs_dir().join("junk.json"), b"][").expect("junk");

@@ -64,6 +64,21 @@ pub struct Run {
     pub final_metrics: BTreeMap<String, f64>,
     /// Number of metric points recorded.
     pub metric_points: u64,
+    /// Why and when the run was told to stop early (spot notice, GPU fault, operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<Interruption>,
+}
+
+/// An interruption notice as a run received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interruption {
+    /// `spot-interruption`, `gpu-fatal`, or `signal` (SIGUSR1 from someone else).
+    pub kind: String,
+    pub reason: String,
+    /// When the run got it (epoch ms).
+    pub noticed_ms: i64,
+    /// When the node goes away, when the notice said.
+    pub deadline_ms: Option<i64>,
 }
 
 /// One metric value at one step.
@@ -195,6 +210,7 @@ mod tests {
             resumed_from: None,
             final_metrics: BTreeMap::new(),
             metric_points: 0,
+            interruption: None,
         };
         let text = serde_json::to_string(&run).expect("json");
         assert!(text.contains("\"status\":\"running\""));

@@ -53,3 +53,134 @@ pub fn endpoint(port: u16) -> String {
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
+
+/// A binary of another crate of this workspace, from beside this test's own binaries
+/// (`cargo test --workspace` builds every crate's binaries before running any test).
+pub fn workspace_bin(name: &str, beside: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(beside).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run the tests with `cargo test --workspace` (or `cargo build --bin {name}` first)",
+        p.display()
+    );
+    p
+}
+
+/// What the fake instance metadata service answers; change it while it runs.
+#[derive(Debug, Clone)]
+pub struct ImdsState {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub region: String,
+    /// Body of `spot/instance-action` (None: 404, no notice).
+    pub instance_action: Option<String>,
+    /// Body of `events/recommendations/rebalance` (None: 404).
+    pub rebalance: Option<String>,
+    /// Every request: (when, "METHOD path").
+    pub requests: Vec<(Instant, String)>,
+}
+
+/// IMDSv2 on 127.0.0.1, as EC2 serves it: `PUT /latest/api/token` hands out a token and
+/// every metadata GET without it gets 401. Stops when dropped.
+pub struct FakeImds {
+    pub port: u16,
+    pub state: std::sync::Arc<std::sync::Mutex<ImdsState>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeImds {
+    pub fn start(instance_id: &str, instance_type: &str) -> FakeImds {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ImdsState {
+            instance_id: instance_id.to_owned(),
+            instance_type: instance_type.to_owned(),
+            region: "us-east-1".to_owned(),
+            instance_action: None,
+            rebalance: None,
+            requests: Vec::new(),
+        }));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                let mut s = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf).into_owned();
+                let first = req.lines().next().unwrap_or_default().to_owned();
+                let mut parts = first.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                let has_token = req.to_ascii_lowercase().contains("x-aws-ec2-metadata-token: tok-fake");
+                let (status, body) = {
+                    let mut g = st.lock().expect("imds state");
+                    g.requests.push((Instant::now(), format!("{method} {path}")));
+                    match (method, path) {
+                        ("PUT", "/latest/api/token") => ("200 OK", Some("tok-fake".to_owned())),
+                        _ if !has_token => ("401 Unauthorized", None),
+                        ("GET", "/latest/meta-data/instance-id") => ("200 OK", Some(g.instance_id.clone())),
+                        ("GET", "/latest/meta-data/instance-type") => ("200 OK", Some(g.instance_type.clone())),
+                        ("GET", "/latest/meta-data/placement/region") => ("200 OK", Some(g.region.clone())),
+                        ("GET", "/latest/meta-data/spot/instance-action") => match &g.instance_action {
+                            Some(b) => ("200 OK", Some(b.clone())),
+                            None => ("404 Not Found", None),
+                        },
+                        ("GET", "/latest/meta-data/events/recommendations/rebalance") => match &g.rebalance {
+                            Some(b) => ("200 OK", Some(b.clone())),
+                            None => ("404 Not Found", None),
+                        },
+                        _ => ("404 Not Found", None),
+                    }
+                };
+                let body = body.unwrap_or_default();
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nx-aws-ec2-metadata-token-ttl-seconds: 21600\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+            }
+        });
+        FakeImds { port, state, stop }
+    }
+
+    pub fn endpoint(&self) -> String {
+        endpoint(self.port)
+    }
+
+    pub fn set_instance_action(&self, body: Option<&str>) {
+        self.state.lock().expect("imds state").instance_action = body.map(str::to_owned);
+    }
+
+    pub fn set_rebalance(&self, body: Option<&str>) {
+        self.state.lock().expect("imds state").rebalance = body.map(str::to_owned);
+    }
+
+    /// When each request for `path` came.
+    pub fn requests_for(&self, path: &str) -> Vec<Instant> {
+        let g = self.state.lock().expect("imds state");
+        g.requests.iter().filter(|(_, r)| r.ends_with(path)).map(|(t, _)| *t).collect()
+    }
+}
+
+impl Drop for FakeImds {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -23,6 +23,7 @@ pub fn run(exp: &str, id: &str, started: i64) -> Run {
         resumed_from: None,
         final_metrics: BTreeMap::new(),
         metric_points: 0,
+        interruption: None,
     }
 }
 
