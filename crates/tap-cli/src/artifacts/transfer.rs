@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(part_size_for(200_000_000_000, 16 << 20), 20 << 20);
         for size in [0, 1, 167_772_160_000, 167_772_160_001, 5_000_000_000_000, 48 << 40] {
             let p = part_size_for(size, 16 << 20);
-            assert!(parts_of(size, p) <= 10_000 && p % (1 << 20) == 0, "{size}: {p}");
+            assert!(parts_of(size, p) <= 10_000 && p.is_multiple_of(1 << 20), "{size}: {p}");
         }
     }
 }
