@@ -414,6 +414,17 @@ variable "high_resolution_metrics" {
   default     = false
 }
 
+variable "gpu_health_action" {
+  description = "What tap-agent does on a fatal GPU finding (XID 79, uncorrected ECC, GPU lost or missing): replace (take no new work, let runs checkpoint, power off so the fleet replaces the node), drain (the same without the power-off) or dry-run (log only)."
+  type        = string
+  default     = "replace"
+
+  validation {
+    condition     = contains(["replace", "drain", "dry-run"], var.gpu_health_action)
+    error_message = "gpu_health_action must be replace, drain or dry-run."
+  }
+}
+
 ################################################################################
 # Locals
 ################################################################################
@@ -501,6 +512,9 @@ locals {
 
     [logs]
     group = "${local.log_group_name}"
+
+    [health]
+    on_fatal = "${var.gpu_health_action}"
   EOT
 
   cloudwatch_agent_config = jsonencode({

@@ -210,3 +210,9 @@ run "driver_package_injection" {
   variables { volta_driver_package = "nvidia-driver-580; rm -rf /" }
   expect_failures = [var.volta_driver_package]
 }
+
+run "gpu_health_action_unknown" {
+  command = plan
+  variables { gpu_health_action = "reboot" }
+  expect_failures = [var.gpu_health_action]
+}

@@ -460,6 +460,7 @@ mod tests {
             ("var.agent_publish_interval_seconds", "60"),
             ("var.high_resolution_metrics", "false"),
             ("local.log_group_name", "/tap/dev/training"),
+            ("var.gpu_health_action", "replace"),
         ];
         let mut text = template.clone();
         for (expr, value) in values {
@@ -470,6 +471,7 @@ mod tests {
         assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
         assert_eq!(config.metrics.environment, "dev");
         assert_eq!(config.logs.group.as_deref(), Some("/tap/dev/training"));
+        assert_eq!(config.health.on_fatal, OnFatal::Replace);
     }
 
     fn arb_config() -> impl Strategy<Value = AgentConfig> {
