@@ -34,9 +34,9 @@ set -a; source "$log/tools.env"; set +a
 
 stage cargo-fmt cargo fmt --all --check
 check cargo-fmt
-stage cargo-clippy cargo clippy --workspace --all-targets --locked --features tap-agent/aws-integration,tap-cli/aws-integration -- -D warnings
+stage cargo-clippy cargo clippy --workspace --all-targets --locked --features tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration -- -D warnings
 check cargo-clippy
-stage cargo-test cargo test --workspace --locked --features tap-agent/aws-integration,tap-cli/aws-integration
+stage cargo-test cargo test --workspace --locked --features tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration
 count cargo-test
 
 stage terraform-fmt terraform fmt -check -recursive -diff infra

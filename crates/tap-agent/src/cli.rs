@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 ///   tap-agent run --once --simulate 8           the same on 8 simulated GPUs
 ///   tap-agent --config agent.toml run           run the daemon (what systemd starts)
 ///   sudo tap-agent install                      install and start the systemd service
+///   tap-agent health                            the node's GPU health findings and verdict
+///   tap-agent events --seconds 30               print XID events (NVML and kernel log) as they come
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, arg_required_else_help = true)]
 pub struct Cli {
@@ -40,6 +42,19 @@ pub enum Command {
     Run(RunArgs),
     /// Write the systemd unit (tap-agent.service) and enable and start it.
     Install(InstallArgs),
+    /// Print the GPU health state the running agent keeps (health.state_file): verdict and
+    /// findings (XID, ECC, page retirement, GPUs missing or lost, throttling).
+    Health,
+    /// Subscribe to XID events (NVML's event API and the kernel log) for a while and print
+    /// each as a JSON line: checks the event path on a real driver.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// How long to listen.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]

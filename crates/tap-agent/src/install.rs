@@ -27,10 +27,15 @@ RestartSec=5
 # SIGTERM makes the agent publish (or spool) what it sampled before it exits.
 TimeoutStopSec=30
 StateDirectory=tap
+# /run/tap: where the agent and `tap run` meet (notice.json, drain, runs/); kept across agent
+# restarts so a notice or a registration is never lost, emptied at boot.
+RuntimeDirectory=tap
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
 Environment=TAP_AGENT_LOG=info
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=/var/lib/tap
+ReadWritePaths=/var/lib/tap /run/tap
 ProtectHome=yes
 PrivateTmp=yes
 ProtectKernelTunables=yes

@@ -52,6 +52,27 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             })?;
             println!("installed {}{}", path.display(), if a.no_start { "" } else { " and started tap-agent" });
         }
+        Some(Command::Health) => {
+            let config = AgentConfig::load(&cli.config)?;
+            let path = &config.health.state_file;
+            match std::fs::read_to_string(path) {
+                Ok(text) => println!("{}", text.trim_end()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    anyhow::bail!("{}: no health state yet (is tap-agent running with health.enabled?)", path.display())
+                }
+                Err(e) => anyhow::bail!("{}: {e}", path.display()),
+            }
+        }
+        Some(Command::Events(a)) => {
+            let config = AgentConfig::load(&cli.config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let n = runtime.block_on(watch_events(&config.health.kernel_log, Duration::from_secs(a.seconds)));
+            println!("{{\"events\": {n}, \"seconds\": {}}}", a.seconds);
+        }
         Some(Command::Run(a)) if a.once => print!("{}", once(&mut *open_reader(a)?)?),
         Some(Command::Run(a)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -252,6 +273,35 @@ async fn node(
         }
     }
     Ok(node)
+}
+
+/// `tap-agent events`: XIDs from NVML events and the kernel log for `how_long`, one JSON
+/// line each; returns how many arrived.
+async fn watch_events(kernel_log: &Path, how_long: Duration) -> u64 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    init_logging();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let stop = Arc::new(AtomicBool::new(false));
+    gpu::nvml::spawn_xid_events(tx.clone(), stop.clone());
+    health::kernel_log::spawn(kernel_log.to_owned(), tx, stop.clone());
+    let mut n = 0;
+    let until = tokio::time::sleep(how_long);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = &mut until => break,
+            Some(ev) = rx.recv() => {
+                n += 1;
+                let fatal = health::xid::is_fatal(ev.xid);
+                println!("{}", serde_json::json!({
+                    "xid": ev.xid, "fatal": fatal, "gpu": ev.uuid, "pci": ev.pci, "source": ev.source, "detail": ev.detail,
+                }));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    n
 }
 
 fn fmt_opt(v: Option<f64>, unit: &str) -> String {

@@ -133,6 +133,41 @@ fn install_writes_the_unit_without_systemctl() {
     assert!(unit.contains(&format!("--config {} run", config.display())));
 }
 
+#[test]
+fn health_prints_the_state_or_says_why_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.toml");
+    let state = dir.path().join("health.json");
+    std::fs::write(&config, format!("[health]\nstate_file = \"{}\"\n", state.display())).expect("config");
+    let c = config.to_str().expect("utf-8");
+    let out = agent(&["--config", c, "health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no health state yet (is tap-agent running"), "{}", text(&out.stderr));
+    std::fs::write(&state, "{\"verdict\": \"healthy\", \"findings\": []}\n").expect("state");
+    let out = agent(&["--config", c, "health"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("\"verdict\": \"healthy\""));
+}
+
+/// `events` reads the kernel log (NVML is absent here: it says so and goes on).
+#[test]
+fn events_prints_each_xid_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.toml");
+    let kmsg = dir.path().join("kmsg");
+    std::fs::write(&kmsg, "junk\n3,1,1,-;NVRM: Xid (PCI:0000:00:1e): 79, pid=1, name=x, GPU has fallen off the bus.\n")
+        .expect("kmsg");
+    std::fs::write(&config, format!("[health]\nkernel_log = \"{}\"\n", kmsg.display())).expect("config");
+    let out = agent(&["--config", config.to_str().expect("utf-8"), "events", "--seconds", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!((lines[0]["xid"].as_u64(), lines[0]["fatal"].as_bool()), (Some(79), Some(true)));
+    assert_eq!(lines[0]["source"], "kernel-log");
+    assert_eq!(lines[1]["events"], 1);
+}
+
 /// The agent against moto's CloudWatch on loopback (`--features aws-integration`;
 /// `TAP_MOTO_SERVER` names the moto_server executable, scripts/test.sh sets it).
 #[cfg(feature = "aws-integration")]

@@ -88,6 +88,86 @@ pub enum Command {
     /// Show the metric contract: the CloudWatch namespace, metric names, units and dimension
     /// sets that tap-agent publishes and that the stack's alarms and dashboard watch.
     Contract,
+    /// The stack's spot fleet: status, scale, idle nodes (needs an imported stack).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// Launch a multi-node job on the fleet: one SSM Run Command (AWS-RunShellScript) per
+    /// node runs `tap run` with torchrun's rendezvous variables in its environment —
+    /// MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK and RDZV_ID/TAP_RUN_GROUP (the shared id).
+    /// In the command, $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT and $RDZV_ID are
+    /// expanded on each node (quote them from your shell); nothing else is.
+    ///
+    /// Example: tap launch --nodes 2 -e llm -- torchrun --nnodes='$NNODES' --node-rank='$NODE_RANK'
+    ///          --master-addr='$MASTER_ADDR' --master-port='$MASTER_PORT' --nproc-per-node=1 train.py
+    Launch(LaunchArgs),
+    /// A run's output (stdout and stderr) from the store; --follow prints new lines until the
+    /// run ends.
+    Logs {
+        run_id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Target and fulfilled capacity, every instance (type, AZ, IP, state, age, agent
+    /// heartbeat, GPU health) and the spot interruptions of the last 24 h.
+    Status,
+    /// Set the fleet's target capacity (0 stops paying for GPUs). Scaling down asks first.
+    Scale {
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=1000))]
+        target: u32,
+        /// Do not ask (for scripts).
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Nodes whose GPUs were idle (average utilization below a threshold) for a while.
+    Idle {
+        /// Look back this many minutes.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(5..=1440))]
+        minutes: u32,
+        /// Idle means average GPU utilization below this (percent).
+        #[arg(long, default_value_t = 5.0)]
+        below_percent: f64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// How many nodes (healthy ones: running, agent heartbeat within 5 min, no fatal GPU finding).
+    #[arg(long, short, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub nodes: u16,
+    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_name)]
+    pub experiment: String,
+    /// Every node restores the experiment's latest checkpoint first.
+    #[arg(long)]
+    pub resume: bool,
+    /// Rendezvous port on rank 0 (MASTER_PORT).
+    #[arg(long, default_value_t = 29500)]
+    pub port: u16,
+    /// The user the job runs as on the nodes (SSM runs commands as root).
+    #[arg(long, default_value = "ubuntu")]
+    pub user: String,
+    /// The shared run id (default: a new one).
+    #[arg(long, value_parser = parse_name)]
+    pub group: Option<String>,
+    /// How long the job may run (SSM executionTimeout).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Send the commands and return; do not follow them.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// How often the whole job is relaunched with --resume when a node ends badly (spot
+    /// reclaim, GPU failure).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub restarts: u32,
+    /// How long to wait for enough healthy nodes (e.g. while the fleet replaces one).
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub wait: Duration,
+    /// The training command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +376,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
         _ => Err(format!("{s:?} is not a duration like 90s, 2m or 1500ms")),
     }
 }
@@ -311,7 +392,8 @@ mod tests {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("5h"), Ok(Duration::from_secs(5 * 3600)));
+        assert!(parse_duration("5d").is_err());
         assert_eq!(parse_signal("USR1"), Ok(nix::sys::signal::Signal::SIGUSR1));
         assert!(parse_signal("SIGBOGUS").is_err());
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));

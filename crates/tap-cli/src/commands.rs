@@ -71,6 +71,14 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
             show_config(&config, &config_path, home, cli.global.local, cli.global.output, out)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Fleet(f) => {
+            let stack = need_stack(config.stack.as_ref(), "tap fleet")?;
+            return crate::fleet_cmd::run_fleet(stack, f, cli.global.output, out).await;
+        }
+        Command::Launch(a) => {
+            let stack = need_stack(config.stack.as_ref(), "tap launch")?;
+            return crate::fleet_cmd::launch(stack, a, cli.global.output, out).await;
+        }
         _ => {}
     }
     match config.stack.filter(|_| !cli.global.local) {
@@ -106,6 +114,10 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
             execute(cli, home, &store, &store, &store, &objects, out).await
         }
     }
+}
+
+fn need_stack<'a>(stack: Option<&'a StackConfig>, what: &str) -> anyhow::Result<&'a StackConfig> {
+    stack.context(format!("{what} needs a deployed stack: terraform -chdir=infra output -json | tap stack import"))
 }
 
 fn show_config(
@@ -171,8 +183,35 @@ where
 {
     let output = cli.global.output;
     match &cli.command {
-        Command::Contract | Command::Stack(_) | Command::Config(_) => {
+        Command::Contract | Command::Stack(_) | Command::Config(_) | Command::Fleet(_) | Command::Launch(_) => {
             unreachable!("handled before a backend is chosen")
+        }
+        Command::Logs { run_id, follow } => {
+            let run = find_run(runs, run_id).await?;
+            let mut printed = 0;
+            // Bounded: a followed run that never ends is given up on after a week.
+            for _ in 0..(7 * 24 * 3600 / 2) {
+                let done = !*follow
+                    || runs.get_run(&run.experiment_id, &run.run_id).await?.is_none_or(|r| {
+                        !matches!(r.status, tap_core::runs::RunStatus::Running | tap_core::runs::RunStatus::Queued)
+                    });
+                let lines = logs.logs(&run.experiment_id, &run.run_id).await?;
+                match output {
+                    Output::Json => json(out, &lines.iter().skip(printed).collect::<Vec<_>>())?,
+                    Output::Text => {
+                        for l in lines.iter().skip(printed) {
+                            let tag = if l.stream == crate::store::Stream::Stderr { "[stderr] " } else { "" };
+                            writeln!(out, "{tag}{}", l.text)?;
+                        }
+                    }
+                }
+                out.flush()?;
+                printed = printed.max(lines.len());
+                if done {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
         }
         Command::Run(a) => {
             let opts = RunOptions {

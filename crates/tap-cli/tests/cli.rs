@@ -284,6 +284,38 @@ mod local {
     }
 
     #[test]
+    fn fleet_commands_need_a_stack() {
+        let home = tempfile::tempdir().expect("tempdir");
+        for args in [&["fleet", "status"][..], &["launch", "--nodes", "2", "--", "python3", "train.py"]] {
+            let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+                .args(args)
+                .env("TAP_HOME", home.path())
+                .env("TAP_CONFIG", home.path().join("none.toml"))
+                .output()
+                .expect("tap");
+            assert_eq!(out.status.code(), Some(1));
+            assert!(
+                text(&out.stderr)
+                    .contains("needs a deployed stack: terraform -chdir=infra output -json | tap stack import"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn logs_prints_a_runs_output() {
+        let home = tempfile::tempdir().expect("tempdir");
+        assert_eq!(tap_in(home.path(), &["run", "--", "sh", "-c", "echo out; echo err >&2"]).status.code(), Some(0));
+        let id = json(home.path(), &["runs", "list"])[0]["run_id"].as_str().expect("id").to_owned();
+        let out = tap_in(home.path(), &["logs", &id, "--follow"]);
+        assert!(out.status.success());
+        let lines = text(&out.stdout);
+        assert!(lines.contains("out\n") && lines.contains("[stderr] err\n"), "{lines}");
+        assert_eq!(tap_in(home.path(), &["logs", "nope"]).status.code(), Some(1));
+    }
+
+    #[test]
     fn run_without_command_is_a_usage_error() {
         let home = tempfile::tempdir().expect("tempdir");
         assert_eq!(tap_in(home.path(), &["run"]).status.code(), Some(2));
@@ -399,6 +431,48 @@ mod stack {
         // `--local` still reaches the local store, which saw none of this.
         let local = env.tap(&["--local", "runs", "list", "--output", "json"]);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&local.stdout).expect("json"), serde_json::json!([]));
+    }
+
+    /// `tap fleet` and `tap launch` on the stack's fleet (moto, with ModifyFleet added by
+    /// tools/moto/tap_moto_server.py).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn fleet_status_scale_and_launch_refusals() {
+        let env = stack().await;
+        let sdk = tap_cli::testkit::sdk_config(&env.moto.endpoint());
+        let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+        let outputs = env.dir.path().join("outputs.json");
+        let config = FIXTURE.replace("fleet-0123456789abcdef0", &fleet_id);
+        std::fs::write(&outputs, format!("{{\"tap_config\": {{\"value\": {config}}}}}")).expect("outputs");
+        assert!(env.tap(&["stack", "import", outputs.to_str().expect("utf-8")]).status.success());
+
+        let status = env.json(&["fleet", "status"]);
+        assert_eq!((status["target_capacity"].as_i64(), status["nodes"].as_array().map(Vec::len)), (Some(2), Some(2)));
+        let text = String::from_utf8_lossy(&env.tap(&["fleet", "status"]).stdout).into_owned();
+        assert!(
+            text.contains("target 2, fulfilled 2, 0 ready   ◐◐") && text.contains("no tap-agent heartbeat"),
+            "{text}"
+        );
+
+        let refused = env.tap(&["fleet", "scale", "1"]);
+        assert_eq!(refused.status.code(), Some(1), "scaling down asks; stdin is no terminal here");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("not scaled down: confirm on a terminal, or pass --yes")
+        );
+        let scaled = env.tap(&["fleet", "scale", "1", "--yes"]);
+        assert!(scaled.status.success(), "{}", String::from_utf8_lossy(&scaled.stderr));
+        assert!(String::from_utf8_lossy(&scaled.stdout).contains("target capacity 2 -> 1"));
+        assert_eq!(env.json(&["fleet", "status"])["target_capacity"], 1);
+
+        let launch = env.tap(&["launch", "--nodes", "2", "-e", "llm", "--", "python3", "train.py"]);
+        assert_eq!(launch.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&launch.stderr).into_owned();
+        assert!(
+            err.contains("tap: error: 0 healthy nodes of 1 in the fleet, 2 asked; not fit: i-")
+                && err.contains("(no tap-agent heartbeat)"),
+            "{err}"
+        );
+        let idle = env.json(&["fleet", "idle"]);
+        assert_eq!(idle, serde_json::json!([]), "no utilization data: nothing is called idle");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,298 @@
+//! The fleet through AWS's own APIs: EC2 (DescribeFleets, DescribeFleetInstances,
+//! DescribeInstances, ModifyFleet), the agent's CloudWatch metrics (heartbeat, GPUUnhealthy,
+//! utilization, spot notices) and SSM Run Command (SendCommand, GetCommandInvocation).
+
+use std::collections::HashMap;
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use aws_smithy_types::DateTime;
+use tap_core::contract::{Metric as ContractMetric, NAMESPACE};
+use tap_core::stack_config::StackConfig;
+
+use crate::launch::{NodeCommand, NodeInfo};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FleetError(pub String);
+
+type Result<T> = std::result::Result<T, FleetError>;
+
+fn sdk_err<E: std::error::Error>(what: &str, e: E) -> FleetError {
+    FleetError(format!("{what}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))
+}
+
+/// What `tap fleet status` shows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FleetStatus {
+    pub fleet_id: String,
+    pub state: String,
+    pub target_capacity: Option<i32>,
+    pub fulfilled_capacity: Option<f64>,
+    pub nodes: Vec<NodeInfo>,
+    /// Spot interruption notices the agents published in the last 24 hours.
+    pub interruptions_24h: f64,
+}
+
+pub struct Fleet {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub fleet_id: String,
+    pub environment: String,
+    pub log_group: String,
+}
+
+impl Fleet {
+    pub fn new(sdk: &aws_types::SdkConfig, stack: &StackConfig) -> Fleet {
+        Fleet {
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            fleet_id: stack.fleet_id.clone(),
+            environment: stack.environment.clone(),
+            log_group: stack.log_group.clone(),
+        }
+    }
+
+    /// The fleet, its instances and what their agents last said.
+    pub async fn status(&self, now_ms: i64) -> Result<FleetStatus> {
+        let fleets = self
+            .ec2
+            .describe_fleets()
+            .fleet_ids(&self.fleet_id)
+            .send()
+            .await
+            .map_err(|e| sdk_err("DescribeFleets", e))?;
+        let f = fleets.fleets().iter().find(|f| f.fleet_id() == Some(self.fleet_id.as_str())).ok_or_else(|| {
+            FleetError(format!("no fleet {} (was the stack destroyed? re-run `tap stack import`)", self.fleet_id))
+        })?;
+        let state = f.fleet_state().map_or("unknown", |s| s.as_str()).to_owned();
+        let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity());
+        let fulfilled = f.fulfilled_capacity();
+
+        let mut ids = Vec::new();
+        let mut token = None;
+        for _ in 0..100 {
+            let page = self
+                .ec2
+                .describe_fleet_instances()
+                .fleet_id(&self.fleet_id)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_err("DescribeFleetInstances", e))?;
+            ids.extend(page.active_instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut nodes = Vec::new();
+        for chunk in ids.chunks(100) {
+            let out = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_err("DescribeInstances", e))?;
+            for i in out.reservations().iter().flat_map(|r| r.instances()) {
+                nodes.push(NodeInfo {
+                    instance_id: i.instance_id().unwrap_or_default().to_owned(),
+                    instance_type: i.instance_type().map(|t| t.as_str().to_owned()),
+                    availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_owned),
+                    private_ip: i.private_ip_address().map(str::to_owned),
+                    state: i.state().and_then(|s| s.name()).map_or("unknown", |s| s.as_str()).to_owned(),
+                    launch_time_ms: i.launch_time().and_then(|t| t.to_millis().ok()),
+                    heartbeat_age_s: None,
+                    unhealthy: None,
+                });
+            }
+        }
+        nodes.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
+        let ids: Vec<String> = nodes.iter().map(|n| n.instance_id.clone()).collect();
+        let heartbeats = self.latest(ContractMetric::Heartbeat, &ids, "SampleCount", now_ms, 15).await?;
+        let unhealthy = self.latest(ContractMetric::Unhealthy, &ids, "Maximum", now_ms, 15).await?;
+        for n in &mut nodes {
+            n.heartbeat_age_s = heartbeats.get(&n.instance_id).map(|&(t, _)| ((now_ms - t) / 1000).max(0));
+            n.unhealthy = unhealthy.get(&n.instance_id).map(|&(_, v)| v >= 1.0);
+        }
+        let interruptions_24h = self.fleet_sum(ContractMetric::SpotInterruptionNotice, now_ms, 24 * 60).await?;
+        Ok(FleetStatus {
+            fleet_id: self.fleet_id.clone(),
+            state,
+            target_capacity: target,
+            fulfilled_capacity: fulfilled,
+            nodes,
+            interruptions_24h,
+        })
+    }
+
+    /// The latest datapoint (time, value) of `metric` per instance over the last `minutes`.
+    pub async fn latest(
+        &self,
+        metric: ContractMetric,
+        instances: &[String],
+        stat: &str,
+        now_ms: i64,
+        minutes: i64,
+    ) -> Result<HashMap<String, (i64, f64)>> {
+        let mut out = HashMap::new();
+        // GetMetricData takes at most 500 queries per request.
+        for (c, chunk) in instances.chunks(500).enumerate() {
+            let queries: Vec<MetricDataQuery> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    query(&format!("q{c}_{i}"), metric, &[("Environment", &self.environment), ("InstanceId", id)], stat)
+                })
+                .collect();
+            let res = self
+                .cloudwatch
+                .get_metric_data()
+                .set_metric_data_queries(Some(queries))
+                .start_time(DateTime::from_millis(now_ms - minutes * 60_000))
+                .end_time(DateTime::from_millis(now_ms + 60_000))
+                .send()
+                .await
+                .map_err(|e| sdk_err("GetMetricData", e))?;
+            for r in res.metric_data_results() {
+                let Some(i) = r.id().and_then(|id| id.rsplit('_').next()).and_then(|i| i.parse::<usize>().ok()) else {
+                    continue;
+                };
+                let latest = r
+                    .timestamps()
+                    .iter()
+                    .zip(r.values())
+                    .filter_map(|(t, v)| t.to_millis().ok().map(|t| (t, *v)))
+                    .max_by_key(|(t, _)| *t);
+                if let (Some(id), Some(p)) = (chunk.get(i), latest) {
+                    out.insert(id.clone(), p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fleet-wide sum of `metric` over the last `minutes`.
+    pub async fn fleet_sum(&self, metric: ContractMetric, now_ms: i64, minutes: i64) -> Result<f64> {
+        let res = self
+            .cloudwatch
+            .get_metric_data()
+            .metric_data_queries(query("s", metric, &[("Environment", &self.environment)], "Sum"))
+            .start_time(DateTime::from_millis(now_ms - minutes * 60_000))
+            .end_time(DateTime::from_millis(now_ms + 60_000))
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetMetricData", e))?;
+        Ok(res.metric_data_results().iter().flat_map(|r| r.values()).sum())
+    }
+
+    /// Average of `metric` per instance over the last `minutes` (for `tap fleet idle`).
+    pub async fn average(
+        &self,
+        metric: ContractMetric,
+        instances: &[String],
+        now_ms: i64,
+        minutes: i64,
+    ) -> Result<HashMap<String, f64>> {
+        let mut out = HashMap::new();
+        for id in instances {
+            let res = self
+                .cloudwatch
+                .get_metric_data()
+                .metric_data_queries(query(
+                    "a",
+                    metric,
+                    &[("Environment", &self.environment), ("InstanceId", id)],
+                    "Average",
+                ))
+                .start_time(DateTime::from_millis(now_ms - minutes * 60_000))
+                .end_time(DateTime::from_millis(now_ms + 60_000))
+                .send()
+                .await
+                .map_err(|e| sdk_err("GetMetricData", e))?;
+            let v: Vec<f64> = res.metric_data_results().iter().flat_map(|r| r.values().iter().copied()).collect();
+            if !v.is_empty() {
+                out.insert(id.clone(), v.iter().sum::<f64>() / v.len() as f64);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets the fleet's target capacity (ModifyFleet; scaling down terminates the excess).
+    pub async fn scale(&self, target: i32) -> Result<()> {
+        use aws_sdk_ec2::types::{FleetExcessCapacityTerminationPolicy, TargetCapacitySpecificationRequest};
+        let spec = TargetCapacitySpecificationRequest::builder().total_target_capacity(target).build();
+        self.ec2
+            .modify_fleet()
+            .fleet_id(&self.fleet_id)
+            .target_capacity_specification(spec)
+            .excess_capacity_termination_policy(FleetExcessCapacityTerminationPolicy::Termination)
+            .send()
+            .await
+            .map_err(|e| sdk_err("ModifyFleet", e))?;
+        Ok(())
+    }
+
+    /// Sends each node its script (one SendCommand per node, AWS-RunShellScript, output to
+    /// the training log group); returns (instance, command id) pairs.
+    pub async fn send(&self, cmds: &[NodeCommand], comment: &str, timeout_s: i32) -> Result<Vec<(String, String)>> {
+        use aws_sdk_ssm::types::CloudWatchOutputConfig;
+        let mut sent = Vec::new();
+        for c in cmds {
+            let out = self
+                .ssm
+                .send_command()
+                .document_name("AWS-RunShellScript")
+                .instance_ids(&c.instance_id)
+                .parameters("commands", vec![c.script.clone()])
+                .parameters("executionTimeout", vec![timeout_s.to_string()])
+                .comment(comment.chars().take(100).collect::<String>())
+                .cloud_watch_output_config(
+                    CloudWatchOutputConfig::builder()
+                        .cloud_watch_output_enabled(true)
+                        .cloud_watch_log_group_name(&self.log_group)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_err(&format!("SendCommand to {}", c.instance_id), e))?;
+            let id = out.command().and_then(|c| c.command_id()).unwrap_or_default().to_owned();
+            sent.push((c.instance_id.clone(), id));
+        }
+        Ok(sent)
+    }
+
+    /// Cancels a command (the job's other nodes after one failed).
+    pub async fn cancel(&self, command_id: &str) -> Result<()> {
+        self.ssm.cancel_command().command_id(command_id).send().await.map_err(|e| sdk_err("CancelCommand", e))?;
+        Ok(())
+    }
+
+    /// The status of one node's command (`Pending`, `InProgress`, `Success`, `Failed`, …).
+    pub async fn invocation_status(&self, command_id: &str, instance_id: &str) -> Result<String> {
+        let out = self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetCommandInvocation", e))?;
+        Ok(out.status().map_or("Unknown", |s| s.as_str()).to_owned())
+    }
+}
+
+fn query(id: &str, metric: ContractMetric, dims: &[(&str, &str)], stat: &str) -> MetricDataQuery {
+    let m = Metric::builder()
+        .namespace(NAMESPACE)
+        .metric_name(metric.spec().name)
+        .set_dimensions(Some(dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect()))
+        .build();
+    MetricDataQuery::builder()
+        .id(id)
+        .metric_stat(MetricStat::builder().metric(m).period(60).stat(stat).build())
+        .return_data(true)
+        .build()
+}

@@ -1,0 +1,345 @@
+//! `tap launch`: which nodes run a multi-node job, and the shell script each one gets through
+//! SSM Run Command (`AWS-RunShellScript`). Pure: no I/O, unit-tested apart from AWS.
+//!
+//! Every node runs the same `tap run` under one shared run group, with torchrun's rendezvous
+//! variables in its environment: `MASTER_ADDR`/`MASTER_PORT` (rank 0's private IP), `NNODES`,
+//! `NODE_RANK`, and `TAP_RUN_GROUP`/`RDZV_ID` (the shared id). The command is the user's, so
+//! `torchrun --nnodes=$NNODES --node-rank=$NODE_RANK --master-addr=$MASTER_ADDR
+//! --master-port=$MASTER_PORT train.py` (or `--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT`)
+//! works as on any cluster.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// A node as `tap fleet status` sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeInfo {
+    pub instance_id: String,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+    /// EC2 state: pending, running, shutting-down, …
+    pub state: String,
+    pub launch_time_ms: Option<i64>,
+    /// Seconds since the agent's last heartbeat (None: none seen).
+    pub heartbeat_age_s: Option<i64>,
+    /// The agent's GPUUnhealthy: Some(true) when a fatal finding stands.
+    pub unhealthy: Option<bool>,
+}
+
+/// Heartbeats older than this mean the agent (or the node) is gone.
+pub const HEARTBEAT_STALE_S: i64 = 300;
+
+impl NodeInfo {
+    /// Why this node cannot take a job, if it cannot.
+    pub fn unfit(&self) -> Option<String> {
+        if self.state != "running" {
+            return Some(format!("state {}", self.state));
+        }
+        if self.private_ip.is_none() {
+            return Some("no private IP".into());
+        }
+        if self.unhealthy == Some(true) {
+            return Some("a fatal GPU finding stands".into());
+        }
+        match self.heartbeat_age_s {
+            None => Some("no tap-agent heartbeat".into()),
+            Some(a) if a > HEARTBEAT_STALE_S => Some(format!("last tap-agent heartbeat {a} s ago")),
+            Some(_) => None,
+        }
+    }
+}
+
+/// What one node is sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeCommand {
+    pub instance_id: String,
+    pub rank: usize,
+    /// The `commands` parameter of AWS-RunShellScript.
+    pub script: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    pub nodes: usize,
+    pub experiment: String,
+    /// Shared by every node's `tap run` (and torchrun's rendezvous id).
+    pub group: String,
+    pub master_port: u16,
+    pub resume: bool,
+    pub command: Vec<String>,
+    /// The OS user the job runs as (SSM runs scripts as root).
+    pub run_as: String,
+}
+
+/// Picks `spec.nodes` fit nodes (oldest first: they have proven stable, and the order is the
+/// same on every call) and builds each one's script. Rank 0 is the rendezvous master.
+pub fn plan(all: &[NodeInfo], spec: &LaunchSpec) -> Result<Vec<NodeCommand>, String> {
+    if spec.nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    if spec.command.is_empty() {
+        return Err("no command given: tap launch --nodes N -- <command...>".into());
+    }
+    let mut fit: Vec<&NodeInfo> = all.iter().filter(|n| n.unfit().is_none()).collect();
+    if fit.len() < spec.nodes {
+        let why: Vec<String> =
+            all.iter().filter_map(|n| n.unfit().map(|w| format!("{} ({w})", n.instance_id))).collect();
+        return Err(format!(
+            "{} healthy node{} of {} in the fleet, {} asked{}",
+            fit.len(),
+            if fit.len() == 1 { "" } else { "s" },
+            all.len(),
+            spec.nodes,
+            if why.is_empty() { String::new() } else { format!("; not fit: {}", why.join(", ")) }
+        ));
+    }
+    fit.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
+    let chosen = &fit[..spec.nodes];
+    let master = chosen[0].private_ip.clone().unwrap_or_default();
+    Ok(chosen
+        .iter()
+        .enumerate()
+        .map(|(rank, n)| NodeCommand { instance_id: n.instance_id.clone(), rank, script: script(spec, &master, rank) })
+        .collect())
+}
+
+/// The shell script of one node.
+pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
+    let mut tap = vec!["tap".to_owned(), "run".into(), "--experiment".into(), spec.experiment.clone()];
+    if spec.resume {
+        tap.push("--resume".into());
+    }
+    tap.push("--".into());
+    tap.extend(spec.command.iter().cloned());
+    let inner: Vec<String> = tap.iter().map(|a| node_arg(a)).collect();
+    let mut s = String::from("set -eu\n");
+    for (k, v) in [
+        ("MASTER_ADDR", master.to_owned()),
+        ("MASTER_PORT", spec.master_port.to_string()),
+        ("NNODES", spec.nodes.to_string()),
+        ("NODE_RANK", rank.to_string()),
+        ("TAP_RUN_GROUP", spec.group.clone()),
+        ("RDZV_ID", spec.group.clone()),
+    ] {
+        let _ = writeln!(s, "export {k}={}", shell_quote(&v));
+    }
+    // A login shell of the job's user: its PATH, its home (tap's config), its Python.
+    let _ = write!(
+        s,
+        "exec runuser -u {} -- env MASTER_ADDR=\"$MASTER_ADDR\" MASTER_PORT=\"$MASTER_PORT\" NNODES=\"$NNODES\" \
+         NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" bash -lc {}",
+        shell_quote(&spec.run_as),
+        shell_quote(&inner.join(" "))
+    );
+    s
+}
+
+/// What following a launched job decides after a round of command statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Some node still runs and none failed.
+    Wait,
+    /// Every node succeeded.
+    Succeeded,
+    /// A node ended badly (reclaimed, interrupted, lost): stop the others and relaunch the
+    /// whole job with `--resume` from the latest checkpoint.
+    Relaunch,
+    /// A node ended badly and no restarts are left.
+    GiveUp,
+}
+
+/// SSM command statuses that are final.
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "Success" | "Failed" | "Cancelled" | "TimedOut" | "Undeliverable" | "Terminated")
+}
+
+/// Decides from every node's SSM command status. A multi-node job is all or nothing: torch
+/// ranks cannot continue without a peer, so one node ending badly means a relaunch of all.
+pub fn decide(statuses: &[String], restarts_left: u32) -> Decision {
+    let bad = statuses.iter().any(|s| is_final(s) && s != "Success");
+    if bad {
+        return if restarts_left > 0 { Decision::Relaunch } else { Decision::GiveUp };
+    }
+    if !statuses.is_empty() && statuses.iter().all(|s| s == "Success") { Decision::Succeeded } else { Decision::Wait }
+}
+
+/// The rendezvous variables, expanded on the node where an argument names them.
+pub const NODE_VARS: [&str; 6] = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "TAP_RUN_GROUP", "RDZV_ID"];
+
+/// Quotes one argument of the user's command for the node's shell: literally, except that
+/// `$NNODES`, `${NODE_RANK}`, … (the [`NODE_VARS`]) are expanded there. Nothing else is.
+pub fn node_arg(arg: &str) -> String {
+    let mut out = String::new();
+    let mut literal = String::new();
+    let mut rest = arg;
+    'scan: while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        for v in NODE_VARS {
+            let braced = format!("{{{v}}}");
+            let len = if after.starts_with(&braced) {
+                braced.len()
+            } else if after.starts_with(v)
+                && !after[v.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            {
+                v.len()
+            } else {
+                continue;
+            };
+            literal.push_str(&rest[..i]);
+            if !literal.is_empty() {
+                out.push_str(&shell_quote(&literal));
+                literal.clear();
+            }
+            out.push_str(&format!("\"${v}\""));
+            rest = &after[len..];
+            continue 'scan;
+        }
+        literal.push_str(&rest[..=i]);
+        rest = after;
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() || out.is_empty() {
+        out.push_str(&shell_quote(&literal));
+    }
+    out
+}
+
+/// Quotes `s` for a POSIX shell: safe words stay as they are, anything else goes in single
+/// quotes (a single quote itself becomes `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(id: &str, ip: &str, launched: i64) -> NodeInfo {
+        NodeInfo {
+            instance_id: id.into(),
+            instance_type: Some("p3.2xlarge".into()),
+            availability_zone: Some("us-east-1a".into()),
+            private_ip: Some(ip.into()),
+            state: "running".into(),
+            launch_time_ms: Some(launched),
+            heartbeat_age_s: Some(30),
+            unhealthy: Some(false),
+        }
+    }
+
+    fn spec(nodes: usize) -> LaunchSpec {
+        LaunchSpec {
+            nodes,
+            experiment: "llm".into(),
+            group: "20261127T030000Z-abc123".into(),
+            master_port: 29500,
+            resume: true,
+            command: vec![
+                "torchrun".into(),
+                "--nnodes=$NNODES".into(),
+                "--rdzv-endpoint=${MASTER_ADDR}:$MASTER_PORT".into(),
+                "train.py".into(),
+                "it's $HOME".into(),
+            ],
+            run_as: "ubuntu".into(),
+        }
+    }
+
+    #[test]
+    fn picks_healthy_nodes_oldest_first_and_rank_0_is_master() {
+        let mut sick = node("i-sick", "10.0.0.9", 0);
+        sick.unhealthy = Some(true);
+        let mut silent = node("i-silent", "10.0.0.8", 0);
+        silent.heartbeat_age_s = Some(900);
+        let all =
+            [node("i-b", "10.0.0.2", 200), sick, node("i-a", "10.0.0.1", 100), silent, node("i-c", "10.0.0.3", 300)];
+        let plan = plan(&all, &spec(2)).expect("plan");
+        assert_eq!(plan.iter().map(|c| (c.instance_id.as_str(), c.rank)).collect::<Vec<_>>(), [("i-a", 0), ("i-b", 1)]);
+        assert!(plan[1].script.contains("export MASTER_ADDR=10.0.0.1\n"), "{}", plan[1].script);
+        assert!(plan[1].script.contains("export NODE_RANK=1\n") && plan[1].script.contains("export NNODES=2\n"));
+    }
+
+    #[test]
+    fn too_few_healthy_nodes_is_one_clear_error() {
+        let mut sick = node("i-sick", "10.0.0.9", 0);
+        sick.unhealthy = Some(true);
+        let e = plan(&[node("i-a", "10.0.0.1", 0), sick], &spec(2)).expect_err("too few");
+        assert_eq!(e, "1 healthy node of 2 in the fleet, 2 asked; not fit: i-sick (a fatal GPU finding stands)");
+        assert!(plan(&[], &spec(0)).is_err());
+    }
+
+    /// The script really runs in a shell: the command's arguments arrive intact, the
+    /// rendezvous variables are set, and `$NNODES` in an argument is expanded on the node.
+    #[test]
+    fn the_script_runs_in_sh_and_passes_arguments_intact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake_bin = dir.path().join("bin");
+        std::fs::create_dir(&fake_bin).expect("bin");
+        // Stand-ins for runuser (drop the user, run the rest), tap (print its arguments) and a
+        // login bash.
+        std::fs::write(fake_bin.join("runuser"), "#!/bin/sh\nshift 3\nexec \"$@\"\n").expect("runuser");
+        // A login shell would reset PATH to the system's; this one keeps the stand-ins.
+        std::fs::write(fake_bin.join("bash"), "#!/bin/sh\n[ \"$1\" = -lc ] && shift\nexec /bin/bash -c \"$1\"\n")
+            .expect("bash");
+        std::fs::write(fake_bin.join("tap"), "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>' \"$a\"; done; echo \" rank=$NODE_RANK of $NNODES at $MASTER_ADDR:$MASTER_PORT id=$RDZV_ID\"\n").expect("tap");
+        for f in ["runuser", "tap", "bash"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(fake_bin.join(f), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let s = script(&spec(3), "10.0.0.1", 2);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&s)
+            .env("PATH", format!("{}:/usr/bin:/bin", fake_bin.display()))
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123"
+        );
+    }
+
+    #[test]
+    fn follow_decisions() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(decide(&s(&["InProgress", "Pending"]), 3), Decision::Wait);
+        assert_eq!(decide(&s(&["Success", "InProgress"]), 3), Decision::Wait);
+        assert_eq!(decide(&s(&["Success", "Success"]), 0), Decision::Succeeded);
+        assert_eq!(decide(&s(&["Failed", "InProgress"]), 2), Decision::Relaunch, "a reclaimed node's run exits 75");
+        assert_eq!(decide(&s(&["Undeliverable", "Success"]), 1), Decision::Relaunch);
+        assert_eq!(decide(&s(&["TimedOut", "InProgress"]), 0), Decision::GiveUp);
+        assert_eq!(decide(&[], 1), Decision::Wait);
+    }
+
+    #[test]
+    fn node_args_expand_only_rendezvous_variables() {
+        assert_eq!(node_arg("train.py"), "train.py");
+        assert_eq!(node_arg(""), "''");
+        assert_eq!(node_arg("--nnodes=$NNODES"), "--nnodes=\"$NNODES\"");
+        assert_eq!(node_arg("$NODE_RANKX"), "'$NODE_RANKX'", "not a rendezvous variable");
+        assert_eq!(node_arg("$(reboot)"), "'$(reboot)'");
+        assert_eq!(node_arg("${RDZV_ID}"), "\"$RDZV_ID\"");
+    }
+
+    proptest! {
+        #[test]
+        fn node_arg_without_variables_is_literal(arg in "[^$\\x00]{0,30}") {
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf '%s' {}", node_arg(&arg))).output().expect("sh");
+            prop_assert_eq!(String::from_utf8_lossy(&out.stdout), arg);
+        }
+
+        #[test]
+        fn shell_quote_round_trips_through_sh(arg in "\\PC{0,40}") {
+            prop_assume!(!arg.contains('\0'));
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf '%s' {}", shell_quote(&arg))).output().expect("sh");
+            prop_assert_eq!(String::from_utf8_lossy(&out.stdout), arg);
+        }
+    }
+}

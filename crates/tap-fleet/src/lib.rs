@@ -1,0 +1,11 @@
+//! Fleet operations of `tap`: see the fleet (`tap fleet status`), size it (`tap fleet scale`,
+//! `tap fleet idle`) and launch multi-node jobs on it (`tap launch`) through AWS's own
+//! execution engine (SSM Run Command) and PyTorch's (torchrun) — no scheduler of our own.
+//! `aws-sdk-ec2` lives in this crate only.
+
+pub mod aws;
+pub mod launch;
+pub mod render;
+
+#[cfg(feature = "aws-integration")]
+pub mod testkit;
