@@ -386,6 +386,12 @@ variable "agent_binary_path" {
   default     = null
 }
 
+variable "cli_binary_path" {
+  description = "Local path of a tap binary (e.g. target/release/tap) that terraform apply uploads beside tap-agent; the nodes install it so `tap launch` can run `tap run` there."
+  type        = string
+  default     = null
+}
+
 variable "agent_sample_interval_seconds" {
   description = "How often tap-agent samples every GPU."
   type        = number
@@ -496,6 +502,33 @@ locals {
 
   agent_s3_key   = "${var.agent_s3_prefix}/tap-agent"
   agent_source   = var.agent_binary_url != null ? var.agent_binary_url : "s3://${local.buckets.model_artifacts}/${local.agent_s3_key}"
+  # The tap CLI comes from beside tap-agent (same prefix or URL directory).
+  cli_s3_key = "${var.agent_s3_prefix}/tap"
+  cli_source = var.agent_binary_url != null ? replace(var.agent_binary_url, "/[^/]*$/", "tap") : "s3://${local.buckets.model_artifacts}/${local.cli_s3_key}"
+  # The stack as `tap` on a node sees it (tap launch runs `tap run` there). The same keys as
+  # output.tap_config (a test holds them equal) but the fleet and the launch template, which
+  # would make the launch template depend on itself.
+  node_tap_config = {
+    version             = 1
+    stack               = local.name
+    environment         = var.environment
+    region              = var.aws_region
+    training_bucket     = local.buckets.training_data
+    artifacts_bucket    = local.buckets.model_artifacts
+    table_name          = "${local.name}-experiments"
+    log_group           = local.log_group_name
+    hparam_prefix       = var.hparam_prefix
+    metric_namespace    = local.metric_contract.namespace
+    fleet_id            = ""
+    fleet_tag           = { key = local.fleet_tag_key, value = local.name }
+    launch_template_id  = ""
+    node_role_name      = "${local.name}-node"
+    vpc_id              = aws_vpc.this.id
+    private_subnet_ids  = aws_subnet.private[*].id
+    security_group_id   = aws_security_group.nodes.id
+    alarm_topic_arn     = aws_sns_topic.alarms.arn
+    agent_binary_source = local.agent_source
+  }
   log_group_name = "/${var.project}/${var.environment}/training"
 
   # tap-agent's configuration (format: crates/tap-core/src/agent_config.rs; a test parses this template).
@@ -568,6 +601,13 @@ locals {
     ${local.agent_config}
     TOML
     tap-agent install --config /etc/tap/agent.toml || fail "tap-agent service"
+    # tap itself, for `tap launch` (it runs `tap run` here), configured for this stack.
+    cli='${local.cli_source}'
+    case "$cli" in s3://*) aws s3 cp --only-show-errors "$cli" /tmp/tap ;; *) curl -fsS --retry 5 -o /tmp/tap "$cli" ;; esac && install -m 0755 /tmp/tap /usr/local/bin/tap || fail "tap download"
+    cat > /etc/tap/tap_config.json <<'JSON'
+    ${jsonencode(local.node_tap_config)}
+    JSON
+    tap --config /etc/tap/config.toml stack import /etc/tap/tap_config.json && chmod 0644 /etc/tap/config.toml || fail "tap config"
     exit $rc
   EOT
 }
@@ -969,6 +1009,16 @@ resource "aws_s3_bucket_policy" "this" {
 }
 
 # Optional: upload a locally built tap-agent so one `terraform apply` deploys it.
+resource "aws_s3_object" "cli" {
+  count       = var.cli_binary_path == null ? 0 : 1
+  bucket      = aws_s3_bucket.this["model_artifacts"].bucket
+  key         = local.cli_s3_key
+  source      = var.cli_binary_path
+  source_hash = filemd5(var.cli_binary_path)
+  kms_key_id  = var.kms_key_arn
+  tags        = local.tags
+}
+
 resource "aws_s3_object" "agent" {
   count       = var.agent_binary_path == null ? 0 : 1
   bucket      = aws_s3_bucket.this["model_artifacts"].bucket

@@ -480,15 +480,6 @@ mod moto {
         Instant::now()
     }
 
-    fn loss_steps(show: &serde_json::Value) -> Vec<u64> {
-        show["metrics"]
-            .as_array()
-            .expect("metrics")
-            .iter()
-            .filter(|p| p["name"] == "loss")
-            .filter_map(|p| p["step"].as_u64())
-            .collect()
-    }
 
     /// The proof that matters: a two-node "fleet" of local processes sharing one store. EC2
     /// announces the reclaim of node A through (fake) IMDS; A's agent tells A's `tap run`
@@ -546,7 +537,7 @@ mod moto {
         assert_eq!(run["status"], "interrupted");
         assert_eq!(run["interruption"]["kind"], "spot-interruption", "{run}");
         assert_eq!(run["interruption"]["deadline_ms"].as_i64(), Some(deadline_ms / 1000 * 1000));
-        let a_steps = loss_steps(&tap_json(&home, &["runs", "show", &run_a_id]));
+        let a_steps = tap_test_support::loss_steps(&tap_json(&home, &["runs", "show", &run_a_id]));
         let ckpt = tap_json(&home, &["checkpoints", "latest", "-e", "spot"]);
         assert_eq!(ckpt["run_id"], run_a_id.as_str(), "A's final checkpoint is the latest");
         let ckpt_step = ckpt["step"].as_u64().expect("step");
@@ -562,7 +553,7 @@ mod moto {
             (runs[0]["status"].as_str(), runs[0]["resumed_from"].as_str()),
             (Some("succeeded"), Some(run_a_id.as_str()))
         );
-        let b_steps = loss_steps(&tap_json(&home, &["runs", "show", runs[0]["run_id"].as_str().expect("id")]));
+        let b_steps = tap_test_support::loss_steps(&tap_json(&home, &["runs", "show", runs[0]["run_id"].as_str().expect("id")]));
         let resumed_at = b_steps.first().copied().expect("B trained") - 1;
         assert_eq!(resumed_at, ckpt_step, "B starts from A's last checkpoint");
         let redone = a_last.saturating_sub(ckpt_step);

@@ -58,16 +58,7 @@ fn unknown_command_fails() {
     assert!(text(&out.stderr).contains("unrecognized subcommand"));
 }
 
-/// The steps of the `loss` points in `tap runs show --output json`, in order.
-fn loss_steps(show: &serde_json::Value) -> Vec<u64> {
-    show["metrics"]
-        .as_array()
-        .expect("metrics")
-        .iter()
-        .filter(|p| p["name"] == "loss")
-        .map(|p| p["step"].as_u64().expect("step"))
-        .collect()
-}
+use tap_test_support::loss_steps;
 
 /// Waits (at most 60 s) until the newest run has recorded 75 metric points, then sends
 /// `tap run` the interruption notice (SIGUSR1) and waits for it to exit.

@@ -157,5 +157,9 @@ pub mod tests {
         let ours: std::collections::BTreeSet<String> =
             serde_json::to_value(sample()).expect("json").as_object().expect("object").keys().cloned().collect();
         assert_eq!(stack_keys, ours, "tap_config output and StackConfig differ");
+        let node = stack_source::local("node_tap_config");
+        let node_keys: std::collections::BTreeSet<String> =
+            node.as_object().expect("node_tap_config is an object").keys().cloned().collect();
+        assert_eq!(node_keys, ours, "local.node_tap_config (the nodes' copy) and StackConfig differ");
     }
 }

@@ -105,6 +105,9 @@ pub fn plan(all: &[NodeInfo], spec: &LaunchSpec) -> Result<Vec<NodeCommand>, Str
         .collect())
 }
 
+/// Where the stack's user_data writes tap's config on every node.
+pub const NODE_TAP_CONFIG: &str = "/etc/tap/config.toml";
+
 /// The shell script of one node.
 pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     let mut tap = vec!["tap".to_owned(), "run".into(), "--experiment".into(), spec.experiment.clone()];
@@ -125,11 +128,12 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     ] {
         let _ = writeln!(s, "export {k}={}", shell_quote(&v));
     }
-    // A login shell of the job's user: its PATH, its home (tap's config), its Python.
+    // A login shell of the job's user (its PATH, its Python), with the stack's tap config that
+    // the node's user_data wrote.
     let _ = write!(
         s,
-        "exec runuser -u {} -- env MASTER_ADDR=\"$MASTER_ADDR\" MASTER_PORT=\"$MASTER_PORT\" NNODES=\"$NNODES\" \
-         NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" bash -lc {}",
+        "exec runuser -u {} -- env TAP_CONFIG={NODE_TAP_CONFIG} MASTER_ADDR=\"$MASTER_ADDR\" MASTER_PORT=\"$MASTER_PORT\" \
+         NNODES=\"$NNODES\" NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" bash -lc {}",
         shell_quote(&spec.run_as),
         shell_quote(&inner.join(" "))
     );
@@ -287,7 +291,7 @@ mod tests {
         // A login shell would reset PATH to the system's; this one keeps the stand-ins.
         std::fs::write(fake_bin.join("bash"), "#!/bin/sh\n[ \"$1\" = -lc ] && shift\nexec /bin/bash -c \"$1\"\n")
             .expect("bash");
-        std::fs::write(fake_bin.join("tap"), "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>' \"$a\"; done; echo \" rank=$NODE_RANK of $NNODES at $MASTER_ADDR:$MASTER_PORT id=$RDZV_ID\"\n").expect("tap");
+        std::fs::write(fake_bin.join("tap"), "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>' \"$a\"; done; echo \" rank=$NODE_RANK of $NNODES at $MASTER_ADDR:$MASTER_PORT id=$RDZV_ID config=$TAP_CONFIG\"\n").expect("tap");
         for f in ["runuser", "tap", "bash"] {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(fake_bin.join(f), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -302,7 +306,7 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123"
+            "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123 config=/etc/tap/config.toml"
         );
     }
 

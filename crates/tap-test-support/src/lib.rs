@@ -184,3 +184,14 @@ impl Drop for FakeImds {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// The steps of the `loss` points in `tap runs show --output json`, in order.
+pub fn loss_steps(show: &serde_json::Value) -> Vec<u64> {
+    show["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter(|p| p["name"] == "loss")
+        .map(|p| p["step"].as_u64().expect("step"))
+        .collect()
+}
