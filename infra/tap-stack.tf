@@ -500,8 +500,8 @@ locals {
 
   ami_id = var.custom_ami_id != null ? var.custom_ami_id : nonsensitive(data.aws_ssm_parameter.dlami[0].value)
 
-  agent_s3_key   = "${var.agent_s3_prefix}/tap-agent"
-  agent_source   = var.agent_binary_url != null ? var.agent_binary_url : "s3://${local.buckets.model_artifacts}/${local.agent_s3_key}"
+  agent_s3_key = "${var.agent_s3_prefix}/tap-agent"
+  agent_source = var.agent_binary_url != null ? var.agent_binary_url : "s3://${local.buckets.model_artifacts}/${local.agent_s3_key}"
   # The tap CLI comes from beside tap-agent (same prefix or URL directory).
   cli_s3_key = "${var.agent_s3_prefix}/tap"
   cli_source = var.agent_binary_url != null ? replace(var.agent_binary_url, "/[^/]*$/", "tap") : "s3://${local.buckets.model_artifacts}/${local.cli_s3_key}"

@@ -210,7 +210,11 @@ async fn node(
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let runtime = tap_core::notice::RuntimeDir::new(&config.node.runtime_dir);
-    runtime.prepare().with_context(|| format!("node.runtime_dir: cannot prepare {}", runtime.root().display()))?;
+    if let Err(e) = runtime.prepare() {
+        // Metrics still matter; only the node protocol is off (said once, loudly).
+        tracing::warn!(dir = %runtime.root().display(), error = %e,
+            "node.runtime_dir cannot be prepared: runs on this node will not hear of notices");
+    }
     let mut node = daemon::Node::default();
     let imds = |endpoint: Option<&str>| -> anyhow::Result<Option<aws_config::imds::Client>> {
         // An endpoint named in the config wins over AWS_EC2_METADATA_DISABLED (tests name one).

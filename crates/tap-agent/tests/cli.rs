@@ -480,7 +480,6 @@ mod moto {
         Instant::now()
     }
 
-
     /// The proof that matters: a two-node "fleet" of local processes sharing one store. EC2
     /// announces the reclaim of node A through (fake) IMDS; A's agent tells A's `tap run`
     /// within one poll, the run checkpoints, uploads and stops before the deadline; node B
@@ -553,7 +552,8 @@ mod moto {
             (runs[0]["status"].as_str(), runs[0]["resumed_from"].as_str()),
             (Some("succeeded"), Some(run_a_id.as_str()))
         );
-        let b_steps = tap_test_support::loss_steps(&tap_json(&home, &["runs", "show", runs[0]["run_id"].as_str().expect("id")]));
+        let b_steps =
+            tap_test_support::loss_steps(&tap_json(&home, &["runs", "show", runs[0]["run_id"].as_str().expect("id")]));
         let resumed_at = b_steps.first().copied().expect("B trained") - 1;
         assert_eq!(resumed_at, ckpt_step, "B starts from A's last checkpoint");
         let redone = a_last.saturating_sub(ckpt_step);
