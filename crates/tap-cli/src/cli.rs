@@ -89,6 +89,7 @@ pub enum Command {
     /// sets that tap-agent publishes and that the stack's alarms and dashboard watch.
     Contract,
     /// The stack's spot fleet: status, scale, idle nodes (needs an imported stack).
+    #[cfg(feature = "fleet")]
     #[command(subcommand)]
     Fleet(FleetCommand),
     /// Launch a multi-node job on the fleet: one SSM Run Command (AWS-RunShellScript) per
@@ -99,6 +100,7 @@ pub enum Command {
     ///
     /// Example: tap launch --nodes 2 -e llm -- torchrun --nnodes='$NNODES' --node-rank='$NODE_RANK'
     ///          --master-addr='$MASTER_ADDR' --master-port='$MASTER_PORT' --nproc-per-node=1 train.py
+    #[cfg(feature = "fleet")]
     Launch(LaunchArgs),
     /// A run's output (stdout and stderr) from the store; --follow prints new lines until the
     /// run ends.

@@ -71,10 +71,12 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
             show_config(&config, &config_path, home, cli.global.local, cli.global.output, out)?;
             return Ok(ExitCode::SUCCESS);
         }
+        #[cfg(feature = "fleet")]
         Command::Fleet(f) => {
             let stack = need_stack(config.stack.as_ref(), "tap fleet")?;
             return crate::fleet_cmd::run_fleet(stack, f, cli.global.output, out).await;
         }
+        #[cfg(feature = "fleet")]
         Command::Launch(a) => {
             let stack = need_stack(config.stack.as_ref(), "tap launch")?;
             return crate::fleet_cmd::launch(stack, a, cli.global.output, out).await;
@@ -116,6 +118,7 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
     }
 }
 
+#[cfg(feature = "fleet")]
 fn need_stack<'a>(stack: Option<&'a StackConfig>, what: &str) -> anyhow::Result<&'a StackConfig> {
     stack.context(format!("{what} needs a deployed stack: terraform -chdir=infra output -json | tap stack import"))
 }
@@ -183,9 +186,11 @@ where
 {
     let output = cli.global.output;
     match &cli.command {
-        Command::Contract | Command::Stack(_) | Command::Config(_) | Command::Fleet(_) | Command::Launch(_) => {
+        Command::Contract | Command::Stack(_) | Command::Config(_) => {
             unreachable!("handled before a backend is chosen")
         }
+        #[cfg(feature = "fleet")]
+        Command::Fleet(_) | Command::Launch(_) => unreachable!("handled before a backend is chosen"),
         Command::Logs { run_id, follow } => {
             let run = find_run(runs, run_id).await?;
             let mut printed = 0;

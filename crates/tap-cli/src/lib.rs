@@ -5,6 +5,7 @@ pub mod cli;
 mod commands;
 pub mod config;
 mod contract_cmd;
+#[cfg(feature = "fleet")]
 mod fleet_cmd;
 pub mod plot;
 pub mod render;

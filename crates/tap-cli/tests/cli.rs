@@ -274,6 +274,7 @@ mod local {
         assert_eq!(tiny.status.code(), Some(2), "S3 part limits are checked up front");
     }
 
+    #[cfg(feature = "fleet")]
     #[test]
     fn fleet_commands_need_a_stack() {
         let home = tempfile::tempdir().expect("tempdir");
