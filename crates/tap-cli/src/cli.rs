@@ -232,6 +232,9 @@ pub enum RunsCommand {
         /// Only this experiment.
         #[arg(long, short, value_parser = parse_name)]
         experiment: Option<String>,
+        /// Only the node runs of this multi-node job (the group id `tap launch` printed).
+        #[arg(long, short, value_parser = parse_name)]
+        group: Option<String>,
     },
     /// One run: status, command, hyperparameters, final metrics and a sparkline per metric.
     Show { run_id: String },

@@ -238,8 +238,11 @@ where
             let outcome = supervisor::run(runs, params_store, logs, objects, &opts).await?;
             return Ok(ExitCode::from(outcome.exit_code));
         }
-        Command::Runs(RunsCommand::List { experiment }) => {
-            let list = runs.list_runs(experiment.as_deref()).await?;
+        Command::Runs(RunsCommand::List { experiment, group }) => {
+            let mut list = runs.list_runs(experiment.as_deref()).await?;
+            if let Some(g) = group {
+                list.retain(|r| r.group.as_ref() == Some(g));
+            }
             match output {
                 Output::Json => json(out, &list)?,
                 Output::Text => out.write_all(render::runs_table(&list).as_bytes())?,

@@ -77,6 +77,13 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     if let Some(r) = &run.resumed_from {
         s.push_str(&format!("resumed from {r}\n"));
     }
+    if let Some(g) = &run.group {
+        let rank = run.node_rank.map(|r| format!(" (node rank {r})")).unwrap_or_default();
+        s.push_str(&format!("job:         {g}{rank}\n"));
+    }
+    if let Some(i) = &run.interruption {
+        s.push_str(&format!("interrupted: {} ({})\n", i.kind, i.reason));
+    }
     s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));
     if !run.hparams.is_empty() {
         s.push_str("hyperparameters:\n");

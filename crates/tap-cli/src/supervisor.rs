@@ -274,6 +274,8 @@ where
         final_metrics: BTreeMap::new(),
         metric_points: 0,
         interruption: None,
+        group: std::env::var("TAP_RUN_GROUP").ok().filter(|g| tap_core::runs::valid_name(g)),
+        node_rank: std::env::var("NODE_RANK").ok().and_then(|r| r.parse().ok()),
     };
     store.create_run(&record).await?;
     eprintln!("tap: run {}/{run_id} started", opts.experiment);

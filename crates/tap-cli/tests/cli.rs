@@ -274,6 +274,52 @@ mod local {
         assert_eq!(tiny.status.code(), Some(2), "S3 part limits are checked up front");
     }
 
+    /// What `tap launch` does on two nodes, on one machine: two `tap run`s with the
+    /// rendezvous variables, each starting torchrun, one shared group id. Needs PyTorch: where
+    /// it cannot be imported the test says so and stops (it is not installed on CI's machine;
+    /// PyPI's torch wheels pull gigabytes of CUDA libraries).
+    #[test]
+    fn two_node_torchrun_job_runs_locally() {
+        let probe = Command::new("python3").args(["-c", "import torch"]).output().expect("python3");
+        if !probe.status.success() {
+            eprintln!(
+                "skipped two_node_torchrun_job_runs_locally: PyTorch is not importable here ({})",
+                text(&probe.stderr).lines().last().unwrap_or("import failed")
+            );
+            return;
+        }
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        assert!(tap_in(h, &["params", "set", "steps", "30"]).status.success());
+        let port = tap_test_support::free_port().to_string();
+        let ddp = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ddp_train.py");
+        let nodes: Vec<_> = (0..2)
+            .map(|rank| {
+                Command::new(env!("CARGO_BIN_EXE_tap"))
+                    .args(["run", "-e", "ddp", "--", "python3", "-m", "torch.distributed.run", "--nnodes=2"])
+                    .arg(format!("--node-rank={rank}"))
+                    .args(["--master-addr=127.0.0.1", &format!("--master-port={port}"), "--nproc-per-node=1", ddp])
+                    .env("TAP_HOME", h)
+                    .env("TAP_RUN_GROUP", "g-local")
+                    .env("NODE_RANK", rank.to_string())
+                    .env("NNODES", "2")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("tap run")
+            })
+            .collect();
+        for n in nodes {
+            let out = n.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        let runs = json(h, &["runs", "list", "--group", "g-local"]);
+        assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
+        let rank0 = runs.as_array().expect("runs").iter().find(|r| r["node_rank"] == 0).expect("rank 0");
+        assert_eq!(rank0["final_metrics"]["world"], 2.0, "both nodes joined one job");
+        assert!(rank0["final_metrics"]["loss"].as_f64().expect("loss") < 0.1);
+    }
+
     #[cfg(feature = "fleet")]
     #[test]
     fn fleet_commands_need_a_stack() {

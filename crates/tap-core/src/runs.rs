@@ -67,6 +67,12 @@ pub struct Run {
     /// Why and when the run was told to stop early (spot notice, GPU fault, operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interruption: Option<Interruption>,
+    /// The multi-node job this run is one node of (`TAP_RUN_GROUP`, set by `tap launch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// This node's rank in that job (`NODE_RANK`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_rank: Option<u32>,
 }
 
 /// An interruption notice as a run received it.
@@ -211,6 +217,8 @@ mod tests {
             final_metrics: BTreeMap::new(),
             metric_points: 0,
             interruption: None,
+            group: None,
+            node_rank: None,
         };
         let text = serde_json::to_string(&run).expect("json");
         assert!(text.contains("\"status\":\"running\""));

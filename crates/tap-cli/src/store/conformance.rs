@@ -24,6 +24,8 @@ pub fn run(exp: &str, id: &str, started: i64) -> Run {
         final_metrics: BTreeMap::new(),
         metric_points: 0,
         interruption: None,
+        group: None,
+        node_rank: None,
     }
 }
 
