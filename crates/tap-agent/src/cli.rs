@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 /// It samples every GPU through NVML (or nvidia-smi when NVML cannot be loaded), publishes
 /// the metrics of tap's metric contract to CloudWatch as statistic sets (the stack's alarms
 /// and dashboard watch them), and keeps what CloudWatch does not accept in a bounded on-disk
-/// spool until it does. Settings come from a TOML file that the stack's user_data writes.
+/// spool until it does. It judges GPU health (XID, ECC, GPUs lost or missing) and watches
+/// for EC2's spot interruption notice; either way it tells the `tap run`s on the node to
+/// checkpoint (/run/tap). Settings come from a TOML file that the stack's user_data writes.
 ///
 /// Examples:
 ///   tap-agent --check-config                    validate /etc/tap/agent.toml
@@ -20,7 +22,7 @@ use clap::{Parser, Subcommand};
 ///   tap-agent health                            the node's GPU health findings and verdict
 ///   tap-agent events --seconds 30               print XID events (NVML and kernel log) as they come
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, arg_required_else_help = true)]
+#[command(version, about, long_about, verbatim_doc_comment, arg_required_else_help = true)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "TAP_AGENT_CONFIG", default_value = "/etc/tap/agent.toml", value_name = "PATH")]

@@ -30,6 +30,7 @@ fn help_teaches_with_examples() {
         help.contains("--check-config") && help.contains("Examples:") && help.contains("/etc/tap/agent.toml"),
         "{help}"
     );
+    assert!(help.contains("\n  tap-agent run --once  "), "one example per line, not reflowed:\n{help}");
 }
 
 #[test]

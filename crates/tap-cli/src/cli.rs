@@ -19,9 +19,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///                                                      continue from the latest checkpoint
 ///   tap runs list                                      every run, newest first
 ///   tap runs show RUN_ID                               one run, with its metric curves
+///   tap runs plot RUN_A RUN_B --metric loss            metric curves as a PNG
+///   tap logs RUN_ID --follow                           a run's output as it comes
+///   tap fleet status                                   the stack's spot nodes and their health
+///   tap launch --nodes 2 -- torchrun ... train.py      a multi-node job (see `tap launch --help`)
 ///   tap contract --output json                         the metrics tap-agent publishes
 #[derive(Debug, Parser)]
-#[command(name = "tap", version, about, long_about, arg_required_else_help = true)]
+#[command(name = "tap", version, about, long_about, verbatim_doc_comment, arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -66,7 +70,7 @@ pub enum Command {
     /// it). On an interruption notice (SIGUSR1 to tap, or --notice-file appearing) tap sends
     /// the command --interrupt-signal, waits for its checkpoint, uploads it and exits 75.
     Run(RunArgs),
-    /// Runs: list, show, compare.
+    /// Runs: list, show, compare, plot.
     #[command(subcommand)]
     Runs(RunsCommand),
     /// Hyperparameters: list, get, set, history.

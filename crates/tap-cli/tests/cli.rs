@@ -23,6 +23,7 @@ fn help_lists_commands_and_examples() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     assert!(help.contains("contract") && help.contains("Examples:") && help.contains("--output"), "{help}");
+    assert!(help.contains("\n  tap runs list  "), "one example per line, not reflowed:\n{help}");
 }
 
 #[test]
