@@ -258,24 +258,12 @@ where
     }
 
     let mut record = Run {
-        experiment_id: opts.experiment.clone(),
-        run_id: run_id.clone(),
-        status: RunStatus::Running,
-        command: opts.command.clone(),
-        host: opts.host.clone(),
         instance_id: opts.instance_id.clone(),
-        started_ms: started,
-        ended_ms: None,
         hparams,
-        exit_code: None,
-        signal: None,
-        checkpoint: None,
         resumed_from,
-        final_metrics: BTreeMap::new(),
-        metric_points: 0,
-        interruption: None,
         group: std::env::var("TAP_RUN_GROUP").ok().filter(|g| tap_core::runs::valid_name(g)),
         node_rank: std::env::var("NODE_RANK").ok().and_then(|r| r.parse().ok()),
+        ..Run::new(&opts.experiment, &run_id, opts.command.clone(), &opts.host, started)
     };
     store.create_run(&record).await?;
     eprintln!("tap: run {}/{run_id} started", opts.experiment);

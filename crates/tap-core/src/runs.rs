@@ -75,6 +75,32 @@ pub struct Run {
     pub node_rank: Option<u32>,
 }
 
+impl Run {
+    /// A run that starts at `started_ms`: `running`, nothing recorded yet.
+    pub fn new(experiment_id: &str, run_id: &str, command: Vec<String>, host: &str, started_ms: i64) -> Run {
+        Run {
+            experiment_id: experiment_id.to_owned(),
+            run_id: run_id.to_owned(),
+            status: RunStatus::Running,
+            command,
+            host: host.to_owned(),
+            instance_id: None,
+            started_ms,
+            ended_ms: None,
+            hparams: BTreeMap::new(),
+            exit_code: None,
+            signal: None,
+            checkpoint: None,
+            resumed_from: None,
+            final_metrics: BTreeMap::new(),
+            metric_points: 0,
+            interruption: None,
+            group: None,
+            node_rank: None,
+        }
+    }
+}
+
 /// An interruption notice as a run received it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interruption {
@@ -201,24 +227,8 @@ mod tests {
     #[test]
     fn run_round_trips_as_json() {
         let run = Run {
-            experiment_id: "mnist".into(),
-            run_id: new_run_id(0, 1),
-            status: RunStatus::Running,
-            command: vec!["python3".into(), "train.py".into()],
-            host: "h".into(),
-            instance_id: None,
-            started_ms: 5,
-            ended_ms: None,
             hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 2 })].into(),
-            exit_code: None,
-            signal: None,
-            checkpoint: None,
-            resumed_from: None,
-            final_metrics: BTreeMap::new(),
-            metric_points: 0,
-            interruption: None,
-            group: None,
-            node_rank: None,
+            ..Run::new("mnist", &new_run_id(0, 1), vec!["python3".into(), "train.py".into()], "h", 5)
         };
         let text = serde_json::to_string(&run).expect("json");
         assert!(text.contains("\"status\":\"running\""));

@@ -1,31 +1,14 @@
 //! The behaviour every store backend must have (SQLite here; DynamoDB/SSM against moto).
 
-use std::collections::BTreeMap;
-
 use tap_core::runs::{HparamUse, MetricPoint, Run, RunStatus};
 
 use super::{LogLine, LogStore, ParamStore, RunStore, StoreError, Stream};
 
 pub fn run(exp: &str, id: &str, started: i64) -> Run {
     Run {
-        experiment_id: exp.into(),
-        run_id: id.into(),
-        status: RunStatus::Running,
-        command: vec!["python3".into(), "train.py".into()],
-        host: "node-1".into(),
         instance_id: Some("i-0abc".into()),
-        started_ms: started,
-        ended_ms: None,
         hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 3 })].into(),
-        exit_code: None,
-        signal: None,
-        checkpoint: None,
-        resumed_from: None,
-        final_metrics: BTreeMap::new(),
-        metric_points: 0,
-        interruption: None,
-        group: None,
-        node_rank: None,
+        ..Run::new(exp, id, vec!["python3".into(), "train.py".into()], "node-1", started)
     }
 }
 
