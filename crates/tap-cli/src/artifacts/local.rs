@@ -35,13 +35,7 @@ impl LocalStore {
 /// Copies `src` to a temporary file beside `dest` while hashing, checks the digest, syncs,
 /// then renames into place: `dest` is either absent, the old file, or the complete new one.
 pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str) -> Result<()> {
-    let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
-        fastrand::u64(..)
-    ));
+    let tmp = super::temp_beside(dest, "tmp")?;
     let result = (|| {
         let mut input = fs::File::open(src).map_err(io(src))?;
         let mut out = fs::File::create(&tmp).map_err(io(&tmp))?;

@@ -53,6 +53,15 @@ pub(crate) fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_
     move |e| ObjectError::Io(format!("{}: {e}", what.display()))
 }
 
+/// A fresh temporary path beside `dest` (its directory created): `.NAME.TAG-RANDOM`, hidden so
+/// checkpoint listings skip it, on the same filesystem so it can be renamed over `dest`.
+pub(crate) fn temp_beside(dest: &Path, tag: &str) -> Result<std::path::PathBuf> {
+    let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+    Ok(dir.join(format!(".{name}.{tag}-{}", fastrand::u64(..))))
+}
+
 /// Keys are `/`-separated relative paths of safe names.
 pub fn valid_key(key: &str) -> bool {
     tap_core::manifest::safe_relative_path(key)

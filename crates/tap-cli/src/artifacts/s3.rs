@@ -120,13 +120,7 @@ impl ObjectStore for S3Store {
             let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
             return transfer::download(c, b, &key, dest, Some(sha256), self.transfer, p).await;
         }
-        let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
-            fastrand::u64(..)
-        ));
+        let tmp = super::temp_beside(dest, "tmp")?;
         let result = async {
             let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
             let mut h = Sha256::new();

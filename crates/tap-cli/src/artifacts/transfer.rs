@@ -344,13 +344,7 @@ pub async fn download(
     };
     // Ranges follow the parts the object was uploaded with, so each can be checked.
     let part_size = sidecar.as_ref().filter(|s| s.size == size).map_or(opts.part_size, |s| s.part_size);
-    let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tap-partial-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
-        fastrand::u64(..)
-    ));
+    let tmp = super::temp_beside(dest, "tap-partial")?;
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     file.set_len(size).map_err(io(&tmp))?;
     let file = Arc::new(file);
