@@ -111,11 +111,15 @@ impl Fleet {
         }
         nodes.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
         let ids: Vec<String> = nodes.iter().map(|n| n.instance_id.clone()).collect();
-        let heartbeats = self.latest(ContractMetric::Heartbeat, &ids, "SampleCount", now_ms, 15).await?;
-        let unhealthy = self.latest(ContractMetric::Unhealthy, &ids, "Maximum", now_ms, 15).await?;
+        // Heartbeat and GPUUnhealthy of every node in one request (up to 250 nodes).
+        let series = [(ContractMetric::Heartbeat, "SampleCount"), (ContractMetric::Unhealthy, "Maximum")];
+        let points = self.per_instance(&series, &ids, now_ms, 15).await?;
+        let latest = |m: usize, id: &str| {
+            points.get(&(m, id.to_owned())).and_then(|v| v.iter().copied().max_by_key(|&(t, _)| t))
+        };
         for n in &mut nodes {
-            n.heartbeat_age_s = heartbeats.get(&n.instance_id).map(|&(t, _)| ((now_ms - t) / 1000).max(0));
-            n.unhealthy = unhealthy.get(&n.instance_id).map(|&(_, v)| v >= 1.0);
+            n.heartbeat_age_s = latest(0, &n.instance_id).map(|(t, _)| ((now_ms - t) / 1000).max(0));
+            n.unhealthy = latest(1, &n.instance_id).map(|(_, v)| v >= 1.0);
         }
         let interruptions_24h = self.fleet_sum(ContractMetric::SpotInterruptionNotice, now_ms, 24 * 60).await?;
         Ok(FleetStatus {
@@ -128,23 +132,26 @@ impl Fleet {
         })
     }
 
-    /// The latest datapoint (time, value) of `metric` per instance over the last `minutes`.
-    pub async fn latest(
+    /// The datapoints (time, value) of each (metric, statistic) for each instance over the
+    /// last `minutes`, fetched in as few GetMetricData requests as its limit of 500 queries
+    /// allows. Keyed by (index into `series`, instance id).
+    pub async fn per_instance(
         &self,
-        metric: ContractMetric,
+        series: &[(ContractMetric, &str)],
         instances: &[String],
-        stat: &str,
         now_ms: i64,
         minutes: i64,
-    ) -> Result<HashMap<String, (i64, f64)>> {
+    ) -> Result<HashMap<(usize, String), Vec<(i64, f64)>>> {
+        let pairs: Vec<(usize, &String)> =
+            (0..series.len()).flat_map(|m| instances.iter().map(move |id| (m, id))).collect();
         let mut out = HashMap::new();
-        // GetMetricData takes at most 500 queries per request.
-        for (c, chunk) in instances.chunks(500).enumerate() {
+        for chunk in pairs.chunks(500) {
             let queries: Vec<MetricDataQuery> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, id)| {
-                    query(&format!("q{c}_{i}"), metric, &[("Environment", &self.environment), ("InstanceId", id)], stat)
+                .map(|(q, &(m, id))| {
+                    let (metric, stat) = series[m];
+                    query(&format!("q{q}"), metric, &[("Environment", &self.environment), ("InstanceId", id)], stat)
                 })
                 .collect();
             let res = self
@@ -157,18 +164,18 @@ impl Fleet {
                 .await
                 .map_err(|e| sdk_err("GetMetricData", e))?;
             for r in res.metric_data_results() {
-                let Some(i) = r.id().and_then(|id| id.rsplit('_').next()).and_then(|i| i.parse::<usize>().ok()) else {
+                let Some(&(m, id)) =
+                    r.id().and_then(|q| q.strip_prefix('q')?.parse::<usize>().ok()).and_then(|q| chunk.get(q))
+                else {
                     continue;
                 };
-                let latest = r
+                let points: Vec<(i64, f64)> = r
                     .timestamps()
                     .iter()
                     .zip(r.values())
                     .filter_map(|(t, v)| t.to_millis().ok().map(|t| (t, *v)))
-                    .max_by_key(|(t, _)| *t);
-                if let (Some(id), Some(p)) = (chunk.get(i), latest) {
-                    out.insert(id.clone(), p);
-                }
+                    .collect();
+                out.entry((m, id.clone())).or_insert_with(Vec::new).extend(points);
             }
         }
         Ok(out)
@@ -196,28 +203,12 @@ impl Fleet {
         now_ms: i64,
         minutes: i64,
     ) -> Result<HashMap<String, f64>> {
-        let mut out = HashMap::new();
-        for id in instances {
-            let res = self
-                .cloudwatch
-                .get_metric_data()
-                .metric_data_queries(query(
-                    "a",
-                    metric,
-                    &[("Environment", &self.environment), ("InstanceId", id)],
-                    "Average",
-                ))
-                .start_time(DateTime::from_millis(now_ms - minutes * 60_000))
-                .end_time(DateTime::from_millis(now_ms + 60_000))
-                .send()
-                .await
-                .map_err(|e| sdk_err("GetMetricData", e))?;
-            let v: Vec<f64> = res.metric_data_results().iter().flat_map(|r| r.values().iter().copied()).collect();
-            if !v.is_empty() {
-                out.insert(id.clone(), v.iter().sum::<f64>() / v.len() as f64);
-            }
-        }
-        Ok(out)
+        let points = self.per_instance(&[(metric, "Average")], instances, now_ms, minutes).await?;
+        Ok(points
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|((_, id), v)| (id, v.iter().map(|(_, x)| x).sum::<f64>() / v.len() as f64))
+            .collect())
     }
 
     /// Sets the fleet's target capacity (ModifyFleet; scaling down terminates the excess).
