@@ -27,7 +27,7 @@ use crate::store::{LogStore, ParamStore, RunStore};
 use crate::supervisor::{self, RunOptions};
 use crate::{plot, render};
 
-fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, v)?;
     writeln!(out)?;
     Ok(())
@@ -85,10 +85,7 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
     }
     match config.stack.filter(|_| !cli.global.local) {
         Some(stack) => {
-            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(stack.region.clone()))
-                .load()
-                .await;
+            let sdk = sdk_for(&stack).await;
             // A local endpoint (moto, MinIO) has no per-bucket DNS names.
             let path_style = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"].iter().any(|k| std::env::var_os(k).is_some());
             let s3 = aws_sdk_s3::Client::from_conf(
@@ -116,6 +113,14 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
             execute(cli, home, &store, &store, &store, &objects, out).await
         }
     }
+}
+
+/// AWS settings for the stack's region (endpoint, credentials and profile from the standard chain).
+pub(crate) async fn sdk_for(stack: &StackConfig) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(stack.region.clone()))
+        .load()
+        .await
 }
 
 #[cfg(feature = "fleet")]

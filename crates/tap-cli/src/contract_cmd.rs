@@ -8,10 +8,7 @@ use crate::cli::Output;
 
 pub fn run(output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     match output {
-        Output::Json => {
-            serde_json::to_writer_pretty(&mut *out, &contract::contract())?;
-            writeln!(out)?;
-        }
+        Output::Json => crate::commands::json(out, &contract::contract())?,
         Output::Text => out.write_all(render_text().as_bytes())?,
     }
     Ok(())

@@ -12,20 +12,11 @@ use tap_fleet::aws::Fleet;
 use tap_fleet::launch::{self, LaunchSpec};
 
 use crate::cli::{FleetCommand, LaunchArgs, Output};
+use crate::commands::json;
 use crate::now_ms;
 
-fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, v)?;
-    writeln!(out)?;
-    Ok(())
-}
-
 async fn fleet(stack: &StackConfig) -> Fleet {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(stack.region.clone()))
-        .load()
-        .await;
-    Fleet::new(&sdk, stack)
+    Fleet::new(&crate::commands::sdk_for(stack).await, stack)
 }
 
 /// Asks on the terminal; `false` when stdin is not a terminal (scripts pass --yes).
