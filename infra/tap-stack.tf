@@ -100,7 +100,7 @@ variable "nat_gateway_mode" {
 }
 
 variable "enable_interface_endpoints" {
-  description = "Create interface endpoints (ssm, ssmmessages, ec2messages, logs, monitoring) in the private subnets (~$7.30/month each per AZ). null: only when nat_gateway_mode = \"none\"."
+  description = "Create interface endpoints (ssm, ssmmessages, ec2messages, logs, monitoring; ec2 too with scale_to_zero_after_idle_minutes) in the private subnets (~$7.30/month each per AZ). null: only when nat_gateway_mode = \"none\"."
   type        = bool
   default     = null
 }
@@ -347,6 +347,28 @@ variable "low_gpu_utilization_minutes" {
   }
 }
 
+variable "scale_to_zero_after_idle_minutes" {
+  description = "Opt-in cost control: once every GPU of the fleet stayed below idle_gpu_utilization_percent in every minute for this long, tap-agent on the oldest node sets the fleet's target capacity to 0 (its nodes terminate; `tap fleet scale N` or the next terraform apply brings them back). 0 (the default) turns it off; otherwise 10 to 10080 (a week)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.scale_to_zero_after_idle_minutes == 0 || (var.scale_to_zero_after_idle_minutes >= 10 && var.scale_to_zero_after_idle_minutes <= 10080 && floor(var.scale_to_zero_after_idle_minutes) == var.scale_to_zero_after_idle_minutes)
+    error_message = "scale_to_zero_after_idle_minutes must be 0 (off) or a whole number of minutes from 10 to 10080."
+  }
+}
+
+variable "idle_gpu_utilization_percent" {
+  description = "For scale_to_zero_after_idle_minutes: a minute whose average GPU utilization is below this counts as idle."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.idle_gpu_utilization_percent > 0 && var.idle_gpu_utilization_percent <= 100
+    error_message = "idle_gpu_utilization_percent must be in (0, 100]."
+  }
+}
+
 variable "gpu_temperature_celsius" {
   description = "The high-temperature alarm fires when any GPU of the fleet exceeds this temperature for 10 minutes."
   type        = number
@@ -481,8 +503,10 @@ locals {
 
   azs = length(var.availability_zones) == 3 ? var.availability_zones : slice(data.aws_availability_zones.available.names, 0, 3)
 
-  nat_gateway_count   = { none = 0, single = 1, per_az = 3 }[var.nat_gateway_mode]
-  interface_endpoints = coalesce(var.enable_interface_endpoints, var.nat_gateway_mode == "none") ? toset(["ssm", "ssmmessages", "ec2messages", "logs", "monitoring"]) : toset([])
+  nat_gateway_count = { none = 0, single = 1, per_az = 3 }[var.nat_gateway_mode]
+
+  # ec2 only where the agents call it (the idle rule's DescribeFleets and ModifyFleet).
+  interface_endpoints = coalesce(var.enable_interface_endpoints, var.nat_gateway_mode == "none") ? toset(concat(["ssm", "ssmmessages", "ec2messages", "logs", "monitoring"], var.scale_to_zero_after_idle_minutes > 0 ? ["ec2"] : [])) : toset([])
 
   # One fleet override per (instance type, private subnet); priority follows instance_types order.
   fleet_overrides = [
@@ -548,6 +572,11 @@ locals {
 
     [health]
     on_fatal = "${var.gpu_health_action}"
+
+    [idle]
+    scale_to_zero = ${var.scale_to_zero_after_idle_minutes > 0}
+    minutes = ${max(var.scale_to_zero_after_idle_minutes, 10)}
+    below_percent = ${var.idle_gpu_utilization_percent}
   EOT
 
   cloudwatch_agent_config = jsonencode({
@@ -1209,6 +1238,38 @@ resource "aws_iam_role_policy" "node" {
   name   = "${local.name}-node"
   role   = aws_iam_role.node.id
   policy = data.aws_iam_policy_document.node.json
+}
+
+# Only with scale_to_zero_after_idle_minutes: the agents read the fleet and its GPU metrics and
+# may change this one fleet's target capacity. A policy of its own, since it names the fleet,
+# which itself waits for the node policy.
+data "aws_iam_policy_document" "node_idle" {
+  count = var.scale_to_zero_after_idle_minutes > 0 ? 1 : 0
+
+  statement {
+    sid       = "SeeTheFleet"
+    actions   = ["ec2:DescribeFleets", "ec2:DescribeFleetInstances", "ec2:DescribeInstances"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "ReadGpuMetrics"
+    actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "ScaleThisFleet"
+    actions   = ["ec2:ModifyFleet"]
+    resources = [aws_ec2_fleet.this.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "node_idle" {
+  count  = var.scale_to_zero_after_idle_minutes > 0 ? 1 : 0
+  name   = "${local.name}-node-idle"
+  role   = aws_iam_role.node.id
+  policy = data.aws_iam_policy_document.node_idle[0].json
 }
 
 data "aws_iam_policy_document" "flow_logs_assume" {

@@ -220,3 +220,42 @@ run "slow_publishing_and_empty_fleet" {
     error_message = "A fleet scaled to zero does not page for missing heartbeats; other alarms stay armed."
   }
 }
+
+run "idle_scale_to_zero_off_by_default" {
+  command = apply
+
+  assert {
+    condition     = length(aws_iam_role_policy.node_idle) == 0
+    error_message = "Without scale_to_zero_after_idle_minutes the nodes may not change the fleet."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "scale_to_zero = false")
+    error_message = "The agent config says the idle rule is off."
+  }
+}
+
+run "idle_scale_to_zero_on" {
+  command = apply
+  variables {
+    scale_to_zero_after_idle_minutes = 45
+    idle_gpu_utilization_percent     = 3
+    nat_gateway_mode                 = "none"
+  }
+
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "scale_to_zero = true\nminutes = 45\nbelow_percent = 3")
+    error_message = "The agent config carries the idle rule's window and threshold."
+  }
+  assert {
+    condition     = length(aws_iam_role_policy.node_idle) == 1 && aws_iam_role_policy.node_idle[0].role == aws_iam_role.node.id
+    error_message = "The nodes get the idle rule's permissions in a policy of their own."
+  }
+  assert {
+    condition     = one([for st in data.aws_iam_policy_document.node_idle[0].statement : st.resources if st.sid == "ScaleThisFleet"]) == toset([aws_ec2_fleet.this.arn])
+    error_message = "ModifyFleet is scoped to the stack's fleet."
+  }
+  assert {
+    condition     = contains(keys(aws_vpc_endpoint.interface), "ec2")
+    error_message = "Without NAT the agents reach EC2 through an interface endpoint."
+  }
+}

@@ -216,3 +216,21 @@ run "gpu_health_action_unknown" {
   variables { gpu_health_action = "reboot" }
   expect_failures = [var.gpu_health_action]
 }
+
+run "scale_to_zero_minutes_too_short" {
+  command = plan
+  variables { scale_to_zero_after_idle_minutes = 5 }
+  expect_failures = [var.scale_to_zero_after_idle_minutes]
+}
+
+run "scale_to_zero_minutes_fractional" {
+  command = plan
+  variables { scale_to_zero_after_idle_minutes = 30.5 }
+  expect_failures = [var.scale_to_zero_after_idle_minutes]
+}
+
+run "idle_percent_out_of_range" {
+  command = plan
+  variables { idle_gpu_utilization_percent = 0 }
+  expect_failures = [var.idle_gpu_utilization_percent]
+}

@@ -14,11 +14,16 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticS
 use crate::metrics::Datum;
 use crate::publish::{Sink, SinkError};
 
-/// Builds a CloudWatch client. Endpoint, credentials and profile come from the standard
-/// chain (`AWS_ENDPOINT_URL[_CLOUDWATCH]`, instance profile, …). Retries are off: the
-/// publisher is the one retry layer.
+/// Builds a CloudWatch client (see [`sdk_config`]).
 pub async fn client(region: &str) -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    Client::new(&sdk_config(region).await)
+}
+
+/// The agent's AWS settings. Endpoint, credentials and profile come from the standard chain
+/// (`AWS_ENDPOINT_URL[_CLOUDWATCH]`, instance profile, …). Retries are off: the publisher is
+/// the one retry layer, and the idle rule simply checks again later.
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_owned()))
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -28,8 +33,7 @@ pub async fn client(region: &str) -> Client {
                 .build(),
         )
         .load()
-        .await;
-    Client::new(&config)
+        .await
 }
 
 pub struct CloudWatchSink {

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod gpu;
 pub mod health;
 pub mod identity;
+pub mod idle;
 pub mod install;
 pub mod metrics;
 pub mod prometheus;
@@ -189,6 +190,25 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
         snapshot,
     };
     let node = node(&config, &id, reader.kind(), a.simulate.is_some()).await?;
+    if config.idle.scale_to_zero {
+        let i = &config.idle;
+        let rule = tap_fleet::idle::IdleRule { minutes: i64::from(i.minutes), below_percent: i.below_percent };
+        tracing::info!(
+            minutes = i.minutes,
+            below_percent = i.below_percent,
+            fleet = i.fleet_id.as_deref(),
+            "idle rule on: the fleet scales to zero once every GPU of it idled"
+        );
+        let watch = idle::IdleWatch::new(
+            cloudwatch::sdk_config(&id.region).await,
+            &id.instance_id,
+            &m.environment,
+            rule,
+            Duration::from_secs(u64::from(i.check_seconds)),
+            i.fleet_id.clone(),
+        );
+        tokio::spawn(watch.run());
+    }
     let stats = daemon::run(reader, publisher, opts, node, shutdown_signal()).await?;
     tracing::info!(
         requests = stats.requests,
@@ -367,6 +387,18 @@ pub fn describe(config: &AgentConfig) -> String {
     let m = &config.metrics;
     let region = config.aws.region.as_deref().unwrap_or("(from AWS_REGION or instance metadata)");
     let group = config.logs.group.as_deref().unwrap_or("(none)");
+    let i = &config.idle;
+    let idle = if i.scale_to_zero {
+        format!(
+            "scaled to 0 once every GPU stayed below {}% for {} min (checked every {} s, fleet {})",
+            i.below_percent,
+            i.minutes,
+            i.check_seconds,
+            i.fleet_id.as_deref().unwrap_or("of this instance")
+        )
+    } else {
+        "left alone ([idle] scale_to_zero = false)".to_owned()
+    };
     format!(
         "region:           {region}\n\
          namespace:        {}\n\
@@ -375,7 +407,8 @@ pub fn describe(config: &AgentConfig) -> String {
          publish interval: {} s\n\
          resolution:       {}\n\
          log group:        {group}\n\
-         spool:            {} (at most {} MiB)",
+         spool:            {} (at most {} MiB)\n\
+         idle fleet:       {idle}",
         m.namespace,
         m.environment,
         m.sample_interval_seconds,

@@ -195,6 +195,10 @@ mod moto {
         }
 
         fn start_with(dir: &Path, port: u16, gpus: u16, extra_config: &str) -> Agent {
+            Agent::start_as("i-0moto", dir, port, gpus, extra_config)
+        }
+
+        fn start_as(instance_id: &str, dir: &Path, port: u16, gpus: u16, extra_config: &str) -> Agent {
             let config = dir.join("agent.toml");
             // Node paths inside the test's directory, never the machine's /run or /var/lib.
             let health = if extra_config.contains("[health]") {
@@ -209,7 +213,7 @@ mod moto {
             std::fs::write(
                 &config,
                 format!(
-                    "[aws]\nregion = \"us-east-1\"\ninstance_id = \"i-0moto\"\n\
+                    "[aws]\nregion = \"us-east-1\"\ninstance_id = \"{instance_id}\"\n\
                      [metrics]\nenvironment = \"ci\"\npublish_interval_seconds = 10\n\
                      [spool]\ndir = \"{}\"\n[node]\nruntime_dir = \"{}\"\n{health}{extra_config}",
                     spool_dir(dir).display(),
@@ -653,5 +657,53 @@ mod moto {
         assert_eq!(state["verdict"], "fatal");
         let gpu1 = [("Environment", "ci"), ("InstanceId", "i-0moto"), ("GpuUuid", "GPU-SIMULATED-0001")];
         assert_eq!(totals(moto.port, "GPUUnhealthy", &gpu1).await.max, 1.0, "GPUUnhealthy published for the GPU");
+    }
+
+    /// The opt-in idle rule end to end: every GPU of a 2-node fleet idled for the window; the
+    /// agent on the oldest reporting node finds its fleet by itself and scales it to zero,
+    /// the agent on the other node leaves it alone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_idle_fleet_is_scaled_to_zero_by_its_oldest_node_only() {
+        let moto = Moto::from_env(free_port());
+        let sdk = tap_fleet::testkit::sdk_config(&endpoint(moto.port));
+        let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+        let fleet = tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, "ci", "");
+        let nodes = fleet.status(now_ms()).await.expect("status").nodes;
+        for n in &nodes {
+            tap_fleet::testkit::idle_node(&sdk, "ci", &n.instance_id, 10, 0.5).await;
+        }
+        let status = fleet.status(now_ms()).await.expect("status");
+        let leader = tap_fleet::idle::leader(&status).expect("leader").instance_id.clone();
+        let other = nodes.iter().find(|n| n.instance_id != leader).expect("other").instance_id.clone();
+
+        // The other node first: it must not act (it is not the one that decides).
+        let rule = "[idle]\nscale_to_zero = true\nminutes = 10\nbelow_percent = 5\ncheck_seconds = 1\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).expect("a");
+        std::fs::create_dir_all(&b).expect("b");
+        let follower = Agent::start_as(&other, &b, moto.port, 0, rule);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(fleet.status(now_ms()).await.expect("status").target_capacity, Some(2));
+        let log = follower.stop();
+        assert!(log.contains(&format!("{leader} decides for the fleet")), "{log}");
+
+        let decider = Agent::start_as(&leader, &a, moto.port, 0, rule);
+        let until = Instant::now() + Duration::from_secs(60);
+        while fleet.status(now_ms()).await.expect("status").target_capacity != Some(0) {
+            assert!(Instant::now() < until, "the fleet was not scaled to zero within 60 s");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let log = decider.stop();
+        assert!(
+            log.contains("idle fleet: target capacity set to 0")
+                && log.contains(&fleet_id)
+                && log.contains("every GPU of the fleet's 2 node(s) idled for 10 min"),
+            "{log}"
+        );
+    }
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
     }
 }

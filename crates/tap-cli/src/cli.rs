@@ -128,13 +128,15 @@ pub enum FleetCommand {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Nodes whose GPUs were idle (average utilization below a threshold) for a while.
+    /// Nodes whose GPUs idled (every minute's average utilization below a threshold, for
+    /// most of the window) and whether the whole fleet did: tap-agent's opt-in [idle] rule,
+    /// which scales such a fleet to zero by itself, judges the same way.
     Idle {
         /// Look back this many minutes.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(5..=1440))]
         minutes: u32,
-        /// Idle means average GPU utilization below this (percent).
-        #[arg(long, default_value_t = 5.0)]
+        /// Idle means every minute's average GPU utilization below this (percent).
+        #[arg(long, default_value_t = 5.0, value_parser = parse_percent)]
         below_percent: f64,
     },
 }
@@ -236,7 +238,7 @@ pub enum RunsCommand {
         /// Only this experiment.
         #[arg(long, short, value_parser = parse_name)]
         experiment: Option<String>,
-        /// Only the node runs of this multi-node job (the group id `tap launch` printed).
+        /// Only this multi-node job: its own record and its node runs (the id `tap launch` printed).
         #[arg(long, short, value_parser = parse_name)]
         group: Option<String>,
     },
@@ -338,6 +340,13 @@ fn parse_name(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?} must be 1-128 letters, digits, '_', '.' or '-'"))
+    }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage in (0, 100]")),
     }
 }
 

@@ -197,7 +197,15 @@ where
         #[cfg(feature = "fleet")]
         Command::Fleet(_) | Command::Launch(_) => unreachable!("handled before a backend is chosen"),
         Command::Logs { run_id, follow } => {
-            let run = find_run(runs, run_id).await?;
+            let mut run = find_run(runs, run_id).await?;
+            // A multi-node job's output is its rank 0's (each node's: tap logs <its run>).
+            if let Some(job) = &run.job {
+                let rank0 =
+                    job.nodes.iter().find(|n| n.rank == 0).and_then(|n| n.run_id.clone()).with_context(|| {
+                        format!("job {run_id}: rank 0 has not started its run yet (see `tap runs show {run_id}`)")
+                    })?;
+                run = runs.get_run(&run.experiment_id, &rank0).await?.context("the job's rank 0 run")?;
+            }
             let mut printed = 0;
             // Bounded: a followed run that never ends is given up on after a week.
             for _ in 0..(7 * 24 * 3600 / 2) {
@@ -246,7 +254,8 @@ where
         Command::Runs(RunsCommand::List { experiment, group }) => {
             let mut list = runs.list_runs(experiment.as_deref()).await?;
             if let Some(g) = group {
-                list.retain(|r| r.group.as_ref() == Some(g));
+                // The job's own record and its node runs.
+                list.retain(|r| r.group.as_ref() == Some(g) || (r.job.is_some() && &r.run_id == g));
             }
             match output {
                 Output::Json => json(out, &list)?,

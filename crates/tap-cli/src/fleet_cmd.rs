@@ -6,14 +6,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tap_core::contract::Metric;
 use tap_core::stack_config::StackConfig;
 use tap_fleet::aws::Fleet;
+use tap_fleet::idle::{self, IdleRule};
 use tap_fleet::launch::{self, LaunchSpec};
+
+use tap_core::runs::{Job, JobNode, Run, RunStatus};
 
 use crate::cli::{FleetCommand, LaunchArgs, Output};
 use crate::commands::json;
 use crate::now_ms;
+use crate::store::RunStore;
+use crate::store::dynamo::DynamoStore;
 
 async fn fleet(stack: &StackConfig) -> Fleet {
     Fleet::new(&crate::commands::sdk_for(stack).await, stack)
@@ -65,37 +69,39 @@ pub async fn run_fleet(
             writeln!(out, "fleet {}: target capacity {current} -> {target}{msg}", s.fleet_id)?;
         }
         FleetCommand::Idle { minutes, below_percent } => {
-            let s = f.status(now_ms()).await?;
-            let ids: Vec<String> =
-                s.nodes.iter().filter(|n| n.state == "running").map(|n| n.instance_id.clone()).collect();
-            let util = f.average(Metric::GpuUtilization, &ids, now_ms(), i64::from(*minutes)).await?;
-            let idle: Vec<serde_json::Value> = ids
+            let rule = IdleRule { minutes: i64::from(*minutes), below_percent: *below_percent };
+            let (s, verdict) = f.idle_verdict(None, now_ms(), &rule).await?;
+            let util = f.utilization(&s, now_ms(), rule.minutes).await?;
+            let nodes: Vec<_> = s
+                .nodes
                 .iter()
-                .filter_map(|id| {
-                    util.get(id)
-                        .filter(|&&u| u < *below_percent)
-                        .map(|u| serde_json::json!({ "instance_id": id, "gpu_utilization_percent": u }))
-                })
+                .filter(|n| n.state == "running")
+                .map(|n| idle::node_idleness(&util, &n.instance_id, &rule))
                 .collect();
             match output {
-                Output::Json => json(out, &idle)?,
+                Output::Json => json(
+                    out,
+                    &serde_json::json!({ "minutes": minutes, "below_percent": below_percent, "nodes": nodes, "fleet": verdict }),
+                )?,
                 Output::Text => {
+                    let idle = nodes.iter().filter(|n| n.idle).count();
                     writeln!(
                         out,
-                        "nodes with GPU utilization below {below_percent}% over the last {minutes} min: {} of {}",
-                        idle.len(),
-                        ids.len()
+                        "nodes whose GPUs stayed below {below_percent}% every minute of the last {minutes} min: {idle} of {}",
+                        nodes.len()
                     )?;
-                    for i in &idle {
+                    for n in &nodes {
+                        let peak = n.peak_percent.map_or("no data".into(), |p| format!("peak {p:.1}%"));
+                        let mark = if n.idle { "idle" } else { "-" };
                         writeln!(
                             out,
-                            "  {}  {:.1}%",
-                            i["instance_id"].as_str().unwrap_or("-"),
-                            i["gpu_utilization_percent"].as_f64().unwrap_or(0.0)
+                            "  {:<20} {mark:<5} {peak:<12} {} of {minutes} min reported",
+                            n.instance_id, n.minutes_reported
                         )?;
                     }
-                    if !idle.is_empty() && idle.len() == ids.len() {
-                        writeln!(out, "the whole fleet is idle: `tap fleet scale 0` stops paying for it")?;
+                    writeln!(out, "fleet: {}", verdict.describe(&rule))?;
+                    if matches!(verdict, idle::Verdict::Idle { .. }) {
+                        writeln!(out, "`tap fleet scale 0` stops paying for it")?;
                     }
                 }
             }
@@ -113,7 +119,10 @@ pub async fn launch(
     output: Output,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let f = fleet(stack).await;
+    let sdk = crate::commands::sdk_for(stack).await;
+    let f = Fleet::new(&sdk, stack);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
+    let started = now_ms();
     let group = a.group.clone().unwrap_or_else(|| tap_core::runs::new_run_id(now_ms(), fastrand::u32(..)));
     let mut spec = LaunchSpec {
         nodes: usize::from(a.nodes),
@@ -123,6 +132,7 @@ pub async fn launch(
         resume: a.resume,
         command: a.command.clone(),
         run_as: a.user.clone(),
+        attempt: 0,
     };
     let timeout = i32::try_from(a.timeout.as_secs()).unwrap_or(i32::MAX).clamp(60, 172_800);
     let mut restarts_left = a.restarts;
@@ -130,6 +140,7 @@ pub async fn launch(
     loop {
         // Enough healthy nodes? After a reclaim the fleet replaces the node: wait (bounded).
         let wait_until = std::time::Instant::now() + a.wait;
+        spec.attempt = attempt + 1;
         let (status, plan) = loop {
             let status = f.status(now_ms()).await?;
             match launch::plan(&status.nodes, &spec) {
@@ -143,7 +154,18 @@ pub async fn launch(
             }
         };
         attempt += 1;
+        // The job's record first: a node's run may start before SendCommand returns.
+        record_attempt(&store, &spec, &f.fleet_id, &plan, started).await?;
         let sent = f.send(&plan, &format!("tap launch {group} #{attempt}"), timeout).await?;
+        store
+            .update_run(&spec.experiment, &group, |r| {
+                for n in r.job.iter_mut().flat_map(|j| j.nodes.iter_mut()) {
+                    if let Some((_, c)) = sent.get(n.rank as usize) {
+                        n.command_id.clone_from(c);
+                    }
+                }
+            })
+            .await?;
         let summary = serde_json::json!({
             "group": group,
             "attempt": attempt,
@@ -190,8 +212,17 @@ pub async fn launch(
                 d => break d,
             }
         };
+        let end = |status: RunStatus| {
+            store.update_run(&spec.experiment, &group, move |r| {
+                r.status = status;
+                r.ended_ms = r.ended_ms.or(Some(now_ms()));
+            })
+        };
         match decision {
-            launch::Decision::Succeeded => return Ok(ExitCode::SUCCESS),
+            launch::Decision::Succeeded => {
+                end(RunStatus::Succeeded).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             launch::Decision::Relaunch | launch::Decision::GiveUp => {
                 // All or nothing: the surviving ranks cannot go on without their peer.
                 for ((_, command), s) in sent.iter().zip(&last) {
@@ -200,6 +231,7 @@ pub async fn launch(
                     }
                 }
                 if decision == launch::Decision::GiveUp {
+                    end(RunStatus::Failed).await?;
                     eprintln!(
                         "tap: a node of {group} ended badly and no restarts are left (--restarts {})",
                         a.restarts
@@ -215,4 +247,46 @@ pub async fn launch(
             launch::Decision::Wait => unreachable!("handled in the loop"),
         }
     }
+}
+
+/// Writes the job's record for a new attempt: created on the first launch (its run id is the
+/// group id every node run carries), and on a relaunch the new nodes replace the old ones.
+async fn record_attempt<R: RunStore>(
+    store: &R,
+    spec: &LaunchSpec,
+    fleet_id: &str,
+    plan: &[launch::NodeCommand],
+    started: i64,
+) -> anyhow::Result<()> {
+    let job = Job {
+        fleet_id: fleet_id.to_owned(),
+        attempt: spec.attempt,
+        nodes: plan
+            .iter()
+            .map(|p| JobNode {
+                rank: p.rank as u32,
+                instance_id: p.instance_id.clone(),
+                command_id: String::new(),
+                run_id: None,
+                status: RunStatus::Queued,
+            })
+            .collect(),
+    };
+    if store.get_run(&spec.experiment, &spec.group).await?.is_some() {
+        store
+            .update_run(&spec.experiment, &spec.group, |r| {
+                r.job = Some(job.clone());
+                r.status = RunStatus::Queued;
+                r.ended_ms = None;
+            })
+            .await?;
+    } else {
+        let record = Run {
+            status: RunStatus::Queued,
+            job: Some(job),
+            ..Run::new(&spec.experiment, &spec.group, spec.command.clone(), &format!("fleet {fleet_id}"), started)
+        };
+        store.create_run(&record).await?;
+    }
+    Ok(())
 }

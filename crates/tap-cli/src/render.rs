@@ -81,6 +81,18 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         let rank = run.node_rank.map(|r| format!(" (node rank {r})")).unwrap_or_default();
         s.push_str(&format!("job:         {g}{rank}\n"));
     }
+    if let Some(j) = &run.job {
+        s.push_str(&format!("nodes:       {} on {}, attempt {}\n", j.nodes.len(), j.fleet_id, j.attempt));
+        for n in &j.nodes {
+            s.push_str(&format!(
+                "  rank {:<3} {:<20} {:<10} run {}\n",
+                n.rank,
+                n.instance_id,
+                n.status.as_str(),
+                n.run_id.as_deref().unwrap_or("(not started)")
+            ));
+        }
+    }
     if let Some(i) = &run.interruption {
         s.push_str(&format!("interrupted: {} ({})\n", i.kind, i.reason));
     }

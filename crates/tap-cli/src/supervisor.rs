@@ -266,6 +266,7 @@ where
         ..Run::new(&opts.experiment, &run_id, opts.command.clone(), &opts.host, started)
     };
     store.create_run(&record).await?;
+    tell_job(store, &record).await;
     eprintln!("tap: run {}/{run_id} started", opts.experiment);
 
     let mut cmd = Command::new(program);
@@ -486,8 +487,27 @@ where
             r.metric_points = fin.metric_points;
         })
         .await?;
+    tell_job(store, &run).await;
     eprintln!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
     Ok(Outcome { run, exit_code })
+}
+
+/// Tells the multi-node job this run is a node of (its record, which `tap launch` writes;
+/// `TAP_JOB_ATTEMPT` says which attempt this node belongs to) how the run is doing. A job
+/// without a record is fine; a store error is reported, never fatal to the run.
+async fn tell_job<R: RunStore>(store: &R, run: &Run) {
+    let attempt = std::env::var("TAP_JOB_ATTEMPT").ok().and_then(|a| a.parse::<u32>().ok());
+    let (Some(group), Some(attempt)) = (&run.group, attempt) else { return };
+    let node = run.clone();
+    match store
+        .update_run(&run.experiment_id, group, |job| {
+            tap_core::runs::record_node_run(job, attempt, &node);
+        })
+        .await
+    {
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Err(e) => eprintln!("tap: could not record this node in job {group}: {e}"),
+    }
 }
 
 /// Acts on a notice: reads the notice file when there is one (its deadline bounds the

@@ -1,18 +1,9 @@
 //! Helpers for tests against moto (only with `--features aws-integration`): SDK settings for a
 //! loopback endpoint and the stack's resources as the Terraform stack creates them.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 
-pub fn sdk_config(endpoint: &str) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "static")))
-        .build()
-}
+pub use tap_fleet::testkit::sdk_config;
 
 /// The experiment table: `experiment_id` / `run_id`, on demand.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {

@@ -367,6 +367,7 @@ mod local {
 mod stack {
     use std::process::{Command, Output, Stdio};
 
+    use tap_core::contract::Metric;
     use tap_test_support::{Moto, free_port};
 
     const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
@@ -511,7 +512,64 @@ mod stack {
             "{err}"
         );
         let idle = env.json(&["fleet", "idle"]);
-        assert_eq!(idle, serde_json::json!([]), "no utilization data: nothing is called idle");
+        assert_eq!(idle["nodes"][0]["idle"], false, "no utilization data: nothing is called idle");
+        assert_eq!(idle["nodes"][0]["minutes_reported"], 0);
+        assert_eq!(idle["fleet"]["verdict"], "unknown");
+
+        // Two reporting nodes: a 2-node job is launched and recorded beside its node runs.
+        assert!(env.tap(&["fleet", "scale", "2"]).status.success());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
+        for n in env.json(&["fleet", "status"])["nodes"].as_array().expect("nodes") {
+            let id = n["instance_id"].as_str().expect("id");
+            if n["state"] == "running" {
+                for (m, v) in [(Metric::Heartbeat, 1.0), (Metric::Unhealthy, 0.0)] {
+                    tap_fleet::testkit::put_node_metric(&sdk, "dev", id, m, v, now - 20_000).await;
+                }
+            }
+        }
+        let launch = env.tap(&["launch", "-n", "2", "-e", "llm", "--group", "job-1", "--no-follow", "--", "train"]);
+        assert!(launch.status.success(), "{}", String::from_utf8_lossy(&launch.stderr));
+        let job = env.json(&["runs", "show", "job-1"])["run"].clone();
+        assert_eq!((job["status"].as_str(), job["job"]["attempt"].as_u64()), (Some("queued"), Some(1)));
+        let nodes = job["job"]["nodes"].as_array().expect("nodes").clone();
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes.iter().all(|n| n["command_id"].as_str().is_some_and(|c| !c.is_empty())), "{nodes:?}");
+
+        // Each node's `tap run` (here, on this machine) records itself in the job.
+        let node_run = |rank: &str, attempt: &str| {
+            let out = env
+                .command(&["run", "-e", "llm", "--", "sh", "-c", "echo rank $NODE_RANK says hello"])
+                .env("TAP_RUN_GROUP", "job-1")
+                .env("NODE_RANK", rank)
+                .env("TAP_JOB_ATTEMPT", attempt)
+                .output()
+                .expect("tap run");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        node_run("1", "1");
+        let job = env.json(&["runs", "show", "job-1"])["run"].clone();
+        assert_eq!(
+            (job["status"].as_str(), job["job"]["nodes"][1]["status"].as_str()),
+            (Some("running"), Some("succeeded"))
+        );
+        node_run("0", "7"); // a run of another attempt changes nothing
+        assert_eq!(env.json(&["runs", "show", "job-1"])["run"]["job"]["nodes"][0]["status"], "queued");
+        node_run("0", "1");
+        let job = env.json(&["runs", "show", "job-1"])["run"].clone();
+        assert_eq!(job["status"], "succeeded");
+        assert!(job["ended_ms"].is_i64());
+        let text = String::from_utf8_lossy(&env.tap(&["runs", "show", "job-1"]).stdout).into_owned();
+        assert!(
+            text.contains("nodes:       2 on fleet-") && text.contains("attempt 1") && text.contains("  rank 0   i-"),
+            "{text}"
+        );
+        assert_eq!(
+            env.json(&["runs", "list", "--group", "job-1"]).as_array().map(Vec::len),
+            Some(4),
+            "the job and 3 node runs"
+        );
+        let logs = env.tap(&["logs", "job-1"]);
+        assert_eq!(String::from_utf8_lossy(&logs.stdout), "rank 0 says hello\n", "a job's output is its rank 0's");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,7 @@ use crate::contract::NAMESPACE;
 /// Above 60 s the datapoints stay per minute; only the requests are fewer.
 pub const PUBLISH_INTERVALS: [u32; 8] = [10, 20, 30, 60, 120, 300, 600, 900];
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     #[serde(default)]
@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub spot: SpotSection,
     #[serde(default)]
     pub node: NodeSection,
+    #[serde(default)]
+    pub idle: IdleSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -202,6 +204,30 @@ impl Default for NodeSection {
     }
 }
 
+/// Opt-in cost control: when every GPU of the fleet has idled for `minutes`, the fleet's
+/// oldest reporting node sets its target capacity to zero (ModifyFleet). The rule is
+/// tap_fleet::idle's; `tap fleet idle` shows what it sees.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdleSection {
+    pub scale_to_zero: bool,
+    /// How long every GPU of the fleet must have idled.
+    pub minutes: u32,
+    /// A minute whose average GPU utilization is below this (percent) is idle.
+    pub below_percent: f64,
+    /// How often the rule is checked.
+    pub check_seconds: u32,
+    /// The EC2 Fleet. Absent: the one this instance belongs to (its `aws:ec2:fleet-id` tag,
+    /// else the active fleet that lists it).
+    pub fleet_id: Option<String>,
+}
+
+impl Default for IdleSection {
+    fn default() -> Self {
+        IdleSection { scale_to_zero: false, minutes: 60, below_percent: 5.0, check_seconds: 300, fleet_id: None }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -321,6 +347,8 @@ impl AgentConfig {
             ("health.throttle_warning_seconds", h.throttle_warning_seconds, 1..=86_400),
             ("health.drain_deadline_seconds", h.drain_deadline_seconds, 0..=3600),
             ("spot.poll_seconds", self.spot.poll_seconds, 1..=60),
+            ("idle.minutes", self.idle.minutes, 5..=10_080),
+            ("idle.check_seconds", self.idle.check_seconds, 1..=3600),
         ] {
             if !range.contains(&v) {
                 return invalid(key, format!("{v} is not in {}..={}", range.start(), range.end()));
@@ -336,6 +364,17 @@ impl AgentConfig {
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
             return invalid("spot.imds_endpoint", format!("\"{e}\" is not an http:// or https:// URL"));
+        }
+        let p = self.idle.below_percent;
+        if !(p > 0.0 && p <= 100.0) {
+            return invalid("idle.below_percent", format!("{p} is not a percentage in (0, 100]"));
+        }
+        if let Some(id) = &self.idle.fleet_id
+            && !(id.starts_with("fleet-")
+                && id.len() <= 64
+                && id[6..].chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        {
+            return invalid("idle.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
         }
         Ok(())
     }
@@ -438,6 +477,27 @@ mod tests {
         assert!(err("[health]\npower_off_command = []\n").contains("health.power_off_command: must name a program"));
         assert!(err("[spot]\npoll_seconds = 0\n").contains("spot.poll_seconds: 0 is not in 1..=60"));
         assert!(err("[spot]\nimds_endpoint = \"169.254.169.254\"\n").contains("spot.imds_endpoint"));
+    }
+
+    #[test]
+    fn idle_scale_to_zero_is_off_unless_asked_and_checked() {
+        let c = AgentConfig::parse("", "t").expect("empty");
+        assert!(!c.idle.scale_to_zero);
+        let c = AgentConfig::parse(
+            "[idle]\nscale_to_zero = true\nminutes = 30\nbelow_percent = 3\nfleet_id = \"fleet-0a1b2c3d-4e5f\"\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.idle.scale_to_zero, c.idle.minutes, c.idle.below_percent, c.idle.fleet_id.as_deref()),
+            (true, 30, 3.0, Some("fleet-0a1b2c3d-4e5f"))
+        );
+        let err = |t: &str| AgentConfig::parse(t, "a.toml").expect_err(t).to_string();
+        assert_eq!(err("[idle]\nminutes = 2\n"), "a.toml: idle.minutes: 2 is not in 5..=10080");
+        assert_eq!(err("[idle]\nbelow_percent = 0\n"), "a.toml: idle.below_percent: 0 is not a percentage in (0, 100]");
+        assert!(err("[idle]\nbelow_percent = 101.5\n").contains("idle.below_percent"));
+        assert!(err("[idle]\ncheck_seconds = 0\n").contains("idle.check_seconds: 0 is not in 1..=3600"));
+        assert!(err("[idle]\nfleet_id = \"sfr-123\"\n").contains("idle.fleet_id: \"sfr-123\" is not an EC2 Fleet id"));
         assert!(err("[node]\nruntime_dir = \"run\"\n").contains("node.runtime_dir"));
     }
 
@@ -461,6 +521,9 @@ mod tests {
             ("var.high_resolution_metrics", "false"),
             ("local.log_group_name", "/tap/dev/training"),
             ("var.gpu_health_action", "replace"),
+            ("var.scale_to_zero_after_idle_minutes > 0", "false"),
+            ("max(var.scale_to_zero_after_idle_minutes, 10)", "10"),
+            ("var.idle_gpu_utilization_percent", "5"),
         ];
         let mut text = template.clone();
         for (expr, value) in values {
@@ -472,6 +535,8 @@ mod tests {
         assert_eq!(config.metrics.environment, "dev");
         assert_eq!(config.logs.group.as_deref(), Some("/tap/dev/training"));
         assert_eq!(config.health.on_fatal, OnFatal::Replace);
+        assert!(!config.idle.scale_to_zero, "the idle rule is opt-in");
+        assert_eq!((config.idle.minutes, config.idle.below_percent), (10, 5.0));
     }
 
     fn arb_config() -> impl Strategy<Value = AgentConfig> {
@@ -498,6 +563,7 @@ mod tests {
                 health: HealthSection::default(),
                 spot: SpotSection::default(),
                 node: NodeSection::default(),
+                idle: IdleSection::default(),
             })
     }
 

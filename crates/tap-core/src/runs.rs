@@ -73,6 +73,75 @@ pub struct Run {
     /// This node's rank in that job (`NODE_RANK`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_rank: Option<u32>,
+    /// Set on a multi-node job's own record (its run id is the group id of its node runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+}
+
+/// A multi-node job as `tap launch` records it, beside its node runs: where its current
+/// attempt runs and how each node's run is doing. The launcher writes the attempt; each
+/// node's `tap run` writes its own slot (conditional writes: nobody loses an update).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub fleet_id: String,
+    /// 1 for the first launch; every relaunch from the latest checkpoint adds one.
+    pub attempt: u32,
+    /// One per rank, rank order.
+    pub nodes: Vec<JobNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobNode {
+    pub rank: u32,
+    pub instance_id: String,
+    /// The SSM Run Command that started it.
+    pub command_id: String,
+    /// The node's own run, once its `tap run` has started.
+    pub run_id: Option<String>,
+    /// `queued` until the node's run starts.
+    pub status: RunStatus,
+}
+
+impl Job {
+    /// The job's status from its nodes': failed if one failed, interrupted if one was
+    /// (and none failed), succeeded once all did, running once one runs, else queued.
+    pub fn status(&self) -> RunStatus {
+        let any = |s: RunStatus| self.nodes.iter().any(|n| n.status == s);
+        if any(RunStatus::Failed) {
+            RunStatus::Failed
+        } else if any(RunStatus::Interrupted) {
+            RunStatus::Interrupted
+        } else if !self.nodes.is_empty() && self.nodes.iter().all(|n| n.status == RunStatus::Succeeded) {
+            RunStatus::Succeeded
+        } else if any(RunStatus::Running) || any(RunStatus::Succeeded) {
+            RunStatus::Running
+        } else {
+            RunStatus::Queued
+        }
+    }
+}
+
+/// Records a node run in its job's record (inside a conditional update): the node's slot of
+/// the job's current attempt; rank 0's checkpoint and metrics become the job's. A run of an
+/// older attempt, or of a rank the job does not have, changes nothing (returns false).
+pub fn record_node_run(job_run: &mut Run, attempt: u32, node: &Run) -> bool {
+    let Some(job) = job_run.job.as_mut() else { return false };
+    let Some(rank) = node.node_rank else { return false };
+    if job.attempt != attempt {
+        return false;
+    }
+    let Some(slot) = job.nodes.iter_mut().find(|n| n.rank == rank) else { return false };
+    slot.run_id = Some(node.run_id.clone());
+    slot.status = node.status;
+    let status = job.status();
+    if rank == 0 {
+        job_run.checkpoint.clone_from(&node.checkpoint);
+        job_run.final_metrics.clone_from(&node.final_metrics);
+        job_run.metric_points = node.metric_points;
+    }
+    job_run.status = status;
+    job_run.ended_ms = if status.is_final() { node.ended_ms.or(job_run.ended_ms) } else { None };
+    true
 }
 
 impl Run {
@@ -97,6 +166,7 @@ impl Run {
             interruption: None,
             group: None,
             node_rank: None,
+            job: None,
         }
     }
 }
@@ -198,6 +268,85 @@ pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn job_record(nodes: u32) -> Run {
+        let mut r = Run::new("llm", "g-1", vec!["python3".into()], "fleet fleet-1", 1_000);
+        r.status = RunStatus::Queued;
+        r.job = Some(Job {
+            fleet_id: "fleet-1".into(),
+            attempt: 1,
+            nodes: (0..nodes)
+                .map(|rank| JobNode {
+                    rank,
+                    instance_id: format!("i-{rank}"),
+                    command_id: format!("c-{rank}"),
+                    run_id: None,
+                    status: RunStatus::Queued,
+                })
+                .collect(),
+        });
+        r
+    }
+
+    fn node_run(rank: u32, status: RunStatus) -> Run {
+        let mut r = Run::new("llm", &format!("r-{rank}"), vec!["python3".into()], "node", 2_000);
+        r.node_rank = Some(rank);
+        r.group = Some("g-1".into());
+        r.status = status;
+        if status.is_final() {
+            r.ended_ms = Some(9_000 + i64::from(rank));
+        }
+        r.final_metrics.insert("loss".into(), f64::from(rank) + 0.5);
+        r.checkpoint = Some(format!("ckpt-{rank}"));
+        r
+    }
+
+    #[test]
+    fn a_job_follows_its_nodes_runs() {
+        let mut job = job_record(2);
+        assert!(record_node_run(&mut job, 1, &node_run(1, RunStatus::Running)));
+        assert_eq!(job.status, RunStatus::Running);
+        assert!(record_node_run(&mut job, 1, &node_run(0, RunStatus::Running)));
+        assert!(record_node_run(&mut job, 1, &node_run(1, RunStatus::Succeeded)));
+        assert_eq!((job.status, job.ended_ms), (RunStatus::Running, None), "rank 0 still runs");
+        assert!(record_node_run(&mut job, 1, &node_run(0, RunStatus::Succeeded)));
+        assert_eq!((job.status, job.ended_ms), (RunStatus::Succeeded, Some(9_000)));
+        assert_eq!(job.checkpoint.as_deref(), Some("ckpt-0"), "rank 0's checkpoint is the job's");
+        assert_eq!(job.final_metrics["loss"], 0.5);
+        let slots: Vec<Option<&str>> =
+            job.job.as_ref().expect("job").nodes.iter().map(|n| n.run_id.as_deref()).collect();
+        assert_eq!(slots, [Some("r-0"), Some("r-1")]);
+    }
+
+    #[test]
+    fn one_bad_node_decides_and_old_attempts_change_nothing() {
+        let mut job = job_record(3);
+        record_node_run(&mut job, 1, &node_run(2, RunStatus::Interrupted));
+        assert_eq!(job.status, RunStatus::Interrupted);
+        record_node_run(&mut job, 1, &node_run(1, RunStatus::Failed));
+        assert_eq!(job.status, RunStatus::Failed, "failed outranks interrupted");
+
+        let before = job.clone();
+        assert!(!record_node_run(&mut job, 2, &node_run(0, RunStatus::Succeeded)), "another attempt");
+        assert!(!record_node_run(&mut job, 1, &node_run(7, RunStatus::Succeeded)), "no such rank");
+        let mut plain = node_run(0, RunStatus::Succeeded);
+        plain.node_rank = None;
+        assert!(!record_node_run(&mut job, 1, &plain), "not a node run");
+        assert_eq!(job, before);
+        let mut not_a_job = Run::new("llm", "x", vec![], "h", 0);
+        assert!(!record_node_run(&mut not_a_job, 1, &node_run(0, RunStatus::Succeeded)));
+    }
+
+    #[test]
+    fn job_records_round_trip_and_old_records_still_read() {
+        let job = job_record(2);
+        let text = serde_json::to_string(&job).expect("json");
+        assert_eq!(serde_json::from_str::<Run>(&text).expect("back"), job);
+        let mut plain = job.clone();
+        plain.job = None;
+        let text = serde_json::to_string(&plain).expect("json");
+        assert!(!text.contains("\"job\""), "{text}");
+    }
 
     #[test]
     fn run_ids_sort_by_time() {

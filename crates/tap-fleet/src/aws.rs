@@ -9,6 +9,7 @@ use aws_smithy_types::DateTime;
 use tap_core::contract::{Metric as ContractMetric, NAMESPACE};
 use tap_core::stack_config::StackConfig;
 
+use crate::idle::{self, IdleRule, Verdict};
 use crate::launch::{NodeCommand, NodeInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +44,81 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The stack's fleet, as `tap` on a workstation sees it.
     pub fn new(sdk: &aws_types::SdkConfig, stack: &StackConfig) -> Fleet {
+        Fleet::connect(sdk, &stack.fleet_id, &stack.environment, &stack.log_group)
+    }
+
+    /// A fleet by id; `environment` is the agents' `Environment` metric dimension.
+    pub fn connect(sdk: &aws_types::SdkConfig, fleet_id: &str, environment: &str, log_group: &str) -> Fleet {
         Fleet {
             ec2: aws_sdk_ec2::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
-            fleet_id: stack.fleet_id.clone(),
-            environment: stack.environment.clone(),
-            log_group: stack.log_group.clone(),
+            fleet_id: fleet_id.to_owned(),
+            environment: environment.to_owned(),
+            log_group: log_group.to_owned(),
         }
+    }
+
+    /// The EC2 Fleet an instance belongs to: its `aws:ec2:fleet-id` tag where EC2 set one,
+    /// else the active fleets whose instances include it (bounded: 20 pages of fleets).
+    pub async fn fleet_of(sdk: &aws_types::SdkConfig, instance_id: &str) -> Result<Option<String>> {
+        let ec2 = &aws_sdk_ec2::Client::new(sdk);
+        let out = ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_err("DescribeInstances", e))?;
+        let tag = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.tags())
+            .find(|t| t.key() == Some("aws:ec2:fleet-id"))
+            .and_then(|t| t.value());
+        if let Some(id) = tag {
+            return Ok(Some(id.to_owned()));
+        }
+        let mut token = None;
+        for _ in 0..20 {
+            let page =
+                ec2.describe_fleets().set_next_token(token).send().await.map_err(|e| sdk_err("DescribeFleets", e))?;
+            for f in page.fleets() {
+                let live = f.fleet_state().is_some_and(|s| matches!(s.as_str(), "active" | "modifying" | "submitted"));
+                let Some(id) = f.fleet_id().filter(|_| live) else { continue };
+                if Fleet::instance_ids(ec2, id).await?.iter().any(|i| i == instance_id) {
+                    return Ok(Some(id.to_owned()));
+                }
+            }
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The active instances of a fleet (DescribeFleetInstances, every page, bounded).
+    async fn instance_ids(ec2: &aws_sdk_ec2::Client, fleet_id: &str) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut token = None;
+        for _ in 0..100 {
+            let page = ec2
+                .describe_fleet_instances()
+                .fleet_id(fleet_id)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_err("DescribeFleetInstances", e))?;
+            ids.extend(page.active_instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(ids)
     }
 
     /// The fleet, its instances and what their agents last said.
@@ -70,23 +137,7 @@ impl Fleet {
         let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity());
         let fulfilled = f.fulfilled_capacity();
 
-        let mut ids = Vec::new();
-        let mut token = None;
-        for _ in 0..100 {
-            let page = self
-                .ec2
-                .describe_fleet_instances()
-                .fleet_id(&self.fleet_id)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| sdk_err("DescribeFleetInstances", e))?;
-            ids.extend(page.active_instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
-            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let ids = Fleet::instance_ids(&self.ec2, &self.fleet_id).await?;
         let mut nodes = Vec::new();
         for chunk in ids.chunks(100) {
             let out = self
@@ -195,20 +246,31 @@ impl Fleet {
         Ok(res.metric_data_results().iter().flat_map(|r| r.values()).sum())
     }
 
-    /// Average of `metric` per instance over the last `minutes` (for `tap fleet idle`).
-    pub async fn average(
+    /// Each running node's per-minute average GPU utilization over the last `minutes`.
+    pub async fn utilization(
         &self,
-        metric: ContractMetric,
-        instances: &[String],
+        status: &FleetStatus,
         now_ms: i64,
         minutes: i64,
-    ) -> Result<HashMap<String, f64>> {
-        let points = self.per_instance(&[(metric, "Average")], instances, now_ms, minutes).await?;
-        Ok(points
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|((_, id), v)| (id, v.iter().map(|(_, x)| x).sum::<f64>() / v.len() as f64))
-            .collect())
+    ) -> Result<HashMap<String, Vec<(i64, f64)>>> {
+        let ids: Vec<String> =
+            status.nodes.iter().filter(|n| n.state == "running").map(|n| n.instance_id.clone()).collect();
+        let points = self.per_instance(&[(ContractMetric::GpuUtilization, "Average")], &ids, now_ms, minutes).await?;
+        Ok(points.into_iter().map(|((_, id), v)| (id, v)).collect())
+    }
+
+    /// The idle rule's verdict for the fleet as node `me` sees it (None: judge without
+    /// electing). Asks GetMetricData for utilization only when the verdict depends on it.
+    pub async fn idle_verdict(&self, me: Option<&str>, now_ms: i64, rule: &IdleRule) -> Result<(FleetStatus, Verdict)> {
+        let status = self.status(now_ms).await?;
+        let decides = me.is_none_or(|me| idle::leader(&status).is_some_and(|l| l.instance_id == me));
+        let util = if decides && status.target_capacity.is_some_and(|t| t > 0) {
+            self.utilization(&status, now_ms, rule.minutes).await?
+        } else {
+            HashMap::new()
+        };
+        let verdict = idle::judge(&status, &util, me, rule);
+        Ok((status, verdict))
     }
 
     /// Sets the fleet's target capacity (ModifyFleet; scaling down terminates the excess).

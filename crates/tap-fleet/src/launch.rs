@@ -71,6 +71,9 @@ pub struct LaunchSpec {
     pub command: Vec<String>,
     /// The OS user the job runs as (SSM runs scripts as root).
     pub run_as: String,
+    /// Which launch of the job this is (1, then one more per relaunch): each node's run
+    /// records itself in the job's record under it (`TAP_JOB_ATTEMPT`).
+    pub attempt: u32,
 }
 
 /// Picks `spec.nodes` fit nodes (oldest first: they have proven stable, and the order is the
@@ -125,6 +128,7 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
         ("NODE_RANK", rank.to_string()),
         ("TAP_RUN_GROUP", spec.group.clone()),
         ("RDZV_ID", spec.group.clone()),
+        ("TAP_JOB_ATTEMPT", spec.attempt.to_string()),
     ] {
         let _ = writeln!(s, "export {k}={}", shell_quote(&v));
     }
@@ -133,7 +137,7 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     let _ = write!(
         s,
         "exec runuser -u {} -- env TAP_CONFIG={NODE_TAP_CONFIG} MASTER_ADDR=\"$MASTER_ADDR\" MASTER_PORT=\"$MASTER_PORT\" \
-         NNODES=\"$NNODES\" NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" bash -lc {}",
+         NNODES=\"$NNODES\" NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" TAP_JOB_ATTEMPT=\"$TAP_JOB_ATTEMPT\" bash -lc {}",
         shell_quote(&spec.run_as),
         shell_quote(&inner.join(" "))
     );
@@ -252,6 +256,7 @@ mod tests {
                 "it's $HOME".into(),
             ],
             run_as: "ubuntu".into(),
+            attempt: 1,
         }
     }
 

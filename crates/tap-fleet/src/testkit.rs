@@ -6,6 +6,17 @@ use aws_sdk_ec2::types::{
     RequestLaunchTemplateData, SpotOptionsRequest, TargetCapacitySpecificationRequest,
 };
 
+/// SDK settings for moto on a loopback endpoint (us-east-1, static test credentials).
+pub fn sdk_config(endpoint: &str) -> aws_types::SdkConfig {
+    use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+    aws_types::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "static")))
+        .build()
+}
+
 /// A launch template and a spot fleet of type maintain with `n` nodes, as the stack makes.
 pub async fn make_fleet(sdk: &aws_types::SdkConfig, n: i32) -> String {
     let ec2 = aws_sdk_ec2::Client::new(sdk);
@@ -47,4 +58,45 @@ pub async fn make_fleet(sdk: &aws_types::SdkConfig, n: i32) -> String {
         .await
         .expect("CreateFleet");
     fleet.fleet_id().expect("fleet id").to_owned()
+}
+
+/// One datapoint of an agent metric of a node (`Environment`, `InstanceId`), as tap-agent
+/// publishes its node series.
+pub async fn put_node_metric(
+    sdk: &aws_types::SdkConfig,
+    environment: &str,
+    instance: &str,
+    metric: tap_core::contract::Metric,
+    value: f64,
+    ts_ms: i64,
+) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let dims = [("Environment", environment), ("InstanceId", instance)];
+    aws_sdk_cloudwatch::Client::new(sdk)
+        .put_metric_data()
+        .namespace(tap_core::contract::NAMESPACE)
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name(metric.spec().name)
+                .set_dimensions(Some(
+                    dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect(),
+                ))
+                .timestamp(aws_smithy_types::DateTime::from_millis(ts_ms))
+                .value(value)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("PutMetricData");
+}
+
+/// A node whose agent reports and whose GPUs idled (`percent`) for the last `minutes`.
+pub async fn idle_node(sdk: &aws_types::SdkConfig, environment: &str, instance: &str, minutes: i64, percent: f64) {
+    use tap_core::contract::Metric;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    put_node_metric(sdk, environment, instance, Metric::Heartbeat, 1.0, now - 30_000).await;
+    put_node_metric(sdk, environment, instance, Metric::Unhealthy, 0.0, now - 30_000).await;
+    for m in 0..minutes {
+        put_node_metric(sdk, environment, instance, Metric::GpuUtilization, percent, now - 30_000 - m * 60_000).await;
+    }
 }

@@ -2,44 +2,19 @@
 //! tools/moto/tap_moto_server.py's wrapper, which adds EC2 ModifyFleet to moto).
 #![cfg(feature = "aws-integration")]
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_config::SdkConfig;
 use tap_fleet::aws::Fleet;
 use tap_fleet::launch::{self, LaunchSpec};
 use tap_test_support::{Moto, free_port};
 
 fn sdk(port: u16) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
-            aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "static"),
-        ))
-        .build()
+    tap_fleet::testkit::sdk_config(&tap_test_support::endpoint(port))
 }
 
 async fn heartbeat(sdk: &SdkConfig, instance: &str, now_ms: i64) {
-    let cw = aws_sdk_cloudwatch::Client::new(sdk);
-    let dims = [("Environment", "ci"), ("InstanceId", instance)];
-    for (name, value) in [("AgentHeartbeat", 1.0), ("GPUUnhealthy", 0.0)] {
-        cw.put_metric_data()
-            .namespace("Tap/GPU")
-            .metric_data(
-                MetricDatum::builder()
-                    .metric_name(name)
-                    .set_dimensions(Some(
-                        dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect(),
-                    ))
-                    .timestamp(aws_smithy_types::DateTime::from_millis(now_ms - 30_000))
-                    .value(value)
-                    .unit(StandardUnit::Count)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("PutMetricData");
-    }
+    use tap_core::contract::Metric;
+    tap_fleet::testkit::put_node_metric(sdk, "ci", instance, Metric::Heartbeat, 1.0, now_ms - 30_000).await;
+    tap_fleet::testkit::put_node_metric(sdk, "ci", instance, Metric::Unhealthy, 0.0, now_ms - 30_000).await;
 }
 
 fn now_ms() -> i64 {
@@ -78,6 +53,7 @@ async fn status_scale_and_launch_against_moto() {
         resume: false,
         command: vec!["python3".into(), "train.py".into()],
         run_as: "ubuntu".into(),
+        attempt: 1,
     };
     let e = launch::plan(&s.nodes, &spec(2)).expect_err("one healthy node");
     assert!(e.starts_with("1 healthy node of 2 in the fleet, 2 asked; not fit: i-"), "{e}");
@@ -103,4 +79,50 @@ async fn status_scale_and_launch_against_moto() {
     let gone = Fleet { fleet_id: "fleet-00000000-0000-0000-0000-000000000000".into(), ..fleet };
     let e = gone.status(now_ms()).await.expect_err("no fleet").to_string();
     assert!(e.contains("no fleet fleet-0000") || e.contains("DescribeFleets"), "{e}");
+}
+
+/// The idle rule on a real fleet: only the oldest reporting node decides, one busy minute
+/// keeps the fleet, and a node finds its fleet without being told.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_rule_against_moto() {
+    use tap_fleet::idle::{self, IdleRule, Verdict};
+    let moto = Moto::from_env(free_port());
+    let sdk = sdk(moto.port);
+    let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+    let fleet = Fleet::connect(&sdk, &fleet_id, "ci", "/tap/ci/training");
+    let s = fleet.status(now_ms()).await.expect("status");
+    let rule = IdleRule { minutes: 10, below_percent: 5.0 };
+
+    // Agents up, but no utilization yet: not known to idle.
+    for n in &s.nodes {
+        heartbeat(&sdk, &n.instance_id, now_ms()).await;
+    }
+    let (s, v) = fleet.idle_verdict(None, now_ms(), &rule).await.expect("verdict");
+    assert!(
+        matches!(v, Verdict::Unknown { ref reason } if reason.contains("reported GPU utilization for 0 of the last 10 min")),
+        "{v:?}"
+    );
+    let leader = idle::leader(&s).expect("leader").instance_id.clone();
+    let other = s.nodes.iter().find(|n| n.instance_id != leader).expect("second node").instance_id.clone();
+
+    for n in &s.nodes {
+        tap_fleet::testkit::idle_node(&sdk, "ci", &n.instance_id, 10, 1.5).await;
+    }
+    let (_, v) = fleet.idle_verdict(Some(&other), now_ms(), &rule).await.expect("verdict");
+    assert_eq!(v, Verdict::NotLeader { leader: leader.clone() });
+    let (_, v) = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict");
+    assert_eq!(v, Verdict::Idle { nodes: 2, peak_percent: 1.5 });
+
+    // One busy minute on the other node keeps the fleet.
+    let busy_at = now_ms() - 4 * 60_000;
+    tap_fleet::testkit::put_node_metric(&sdk, "ci", &other, tap_core::contract::Metric::GpuUtilization, 97.0, busy_at)
+        .await;
+    let (_, v) = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict");
+    assert!(
+        matches!(v, Verdict::Busy { ref instance_id, peak_percent } if *instance_id == other && peak_percent > 5.0),
+        "{v:?}"
+    );
+
+    // Each node finds the fleet it is in (no aws:ec2:fleet-id tag in moto: by listing).
+    assert_eq!(Fleet::fleet_of(&sdk, &other).await.expect("fleet_of"), Some(fleet_id.clone()));
 }

@@ -1,0 +1,87 @@
+//! The opt-in `[idle]` rule on a node: every `check_seconds` the agent judges the whole fleet
+//! (tap_fleet::idle: every GPU below the threshold every minute of the window, the oldest
+//! reporting node decides) and, when it idled, sets the fleet's target capacity to zero.
+//! Nothing else on the node changes: a fleet scaled to zero terminates its instances, and
+//! `tap fleet scale N` brings it back.
+
+use std::time::Duration;
+
+use tap_fleet::aws::Fleet;
+use tap_fleet::idle::{IdleRule, Verdict};
+
+pub struct IdleWatch {
+    pub sdk: aws_config::SdkConfig,
+    pub instance_id: String,
+    /// The agents' `Environment` dimension.
+    pub environment: String,
+    pub rule: IdleRule,
+    pub every: Duration,
+    /// Known from the config, or found on the first check.
+    pub fleet_id: Option<String>,
+    fleet: Option<Fleet>,
+}
+
+impl IdleWatch {
+    pub fn new(
+        sdk: aws_config::SdkConfig,
+        instance_id: &str,
+        environment: &str,
+        rule: IdleRule,
+        every: Duration,
+        fleet_id: Option<String>,
+    ) -> IdleWatch {
+        IdleWatch {
+            sdk,
+            instance_id: instance_id.to_owned(),
+            environment: environment.to_owned(),
+            rule,
+            every,
+            fleet_id,
+            fleet: None,
+        }
+    }
+
+    /// One check: the verdict, after scaling the fleet to zero when it says so.
+    pub async fn check(&mut self, now_ms: i64) -> Result<Verdict, String> {
+        if self.fleet.is_none() {
+            let id = match &self.fleet_id {
+                Some(id) => id.clone(),
+                None => Fleet::fleet_of(&self.sdk, &self.instance_id).await.map_err(|e| e.to_string())?.ok_or_else(
+                    || format!("{} belongs to no active EC2 Fleet (set idle.fleet_id)", self.instance_id),
+                )?,
+            };
+            self.fleet_id = Some(id.clone());
+            self.fleet = Some(Fleet::connect(&self.sdk, &id, &self.environment, ""));
+        }
+        let fleet = self.fleet.as_ref().ok_or("no fleet")?;
+        let (_, verdict) =
+            fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await.map_err(|e| e.to_string())?;
+        if matches!(verdict, Verdict::Idle { .. }) {
+            fleet.scale(0).await.map_err(|e| e.to_string())?;
+        }
+        Ok(verdict)
+    }
+
+    /// Checks every `every` until the agent stops; logs each new verdict once.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = String::new();
+        loop {
+            tick.tick().await;
+            let said = match self.check(crate::daemon::now_ms()).await {
+                Ok(v @ Verdict::Idle { .. }) => {
+                    let line = v.describe(&self.rule);
+                    tracing::warn!(fleet = self.fleet_id.as_deref(), verdict = %line, "idle fleet: target capacity set to 0");
+                    line
+                }
+                Ok(v) => v.describe(&self.rule),
+                Err(e) => format!("idle rule not checked: {e}"),
+            };
+            if said != last {
+                tracing::info!(fleet = self.fleet_id.as_deref(), verdict = %said, "idle rule");
+                last = said;
+            }
+        }
+    }
+}
