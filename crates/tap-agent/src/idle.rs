@@ -54,8 +54,8 @@ impl IdleWatch {
             self.fleet = Some(Fleet::connect(&self.sdk, &id, &self.environment, ""));
         }
         let fleet = self.fleet.as_ref().ok_or("no fleet")?;
-        let (_, verdict) =
-            fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await.map_err(|e| e.to_string())?;
+        let verdict =
+            fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await.map_err(|e| e.to_string())?.verdict;
         if matches!(verdict, Verdict::Idle { .. }) {
             fleet.scale(0).await.map_err(|e| e.to_string())?;
         }

@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tap_core::runs::{Job, JobNode, Run, RunStatus};
 use tap_core::stack_config::StackConfig;
 use tap_fleet::aws::Fleet;
 use tap_fleet::idle::{self, IdleRule};
 use tap_fleet::launch::{self, LaunchSpec};
-
-use tap_core::runs::{Job, JobNode, Run, RunStatus};
 
 use crate::cli::{FleetCommand, LaunchArgs, Output};
 use crate::commands::json;
@@ -70,13 +69,14 @@ pub async fn run_fleet(
         }
         FleetCommand::Idle { minutes, below_percent } => {
             let rule = IdleRule { minutes: i64::from(*minutes), below_percent: *below_percent };
-            let (s, verdict) = f.idle_verdict(None, now_ms(), &rule).await?;
-            let util = f.utilization(&s, now_ms(), rule.minutes).await?;
-            let nodes: Vec<_> = s
+            let view = f.idle_verdict(None, now_ms(), &rule).await?;
+            let verdict = view.verdict;
+            let nodes: Vec<_> = view
+                .status
                 .nodes
                 .iter()
                 .filter(|n| n.state == "running")
-                .map(|n| idle::node_idleness(&util, &n.instance_id, &rule))
+                .map(|n| idle::node_idleness(&view.utilization, &n.instance_id, &rule))
                 .collect();
             match output {
                 Output::Json => json(
@@ -160,7 +160,7 @@ pub async fn launch(
         store
             .update_run(&spec.experiment, &group, |r| {
                 for n in r.job.iter_mut().flat_map(|j| j.nodes.iter_mut()) {
-                    if let Some((_, c)) = sent.get(n.rank as usize) {
+                    if let Some((_, c)) = sent.iter().find(|(i, _)| *i == n.instance_id) {
                         n.command_id.clone_from(c);
                     }
                 }
@@ -185,7 +185,10 @@ pub async fn launch(
                 for ((i, c), p) in sent.iter().zip(&plan) {
                     writeln!(out, "  rank {}  {i}  command {c}", p.rank)?;
                 }
-                writeln!(out, "each node's run: tap runs list -e {}; its output: tap logs RUN --follow", a.experiment)?;
+                writeln!(
+                    out,
+                    "the job: tap runs show {group}; its output (rank 0): tap logs {group} --follow; every node's run: tap runs list --group {group}"
+                )?;
             }
         }
         out.flush()?;

@@ -34,6 +34,14 @@ pub struct FleetStatus {
     pub interruptions_24h: f64,
 }
 
+/// What the idle rule saw and said.
+pub struct IdleView {
+    pub status: FleetStatus,
+    /// Per-minute average GPU utilization of each running node (empty where not needed).
+    pub utilization: HashMap<String, Vec<(i64, f64)>>,
+    pub verdict: Verdict,
+}
+
 pub struct Fleet {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
@@ -260,17 +268,18 @@ impl Fleet {
     }
 
     /// The idle rule's verdict for the fleet as node `me` sees it (None: judge without
-    /// electing). Asks GetMetricData for utilization only when the verdict depends on it.
-    pub async fn idle_verdict(&self, me: Option<&str>, now_ms: i64, rule: &IdleRule) -> Result<(FleetStatus, Verdict)> {
+    /// electing), with what it was judged on. Asks GetMetricData for utilization only when
+    /// the verdict depends on it.
+    pub async fn idle_verdict(&self, me: Option<&str>, now_ms: i64, rule: &IdleRule) -> Result<IdleView> {
         let status = self.status(now_ms).await?;
         let decides = me.is_none_or(|me| idle::leader(&status).is_some_and(|l| l.instance_id == me));
-        let util = if decides && status.target_capacity.is_some_and(|t| t > 0) {
+        let utilization = if decides && status.target_capacity.is_some_and(|t| t > 0) {
             self.utilization(&status, now_ms, rule.minutes).await?
         } else {
             HashMap::new()
         };
-        let verdict = idle::judge(&status, &util, me, rule);
-        Ok((status, verdict))
+        let verdict = idle::judge(&status, &utilization, me, rule);
+        Ok(IdleView { status, utilization, verdict })
     }
 
     /// Sets the fleet's target capacity (ModifyFleet; scaling down terminates the excess).

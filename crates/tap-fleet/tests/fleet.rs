@@ -97,7 +97,8 @@ async fn idle_rule_against_moto() {
     for n in &s.nodes {
         heartbeat(&sdk, &n.instance_id, now_ms()).await;
     }
-    let (s, v) = fleet.idle_verdict(None, now_ms(), &rule).await.expect("verdict");
+    let view = fleet.idle_verdict(None, now_ms(), &rule).await.expect("verdict");
+    let (s, v) = (view.status, view.verdict);
     assert!(
         matches!(v, Verdict::Unknown { ref reason } if reason.contains("reported GPU utilization for 0 of the last 10 min")),
         "{v:?}"
@@ -108,16 +109,16 @@ async fn idle_rule_against_moto() {
     for n in &s.nodes {
         tap_fleet::testkit::idle_node(&sdk, "ci", &n.instance_id, 10, 1.5).await;
     }
-    let (_, v) = fleet.idle_verdict(Some(&other), now_ms(), &rule).await.expect("verdict");
+    let v = fleet.idle_verdict(Some(&other), now_ms(), &rule).await.expect("verdict").verdict;
     assert_eq!(v, Verdict::NotLeader { leader: leader.clone() });
-    let (_, v) = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict");
+    let v = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict").verdict;
     assert_eq!(v, Verdict::Idle { nodes: 2, peak_percent: 1.5 });
 
     // One busy minute on the other node keeps the fleet.
     let busy_at = now_ms() - 4 * 60_000;
     tap_fleet::testkit::put_node_metric(&sdk, "ci", &other, tap_core::contract::Metric::GpuUtilization, 97.0, busy_at)
         .await;
-    let (_, v) = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict");
+    let v = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict").verdict;
     assert!(
         matches!(v, Verdict::Busy { ref instance_id, peak_percent } if *instance_id == other && peak_percent > 5.0),
         "{v:?}"
