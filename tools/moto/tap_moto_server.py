@@ -5,10 +5,15 @@ EC2 ModifyFleet (changes a fleet's target capacity and, as EC2 does for a fleet 
 excess) and SSM CancelCommand (marks the command and its invocations Cancelled). Everything
 else is moto's own. Started by the tests through TAP_MOTO_SERVER, with
 moto_server's arguments (-H 127.0.0.1 -p PORT).
+
+With TAP_MOTO_REQUEST_LOG set, every API call is appended to that file as one line
+"SERVICE ACTION" (moto's service name, e.g. "cloudwatch GetMetricData"), so a test can
+count the requests a component made.
 """
+import os
 import sys
 
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, BaseResponse
 from moto.ec2.responses.fleets import Fleets
 from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -47,6 +52,21 @@ def cancel_command(self):
 
 Fleets.modify_fleet = modify_fleet
 SimpleSystemManagerResponse.cancel_command = cancel_command
+
+REQUEST_LOG = os.environ.get("TAP_MOTO_REQUEST_LOG")
+if REQUEST_LOG:
+    _call_action = BaseResponse.call_action
+
+    def logged_call_action(self):
+        try:
+            action = self._get_action()
+        except Exception:  # an unparsable request still gets moto's own answer
+            action = "?"
+        with open(REQUEST_LOG, "a", encoding="utf-8") as log:
+            log.write(f"{getattr(self, 'service_name', '?')} {action}\n")
+        return _call_action(self)
+
+    BaseResponse.call_action = logged_call_action
 
 if __name__ == "__main__":
     from moto.server import main

@@ -664,36 +664,44 @@ mod moto {
     /// the agent on the other node leaves it alone.
     #[tokio::test(flavor = "multi_thread")]
     async fn an_idle_fleet_is_scaled_to_zero_by_its_oldest_node_only() {
-        let moto = Moto::from_env(free_port());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let requests = dir.path().join("requests.log");
+        let moto = Moto::from_env_logging(free_port(), &requests);
         let sdk = tap_fleet::testkit::sdk_config(&endpoint(moto.port));
         let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
         let fleet = tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, "ci", "");
-        let nodes = fleet.status(now_ms()).await.expect("status").nodes;
-        for n in &nodes {
+        let status = fleet.describe().await.expect("describe");
+        for n in &status.nodes {
             tap_fleet::testkit::idle_node(&sdk, "ci", &n.instance_id, 10, 0.5).await;
         }
-        let status = fleet.status(now_ms()).await.expect("status");
         let leader = tap_fleet::idle::leader(&status).expect("leader").instance_id.clone();
-        let other = nodes.iter().find(|n| n.instance_id != leader).expect("other").instance_id.clone();
+        let other = status.nodes.iter().find(|n| n.instance_id != leader).expect("other").instance_id.clone();
+        let count = |action: &str| {
+            let service = if action == "GetMetricData" { "cloudwatch" } else { "ec2" };
+            tap_test_support::requests_logged(&requests, service, action)
+        };
 
-        // The other node first: it must not act (it is not the one that decides).
+        // The other node first: it must not act, nor read metrics (it is not the one that decides).
         let rule = "[idle]\nscale_to_zero = true\nminutes = 10\nbelow_percent = 5\ncheck_seconds = 1\n";
-        let dir = tempfile::tempdir().expect("tempdir");
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::create_dir_all(&a).expect("a");
         std::fs::create_dir_all(&b).expect("b");
+        let (metric_reads, fleet_reads) = (count("GetMetricData"), count("DescribeFleets"));
         let follower = Agent::start_as(&other, &b, moto.port, 0, rule);
         tokio::time::sleep(Duration::from_secs(4)).await;
-        assert_eq!(fleet.status(now_ms()).await.expect("status").target_capacity, Some(2));
+        assert_eq!(fleet.describe().await.expect("describe").target_capacity, Some(2));
         let log = follower.stop();
         assert!(log.contains(&format!("{leader} decides for the fleet")), "{log}");
+        assert!(count("DescribeFleets") >= fleet_reads + 3, "the follower checked every second");
+        assert_eq!(count("GetMetricData"), metric_reads, "a node that does not decide reads no metrics");
 
         let decider = Agent::start_as(&leader, &a, moto.port, 0, rule);
         let until = Instant::now() + Duration::from_secs(60);
-        while fleet.status(now_ms()).await.expect("status").target_capacity != Some(0) {
+        while fleet.describe().await.expect("describe").target_capacity != Some(0) {
             assert!(Instant::now() < until, "the fleet was not scaled to zero within 60 s");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        tokio::time::sleep(Duration::from_secs(2)).await; // two more checks: the fleet is at 0 now
         let log = decider.stop();
         assert!(
             log.contains("idle fleet: target capacity set to 0")
@@ -701,6 +709,9 @@ mod moto {
                 && log.contains("every GPU of the fleet's 2 node(s) idled for 10 min"),
             "{log}"
         );
+        assert!(log.contains("the fleet's target capacity is already 0"), "{log}");
+        assert_eq!(count("ModifyFleet"), 1, "one ModifyFleet for the whole fleet");
+        assert_eq!(count("GetMetricData"), metric_reads + 1, "one metrics read: the check that scaled");
     }
 
     fn now_ms() -> i64 {

@@ -131,6 +131,25 @@ impl Fleet {
 
     /// The fleet, its instances and what their agents last said.
     pub async fn status(&self, now_ms: i64) -> Result<FleetStatus> {
+        let mut status = self.describe().await?;
+        let ids: Vec<String> = status.nodes.iter().map(|n| n.instance_id.clone()).collect();
+        // Heartbeat and GPUUnhealthy of every node in one request (up to 250 nodes).
+        let series = [(ContractMetric::Heartbeat, "SampleCount"), (ContractMetric::Unhealthy, "Maximum")];
+        let points = self.per_instance(&series, &ids, now_ms, 15).await?;
+        let latest = |m: usize, id: &str| {
+            points.get(&(m, id.to_owned())).and_then(|v| v.iter().copied().max_by_key(|&(t, _)| t))
+        };
+        for n in &mut status.nodes {
+            n.heartbeat_age_s = latest(0, &n.instance_id).map(|(t, _)| ((now_ms - t) / 1000).max(0));
+            n.unhealthy = latest(1, &n.instance_id).map(|(_, v)| v >= 1.0);
+        }
+        status.interruptions_24h = self.fleet_sum(ContractMetric::SpotInterruptionNotice, now_ms, 24 * 60).await?;
+        Ok(status)
+    }
+
+    /// The fleet and its instances from EC2 alone (Describe calls: no charge, no metrics),
+    /// oldest instance first.
+    pub async fn describe(&self) -> Result<FleetStatus> {
         let fleets = self
             .ec2
             .describe_fleets()
@@ -169,25 +188,13 @@ impl Fleet {
             }
         }
         nodes.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
-        let ids: Vec<String> = nodes.iter().map(|n| n.instance_id.clone()).collect();
-        // Heartbeat and GPUUnhealthy of every node in one request (up to 250 nodes).
-        let series = [(ContractMetric::Heartbeat, "SampleCount"), (ContractMetric::Unhealthy, "Maximum")];
-        let points = self.per_instance(&series, &ids, now_ms, 15).await?;
-        let latest = |m: usize, id: &str| {
-            points.get(&(m, id.to_owned())).and_then(|v| v.iter().copied().max_by_key(|&(t, _)| t))
-        };
-        for n in &mut nodes {
-            n.heartbeat_age_s = latest(0, &n.instance_id).map(|(t, _)| ((now_ms - t) / 1000).max(0));
-            n.unhealthy = latest(1, &n.instance_id).map(|(_, v)| v >= 1.0);
-        }
-        let interruptions_24h = self.fleet_sum(ContractMetric::SpotInterruptionNotice, now_ms, 24 * 60).await?;
         Ok(FleetStatus {
             fleet_id: self.fleet_id.clone(),
             state,
             target_capacity: target,
             fulfilled_capacity: fulfilled,
             nodes,
-            interruptions_24h,
+            interruptions_24h: 0.0,
         })
     }
 
@@ -268,10 +275,10 @@ impl Fleet {
     }
 
     /// The idle rule's verdict for the fleet as node `me` sees it (None: judge without
-    /// electing), with what it was judged on. Asks GetMetricData for utilization only when
-    /// the verdict depends on it.
+    /// electing), with what it was judged on. EC2's Describe calls only, unless this node is
+    /// the one that decides: then one GetMetricData for every node's utilization.
     pub async fn idle_verdict(&self, me: Option<&str>, now_ms: i64, rule: &IdleRule) -> Result<IdleView> {
-        let status = self.status(now_ms).await?;
+        let status = self.describe().await?;
         let decides = me.is_none_or(|me| idle::leader(&status).is_some_and(|l| l.instance_id == me));
         let utilization = if decides && status.target_capacity.is_some_and(|t| t > 0) {
             self.utilization(&status, now_ms, rule.minutes).await?

@@ -8,15 +8,16 @@
 //! - every reported minute of every node must be below the threshold (not the average: an
 //!   evaluation burst every half hour is work);
 //! - a pending node means the fleet is growing: someone wants it;
-//! - only one node acts, the oldest one whose agent reports (the same on every node, so the
-//!   fleet does not send N ModifyFleet calls).
+//! - only one node acts, the oldest running one (the same on every node, so the fleet does
+//!   not send N ModifyFleet calls, and only that node reads metrics). If its agent is dead,
+//!   its utilization is missing and the verdict is "unknown": the safe way to fail.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::aws::FleetStatus;
-use crate::launch::{HEARTBEAT_STALE_S, NodeInfo};
+use crate::launch::NodeInfo;
 
 /// When the whole fleet counts as idle.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,17 +104,13 @@ impl Verdict {
     }
 }
 
-fn fresh(n: &NodeInfo) -> bool {
-    n.heartbeat_age_s.is_some_and(|a| a <= HEARTBEAT_STALE_S)
-}
-
-/// The node that decides: the oldest running node whose agent reports. Every node computes
-/// the same one from the same DescribeInstances answer.
+/// The node that decides: the oldest running node. Every node computes the same one from
+/// the same DescribeInstances answer.
 pub fn leader(status: &FleetStatus) -> Option<&NodeInfo> {
     status
         .nodes
         .iter()
-        .filter(|n| n.state == "running" && fresh(n))
+        .filter(|n| n.state == "running")
         .min_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)))
 }
 
@@ -137,12 +134,10 @@ pub fn judge(
     if running.is_empty() {
         return Verdict::Unknown { reason: "no running node".into() };
     }
-    if let Some(me) = me {
-        match leader(status) {
-            Some(l) if l.instance_id != me => return Verdict::NotLeader { leader: l.instance_id.clone() },
-            Some(_) => {}
-            None => return Verdict::Unknown { reason: "no node's agent reports".into() },
-        }
+    if let Some(me) = me
+        && let Some(l) = leader(status).filter(|l| l.instance_id != me)
+    {
+        return Verdict::NotLeader { leader: l.instance_id.clone() };
     }
     let mut peak = 0.0f64;
     for n in &running {
@@ -262,19 +257,19 @@ mod tests {
         let zero = FleetStatus { target_capacity: Some(0), ..s.clone() };
         assert_eq!(judge(&zero, &u, Some("i-old"), &RULE), Verdict::AlreadyZero);
 
-        // The oldest node's agent went quiet: the next oldest decides.
-        let (mut s, u) = two_idle();
-        s.nodes[0].heartbeat_age_s = Some(HEARTBEAT_STALE_S + 1);
-        assert_eq!(leader(&s).map(|n| n.instance_id.as_str()), Some("i-new"));
-        assert!(matches!(judge(&s, &u, Some("i-old"), &RULE), Verdict::NotLeader { .. }));
-        // ... but the quiet node still has to have idled (its data is all there here).
-        assert!(matches!(judge(&s, &u, Some("i-new"), &RULE), Verdict::Idle { .. }));
-
-        let (mut s, u) = two_idle();
+        // The oldest node decides whatever its heartbeat (EC2 alone says who it is); if its
+        // agent went quiet, its minutes are missing and nobody scales.
+        let (mut s, mut u) = two_idle();
         for n in &mut s.nodes {
             n.heartbeat_age_s = None;
         }
-        assert_eq!(judge(&s, &u, Some("i-old"), &RULE), Verdict::Unknown { reason: "no node's agent reports".into() });
+        assert_eq!(leader(&s).map(|n| n.instance_id.as_str()), Some("i-old"));
+        assert!(matches!(judge(&s, &u, Some("i-old"), &RULE), Verdict::Idle { .. }));
+        u.insert("i-old".into(), series(20, 0.0));
+        assert!(matches!(judge(&s, &u, Some("i-old"), &RULE), Verdict::Unknown { .. }));
+        // A node that is not running does not decide.
+        s.nodes[0].state = "shutting-down".into();
+        assert_eq!(leader(&s).map(|n| n.instance_id.as_str()), Some("i-new"));
         let empty = fleet(vec![node("i-gone", 90, "terminated", None)], 1);
         assert_eq!(judge(&empty, &u, Some("i-old"), &RULE), Verdict::Unknown { reason: "no running node".into() });
     }

@@ -13,14 +13,26 @@ pub struct Moto {
 impl Moto {
     /// Starts the `moto_server` named by `TAP_MOTO_SERVER` (scripts/tools.sh installs it).
     pub fn from_env(port: u16) -> Moto {
-        let exe = std::env::var("TAP_MOTO_SERVER")
-            .expect("TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)");
-        Moto::start(&exe, port)
+        Moto::start(&moto_server(), port)
+    }
+
+    /// As [`Moto::from_env`], and every API call it answers is appended to `log` as one line
+    /// `SERVICE ACTION` (tools/moto/tap_moto_server.py), for counting requests.
+    pub fn from_env_logging(port: u16, log: &std::path::Path) -> Moto {
+        Moto::start_with(&moto_server(), port, Some(log))
     }
 
     /// Starts `moto_server` (path in `exe`) on 127.0.0.1:`port` and waits until it listens.
     pub fn start(exe: &str, port: u16) -> Moto {
-        let child = Command::new(exe)
+        Moto::start_with(exe, port, None)
+    }
+
+    fn start_with(exe: &str, port: u16, log: Option<&std::path::Path>) -> Moto {
+        let mut cmd = Command::new(exe);
+        if let Some(log) = log {
+            cmd.env("TAP_MOTO_REQUEST_LOG", log);
+        }
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -39,6 +51,10 @@ impl Moto {
     }
 }
 
+fn moto_server() -> String {
+    std::env::var("TAP_MOTO_SERVER").expect("TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)")
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -48,6 +64,12 @@ impl Drop for Moto {
 
 pub fn endpoint(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
+}
+
+/// How many lines of a request log (see [`Moto::from_env_logging`]) are `SERVICE ACTION`.
+pub fn requests_logged(log: &std::path::Path, service: &str, action: &str) -> usize {
+    let want = format!("{service} {action}");
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().filter(|l| *l == want).count())
 }
 
 pub fn free_port() -> u16 {
