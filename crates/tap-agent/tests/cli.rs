@@ -713,8 +713,4 @@ mod moto {
         assert_eq!(count("ModifyFleet"), 1, "one ModifyFleet for the whole fleet");
         assert_eq!(count("GetMetricData"), metric_reads + 1, "one metrics read: the check that scaled");
     }
-
-    fn now_ms() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-    }
 }
