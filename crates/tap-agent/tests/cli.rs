@@ -688,11 +688,11 @@ mod moto {
         std::fs::create_dir_all(&b).expect("b");
         let (metric_reads, fleet_reads) = (count("GetMetricData"), count("DescribeFleets"));
         let follower = Agent::start_as(&other, &b, moto.port, 0, rule);
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert_eq!(fleet.describe().await.expect("describe").target_capacity, Some(2));
+        // Finding its fleet and then a few checks (one DescribeFleets each); bounded wait.
+        wait_for("the follower's checks", Duration::from_secs(60), || count("DescribeFleets") >= fleet_reads + 4);
         let log = follower.stop();
+        assert_eq!(fleet.describe().await.expect("describe").target_capacity, Some(2));
         assert!(log.contains(&format!("{leader} decides for the fleet")), "{log}");
-        assert!(count("DescribeFleets") >= fleet_reads + 3, "the follower checked every second");
         assert_eq!(count("GetMetricData"), metric_reads, "a node that does not decide reads no metrics");
 
         let decider = Agent::start_as(&leader, &a, moto.port, 0, rule);
@@ -701,7 +701,9 @@ mod moto {
             assert!(Instant::now() < until, "the fleet was not scaled to zero within 60 s");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await; // two more checks: the fleet is at 0 now
+        // Two more checks, which see the fleet at 0 (the test itself asks EC2 no more).
+        let seen = count("DescribeFleets");
+        wait_for("two more checks", Duration::from_secs(60), || count("DescribeFleets") >= seen + 2);
         let log = decider.stop();
         assert!(
             log.contains("idle fleet: target capacity set to 0")
