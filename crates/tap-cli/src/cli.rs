@@ -100,14 +100,16 @@ pub enum Command {
     /// node runs `tap run` with torchrun's rendezvous variables in its environment —
     /// MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK and RDZV_ID/TAP_RUN_GROUP (the shared id).
     /// In the command, $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT and $RDZV_ID are
-    /// expanded on each node (quote them from your shell); nothing else is.
+    /// expanded on each node (quote them from your shell); nothing else is. The job is
+    /// recorded under the shared id beside its node runs: `tap runs show ID` (nodes, attempt,
+    /// each node's run), `tap logs ID --follow` (rank 0's output).
     ///
     /// Example: tap launch --nodes 2 -e llm -- torchrun --nnodes='$NNODES' --node-rank='$NODE_RANK'
     ///          --master-addr='$MASTER_ADDR' --master-port='$MASTER_PORT' --nproc-per-node=1 train.py
     #[cfg(feature = "fleet")]
     Launch(LaunchArgs),
     /// A run's output (stdout and stderr) from the store; --follow prints new lines until the
-    /// run ends.
+    /// run ends. For a multi-node job's id (tap launch), its rank 0's output.
     Logs {
         run_id: String,
         #[arg(long, short)]

@@ -95,11 +95,12 @@ pub async fn params<S: ParamStore>(s: &S) {
     assert_eq!(history, ["0.001", "0.0005"]);
 }
 
-/// Two writers update the same run at the same time: neither update is lost.
+/// Four writers (two on each store handle) update the same run at the same time, as the
+/// nodes of a job update its record: no update is lost.
 pub async fn concurrent_updates<S: RunStore>(a: &S, b: &S) {
     a.create_run(&run("exp-c", "r1", 1)).await.expect("create");
     async fn bump<S: RunStore>(s: &S, key: &str) {
-        for i in 0..50 {
+        for i in 0..25 {
             s.update_run("exp-c", "r1", |r| {
                 r.final_metrics.insert(format!("{key}{i}"), i as f64);
             })
@@ -107,9 +108,9 @@ pub async fn concurrent_updates<S: RunStore>(a: &S, b: &S) {
             .expect("update");
         }
     }
-    // Two OS threads, so the read-modify-write cycles really interleave.
+    // OS threads, so the read-modify-write cycles really interleave.
     std::thread::scope(|scope| {
-        for (s, key) in [(a, "a"), (b, "b")] {
+        for (s, key) in [(a, "a"), (b, "b"), (a, "c"), (b, "d")] {
             scope.spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
                 rt.block_on(bump(s, key));
@@ -117,5 +118,5 @@ pub async fn concurrent_updates<S: RunStore>(a: &S, b: &S) {
         }
     });
     let run = a.get_run("exp-c", "r1").await.expect("get").expect("exists");
-    assert_eq!(run.final_metrics.len(), 100, "every update from both writers is there");
+    assert_eq!(run.final_metrics.len(), 100, "every update from every writer is there");
 }

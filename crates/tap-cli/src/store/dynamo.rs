@@ -15,13 +15,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use tap_core::runs::{MetricPoint, Run};
 
-use super::{Result, RunStore, StoreError};
+use super::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write};
 
 /// Metric points per chunk item.
 pub const POINTS_PER_ITEM: usize = 1000;
 /// DynamoDB's item size limit.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
-const MAX_UPDATE_ATTEMPTS: usize = 20;
 
 pub struct DynamoStore {
     client: Client,
@@ -228,7 +227,7 @@ impl RunStore for DynamoStore {
     where
         F: Fn(&mut Run) + Send + Sync,
     {
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
+        for attempt in 0..MAX_UPDATE_ATTEMPTS {
             let Some((mut run, version)) = self.read(experiment, run_id).await? else {
                 return Err(StoreError::NotFound(format!("run {experiment}/{run_id}")));
             };
@@ -244,7 +243,7 @@ impl RunStore for DynamoStore {
                 .await;
             match put {
                 Ok(_) => return Ok(run),
-                Err(e) if is_conditional_failure(&e) => continue,
+                Err(e) if is_conditional_failure(&e) => after_lost_write(attempt).await,
                 Err(e) => return Err(sdk_error("PutItem", e)),
             }
         }

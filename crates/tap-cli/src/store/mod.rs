@@ -27,6 +27,17 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Conditional writes that lose this many times in a row give up with a conflict.
+pub(crate) const MAX_UPDATE_ATTEMPTS: usize = 20;
+
+/// Waits after the `attempt`-th lost conditional write (from 0): a random time up to
+/// 5 ms·2^attempt, at most 500 ms (full jitter), so writers that collided — the nodes of a
+/// job updating its record at once — do not collide again in step. 20 losses wait ~7 s at most.
+pub(crate) async fn after_lost_write(attempt: usize) {
+    let cap = (5u64 << attempt.min(7)).min(500);
+    tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap))).await;
+}
+
 /// One line of a run's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tap_core::runs::{MetricPoint, Run};
 
-use super::{LogLine, LogStore, Param, ParamStore, Result, RunStore, StoreError, Stream};
+use super::{
+    LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, StoreError, Stream, after_lost_write,
+};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -35,9 +37,6 @@ CREATE TABLE IF NOT EXISTS params (
     name TEXT NOT NULL, version INTEGER NOT NULL, value TEXT NOT NULL, modified_ms INTEGER NOT NULL,
     PRIMARY KEY (name, version));
 ";
-
-/// Conditional writes that lose this many times in a row give up with a conflict.
-const MAX_UPDATE_ATTEMPTS: usize = 20;
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -101,7 +100,7 @@ impl RunStore for SqliteStore {
     where
         F: Fn(&mut Run) + Send + Sync,
     {
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
+        for attempt in 0..MAX_UPDATE_ATTEMPTS {
             let Some((mut run, version)) = self.with(|c| Self::read_run(c, experiment, run_id))? else {
                 return Err(StoreError::NotFound(format!("run {experiment}/{run_id}")));
             };
@@ -115,6 +114,7 @@ impl RunStore for SqliteStore {
             if written == 1 {
                 return Ok(run);
             }
+            after_lost_write(attempt).await;
         }
         Err(StoreError::Conflict(format!(
             "run {experiment}/{run_id}: {MAX_UPDATE_ATTEMPTS} concurrent updates in a row"
