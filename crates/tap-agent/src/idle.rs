@@ -10,14 +10,15 @@ use tap_fleet::aws::Fleet;
 use tap_fleet::idle::{IdleRule, Verdict};
 
 pub struct IdleWatch {
-    pub sdk: aws_config::SdkConfig,
-    pub instance_id: String,
+    sdk: aws_config::SdkConfig,
+    instance_id: String,
     /// The agents' `Environment` dimension.
-    pub environment: String,
-    pub rule: IdleRule,
-    pub every: Duration,
-    /// Known from the config, or found on the first check.
-    pub fleet_id: Option<String>,
+    environment: String,
+    rule: IdleRule,
+    every: Duration,
+    /// The fleet the config names (None: found on the first check).
+    configured: Option<String>,
+    /// Once known.
     fleet: Option<Fleet>,
 }
 
@@ -36,30 +37,39 @@ impl IdleWatch {
             environment: environment.to_owned(),
             rule,
             every,
-            fleet_id,
+            configured: fleet_id,
             fleet: None,
         }
     }
 
     /// One check: the verdict, after scaling the fleet to zero when it says so.
     pub async fn check(&mut self, now_ms: i64) -> Result<Verdict, String> {
-        if self.fleet.is_none() {
-            let id = match &self.fleet_id {
-                Some(id) => id.clone(),
-                None => Fleet::fleet_of(&self.sdk, &self.instance_id).await.map_err(|e| e.to_string())?.ok_or_else(
-                    || format!("{} belongs to no active EC2 Fleet (set idle.fleet_id)", self.instance_id),
-                )?,
-            };
-            self.fleet_id = Some(id.clone());
-            self.fleet = Some(Fleet::connect(&self.sdk, &id, &self.environment, ""));
-        }
-        let fleet = self.fleet.as_ref().ok_or("no fleet")?;
+        let fleet = match self.fleet.take() {
+            Some(f) => f,
+            None => {
+                let id = match &self.configured {
+                    Some(id) => id.clone(),
+                    None => {
+                        Fleet::fleet_of(&self.sdk, &self.instance_id).await.map_err(|e| e.to_string())?.ok_or_else(
+                            || format!("{} belongs to no active EC2 Fleet (set idle.fleet_id)", self.instance_id),
+                        )?
+                    }
+                };
+                Fleet::connect(&self.sdk, &id, &self.environment, "")
+            }
+        };
+        let fleet = self.fleet.insert(fleet);
         let verdict =
             fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await.map_err(|e| e.to_string())?.verdict;
         if matches!(verdict, Verdict::Idle { .. }) {
             fleet.scale(0).await.map_err(|e| e.to_string())?;
         }
         Ok(verdict)
+    }
+
+    /// The fleet's id, once known.
+    fn fleet_id(&self) -> Option<&str> {
+        self.fleet.as_ref().map(|f| f.fleet_id.as_str())
     }
 
     /// Checks every `every` until the agent stops; logs each new verdict once.
@@ -72,14 +82,14 @@ impl IdleWatch {
             let said = match self.check(crate::daemon::now_ms()).await {
                 Ok(v @ Verdict::Idle { .. }) => {
                     let line = v.describe(&self.rule);
-                    tracing::warn!(fleet = self.fleet_id.as_deref(), verdict = %line, "idle fleet: target capacity set to 0");
+                    tracing::warn!(fleet = self.fleet_id(), verdict = %line, "idle fleet: target capacity set to 0");
                     line
                 }
                 Ok(v) => v.describe(&self.rule),
                 Err(e) => format!("idle rule not checked: {e}"),
             };
             if said != last {
-                tracing::info!(fleet = self.fleet_id.as_deref(), verdict = %said, "idle rule");
+                tracing::info!(fleet = self.fleet_id(), verdict = %said, "idle rule");
                 last = said;
             }
         }

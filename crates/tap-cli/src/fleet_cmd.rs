@@ -49,7 +49,7 @@ pub async fn run_fleet(
             }
         }
         FleetCommand::Scale { target, yes } => {
-            let s = f.status(now_ms()).await?;
+            let s = f.describe().await?; // EC2 alone: the target and the running nodes
             let current = s.target_capacity.unwrap_or(0);
             let target = i32::try_from(*target).context("target capacity")?;
             if target < current && !yes {

@@ -367,7 +367,6 @@ mod local {
 mod stack {
     use std::process::{Command, Output, Stdio};
 
-    use tap_core::contract::Metric;
     use tap_test_support::{Moto, free_port};
 
     const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
@@ -522,9 +521,7 @@ mod stack {
         for n in env.json(&["fleet", "status"])["nodes"].as_array().expect("nodes") {
             let id = n["instance_id"].as_str().expect("id");
             if n["state"] == "running" {
-                for (m, v) in [(Metric::Heartbeat, 1.0), (Metric::Unhealthy, 0.0)] {
-                    tap_fleet::testkit::put_node_metric(&sdk, "dev", id, m, v, now - 20_000).await;
-                }
+                tap_fleet::testkit::reporting_node(&sdk, "dev", id, now).await;
             }
         }
         let launch = env.tap(&["launch", "-n", "2", "-e", "llm", "--group", "job-1", "--no-follow", "--", "train"]);

@@ -90,12 +90,18 @@ pub async fn put_node_metric(
         .expect("PutMetricData");
 }
 
+/// A node whose agent reported 30 s before `now_ms`: a heartbeat, and no fatal GPU finding.
+pub async fn reporting_node(sdk: &aws_types::SdkConfig, environment: &str, instance: &str, now_ms: i64) {
+    use tap_core::contract::Metric;
+    put_node_metric(sdk, environment, instance, Metric::Heartbeat, 1.0, now_ms - 30_000).await;
+    put_node_metric(sdk, environment, instance, Metric::Unhealthy, 0.0, now_ms - 30_000).await;
+}
+
 /// A node whose agent reports and whose GPUs idled (`percent`) for the last `minutes`.
 pub async fn idle_node(sdk: &aws_types::SdkConfig, environment: &str, instance: &str, minutes: i64, percent: f64) {
     use tap_core::contract::Metric;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    put_node_metric(sdk, environment, instance, Metric::Heartbeat, 1.0, now - 30_000).await;
-    put_node_metric(sdk, environment, instance, Metric::Unhealthy, 0.0, now - 30_000).await;
+    reporting_node(sdk, environment, instance, now).await;
     for m in 0..minutes {
         put_node_metric(sdk, environment, instance, Metric::GpuUtilization, percent, now - 30_000 - m * 60_000).await;
     }

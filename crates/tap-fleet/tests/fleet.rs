@@ -11,12 +11,6 @@ fn sdk(port: u16) -> SdkConfig {
     tap_fleet::testkit::sdk_config(&tap_test_support::endpoint(port))
 }
 
-async fn heartbeat(sdk: &SdkConfig, instance: &str, now_ms: i64) {
-    use tap_core::contract::Metric;
-    tap_fleet::testkit::put_node_metric(sdk, "ci", instance, Metric::Heartbeat, 1.0, now_ms - 30_000).await;
-    tap_fleet::testkit::put_node_metric(sdk, "ci", instance, Metric::Unhealthy, 0.0, now_ms - 30_000).await;
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -41,7 +35,7 @@ async fn status_scale_and_launch_against_moto() {
 
     // Only one node's agent reports: a 2-node launch is refused with the reason, 1 works.
     let first = s.nodes[0].instance_id.clone();
-    heartbeat(&sdk, &first, now_ms()).await;
+    tap_fleet::testkit::reporting_node(&sdk, "ci", &first, now_ms()).await;
     let s = fleet.status(now_ms()).await.expect("status");
     let age = s.nodes.iter().find(|n| n.instance_id == first).and_then(|n| n.heartbeat_age_s).expect("heartbeat");
     assert!((25..=120).contains(&age), "{age}");
@@ -95,7 +89,7 @@ async fn idle_rule_against_moto() {
 
     // Agents up, but no utilization yet: not known to idle.
     for n in &s.nodes {
-        heartbeat(&sdk, &n.instance_id, now_ms()).await;
+        tap_fleet::testkit::reporting_node(&sdk, "ci", &n.instance_id, now_ms()).await;
     }
     let view = fleet.idle_verdict(None, now_ms(), &rule).await.expect("verdict");
     let (s, v) = (view.status, view.verdict);
