@@ -28,8 +28,9 @@ variable "environment" {
   default     = "dev"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,15}$", var.environment))
-    error_message = "environment must be 1-16 characters: lowercase letters, digits and hyphens, starting with a letter (it becomes part of S3 bucket names)."
+    # S3 bucket names must end with a letter or digit, and the environment may end them.
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,14}[a-z0-9])?$", var.environment))
+    error_message = "environment must be 1-16 characters: lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (it becomes part of S3 bucket names)."
   }
 }
 
@@ -39,36 +40,44 @@ variable "project" {
   default     = "tap"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.project))
-    error_message = "project must be 1-20 characters: lowercase letters, digits and hyphens, starting with a letter."
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$", var.project))
+    error_message = "project must be 1-20 characters: lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen."
   }
 }
 
 variable "bucket_suffix" {
-  description = "Appended to the bucket names ml-training-data-<env> and ml-model-artifacts-<env> (S3 names are global), e.g. \"-acme-123456789012\"."
+  description = "Appended to the bucket names ml-training-data-<env> and ml-model-artifacts-<env> (S3 names are global, so plain names are almost certainly taken). null (default): \"-<account id>-<region>\", unique to this account and region. \"\": no suffix. Or your own, e.g. \"-acme\"."
   type        = string
-  default     = ""
+  default     = null
 
   validation {
-    condition     = can(regex("^(-[a-z0-9]+)*$", var.bucket_suffix)) && length(var.bucket_suffix) <= 24
-    error_message = "bucket_suffix must be empty or hyphen-separated lowercase letters/digits starting with '-', at most 24 characters."
+    condition     = var.bucket_suffix == null || (can(regex("^(-[a-z0-9]+)*$", var.bucket_suffix)) && length(coalesce(var.bucket_suffix, "-")) <= 24)
+    error_message = "bucket_suffix must be null, empty, or hyphen-separated lowercase letters/digits starting with '-', at most 24 characters."
   }
 }
 
 variable "tags" {
-  description = "Extra tags merged into every taggable resource (after the stack's own Project/Environment/ManagedBy tags)."
+  description = "Extra tags merged into every taggable resource (after the stack's own Project/Environment/ManagedBy tags). Keys are limited to what instance metadata tags allow (letters, digits and + - = . , _ : @), since the nodes read their tags from IMDS."
   type        = map(string)
   default     = {}
+
+  # instance_metadata_tags = "enabled" makes EC2 refuse to launch an instance whose tag key
+  # holds '/' or a space (or any character outside this set); "aws:" keys are reserved.
+  validation {
+    condition     = alltrue([for k, v in var.tags : can(regex("^[A-Za-z0-9+=._:@,-]{1,128}$", k)) && !startswith(lower(k), "aws:") && length(v) <= 256])
+    error_message = "tags: every key must be 1-128 characters of letters, digits and + - = . , _ : @ (no '/' or spaces: instance metadata tags refuse them), must not start with \"aws:\", and every value must be at most 256 characters."
+  }
 }
 
 variable "vpc_cidr" {
-  description = "IPv4 CIDR of the VPC; split into /20-sized (for a /16) private and public subnets."
+  description = "IPv4 CIDR of the VPC (/16 to /20): four private subnets' worth (prefix + 4) and NAT subnets of prefix + 8, which AWS allows down to /28."
   type        = string
   default     = "10.42.0.0/16"
 
   validation {
-    condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) >= 16 && tonumber(split("/", var.vpc_cidr)[1]) <= 22
-    error_message = "vpc_cidr must be a valid IPv4 CIDR with a prefix length between /16 and /22."
+    # Public (NAT) subnets are cidrsubnet(vpc_cidr, 8, ...): /20 + 8 = /28, the smallest subnet AWS accepts.
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) >= 16 && tonumber(split("/", var.vpc_cidr)[1]) <= 20
+    error_message = "vpc_cidr must be a valid IPv4 CIDR with a prefix length between /16 and /20 (its NAT subnets are 8 bits longer, and AWS accepts subnets down to /28 only)."
   }
 }
 
@@ -134,7 +143,7 @@ variable "target_capacity" {
 }
 
 variable "spot_allocation_strategy" {
-  description = "EC2 Fleet spot allocation strategy. price-capacity-optimized (AWS's recommendation) picks the deepest pools among the cheapest, which lowers interruption rates."
+  description = "EC2 Fleet spot allocation strategy. price-capacity-optimized (AWS's recommendation) picks the deepest pools among the cheapest, which lowers interruption rates. Only capacity-optimized-prioritized honours the order of instance_types (override priority 1, 2, ...); the others ignore it."
   type        = string
   default     = "price-capacity-optimized"
 
@@ -142,6 +151,24 @@ variable "spot_allocation_strategy" {
     condition     = contains(["price-capacity-optimized", "capacity-optimized", "capacity-optimized-prioritized", "lowest-price", "diversified"], var.spot_allocation_strategy)
     error_message = "spot_allocation_strategy must be price-capacity-optimized, capacity-optimized, capacity-optimized-prioritized, lowest-price or diversified."
   }
+}
+
+variable "rebalance_termination_delay_seconds" {
+  description = "Capacity rebalancing (launch-before-terminate): when EC2 signals elevated interruption risk for a node, the fleet launches its replacement first and terminates the old node this many seconds later, so runs there can write a final checkpoint. Both nodes are billed meanwhile (~$0.15 per rebalance for p3.2xlarge spot at 600 s)."
+  type        = number
+  default     = 600
+
+  # The provider and AWS accept 120-7200 s (aws provider: termination_delay IntBetween(120, 7200)).
+  validation {
+    condition     = var.rebalance_termination_delay_seconds >= 120 && var.rebalance_termination_delay_seconds <= 7200 && floor(var.rebalance_termination_delay_seconds) == var.rebalance_termination_delay_seconds
+    error_message = "rebalance_termination_delay_seconds must be a whole number of seconds from 120 to 7200."
+  }
+}
+
+variable "create_ec2_fleet_service_linked_role" {
+  description = "Create the AWSServiceRoleForEC2Fleet service-linked role, which a maintain fleet launches through and which must exist before an account's first CreateFleet. false (default): it must exist already (the plan fails naming the one-line fix: aws iam create-service-linked-role --aws-service-name ec2fleet.amazonaws.com). Only one stack per account can own it."
+  type        = bool
+  default     = false
 }
 
 variable "ami_ssm_parameter" {
@@ -174,6 +201,17 @@ variable "volta_driver_package" {
   validation {
     condition     = can(regex("^[a-z0-9][a-z0-9.+-]+$", var.volta_driver_package))
     error_message = "volta_driver_package must be a Debian package name."
+  }
+}
+
+variable "max_driver_failures" {
+  description = "How many nodes of one AMI may fail to bring up the NVIDIA driver before the next one stays up (drained, reported unhealthy, alarm) instead of powering off to be replaced: a broken AMI must not make the fleet launch and kill p3 nodes forever. Counted in the experiment table per AMI."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.max_driver_failures >= 1 && var.max_driver_failures <= 100 && floor(var.max_driver_failures) == var.max_driver_failures
+    error_message = "max_driver_failures must be a whole number from 1 to 100."
   }
 }
 
@@ -272,8 +310,9 @@ variable "hparam_prefix" {
   default     = "/ml/hparams"
 
   validation {
-    condition     = can(regex("^(/[A-Za-z0-9_.-]+)+$", var.hparam_prefix))
-    error_message = "hparam_prefix must be an absolute SSM path without a trailing slash, e.g. /ml/hparams."
+    # SSM reserves names beginning with "aws" or "ssm" (any case).
+    condition     = can(regex("^(/[A-Za-z0-9_.-]+)+$", var.hparam_prefix)) && !can(regex("^/(?i:aws|ssm)", var.hparam_prefix))
+    error_message = "hparam_prefix must be an absolute SSM path without a trailing slash, e.g. /ml/hparams, and must not begin with /aws or /ssm (reserved by AWS)."
   }
 }
 
@@ -459,6 +498,9 @@ variable "gpu_health_action" {
 
 locals {
   name = "${var.project}-${var.environment}"
+  # IAM names and dashboards are global to the account: the region keeps two stacks of one
+  # environment in two regions apart.
+  global_name = "${local.name}-${var.aws_region}"
 
   tags = merge(var.tags, {
     Project     = var.project
@@ -494,6 +536,7 @@ locals {
       spool_dropped_datapoints = { name = "SpoolDroppedDatapoints", unit = "Count", sets = ["instance"] }
       spot_interruption_notice = { name = "SpotInterruptionNotice", unit = "Count", sets = ["instance", "fleet"] }
       rebalance_recommendation = { name = "RebalanceRecommendation", unit = "Count", sets = ["instance", "fleet"] }
+      fleet_scaled_to_zero     = { name = "FleetScaledToZero", unit = "Count", sets = ["fleet"] }
     }
   }
   # Host metrics of the CloudWatch agent go to their own namespace (PutMetricData is conditioned on both).
@@ -508,18 +551,24 @@ locals {
   # ec2 only where the agents call it (the idle rule's DescribeFleets and ModifyFleet).
   interface_endpoints = coalesce(var.enable_interface_endpoints, var.nat_gateway_mode == "none") ? toset(concat(["ssm", "ssmmessages", "ec2messages", "logs", "monitoring"], var.scale_to_zero_after_idle_minutes > 0 ? ["ec2"] : [])) : toset([])
 
-  # One fleet override per (instance type, private subnet); priority follows instance_types order.
+  # One fleet override per (instance type, private subnet); priority follows instance_types order,
+  # starting at 1: the provider drops `priority = 0` from the request (it sends only non-zero
+  # values, internal/service/ec2/ec2_fleet.go expandFleetLaunchTemplateOverridesRequest), which
+  # would give the first type the lowest priority. Only capacity-optimized-prioritized reads it.
   fleet_overrides = [
     for pair in setproduct(range(length(var.instance_types)), range(3)) : {
       instance_type = var.instance_types[pair[0]]
       subnet_id     = aws_subnet.private[pair[1]].id
-      priority      = pair[0]
+      priority      = pair[0] + 1
     }
   ]
 
+  # null: unique to the account and region (at most 19 + 16 + 1 + 12 + 1 + 14 = 63 characters,
+  # S3's limit, for the longest environment and region names).
+  bucket_suffix = var.bucket_suffix != null ? var.bucket_suffix : "-${data.aws_caller_identity.current.account_id}-${var.aws_region}"
   buckets = {
-    training_data   = "ml-training-data-${var.environment}${var.bucket_suffix}"
-    model_artifacts = "ml-model-artifacts-${var.environment}${var.bucket_suffix}"
+    training_data   = "ml-training-data-${var.environment}${local.bucket_suffix}"
+    model_artifacts = "ml-model-artifacts-${var.environment}${local.bucket_suffix}"
   }
 
   ami_id = var.custom_ami_id != null ? var.custom_ami_id : nonsensitive(data.aws_ssm_parameter.dlami[0].value)
@@ -546,7 +595,7 @@ locals {
     fleet_id            = ""
     fleet_tag           = { key = local.fleet_tag_key, value = local.name }
     launch_template_id  = ""
-    node_role_name      = "${local.name}-node"
+    node_role_name      = "${local.global_name}-node"
     vpc_id              = aws_vpc.this.id
     private_subnet_ids  = aws_subnet.private[*].id
     security_group_id   = aws_security_group.nodes.id
@@ -603,36 +652,67 @@ locals {
     }
   })
 
-  # Kept short on purpose (a test bounds it well under 4 KiB): the logic lives in tap-agent.
+  # Kept short on purpose (a test bounds it well under AWS's 16 KiB): the logic lives in
+  # tap-agent. scripts/test-boot.sh runs this very script (rendered by terraform test) as root
+  # in a sandbox, on every path below.
   user_data = <<-EOT
     #!/bin/bash
-    # tap node bootstrap. Failures are reported, never hidden: see /var/lib/tap/bootstrap-failed.
+    # tap node bootstrap. Idempotent: runs at first boot, and once more after the driver reboot.
+    # Failures are reported, never hidden: /var/lib/tap/bootstrap-failed, the console, the journal.
     set -uo pipefail
     exec > >(tee -a /var/log/tap-bootstrap.log | logger -t tap-bootstrap) 2>&1
-    rc=0
-    fail() { echo "TAP BOOTSTRAP FAILED: $*" | tee /dev/console; echo "$*" >> /var/lib/tap/bootstrap-failed; rc=1; }
-    mkdir -p /etc/tap /var/lib/tap /var/log/tap
+    rc=0 hold=0 S=/var/lib/tap
+    fail() { echo "TAP BOOTSTRAP FAILED: $*" | tee /dev/console; echo "$*" >> $S/bootstrap-failed; rc=1; }
+    # Downloads retry for 10 minutes (60 x 10 s): the network of a new stack may still be settling.
+    fetch() {
+      for _ in $(seq 60); do
+        case "$1" in s3://*) aws s3 cp --only-show-errors "$1" "$2" ;; *) curl -fsS --connect-timeout 10 -o "$2" "$1" ;; esac && return 0
+        sleep 10
+      done
+      return 1
+    }
+    # unattended-upgrades may hold the dpkg lock at first boot: wait for it (10 minutes).
+    apt() { apt-get -q -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 "$@"; }
+    # Counts this AMI's driver failures fleet-wide; past the cap the node stays up (drained,
+    # reported unhealthy) instead of powering off into another replacement.
+    driver_failed() {
+      n=$(aws dynamodb update-item --region ${var.aws_region} --table-name ${local.name}-experiments --key '{"experiment_id":{"S":"_tap-node"},"run_id":{"S":"driver-failures/${local.ami_id}"}}' --update-expression 'ADD failures :one' --expression-attribute-values '{":one":{"N":"1"}}' --return-values UPDATED_NEW --query Attributes.failures.N --output text)
+      fail "no working NVIDIA driver (failure $${n:-?} of ${local.ami_id}; the first ${var.max_driver_failures} are replaced)"
+      [ "$${n:-x}" -le ${var.max_driver_failures} ] 2>/dev/null || hold=1
+    }
+    mkdir -p /etc/tap $S /var/log/tap && rm -f $S/bootstrap-failed
     export DEBIAN_FRONTEND=noninteractive
     # Volta (p3) needs NVIDIA's proprietary driver; the Ubuntu DLAMI ships the open modules.
     if ! nvidia-smi -L; then
-      apt-get update -q && apt-get install -yq ${var.volta_driver_package} && { rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia; modprobe nvidia; }
-      nvidia-smi -L || fail "no working NVIDIA driver"
+      if [ ! -e $S/driver-rebooted ]; then
+        held=$(apt-mark showhold | grep -i nvidia); [ -z "$held" ] || apt-mark unhold $held
+        open=$(dpkg-query -W -f '$${db:Status-Abbrev} $${Package}\n' '*nvidia*open*' | awk '/^ii/ {print $2}')
+        [ -z "$open" ] || apt purge -y $open
+        if apt update && apt install -y ${var.volta_driver_package}; then
+          rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia; modprobe nvidia
+          if ! nvidia-smi -L; then # the module needs a reboot: once, then this script runs again
+            install -m 0700 "$0" $S/bootstrap.sh
+            printf '[Unit]\nAfter=network-online.target\nWants=network-online.target\n[Service]\nType=oneshot\nExecStart=%s\n[Install]\nWantedBy=multi-user.target\n' $S/bootstrap.sh > /etc/systemd/system/tap-bootstrap.service
+            systemctl enable tap-bootstrap.service && touch $S/driver-rebooted && { reboot; exit 0; }
+          fi
+        fi
+      fi
+      nvidia-smi -L || driver_failed
     fi
-    curl -fsS --retry 5 -o /tmp/cwa.deb https://amazoncloudwatch-agent-${var.aws_region}.s3.${var.aws_region}.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb && dpkg -i /tmp/cwa.deb || fail "CloudWatch agent install"
+    [ ! -e $S/driver-rebooted ] || systemctl disable tap-bootstrap.service
+    { fetch https://amazoncloudwatch-agent-${var.aws_region}.s3.${var.aws_region}.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb /tmp/cwa.deb && apt install -y /tmp/cwa.deb; } || fail "CloudWatch agent install"
     cat > /etc/tap/cwagent.json <<'JSON'
     ${local.cloudwatch_agent_config}
     JSON
     /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/etc/tap/cwagent.json || fail "CloudWatch agent start"
-    src='${local.agent_source}'
-    case "$src" in s3://*) aws s3 cp --only-show-errors "$src" /tmp/tap-agent ;; *) curl -fsS --retry 5 -o /tmp/tap-agent "$src" ;; esac || fail "tap-agent download"
-    install -m 0755 /tmp/tap-agent /usr/local/bin/tap-agent || fail "tap-agent install"
+    { fetch '${local.agent_source}' /tmp/tap-agent && install -m 0755 /tmp/tap-agent /usr/local/bin/tap-agent; } || fail "tap-agent download"
     cat > /etc/tap/agent.toml <<'TOML'
     ${local.agent_config}
     TOML
+    [ $hold = 0 ] || sed -i 's/^on_fatal = "replace"/on_fatal = "drain"/' /etc/tap/agent.toml
     tap-agent install --config /etc/tap/agent.toml || fail "tap-agent service"
     # tap itself, for `tap launch` (it runs `tap run` here), configured for this stack.
-    cli='${local.cli_source}'
-    case "$cli" in s3://*) aws s3 cp --only-show-errors "$cli" /tmp/tap ;; *) curl -fsS --retry 5 -o /tmp/tap "$cli" ;; esac && install -m 0755 /tmp/tap /usr/local/bin/tap || fail "tap download"
+    { fetch '${local.cli_source}' /tmp/tap && install -m 0755 /tmp/tap /usr/local/bin/tap; } || fail "tap download"
     cat > /etc/tap/tap_config.json <<'JSON'
     ${jsonencode(local.node_tap_config)}
     JSON
@@ -1125,14 +1205,14 @@ data "aws_iam_policy_document" "ec2_assume" {
 }
 
 resource "aws_iam_role" "node" {
-  name               = "${local.name}-node"
+  name               = "${local.global_name}-node"
   description        = "tap GPU training nodes"
   assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
   tags               = local.tags
 }
 
 resource "aws_iam_instance_profile" "node" {
-  name = "${local.name}-node"
+  name = "${local.global_name}-node"
   role = aws_iam_role.node.name
   tags = local.tags
 }
@@ -1299,7 +1379,7 @@ data "aws_iam_policy_document" "flow_logs" {
 
 resource "aws_iam_role" "flow_logs" {
   count              = var.enable_flow_logs ? 1 : 0
-  name               = "${local.name}-flow-logs"
+  name               = "${local.global_name}-flow-logs"
   assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
   tags               = local.tags
 }
@@ -1354,6 +1434,11 @@ locals {
   fleet_dimensions = { for d in local.metric_contract.dimension_sets.fleet : d => local.dimension_values[d] }
   # Data arrives up to one publish interval late: wait for two publishes before "missing".
   heartbeat_periods = max(2, ceil(2 * var.agent_publish_interval_seconds / 300))
+  # How long a node may take from launch to its first heartbeat: the driver install with its
+  # one reboot, the CloudWatch agent and the binaries (downloads retry for up to 10 minutes).
+  node_boot_grace_seconds = 1800
+  # `pages`: whether the alarm notifies the topic itself. The heartbeat alarm pages through
+  # the composite alarm below, which stays quiet while the fleet is scaled to zero on purpose.
   alarms = {
     low-gpu-utilization = {
       metric      = "gpu_utilization"
@@ -1364,6 +1449,7 @@ locals {
       comparison  = "LessThanThreshold"
       threshold   = var.low_gpu_utilization_percent
       missing     = "notBreaching"
+      pages       = true
     }
     no-gpu-metrics = {
       metric      = "heartbeat"
@@ -1374,6 +1460,7 @@ locals {
       comparison  = "LessThanThreshold"
       threshold   = 1
       missing     = "breaching"
+      pages       = false
     }
     high-gpu-temperature = {
       metric      = "temperature"
@@ -1384,6 +1471,7 @@ locals {
       comparison  = "GreaterThanThreshold"
       threshold   = var.gpu_temperature_celsius
       missing     = "notBreaching"
+      pages       = true
     }
     gpu-unhealthy = {
       metric      = "unhealthy"
@@ -1394,6 +1482,22 @@ locals {
       comparison  = "GreaterThanOrEqualToThreshold"
       threshold   = 1
       missing     = "notBreaching"
+      pages       = true
+    }
+    # The fleet's intent, published by whoever sets its capacity: 1 by the idle rule and by
+    # `tap fleet scale 0` before they empty the fleet, 0 by `tap fleet scale N` and by every
+    # agent when it starts. "ignore" keeps the last state through the silence that follows, so
+    # this alarm stays in ALARM exactly while the fleet is meant to be empty.
+    fleet-scaled-to-zero = {
+      metric      = "fleet_scaled_to_zero"
+      description = "The fleet was scaled to zero on purpose (idle rule or tap fleet scale 0): missing heartbeats are expected and do not page."
+      statistic   = "Maximum"
+      period      = 60
+      periods     = 1
+      comparison  = "GreaterThanOrEqualToThreshold"
+      threshold   = 1
+      missing     = "ignore"
+      pages       = false
     }
   }
 }
@@ -1411,11 +1515,31 @@ resource "aws_cloudwatch_metric_alarm" "this" {
   comparison_operator = each.value.comparison
   threshold           = each.value.threshold
   treat_missing_data  = each.value.missing
-  # A fleet scaled to zero sends no heartbeats on purpose: don't page anyone for it.
-  actions_enabled = each.key != "no-gpu-metrics" || var.target_capacity > 0
-  alarm_actions   = [aws_sns_topic.alarms.arn]
-  ok_actions      = [aws_sns_topic.alarms.arn]
-  tags            = local.tags
+  alarm_actions       = each.value.pages ? [aws_sns_topic.alarms.arn] : []
+  ok_actions          = each.value.pages ? [aws_sns_topic.alarms.arn] : []
+  tags                = local.tags
+}
+
+# Pages for missing heartbeats unless the fleet is empty on purpose. While fleet-scaled-to-zero
+# is in ALARM the actions are suppressed; once it leaves ALARM (the fleet is scaled up) they
+# stay suppressed for the boot grace, after which a fleet that still sends no heartbeat pages.
+# A fleet that dies while meant to run pages as before. Terraform's own target 0 turns the
+# actions off.
+resource "aws_cloudwatch_composite_alarm" "fleet_not_reporting" {
+  alarm_name        = "${local.name}-fleet-not-reporting"
+  alarm_description = "No tap-agent heartbeat from the fleet for ${local.heartbeat_periods * 5} minutes while it should have nodes: agents are down, nodes cannot boot or cannot reach CloudWatch. Quiet while the fleet is scaled to zero on purpose and for ${local.node_boot_grace_seconds / 60} minutes after it is scaled up."
+  alarm_rule        = "ALARM(\"${aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].alarm_name}\")"
+  actions_enabled   = var.target_capacity > 0
+  alarm_actions     = [aws_sns_topic.alarms.arn]
+  ok_actions        = [aws_sns_topic.alarms.arn]
+
+  actions_suppressor {
+    alarm            = aws_cloudwatch_metric_alarm.this["fleet-scaled-to-zero"].alarm_name
+    extension_period = local.node_boot_grace_seconds
+    wait_period      = 300
+  }
+
+  tags = local.tags
 }
 
 locals {
@@ -1470,13 +1594,13 @@ locals {
     height = 6
     properties = {
       title  = "Alarms"
-      alarms = [for a in aws_cloudwatch_metric_alarm.this : a.arn]
+      alarms = concat([for a in aws_cloudwatch_metric_alarm.this : a.arn], [aws_cloudwatch_composite_alarm.fleet_not_reporting.arn])
     }
   }
 }
 
 resource "aws_cloudwatch_dashboard" "gpus" {
-  dashboard_name = "${local.name}-gpus"
+  dashboard_name = "${local.global_name}-gpus"
   dashboard_body = jsonencode({ widgets = concat(local.dashboard_widgets, [local.dashboard_fleet_widget, local.dashboard_alarm_widget]) })
 }
 
@@ -1528,8 +1652,11 @@ resource "aws_launch_template" "node" {
     enabled = true
   }
 
+  # Not "network-interface": a maintain fleet launches through the AWSServiceRoleForEC2Fleet
+  # service-linked role, whose policy may tag instances, spot requests and volumes on launch
+  # only; an ENI tag specification makes every launch fail (seen only in the fleet's errors).
   dynamic "tag_specifications" {
-    for_each = toset(["instance", "volume", "network-interface", "spot-instances-request"])
+    for_each = toset(["instance", "volume", "spot-instances-request"])
     content {
       resource_type = tag_specifications.value
       tags          = merge(local.tags, { Name = "${local.name}-node", (local.fleet_tag_key) = local.name })
@@ -1539,10 +1666,28 @@ resource "aws_launch_template" "node" {
   tags = local.tags
 }
 
+# The role a maintain fleet launches instances through. AWS creates it only for console users;
+# an account's first CreateFleet through the API fails without it. Opt-in, since only one
+# stack per account can own it; otherwise the fleet's precondition checks that it exists.
+resource "aws_iam_service_linked_role" "ec2_fleet" {
+  count            = var.create_ec2_fleet_service_linked_role ? 1 : 0
+  aws_service_name = "ec2fleet.amazonaws.com"
+  description      = "EC2 Fleet launches and replaces the tap spot nodes (created by ${local.name})"
+}
+
+data "aws_iam_roles" "ec2_fleet_service_linked" {
+  name_regex  = "^AWSServiceRoleForEC2Fleet$"
+  path_prefix = "/aws-service-role/ec2fleet.amazonaws.com/"
+}
+
 # Spot only, type maintain: EC2 replaces every interrupted or unhealthy instance. The
 # allocation strategy (var.spot_allocation_strategy, default price-capacity-optimized) picks
-# among the (type, subnet) pools below the ones with most spare capacity at a low price;
-# capacity rebalancing launches a replacement as soon as EC2 signals elevated interruption risk.
+# among the (type, subnet) pools below the ones with most spare capacity at a low price.
+# Capacity rebalancing (launch-before-terminate) launches a replacement as soon as EC2 signals
+# elevated interruption risk and terminates the old node rebalance_termination_delay_seconds
+# later. Not "launch": the provider always sends TerminationDelay (0 when unset), which AWS
+# rejects with "launch" (InvalidParameterCombination; terraform-provider-aws issue #39531), and
+# "launch" never terminates the old node, so the fleet would run (and bill) above target.
 resource "aws_ec2_fleet" "this" {
   type                                = "maintain"
   replace_unhealthy_instances         = true
@@ -1566,11 +1711,15 @@ resource "aws_ec2_fleet" "this" {
     }
   }
 
+  # Only the total: spot_target_capacity and on_demand_target_capacity are ForceNew in the
+  # provider (their diff is suppressed only when unset and equal to the old total;
+  # internal/service/ec2/ec2_fleet.go), so setting them would replace the fleet (terminating
+  # every node, changing its id) on every capacity change. total_target_capacity updates in
+  # place through ModifyFleet, which is also all `tap fleet scale` and the idle rule change:
+  # after either, the next plan is an in-place update back to var.target_capacity.
   target_capacity_specification {
     default_target_capacity_type = "spot"
     total_target_capacity        = var.target_capacity
-    spot_target_capacity         = var.target_capacity
-    on_demand_target_capacity    = 0
   }
 
   spot_options {
@@ -1578,14 +1727,47 @@ resource "aws_ec2_fleet" "this" {
     instance_interruption_behavior = "terminate"
     maintenance_strategies {
       capacity_rebalance {
-        replacement_strategy = "launch"
+        replacement_strategy = "launch-before-terminate"
+        termination_delay    = var.rebalance_termination_delay_seconds
       }
     }
   }
 
   tags = merge(local.tags, { Name = "${local.name}-fleet" })
 
-  depends_on = [aws_iam_role_policy.node, aws_iam_role_policy_attachment.ssm_core, aws_route_table_association.private]
+  lifecycle {
+    precondition {
+      condition     = var.create_ec2_fleet_service_linked_role || length(data.aws_iam_roles.ec2_fleet_service_linked.names) > 0
+      error_message = "This account has no AWSServiceRoleForEC2Fleet service-linked role, which EC2 Fleet needs before its first CreateFleet: run `aws iam create-service-linked-role --aws-service-name ec2fleet.amazonaws.com` once, or set create_ec2_fleet_service_linked_role = true."
+    }
+  }
+
+  # Everything a node's first boot reaches for: its route to the internet (NAT), the
+  # endpoints, the security group's rules, the node policy and the binaries it downloads.
+  # The fleet waits for all of it, so the first nodes of a new stack never boot into a network
+  # that is not there yet (user_data runs once). tap-core's stack test checks this list.
+  depends_on = [
+    aws_iam_role_policy.node,
+    aws_iam_role_policy_attachment.ssm_core,
+    aws_iam_service_linked_role.ec2_fleet,
+    aws_route_table_association.private,
+    aws_route.private_nat,
+    aws_route.public_internet,
+    aws_route_table_association.public,
+    aws_nat_gateway.this,
+    aws_vpc_endpoint.gateway,
+    aws_vpc_endpoint.interface,
+    aws_vpc_security_group_egress_rule.nodes_internet,
+    aws_vpc_security_group_egress_rule.nodes_gateway_endpoints,
+    aws_vpc_security_group_egress_rule.nodes_interface_endpoints,
+    aws_vpc_security_group_egress_rule.nodes_self,
+    aws_vpc_security_group_ingress_rule.nodes_self,
+    aws_vpc_security_group_ingress_rule.endpoints_https,
+    aws_s3_bucket_policy.this,
+    aws_s3_object.agent,
+    aws_s3_object.cli,
+    aws_cloudwatch_log_group.training,
+  ]
 }
 
 ################################################################################

@@ -46,3 +46,10 @@ mock_resource "aws_s3_bucket" {
     arn = "arn:aws:s3:::mock-bucket"
   }
 }
+
+# The account already has EC2 Fleet's service-linked role (validation.tftest.hcl removes it).
+mock_data "aws_iam_roles" {
+  defaults = {
+    names = ["AWSServiceRoleForEC2Fleet"]
+  }
+}

@@ -195,7 +195,7 @@ run "agent_from_url" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "src='https://releases.example.com/tap-agent-1.0.0'")
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "fetch 'https://releases.example.com/tap-agent-1.0.0' /tmp/tap-agent") && strcontains(base64decode(aws_launch_template.node.user_data), "fetch 'https://releases.example.com/tap' /tmp/tap")
     error_message = "agent_binary_url replaces the S3 location."
   }
 }
@@ -216,8 +216,8 @@ run "slow_publishing_and_empty_fleet" {
     error_message = "The heartbeat alarm waits two publish intervals before treating data as missing."
   }
   assert {
-    condition     = aws_cloudwatch_metric_alarm.this["no-gpu-metrics"].actions_enabled == false && aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].actions_enabled == true
-    error_message = "A fleet scaled to zero does not page for missing heartbeats; other alarms stay armed."
+    condition     = aws_cloudwatch_composite_alarm.fleet_not_reporting.actions_enabled == false && aws_cloudwatch_metric_alarm.this["gpu-unhealthy"].alarm_actions == toset([aws_sns_topic.alarms.arn])
+    error_message = "A fleet Terraform sizes to zero does not page for missing heartbeats; other alarms stay armed."
   }
 }
 

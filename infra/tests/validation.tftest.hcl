@@ -234,3 +234,155 @@ run "idle_percent_out_of_range" {
   variables { idle_gpu_utilization_percent = 0 }
   expect_failures = [var.idle_gpu_utilization_percent]
 }
+
+# Values that passed validation but would have failed in AWS (issue: the stack on a real account).
+run "vpc_cidr_nat_subnets_below_28" {
+  command = plan
+  variables { vpc_cidr = "10.0.0.0/21" }
+  expect_failures = [var.vpc_cidr]
+}
+
+run "vpc_cidr_smallest_allowed" {
+  command = plan
+  variables { vpc_cidr = "10.0.0.0/20" }
+
+  assert {
+    condition     = aws_subnet.public[0].cidr_block == "10.0.15.0/28" && aws_subnet.private[2].cidr_block == "10.0.2.0/24"
+    error_message = "A /20 VPC still gets /28 NAT subnets and /24 private subnets."
+  }
+}
+
+run "tag_key_with_slash" {
+  command = plan
+  variables { tags = { "team/owner" = "ml" } }
+  expect_failures = [var.tags]
+}
+
+run "tag_key_with_space" {
+  command = plan
+  variables { tags = { "cost center" = "42" } }
+  expect_failures = [var.tags]
+}
+
+run "tag_key_reserved_aws_prefix" {
+  command = plan
+  variables { tags = { "aws:owner" = "ml" } }
+  expect_failures = [var.tags]
+}
+
+run "tag_keys_imds_allows" {
+  command = plan
+  variables { tags = { "cost-center" = "42", "team:owner" = "ml@example.com" } }
+
+  assert {
+    condition     = aws_launch_template.node.tag_specifications[0].tags["cost-center"] == "42"
+    error_message = "Tag keys that instance metadata tags allow are accepted."
+  }
+}
+
+run "environment_ending_with_hyphen" {
+  command = plan
+  variables {
+    environment   = "dev-"
+    bucket_suffix = ""
+  }
+  expect_failures = [var.environment]
+}
+
+run "project_ending_with_hyphen" {
+  command = plan
+  variables { project = "tap-" }
+  expect_failures = [var.project]
+}
+
+run "hparam_prefix_reserved_aws" {
+  command = plan
+  variables { hparam_prefix = "/aws/ml" }
+  expect_failures = [var.hparam_prefix]
+}
+
+run "hparam_prefix_reserved_ssm_any_case" {
+  command = plan
+  variables { hparam_prefix = "/SSM/hparams" }
+  expect_failures = [var.hparam_prefix]
+}
+
+run "rebalance_delay_too_short" {
+  command = plan
+  variables { rebalance_termination_delay_seconds = 0 }
+  expect_failures = [var.rebalance_termination_delay_seconds]
+}
+
+run "rebalance_delay_too_long" {
+  command = plan
+  variables { rebalance_termination_delay_seconds = 7201 }
+  expect_failures = [var.rebalance_termination_delay_seconds]
+}
+
+run "driver_failures_cap_zero" {
+  command = plan
+  variables { max_driver_failures = 0 }
+  expect_failures = [var.max_driver_failures]
+}
+
+# No AWSServiceRoleForEC2Fleet in the account: the plan stops and names the fix.
+run "fleet_service_linked_role_missing" {
+  command = plan
+  override_data {
+    target = data.aws_iam_roles.ec2_fleet_service_linked
+    values = { names = [] }
+  }
+  expect_failures = [aws_ec2_fleet.this]
+}
+
+run "fleet_service_linked_role_created" {
+  command = plan
+  variables { create_ec2_fleet_service_linked_role = true }
+  override_data {
+    target = data.aws_iam_roles.ec2_fleet_service_linked
+    values = { names = [] }
+  }
+
+  assert {
+    condition     = aws_iam_service_linked_role.ec2_fleet[0].aws_service_name == "ec2fleet.amazonaws.com"
+    error_message = "create_ec2_fleet_service_linked_role creates EC2 Fleet's service-linked role."
+  }
+}
+
+# Two regions of one account: bucket, IAM and dashboard names must not collide.
+run "names_are_region_safe" {
+  command = plan
+  variables { aws_region = "eu-west-1" }
+
+  assert {
+    condition     = aws_iam_role.node.name == "tap-dev-eu-west-1-node" && aws_iam_instance_profile.node.name == "tap-dev-eu-west-1-node" && aws_iam_role.flow_logs[0].name == "tap-dev-eu-west-1-flow-logs" && aws_cloudwatch_dashboard.gpus.dashboard_name == "tap-dev-eu-west-1-gpus"
+    error_message = "Account-global names (IAM, dashboards) carry the region."
+  }
+  assert {
+    condition     = aws_s3_bucket.this["training_data"].bucket == "ml-training-data-dev-123456789012-eu-west-1"
+    error_message = "Default bucket names carry the account id and the region."
+  }
+}
+
+run "bucket_suffix_empty_keeps_plain_names" {
+  command = plan
+  variables { bucket_suffix = "" }
+
+  assert {
+    condition     = aws_s3_bucket.this["model_artifacts"].bucket == "ml-model-artifacts-dev"
+    error_message = "bucket_suffix = \"\" gives the plain names."
+  }
+}
+
+run "longest_names_fit_s3" {
+  command = plan
+  variables {
+    environment = "abcdefghijklmnop"
+    aws_region  = "ap-southeast-2"
+  }
+
+  assert {
+    condition     = length(aws_s3_bucket.this["model_artifacts"].bucket) <= 63
+    error_message = "The longest default bucket name fits S3's 63 characters."
+  }
+}

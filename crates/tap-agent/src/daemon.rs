@@ -136,6 +136,7 @@ where
     let publishing = tokio::spawn(publish_loop(publisher, rx, dropped.clone()));
 
     let mut agg = Aggregator::new();
+    agg.add_node_started();
     let mut sample_tick = tokio::time::interval(opts.sample_interval);
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let window = opts.window;

@@ -99,7 +99,8 @@ pub fn sampled_value(metric: Metric, s: &GpuSample) -> Option<f64> {
         | Metric::GpusVisible
         | Metric::SpoolDroppedDatapoints
         | Metric::SpotInterruptionNotice
-        | Metric::RebalanceRecommendation => None,
+        | Metric::RebalanceRecommendation
+        | Metric::FleetScaledToZero => None,
     }
 }
 
@@ -163,6 +164,13 @@ impl Aggregator {
         }
         self.add(Metric::Unhealthy, DimensionSet::Instance, None, node);
         self.add(Metric::Unhealthy, DimensionSet::Fleet, None, node);
+    }
+
+    /// Says, once when the agent starts, that this node is up, so its fleet is not meant to
+    /// be empty (FleetScaledToZero = 0 re-arms the stack's fleet-not-reporting alarm after a
+    /// scale-up that did not go through `tap fleet scale`, e.g. `terraform apply`).
+    pub fn add_node_started(&mut self) {
+        self.add(Metric::FleetScaledToZero, DimensionSet::Fleet, None, 0.0);
     }
 
     /// Counts a node event (spot notice, rebalance recommendation) in this window.

@@ -108,6 +108,7 @@ pub enum Metric {
     SpoolDroppedDatapoints,
     SpotInterruptionNotice,
     RebalanceRecommendation,
+    FleetScaledToZero,
 }
 
 /// What the contract says about one metric.
@@ -127,7 +128,7 @@ pub struct MetricSpec {
 use DimensionSet::{Fleet, Gpu, Instance};
 
 impl Metric {
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 17] = [
         Metric::GpuUtilization,
         Metric::MemoryUtilization,
         Metric::MemoryUsed,
@@ -144,6 +145,7 @@ impl Metric {
         Metric::SpoolDroppedDatapoints,
         Metric::SpotInterruptionNotice,
         Metric::RebalanceRecommendation,
+        Metric::FleetScaledToZero,
     ];
 
     pub const fn spec(self) -> MetricSpec {
@@ -242,6 +244,16 @@ impl Metric {
                 Unit::Count,
                 &[Instance, Fleet],
                 "1 in the window EC2's rebalance recommendation was seen",
+            ),
+            // The fleet's intent, for the stack's fleet-not-reporting alarm: published by
+            // whoever sets the capacity (tap_fleet::Fleet::scale: 1 before emptying the
+            // fleet, 0 after scaling it up) and as 0 by every agent when it starts.
+            Metric::FleetScaledToZero => m(
+                "fleet_scaled_to_zero",
+                "FleetScaledToZero",
+                Unit::Count,
+                &[Fleet],
+                "1 when the fleet was scaled to zero on purpose, 0 when capacity is wanted again",
             ),
         }
     }

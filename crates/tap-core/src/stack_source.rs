@@ -55,6 +55,32 @@ pub fn output_value(name: &str) -> hcl::Value {
     hcl::Value::from(attr.expr().clone())
 }
 
+/// The `depends_on` list of `resource "<kind>" "<name>"`, as `type.name` strings.
+pub fn depends_on(kind: &str, name: &str) -> Vec<String> {
+    let block = body()
+        .blocks()
+        .find(|b| {
+            b.identifier() == "resource"
+                && b.labels().first().is_some_and(|l| l.as_str() == kind)
+                && b.labels().get(1).is_some_and(|l| l.as_str() == name)
+        })
+        .unwrap_or_else(|| panic!("resource {kind}.{name} not found in {STACK_PATH}"));
+    let Some(attr) = block.body().attributes().find(|a| a.key() == "depends_on") else {
+        return Vec::new();
+    };
+    let hcl::Expression::Array(items) = attr.expr() else { panic!("{kind}.{name}: depends_on is not a list") };
+    items.iter().map(|e| e.to_string()).collect()
+}
+
+/// Names of every `resource "<kind>" "<name>"`.
+pub fn resource_names(kind: &str) -> Vec<String> {
+    body()
+        .blocks()
+        .filter(|b| b.identifier() == "resource" && b.labels().first().is_some_and(|l| l.as_str() == kind))
+        .filter_map(|b| b.labels().get(1).map(|l| l.as_str().to_owned()))
+        .collect()
+}
+
 /// Labels of every top-level block of one kind (`variable`, `output`, ...).
 pub fn labels(kind: &str) -> Vec<String> {
     body()
@@ -67,6 +93,41 @@ pub fn labels(kind: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (first boot raced the network): user_data runs once, so the fleet must not
+    /// launch a node before everything its boot reaches for exists — the NAT route, the
+    /// endpoints, every security-group rule, the node policy, the bucket policy and the binaries.
+    /// The stand-in provider cannot see ordering, so this holds the file to it.
+    #[test]
+    fn fleet_waits_for_everything_the_boot_needs() {
+        let deps = depends_on("aws_ec2_fleet", "this");
+        for need in [
+            "aws_iam_role_policy.node",
+            "aws_iam_role_policy_attachment.ssm_core",
+            "aws_iam_service_linked_role.ec2_fleet",
+            "aws_route_table_association.private",
+            "aws_route.private_nat",
+            "aws_nat_gateway.this",
+            "aws_vpc_endpoint.gateway",
+            "aws_vpc_endpoint.interface",
+            "aws_vpc_security_group_egress_rule.nodes_internet",
+            "aws_vpc_security_group_egress_rule.nodes_gateway_endpoints",
+            "aws_vpc_security_group_egress_rule.nodes_interface_endpoints",
+            "aws_vpc_security_group_ingress_rule.endpoints_https",
+            "aws_s3_bucket_policy.this",
+            "aws_s3_object.agent",
+            "aws_s3_object.cli",
+        ] {
+            assert!(deps.iter().any(|d| d == need), "aws_ec2_fleet.this must depend on {need}; it has {deps:?}");
+        }
+        // Every security-group rule of the nodes, whatever its name, is among them.
+        for kind in ["aws_vpc_security_group_egress_rule", "aws_vpc_security_group_ingress_rule"] {
+            for rule in resource_names(kind) {
+                let r = format!("{kind}.{rule}");
+                assert!(deps.contains(&r), "aws_ec2_fleet.this must depend on {r}");
+            }
+        }
+    }
 
     const README_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
 

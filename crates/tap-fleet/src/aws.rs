@@ -22,6 +22,28 @@ fn sdk_err<E: std::error::Error>(what: &str, e: E) -> FleetError {
     FleetError(format!("{what}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))
 }
 
+/// What a capacity change says about the fleet's intent (the FleetScaledToZero metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleIntent {
+    /// Emptied on purpose: missing heartbeats are expected.
+    Empty,
+    /// Capacity wanted: missing heartbeats (after the boot grace) page.
+    Run,
+}
+
+impl ScaleIntent {
+    pub fn of(target: i32) -> ScaleIntent {
+        if target <= 0 { ScaleIntent::Empty } else { ScaleIntent::Run }
+    }
+
+    pub fn value(self) -> f64 {
+        match self {
+            ScaleIntent::Empty => 1.0,
+            ScaleIntent::Run => 0.0,
+        }
+    }
+}
+
 /// What `tap fleet status` shows.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FleetStatus {
@@ -289,9 +311,17 @@ impl Fleet {
         Ok(IdleView { status, utilization, verdict })
     }
 
-    /// Sets the fleet's target capacity (ModifyFleet; scaling down terminates the excess).
+    /// Sets the fleet's target capacity (ModifyFleet; scaling down terminates the excess) and
+    /// publishes the intent the stack's fleet-not-reporting alarm reads (FleetScaledToZero):
+    /// 1 *before* emptying the fleet, so its heartbeats stop only after the alarm knows; 0
+    /// after a successful scale-up. ModifyFleet sets only the total, as Terraform does, so the
+    /// next plan is an in-place update of total_target_capacity, never a replacement.
     pub async fn scale(&self, target: i32) -> Result<()> {
         use aws_sdk_ec2::types::{FleetExcessCapacityTerminationPolicy, TargetCapacitySpecificationRequest};
+        let intent = ScaleIntent::of(target);
+        if intent == ScaleIntent::Empty {
+            self.publish_intent(intent).await?;
+        }
         let spec = TargetCapacitySpecificationRequest::builder().total_target_capacity(target).build();
         self.ec2
             .modify_fleet()
@@ -301,6 +331,33 @@ impl Fleet {
             .send()
             .await
             .map_err(|e| sdk_err("ModifyFleet", e))?;
+        if intent == ScaleIntent::Run {
+            self.publish_intent(intent).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_intent(&self, intent: ScaleIntent) -> Result<()> {
+        use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
+        let spec = ContractMetric::FleetScaledToZero.spec();
+        let dims = tap_core::contract::DimensionSet::Fleet
+            .dimensions()
+            .iter()
+            .map(|d| Dimension::builder().name(d.name()).value(&self.environment).build())
+            .collect::<Vec<_>>();
+        let datum = MetricDatum::builder()
+            .metric_name(spec.name)
+            .set_dimensions(Some(dims))
+            .value(intent.value())
+            .unit(StandardUnit::from(spec.unit.as_str()))
+            .build();
+        self.cloudwatch
+            .put_metric_data()
+            .namespace(NAMESPACE)
+            .metric_data(datum)
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutMetricData (FleetScaledToZero)", e))?;
         Ok(())
     }
 

@@ -121,3 +121,63 @@ async fn idle_rule_against_moto() {
     // Each node finds the fleet it is in (no aws:ec2:fleet-id tag in moto: by listing).
     assert_eq!(Fleet::fleet_of(&sdk, &other).await.expect("fleet_of"), Some(fleet_id.clone()));
 }
+
+/// Regression (the alarms paged a fleet scaled to zero on purpose): every capacity change
+/// publishes the fleet's intent for the stack's fleet-not-reporting alarm — 1 before the
+/// ModifyFleet that empties the fleet (its heartbeats stop only after), 0 after a scale-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_publishes_the_fleets_intent_around_modify_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("requests.log");
+    let moto = Moto::from_env_logging(free_port(), &log);
+    let sdk = sdk(moto.port);
+    let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 1).await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let fleet = Fleet {
+        ec2: aws_sdk_ec2::Client::new(&sdk),
+        ssm: aws_sdk_ssm::Client::new(&sdk),
+        cloudwatch: cloudwatch.clone(),
+        fleet_id,
+        environment: "ci".into(),
+        log_group: "/tap/ci/training".into(),
+    };
+    let order = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "cloudwatch PutMetricData" || *l == "ec2 ModifyFleet")
+            .map(str::to_owned)
+            .collect()
+    };
+    let intent = |stat: aws_sdk_cloudwatch::types::Statistic| {
+        let cloudwatch = cloudwatch.clone();
+        async move {
+            let now = std::time::SystemTime::now();
+            let out = cloudwatch
+                .get_metric_statistics()
+                .namespace(tap_core::contract::NAMESPACE)
+                .metric_name("FleetScaledToZero")
+                .dimensions(aws_sdk_cloudwatch::types::Dimension::builder().name("Environment").value("ci").build())
+                .start_time((now - std::time::Duration::from_secs(600)).into())
+                .end_time((now + std::time::Duration::from_secs(60)).into())
+                .period(3600)
+                .statistics(stat)
+                .send()
+                .await
+                .expect("GetMetricStatistics");
+            out.datapoints().iter().map(|d| (d.minimum(), d.maximum())).collect::<Vec<_>>()
+        }
+    };
+
+    fleet.scale(0).await.expect("scale to zero");
+    assert_eq!(order(), ["cloudwatch PutMetricData", "ec2 ModifyFleet"], "the intent is published first");
+    assert_eq!(intent(aws_sdk_cloudwatch::types::Statistic::Maximum).await, [(None, Some(1.0))]);
+
+    fleet.scale(2).await.expect("scale up");
+    assert_eq!(
+        order(),
+        ["cloudwatch PutMetricData", "ec2 ModifyFleet", "ec2 ModifyFleet", "cloudwatch PutMetricData"],
+        "a scale-up publishes after ModifyFleet succeeded"
+    );
+    assert_eq!(intent(aws_sdk_cloudwatch::types::Statistic::Minimum).await, [(Some(0.0), None)]);
+}

@@ -158,6 +158,21 @@ impl Health {
         Some(f)
     }
 
+    /// GPUs missing against the instance type's count, for longer than the grace: fatal.
+    fn check_missing(&mut self, at_ms: i64, visible: u32, why: &str) -> Option<Finding> {
+        let expected = self.opts.expected_gpus?;
+        if visible >= expected {
+            self.missing_since = None;
+            return None;
+        }
+        let since = *self.missing_since.get_or_insert(at_ms);
+        if at_ms - since < self.opts.missing_grace.as_millis() as i64 {
+            return None;
+        }
+        let msg = format!("{visible} of the instance type's {expected} GPUs visible{why}");
+        self.raise(at_ms, Check::GpuMissing { expected, visible }, Severity::Fatal, None, "sample", msg)
+    }
+
     fn clear(&mut self, check: &Check, gpu: Option<&str>) {
         self.findings.remove(&(check.key(), gpu.map(str::to_owned)));
     }
@@ -176,6 +191,10 @@ impl Health {
                 if self.read_ok_once && self.failed_reads >= self.opts.lost_after_failed_reads {
                     let msg = format!("GPUs cannot be read for {} reads in a row: {}", self.failed_reads, e.reason());
                     new.extend(self.raise(at_ms, Check::GpuLost, Severity::Fatal, None, "sample", msg));
+                } else if let ReadError::NoDriver(reason) = e {
+                    // No driver at all (e.g. the boot's driver install failed): none of the
+                    // instance type's GPUs is visible, which is fatal after the same grace.
+                    new.extend(self.check_missing(at_ms, 0, &format!(" (no NVIDIA driver: {reason})")));
                 }
                 return new;
             }
@@ -183,19 +202,7 @@ impl Health {
         if !readings.is_empty() {
             self.gpus = readings.iter().map(|r| r.gpu.clone()).collect();
         }
-        if let Some(expected) = self.opts.expected_gpus {
-            let visible = readings.len() as u32;
-            if visible < expected {
-                let since = *self.missing_since.get_or_insert(at_ms);
-                if at_ms - since >= self.opts.missing_grace.as_millis() as i64 {
-                    let msg = format!("{visible} of the instance type's {expected} GPUs visible");
-                    let check = Check::GpuMissing { expected, visible };
-                    new.extend(self.raise(at_ms, check, Severity::Fatal, None, "sample", msg));
-                }
-            } else {
-                self.missing_since = None;
-            }
-        }
+        new.extend(self.check_missing(at_ms, readings.len() as u32, ""));
         for r in readings {
             let uuid = r.gpu.uuid.as_str();
             let s = &r.sample;
@@ -369,6 +376,29 @@ mod tests {
         h.observe_sample(0, &one.read());
         h.observe_sample(30_000, &two.read());
         assert!(h.observe_sample(70_000, &one.read()).is_empty());
+    }
+
+    /// A reader that fails for want of a driver (nvidia-smi absent, NVML not loadable) counts
+    /// as no GPU visible, fatal after the grace like the no-driver reader's empty reads;
+    /// without a known count nothing is claimed.
+    #[test]
+    fn no_driver_is_missing_gpus_after_the_grace() {
+        let no_driver: Result<Vec<GpuReading>, ReadError> = Err(ReadError::NoDriver("NVML: not found".into()));
+        let mut h = Health::new(opts());
+        assert!(h.observe_sample(0, &no_driver).is_empty());
+        assert!(h.observe_sample(59_000, &no_driver).is_empty(), "within the grace");
+        let f = h.observe_sample(60_000, &no_driver);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].check.clone(), f[0].severity),
+            (Check::GpuMissing { expected: 2, visible: 0 }, Severity::Fatal)
+        );
+        assert!(f[0].message.contains("no NVIDIA driver: NVML: not found"), "{}", f[0].message);
+        assert_eq!(h.unhealthy().1, 1.0);
+        let mut unknown = Health::new(HealthOptions { expected_gpus: None, ..opts() });
+        for i in 0..100 {
+            assert!(unknown.observe_sample(i * 1000, &no_driver).is_empty());
+        }
     }
 
     #[test]
