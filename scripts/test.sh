@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of tap: Rust (format, lints, unit, property and binary tests) and the stack
-# (terraform fmt/validate/test against the stand-in provider, checkov, trivy). Installs what
-# it needs first (scripts/tools.sh). Every stage runs; the last line sums them up.
+# (terraform fmt/validate/test against the stand-in provider, the node's boot executed in a
+# sandbox, checkov, trivy). Installs what it needs first (scripts/tools.sh). Every stage
+# runs; the last line sums them up.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -34,9 +35,10 @@ set -a; source "$log/tools.env"; set +a
 
 stage cargo-fmt cargo fmt --all --check
 check cargo-fmt
-stage cargo-clippy cargo clippy --workspace --all-targets --locked --features tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration -- -D warnings
+features=tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration
+stage cargo-clippy cargo clippy --workspace --all-targets --locked --features "$features" -- -D warnings
 check cargo-clippy
-stage cargo-test cargo test --workspace --locked --features tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration
+stage cargo-test cargo test --workspace --locked --features "$features"
 count cargo-test
 
 stage terraform-fmt terraform fmt -check -recursive -diff infra
@@ -45,6 +47,10 @@ stage terraform-validate bash -c "cd infra && terraform init -backend=false -inp
 check terraform-validate
 stage terraform-test bash -c "cd infra && terraform test -no-color"
 count terraform-test
+
+# The node's boot, executed as root in a sandbox with the real binaries (scripts/test-boot.sh).
+stage boot env TAP_BOOT_FEATURES="$features" scripts/test-boot.sh
+count boot
 
 stage checkov "$CHECKOV" -d infra --framework terraform --skip-download --compact --quiet -o cli
 check checkov
