@@ -282,6 +282,19 @@ mod tests {
     }
 
     #[test]
+    fn a_starting_agent_says_its_fleet_is_not_meant_to_be_empty() {
+        let mut a = Aggregator::new();
+        a.add_node_started();
+        let d = a.finish(1_000, &labels(), 0, false);
+        let intent: Vec<_> = d.iter().filter(|x| x.metric == "FleetScaledToZero").collect();
+        assert_eq!(intent.len(), 1, "{d:?}");
+        assert_eq!(intent[0].dimensions.len(), 1, "fleet set only: {:?}", intent[0].dimensions);
+        assert_eq!(intent[0].stats, Stats::one(0.0));
+        let next = a.finish(2_000, &labels(), 0, false);
+        assert!(next.iter().all(|x| x.metric != "FleetScaledToZero"), "once per start, not per window");
+    }
+
+    #[test]
     fn statistic_sets_cover_every_sample() {
         let d = window(2, 60, vec![]);
         let gpu0 = find(&d, "GPUUtilization", 3, Some("GPU-SIMULATED-0000")).expect("per-GPU series");

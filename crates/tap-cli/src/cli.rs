@@ -123,6 +123,8 @@ pub enum FleetCommand {
     /// heartbeat, GPU health) and the spot interruptions of the last 24 h.
     Status,
     /// Set the fleet's target capacity (0 stops paying for GPUs). Scaling down asks first.
+    /// Also tells the stack's fleet-not-reporting alarm (0: an intended zero, no page; N:
+    /// nodes expected after their boot). The next `terraform apply` restores target_capacity.
     Scale {
         #[arg(value_parser = clap::value_parser!(u32).range(0..=1000))]
         target: u32,
