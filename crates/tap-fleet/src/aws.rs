@@ -332,7 +332,11 @@ impl Fleet {
             .await
             .map_err(|e| sdk_err("ModifyFleet", e))?;
         if intent == ScaleIntent::Run {
-            self.publish_intent(intent).await?;
+            self.publish_intent(intent).await.map_err(|e| {
+                FleetError(format!(
+                    "the fleet's target is now {target}, but the fleet-not-reporting alarm was not told (it stays quiet until a node's agent starts): {e}"
+                ))
+            })?;
         }
         Ok(())
     }
