@@ -12,10 +12,9 @@ if [[ -z "${TF_CLI_CONFIG_FILE:-}" || ! -e "${TF_CLI_CONFIG_FILE}" ]]; then
   export TF_CLI_CONFIG_FILE
 fi
 (cd infra && terraform init -backend=false -input=false -no-color >/dev/null)
-# With the features scripts/test.sh tests with (TAP_BOOT_FEATURES), cargo reuses its binaries.
-if [[ -n "${TAP_BOOT_FEATURES:-}" ]]; then
-  cargo build --locked --workspace --bins --features "$TAP_BOOT_FEATURES" >&2
-else
+# scripts/test.sh has just built both binaries with `cargo test` (TAP_BOOT_BINARIES_BUILT=1):
+# a plain `cargo build` would resolve features without the dev-dependencies and rebuild them.
+if [[ "${TAP_BOOT_BINARIES_BUILT:-}" != 1 || ! -x target/debug/tap-agent || ! -x target/debug/tap ]]; then
   cargo build --locked --bin tap-agent --bin tap >&2
 fi
 exec python3 tools/boot-test/boot_test.py --tap-agent target/debug/tap-agent --tap target/debug/tap "$@"

@@ -145,16 +145,22 @@ class Boot:
         """Runs the user_data (or, with again, the copy it left for after its reboot) as cloud-init
         would, then the post-boot checks, all inside one sandbox; returns the boot's exit code."""
         r = self.root
+        # The repository (stand-ins, binaries, this scenario's directory) may itself lie under a
+        # masked directory (a CI clone in /tmp): it is held open before the masks and bound back
+        # over its own path after them.
         mounts = "\n".join(
-            [f"mount -t overlay overlay -o lowerdir={o},upperdir={r}/upper/{o.strip('/').replace('/', '_')},"
-             f"workdir={r}/work/{o.strip('/').replace('/', '_')} {o}" for o in OVERLAID]
+            [f"exec 3<{REPO}"]
+            + [f"mount -t overlay overlay -o lowerdir={o},upperdir={r}/upper/{o.strip('/').replace('/', '_')},"
+               f"workdir={r}/work/{o.strip('/').replace('/', '_')} {o}" for o in OVERLAID]
             + [f"mount -t tmpfs tmpfs {t}" for t in TMPFS]
+            + [f"mkdir -p {REPO} && mount --no-canonicalize --bind /proc/self/fd/3 {REPO}", "exec 3<&-"]
             + [f"mount --bind {r}/console /dev/console"]
         )
         script = "/var/lib/tap/bootstrap.sh" if again else f"{r}/user-data.sh"
         n = len(self.runs)
-        inner = f"""set -u
+        inner = f"""set -eu
 {mounts}
+set +e
 export PATH={STANDINS}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export BOOT_STATE={self.state} HOME={r}/home TAP_HOME={r}/home/.tap
 bash {script}
@@ -167,8 +173,11 @@ if [ -x /usr/local/bin/tap ]; then
   /usr/local/bin/tap --config /etc/tap/config.toml config show > {r}/config-show.{n} 2>&1; echo $? >> {r}/config-show.{n}
 fi
 """
-        subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
-                       timeout=BOOT_TIMEOUT_S, check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
+                              timeout=BOOT_TIMEOUT_S, check=False, capture_output=True, text=True,
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        if not (r / f"rc.{n}").exists():
+            raise AssertionError(f"the sandbox could not be built or the boot did not run: {done.stderr.strip()[-2000:]}")
         rc = int((r / f"rc.{n}").read_text())
         self.runs.append(rc)
         return rc
