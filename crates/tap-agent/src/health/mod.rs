@@ -192,8 +192,9 @@ impl Health {
                     let msg = format!("GPUs cannot be read for {} reads in a row: {}", self.failed_reads, e.reason());
                     new.extend(self.raise(at_ms, Check::GpuLost, Severity::Fatal, None, "sample", msg));
                 } else if let ReadError::NoDriver(reason) = e {
-                    // No driver at all (e.g. the boot's driver install failed): none of the
-                    // instance type's GPUs is visible, which is fatal after the same grace.
+                    // No driver to read with (nvidia-smi absent, NVML not loadable): none of the
+                    // instance type's GPUs is visible, fatal after the same grace as the
+                    // no-driver reader's empty reads.
                     new.extend(self.check_missing(at_ms, 0, &format!(" (no NVIDIA driver: {reason})")));
                 }
                 return new;
