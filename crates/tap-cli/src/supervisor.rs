@@ -159,32 +159,40 @@ impl UploadQueue {
     }
 }
 
-/// Tails the metrics file: new complete lines as they are written.
+/// One line as read, without its `\n` or `\r\n`, decoded; an error when it is not UTF-8.
+fn decode_line(raw: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw))
+}
+
+/// Tails the metrics file: new complete lines as they are written. Read as bytes: a line that
+/// is not UTF-8 or not a metrics line is reported with its number and skipped, and reading goes
+/// on (regression: one such line used to end metric reading, and with it every later
+/// checkpoint upload, silently).
 async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut offset = 0u64;
-    let mut partial = String::new();
+    let mut partial: Vec<u8> = Vec::new();
+    let mut number = 0u64;
     loop {
         let finished = *stop.borrow();
         if let Ok(mut f) = tokio::fs::File::open(&path).await
             && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+            && let Ok(n) = f.read_to_end(&mut partial).await
         {
-            let mut buf = String::new();
-            if let Ok(n) = f.read_to_string(&mut buf).await {
-                offset += n as u64;
-                partial.push_str(&buf);
-                while let Some(i) = partial.find('\n') {
-                    let line: String = partial.drain(..=i).collect();
-                    let line = line.trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let ev = match parse_metrics_line(line) {
+            offset += n as u64;
+            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = partial.drain(..=i).collect();
+                number += 1;
+                let ev = match decode_line(&raw).map(str::trim) {
+                    Ok("") => continue,
+                    Ok(line) => match parse_metrics_line(line) {
                         Ok(m) => Event::Metrics(m),
-                        Err(e) => Event::BadMetricsLine(format!("{line}: {e}")),
-                    };
-                    if tx.send(ev).await.is_err() {
-                        return;
-                    }
+                        Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: {line}: {e}")),
+                    },
+                    Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: not UTF-8 ({e})")),
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
                 }
             }
         }
@@ -198,9 +206,36 @@ async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::s
     }
 }
 
+/// Forwards the child's output line by line, read as bytes: bytes that are not UTF-8 are
+/// shown and recorded as U+FFFD (the line is kept), said once per stream with the first such
+/// line's number, and reading goes on until the pipe closes (regression: tap stopped reading
+/// at such a byte, and the command died of SIGPIPE).
 async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, tx: mpsc::Sender<Event>) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(reader);
+    let mut raw = Vec::new();
+    let mut number = 0u64;
+    let mut warned = false;
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => number += 1,
+        }
+        let line = match decode_line(&raw) {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                if !warned {
+                    warned = true;
+                    let name = match stream {
+                        Stream::Stdout => "stdout",
+                        Stream::Stderr => "stderr",
+                    };
+                    eprintln!("tap: line {number} of the command's {name} is not UTF-8; such bytes are kept as U+FFFD");
+                }
+                let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
+                String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned()
+            }
+        };
         if tx.send(Event::Line(stream, line)).await.is_err() {
             return;
         }
@@ -379,7 +414,7 @@ where
                         start_upload(next, last_manifest.clone(), tx.clone());
                     }
                 }
-                Event::BadMetricsLine(e) => eprintln!("tap: ignoring a line of TAP_METRICS_FILE: {e}"),
+                Event::BadMetricsLine(e) => eprintln!("tap: ignoring {e}"),
                 Event::Uploaded(result) => {
                     match result {
                         Ok(Some(m)) => {

@@ -211,11 +211,50 @@ mod local {
         assert!(tap_in(home.path(), &["params", "set", "learning_rate", "0.3"]).status.success());
         let out = tap_in(home.path(), &["run", "--", "sh", "-c", script]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("ignoring a line of TAP_METRICS_FILE: not json"));
+        assert!(text(&out.stderr).contains("ignoring line 1 of TAP_METRICS_FILE: not json"), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("lr=0.3"), "hyperparameters reach the child");
         let run = &json(home.path(), &["runs", "list"])[0];
         assert_eq!(run["final_metrics"]["acc"], 0.75);
         assert_eq!(run["hparams"]["learning_rate"]["version"], 1);
+    }
+
+    /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then
+    /// died of SIGPIPE, exit 141, run failed, output lost): the issue's reproduction, and the
+    /// same on stderr.
+    #[test]
+    fn output_that_is_not_utf8_is_kept_and_the_command_lives() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let script = r#"echo before; printf 'bad \377 byte\n'; printf 'err \377\n' >&2; sleep 0.5; for i in 1 2 3; do echo after $i; echo err $i >&2; done"#;
+        let out = tap_in(home.path(), &["run", "--", "sh", "-c", script]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(text(&out.stdout).contains("after 3\n"), "{}", text(&out.stdout));
+        assert!(stderr.contains("err 3"), "{stderr}");
+        assert!(stderr.contains("line 2 of the command's stdout is not UTF-8"), "said once, with its line: {stderr}");
+        assert!(stderr.contains("line 1 of the command's stderr is not UTF-8"), "{stderr}");
+        assert_eq!(stderr.matches("is not UTF-8").count(), 2, "once per stream: {stderr}");
+        let run = &json(home.path(), &["runs", "list"])[0];
+        assert_eq!(run["status"], "succeeded");
+        let id = run["run_id"].as_str().expect("id");
+        let logs = text(&tap_in(home.path(), &["logs", id]).stdout);
+        assert!(logs.contains("bad \u{FFFD} byte\n") && logs.contains("after 3\n"), "every line recorded: {logs}");
+    }
+
+    /// Regression (one line of TAP_METRICS_FILE that was not UTF-8 silently ended metric
+    /// reading, and with it every later checkpoint upload): it is reported with its number and
+    /// skipped, and the lines after it still count.
+    #[test]
+    fn a_metrics_line_that_is_not_utf8_is_skipped_and_reading_goes_on() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let script = r#"printf '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": \377}\n' >> "$TAP_METRICS_FILE"; sleep 0.3; echo '{"step": 3, "loss": 0.25}' >> "$TAP_METRICS_FILE""#;
+        let out = tap_in(home.path(), &["run", "--", "sh", "-c", script]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("ignoring line 2 of TAP_METRICS_FILE: not UTF-8"), "{stderr}");
+        let run = &json(home.path(), &["runs", "list"])[0];
+        assert_eq!(run["final_metrics"]["loss"], 0.25, "the line after the bad one still counts: {run}");
+        let id = run["run_id"].as_str().expect("id").to_owned();
+        assert_eq!(steps(home.path(), &id), [1, 3]);
     }
 
     #[test]
