@@ -215,8 +215,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "SIGUSR1", value_parser = parse_signal)]
     pub interrupt_signal: nix::sys::signal::Signal,
 
-    /// How long the command may take for its final checkpoint after a notice.
-    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    /// How long the command may take for its final checkpoint after a notice (at most 2h).
+    #[arg(long, default_value = "90s", value_parser = parse_checkpoint_deadline)]
     pub checkpoint_deadline: Duration,
 
     /// A file whose appearance is an interruption notice (any file; default: notice.json in
@@ -391,16 +391,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `90s`, `2m`, `1500ms`.
+/// The longest duration any flag takes: SSM Run Command's longest executionTimeout
+/// (172 800 s, `tap launch --timeout`); no wait of tap's is longer. Bounding every duration
+/// keeps the deadline arithmetic from overflowing (regression: a huge --checkpoint-deadline
+/// was accepted and the notice path then panicked).
+pub const MAX_DURATION: Duration = Duration::from_secs(48 * 3600);
+
+/// The longest final-checkpoint deadline: EC2 Fleet's longest rebalance termination delay
+/// (7200 s, the stack's rebalance_termination_delay_seconds); a spot notice gives 2 minutes.
+pub const MAX_CHECKPOINT_DEADLINE: Duration = Duration::from_secs(7200);
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 90s, 2m or 1500ms");
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 2m or 1500ms"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?} is not a duration like 90s, 2m or 1500ms")),
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let per_unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let d = n.checked_mul(per_unit_ms).map(Duration::from_millis);
+    match d {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("{s:?} is longer than {}h, the longest duration tap takes", MAX_DURATION.as_secs() / 3600)),
     }
+}
+
+pub fn parse_checkpoint_deadline(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_CHECKPOINT_DEADLINE {
+        return Err(format!(
+            "{s:?} is longer than {}s, the longest time any notice leaves for a final checkpoint",
+            MAX_CHECKPOINT_DEADLINE.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -416,6 +443,12 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_duration("5h"), Ok(Duration::from_secs(5 * 3600)));
         assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("48h"), Ok(MAX_DURATION));
+        assert!(parse_duration("49h").expect_err("too long").contains("longer than 48h"));
+        assert!(parse_duration("18446744073709551615h").expect_err("overflows").contains("longer than 48h"));
+        assert!(parse_duration("99999999999999999999").is_err(), "more than u64");
+        assert_eq!(parse_checkpoint_deadline("2h"), Ok(MAX_CHECKPOINT_DEADLINE));
+        assert!(parse_checkpoint_deadline("7201s").expect_err("too long").contains("longer than 7200s"));
         assert_eq!(parse_signal("USR1"), Ok(nix::sys::signal::Signal::SIGUSR1));
         assert!(parse_signal("SIGBOGUS").is_err());
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));

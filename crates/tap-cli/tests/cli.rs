@@ -52,6 +52,23 @@ fn bad_output_format_is_one_clear_error() {
     assert!(stderr.contains("invalid value 'yaml'") && stderr.contains("--output"), "{stderr}");
 }
 
+/// Regression (a huge --checkpoint-deadline was accepted and the notice path then panicked
+/// on overflow): every duration flag is bounded, refused in one line naming the flag.
+#[test]
+fn huge_durations_are_refused_in_one_line() {
+    for args in [
+        &["run", "--checkpoint-deadline", "18446744073709551615s", "--", "true"][..],
+        &["run", "--checkpoint-deadline", "3h", "--", "true"][..],
+        &["launch", "--wait", "99999999999h", "-n", "1", "--", "true"][..],
+    ] {
+        let out = tap(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("invalid value") && stderr.contains("longer than"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
 #[test]
 fn unknown_command_fails() {
     let out = tap(&["launch-rockets"]);
