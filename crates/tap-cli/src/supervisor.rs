@@ -42,6 +42,12 @@ use crate::store::{LogLine, LogStore, ParamStore, RunStore, Stream};
 /// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
 pub const EXIT_INTERRUPTED: u8 = 75;
 
+/// How long output is still read after the command exited. A process it left in the
+/// background may hold its stdout/stderr open for as long as it lives; tap does not wait for
+/// it (regression: `tap run -- sh -c 'sleep 40 & exit 0'` took 40 s, and SIGTERM to tap did
+/// not end it). Two seconds let what the command itself wrote arrive.
+const OUTPUT_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub experiment: String,
@@ -369,6 +375,7 @@ where
     // After a notice: 1 = waiting for the final checkpoint, 2 = SIGTERM sent, then SIGKILL.
     let mut stage = 0u8;
     let mut exit_status = None;
+    let mut exited_at: Option<Instant> = None;
     let deadline = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
     tokio::pin!(deadline);
 
@@ -388,6 +395,7 @@ where
         tokio::select! {
             status = child.wait(), if exit_status.is_none() => {
                 exit_status = Some(status.context("waiting for the child")?);
+                exited_at = Some(Instant::now());
                 // Drain what the child wrote before it exited.
                 let _ = stop_tx.send(true);
             }
@@ -463,6 +471,15 @@ where
             _ = flush_tick.tick() => {
                 flush(store, logs_store, &opts.experiment, &run_id, &mut logs, &mut points, &mut record).await?;
             }
+        }
+        let pipes_open = !(out_task.is_finished() && err_task.is_finished());
+        if pipes_open && rx.is_empty() && exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_DRAIN_AFTER_EXIT) {
+            eprintln!(
+                "tap: the command exited, but a process it started still holds its output open; not waiting for it"
+            );
+            out_task.abort();
+            err_task.abort();
+            exited_at = None;
         }
         if exit_status.is_some()
             && out_task.is_finished()

@@ -274,6 +274,46 @@ mod local {
         assert_eq!(steps(home.path(), &id), [1, 3]);
     }
 
+    /// Regression (a command that exited but left a background process holding its stdout kept
+    /// tap waiting for as long as that process lived): tap ends soon after the command does.
+    #[test]
+    fn a_background_process_holding_the_output_does_not_keep_tap_waiting() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let pidfile = home.path().join("grandchild.pid");
+        let script = format!("echo started; sleep 300 & echo $! > {}; exit 0", pidfile.display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["run", "--", "sh", "-c", &script])
+            .env("TAP_HOME", home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tap runs");
+        // Bounded: the grandchild lives 300 s; tap must be done long before.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let grandchild = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        if let Ok(pid) = grandchild.trim().parse::<i32>() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            panic!("tap still waits for the background process 60 s after the command exited");
+        };
+        let out = child.wait_with_output().expect("output");
+        assert_eq!(status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("started"), "the command's own output is kept");
+        assert!(text(&out.stderr).contains("still holds its output open"), "{}", text(&out.stderr));
+        assert_eq!(json(home.path(), &["runs", "list"])[0]["status"], "succeeded");
+    }
+
     #[test]
     fn runs_plot_writes_a_png() {
         let home = tempfile::tempdir().expect("tempdir");
