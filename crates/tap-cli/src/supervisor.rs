@@ -165,10 +165,15 @@ impl UploadQueue {
     }
 }
 
-/// One line as read, without its `\n` or `\r\n`, decoded; an error when it is not UTF-8.
-fn decode_line(raw: &[u8]) -> Result<&str, std::str::Utf8Error> {
+/// One line as read, without its `\n` or `\r\n`.
+fn line_bytes(raw: &[u8]) -> &[u8] {
     let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw))
+    raw.strip_suffix(b"\r").unwrap_or(raw)
+}
+
+/// One line as read, without its end, decoded; an error when it is not UTF-8.
+fn decode_line(raw: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    std::str::from_utf8(line_bytes(raw))
 }
 
 /// Tails the metrics file: new complete lines as they are written. Read as bytes: a line that
@@ -238,8 +243,7 @@ async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, 
                     };
                     eprintln!("tap: line {number} of the command's {name} is not UTF-8; such bytes are kept as U+FFFD");
                 }
-                let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
-                String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned()
+                String::from_utf8_lossy(line_bytes(&raw)).into_owned()
             }
         };
         if tx.send(Event::Line(stream, line)).await.is_err() {
