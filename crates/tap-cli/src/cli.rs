@@ -390,7 +390,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// `90s`, `2m`, `1500ms`.
 /// The longest duration any flag takes: SSM Run Command's longest executionTimeout
 /// (172 800 s, `tap launch --timeout`); no wait of tap's is longer. Bounding every duration
 /// keeps the deadline arithmetic from overflowing (regression: a huge --checkpoint-deadline
@@ -401,6 +400,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(48 * 3600);
 /// (7200 s, the stack's rebalance_termination_delay_seconds); a spot notice gives 2 minutes.
 pub const MAX_CHECKPOINT_DEADLINE: Duration = Duration::from_secs(7200);
 
+/// `90s`, `2m`, `1500ms`, at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration like 90s, 2m or 1500ms");
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));

@@ -237,11 +237,10 @@ async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, 
             Err(_) => {
                 if !warned {
                     warned = true;
-                    let name = match stream {
-                        Stream::Stdout => "stdout",
-                        Stream::Stderr => "stderr",
-                    };
-                    eprintln!("tap: line {number} of the command's {name} is not UTF-8; such bytes are kept as U+FFFD");
+                    eprintln!(
+                        "tap: line {number} of the command's {} is not UTF-8; such bytes are kept as U+FFFD",
+                        stream.as_str()
+                    );
                 }
                 String::from_utf8_lossy(line_bytes(&raw)).into_owned()
             }

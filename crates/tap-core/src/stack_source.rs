@@ -57,13 +57,8 @@ pub fn output_value(name: &str) -> hcl::Value {
 
 /// The `depends_on` list of `resource "<kind>" "<name>"`, as `type.name` strings.
 pub fn depends_on(kind: &str, name: &str) -> Vec<String> {
-    let block = body()
-        .blocks()
-        .find(|b| {
-            b.identifier() == "resource"
-                && b.labels().first().is_some_and(|l| l.as_str() == kind)
-                && b.labels().get(1).is_some_and(|l| l.as_str() == name)
-        })
+    let block = resources(kind)
+        .find(|b| b.labels().get(1).is_some_and(|l| l.as_str() == name))
         .unwrap_or_else(|| panic!("resource {kind}.{name} not found in {STACK_PATH}"));
     let Some(attr) = block.body().attributes().find(|a| a.key() == "depends_on") else {
         return Vec::new();
@@ -74,11 +69,14 @@ pub fn depends_on(kind: &str, name: &str) -> Vec<String> {
 
 /// Names of every `resource "<kind>" "<name>"`.
 pub fn resource_names(kind: &str) -> Vec<String> {
+    resources(kind).filter_map(|b| b.labels().get(1).map(|l| l.as_str().to_owned())).collect()
+}
+
+/// Every `resource "<kind>" ...` block.
+fn resources(kind: &str) -> impl Iterator<Item = &'static hcl::Block> {
     body()
         .blocks()
-        .filter(|b| b.identifier() == "resource" && b.labels().first().is_some_and(|l| l.as_str() == kind))
-        .filter_map(|b| b.labels().get(1).map(|l| l.as_str().to_owned()))
-        .collect()
+        .filter(move |b| b.identifier() == "resource" && b.labels().first().is_some_and(|l| l.as_str() == kind))
 }
 
 /// Labels of every top-level block of one kind (`variable`, `output`, ...).

@@ -344,14 +344,9 @@ impl Fleet {
     async fn publish_intent(&self, intent: ScaleIntent) -> Result<()> {
         use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
         let spec = ContractMetric::FleetScaledToZero.spec();
-        let dims = tap_core::contract::DimensionSet::Fleet
-            .dimensions()
-            .iter()
-            .map(|d| Dimension::builder().name(d.name()).value(&self.environment).build())
-            .collect::<Vec<_>>();
         let datum = MetricDatum::builder()
             .metric_name(spec.name)
-            .set_dimensions(Some(dims))
+            .set_dimensions(Some(dimensions(&[("Environment", &self.environment)])))
             .value(intent.value())
             .unit(StandardUnit::from(spec.unit.as_str()))
             .build();
@@ -414,11 +409,16 @@ impl Fleet {
     }
 }
 
+/// CloudWatch dimensions from (name, value) pairs, e.g. the fleet set `[("Environment", env)]`.
+fn dimensions(dims: &[(&str, &str)]) -> Vec<Dimension> {
+    dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect()
+}
+
 fn query(id: &str, metric: ContractMetric, dims: &[(&str, &str)], stat: &str) -> MetricDataQuery {
     let m = Metric::builder()
         .namespace(NAMESPACE)
         .metric_name(metric.spec().name)
-        .set_dimensions(Some(dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect()))
+        .set_dimensions(Some(dimensions(dims)))
         .build();
     MetricDataQuery::builder()
         .id(id)

@@ -54,6 +54,16 @@ pub enum Stream {
     Stderr,
 }
 
+impl Stream {
+    /// The stream's name, as the log stores record it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
 pub trait RunStore: Send + Sync {
     /// Creates the run. Idempotent: creating the same record again returns it; a different
     /// record under the same ids is a conflict.

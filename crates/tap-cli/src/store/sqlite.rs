@@ -168,11 +168,7 @@ impl LogStore for SqliteStore {
                     "INSERT OR IGNORE INTO logs (experiment_id, run_id, seq, ts_ms, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for l in lines {
-                    let stream = match l.stream {
-                        Stream::Stdout => "stdout",
-                        Stream::Stderr => "stderr",
-                    };
-                    stmt.execute(params![experiment, run_id, l.seq as i64, l.ts_ms, stream, l.text])?;
+                    stmt.execute(params![experiment, run_id, l.seq as i64, l.ts_ms, l.stream.as_str(), l.text])?;
                 }
             }
             tx.commit()
