@@ -251,7 +251,7 @@ def gpu_ok_touches_no_driver(b: Boot) -> None:
 
 # --- scenarios: (name, user_data run, setup, check) ---------------------------------------
 
-def mode_success(mode: str, extra: Callable[[Boot], None] | None = None):
+def mode_success(extra: Callable[[Boot], None] | None = None):
     def check(b: Boot) -> None:
         b.setup(urls={AGENT_URL: b.tap_agent, "https://releases.example.com/tap": b.tap})
         b.boot()
@@ -387,12 +387,12 @@ def download_recovers_after_minutes(b: Boot) -> None:
 
 
 SCENARIOS: list[tuple[str, str, Callable[[Boot], None]]] = [
-    ("defaults: success", "boot_defaults", mode_success("defaults", defaults_extra)),
-    ("custom AMI: success", "boot_custom_ami", mode_success("custom_ami")),
-    ("no NAT: success", "boot_nat_none", mode_success("nat_none")),
-    ("agent_binary_url: success", "boot_agent_url", mode_success("agent_url", agent_url_extra)),
-    ("idle rule: success", "boot_idle", mode_success("idle", idle_extra)),
-    ("KMS: success", "boot_kms", mode_success("kms")),
+    ("defaults: success", "boot_defaults", mode_success(defaults_extra)),
+    ("custom AMI: success", "boot_custom_ami", mode_success()),
+    ("no NAT: success", "boot_nat_none", mode_success()),
+    ("agent_binary_url: success", "boot_agent_url", mode_success(agent_url_extra)),
+    ("idle rule: success", "boot_idle", mode_success(idle_extra)),
+    ("KMS: success", "boot_kms", mode_success()),
     ("Volta driver: holds released, open modules purged, installed, loaded", "boot_defaults", volta_driver_installs),
     ("Volta driver: one reboot, then the bootstrap completes", "boot_defaults", volta_driver_needs_one_reboot),
     ("driver install fails: reported, counted, agent still installed", "boot_defaults", driver_install_fails),
