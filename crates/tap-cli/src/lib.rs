@@ -1,6 +1,7 @@
 //! tap: the ML engineer's command line.
 
 pub mod artifacts;
+pub mod blocking;
 pub mod cli;
 mod commands;
 pub mod config;
@@ -41,10 +42,24 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let home = home(cli.global.home.clone())?;
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(commands::dispatch(cli, &home, out))
+    // Multi-threaded: `tap run`'s loop (on this thread) never waits for a task that hashes,
+    // uploads or writes the store (on the workers and the bounded blocking pool).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(blocking::MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(commands::dispatch(cli, &home, out));
+    // Blocking work nobody waits for any more (a cancelled copy) is told to stop; tap does not
+    // wait for it longer than this.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
+
+/// Async worker threads: output readers, uploads and store writes are I/O-bound; two keep
+/// one free whatever the other does, more buy nothing on a CLI.
+const WORKER_THREADS: usize = 2;
 
 /// `--home`, else `$TAP_HOME` (clap reads both), else `$XDG_DATA_HOME/tap`, else
 /// `~/.local/share/tap`.

@@ -581,16 +581,18 @@ fn notice(
             reason: n.reason,
             noticed_ms: now,
             deadline_ms: Some(n.deadline_ms),
+            verdict: None,
         },
         Some(Err(e)) => {
             eprintln!("tap: the notice file is unreadable ({e}); acting on it anyway");
-            Interruption { kind: "notice-file".into(), reason: e, noticed_ms: now, deadline_ms: None }
+            Interruption { kind: "notice-file".into(), reason: e, noticed_ms: now, deadline_ms: None, verdict: None }
         }
         Some(Ok(None)) | None => Interruption {
             kind: "signal".into(),
             reason: "SIGUSR1 to tap run".into(),
             noticed_ms: now,
             deadline_ms: None,
+            verdict: None,
         },
     };
     let left = i.deadline_ms.map(|d| Duration::from_millis((d - now).max(0) as u64));

@@ -16,6 +16,9 @@ pub enum RunStatus {
     /// Stopped by a spot interruption notice (or a sick GPU) after a final checkpoint:
     /// `tap run --resume` continues it.
     Interrupted,
+    /// Recorded as running, but its supervisor is gone (`kill -9`, a node that lost power):
+    /// never stored, only derived by readers ([`observed_status`]).
+    Lost,
 }
 
 impl RunStatus {
@@ -26,11 +29,12 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Lost => "lost",
         }
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted)
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted | RunStatus::Lost)
     }
 }
 
@@ -76,6 +80,96 @@ pub struct Run {
     /// Set on a multi-node job's own record (its run id is the group id of its node runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
+    /// When the supervising `tap run` last said it is alive (epoch ms; every
+    /// [`HEARTBEAT_INTERVAL_MS`] at least).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<i64>,
+    /// The supervising process, so a reader on the same machine can tell at once that it died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<Supervisor>,
+    /// The deadline planner's forecast for a final checkpoint (from the second periodic one on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::commit::Forecast>,
+}
+
+/// How often `tap run` refreshes its run record's heartbeat when nothing else changed it. One
+/// conditional write per 30 s is ~2 900 writes a day per run: cents a month on DynamoDB.
+pub const HEARTBEAT_INTERVAL_MS: i64 = 30_000;
+
+/// A running run whose heartbeat is older than this is `lost`: three missed heartbeats, so a
+/// slow store or a paused laptop does not make a live run look dead.
+pub const LOST_AFTER_MS: i64 = 3 * HEARTBEAT_INTERVAL_MS;
+
+/// The process supervising a run: which kernel boot and PID namespace, which pid, and the
+/// process's start time (clock ticks since boot, `/proc/<pid>/stat` field 22) so a reused pid
+/// is not mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supervisor {
+    pub boot_id: String,
+    pub pid_ns: String,
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// What a reader on this machine can tell about a supervisor directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    Dead,
+    /// Another machine, boot or PID namespace: only the heartbeat can tell.
+    Unknown,
+}
+
+/// A run's status as a reader should show it. `lost` is derived here, never stored: a
+/// stored status is what the supervisor last wrote, and a run whose supervisor comes back
+/// (a healed network partition) shows as running again, which is then true. A running run is
+/// lost when this machine sees its supervisor process gone, or when its heartbeat is older
+/// than [`LOST_AFTER_MS`]. Records from before heartbeats (none) are taken at their word.
+pub fn observed_status(run: &Run, now_ms: i64, probe: impl Fn(&Supervisor) -> Liveness) -> RunStatus {
+    if run.status != RunStatus::Running {
+        return run.status;
+    }
+    match run.supervisor.as_ref().map(probe) {
+        Some(Liveness::Dead) => return RunStatus::Lost,
+        Some(Liveness::Alive) => return RunStatus::Running,
+        Some(Liveness::Unknown) | None => {}
+    }
+    match run.heartbeat_ms {
+        Some(h) if now_ms.saturating_sub(h) > LOST_AFTER_MS => RunStatus::Lost,
+        _ => RunStatus::Running,
+    }
+}
+
+/// Runs as readers should see them: each node run's observed status, and each job record's
+/// node slots (and so the job's status) from its node runs found in `runs`.
+pub fn observe_all(runs: &mut [Run], now_ms: i64, probe: impl Fn(&Supervisor) -> Liveness) {
+    for r in runs.iter_mut() {
+        r.status = observed_status(r, now_ms, &probe);
+    }
+    let lost: std::collections::BTreeSet<(String, String)> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Lost)
+        .map(|r| (r.experiment_id.clone(), r.run_id.clone()))
+        .collect();
+    for r in runs.iter_mut() {
+        let exp = r.experiment_id.clone();
+        mark_lost_nodes(r, |id| lost.contains(&(exp.clone(), id.to_owned())));
+    }
+}
+
+/// A job record's slots whose node run is lost become `lost`, and the job's status follows.
+pub fn mark_lost_nodes(job_run: &mut Run, is_lost: impl Fn(&str) -> bool) {
+    let Some(job) = job_run.job.as_mut() else { return };
+    let mut changed = false;
+    for n in &mut job.nodes {
+        if n.status == RunStatus::Running && n.run_id.as_deref().is_some_and(&is_lost) {
+            n.status = RunStatus::Lost;
+            changed = true;
+        }
+    }
+    if changed {
+        job_run.status = job.status();
+    }
 }
 
 /// A multi-node job as `tap launch` records it, beside its node runs: where its current
@@ -103,12 +197,15 @@ pub struct JobNode {
 }
 
 impl Job {
-    /// The job's status from its nodes': failed if one failed, interrupted if one was
+    /// The job's status from its nodes': failed if one failed, lost if one's supervisor is
+    /// gone, interrupted if one was
     /// (and none failed), succeeded once all did, running once one runs, else queued.
     pub fn status(&self) -> RunStatus {
         let any = |s: RunStatus| self.nodes.iter().any(|n| n.status == s);
         if any(RunStatus::Failed) {
             RunStatus::Failed
+        } else if any(RunStatus::Lost) {
+            RunStatus::Lost
         } else if any(RunStatus::Interrupted) {
             RunStatus::Interrupted
         } else if !self.nodes.is_empty() && self.nodes.iter().all(|n| n.status == RunStatus::Succeeded) {
@@ -167,12 +264,15 @@ impl Run {
             group: None,
             node_rank: None,
             job: None,
+            heartbeat_ms: Some(started_ms),
+            supervisor: None,
+            forecast: None,
         }
     }
 }
 
 /// An interruption notice as a run received it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interruption {
     /// `spot-interruption`, `gpu-fatal`, or `signal` (SIGUSR1 from someone else).
     pub kind: String,
@@ -181,6 +281,9 @@ pub struct Interruption {
     pub noticed_ms: i64,
     /// When the node goes away, when the notice said.
     pub deadline_ms: Option<i64>,
+    /// How the final checkpoint fared against EC2's deadline (set when the run ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::commit::Verdict>,
 }
 
 /// One metric value at one step.
@@ -346,6 +449,44 @@ mod tests {
         plain.job = None;
         let text = serde_json::to_string(&plain).expect("json");
         assert!(!text.contains("\"job\""), "{text}");
+    }
+
+    fn sup(pid: u32) -> Supervisor {
+        Supervisor { boot_id: "b".into(), pid_ns: "pid:[1]".into(), pid, start_ticks: 7 }
+    }
+
+    #[test]
+    fn lost_is_derived_from_the_supervisor_or_the_heartbeat() {
+        let mut r = Run::new("e", "r", vec![], "h", 1_000);
+        let unknown = |_: &Supervisor| Liveness::Unknown;
+        assert_eq!(observed_status(&r, 1_000 + LOST_AFTER_MS, unknown), RunStatus::Running, "just in time");
+        assert_eq!(observed_status(&r, 1_001 + LOST_AFTER_MS, unknown), RunStatus::Lost, "three heartbeats missed");
+        r.supervisor = Some(sup(42));
+        assert_eq!(observed_status(&r, 2_000, |s| if s.pid == 42 { Liveness::Dead } else { Liveness::Alive }), RunStatus::Lost);
+        assert_eq!(observed_status(&r, i64::MAX, |_| Liveness::Alive), RunStatus::Running, "seen alive here");
+        r.status = RunStatus::Succeeded;
+        assert_eq!(observed_status(&r, i64::MAX, |_| Liveness::Dead), RunStatus::Succeeded, "ended runs are as stored");
+        r.status = RunStatus::Running;
+        r.heartbeat_ms = None;
+        r.supervisor = None;
+        assert_eq!(observed_status(&r, i64::MAX, unknown), RunStatus::Running, "no heartbeat recorded: taken at its word");
+    }
+
+    #[test]
+    fn a_job_with_a_lost_node_is_lost() {
+        let mut job = job_record(2);
+        record_node_run(&mut job, 1, &node_run(0, RunStatus::Running));
+        record_node_run(&mut job, 1, &node_run(1, RunStatus::Running));
+        let mut n0 = node_run(0, RunStatus::Running);
+        n0.supervisor = Some(sup(1));
+        let mut n1 = node_run(1, RunStatus::Running);
+        n1.supervisor = Some(sup(2));
+        let mut all = vec![job, n0, n1];
+        observe_all(&mut all, 3_000, |s| if s.pid == 2 { Liveness::Dead } else { Liveness::Alive });
+        assert_eq!(all[2].status, RunStatus::Lost);
+        assert_eq!(all[0].status, RunStatus::Lost, "the job follows its lost node");
+        let slots: Vec<RunStatus> = all[0].job.as_ref().expect("job").nodes.iter().map(|n| n.status).collect();
+        assert_eq!(slots, [RunStatus::Running, RunStatus::Lost]);
     }
 
     #[test]

@@ -135,10 +135,13 @@ pub async fn save_in<S: ObjectStore>(
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| CheckpointError::Io(format!("{}: not a UTF-8 name", dir.display())))?;
-        let (sha256, size) = sha256_file(dir).map_err(|e| CheckpointError::Io(format!("{}: {e}", dir.display())))?;
+        let file = dir.to_owned();
+        let (sha256, size) = crate::blocking::run(move |_| sha256_file(&file))
+            .await
+            .map_err(|e| CheckpointError::Io(format!("{}: {e}", dir.display())))?;
         (dir.parent().unwrap_or(Path::new(".")).to_owned(), vec![ManifestFile { path: name.to_owned(), size, sha256 }])
     } else {
-        (dir.to_owned(), hash_files(dir)?)
+        (dir.to_owned(), hash_files(dir).await?)
     };
     upload(store, space, name, run_id, id, step, &base, files).await
 }
@@ -155,22 +158,32 @@ pub async fn save_if_changed<S: ObjectStore>(
     dir: &Path,
     previous: Option<&Manifest>,
 ) -> Result<Option<Manifest>> {
-    let files = hash_files(dir)?;
+    let files = hash_files(dir).await?;
     if files.is_empty() || previous.is_some_and(|p| p.files == files) {
         return Ok(None);
     }
     upload(store, Space::Checkpoints, experiment, run_id, id, step, dir, files).await.map(Some)
 }
 
-fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
-    list_files(dir)?
+/// Every file of `dir` with its SHA-256, hashed on the blocking pool, [`FILES_IN_FLIGHT`]
+/// files at a time (a checkpoint of many shards hashes on every core).
+pub async fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
+    let root = dir.to_owned();
+    let listed = crate::blocking::run(move |_| list_files(&root)).await?;
+    let hashes: Vec<_> = listed
         .into_iter()
-        .map(|(rel, path)| {
-            let (sha256, size) =
-                sha256_file(&path).map_err(|e| CheckpointError::Io(format!("{}: {e}", path.display())))?;
-            Ok(ManifestFile { path: rel, size, sha256 })
+        .map(|(rel, path)| async move {
+            let shown = path.display().to_string();
+            let (sha256, size) = crate::blocking::run(move |cancel| {
+                cancel.check()?;
+                sha256_file(&path)
+            })
+            .await
+            .map_err(|e| CheckpointError::Io(format!("{shown}: {e}")))?;
+            Ok::<_, CheckpointError>(ManifestFile { path: rel, size, sha256 })
         })
-        .collect()
+        .collect();
+    stream::iter(hashes).buffered(FILES_IN_FLIGHT).try_collect().await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -233,9 +246,13 @@ pub async fn restore_in<S: ObjectStore>(store: &S, space: Space, manifest: &Mani
     stream::iter(gets).buffer_unordered(FILES_IN_FLIGHT).try_collect::<()>().await?;
     // Every file is verified and in place: make the set durable with one flush of its
     // filesystem instead of one fsync per file.
-    if let Ok(d) = std::fs::File::open(dest) {
-        let _ = nix::unistd::syncfs(&d);
-    }
+    let dest = dest.to_owned();
+    crate::blocking::run(move |_| {
+        if let Ok(d) = std::fs::File::open(&dest) {
+            let _ = nix::unistd::syncfs(&d);
+        }
+    })
+    .await;
     Ok(())
 }
 

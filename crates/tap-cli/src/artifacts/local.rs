@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, io, valid_key};
+use crate::blocking::{self, Cancel};
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -34,7 +35,10 @@ impl LocalStore {
 
 /// Copies `src` to a temporary file beside `dest` while hashing, checks the digest, syncs,
 /// then renames into place: `dest` is either absent, the old file, or the complete new one.
-pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str) -> Result<()> {
+/// Blocking: call it inside [`crate::blocking::run`]; it stops (removing its temporary file)
+/// at the next chunk once `cancel` is set.
+pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str, cancel: &Cancel) -> Result<()> {
+    cancel.check().map_err(io(dest))?;
     let tmp = super::temp_beside(dest, "tmp")?;
     let result = (|| {
         let mut input = fs::File::open(src).map_err(io(src))?;
@@ -42,6 +46,7 @@ pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str) -> Result
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
+            cancel.check().map_err(io(dest))?;
             let n = input.read(&mut buf).map_err(io(src))?;
             if n == 0 {
                 break;
@@ -62,40 +67,59 @@ pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str) -> Result
     result
 }
 
+/// Every operation is file I/O, so each runs on the blocking pool (crate::blocking).
 impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
-        copy_verified(key, src, &self.path(key)?, sha256)?;
-        self.count(src);
-        Ok(())
+        let (key, src, dest, sha256) = (key.to_owned(), src.to_owned(), self.path(key)?, sha256.to_owned());
+        let me = self.clone();
+        blocking::run(move |cancel| {
+            copy_verified(&key, &src, &dest, &sha256, cancel)?;
+            me.count(&src);
+            Ok(())
+        })
+        .await
     }
 
     async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
-        let path = self.path(key)?;
-        if !path.exists() {
-            return Err(ObjectError::NotFound(key.to_owned()));
-        }
-        copy_verified(key, &path, dest, sha256)?;
-        self.count(dest);
-        Ok(())
+        let (key, path, dest, sha256) = (key.to_owned(), self.path(key)?, dest.to_owned(), sha256.to_owned());
+        let me = self.clone();
+        blocking::run(move |cancel| {
+            if !path.exists() {
+                return Err(ObjectError::NotFound(key));
+            }
+            copy_verified(&key, &path, &dest, &sha256, cancel)?;
+            me.count(&dest);
+            Ok(())
+        })
+        .await
     }
 
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(key)?;
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))
+        let (root, bytes) = (self.root.clone(), bytes.to_vec());
+        blocking::run(move |_| {
+            let dir = path.parent().unwrap_or(&root);
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
+            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+            let written = f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io(&tmp));
+            if written.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            written?;
+            fs::rename(&tmp, &path).map_err(io(&path))
+        })
+        .await
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(key)?;
-        match fs::read(&path) {
+        blocking::run(move |_| match fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
-        }
+        })
+        .await
     }
 
     fn bytes_moved(&self) -> u64 {
@@ -107,8 +131,14 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        blocking::run(move |_| list_under(&root, &prefix)).await
+    }
+}
+
+fn list_under(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        let mut stack = vec![root.to_owned()];
         while let Some(dir) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -121,7 +151,7 @@ impl ObjectStore for LocalStore {
                 let meta = entry.metadata().map_err(io(&path))?;
                 if meta.is_dir() {
                     stack.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                } else if let Ok(rel) = path.strip_prefix(root) {
                     let key = rel.to_string_lossy().replace('\\', "/");
                     let temporary = key.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.contains(".tmp-"));
                     if key.starts_with(prefix) && !temporary {
@@ -132,5 +162,4 @@ impl ObjectStore for LocalStore {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
-    }
 }

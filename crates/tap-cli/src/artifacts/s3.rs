@@ -86,8 +86,13 @@ impl ObjectStore for S3Store {
             transfer::upload(c, b, &key, src, Some(sha256), self.transfer, &self.state_dir, p, None).await?;
             return Ok(());
         }
-        let body = std::fs::read(src).map_err(io(src))?;
-        let actual = hex(&Sha256::digest(&body));
+        let file = src.to_owned();
+        let (body, actual) = crate::blocking::run(move |_| {
+            let body = std::fs::read(&file).map_err(io(&file))?;
+            let actual = hex(&Sha256::digest(&body));
+            Ok::<_, ObjectError>((body, actual))
+        })
+        .await?;
         if actual != sha256 {
             return Err(ObjectError::Checksum { key, expected: sha256.to_owned(), actual });
         }

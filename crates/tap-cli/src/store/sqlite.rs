@@ -1,7 +1,7 @@
 //! The embedded local store: one SQLite file (`$TAP_HOME/tap.db`).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tap_core::runs::{MetricPoint, Run};
@@ -10,8 +10,10 @@ use super::{
     LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, StoreError, Stream, after_lost_write,
 };
 
+/// SQLite blocks (and waits up to `busy_timeout` for another writer), so every statement
+/// runs on the blocking pool (crate::blocking), never on an async worker.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -45,12 +47,20 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA).map_err(|e| backend(format!("{}: {e}", path.display())))?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| backend("lock poisoned"))?;
-        f(&mut conn).map_err(backend)
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        crate::blocking::run(move |_| {
+            let mut conn = conn.lock().map_err(|_| backend("lock poisoned"))?;
+            f(&mut conn).map_err(backend)
+        })
+        .await
     }
 
     fn read_run(conn: &Connection, exp: &str, id: &str) -> rusqlite::Result<Option<(Run, i64)>> {
@@ -76,13 +86,16 @@ fn encode(run: &Run) -> String {
 
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &Run) -> Result<Run> {
-        let existing = self.with(|c| {
-            let inserted = c.execute(
-                "INSERT OR IGNORE INTO runs (experiment_id, run_id, version, started_ms, body) VALUES (?1, ?2, 1, ?3, ?4)",
-                params![run.experiment_id, run.run_id, run.started_ms, encode(run)],
-            )?;
-            if inserted == 1 { Ok(None) } else { Self::read_run(c, &run.experiment_id, &run.run_id) }
-        })?;
+        let r = run.clone();
+        let existing = self
+            .with(move |c| {
+                let inserted = c.execute(
+                    "INSERT OR IGNORE INTO runs (experiment_id, run_id, version, started_ms, body) VALUES (?1, ?2, 1, ?3, ?4)",
+                    params![r.experiment_id, r.run_id, r.started_ms, encode(&r)],
+                )?;
+                if inserted == 1 { Ok(None) } else { Self::read_run(c, &r.experiment_id, &r.run_id) }
+            })
+            .await?;
         match existing {
             None => Ok(run.clone()),
             Some((stored, _)) if stored == *run => Ok(stored),
@@ -93,7 +106,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_run(&self, experiment: &str, run_id: &str) -> Result<Option<Run>> {
-        Ok(self.with(|c| Self::read_run(c, experiment, run_id))?.map(|(r, _)| r))
+        let (e, id) = (experiment.to_owned(), run_id.to_owned());
+        Ok(self.with(move |c| Self::read_run(c, &e, &id)).await?.map(|(r, _)| r))
     }
 
     async fn update_run<F>(&self, experiment: &str, run_id: &str, f: F) -> Result<Run>
@@ -101,16 +115,20 @@ impl RunStore for SqliteStore {
         F: Fn(&mut Run) + Send + Sync,
     {
         for attempt in 0..MAX_UPDATE_ATTEMPTS {
-            let Some((mut run, version)) = self.with(|c| Self::read_run(c, experiment, run_id))? else {
+            let (e, id) = (experiment.to_owned(), run_id.to_owned());
+            let Some((mut run, version)) = self.with(move |c| Self::read_run(c, &e, &id)).await? else {
                 return Err(StoreError::NotFound(format!("run {experiment}/{run_id}")));
             };
             f(&mut run);
-            let written = self.with(|c| {
-                c.execute(
-                    "UPDATE runs SET body = ?1, version = version + 1 WHERE experiment_id = ?2 AND run_id = ?3 AND version = ?4",
-                    params![encode(&run), experiment, run_id, version],
-                )
-            })?;
+            let (e, id, body) = (experiment.to_owned(), run_id.to_owned(), encode(&run));
+            let written = self
+                .with(move |c| {
+                    c.execute(
+                        "UPDATE runs SET body = ?1, version = version + 1 WHERE experiment_id = ?2 AND run_id = ?3 AND version = ?4",
+                        params![body, e, id, version],
+                    )
+                })
+                .await?;
             if written == 1 {
                 return Ok(run);
             }
@@ -122,32 +140,37 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
-        self.with(|c| {
+        let experiment = experiment.map(str::to_owned);
+        self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT body FROM runs WHERE (?1 IS NULL OR experiment_id = ?1) ORDER BY started_ms DESC, run_id DESC",
             )?;
             let rows = stmt.query_map(params![experiment], |r| r.get::<_, String>(0))?;
             rows.map(|b| decode(&b?)).collect()
         })
+        .await
     }
 
     async fn append_metrics(&self, experiment: &str, run_id: &str, points: &[MetricPoint]) -> Result<()> {
-        self.with(|c| {
+        let (experiment, run_id, points) = (experiment.to_owned(), run_id.to_owned(), points.to_vec());
+        self.with(move |c| {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare(
                     "INSERT INTO metrics (experiment_id, run_id, step, name, value, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
-                for p in points {
+                for p in &points {
                     stmt.execute(params![experiment, run_id, p.step as i64, p.name, p.value, p.ts_ms])?;
                 }
             }
             tx.commit()
         })
+        .await
     }
 
     async fn metrics(&self, experiment: &str, run_id: &str) -> Result<Vec<MetricPoint>> {
-        self.with(|c| {
+        let (experiment, run_id) = (experiment.to_owned(), run_id.to_owned());
+        self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT step, name, value, ts_ms FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 ORDER BY step, rowid",
             )?;
@@ -156,27 +179,31 @@ impl RunStore for SqliteStore {
             })?;
             rows.collect()
         })
+        .await
     }
 }
 
 impl LogStore for SqliteStore {
     async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
-        self.with(|c| {
+        let (experiment, run_id, lines) = (experiment.to_owned(), run_id.to_owned(), lines.to_vec());
+        self.with(move |c| {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare(
                     "INSERT OR IGNORE INTO logs (experiment_id, run_id, seq, ts_ms, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
-                for l in lines {
+                for l in &lines {
                     stmt.execute(params![experiment, run_id, l.seq as i64, l.ts_ms, l.stream.as_str(), l.text])?;
                 }
             }
             tx.commit()
         })
+        .await
     }
 
     async fn logs(&self, experiment: &str, run_id: &str) -> Result<Vec<LogLine>> {
-        self.with(|c| {
+        let (experiment, run_id) = (experiment.to_owned(), run_id.to_owned());
+        self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT seq, ts_ms, stream, line FROM logs WHERE experiment_id = ?1 AND run_id = ?2 ORDER BY seq",
             )?;
@@ -190,6 +217,7 @@ impl LogStore for SqliteStore {
             })?;
             rows.collect()
         })
+        .await
     }
 }
 
@@ -199,7 +227,7 @@ fn param_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Param> {
 
 impl ParamStore for SqliteStore {
     async fn list_params(&self) -> Result<Vec<Param>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT name, version, value, modified_ms FROM params p WHERE version = \
                  (SELECT MAX(version) FROM params q WHERE q.name = p.name) ORDER BY name",
@@ -207,10 +235,12 @@ impl ParamStore for SqliteStore {
             let rows = stmt.query_map([], param_row)?;
             rows.collect()
         })
+        .await
     }
 
     async fn get_param(&self, name: &str) -> Result<Option<Param>> {
-        self.with(|c| {
+        let name = name.to_owned();
+        self.with(move |c| {
             c.query_row(
                 "SELECT name, version, value, modified_ms FROM params WHERE name = ?1 ORDER BY version DESC LIMIT 1",
                 params![name],
@@ -218,11 +248,13 @@ impl ParamStore for SqliteStore {
             )
             .optional()
         })
+        .await
     }
 
     async fn set_param(&self, name: &str, value: &str) -> Result<Param> {
         let now = crate::now_ms();
-        self.with(|c| {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let version: i64 =
                 tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM params WHERE name = ?1", params![name], |r| {
@@ -233,17 +265,20 @@ impl ParamStore for SqliteStore {
                 params![name, version, value, now],
             )?;
             tx.commit()?;
-            Ok(Param { name: name.to_owned(), value: value.to_owned(), version: version as u64, modified_ms: now })
+            Ok(Param { name, value, version: version as u64, modified_ms: now })
         })
+        .await
     }
 
     async fn param_history(&self, name: &str) -> Result<Vec<Param>> {
-        self.with(|c| {
+        let name = name.to_owned();
+        self.with(move |c| {
             let mut stmt =
                 c.prepare("SELECT name, version, value, modified_ms FROM params WHERE name = ?1 ORDER BY version")?;
             let rows = stmt.query_map(params![name], param_row)?;
             rows.collect()
         })
+        .await
     }
 }
 
