@@ -166,7 +166,9 @@ fn show_config(
 
 /// A run by id, in any experiment.
 async fn find_run<R: RunStore>(runs: &R, run_id: &str) -> anyhow::Result<Run> {
-    let matches: Vec<Run> = runs.list_runs(None).await?.into_iter().filter(|r| r.run_id == run_id).collect();
+    let mut all = runs.list_runs(None).await?;
+    crate::liveness::observe(&mut all);
+    let matches: Vec<Run> = all.into_iter().filter(|r| r.run_id == run_id).collect();
     match matches.len() {
         0 => bail!("no run {run_id} (see `tap runs list`)"),
         1 => Ok(matches.into_iter().next().context("run")?),
@@ -204,13 +206,17 @@ where
                     job.nodes.iter().find(|n| n.rank == 0).and_then(|n| n.run_id.clone()).with_context(|| {
                         format!("job {run_id}: rank 0 has not started its run yet (see `tap runs show {run_id}`)")
                     })?;
-                run = runs.get_run(&run.experiment_id, &rank0).await?.context("the job's rank 0 run")?;
+                run = crate::liveness::observed(
+                    runs.get_run(&run.experiment_id, &rank0).await?.context("the job's rank 0 run")?,
+                );
             }
             let mut printed = 0;
             // Bounded: a followed run that never ends is given up on after a week.
             for _ in 0..(7 * 24 * 3600 / 2) {
+                let now = runs.get_run(&run.experiment_id, &run.run_id).await?.map(crate::liveness::observed);
+                let lost = now.as_ref().is_some_and(|r| r.status == tap_core::runs::RunStatus::Lost);
                 let done = !*follow
-                    || runs.get_run(&run.experiment_id, &run.run_id).await?.is_none_or(|r| {
+                    || now.is_none_or(|r| {
                         !matches!(r.status, tap_core::runs::RunStatus::Running | tap_core::runs::RunStatus::Queued)
                     });
                 let lines = logs.logs(&run.experiment_id, &run.run_id).await?;
@@ -223,8 +229,19 @@ where
                         }
                     }
                 }
-                out.flush()?;
                 printed = printed.max(lines.len());
+                if done && *follow && lost {
+                    match output {
+                        Output::Json => json(out, &serde_json::json!({ "run": run.run_id, "status": "lost" }))?,
+                        Output::Text => writeln!(
+                            out,
+                            "tap: run {} is lost: its tap run stopped without recording an end (killed, or its node \
+                             went away); `tap run --resume -e {}` continues from its last checkpoint",
+                            run.run_id, run.experiment_id
+                        )?,
+                    }
+                }
+                out.flush()?;
                 if done {
                     break;
                 }
@@ -253,6 +270,7 @@ where
         }
         Command::Runs(RunsCommand::List { experiment, group }) => {
             let mut list = runs.list_runs(experiment.as_deref()).await?;
+            crate::liveness::observe(&mut list);
             if let Some(g) = group {
                 // The job's own record and its node runs.
                 list.retain(|r| r.group.as_ref() == Some(g) || (r.job.is_some() && &r.run_id == g));

@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod cli;
 mod commands;
 pub mod config;
+pub mod liveness;
 mod contract_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;

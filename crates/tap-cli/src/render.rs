@@ -95,6 +95,19 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     }
     if let Some(i) = &run.interruption {
         s.push_str(&format!("interrupted: {} ({})\n", i.kind, i.reason));
+        if let Some(v) = &i.verdict {
+            s.push_str(&format!("final ckpt:  {}\n", v.line()));
+        }
+    }
+    if let Some(f) = &run.forecast {
+        s.push_str(&format!("planner:     {}\n", f.line()));
+        if let Some(w) = f.warning() {
+            s.push_str(&format!("             warning: {w}\n"));
+        }
+    }
+    if run.status == tap_core::runs::RunStatus::Lost {
+        let seen = run.heartbeat_ms.map(tap_core::runs::rfc3339).unwrap_or_else(|| "-".into());
+        s.push_str(&format!("lost:        its tap run stopped without recording an end (last heartbeat {seen})\n"));
     }
     s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));
     if !run.hparams.is_empty() {

@@ -143,7 +143,7 @@ pub async fn save_in<S: ObjectStore>(
     } else {
         (dir.to_owned(), hash_files(dir).await?)
     };
-    upload(store, space, name, run_id, id, step, &base, files).await
+    upload_hashed(store, space, name, run_id, id, step, &base, files).await
 }
 
 /// Like [`save`], but does nothing (`None`) when `dir` is empty or holds exactly the files of
@@ -162,7 +162,7 @@ pub async fn save_if_changed<S: ObjectStore>(
     if files.is_empty() || previous.is_some_and(|p| p.files == files) {
         return Ok(None);
     }
-    upload(store, Space::Checkpoints, experiment, run_id, id, step, dir, files).await.map(Some)
+    upload_hashed(store, Space::Checkpoints, experiment, run_id, id, step, dir, files).await.map(Some)
 }
 
 /// Every file of `dir` with its SHA-256, hashed on the blocking pool, [`FILES_IN_FLIGHT`]
@@ -186,8 +186,9 @@ pub async fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
     stream::iter(hashes).buffered(FILES_IN_FLIGHT).try_collect().await
 }
 
+/// Uploads the already hashed `files` of `dir` as checkpoint `id`, then moves LATEST to it.
 #[allow(clippy::too_many_arguments)]
-async fn upload<S: ObjectStore>(
+pub async fn upload_hashed<S: ObjectStore>(
     store: &S,
     space: Space,
     experiment: &str,

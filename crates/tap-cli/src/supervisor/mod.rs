@@ -1,0 +1,1008 @@
+//! `tap run`: runs a training command as a tracked, spot-safe run.
+//!
+//! The child gets its hyperparameters (`TAP_HP_<NAME>` and a JSON file), a checkpoint
+//! directory (restored from the experiment's latest checkpoint on `--resume`) and a metrics
+//! file it appends JSON lines to. tap streams the child's output to the terminal and the
+//! store, records its metrics, uploads each checkpoint it announces
+//! (`{"checkpoint": true}`), forwards SIGINT/SIGTERM, and records the final status.
+//!
+//! Spot safety: on an interruption notice (SIGUSR1 to tap, or the notice file appearing —
+//! tap-agent writes it when EC2 announces the reclaim), tap sends the child the configured
+//! signal, waits for its final checkpoint until a deadline that leaves time to upload,
+//! uploads it, and marks the run `interrupted`; `tap run --resume` on any node continues it.
+//!
+//! On a node, tap run speaks tap-agent's notice protocol (`tap_core::notice`): it registers
+//! under the runtime directory's `runs/`, refuses to start while the node drains, and takes
+//! `notice.json` (with its deadline) as the notice; the agent also sends it SIGUSR1.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tap_core::manifest::Manifest;
+use tap_core::notice::{Registration, RuntimeDir};
+use tap_core::commit;
+use tap_core::runs::{
+    HparamUse, Interruption, MetricPoint, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::artifacts::ObjectStore;
+use crate::artifacts::checkpoint;
+use crate::now_ms;
+use crate::store::{LogLine, LogStore, ParamStore, RunStore, Stream};
+
+mod recorder;
+use recorder::Recorder;
+
+/// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
+pub const EXIT_INTERRUPTED: u8 = 75;
+
+/// How long output is still read after the command exited. A process it left in the
+/// background may hold its stdout/stderr open for as long as it lives; tap does not wait for
+/// it (regression: `tap run -- sh -c 'sleep 40 & exit 0'` took 40 s, and SIGTERM to tap did
+/// not end it). Two seconds let what the command itself wrote arrive.
+const OUTPUT_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub experiment: String,
+    pub resume: bool,
+    pub command: Vec<String>,
+    /// Signal the child gets on an interruption notice.
+    pub interrupt_signal: Signal,
+    /// How long the child may take for its final checkpoint after a notice (EC2 gives 120 s;
+    /// the rest is for the upload).
+    pub checkpoint_deadline: Duration,
+    /// A file whose appearance means "interruption notice".
+    pub notice_file: Option<PathBuf>,
+    /// tap-agent's runtime directory (registration, drain, notice.json); None: not on a node.
+    pub runtime: Option<RuntimeDir>,
+    /// Per-run scratch directories are created below this.
+    pub runs_dir: PathBuf,
+    pub host: String,
+    pub instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The run as recorded; None when tap stopped before the command started.
+    pub run: Option<Run>,
+    pub exit_code: u8,
+}
+
+/// `TAP_HP_LEARNING_RATE` for `learning_rate`.
+pub fn hparam_env_name(name: &str) -> String {
+    let upper: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("TAP_HP_{upper}")
+}
+
+/// How long the child gets for its final checkpoint: the configured deadline, but when the
+/// notice says how long the node has, no more than that less a reserve for the upload (a
+/// third of what is left, at least 20 s). EC2's two minutes leave the child about 80 s.
+pub fn checkpoint_budget(configured: Duration, remaining: Option<Duration>) -> Duration {
+    match remaining {
+        None => configured,
+        Some(r) => configured.min(r.saturating_sub((r / 3).max(Duration::from_secs(20)))),
+    }
+}
+
+/// The node's runtime directory: the one given (flag or TAP_RUNTIME_DIR), else
+/// [`tap_core::notice::DEFAULT_RUNTIME_DIR`] where tap-agent created it (on a node).
+pub fn runtime_dir(given: Option<&Path>) -> Option<RuntimeDir> {
+    match given {
+        Some(d) => Some(RuntimeDir::new(d)),
+        None => {
+            let d = Path::new(tap_core::notice::DEFAULT_RUNTIME_DIR);
+            d.is_dir().then(|| RuntimeDir::new(d))
+        }
+    }
+}
+
+/// Why the node takes no new work, when `tap run` should not start here.
+pub fn draining(opts: &RunOptions) -> Option<String> {
+    opts.runtime.as_ref().and_then(RuntimeDir::draining)
+}
+
+/// Removes the registration when `tap run` ends, however it ends.
+struct Registered(Option<PathBuf>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+enum Event {
+    Line(Stream, String),
+    Metrics(MetricsLine),
+    BadMetricsLine(String),
+    /// Upload `id` (of the checkpoint at a step) ended: the new checkpoint (None: the
+    /// directory was unchanged), or why not.
+    Uploaded(String, u64, Result<Option<Committed>, String>),
+}
+
+/// Checkpoint uploads run one at a time. A checkpoint announced while one uploads waits;
+/// only the newest waits, since the directory holds only the newest checkpoint anyway.
+#[derive(Debug)]
+struct UploadQueue {
+    run_id: String,
+    count: u32,
+    busy: bool,
+    pending: Option<u64>,
+}
+
+impl UploadQueue {
+    fn new(run_id: &str) -> UploadQueue {
+        UploadQueue { run_id: run_id.to_owned(), count: 0, busy: false, pending: None }
+    }
+
+    /// The id of the next checkpoint of this run.
+    fn next_id(&mut self) -> String {
+        self.count += 1;
+        format!("{}-{:04}", self.run_id, self.count)
+    }
+
+    /// A checkpoint at `step` was announced: the upload to start now, if any.
+    fn announce(&mut self, step: u64) -> Option<(String, u64)> {
+        if self.busy {
+            self.pending = Some(step);
+            return None;
+        }
+        self.busy = true;
+        Some((self.next_id(), step))
+    }
+
+    /// The running upload ended: the waiting one to start, if any.
+    fn finished(&mut self) -> Option<(String, u64)> {
+        self.busy = false;
+        self.pending.take().and_then(|step| self.announce(step))
+    }
+}
+
+/// One line as read, without its `\n` or `\r\n`.
+fn line_bytes(raw: &[u8]) -> &[u8] {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    raw.strip_suffix(b"\r").unwrap_or(raw)
+}
+
+/// One line as read, without its end, decoded; an error when it is not UTF-8.
+fn decode_line(raw: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    std::str::from_utf8(line_bytes(raw))
+}
+
+/// Tails the metrics file: new complete lines as they are written. Read as bytes: a line that
+/// is not UTF-8 or not a metrics line is reported with its number and skipped, and reading goes
+/// on (regression: one such line used to end metric reading, and with it every later
+/// checkpoint upload, silently).
+async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut offset = 0u64;
+    let mut partial: Vec<u8> = Vec::new();
+    let mut number = 0u64;
+    loop {
+        let finished = *stop.borrow();
+        if let Ok(mut f) = tokio::fs::File::open(&path).await
+            && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+            && let Ok(n) = f.read_to_end(&mut partial).await
+        {
+            offset += n as u64;
+            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = partial.drain(..=i).collect();
+                number += 1;
+                let ev = match decode_line(&raw).map(str::trim) {
+                    Ok("") => continue,
+                    Ok(line) => match parse_metrics_line(line) {
+                        Ok(m) => Event::Metrics(m),
+                        Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: {line}: {e}")),
+                    },
+                    Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: not UTF-8 ({e})")),
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if finished {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Forwards the child's output line by line, read as bytes: bytes that are not UTF-8 are
+/// shown and recorded as U+FFFD (the line is kept), said once per stream with the first such
+/// line's number, and reading goes on until the pipe closes (regression: tap stopped reading
+/// at such a byte, and the command died of SIGPIPE).
+async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, tx: mpsc::Sender<Event>) {
+    let mut reader = BufReader::new(reader);
+    let mut raw = Vec::new();
+    let mut number = 0u64;
+    let mut warned = false;
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => number += 1,
+        }
+        let line = match decode_line(&raw) {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                if !warned {
+                    warned = true;
+                    eprintln!(
+                        "tap: line {number} of the command's {} is not UTF-8; such bytes are kept as U+FFFD",
+                        stream.as_str()
+                    );
+                }
+                String::from_utf8_lossy(line_bytes(&raw)).into_owned()
+            }
+        };
+        if tx.send(Event::Line(stream, line)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What stops `tap run` from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sig {
+    Int,
+    Term,
+    /// SIGUSR1 or the notice file: an interruption notice.
+    Notice,
+}
+
+impl Sig {
+    /// tap's exit status when this ends it before the command started.
+    fn exit_code(self) -> u8 {
+        match self {
+            Sig::Int => 130,
+            Sig::Term => 143,
+            Sig::Notice => EXIT_INTERRUPTED,
+        }
+    }
+}
+
+/// tap's signal handlers, installed before anything else so that no phase (start-up,
+/// restore, the command, the final upload) dies of a signal's default action.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    notice_file: Option<PathBuf>,
+    poll: tokio::time::Interval,
+}
+
+impl Signals {
+    fn install(notice_file: Option<PathBuf>) -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            notice_file,
+            poll: tokio::time::interval(NOTICE_POLL),
+        })
+    }
+
+    /// The next signal; a notice (SIGUSR1, or the notice file found) only when `notices`.
+    async fn next(&mut self, notices: bool) -> Sig {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return Sig::Int,
+                _ = self.term.recv() => return Sig::Term,
+                _ = self.usr1.recv() => if notices { return Sig::Notice },
+                _ = self.poll.tick(), if notices && self.notice_file.is_some() => {
+                    if self.notice_file.as_ref().is_some_and(|f| f.exists()) {
+                        return Sig::Notice;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often the notice file is looked for.
+const NOTICE_POLL: Duration = Duration::from_millis(500);
+
+/// After tap forwards SIGTERM or SIGINT (or a notice's deadline passed and tap sent SIGTERM),
+/// the command has this long to exit before it and its process group get SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(10);
+
+/// What is left of the command's process group after it exited gets SIGTERM, then SIGKILL
+/// after this.
+pub const GROUP_TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// After SIGTERM or SIGINT to tap, the final checkpoint upload may take this long; then it is
+/// cancelled (LATEST stays on the previous complete checkpoint). With [`TERM_GRACE`], the
+/// output drain, [`GROUP_TERM_GRACE`] and the recorder's last write, SIGTERM ends everything
+/// within a minute ([`SIGTERM_BOUND`]).
+pub const FINAL_UPLOAD_AFTER_TERM: Duration = Duration::from_secs(20);
+
+/// Documented bound from SIGTERM to tap's exit (README): 10 + 2 + 3 + 20 + 20 s, rounded up.
+pub const SIGTERM_BOUND: Duration = Duration::from_secs(60);
+
+/// Where the command is, as the supervisor drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// It runs; no notice, no stop asked.
+    Running,
+    /// A notice reached it; it has until the deadline for its final checkpoint.
+    Checkpointing,
+    /// SIGTERM or SIGINT sent; SIGKILL (to its group) at the deadline.
+    Terminating,
+    /// SIGKILL sent.
+    Killed,
+}
+
+/// A periodic upload in flight.
+struct InFlight {
+    id: String,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+    moved_before: u64,
+    /// Bytes it has to send (known once hashed).
+    to_send: Arc<AtomicU64>,
+}
+
+/// A committed checkpoint and what committing it cost.
+struct Committed {
+    manifest: Manifest,
+    sample: commit::Sample,
+}
+
+/// Hashes `dir`, and unless nothing changed since `previous`, uploads it as checkpoint `id`
+/// and moves LATEST to it, measuring each part for the planner.
+#[allow(clippy::too_many_arguments)]
+async fn commit_checkpoint<O: ObjectStore>(
+    objects: &O,
+    experiment: &str,
+    run_id: &str,
+    id: &str,
+    step: u64,
+    dir: &Path,
+    previous: Option<&Manifest>,
+    to_send: &AtomicU64,
+) -> Result<Option<Committed>, checkpoint::CheckpointError> {
+    let t0 = Instant::now();
+    let files = checkpoint::hash_files(dir).await?;
+    let hash_s = t0.elapsed().as_secs_f64();
+    if files.is_empty() || previous.is_some_and(|p| p.files == files) {
+        return Ok(None);
+    }
+    let known: std::collections::HashSet<&str> =
+        previous.map(|p| p.files.iter().map(|f| f.sha256.as_str()).collect()).unwrap_or_default();
+    let changed: Vec<PathBuf> = files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| dir.join(&f.path)).collect();
+    to_send.store(files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| f.size).sum(), Ordering::Relaxed);
+    let child_write_s = crate::blocking::run(move |_| write_time(&changed)).await;
+    let moved = objects.bytes_moved();
+    let t1 = Instant::now();
+    let manifest = checkpoint::upload_hashed(objects, checkpoint::Space::Checkpoints, experiment, run_id, id, Some(step), dir, files).await?;
+    let up_s = t1.elapsed().as_secs_f64();
+    let sent_bytes = objects.bytes_moved().saturating_sub(moved);
+    let (send_s, other_s) = if sent_bytes > 0 { (up_s, 0.0) } else { (0.0, up_s) };
+    let sample =
+        commit::Sample { total_bytes: manifest.total_bytes(), sent_bytes, hash_s, send_s, other_s, child_write_s };
+    Ok(Some(Committed { manifest, sample }))
+}
+
+/// How long the training process took to write `files`: newest change − oldest creation
+/// (statx birth time); 0 where the filesystem does not keep birth times.
+fn write_time(files: &[PathBuf]) -> f64 {
+    let (mut first, mut last) = (None::<std::time::SystemTime>, None::<std::time::SystemTime>);
+    for f in files {
+        let Ok(meta) = std::fs::metadata(f) else { continue };
+        let (Ok(born), Ok(changed)) = (meta.created(), meta.modified()) else { return 0.0 };
+        first = Some(first.map_or(born, |t| t.min(born)));
+        last = Some(last.map_or(changed, |t| t.max(changed)));
+    }
+    match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).map_or(0.0, |d| d.as_secs_f64()),
+        _ => 0.0,
+    }
+}
+
+/// What `tap run` prepares before the command starts (and may be cancelled during).
+struct Prepared {
+    hparams: BTreeMap<String, HparamUse>,
+    flat: BTreeMap<String, String>,
+    resumed: Option<Manifest>,
+}
+
+async fn prepare<P: ParamStore, O: ObjectStore>(
+    params: &P,
+    objects: &O,
+    opts: &RunOptions,
+    ckpt_dir: &Path,
+    hparams_file: &Path,
+) -> anyhow::Result<Prepared> {
+    let dir = ckpt_dir.to_owned();
+    crate::blocking::run(move |_| std::fs::create_dir_all(&dir))
+        .await
+        .with_context(|| format!("creating {}", ckpt_dir.display()))?;
+    let params = params.list_params().await?;
+    let hparams: BTreeMap<String, HparamUse> =
+        params.iter().map(|p| (p.name.clone(), HparamUse { value: p.value.clone(), version: p.version })).collect();
+    let flat: BTreeMap<String, String> = params.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+    let body = serde_json::to_vec_pretty(&flat)?;
+    let file = hparams_file.to_owned();
+    crate::blocking::run(move |_| std::fs::write(&file, body))
+        .await
+        .with_context(|| format!("writing {}", hparams_file.display()))?;
+    let mut resumed = None;
+    if opts.resume {
+        match checkpoint::latest(objects, &opts.experiment).await? {
+            Some(m) => {
+                eprintln!(
+                    "tap: restoring checkpoint {} of run {} ({} files, {})",
+                    m.checkpoint_id,
+                    m.run_id,
+                    m.files.len(),
+                    commit::bytes(m.total_bytes())
+                );
+                checkpoint::restore(objects, &m, ckpt_dir).await?;
+                eprintln!("tap: resuming from checkpoint {} of run {}", m.checkpoint_id, m.run_id);
+                resumed = Some(m);
+            }
+            None => eprintln!("tap: no checkpoint of experiment {} yet; starting fresh", opts.experiment),
+        }
+    }
+    Ok(Prepared { hparams, flat, resumed })
+}
+
+/// Stops what the cancelled start-up left running and removes the run's scratch directory:
+/// nothing half-written stays behind.
+async fn abandon(work: &Path) {
+    if !crate::blocking::settle(Duration::from_secs(10)).await {
+        eprintln!("tap: a copy is still running after 10 s; {} may keep a partial file", work.display());
+    }
+    let dir = work.to_owned();
+    let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(dir)).await;
+}
+
+/// Sends `sig` to the command's process group (its pgid is its pid: `process_group(0)`).
+fn signal_group(pid: Pid, sig: Signal) -> bool {
+    nix::sys::signal::killpg(pid, sig).is_ok()
+}
+
+/// Ends what is left of the command's process group: SIGTERM, then SIGKILL after
+/// [`GROUP_TERM_GRACE`]. Silent when nothing is left.
+async fn reap_group(pid: Pid) {
+    if !signal_group(pid, Signal::SIGTERM) {
+        return;
+    }
+    eprintln!("tap: processes the command left behind got SIGTERM");
+    let until = Instant::now() + GROUP_TERM_GRACE;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if nix::sys::signal::killpg(pid, None).is_err() {
+            return;
+        }
+    }
+    eprintln!("tap: they still ran {GROUP_TERM_GRACE:?} later; sent SIGKILL");
+    let _ = signal_group(pid, Signal::SIGKILL);
+}
+
+/// Prepares the scratch directory, resumes if asked, runs the child, records everything.
+pub async fn run<R, P, L, O>(
+    store: &R,
+    params: &P,
+    logs_store: &L,
+    objects: &O,
+    opts: &RunOptions,
+) -> anyhow::Result<Outcome>
+where
+    R: RunStore,
+    P: ParamStore,
+    L: LogStore,
+    O: ObjectStore + 'static + Clone,
+{
+    let Some((program, args)) = opts.command.split_first() else { bail!("no command given: tap run -- <command...>") };
+    let notice_file = opts.notice_file.clone().or_else(|| opts.runtime.as_ref().map(RuntimeDir::notice_path));
+    let mut signals = Signals::install(notice_file.clone())?;
+    let started = now_ms();
+    let run_id = new_run_id(started, fastrand::u32(..));
+    let work = opts.runs_dir.join(&run_id);
+    let ckpt_dir = work.join("checkpoint");
+    let metrics_file = work.join("metrics.jsonl");
+    let hparams_file = work.join("hparams.json");
+
+    // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
+    // before we registered is found by the notice-file poll (it fires at once).
+    let _registered = Registered(opts.runtime.as_ref().and_then(|rt| {
+        rt.register(&Registration::this_process(&run_id, &opts.experiment, started))
+            .map_err(|e| {
+                eprintln!(
+                    "tap: not registered with tap-agent ({}: {e}); notices reach this run only by signal",
+                    rt.root().display()
+                )
+            })
+            .ok()
+    }));
+
+    // Start-up (hyperparameters, the restore): a notice or a stop ends it cleanly.
+    let prepared = tokio::select! {
+        p = prepare(params, objects, opts, &ckpt_dir, &hparams_file) => match p {
+            Ok(p) => p,
+            Err(e) => {
+                abandon(&work).await;
+                return Err(e);
+            }
+        },
+        sig = signals.next(true) => {
+            abandon(&work).await;
+            let what = if opts.resume { "restoring the checkpoint" } else { "start-up" };
+            let why = match sig { Sig::Notice => "an interruption notice", Sig::Int => "SIGINT", Sig::Term => "SIGTERM" };
+            eprintln!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
+            return Ok(Outcome { run: None, exit_code: sig.exit_code() });
+        }
+    };
+    let Prepared { hparams, flat, resumed } = prepared;
+
+    let mut record = Run {
+        instance_id: opts.instance_id.clone(),
+        hparams,
+        resumed_from: resumed.as_ref().map(|m| m.run_id.clone()),
+        group: std::env::var("TAP_RUN_GROUP").ok().filter(|g| tap_core::runs::valid_name(g)),
+        node_rank: std::env::var("NODE_RANK").ok().and_then(|r| r.parse().ok()),
+        supervisor: crate::liveness::this_process(),
+        ..Run::new(&opts.experiment, &run_id, opts.command.clone(), &opts.host, started)
+    };
+    if let Err(e) = store.create_run(&record).await {
+        abandon(&work).await;
+        return Err(e.into());
+    }
+    tell_job(store, &record).await;
+    eprintln!("tap: run {}/{run_id} started", opts.experiment);
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("TAP_EXPERIMENT", &opts.experiment)
+        .env("TAP_RUN_ID", &run_id)
+        .env("TAP_CHECKPOINT_DIR", &ckpt_dir)
+        .env("TAP_METRICS_FILE", &metrics_file)
+        .env("TAP_HPARAMS_FILE", &hparams_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: the terminal's Ctrl-C reaches tap, which forwards it once,
+        // and what the command leaves behind can be ended as a group.
+        .process_group(0);
+    for (name, value) in &flat {
+        cmd.env(hparam_env_name(name), value);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("cannot start {program}: {e}");
+            store
+                .update_run(&opts.experiment, &run_id, |r| {
+                    r.status = RunStatus::Failed;
+                    r.ended_ms = Some(now_ms());
+                })
+                .await?;
+            bail!(msg);
+        }
+    };
+    // Never 0: kill(0, ..) would signal tap's own process group.
+    let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
+
+    let (recorder, recorder_task) = Recorder::new(&record);
+    let supervise = async {
+        let (tx, mut rx) = mpsc::channel::<Event>(1024);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let out_task = tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone()));
+        let err_task = tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone()));
+        let tail_task = tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx));
+
+        let mut seq = 0u64;
+        let mut step = 0u64;
+        let mut uploads = UploadQueue::new(&run_id);
+        let mut in_flight: Option<InFlight> = None;
+        let mut last_manifest = resumed.clone();
+        let mut last_commit = resumed.as_ref().map(|m| commit::Commit {
+            id: m.checkpoint_id.clone(),
+            committed_ms: m.created_ms,
+            step: m.step,
+        });
+        let mut samples: Vec<commit::Sample> = Vec::new();
+        let mut warned_forecast = false;
+        let mut phase = Phase::Running;
+        let mut stop_asked = 0u32;
+        let mut exit_status = None;
+        let mut exited_at: Option<Instant> = None;
+        let deadline = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(deadline);
+
+        let start_upload = |(id, step): (String, u64), previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
+            let moved_before = objects.bytes_moved();
+            let objects = objects.clone();
+            let exp = opts.experiment.clone();
+            let run_id = run_id.clone();
+            let dir = ckpt_dir.clone();
+            let to_send = Arc::new(AtomicU64::new(0));
+            let sending = to_send.clone();
+            let upload_id = id.clone();
+            let task = tokio::spawn(async move {
+                let result =
+                    commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending).await;
+                let _ = tx.send(Event::Uploaded(upload_id, step, result.map_err(|e| e.to_string()))).await;
+            });
+            InFlight { id, task, started: Instant::now(), moved_before, to_send }
+        };
+
+        loop {
+            tokio::select! {
+                status = child.wait(), if exit_status.is_none() => {
+                    exit_status = Some(status.context("waiting for the child")?);
+                    exited_at = Some(Instant::now());
+                    // Drain what the child wrote before it exited.
+                    let _ = stop_tx.send(true);
+                }
+                Some(ev) = rx.recv() => match ev {
+                    Event::Line(stream, text) => {
+                        match stream {
+                            Stream::Stdout => println!("{text}"),
+                            Stream::Stderr => eprintln!("{text}"),
+                        }
+                        recorder.line(LogLine { seq, ts_ms: now_ms(), stream, text });
+                        seq += 1;
+                    }
+                    Event::Metrics(m) => {
+                        let (s, values, is_ckpt) = match m {
+                            MetricsLine::Metrics { step, values } => (step, values, false),
+                            MetricsLine::Checkpoint { step, values } => (step, values, true),
+                        };
+                        step = s.unwrap_or(step + u64::from(!values.is_empty()));
+                        for (name, value) in values {
+                            record.final_metrics.insert(name.clone(), value);
+                            recorder.point(MetricPoint { step, name, value, ts_ms: now_ms() });
+                        }
+                        recorder.record(&record);
+                        if is_ckpt && let Some(next) = uploads.announce(step) {
+                            in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
+                        }
+                    }
+                    Event::BadMetricsLine(e) => eprintln!("tap: ignoring {e}"),
+                    Event::Uploaded(id, ckpt_step, result) => {
+                        let periodic = record.interruption.is_none();
+                        let current = in_flight.as_ref().is_some_and(|f| f.id == id);
+                        match result {
+                            Ok(Some(c)) => {
+                                let s = &c.sample;
+                                if periodic {
+                                    samples.push(c.sample);
+                                    record.forecast = commit::forecast(&samples, commit::DEFAULT_AGENT_POLL_S);
+                                }
+                                let plan = record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
+                                eprintln!(
+                                    "tap: checkpoint {id} committed in {:.2} s ({} files, {} hashed in {:.2} s, {} sent in {:.2} s){plan}",
+                                    s.commit_s(), c.manifest.files.len(), commit::bytes(s.total_bytes), s.hash_s,
+                                    commit::bytes(s.sent_bytes), s.send_s + s.other_s,
+                                );
+                                if let Some(w) = record.forecast.as_ref().and_then(commit::Forecast::warning)
+                                    && !warned_forecast
+                                {
+                                    warned_forecast = true;
+                                    eprintln!("tap: warning: {w}");
+                                }
+                                record.checkpoint = Some(id.clone());
+                                last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(ckpt_step) });
+                                last_manifest = Some(c.manifest);
+                                recorder.record(&record);
+                            }
+                            Ok(None) => {}
+                            Err(e) => eprintln!("tap: checkpoint {id} not uploaded: {e}"),
+                        }
+                        if current {
+                            in_flight = None;
+                            if let Some(next) = uploads.finished() {
+                                in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
+                            }
+                        }
+                    }
+                },
+                sig = signals.next(record.interruption.is_none()) => match sig {
+                    Sig::Notice => {
+                        let i = notice(exit_status.is_none().then_some(pid), opts, notice_file.as_deref(), deadline.as_mut());
+                        if exit_status.is_none() {
+                            phase = Phase::Checkpointing;
+                        }
+                        // An upload in flight goes on only if it lands before the deadline.
+                        if let Some(f) = &in_flight {
+                            let end = commit::deadline_ms(i.noticed_ms, i.deadline_ms);
+                            let left_s = (end - now_ms()) as f64 / 1000.0;
+                            let moved = objects.bytes_moved().saturating_sub(f.moved_before);
+                            let forecast = record.forecast.as_ref().map(|p| p.commit_s);
+                            let elapsed = f.started.elapsed().as_secs_f64();
+                            if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s) {
+                                f.task.abort();
+                                eprintln!(
+                                    "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
+                                     the final checkpoint goes first, LATEST stays on {}",
+                                    f.id, record.checkpoint.as_deref().unwrap_or("the previous one")
+                                );
+                                in_flight = None;
+                                uploads.busy = false;
+                                if let Some(next) = uploads.pending.take().and_then(|s| uploads.announce(s)) {
+                                    in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
+                                }
+                            }
+                        }
+                        record.interruption = Some(i);
+                        recorder.record(&record);
+                    }
+                    Sig::Int | Sig::Term => {
+                        stop_asked += 1;
+                        if exit_status.is_none() {
+                            if stop_asked == 1 {
+                                let s = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
+                                let _ = kill(pid, s);
+                                eprintln!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
+                                phase = Phase::Terminating;
+                                deadline.as_mut().reset(Instant::now() + TERM_GRACE);
+                            } else {
+                                eprintln!("tap: killing the command and its process group");
+                                signal_group(pid, Signal::SIGKILL);
+                                phase = Phase::Killed;
+                            }
+                        }
+                    }
+                },
+                () = &mut deadline, if exit_status.is_none() && matches!(phase, Phase::Checkpointing | Phase::Terminating) => {
+                    if phase == Phase::Checkpointing {
+                        eprintln!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
+                        let _ = kill(pid, Signal::SIGTERM);
+                        deadline.as_mut().reset(Instant::now() + TERM_GRACE);
+                        phase = Phase::Terminating;
+                    } else {
+                        eprintln!("tap: still running {TERM_GRACE:?} after SIGTERM; sending SIGKILL to its process group");
+                        signal_group(pid, Signal::SIGKILL);
+                        phase = Phase::Killed;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if exited_at.is_some() => {}
+            }
+            let pipes_open = !(out_task.is_finished() && err_task.is_finished());
+            if pipes_open && rx.is_empty() && exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_DRAIN_AFTER_EXIT) {
+                eprintln!(
+                    "tap: the command exited, but a process it started still holds its output open; ending its process group"
+                );
+                reap_group(pid).await;
+                out_task.abort();
+                err_task.abort();
+                exited_at = None;
+            }
+            if exit_status.is_some()
+                && out_task.is_finished()
+                && err_task.is_finished()
+                && tail_task.is_finished()
+                && rx.is_empty()
+                && !uploads.busy
+            {
+                break;
+            }
+        }
+        // Whatever the command left in its process group ends with it.
+        reap_group(pid).await;
+        recorder.record(&record);
+
+        // A last sync of the checkpoint directory (the child may have saved without
+        // announcing). A stop (SIGINT/SIGTERM) bounds it; a second one cancels it.
+        if stop_asked < 2 {
+            let id = uploads.next_id();
+            let sending = AtomicU64::new(0);
+            let sync = commit_checkpoint(objects, &opts.experiment, &run_id, &id, step, &ckpt_dir, last_manifest.as_ref(), &sending);
+            tokio::pin!(sync);
+            let limit = tokio::time::sleep(if stop_asked > 0 { FINAL_UPLOAD_AFTER_TERM } else { Duration::from_secs(365 * 24 * 3600) });
+            tokio::pin!(limit);
+            let cancelled = loop {
+                tokio::select! {
+                    r = &mut sync => {
+                        match r {
+                            Ok(Some(c)) => {
+                                eprintln!(
+                                    "tap: final checkpoint {id} committed in {:.2} s ({} files, {} sent)",
+                                    c.sample.commit_s(), c.manifest.files.len(), commit::bytes(c.sample.sent_bytes)
+                                );
+                                record.checkpoint = Some(id.clone());
+                                last_commit = Some(commit::Commit { id: id.clone(), committed_ms: now_ms(), step: Some(step) });
+                            }
+                            Ok(None) => {}
+                            Err(e) => eprintln!("tap: final checkpoint not uploaded: {e}"),
+                        }
+                        break None;
+                    }
+                    sig = signals.next(false) => if sig != Sig::Notice { break Some("a signal") },
+                    () = &mut limit => break Some("the time after a stop"),
+                }
+            };
+            if let Some(why) = cancelled {
+                eprintln!(
+                    "tap: final checkpoint upload cancelled by {why}; LATEST stays on {}",
+                    record.checkpoint.as_deref().unwrap_or("the previous checkpoint")
+                );
+                drop(sync);
+                crate::blocking::settle(Duration::from_secs(5)).await;
+            }
+        }
+
+        let status = exit_status.context("child status")?;
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(i) = record.interruption.as_mut() {
+            let v = commit::verdict(i.noticed_ms, commit::deadline_ms(i.noticed_ms, i.deadline_ms), last_commit.as_ref(), step);
+            eprintln!("tap: final checkpoint {}", v.line());
+            i.verdict = Some(v);
+        }
+        record.status = if record.interruption.is_some() {
+            RunStatus::Interrupted
+        } else if status.success() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let exit_code = match record.status {
+            RunStatus::Interrupted => EXIT_INTERRUPTED,
+            _ => status.code().map_or_else(|| 128 + status.signal().unwrap_or(0) as u8, |c| c as u8),
+        };
+        record.ended_ms = Some(now_ms());
+        record.exit_code = status.code();
+        record.signal = status.signal();
+        let stored = recorder.finish(&record).await;
+        let run = stored.unwrap_or_else(|| record.clone());
+        tell_job(store, &run).await;
+        eprintln!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
+        Ok(Outcome { run: Some(run), exit_code })
+    };
+    let (outcome, ()) = tokio::join!(supervise, recorder_task.run(store, logs_store));
+    outcome
+}
+
+/// Tells the multi-node job this run is a node of (its record, which `tap launch` writes;
+/// `TAP_JOB_ATTEMPT` says which attempt this node belongs to) how the run is doing. A job
+/// without a record is fine; a store error is reported, never fatal to the run.
+async fn tell_job<R: RunStore>(store: &R, run: &Run) {
+    let attempt = std::env::var("TAP_JOB_ATTEMPT").ok().and_then(|a| a.parse::<u32>().ok());
+    let (Some(group), Some(attempt)) = (&run.group, attempt) else { return };
+    let node = run.clone();
+    match store
+        .update_run(&run.experiment_id, group, |job| {
+            tap_core::runs::record_node_run(job, attempt, &node);
+        })
+        .await
+    {
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Err(e) => eprintln!("tap: could not record this node in job {group}: {e}"),
+    }
+}
+
+/// Acts on a notice: reads the notice file when there is one (its deadline bounds the
+/// checkpoint budget), signals the child, arms the deadline; returns what to record.
+fn notice(
+    pid: Option<Pid>,
+    opts: &RunOptions,
+    file: Option<&Path>,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Interruption {
+    let now = now_ms();
+    let n = file.map(tap_core::notice::read_notice_file);
+    let i = match n {
+        Some(Ok(Some(n))) => Interruption {
+            kind: n.kind.as_str().to_owned(),
+            reason: n.reason,
+            noticed_ms: now,
+            deadline_ms: Some(n.deadline_ms),
+            verdict: None,
+        },
+        Some(Err(e)) => {
+            eprintln!("tap: the notice file is unreadable ({e}); acting on it anyway");
+            Interruption { kind: "notice-file".into(), reason: e, noticed_ms: now, deadline_ms: None, verdict: None }
+        }
+        Some(Ok(None)) | None => Interruption {
+            kind: "signal".into(),
+            reason: "SIGUSR1 to tap run".into(),
+            noticed_ms: now,
+            deadline_ms: None,
+            verdict: None,
+        },
+    };
+    let left = i.deadline_ms.map(|d| Duration::from_millis((d - now).max(0) as u64));
+    let budget = checkpoint_budget(opts.checkpoint_deadline, left);
+    eprintln!(
+        "tap: interruption notice ({}: {}): sending {} to the training process, waiting up to {:.0?} for its checkpoint",
+        i.kind, i.reason, opts.interrupt_signal, budget
+    );
+    if let Some(pid) = pid {
+        let _ = kill(pid, opts.interrupt_signal);
+    }
+    deadline.reset(Instant::now() + budget);
+    i
+}
+
+/// The host name, for run records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// The EC2 instance id of this node, for run records: from IMDSv2, asked only on EC2 (DMI
+/// says "Amazon EC2") so a laptop never waits on a metadata timeout.
+pub async fn instance_id() -> Option<String> {
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let vendor = std::fs::read_to_string("/sys/devices/virtual/dmi/id/board_vendor").unwrap_or_default();
+    let hypervisor = std::fs::read_to_string("/sys/hypervisor/uuid").unwrap_or_default();
+    if vendor.trim() != "Amazon EC2" && !hypervisor.starts_with("ec2") {
+        return None;
+    }
+    let client = aws_config::imds::Client::builder()
+        .max_attempts(1)
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .build();
+    client.get("/latest/meta-data/instance-id").await.ok().map(|s| s.as_ref().to_owned())
+}
+
+pub fn default_runs_dir(home: &Path) -> PathBuf {
+    home.join("runs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_instance_id_off_ec2() {
+        if !std::path::Path::new("/sys/hypervisor/uuid").exists() {
+            assert_eq!(instance_id().await, None);
+        }
+    }
+
+    #[test]
+    fn uploads_go_one_at_a_time_and_only_the_newest_waits() {
+        let mut q = UploadQueue::new("r");
+        assert_eq!(q.announce(10), Some(("r-0001".into(), 10)));
+        assert_eq!(q.announce(20), None, "busy: waits");
+        assert_eq!(q.announce(30), None, "replaces the waiting one");
+        assert_eq!(q.finished(), Some(("r-0002".into(), 30)));
+        assert_eq!(q.finished(), None);
+        assert!(!q.busy);
+        assert_eq!(q.next_id(), "r-0003", "the final sync gets the next id");
+    }
+
+    #[test]
+    fn checkpoint_budget_leaves_time_to_upload() {
+        let s = Duration::from_secs;
+        assert_eq!(checkpoint_budget(s(90), None), s(90));
+        assert_eq!(checkpoint_budget(s(90), Some(s(120))), s(80), "EC2's two minutes: 40 s kept for the upload");
+        assert_eq!(checkpoint_budget(s(90), Some(s(300))), s(90), "never more than configured");
+        assert_eq!(checkpoint_budget(s(90), Some(s(30))), s(10), "at least 20 s kept");
+        assert_eq!(checkpoint_budget(s(90), Some(s(5))), s(0));
+    }
+
+    #[test]
+    fn hparam_env_names() {
+        assert_eq!(hparam_env_name("learning_rate"), "TAP_HP_LEARNING_RATE");
+        assert_eq!(hparam_env_name("model.depth-2"), "TAP_HP_MODEL_DEPTH_2");
+    }
+}
