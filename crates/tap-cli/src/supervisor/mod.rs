@@ -546,7 +546,7 @@ where
         },
         sig = signals.next(true) => {
             abandon(&work).await;
-            let what = if opts.resume { "restoring the checkpoint" } else { "start-up" };
+            let what = if opts.resume { "the checkpoint restore" } else { "start-up" };
             let why = match sig { Sig::Notice => "an interruption notice", Sig::Int => "SIGINT", Sig::Term => "SIGTERM" };
             eprintln!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
             return Ok(Outcome { run: None, exit_code: sig.exit_code() });
@@ -966,6 +966,9 @@ pub async fn instance_id() -> Option<String> {
 pub fn default_runs_dir(home: &Path) -> PathBuf {
     home.join("runs")
 }
+
+#[cfg(test)]
+mod fault_tests;
 
 #[cfg(test)]
 mod tests {
