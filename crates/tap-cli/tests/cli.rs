@@ -94,6 +94,18 @@ fn interrupt_after_progress(child: std::process::Child, runs: impl Fn() -> serde
     child.wait_with_output().expect("wait")
 }
 
+/// Waits (at most `limit`) until `path` exists.
+fn wait_for_file(path: &std::path::Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !path.exists() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 mod local {
     use std::path::Path;
     use std::process::{Command, Output, Stdio};
@@ -300,9 +312,11 @@ mod local {
             std::thread::sleep(Duration::from_millis(100));
         };
         let grandchild = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        let left_alive = alive(grandchild.trim());
         if let Ok(pid) = grandchild.trim().parse::<i32>() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
+        assert!(!left_alive, "what the command left in its process group is ended");
         let Some(status) = status else {
             let _ = child.kill();
             panic!("tap still waits for the background process 60 s after the command exited");
@@ -312,6 +326,166 @@ mod local {
         assert!(text(&out.stdout).contains("started"), "the command's own output is kept");
         assert!(text(&out.stderr).contains("still holds its output open"), "{}", text(&out.stderr));
         assert_eq!(json(home.path(), &["runs", "list"])[0]["status"], "succeeded");
+    }
+
+    /// Waits (at most `limit`) for `child` to exit.
+    fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn alive(pid: &str) -> bool {
+        // A zombie is as good as gone.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    }
+
+    /// Regression (`kill -9` of `tap run` left the run `running` forever, and `tap logs
+    /// --follow` on it never returned): every reader shows it as lost, and follow ends with a
+    /// line saying so.
+    #[test]
+    fn a_run_whose_tap_was_killed_is_lost_and_logs_follow_ends() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let pidfile = h.join("command.pid");
+        let script = format!("echo hello; echo $$ > {}; exec sleep 30", pidfile.display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["run", "-e", "k9", "--", "sh", "-c", &script])
+            .env("TAP_HOME", h)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tap run");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let id = loop {
+            let list = json(h, &["runs", "list"]);
+            if let Some(id) = list[0]["run_id"].as_str() {
+                assert_eq!(list[0]["status"], "running", "alive while its tap runs: {list}");
+                break id.to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "the run never started");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+        assert_eq!(json(h, &["runs", "list"])[0]["status"], "lost");
+        assert_eq!(json(h, &["runs", "show", &id])["run"]["status"], "lost");
+        let show = text(&tap_in(h, &["runs", "show", &id]).stdout);
+        assert!(show.contains("status:      lost") && show.contains("last heartbeat"), "{show}");
+        let mut follow = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["logs", "--follow", &id])
+            .env("TAP_HOME", h)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tap logs");
+        let status = wait_bounded(&mut follow, Duration::from_secs(30)).expect("logs --follow ends on a lost run");
+        let out = follow.wait_with_output().expect("output");
+        assert!(status.success());
+        assert!(text(&out.stdout).contains(&format!("tap: run {id} is lost")), "{}", text(&out.stdout));
+        // The command outlived its tap (nobody is left to clean up after kill -9).
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+
+    /// Regression (SIGTERM to tap did not end a command that ignores it): the command gets
+    /// TERM_GRACE, then it and its process group are killed, and tap ends within its bound.
+    #[test]
+    fn sigterm_to_tap_ends_a_command_that_ignores_it_and_its_group() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let pidfile = home.path().join("grandchild.pid");
+        let script = format!("trap '' TERM; sleep 300 & echo $! > {}; echo ready; wait; sleep 300", pidfile.display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["run", "--", "sh", "-c", &script])
+            .env("TAP_HOME", home.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tap runs");
+        assert!(super::wait_for_file(&pidfile, Duration::from_secs(30)), "the command started");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+        let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends within its SIGTERM bound");
+        let err = text(&child.wait_with_output().expect("output").stderr);
+        assert_eq!(status.code(), Some(137), "the command was killed: {err}");
+        assert!(err.contains("SIGTERM forwarded") && err.contains("SIGKILL"), "{err}");
+        let grandchild = std::fs::read_to_string(&pidfile).expect("pid");
+        assert!(!alive(grandchild.trim()), "the process group is gone");
+        assert_eq!(json(home.path(), &["runs", "list"])[0]["status"], "failed");
+    }
+
+    /// Regression (a notice during the restore of `--resume` killed tap by the signal, exit
+    /// 138, with a partial temporary file): a notice already up when `tap run --resume` starts
+    /// stops it cleanly — exit 75, no record, nothing left in its scratch directory.
+    #[test]
+    fn a_notice_during_start_up_exits_75_and_leaves_nothing() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let first = tap_in(h, &["run", "-e", "nr", "--", "sh", "-c", r#"head -c 3000000 /dev/zero > "$TAP_CHECKPOINT_DIR/m.bin""#]);
+        assert!(first.status.success(), "{}", text(&first.stderr));
+        let notice = h.join("notice");
+        std::fs::write(&notice, "{}").expect("notice");
+        let out = tap_in(
+            h,
+            &["run", "-e", "nr", "--resume", "--notice-file", notice.to_str().expect("utf-8"), "--", "sh", "-c", "echo started"],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{err}");
+        assert!(err.contains("the command was not started"), "{err}");
+        assert!(!text(&out.stdout).contains("started"), "the command did not run");
+        assert_eq!(json(h, &["runs", "list"]).as_array().expect("list").len(), 1, "no record for it");
+        let scratch: Vec<_> = std::fs::read_dir(h.join("runs")).expect("runs").flatten().collect();
+        assert_eq!(scratch.len(), 1, "only the first run's scratch directory: {scratch:?}");
+    }
+
+    /// The final checkpoint's verdict and the planner's forecast, in `runs show` and JSON:
+    /// two periodic checkpoints, a notice, a final checkpoint in time → committed; a command
+    /// that ignores the notice and exits → missed, with how many steps a resume loses.
+    #[test]
+    fn every_final_checkpoint_gets_a_verdict_and_the_planner_a_forecast() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let notice = h.join("notice");
+        let n = notice.to_str().expect("utf-8");
+        let script = h.join("train.sh");
+        std::fs::write(
+            &script,
+            r#"ckpt() { head -c 2000000 /dev/urandom > "$TAP_CHECKPOINT_DIR/w.bin"; echo "{\"step\": $1, \"loss\": 1, \"checkpoint\": true}" >> "$TAP_METRICS_FILE"; sleep 0.5; }
+if [ "$1" = committed ]; then trap 'ckpt 30; exit 0' USR1; ckpt 10; ckpt 20
+else trap 'exit 0' USR1; ckpt 12; echo '{"step": 17, "loss": 1}' >> "$TAP_METRICS_FILE"; sleep 0.3; fi
+touch "$2"
+i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
+"#,
+        )
+        .expect("script");
+        let sh = script.to_str().expect("utf-8");
+        let out = tap_in(h, &["run", "-e", "v", "--notice-file", n, "--", "sh", sh, "committed", n]);
+        assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("tap: final checkpoint committed:"), "{err}");
+        let run = &json(h, &["runs", "list"])[0];
+        let id = run["run_id"].as_str().expect("id").to_owned();
+        let verdict = &run["interruption"]["verdict"];
+        assert_eq!(verdict["verdict"], "committed", "{run}");
+        assert!(verdict["spare_s"].as_f64().expect("spare") > 60.0, "{verdict}");
+        assert!(run["forecast"]["commit_s"].as_f64().expect("forecast") >= 0.0, "{run}");
+        let show = text(&tap_in(h, &["runs", "show", &id]).stdout);
+        assert!(show.contains("final ckpt:  committed") && show.contains("planner:     a final checkpoint would take"), "{show}");
+
+        std::fs::remove_file(&notice).expect("rm");
+        let out = tap_in(h, &["run", "-e", "v", "--notice-file", n, "--", "sh", sh, "missed", n]);
+        assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+        let run = &json(h, &["runs", "list"])[0];
+        let verdict = &run["interruption"]["verdict"];
+        assert_eq!((verdict["verdict"].as_str(), verdict["steps_older"].as_u64()), (Some("missed"), Some(5)), "{run}");
     }
 
     #[test]
