@@ -63,6 +63,43 @@ pub struct Node {
     pub xids: Option<mpsc::Receiver<XidEvent>>,
     /// Spot notices and rebalance recommendations (the watcher already told the runs).
     pub spot: Option<mpsc::Receiver<SpotEvent>>,
+    /// Writes the state file on its own thread (started on the first write).
+    pub state_writer: Option<StateWriter>,
+}
+
+/// Writes the health state file off the async loop: a write is an fsync and a rename, which
+/// can take long on a busy disk; the loop must keep sampling and watching for notices. Writes
+/// land in order; when several queue up, only the newest is written.
+pub struct StateWriter {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StateWriter {
+    fn start(path: PathBuf) -> std::io::Result<StateWriter> {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new().name("tap-agent-state".into()).spawn(move || {
+            while let Ok(mut text) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    text = newer;
+                }
+                let done = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| tap_core::fsutil::write_atomic(&path, &text));
+                if let Err(e) = done {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the health state file");
+                }
+            }
+        })?;
+        Ok(StateWriter { tx, thread })
+    }
+
+    /// Waits (off the async workers) until every queued write landed.
+    pub async fn finish(self) {
+        drop(self.tx);
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+    }
 }
 
 impl Node {
@@ -84,12 +121,14 @@ impl Node {
         if written.as_ref() != Some(&signature) {
             if let Some(path) = &self.state_file {
                 let text = serde_json::to_vec_pretty(&health.state(now_ms())).unwrap_or_default();
-                let done = path
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| tap_core::fsutil::write_atomic(path, &text));
-                if let Err(e) = done {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot write the health state file");
+                if self.state_writer.is_none() {
+                    match StateWriter::start(path.clone()) {
+                        Ok(w) => self.state_writer = Some(w),
+                        Err(e) => tracing::warn!(error = %e, "cannot start the state file writer"),
+                    }
+                }
+                if let Some(w) = &self.state_writer {
+                    let _ = w.tx.send(text);
                 }
             }
             *written = Some(signature);
@@ -224,6 +263,9 @@ where
     // The channel is bounded and the publisher may be mid-retry: a full queue only delays us.
     let _ = tx.send(pending).await;
     drop(tx);
+    if let Some(w) = node.state_writer.take() {
+        w.finish().await;
+    }
     match tokio::time::timeout(opts.shutdown_grace, publishing).await {
         Ok(Ok(stats)) => Ok(stats),
         Ok(Err(e)) => Err(anyhow::anyhow!("publisher task failed: {e}")),
@@ -361,6 +403,7 @@ mod tests {
             }),
             xids: Some(xrx),
             spot: None,
+            state_writer: None,
         };
         // GPU 1's uncorrected ECC counter rises at read 10 (of ~35); a kernel-log XID 13 on
         // GPU 0 is a warning only.

@@ -3,6 +3,7 @@
 //! is replayed, oldest first, before anything newer is sent.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::metrics::{Datum, MAX_DATUMS_PER_REQUEST, pack};
@@ -54,18 +55,38 @@ pub struct PublishStats {
 
 pub struct Publisher<S> {
     sink: S,
-    spool: Spool,
+    /// Spool I/O (reads, fsyncs, deletes) runs on the blocking pool, never on the async
+    /// workers that sample GPUs and watch for notices; the lock is only ever taken there or
+    /// for a moment to read counters.
+    spool: Arc<Mutex<Spool>>,
     retry: RetryPolicy,
     pub stats: PublishStats,
+    /// Since when CloudWatch has been unreachable, and the datums replayed since it came back.
+    outage: Option<std::time::Instant>,
 }
 
 impl<S: Sink> Publisher<S> {
     pub fn new(sink: S, spool: Spool, retry: RetryPolicy) -> Publisher<S> {
-        Publisher { sink, spool, retry, stats: PublishStats::default() }
+        Publisher { sink, spool: Arc::new(Mutex::new(spool)), retry, stats: PublishStats::default(), outage: None }
     }
 
-    pub fn spool(&mut self) -> &mut Spool {
-        &mut self.spool
+    /// The spool, for its counters (no I/O).
+    pub fn spool(&self) -> MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a spool operation on the blocking pool.
+    async fn spooled<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Spool) -> T + Send + 'static,
+    {
+        let spool = self.spool.clone();
+        let job = tokio::task::spawn_blocking(move || f(&mut spool.lock().unwrap_or_else(PoisonError::into_inner)));
+        match job.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     async fn send(&mut self, batch: &[Datum]) -> Result<(), SinkError> {
@@ -97,21 +118,33 @@ impl<S: Sink> Publisher<S> {
     /// spooled. Returns whether CloudWatch was reachable.
     pub async fn publish(&mut self, datums: Vec<Datum>, now_ms: i64) -> Result<bool, SpoolError> {
         let mut reachable = true;
+        let (mut replayed, replay_started) = (0u64, std::time::Instant::now());
         while reachable {
-            let Some((backlog, batches)) = self.spool.peek(now_ms, MAX_DATUMS_PER_REQUEST)? else {
+            let Some((backlog, batches)) = self.spooled(move |s| s.peek(now_ms, MAX_DATUMS_PER_REQUEST)).await? else {
                 break;
             };
             match self.send(&backlog).await {
-                Ok(()) => self.spool.pop(batches)?,
+                Ok(()) => {
+                    self.spooled(move |s| s.pop(batches)).await?;
+                    replayed += backlog.len() as u64;
+                }
                 Err(SinkError::Rejected(why)) => {
                     self.rejected(backlog.len(), &why);
-                    self.spool.pop(batches)?;
+                    self.spooled(move |s| s.pop(batches)).await?;
                 }
                 Err(SinkError::Retriable(why)) => {
-                    tracing::warn!(reason = %why, spooled = self.spool.datums(), "CloudWatch unreachable; keeping the backlog");
+                    tracing::warn!(reason = %why, spooled = self.spool().datums(), "CloudWatch unreachable; keeping the backlog");
                     reachable = false;
                 }
             }
+        }
+        if reachable && let Some(since) = self.outage.take() {
+            tracing::info!(
+                replayed_datums = replayed,
+                replay_seconds = replay_started.elapsed().as_secs_f64(),
+                outage_seconds = since.elapsed().as_secs_f64(),
+                "CloudWatch reachable again; the spool is replayed"
+            );
         }
         for batch in pack(datums) {
             if reachable {
@@ -127,8 +160,11 @@ impl<S: Sink> Publisher<S> {
                     }
                 }
             }
-            self.spool.push(&batch)?;
+            self.spooled(move |s| s.push(&batch)).await?;
             self.stats.batches_spooled += 1;
+        }
+        if !reachable && self.outage.is_none() {
+            self.outage = Some(std::time::Instant::now());
         }
         Ok(reachable)
     }
