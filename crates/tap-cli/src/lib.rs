@@ -5,10 +5,10 @@ pub mod blocking;
 pub mod cli;
 mod commands;
 pub mod config;
-pub mod liveness;
 mod contract_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
+pub mod liveness;
 pub mod plot;
 pub mod render;
 pub mod store;

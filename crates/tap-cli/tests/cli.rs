@@ -429,13 +429,27 @@ mod local {
     fn a_notice_during_start_up_exits_75_and_leaves_nothing() {
         let home = tempfile::tempdir().expect("tempdir");
         let h = home.path();
-        let first = tap_in(h, &["run", "-e", "nr", "--", "sh", "-c", r#"head -c 3000000 /dev/zero > "$TAP_CHECKPOINT_DIR/m.bin""#]);
+        let first = tap_in(
+            h,
+            &["run", "-e", "nr", "--", "sh", "-c", r#"head -c 3000000 /dev/zero > "$TAP_CHECKPOINT_DIR/m.bin""#],
+        );
         assert!(first.status.success(), "{}", text(&first.stderr));
         let notice = h.join("notice");
         std::fs::write(&notice, "{}").expect("notice");
         let out = tap_in(
             h,
-            &["run", "-e", "nr", "--resume", "--notice-file", notice.to_str().expect("utf-8"), "--", "sh", "-c", "echo started"],
+            &[
+                "run",
+                "-e",
+                "nr",
+                "--resume",
+                "--notice-file",
+                notice.to_str().expect("utf-8"),
+                "--",
+                "sh",
+                "-c",
+                "echo started",
+            ],
         );
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(75), "{err}");
@@ -478,7 +492,10 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         assert!(verdict["spare_s"].as_f64().expect("spare") > 60.0, "{verdict}");
         assert!(run["forecast"]["commit_s"].as_f64().expect("forecast") >= 0.0, "{run}");
         let show = text(&tap_in(h, &["runs", "show", &id]).stdout);
-        assert!(show.contains("final ckpt:  committed") && show.contains("planner:     a final checkpoint would take"), "{show}");
+        assert!(
+            show.contains("final ckpt:  committed") && show.contains("planner:     a final checkpoint would take"),
+            "{show}"
+        );
 
         std::fs::remove_file(&notice).expect("rm");
         let out = tap_in(h, &["run", "-e", "v", "--notice-file", n, "--", "sh", sh, "missed", n]);

@@ -161,8 +161,7 @@ impl Forecast {
 pub fn forecast(samples: &[Sample], agent_poll_s: f64) -> Option<Forecast> {
     let (last, later) = (samples.last()?, samples.get(1..).filter(|l| !l.is_empty())?);
     let rate = |bytes: u64, secs: f64| if secs > 0.0 { bytes as f64 / secs } else { f64::INFINITY };
-    let hash_rate =
-        rate(samples.iter().map(|s| s.total_bytes).sum(), samples.iter().map(|s| s.hash_s).sum::<f64>());
+    let hash_rate = rate(samples.iter().map(|s| s.total_bytes).sum(), samples.iter().map(|s| s.hash_s).sum::<f64>());
     let sending: Vec<&Sample> = samples.iter().filter(|s| s.sent_bytes > 0).collect();
     let send_rate = rate(sending.iter().map(|s| s.sent_bytes).sum(), sending.iter().map(|s| s.send_s).sum::<f64>());
     let changed_bytes = later.iter().map(|s| s.sent_bytes).max().unwrap_or(0);

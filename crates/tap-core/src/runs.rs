@@ -462,14 +462,21 @@ mod tests {
         assert_eq!(observed_status(&r, 1_000 + LOST_AFTER_MS, unknown), RunStatus::Running, "just in time");
         assert_eq!(observed_status(&r, 1_001 + LOST_AFTER_MS, unknown), RunStatus::Lost, "three heartbeats missed");
         r.supervisor = Some(sup(42));
-        assert_eq!(observed_status(&r, 2_000, |s| if s.pid == 42 { Liveness::Dead } else { Liveness::Alive }), RunStatus::Lost);
+        assert_eq!(
+            observed_status(&r, 2_000, |s| if s.pid == 42 { Liveness::Dead } else { Liveness::Alive }),
+            RunStatus::Lost
+        );
         assert_eq!(observed_status(&r, i64::MAX, |_| Liveness::Alive), RunStatus::Running, "seen alive here");
         r.status = RunStatus::Succeeded;
         assert_eq!(observed_status(&r, i64::MAX, |_| Liveness::Dead), RunStatus::Succeeded, "ended runs are as stored");
         r.status = RunStatus::Running;
         r.heartbeat_ms = None;
         r.supervisor = None;
-        assert_eq!(observed_status(&r, i64::MAX, unknown), RunStatus::Running, "no heartbeat recorded: taken at its word");
+        assert_eq!(
+            observed_status(&r, i64::MAX, unknown),
+            RunStatus::Running,
+            "no heartbeat recorded: taken at its word"
+        );
     }
 
     #[test]

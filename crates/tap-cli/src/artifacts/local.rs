@@ -137,29 +137,29 @@ impl ObjectStore for LocalStore {
 }
 
 fn list_under(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_owned()];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(&dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io(&dir))?;
-                let path = entry.path();
-                let meta = entry.metadata().map_err(io(&path))?;
-                if meta.is_dir() {
-                    stack.push(path);
-                } else if let Ok(rel) = path.strip_prefix(root) {
-                    let key = rel.to_string_lossy().replace('\\', "/");
-                    let temporary = key.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.contains(".tmp-"));
-                    if key.starts_with(prefix) && !temporary {
-                        out.push(ObjectInfo { key, size: meta.len() });
-                    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&dir))?;
+            let path = entry.path();
+            let meta = entry.metadata().map_err(io(&path))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                let key = rel.to_string_lossy().replace('\\', "/");
+                let temporary = key.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.contains(".tmp-"));
+                if key.starts_with(prefix) && !temporary {
+                    out.push(ObjectInfo { key, size: meta.len() });
                 }
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }

@@ -196,7 +196,8 @@ fn sh_path(p: &Path) -> String {
 async fn the_loop_drains_output_and_delivers_a_notice_while_the_store_blocks() {
     let env = Env::new();
     let (got, proof) = (env.path("got-notice"), env.path("proof"));
-    let objects = Faulty { inner: env.objects(), fault: Fault::BlockPutUntil { until: got.clone(), proof: proof.clone() } };
+    let objects =
+        Faulty { inner: env.objects(), fault: Fault::BlockPutUntil { until: got.clone(), proof: proof.clone() } };
     let script = format!(
         r#"trap 'touch {got}; exit 0' USR1
 echo weights > "$TAP_CHECKPOINT_DIR/w.bin"; echo '{{"checkpoint": true, "step": 1}}' >> "$TAP_METRICS_FILE"
@@ -207,7 +208,11 @@ n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; exit 9"#,
         notice = sh_path(&env.path("notice"))
     );
     let out = run(&env.store, &env.store, &env.store, &objects, &env.opts("block", &script)).await.expect("run");
-    assert_eq!(std::fs::read_to_string(&proof).expect("the store was called"), "seen", "the notice reached the command while the store blocked");
+    assert_eq!(
+        std::fs::read_to_string(&proof).expect("the store was called"),
+        "seen",
+        "the notice reached the command while the store blocked"
+    );
     assert_eq!(out.exit_code, EXIT_INTERRUPTED);
     let run = out.run.expect("recorded");
     assert_eq!(run.status, RunStatus::Interrupted);
@@ -236,7 +241,8 @@ async fn a_notice_during_the_restore_exits_75_and_leaves_nothing() {
     assert_eq!(out.exit_code, EXIT_INTERRUPTED);
     assert!(out.run.is_none());
     assert!(env.store.list_runs(Some("r")).await.expect("list").is_empty(), "no record of a run that never started");
-    let left: Vec<_> = std::fs::read_dir(env.path("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(env.path("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "the scratch directory is removed: {left:?}");
 }
 
@@ -263,7 +269,11 @@ exit 4"#,
     assert_eq!((run.status, run.exit_code), (RunStatus::Failed, Some(4)));
     let stored = env.store.get_run("flaky", &run.run_id).await.expect("get").expect("run");
     assert_eq!((stored.status, stored.metric_points), (RunStatus::Failed, 8));
-    assert_eq!(env.store.logs("flaky", &run.run_id).await.expect("logs").len(), 8, "lines from the outage recorded late");
+    assert_eq!(
+        env.store.logs("flaky", &run.run_id).await.expect("logs").len(),
+        8,
+        "lines from the outage recorded late"
+    );
 }
 
 /// A notice pre-empts a periodic upload that would not land in time: it is cancelled, the
@@ -279,10 +289,11 @@ sleep 0.5; touch {notice}
 n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; exit 9"#,
         notice = sh_path(&env.path("notice"))
     );
-    let out = tokio::time::timeout(PROOF_WAIT, run(&env.store, &env.store, &env.store, &objects, &env.opts("pre", &script)))
-        .await
-        .expect("the hanging upload did not hold tap")
-        .expect("run");
+    let out =
+        tokio::time::timeout(PROOF_WAIT, run(&env.store, &env.store, &env.store, &objects, &env.opts("pre", &script)))
+            .await
+            .expect("the hanging upload did not hold tap")
+            .expect("run");
     assert_eq!(out.exit_code, EXIT_INTERRUPTED);
     let run = out.run.expect("recorded");
     let latest = crate::artifacts::checkpoint::latest(&env.objects(), "pre").await.expect("latest").expect("one");

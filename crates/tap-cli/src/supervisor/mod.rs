@@ -25,9 +25,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tap_core::commit;
 use tap_core::manifest::Manifest;
 use tap_core::notice::{Registration, RuntimeDir};
-use tap_core::commit;
 use tap_core::runs::{
     HparamUse, Interruption, MetricPoint, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line,
 };
@@ -387,12 +387,23 @@ async fn commit_checkpoint<O: ObjectStore>(
     }
     let known: std::collections::HashSet<&str> =
         previous.map(|p| p.files.iter().map(|f| f.sha256.as_str()).collect()).unwrap_or_default();
-    let changed: Vec<PathBuf> = files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| dir.join(&f.path)).collect();
+    let changed: Vec<PathBuf> =
+        files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| dir.join(&f.path)).collect();
     to_send.store(files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| f.size).sum(), Ordering::Relaxed);
     let child_write_s = crate::blocking::run(move |_| write_time(&changed)).await;
     let moved = objects.bytes_moved();
     let t1 = Instant::now();
-    let manifest = checkpoint::upload_hashed(objects, checkpoint::Space::Checkpoints, experiment, run_id, id, Some(step), dir, files).await?;
+    let manifest = checkpoint::upload_hashed(
+        objects,
+        checkpoint::Space::Checkpoints,
+        experiment,
+        run_id,
+        id,
+        Some(step),
+        dir,
+        files,
+    )
+    .await?;
     let up_s = t1.elapsed().as_secs_f64();
     let sent_bytes = objects.bytes_moved().saturating_sub(moved);
     let (send_s, other_s) = if sent_bytes > 0 { (up_s, 0.0) } else { (0.0, up_s) };
@@ -606,8 +617,10 @@ where
     let supervise = async {
         let (tx, mut rx) = mpsc::channel::<Event>(1024);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let out_task = tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone()));
-        let err_task = tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone()));
+        let out_task =
+            tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone()));
+        let err_task =
+            tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone()));
         let tail_task = tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx));
 
         let mut seq = 0u64;
@@ -640,7 +653,8 @@ where
             let upload_id = id.clone();
             let task = tokio::spawn(async move {
                 let result =
-                    commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending).await;
+                    commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending)
+                        .await;
                 let _ = tx.send(Event::Uploaded(upload_id, step, result.map_err(|e| e.to_string()))).await;
             });
             InFlight { id, task, started: Instant::now(), moved_before, to_send }
@@ -807,9 +821,22 @@ where
         if stop_asked < 2 {
             let id = uploads.next_id();
             let sending = AtomicU64::new(0);
-            let sync = commit_checkpoint(objects, &opts.experiment, &run_id, &id, step, &ckpt_dir, last_manifest.as_ref(), &sending);
-            tokio::pin!(sync);
-            let limit = tokio::time::sleep(if stop_asked > 0 { FINAL_UPLOAD_AFTER_TERM } else { Duration::from_secs(365 * 24 * 3600) });
+            // Boxed, so that dropping it on a cancel drops the upload (and cancels its copies).
+            let mut sync = Box::pin(commit_checkpoint(
+                objects,
+                &opts.experiment,
+                &run_id,
+                &id,
+                step,
+                &ckpt_dir,
+                last_manifest.as_ref(),
+                &sending,
+            ));
+            let limit = tokio::time::sleep(if stop_asked > 0 {
+                FINAL_UPLOAD_AFTER_TERM
+            } else {
+                Duration::from_secs(365 * 24 * 3600)
+            });
             tokio::pin!(limit);
             let cancelled = loop {
                 tokio::select! {
@@ -845,7 +872,12 @@ where
         let status = exit_status.context("child status")?;
         use std::os::unix::process::ExitStatusExt;
         if let Some(i) = record.interruption.as_mut() {
-            let v = commit::verdict(i.noticed_ms, commit::deadline_ms(i.noticed_ms, i.deadline_ms), last_commit.as_ref(), step);
+            let v = commit::verdict(
+                i.noticed_ms,
+                commit::deadline_ms(i.noticed_ms, i.deadline_ms),
+                last_commit.as_ref(),
+                step,
+            );
             eprintln!("tap: final checkpoint {}", v.line());
             i.verdict = Some(v);
         }

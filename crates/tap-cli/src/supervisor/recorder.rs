@@ -252,7 +252,12 @@ impl State {
         result
     }
 
-    async fn try_write<R: RunStore, L: LogStore>(&mut self, store: &R, logs: &L, force: bool) -> Result<(), StoreError> {
+    async fn try_write<R: RunStore, L: LogStore>(
+        &mut self,
+        store: &R,
+        logs: &L,
+        force: bool,
+    ) -> Result<(), StoreError> {
         let (exp, id) = (self.mine.experiment_id.clone(), self.mine.run_id.clone());
         if !self.lines.is_empty() {
             let batch: Vec<LogLine> = self.lines.iter().cloned().collect();
