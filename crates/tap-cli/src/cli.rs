@@ -69,6 +69,14 @@ pub enum Command {
     /// {"checkpoint": true} says a complete checkpoint is in TAP_CHECKPOINT_DIR (tap uploads
     /// it). On an interruption notice (SIGUSR1 to tap, or --notice-file appearing) tap sends
     /// the command --interrupt-signal, waits for its checkpoint, uploads it and exits 75.
+    ///
+    /// Exit status: the command's own; 75 after a notice (then `tap run --resume`), also for
+    /// a notice before the command started (nothing is recorded); 130/143 for SIGINT/SIGTERM
+    /// before it started. SIGINT/SIGTERM are forwarded once: the command has 10 s, then it
+    /// and its process group get SIGKILL (a second signal kills at once); tap ends within
+    /// 60 s of SIGTERM. What the command leaves in its process group ends with it. If the
+    /// store fails mid-run, output and metrics are buffered and retried; the command goes on.
+    /// A run whose tap died without recording an end shows as `lost` everywhere.
     Run(RunArgs),
     /// Runs: list, show, compare, plot.
     #[command(subcommand)]
