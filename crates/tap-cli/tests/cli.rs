@@ -505,6 +505,57 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         assert_eq!((verdict["verdict"].as_str(), verdict["steps_older"].as_u64()), (Some("missed"), Some(5)), "{run}");
     }
 
+    /// Regression class (println! panics on a closed stdout, and a panicking tap run would
+    /// orphan its command): `tap run ... | head -1` keeps supervising and recording.
+    #[test]
+    fn a_closed_stdout_does_not_kill_tap_run() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args([
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; sleep 0.3; echo last",
+            ])
+            .env("TAP_HOME", home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tap runs");
+        drop(child.stdout.take());
+        let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends");
+        let err = text(&child.wait_with_output().expect("output").stderr);
+        assert_eq!(status.code(), Some(0), "{err}");
+        assert!(err.contains("stdout is closed"), "{err}");
+        let run = &json(home.path(), &["runs", "list"])[0];
+        assert_eq!(run["status"], "succeeded");
+        let logs = text(&tap_in(home.path(), &["logs", run["run_id"].as_str().expect("id")]).stdout);
+        assert!(logs.ends_with("last\n") && logs.lines().count() == 3001, "every line recorded");
+    }
+
+    /// Regression class (a line without an end grew tap's memory without bound): output lines
+    /// come in pieces of at most 1 MiB, and an overlong metrics line is reported and skipped.
+    #[test]
+    fn overlong_lines_are_bounded() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let script = r#"head -c 2500000 /dev/zero | tr '\0' x; echo; printf '{"step": 1, "loss": 1}\n' >> "$TAP_METRICS_FILE"; head -c 1500000 /dev/zero | tr '\0' y >> "$TAP_METRICS_FILE"; printf '\n{"step": 2, "loss": 0.5}\n' >> "$TAP_METRICS_FILE""#;
+        let out = tap_in(home.path(), &["run", "--", "sh", "-c", script]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{}", &err[..err.len().min(2000)]);
+        assert!(
+            err.contains("ignoring line 2 of TAP_METRICS_FILE: longer than 1048576 bytes"),
+            "{}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(err.len() < 10_000, "the overlong line is not echoed into the message");
+        let run = &json(home.path(), &["runs", "list"])[0];
+        assert_eq!(run["final_metrics"]["loss"], 0.5, "the line after it counts");
+        let logs = text(&tap_in(home.path(), &["logs", run["run_id"].as_str().expect("id")]).stdout);
+        let lengths: Vec<usize> = logs.lines().map(str::len).collect();
+        assert_eq!(lengths, [1 << 20, 1 << 20, 2_500_000 - (2 << 20)]);
+    }
+
     #[test]
     fn runs_plot_writes_a_png() {
         let home = tempfile::tempdir().expect("tempdir");

@@ -184,34 +184,79 @@ fn decode_line(raw: &[u8]) -> Result<&str, std::str::Utf8Error> {
     std::str::from_utf8(line_bytes(raw))
 }
 
+/// The longest line kept whole. A longer output line is split; a longer metrics line is
+/// reported and skipped: a command that never writes a newline cannot grow tap without bound.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// A line as a message quotes it: at most 120 characters.
+fn shown(line: &str) -> String {
+    match line.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
+/// Bytes of the metrics file read per poll (the rest waits for the next one).
+const METRICS_READ_PER_POLL: u64 = 16 << 20;
+
 /// Tails the metrics file: new complete lines as they are written. Read as bytes: a line that
 /// is not UTF-8 or not a metrics line is reported with its number and skipped, and reading goes
 /// on (regression: one such line used to end metric reading, and with it every later
-/// checkpoint upload, silently).
+/// checkpoint upload, silently). A file truncated or replaced is read again from its start.
 async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut offset = 0u64;
     let mut partial: Vec<u8> = Vec::new();
     let mut number = 0u64;
+    let mut skipping = false;
     loop {
         let finished = *stop.borrow();
-        if let Ok(mut f) = tokio::fs::File::open(&path).await
-            && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
-            && let Ok(n) = f.read_to_end(&mut partial).await
-        {
-            offset += n as u64;
-            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
-                let raw: Vec<u8> = partial.drain(..=i).collect();
-                number += 1;
-                let ev = match decode_line(&raw).map(str::trim) {
-                    Ok("") => continue,
-                    Ok(line) => match parse_metrics_line(line) {
-                        Ok(m) => Event::Metrics(m),
-                        Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: {line}: {e}")),
-                    },
-                    Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: not UTF-8 ({e})")),
-                };
-                if tx.send(ev).await.is_err() {
-                    return;
+        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+            if f.metadata().await.is_ok_and(|m| m.len() < offset) {
+                let _ = tx
+                    .send(Event::BadMetricsLine(
+                        "TAP_METRICS_FILE: it shrank (truncated or replaced); reading it again from its start".into(),
+                    ))
+                    .await;
+                (offset, number, skipping) = (0, 0, false);
+                partial.clear();
+            }
+            let mut more = true;
+            while more && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                let Ok(n) = (&mut f).take(METRICS_READ_PER_POLL).read_to_end(&mut partial).await else { break };
+                offset += n as u64;
+                more = n as u64 == METRICS_READ_PER_POLL;
+                while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                    let raw: Vec<u8> = partial.drain(..=i).collect();
+                    number += 1;
+                    if std::mem::take(&mut skipping) {
+                        continue;
+                    }
+                    let ev = match decode_line(&raw).map(str::trim) {
+                        Ok("") => continue,
+                        Ok(_) if raw.len() > MAX_LINE_BYTES => Event::BadMetricsLine(format!(
+                            "line {number} of TAP_METRICS_FILE: longer than {MAX_LINE_BYTES} bytes"
+                        )),
+                        Ok(line) => match parse_metrics_line(line) {
+                            Ok(m) => Event::Metrics(m),
+                            Err(e) => Event::BadMetricsLine(format!(
+                                "line {number} of TAP_METRICS_FILE: {}: {e}",
+                                shown(line)
+                            )),
+                        },
+                        Err(e) => Event::BadMetricsLine(format!("line {number} of TAP_METRICS_FILE: not UTF-8 ({e})")),
+                    };
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                if partial.len() > MAX_LINE_BYTES {
+                    let line = number + 1;
+                    let msg = format!("line {line} of TAP_METRICS_FILE: longer than {MAX_LINE_BYTES} bytes");
+                    if !skipping && tx.send(Event::BadMetricsLine(msg)).await.is_err() {
+                        return;
+                    }
+                    skipping = true;
+                    partial.clear();
                 }
             }
         }
@@ -236,7 +281,8 @@ async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, 
     let mut warned = false;
     loop {
         raw.clear();
-        match reader.read_until(b'\n', &mut raw).await {
+        // At most MAX_LINE_BYTES: a longer line comes in pieces, each a line.
+        match (&mut reader).take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut raw).await {
             Ok(0) | Err(_) => return,
             Ok(_) => number += 1,
         }
@@ -245,7 +291,7 @@ async fn pipe_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, stream: Stream, 
             Err(_) => {
                 if !warned {
                     warned = true;
-                    eprintln!(
+                    crate::say!(
                         "tap: line {number} of the command's {} is not UTF-8; such bytes are kept as U+FFFD",
                         stream.as_str()
                     );
@@ -459,7 +505,7 @@ async fn prepare<P: ParamStore, O: ObjectStore>(
     if opts.resume {
         match checkpoint::latest(objects, &opts.experiment).await? {
             Some(m) => {
-                eprintln!(
+                crate::say!(
                     "tap: restoring checkpoint {} of run {} ({} files, {})",
                     m.checkpoint_id,
                     m.run_id,
@@ -467,10 +513,10 @@ async fn prepare<P: ParamStore, O: ObjectStore>(
                     commit::bytes(m.total_bytes())
                 );
                 checkpoint::restore(objects, &m, ckpt_dir).await?;
-                eprintln!("tap: resuming from checkpoint {} of run {}", m.checkpoint_id, m.run_id);
+                crate::say!("tap: resuming from checkpoint {} of run {}", m.checkpoint_id, m.run_id);
                 resumed = Some(m);
             }
-            None => eprintln!("tap: no checkpoint of experiment {} yet; starting fresh", opts.experiment),
+            None => crate::say!("tap: no checkpoint of experiment {} yet; starting fresh", opts.experiment),
         }
     }
     Ok(Prepared { hparams, flat, resumed })
@@ -480,7 +526,7 @@ async fn prepare<P: ParamStore, O: ObjectStore>(
 /// nothing half-written stays behind.
 async fn abandon(work: &Path) {
     if !crate::blocking::settle(Duration::from_secs(10)).await {
-        eprintln!("tap: a copy is still running after 10 s; {} may keep a partial file", work.display());
+        crate::say!("tap: a copy is still running after 10 s; {} may keep a partial file", work.display());
     }
     let dir = work.to_owned();
     let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(dir)).await;
@@ -497,7 +543,7 @@ async fn reap_group(pid: Pid) {
     if !signal_group(pid, Signal::SIGTERM) {
         return;
     }
-    eprintln!("tap: processes the command left behind got SIGTERM");
+    crate::say!("tap: processes the command left behind got SIGTERM");
     let until = Instant::now() + GROUP_TERM_GRACE;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -505,7 +551,7 @@ async fn reap_group(pid: Pid) {
             return;
         }
     }
-    eprintln!("tap: they still ran {GROUP_TERM_GRACE:?} later; sent SIGKILL");
+    crate::say!("tap: they still ran {GROUP_TERM_GRACE:?} later; sent SIGKILL");
     let _ = signal_group(pid, Signal::SIGKILL);
 }
 
@@ -538,7 +584,7 @@ where
     let _registered = Registered(opts.runtime.as_ref().and_then(|rt| {
         rt.register(&Registration::this_process(&run_id, &opts.experiment, started))
             .map_err(|e| {
-                eprintln!(
+                crate::say!(
                     "tap: not registered with tap-agent ({}: {e}); notices reach this run only by signal",
                     rt.root().display()
                 )
@@ -559,7 +605,7 @@ where
             abandon(&work).await;
             let what = if opts.resume { "the checkpoint restore" } else { "start-up" };
             let why = match sig { Sig::Notice => "an interruption notice", Sig::Int => "SIGINT", Sig::Term => "SIGTERM" };
-            eprintln!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
+            crate::say!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
             return Ok(Outcome { run: None, exit_code: sig.exit_code() });
         }
     };
@@ -579,7 +625,7 @@ where
         return Err(e.into());
     }
     tell_job(store, &record).await;
-    eprintln!("tap: run {}/{run_id} started", opts.experiment);
+    crate::say!("tap: run {}/{run_id} started", opts.experiment);
 
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -623,6 +669,7 @@ where
             tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone()));
         let tail_task = tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx));
 
+        let mut echo = crate::term::Echo::default();
         let mut seq = 0u64;
         let mut step = 0u64;
         let mut uploads = UploadQueue::new(&run_id);
@@ -670,10 +717,7 @@ where
                 }
                 Some(ev) = rx.recv() => match ev {
                     Event::Line(stream, text) => {
-                        match stream {
-                            Stream::Stdout => println!("{text}"),
-                            Stream::Stderr => eprintln!("{text}"),
-                        }
+                        echo.line(stream, &text);
                         recorder.line(LogLine { seq, ts_ms: now_ms(), stream, text });
                         seq += 1;
                     }
@@ -692,7 +736,7 @@ where
                             in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
                         }
                     }
-                    Event::BadMetricsLine(e) => eprintln!("tap: ignoring {e}"),
+                    Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
                     Event::Uploaded(id, ckpt_step, result) => {
                         let periodic = record.interruption.is_none();
                         let current = in_flight.as_ref().is_some_and(|f| f.id == id);
@@ -704,7 +748,7 @@ where
                                     record.forecast = commit::forecast(&samples, commit::DEFAULT_AGENT_POLL_S);
                                 }
                                 let plan = record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
-                                eprintln!(
+                                crate::say!(
                                     "tap: checkpoint {id} committed in {:.2} s ({} files, {} hashed in {:.2} s, {} sent in {:.2} s){plan}",
                                     s.commit_s(), c.manifest.files.len(), commit::bytes(s.total_bytes), s.hash_s,
                                     commit::bytes(s.sent_bytes), s.send_s + s.other_s,
@@ -713,7 +757,7 @@ where
                                     && !warned_forecast
                                 {
                                     warned_forecast = true;
-                                    eprintln!("tap: warning: {w}");
+                                    crate::say!("tap: warning: {w}");
                                 }
                                 record.checkpoint = Some(id.clone());
                                 last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(ckpt_step) });
@@ -721,7 +765,7 @@ where
                                 recorder.record(&record);
                             }
                             Ok(None) => {}
-                            Err(e) => eprintln!("tap: checkpoint {id} not uploaded: {e}"),
+                            Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {e}"),
                         }
                         if current {
                             in_flight = None;
@@ -746,7 +790,7 @@ where
                             let elapsed = f.started.elapsed().as_secs_f64();
                             if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s) {
                                 f.task.abort();
-                                eprintln!(
+                                crate::say!(
                                     "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
                                      the final checkpoint goes first, LATEST stays on {}",
                                     f.id, record.checkpoint.as_deref().unwrap_or("the previous one")
@@ -767,11 +811,11 @@ where
                             if stop_asked == 1 {
                                 let s = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
                                 let _ = kill(pid, s);
-                                eprintln!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
+                                crate::say!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
                                 phase = Phase::Terminating;
                                 deadline.as_mut().reset(Instant::now() + TERM_GRACE);
                             } else {
-                                eprintln!("tap: killing the command and its process group");
+                                crate::say!("tap: killing the command and its process group");
                                 signal_group(pid, Signal::SIGKILL);
                                 phase = Phase::Killed;
                             }
@@ -780,12 +824,12 @@ where
                 },
                 () = &mut deadline, if exit_status.is_none() && matches!(phase, Phase::Checkpointing | Phase::Terminating) => {
                     if phase == Phase::Checkpointing {
-                        eprintln!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
+                        crate::say!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
                         let _ = kill(pid, Signal::SIGTERM);
                         deadline.as_mut().reset(Instant::now() + TERM_GRACE);
                         phase = Phase::Terminating;
                     } else {
-                        eprintln!("tap: still running {TERM_GRACE:?} after SIGTERM; sending SIGKILL to its process group");
+                        crate::say!("tap: still running {TERM_GRACE:?} after SIGTERM; sending SIGKILL to its process group");
                         signal_group(pid, Signal::SIGKILL);
                         phase = Phase::Killed;
                     }
@@ -794,7 +838,7 @@ where
             }
             let pipes_open = !(out_task.is_finished() && err_task.is_finished());
             if pipes_open && rx.is_empty() && exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_DRAIN_AFTER_EXIT) {
-                eprintln!(
+                crate::say!(
                     "tap: the command exited, but a process it started still holds its output open; ending its process group"
                 );
                 reap_group(pid).await;
@@ -843,7 +887,7 @@ where
                     r = &mut sync => {
                         match r {
                             Ok(Some(c)) => {
-                                eprintln!(
+                                crate::say!(
                                     "tap: final checkpoint {id} committed in {:.2} s ({} files, {} sent)",
                                     c.sample.commit_s(), c.manifest.files.len(), commit::bytes(c.sample.sent_bytes)
                                 );
@@ -851,7 +895,7 @@ where
                                 last_commit = Some(commit::Commit { id: id.clone(), committed_ms: now_ms(), step: Some(step) });
                             }
                             Ok(None) => {}
-                            Err(e) => eprintln!("tap: final checkpoint not uploaded: {e}"),
+                            Err(e) => crate::say!("tap: final checkpoint not uploaded: {e}"),
                         }
                         break None;
                     }
@@ -860,7 +904,7 @@ where
                 }
             };
             if let Some(why) = cancelled {
-                eprintln!(
+                crate::say!(
                     "tap: final checkpoint upload cancelled by {why}; LATEST stays on {}",
                     record.checkpoint.as_deref().unwrap_or("the previous checkpoint")
                 );
@@ -878,7 +922,7 @@ where
                 last_commit.as_ref(),
                 step,
             );
-            eprintln!("tap: final checkpoint {}", v.line());
+            crate::say!("tap: final checkpoint {}", v.line());
             i.verdict = Some(v);
         }
         record.status = if record.interruption.is_some() {
@@ -898,7 +942,7 @@ where
         let stored = recorder.finish(&record).await;
         let run = stored.unwrap_or_else(|| record.clone());
         tell_job(store, &run).await;
-        eprintln!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
+        crate::say!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
         Ok(Outcome { run: Some(run), exit_code })
     };
     let (outcome, ()) = tokio::join!(supervise, recorder_task.run(store, logs_store));
@@ -919,7 +963,7 @@ async fn tell_job<R: RunStore>(store: &R, run: &Run) {
         .await
     {
         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
-        Err(e) => eprintln!("tap: could not record this node in job {group}: {e}"),
+        Err(e) => crate::say!("tap: could not record this node in job {group}: {e}"),
     }
 }
 
@@ -942,7 +986,7 @@ fn notice(
             verdict: None,
         },
         Some(Err(e)) => {
-            eprintln!("tap: the notice file is unreadable ({e}); acting on it anyway");
+            crate::say!("tap: the notice file is unreadable ({e}); acting on it anyway");
             Interruption { kind: "notice-file".into(), reason: e, noticed_ms: now, deadline_ms: None, verdict: None }
         }
         Some(Ok(None)) | None => Interruption {
@@ -955,9 +999,12 @@ fn notice(
     };
     let left = i.deadline_ms.map(|d| Duration::from_millis((d - now).max(0) as u64));
     let budget = checkpoint_budget(opts.checkpoint_deadline, left);
-    eprintln!(
+    crate::say!(
         "tap: interruption notice ({}: {}): sending {} to the training process, waiting up to {:.0?} for its checkpoint",
-        i.kind, i.reason, opts.interrupt_signal, budget
+        i.kind,
+        i.reason,
+        opts.interrupt_signal,
+        budget
     );
     if let Some(pid) = pid {
         let _ = kill(pid, opts.interrupt_signal);

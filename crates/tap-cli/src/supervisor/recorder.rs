@@ -188,9 +188,10 @@ impl State {
             };
             let wait = self.next_try.min(until).saturating_duration_since(Instant::now());
             if Instant::now() + wait >= until {
-                eprintln!(
+                crate::say!(
                     "tap: could not record the end of run {}/{} ({e}); readers will show it as lost",
-                    self.mine.experiment_id, self.mine.run_id
+                    self.mine.experiment_id,
+                    self.mine.run_id
                 );
                 break;
             }
@@ -221,7 +222,7 @@ impl State {
                     } else {
                         String::new()
                     };
-                    eprintln!(
+                    crate::say!(
                         "tap: the store is back after {:.0?}; {} output lines and {} metric points recorded late{dropped}",
                         since.elapsed(),
                         self.late_lines,
@@ -233,7 +234,7 @@ impl State {
             Err(e) => {
                 let tries = match &mut self.failing {
                     None => {
-                        eprintln!(
+                        crate::say!(
                             "tap: the store failed ({e}); the command keeps running, output and metrics are buffered \
                              (up to {MAX_BUFFERED_LINES} lines) and retried"
                         );
