@@ -420,6 +420,10 @@ mod moto {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let log = agent.stop();
         assert_eq!(spooled_batches(dir.path()), 0, "the backlog was replayed:\n{log}");
+        assert!(
+            log.contains("CloudWatch reachable again; the spool is replayed") && log.contains("replayed_datums"),
+            "the recovery is logged with what was replayed:\n{log}"
+        );
         assert_every_sample_once(&totals(moto.port, "GPUUtilization", &GPU0).await);
     }
 
