@@ -301,16 +301,7 @@ mod local {
             .spawn()
             .expect("tap runs");
         // Bounded: the grandchild lives 300 s; tap must be done long before.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("try_wait") {
-                break Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = wait_bounded(&mut child, Duration::from_secs(60));
         let grandchild = std::fs::read_to_string(&pidfile).unwrap_or_default();
         let left_alive = alive(grandchild.trim());
         if let Ok(pid) = grandchild.trim().parse::<i32>() {
@@ -318,7 +309,6 @@ mod local {
         }
         assert!(!left_alive, "what the command left in its process group is ended");
         let Some(status) = status else {
-            let _ = child.kill();
             panic!("tap still waits for the background process 60 s after the command exited");
         };
         let out = child.wait_with_output().expect("output");

@@ -146,7 +146,7 @@ impl Forecast {
     /// One line for `tap runs show`.
     pub fn line(&self) -> String {
         format!(
-            "a final checkpoint would take ~{:.1} s of a {:.1} s window ({})",
+            "a final checkpoint would take ~{:.2} s of a {:.1} s window ({})",
             self.commit_s,
             self.window_s.max(0.0),
             if self.fits() { "fits" } else { "does NOT fit" }
