@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Supervisor benchmark (README "tap run under load"): `tap run` committing big checkpoints
-# while its command prints a line per millisecond, and an interruption notice 1 s into the
+# while its command prints a line per millisecond, and an interruption notice during the
 # last commit; this tap against the previous version, measured in the same run, on the local
 # store and on a stack (S3 on s3s-fs, the rest on moto), all on loopback.
 # Builds both in release (the previous one from git: TAP_BENCH_PREV_REV, default 96ff95f, the

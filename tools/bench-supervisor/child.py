@@ -4,7 +4,7 @@ Writes CHECKPOINTS checkpoints of SIZE bytes (one file, every byte changed each 
 real weights are), marks each one, and between them prints a line every millisecond,
 timing every write+flush of its stdout: the worst one during a commit is the stall tap
 causes. A commit ends when the store's LATEST changes (a file: the local store's, or
-s3s-fs's). On SIGUSR1 it notes the arrival time; the harness wrote when it sent it.
+s3s-fs's), and is noted in MARKS. On SIGUSR1 it notes the arrival time.
 Results go to RESULT as JSON when the last commit is done and the notice has arrived.
 """
 
@@ -73,6 +73,8 @@ for k in range(1, CHECKPOINTS + 1):
         f.write(f"{k} {marked}\n")
     worst, ok = print_until(lambda: latest() != before, LIMIT_S)
     commits.append(time.time() - marked if ok else None)
+    with open(MARKS, "a") as f:
+        f.write(f"commit {k} {commits[-1]}\n")
     stalls.append(worst)
 # The notice comes during the last commit; wait (bounded) if it has not yet.
 print_until(lambda: bool(got_notice), 120)

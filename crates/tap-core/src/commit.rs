@@ -89,7 +89,8 @@ pub struct Sample {
     pub sent_bytes: u64,
     pub hash_s: f64,
     pub send_s: f64,
-    /// The rest: manifest, LATEST, requests that send nothing.
+    /// The rest: noticing the checkpoint line, the manifest, LATEST, requests that send
+    /// nothing.
     pub other_s: f64,
     /// How long the training process took to write it (newest file change − oldest file
     /// creation among the files it changed); 0 when the filesystem does not say.
@@ -155,17 +156,17 @@ impl Forecast {
 }
 
 /// Forecasts a final checkpoint's commit from the periodic ones (`None` before the second:
-/// the first sends everything and says nothing about what a checkpoint changes). Rates are
-/// totals over every sample (hash: all; send: the ones that sent); sizes are the newest
-/// checkpoint's; the changed bytes are the most any later checkpoint sent.
+/// the first sends everything and says nothing about what a checkpoint changes). Sizes and
+/// rates are the newest checkpoint's (the disk's and the network's state now: page cache and
+/// writeback make later commits slower than early ones); the changed bytes are the most any
+/// checkpoint after the first sent.
 pub fn forecast(samples: &[Sample], agent_poll_s: f64) -> Option<Forecast> {
     let (last, later) = (samples.last()?, samples.get(1..).filter(|l| !l.is_empty())?);
     let rate = |bytes: u64, secs: f64| if secs > 0.0 { bytes as f64 / secs } else { f64::INFINITY };
-    let hash_rate = rate(samples.iter().map(|s| s.total_bytes).sum(), samples.iter().map(|s| s.hash_s).sum::<f64>());
-    let sending: Vec<&Sample> = samples.iter().filter(|s| s.sent_bytes > 0).collect();
-    let send_rate = rate(sending.iter().map(|s| s.sent_bytes).sum(), sending.iter().map(|s| s.send_s).sum::<f64>());
+    let hash_rate = rate(last.total_bytes, last.hash_s);
+    let send_rate = samples.iter().rev().find(|s| s.sent_bytes > 0).map_or(f64::INFINITY, |s| rate(s.sent_bytes, s.send_s));
     let changed_bytes = later.iter().map(|s| s.sent_bytes).max().unwrap_or(0);
-    let other_s = later.iter().map(|s| s.other_s).sum::<f64>() / later.len() as f64;
+    let other_s = last.other_s;
     let child_write_s = later.iter().map(|s| s.child_write_s).fold(0.0, f64::max);
     let time = |bytes: u64, rate: f64| if bytes == 0 || rate.is_infinite() { 0.0 } else { bytes as f64 / rate };
     let commit_s = time(last.total_bytes, hash_rate) + time(changed_bytes, send_rate) + other_s;
