@@ -21,9 +21,12 @@ stage() { # name, command...
   fi
 }
 count() { # adds "N passed; M failed" (cargo) or "N passed, M failed" (terraform) lines of a stage
-  local p f
-  p=$(grep -Eo '[0-9]+ passed[;,]' "$log/$1.out" | awk '{s += $1} END {print s + 0}')
-  f=$(grep -Eo '[0-9]+ failed' "$log/$1.out" | awk '{s += $1} END {print s + 0}')
+  # Only the pair counts: a lone "N failed" can be anything a test printed (a run id ending in
+  # digits before " failed" once counted as 6106 failures).
+  local pairs p f
+  pairs=$(grep -Eo '[0-9]+ passed[;,] [0-9]+ failed' "$log/$1.out" || true)
+  p=$(awk '{s += $1} END {print s + 0}' <<<"$pairs")
+  f=$(awk '{s += $3} END {print s + 0}' <<<"$pairs")
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 }
 check() { # a stage that is one check

@@ -52,7 +52,12 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(commands::dispatch(cli, &home, out));
+    let result = runtime.block_on(async {
+        if let Command::Run(_) = cli.command {
+            supervisor::install_signal_handlers().context("installing signal handlers")?;
+        }
+        commands::dispatch(cli, &home, out).await
+    });
     // Blocking work nobody waits for any more (a cancelled copy) is told to stop; tap does not
     // wait for it longer than this.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -15,6 +15,10 @@ macro_rules! say {
 }
 
 pub fn say(args: std::fmt::Arguments<'_>) {
+    // Unit tests: through the test harness's capture (a direct write would bypass it).
+    #[cfg(test)]
+    eprintln!("{args}");
+    #[cfg(not(test))]
     let _ = writeln!(std::io::stderr().lock(), "{args}");
 }
 

@@ -164,7 +164,8 @@ pub fn forecast(samples: &[Sample], agent_poll_s: f64) -> Option<Forecast> {
     let (last, later) = (samples.last()?, samples.get(1..).filter(|l| !l.is_empty())?);
     let rate = |bytes: u64, secs: f64| if secs > 0.0 { bytes as f64 / secs } else { f64::INFINITY };
     let hash_rate = rate(last.total_bytes, last.hash_s);
-    let send_rate = samples.iter().rev().find(|s| s.sent_bytes > 0).map_or(f64::INFINITY, |s| rate(s.sent_bytes, s.send_s));
+    let send_rate =
+        samples.iter().rev().find(|s| s.sent_bytes > 0).map_or(f64::INFINITY, |s| rate(s.sent_bytes, s.send_s));
     let changed_bytes = later.iter().map(|s| s.sent_bytes).max().unwrap_or(0);
     let other_s = last.other_s;
     let child_write_s = later.iter().map(|s| s.child_write_s).fold(0.0, f64::max);

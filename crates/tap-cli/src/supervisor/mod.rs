@@ -339,15 +339,31 @@ struct Signals {
     poll: tokio::time::Interval,
 }
 
+/// The handlers, installed before `tap run` sets up its stores (which may take seconds: AWS
+/// configuration, the instance metadata), so that no signal meets its default action
+/// (SIGUSR1's kills); [`run`] takes them over.
+static EARLY: std::sync::Mutex<Option<[tokio::signal::unix::Signal; 3]>> = std::sync::Mutex::new(None);
+
+/// Installs `tap run`'s signal handlers now (inside the runtime); see [`EARLY`].
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    let handlers =
+        [signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::user_defined1())?];
+    *EARLY.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handlers);
+    Ok(())
+}
+
 impl Signals {
     fn install(notice_file: Option<PathBuf>) -> anyhow::Result<Signals> {
-        Ok(Signals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            usr1: signal(SignalKind::user_defined1())?,
-            notice_file,
-            poll: tokio::time::interval(NOTICE_POLL),
-        })
+        let early = EARLY.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let [int, term, usr1] = match early {
+            Some(h) => h,
+            None => [
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::user_defined1())?,
+            ],
+        };
+        Ok(Signals { int, term, usr1, notice_file, poll: tokio::time::interval(NOTICE_POLL) })
     }
 
     /// The next signal; a notice (SIGUSR1, or the notice file found) only when `notices`.
