@@ -412,6 +412,54 @@ mod local {
         assert_eq!(json(home.path(), &["runs", "list"])[0]["status"], "failed");
     }
 
+    /// SIGTERM during the final upload (a checkpoint the command wrote without announcing it):
+    /// the upload is cancelled or already done, tap exits with the command's status, LATEST
+    /// never points at a partial checkpoint, and no temporary file is left in the store.
+    #[test]
+    fn sigterm_during_the_final_upload_leaves_no_temporary_file() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let exited = h.join("exited");
+        let script = format!(
+            r#"head -c 300000000 /dev/urandom > "$TAP_CHECKPOINT_DIR/m.bin"; touch {}; exit 0"#,
+            exited.display()
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["run", "-e", "fin", "--", "sh", "-c", &script])
+            .env("TAP_HOME", h)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tap runs");
+        assert!(super::wait_for_file(&exited, Duration::from_secs(60)), "the command ran");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends within its SIGTERM bound");
+        let err = text(&child.wait_with_output().expect("output").stderr);
+        assert_eq!(status.code(), Some(0), "the command's status: {err}");
+        let cancelled = err.contains("final checkpoint upload cancelled");
+        assert!(cancelled || err.contains("final checkpoint"), "{err}");
+        let store = h.join("artifacts");
+        let temporary: Vec<_> = walk(&store).into_iter().filter(|p| p.to_string_lossy().contains(".tmp")).collect();
+        assert!(temporary.is_empty(), "no temporary file in the store: {temporary:?}");
+        let latest = store.join("checkpoints/fin/LATEST");
+        assert_eq!(latest.exists(), !cancelled, "LATEST moves only to a complete checkpoint: {err}");
+        assert_eq!(json(h, &["runs", "list"])[0]["status"], "succeeded");
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// Regression (a notice during the restore of `--resume` killed tap by the signal, exit
     /// 138, with a partial temporary file): a notice already up when `tap run --resume` starts
     /// stops it cleanly — exit 75, no record, nothing left in its scratch directory.
