@@ -346,10 +346,13 @@ static EARLY: std::sync::Mutex<Option<[tokio::signal::unix::Signal; 3]>> = std::
 
 /// Installs `tap run`'s signal handlers now (inside the runtime); see [`EARLY`].
 pub fn install_signal_handlers() -> std::io::Result<()> {
-    let handlers =
-        [signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::user_defined1())?];
-    *EARLY.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handlers);
+    *EARLY.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handlers()?);
     Ok(())
+}
+
+/// SIGINT, SIGTERM and SIGUSR1, in that order.
+fn handlers() -> std::io::Result<[tokio::signal::unix::Signal; 3]> {
+    Ok([signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::user_defined1())?])
 }
 
 impl Signals {
@@ -357,11 +360,7 @@ impl Signals {
         let early = EARLY.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let [int, term, usr1] = match early {
             Some(h) => h,
-            None => [
-                signal(SignalKind::interrupt())?,
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::user_defined1())?,
-            ],
+            None => handlers()?,
         };
         Ok(Signals { int, term, usr1, notice_file, poll: tokio::time::interval(NOTICE_POLL) })
     }
@@ -453,9 +452,10 @@ async fn commit_checkpoint<O: ObjectStore>(
     }
     let known: std::collections::HashSet<&str> =
         previous.map(|p| p.files.iter().map(|f| f.sha256.as_str()).collect()).unwrap_or_default();
-    let changed: Vec<PathBuf> =
-        files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| dir.join(&f.path)).collect();
-    to_send.store(files.iter().filter(|f| !known.contains(f.sha256.as_str())).map(|f| f.size).sum(), Ordering::Relaxed);
+    let new: Vec<&tap_core::manifest::ManifestFile> =
+        files.iter().filter(|f| !known.contains(f.sha256.as_str())).collect();
+    to_send.store(new.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+    let changed: Vec<PathBuf> = new.iter().map(|f| dir.join(&f.path)).collect();
     let child_write_s = crate::blocking::run(move |_| write_time(&changed)).await;
     let moved = objects.bytes_moved();
     let t1 = Instant::now();
