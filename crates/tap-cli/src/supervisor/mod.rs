@@ -562,6 +562,13 @@ fn signal_group(pid: Pid, sig: Signal) -> bool {
 /// Ends what is left of the command's process group: SIGTERM, then SIGKILL after
 /// [`GROUP_TERM_GRACE`]. Silent when nothing is left.
 async fn reap_group(pid: Pid) {
+    // Processes already dying (a SIGKILL just sent) get a moment to be gone.
+    for _ in 0..10 {
+        if nix::sys::signal::killpg(pid, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if !signal_group(pid, Signal::SIGTERM) {
         return;
     }
