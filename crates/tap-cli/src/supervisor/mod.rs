@@ -382,6 +382,9 @@ impl Signals {
     }
 }
 
+/// A timer that is not armed yet (the notice deadline before a notice; the final sync without a stop).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How often the notice file is looked for.
 const NOTICE_POLL: Duration = Duration::from_millis(500);
 
@@ -715,7 +718,7 @@ where
         let mut stop_asked = 0u32;
         let mut exit_status = None;
         let mut exited_at: Option<Instant> = None;
-        let deadline = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        let deadline = tokio::time::sleep(NEVER);
         tokio::pin!(deadline);
 
         let start_upload = |(id, step): (String, u64), previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
@@ -905,11 +908,7 @@ where
                 last_manifest.as_ref(),
                 &sending,
             ));
-            let limit = tokio::time::sleep(if stop_asked > 0 {
-                FINAL_UPLOAD_AFTER_TERM
-            } else {
-                Duration::from_secs(365 * 24 * 3600)
-            });
+            let limit = tokio::time::sleep(if stop_asked > 0 { FINAL_UPLOAD_AFTER_TERM } else { NEVER });
             tokio::pin!(limit);
             let cancelled = loop {
                 tokio::select! {
