@@ -3,11 +3,15 @@
 pub mod agent_config;
 pub mod commit;
 pub mod contract;
+pub mod fleet;
 pub mod fsutil;
+pub mod jobs;
+pub mod lease;
 pub mod manifest;
 pub mod notice;
 pub mod runs;
 pub mod stack_config;
+pub mod text;
 
 #[cfg(test)]
 mod stack_source;

@@ -12,44 +12,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-/// A node as `tap fleet status` sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeInfo {
-    pub instance_id: String,
-    pub instance_type: Option<String>,
-    pub availability_zone: Option<String>,
-    pub private_ip: Option<String>,
-    /// EC2 state: pending, running, shutting-down, …
-    pub state: String,
-    pub launch_time_ms: Option<i64>,
-    /// Seconds since the agent's last heartbeat (None: none seen).
-    pub heartbeat_age_s: Option<i64>,
-    /// The agent's GPUUnhealthy: Some(true) when a fatal finding stands.
-    pub unhealthy: Option<bool>,
-}
-
-/// Heartbeats older than this mean the agent (or the node) is gone.
-pub const HEARTBEAT_STALE_S: i64 = 300;
-
-impl NodeInfo {
-    /// Why this node cannot take a job, if it cannot.
-    pub fn unfit(&self) -> Option<String> {
-        if self.state != "running" {
-            return Some(format!("state {}", self.state));
-        }
-        if self.private_ip.is_none() {
-            return Some("no private IP".into());
-        }
-        if self.unhealthy == Some(true) {
-            return Some("a fatal GPU finding stands".into());
-        }
-        match self.heartbeat_age_s {
-            None => Some("no tap-agent heartbeat".into()),
-            Some(a) if a > HEARTBEAT_STALE_S => Some(format!("last tap-agent heartbeat {a} s ago")),
-            Some(_) => None,
-        }
-    }
-}
+pub use tap_core::fleet::{HEARTBEAT_STALE_S, NodeInfo};
 
 /// What one node is sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -190,10 +190,7 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// A line as a message quotes it: at most 120 characters.
 fn shown(line: &str) -> String {
-    match line.char_indices().nth(120) {
-        Some((i, _)) => format!("{}...", &line[..i]),
-        None => line.to_owned(),
-    }
+    tap_core::text::clip(line, 120)
 }
 
 /// How often the metrics file is read: a checkpoint line is seen this late at most (it is an
