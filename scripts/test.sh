@@ -38,7 +38,7 @@ set -a; source "$log/tools.env"; set +a
 
 stage cargo-fmt cargo fmt --all --check
 check cargo-fmt
-features=tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration
+features=tap-agent/aws-integration,tap-cli/aws-integration,tap-fleet/aws-integration,tap-store/aws-integration
 stage cargo-clippy cargo clippy --workspace --all-targets --locked --features "$features" -- -D warnings
 check cargo-clippy
 stage cargo-test cargo test --workspace --locked --features "$features"

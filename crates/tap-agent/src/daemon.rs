@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -27,9 +27,7 @@ use crate::metrics::{Aggregator, Datum, Labels};
 use crate::publish::{PublishStats, Publisher, Sink};
 use crate::spot::SpotEvent;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub use tap_core::time::now_ms;
 
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {

@@ -12,6 +12,7 @@ pub mod notice;
 pub mod runs;
 pub mod stack_config;
 pub mod text;
+pub mod time;
 
 #[cfg(test)]
 mod stack_source;

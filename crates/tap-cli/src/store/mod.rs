@@ -1,117 +1,18 @@
-//! Where runs, metrics, logs and hyperparameters live: traits at the I/O boundary, an
-//! embedded SQLite backend (the local default), and a conformance suite every backend passes.
+//! Where runs, metrics, logs and hyperparameters live: the traits and the stack's DynamoDB
+//! backend (crate tap-store, shared with tap-agent), the embedded SQLite backend (the local
+//! default), CloudWatch Logs and SSM Parameter Store, and a conformance suite every backend
+//! passes.
 
 #[cfg(test)]
 pub mod conformance;
 pub mod cwlogs;
-pub mod dynamo;
 pub mod sqlite;
 pub mod ssm;
 
-use std::future::Future;
-
-use serde::Serialize;
-use tap_core::runs::{MetricPoint, Run};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} not found")]
-    NotFound(String),
-    /// A conditional write lost against another writer too many times, or an id is reused
-    /// for a different record.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Backend(String),
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// Conditional writes that lose this many times in a row give up with a conflict.
-pub(crate) const MAX_UPDATE_ATTEMPTS: usize = 20;
-
-/// Waits after the `attempt`-th lost conditional write (from 0): a random time up to
-/// 5 ms·2^attempt, at most 500 ms (full jitter), so writers that collided — the nodes of a
-/// job updating its record at once — do not collide again in step. 20 losses wait ~7 s at most.
-pub(crate) async fn after_lost_write(attempt: usize) {
-    let cap = (5u64 << attempt.min(7)).min(500);
-    tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap))).await;
-}
-
-/// One line of a run's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
-    pub seq: u64,
-    pub ts_ms: i64,
-    pub stream: Stream,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    /// The stream's name, as the log stores record it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
-pub trait RunStore: Send + Sync {
-    /// Creates the run. Idempotent: creating the same record again returns it; a different
-    /// record under the same ids is a conflict.
-    fn create_run(&self, run: &Run) -> impl Future<Output = Result<Run>> + Send;
-    fn get_run(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<Option<Run>>> + Send;
-    /// Read-modify-write with a conditional write: concurrent updates are re-applied on the
-    /// newer record, never lost.
-    fn update_run<F>(&self, experiment: &str, run_id: &str, f: F) -> impl Future<Output = Result<Run>> + Send
-    where
-        F: Fn(&mut Run) + Send + Sync;
-    /// Runs, newest first; all experiments when `experiment` is None.
-    fn list_runs(&self, experiment: Option<&str>) -> impl Future<Output = Result<Vec<Run>>> + Send;
-    fn append_metrics(
-        &self,
-        experiment: &str,
-        run_id: &str,
-        points: &[MetricPoint],
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Every metric point of a run, in step order (points of one step in recording order).
-    fn metrics(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<Vec<MetricPoint>>> + Send;
-}
-
-/// A run's output lines (SQLite locally; CloudWatch Logs on a stack).
-pub trait LogStore: Send + Sync {
-    /// Appends lines; re-sending a line with the same `seq` is harmless.
-    fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine])
-    -> impl Future<Output = Result<()>> + Send;
-    fn logs(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<Vec<LogLine>>> + Send;
-}
-
-/// A hyperparameter version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Param {
-    pub name: String,
-    pub value: String,
-    pub version: u64,
-    pub modified_ms: i64,
-}
-
-pub trait ParamStore: Send + Sync {
-    /// Latest version of every parameter, by name.
-    fn list_params(&self) -> impl Future<Output = Result<Vec<Param>>> + Send;
-    fn get_param(&self, name: &str) -> impl Future<Output = Result<Option<Param>>> + Send;
-    /// Stores a new version and returns it.
-    fn set_param(&self, name: &str, value: &str) -> impl Future<Output = Result<Param>> + Send;
-    /// Every version, oldest first.
-    fn param_history(&self, name: &str) -> impl Future<Output = Result<Vec<Param>>> + Send;
-}
+pub use tap_store::{
+    LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, StoreError, Stream, after_lost_write,
+    dynamo,
+};
 
 /// The stack backends against moto on loopback (`--features aws-integration`).
 #[cfg(all(test, feature = "aws-integration"))]
@@ -120,8 +21,8 @@ mod aws_tests {
 
     use super::ParamStore;
     use super::conformance;
-    use super::dynamo::DynamoStore;
     use super::ssm::SsmParams;
+    use tap_store::dynamo::DynamoStore;
 
     fn sdk_config(moto: &Moto) -> aws_config::SdkConfig {
         crate::testkit::sdk_config(&moto.endpoint())

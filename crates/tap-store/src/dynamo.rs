@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use tap_core::runs::{MetricPoint, Run};
 
-use super::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write};
+use crate::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write};
 
 /// Metric points per chunk item.
 pub const POINTS_PER_ITEM: usize = 1000;
@@ -264,7 +264,7 @@ impl RunStore for DynamoStore {
     }
 
     async fn append_metrics(&self, experiment: &str, run_id: &str, points: &[MetricPoint]) -> Result<()> {
-        for item in metric_items(experiment, run_id, points, crate::now_ms()) {
+        for item in metric_items(experiment, run_id, points, tap_core::time::now_ms()) {
             self.client
                 .put_item()
                 .table_name(&self.table)
@@ -290,8 +290,11 @@ impl RunStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance;
     use proptest::prelude::*;
+
+    fn run(experiment: &str, run_id: &str, started_ms: i64) -> Run {
+        Run::new(experiment, run_id, vec!["python3".into(), "train.py".into()], "laptop", started_ms)
+    }
 
     #[test]
     fn worst_case_metric_item_fits() {
@@ -312,7 +315,7 @@ mod tests {
     proptest! {
         #[test]
         fn run_items_round_trip(step in 0u64..1000, exit in proptest::option::of(-255i32..255), metric in -1e12f64..1e12) {
-            let mut run = conformance::run("exp", "20261127T000000Z-abcdef", 7);
+            let mut run = run("exp", "20261127T000000Z-abcdef", 7);
             run.exit_code = exit;
             run.final_metrics.insert("loss".into(), metric);
             run.metric_points = step;
@@ -334,7 +337,7 @@ mod tests {
 
     #[test]
     fn corrupt_items_are_errors_not_panics() {
-        let mut item = run_item(&conformance::run("e", "r", 1), 1);
+        let mut item = run_item(&run("e", "r", 1), 1);
         item.insert("body".into(), AttributeValue::S("{".into()));
         assert!(decode_run(&item).expect_err("corrupt").to_string().contains("corrupt run record"));
         item.remove("body");
