@@ -20,6 +20,9 @@ pub struct IdleWatch {
     configured: Option<String>,
     /// Once known.
     fleet: Option<Fleet>,
+    /// The managed jobs (the experiment table), when the stack runs them: while one is
+    /// queued or running the fleet is never scaled to zero.
+    jobs: Option<tap_store::jobs::JobStore>,
 }
 
 impl IdleWatch {
@@ -39,7 +42,14 @@ impl IdleWatch {
             every,
             configured: fleet_id,
             fleet: None,
+            jobs: None,
         }
+    }
+
+    /// Holds the fleet up while a managed job in `jobs` is active.
+    pub fn with_jobs(mut self, jobs: tap_store::jobs::JobStore) -> IdleWatch {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// One check: the verdict, after scaling the fleet to zero when it says so.
@@ -59,8 +69,22 @@ impl IdleWatch {
             }
         };
         let fleet = self.fleet.insert(fleet);
-        let verdict =
+        let mut verdict =
             fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await.map_err(|e| e.to_string())?.verdict;
+        if let (Verdict::Idle { .. }, Some(jobs)) = (&verdict, &self.jobs) {
+            // Only the deciding node of an idle fleet reads the queue (one Query).
+            let active: Vec<(String, tap_core::jobs::JobState)> = jobs
+                .list(true)
+                .await
+                .map_err(|e| format!("the managed jobs are not known ({e}); not scaling down"))?
+                .iter()
+                .map(|e| match e {
+                    tap_store::jobs::JobEntry::Job { job, .. } => (job.id.clone(), job.state),
+                    tap_store::jobs::JobEntry::Corrupt { id, .. } => (id.clone(), tap_core::jobs::JobState::Queued),
+                })
+                .collect();
+            verdict = tap_fleet::idle::hold_for_jobs(verdict, &active);
+        }
         if matches!(verdict, Verdict::Idle { .. }) {
             fleet.scale(0).await.map_err(|e| e.to_string())?;
         }

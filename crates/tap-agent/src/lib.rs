@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod cloudwatch;
+pub mod controller;
 pub mod daemon;
 pub mod gpu;
 pub mod health;
@@ -199,17 +200,63 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
             fleet = i.fleet_id.as_deref(),
             "idle rule on: the fleet scales to zero once every GPU of it idled"
         );
-        let watch = idle::IdleWatch::new(
-            cloudwatch::sdk_config(&id.region).await,
+        let sdk = cloudwatch::sdk_config(&id.region).await;
+        let mut watch = idle::IdleWatch::new(
+            sdk.clone(),
             &id.instance_id,
             &m.environment,
             rule,
             Duration::from_secs(u64::from(i.check_seconds)),
             i.fleet_id.clone(),
         );
+        if let Some(table) = &config.jobs.table {
+            watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+        }
         tokio::spawn(watch.run());
     }
-    let stats = daemon::run(reader, publisher, opts, node, shutdown_signal()).await?;
+    // Set when the node goes away (a spot notice, SIGTERM): the job controller hands its
+    // lease over.
+    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
+    let mut node = node;
+    if let Some(rx) = node.spot.take() {
+        node.spot = Some(tee_spot(rx, leaving_tx.clone()));
+    }
+    if config.jobs.controller {
+        let sdk = cloudwatch::sdk_config(&id.region).await;
+        let j = config.jobs.clone();
+        let fleet_id = match &j.fleet_id {
+            Some(f) => f.clone(),
+            None => tap_fleet::aws::Fleet::fleet_of(&sdk, &id.instance_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("jobs: the fleet of {} not found: {e}", id.instance_id))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("jobs: {} belongs to no active EC2 Fleet (set jobs.fleet_id)", id.instance_id)
+                })?,
+        };
+        let (table, log_group) = (j.table.unwrap_or_default(), j.log_group.unwrap_or_default());
+        let environment = m.environment.clone();
+        let me = id.instance_id.clone();
+        tracing::info!(fleet = %fleet_id, table = %table, "job controller on: contending for the fleet's lease");
+        let rx = leaving.clone();
+        let make = move || {
+            let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+            controller::Controller {
+                me: me.clone(),
+                jobs: tap_store::jobs::JobStore::new(dynamo.clone(), &table),
+                runs: tap_store::dynamo::DynamoStore::new(dynamo, &table),
+                fleet: tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, &environment, &log_group),
+                leaving: rx.clone(),
+            }
+        };
+        tokio::spawn(controller::supervise(make, leaving.clone()));
+    }
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = leaving_tx.send(true);
+        // A moment for the controller to hand its lease over (one request).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let stats = daemon::run(reader, publisher, opts, node, shutdown).await?;
     tracing::info!(
         requests = stats.requests,
         datums_sent = stats.datums_sent,
@@ -218,6 +265,26 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
         "tap-agent stopped"
     );
     Ok(())
+}
+
+/// Passes the spot watcher's events on to the daemon, and tells the job controller that the
+/// node is leaving at the first interruption notice.
+fn tee_spot(
+    mut rx: tokio::sync::mpsc::Receiver<spot::SpotEvent>,
+    leaving: tokio::sync::watch::Sender<bool>,
+) -> tokio::sync::mpsc::Receiver<spot::SpotEvent> {
+    let (tx, out) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, spot::SpotEvent::Interruption(_)) {
+                let _ = leaving.send(true);
+            }
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    out
 }
 
 /// GPU health (NVML events, kernel log, policy) and the spot watcher, as configured.

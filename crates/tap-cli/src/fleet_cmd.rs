@@ -133,6 +133,7 @@ pub async fn launch(
         command: a.command.clone(),
         run_as: a.user.clone(),
         attempt: 0,
+        env: Vec::new(),
     };
     let timeout = i32::try_from(a.timeout.as_secs()).unwrap_or(i32::MAX).clamp(60, 172_800);
     let mut restarts_left = a.restarts;

@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub node: NodeSection,
     #[serde(default)]
     pub idle: IdleSection,
+    #[serde(default)]
+    pub jobs: JobsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -228,6 +230,21 @@ impl Default for IdleSection {
     }
 }
 
+/// The fleet's job controller (managed jobs, `tap launch`): every node's agent contends for
+/// the lease in the experiment table, and the one holding it runs, watches and heals the
+/// queued jobs (tap-agent's `controller`). The stack turns it on for its fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSection {
+    pub controller: bool,
+    /// The stack's experiment table (jobs, the lease and run records live there).
+    pub table: Option<String>,
+    /// The training log group: each rank's SSM command output goes there.
+    pub log_group: Option<String>,
+    /// The EC2 Fleet whose nodes run jobs. Absent: the one this instance belongs to.
+    pub fleet_id: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -370,14 +387,38 @@ impl AgentConfig {
             return invalid("idle.below_percent", format!("{p} is not a percentage in (0, 100]"));
         }
         if let Some(id) = &self.idle.fleet_id
-            && !(id.starts_with("fleet-")
-                && id.len() <= 64
-                && id[6..].chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+            && !is_fleet_id(id)
         {
             return invalid("idle.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
         }
+        let j = &self.jobs;
+        if let Some(id) = &j.fleet_id
+            && !is_fleet_id(id)
+        {
+            return invalid("jobs.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
+        }
+        match &j.table {
+            // DynamoDB table names: 3-255 of [A-Za-z0-9_.-].
+            Some(t)
+                if !(3..=255).contains(&t.len())
+                    || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
+            {
+                return invalid("jobs.table", format!("\"{t}\" is not a DynamoDB table name"));
+            }
+            None if j.controller => {
+                return invalid("jobs.table", "the controller needs the experiment table (jobs.table)".into());
+            }
+            _ => {}
+        }
+        if j.controller && j.log_group.as_deref().is_none_or(|g| g.is_empty() || g.len() > 512) {
+            return invalid("jobs.log_group", "the controller needs the training log group (1-512 characters)".into());
+        }
         Ok(())
     }
+}
+
+fn is_fleet_id(id: &str) -> bool {
+    id.starts_with("fleet-") && id.len() <= 64 && id[6..].chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// `xx-name-N` or `xx-gov-name-N`, as the stack's `aws_region` validation.
@@ -411,6 +452,23 @@ mod tests {
         let e = err("[metrics]\nsample_interval = 5\n");
         assert!(e.starts_with("/etc/tap/agent.toml: "), "{e}");
         assert!(e.contains("unknown field `sample_interval`"), "{e}");
+    }
+
+    #[test]
+    fn the_job_controller_needs_its_table_and_log_group() {
+        assert!(
+            err("[jobs]\ncontroller = true\n").starts_with("/etc/tap/agent.toml: jobs.table: the controller needs")
+        );
+        let e = err("[jobs]\ncontroller = true\ntable = \"tap-dev-experiments\"\n");
+        assert!(e.contains("jobs.log_group"), "{e}");
+        assert!(err("[jobs]\ntable = \"a b\"\n").contains("jobs.table: \"a b\" is not a DynamoDB table name"));
+        assert!(err("[jobs]\nfleet_id = \"x\"\n").contains("jobs.fleet_id"));
+        let ok = AgentConfig::parse(
+            "[jobs]\ncontroller = true\ntable = \"tap-dev-experiments\"\nlog_group = \"/tap/dev/training\"\n",
+            "x",
+        )
+        .expect("valid");
+        assert!(ok.jobs.controller);
     }
 
     #[test]
@@ -564,6 +622,7 @@ mod tests {
                 spot: SpotSection::default(),
                 node: NodeSection::default(),
                 idle: IdleSection::default(),
+                jobs: JobsSection::default(),
             })
     }
 

@@ -133,6 +133,16 @@ pub fn contend(item: Option<&LeaseItem>, sighting: &Sighting, position: usize, n
     }
 }
 
+/// In how many ms [`contend`] would say take, if nothing changes (0: now).
+pub fn take_due_ms(item: Option<&LeaseItem>, sighting: &Sighting, position: usize, now_mono_ms: i64) -> i64 {
+    let patience = position as i64 * LEASE_MS;
+    let lease = match item {
+        Some(i) if i.holder.is_some() => i.lease_ms.clamp(1, 10 * LEASE_MS),
+        _ => 0,
+    };
+    (sighting.since_ms + lease + patience - now_mono_ms).max(0)
+}
+
 /// Whether the holder may still act: its last successful renewal was *sent* at
 /// `renew_sent_mono_ms`, and a contender waits the whole lease from a sighting made after
 /// that write landed, so the lease stands at least until then plus the lease time.
@@ -178,6 +188,8 @@ mod tests {
         assert_eq!(position("i-c", Some(&item), &[]), 1);
         assert_eq!(position("i-new", Some(&item), &[]), 2, "an unlisted node comes last");
         assert_eq!(contend(Some(&item), &s, 0, 1_000 + LEASE_MS - 1), Contend::Wait);
+        assert_eq!(take_due_ms(Some(&item), &s, 0, 1_000 + LEASE_MS - 1), 1);
+        assert_eq!(take_due_ms(Some(&item), &s, 1, 1_000), 2 * LEASE_MS);
         assert_eq!(contend(Some(&item), &s, 0, 1_000 + LEASE_MS), Contend::Take { expect_rvn: Some("r9".into()) });
         assert_eq!(contend(Some(&item), &s, 1, 1_000 + LEASE_MS), Contend::Wait, "i-c gives i-b a lease time");
         assert_eq!(contend(Some(&item), &s, 1, 1_000 + 2 * LEASE_MS), Contend::Take { expect_rvn: Some("r9".into()) });

@@ -153,6 +153,14 @@ impl Fleet {
 
     /// The fleet, its instances and what their agents last said.
     pub async fn status(&self, now_ms: i64) -> Result<FleetStatus> {
+        let mut status = self.nodes(now_ms).await?;
+        status.interruptions_24h = self.fleet_sum(ContractMetric::SpotInterruptionNotice, now_ms, 24 * 60).await?;
+        Ok(status)
+    }
+
+    /// The fleet and its instances with each agent's last heartbeat and GPU health (the job
+    /// controller's view: EC2's three Describe calls and one GetMetricData).
+    pub async fn nodes(&self, now_ms: i64) -> Result<FleetStatus> {
         let mut status = self.describe().await?;
         let ids: Vec<String> = status.nodes.iter().map(|n| n.instance_id.clone()).collect();
         // Heartbeat and GPUUnhealthy of every node in one request (up to 250 nodes).
@@ -165,7 +173,6 @@ impl Fleet {
             n.heartbeat_age_s = latest(0, &n.instance_id).map(|(t, _)| ((now_ms - t) / 1000).max(0));
             n.unhealthy = latest(1, &n.instance_id).map(|(_, v)| v >= 1.0);
         }
-        status.interruptions_24h = self.fleet_sum(ContractMetric::SpotInterruptionNotice, now_ms, 24 * 60).await?;
         Ok(status)
     }
 
@@ -383,8 +390,10 @@ impl Fleet {
                 .send()
                 .await
                 .map_err(|e| sdk_err(&format!("SendCommand to {}", c.instance_id), e))?;
-            let id = out.command().and_then(|c| c.command_id()).unwrap_or_default().to_owned();
-            sent.push((c.instance_id.clone(), id));
+            let id = out.command().and_then(|c| c.command_id()).filter(|id| !id.is_empty()).ok_or_else(|| {
+                FleetError(format!("SendCommand to {}: the answer names no command id", c.instance_id))
+            })?;
+            sent.push((c.instance_id.clone(), id.to_owned()));
         }
         Ok(sent)
     }

@@ -83,6 +83,19 @@ pub enum Verdict {
     NotLeader { leader: String },
     /// The fleet's target capacity is already zero.
     AlreadyZero,
+    /// Idle GPUs, but a managed job is queued or running: the fleet stays up for it.
+    JobsWaiting { job: String, state: String, jobs: usize },
+}
+
+/// An idle verdict yields to the managed jobs: while one is queued or running (`active`:
+/// id and state, oldest first) the fleet is never scaled to zero.
+pub fn hold_for_jobs(verdict: Verdict, active: &[(String, tap_core::jobs::JobState)]) -> Verdict {
+    match (verdict, active.first()) {
+        (Verdict::Idle { .. }, Some((job, state))) => {
+            Verdict::JobsWaiting { job: job.clone(), state: state.as_str().to_owned(), jobs: active.len() }
+        }
+        (v, _) => v,
+    }
 }
 
 impl Verdict {
@@ -100,6 +113,9 @@ impl Verdict {
             Verdict::Unknown { reason } => format!("not known to idle: {reason}"),
             Verdict::NotLeader { leader } => format!("{leader} decides for the fleet"),
             Verdict::AlreadyZero => "the fleet's target capacity is already 0".into(),
+            Verdict::JobsWaiting { job, state, jobs } => {
+                format!("GPUs idle, but job {job} is {state} ({jobs} managed job(s) active): the fleet stays up")
+            }
         }
     }
 }
@@ -293,5 +309,21 @@ mod tests {
         let j = serde_json::to_value(&v).expect("json");
         assert_eq!(j["verdict"], "idle");
         assert_eq!(serde_json::to_value(Verdict::AlreadyZero).expect("json")["verdict"], "already-zero");
+    }
+
+    #[test]
+    fn an_idle_fleet_stays_up_while_a_managed_job_is_active() {
+        use tap_core::jobs::JobState;
+        let idle = Verdict::Idle { nodes: 2, peak_percent: 1.0 };
+        assert_eq!(hold_for_jobs(idle.clone(), &[]), idle);
+        let held = hold_for_jobs(idle, &[("j1".into(), JobState::Queued), ("j2".into(), JobState::Running)]);
+        assert_eq!(held, Verdict::JobsWaiting { job: "j1".into(), state: "queued".into(), jobs: 2 });
+        let rule = IdleRule { minutes: 60, below_percent: 5.0 };
+        assert_eq!(
+            held.describe(&rule),
+            "GPUs idle, but job j1 is queued (2 managed job(s) active): the fleet stays up"
+        );
+        let busy = Verdict::Busy { instance_id: "i-a".into(), peak_percent: 50.0 };
+        assert_eq!(hold_for_jobs(busy.clone(), &[("j1".into(), JobState::Queued)]), busy);
     }
 }

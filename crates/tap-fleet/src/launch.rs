@@ -37,6 +37,27 @@ pub struct LaunchSpec {
     /// Which launch of the job this is (1, then one more per relaunch): each node's run
     /// records itself in the job's record under it (`TAP_JOB_ATTEMPT`).
     pub attempt: u32,
+    /// Extra environment for the command (names checked by `JobSpec::problem`).
+    pub env: Vec<(String, String)>,
+}
+
+impl LaunchSpec {
+    /// Attempt `attempt` of a managed job: attempts after the first resume from the latest
+    /// checkpoint.
+    pub fn for_job(job: &tap_core::jobs::JobRecord, attempt: u32) -> LaunchSpec {
+        let s = &job.spec;
+        LaunchSpec {
+            nodes: s.nodes as usize,
+            experiment: s.experiment.clone(),
+            group: job.id.clone(),
+            master_port: s.master_port,
+            resume: s.resume || attempt > 1,
+            command: s.command.clone(),
+            run_as: s.user.clone(),
+            attempt,
+            env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
 }
 
 /// Picks `spec.nodes` fit nodes (oldest first: they have proven stable, and the order is the
@@ -95,12 +116,17 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     ] {
         let _ = writeln!(s, "export {k}={}", shell_quote(&v));
     }
+    let mut passed = String::new();
+    for (k, v) in &spec.env {
+        let _ = writeln!(s, "export {k}={}", shell_quote(v));
+        let _ = write!(passed, " {k}=\"${k}\"");
+    }
     // A login shell of the job's user (its PATH, its Python), with the stack's tap config that
     // the node's user_data wrote.
     let _ = write!(
         s,
         "exec runuser -u {} -- env TAP_CONFIG={NODE_TAP_CONFIG} MASTER_ADDR=\"$MASTER_ADDR\" MASTER_PORT=\"$MASTER_PORT\" \
-         NNODES=\"$NNODES\" NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" TAP_JOB_ATTEMPT=\"$TAP_JOB_ATTEMPT\" bash -lc {}",
+         NNODES=\"$NNODES\" NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" TAP_JOB_ATTEMPT=\"$TAP_JOB_ATTEMPT\"{passed} bash -lc {}",
         shell_quote(&spec.run_as),
         shell_quote(&inner.join(" "))
     );
@@ -220,6 +246,7 @@ mod tests {
             ],
             run_as: "ubuntu".into(),
             attempt: 1,
+            env: vec![("HF_HOME".into(), "/data/hf cache".into())],
         }
     }
 
@@ -259,7 +286,7 @@ mod tests {
         // A login shell would reset PATH to the system's; this one keeps the stand-ins.
         std::fs::write(fake_bin.join("bash"), "#!/bin/sh\n[ \"$1\" = -lc ] && shift\nexec /bin/bash -c \"$1\"\n")
             .expect("bash");
-        std::fs::write(fake_bin.join("tap"), "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>' \"$a\"; done; echo \" rank=$NODE_RANK of $NNODES at $MASTER_ADDR:$MASTER_PORT id=$RDZV_ID config=$TAP_CONFIG\"\n").expect("tap");
+        std::fs::write(fake_bin.join("tap"), "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>' \"$a\"; done; echo \" rank=$NODE_RANK of $NNODES at $MASTER_ADDR:$MASTER_PORT id=$RDZV_ID config=$TAP_CONFIG hf=$HF_HOME\"\n").expect("tap");
         for f in ["runuser", "tap", "bash"] {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(fake_bin.join(f), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -274,7 +301,7 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123 config=/etc/tap/config.toml"
+            "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123 config=/etc/tap/config.toml hf=/data/hf cache"
         );
     }
 

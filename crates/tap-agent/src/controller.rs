@@ -1,0 +1,625 @@
+//! The fleet's job controller: on exactly one node (the holder of the lease in the experiment
+//! table), it starts the queued jobs on healthy nodes, watches them and heals them after a
+//! reclaim — with no laptop and no controller VM. `tap launch` only submits.
+//!
+//! Where it runs: a task of tap-agent on every node, not a process of its own. Every node
+//! contends for the lease (`tap_core::lease`: the lock client's design, with a fencing epoch
+//! and a succession), and only the holder acts. A task costs no memory beyond its state,
+//! shares the agent's SDK settings and hears the node's spot notice directly (the holder hands
+//! the lease over at once); it is supervised apart from the telemetry loop: every error is
+//! logged and retried, a panic restarts it after [`RESTART_AFTER`], and every AWS call has
+//! the SDK's own timeouts, so a broken controller never stops metrics, health or spot
+//! handling on its node.
+//!
+//! Each round is thin: read (the lease, the active jobs, the fleet, each rank's run record and
+//! command), decide with the pure functions of `tap_core::jobs`, act, and record every
+//! change with a fenced write (a transaction that checks this node still holds the lease at
+//! the epoch it took).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tap_core::jobs::{self, AttemptEnd, CommandState, JobRecord, JobState, RankRun, RankView, Step, Watch};
+use tap_core::lease::{self, Contend, LeaseItem, Sighting};
+use tap_core::runs::{Job, JobNode, Liveness, Run, RunStatus};
+use tap_fleet::aws::{Fleet, FleetStatus};
+use tap_fleet::launch::{LaunchSpec, NodeInfo};
+use tap_store::RunStore;
+use tap_store::StoreError;
+use tap_store::dynamo::DynamoStore;
+use tap_store::jobs::{Fence, JobEntry, JobStore, Renewal};
+use tokio::sync::watch;
+
+/// How often the holder looks at a running job (its run records, commands and nodes).
+pub const JOB_TICK_MS: i64 = 10_000;
+/// How often an idle holder refreshes its view of the fleet (for the succession it writes):
+/// EC2's three Describe calls and one GetMetricData.
+pub const FLEET_VIEW_MS: i64 = 300_000;
+/// After an error, the holder's or a contender's next try.
+pub const RETRY_MS: i64 = 5_000;
+/// A controller task that panicked starts again after this.
+pub const RESTART_AFTER: Duration = Duration::from_secs(30);
+/// The SSM command's own timeout beyond the job's, for the restore and the final upload.
+pub const COMMAND_SLACK_S: u32 = 600;
+
+pub struct Controller {
+    pub me: String,
+    pub jobs: JobStore,
+    pub runs: DynamoStore,
+    pub fleet: Fleet,
+    /// Set when this node is going away (spot notice, shutdown): hand the lease over and
+    /// stop contending.
+    pub leaving: watch::Receiver<bool>,
+}
+
+/// Monotonic milliseconds since the controller started (never compared across nodes).
+fn mono(start: tokio::time::Instant) -> i64 {
+    start.elapsed().as_millis() as i64
+}
+
+enum Contended {
+    Took(Box<Holding>),
+    /// Read again in this many ms.
+    Wait(i64),
+}
+
+enum Role {
+    Contender { sighting: Option<Sighting> },
+    Holder(Holding),
+}
+
+struct Holding {
+    lease: LeaseItem,
+    fence: Fence,
+    /// When the last successful renewal was sent (monotonic ms).
+    renew_sent: i64,
+    next_renew: i64,
+    /// The queue_seq acted on last.
+    seen_seq: Option<u64>,
+    next_tick: i64,
+    next_view: i64,
+    /// The succession to write with the next renewal (when it changed).
+    succession: Option<Vec<String>>,
+    /// When each (job, attempt, rank)'s command was first seen final (epoch ms).
+    final_since: HashMap<(String, u32, u32), i64>,
+}
+
+impl Controller {
+    /// Runs until the node leaves; never returns an error (each one is logged and retried).
+    pub async fn run(mut self) {
+        let start = tokio::time::Instant::now();
+        let mut role = Role::Contender { sighting: None };
+        let mut view: Vec<String> = Vec::new();
+        let mut view_at: Option<i64> = None;
+        let mut last_error = String::new();
+        loop {
+            if *self.leaving.borrow() {
+                if let Role::Holder(h) = &role {
+                    self.release(h).await;
+                }
+                tracing::info!("job controller: this node is leaving; no longer contending for the lease");
+                return;
+            }
+            let now = mono(start);
+            let wait_ms = match &mut role {
+                Role::Contender { sighting } => match self.contend(sighting, &mut view, &mut view_at, now).await {
+                    Ok(Contended::Took(h)) => {
+                        tracing::info!(
+                            epoch = h.fence.epoch,
+                            "job controller: took the lease; this node runs the fleet's jobs"
+                        );
+                        last_error.clear();
+                        role = Role::Holder(*h);
+                        0
+                    }
+                    Ok(Contended::Wait(ms)) => {
+                        last_error.clear();
+                        ms
+                    }
+                    Err(e) => {
+                        report(&mut last_error, &format!("job controller: {e}"));
+                        RETRY_MS
+                    }
+                },
+                Role::Holder(h) => match self.hold(h, start).await {
+                    Ok(true) => {
+                        last_error.clear();
+                        let now = mono(start);
+                        (h.next_renew.min(h.next_tick).min(h.next_view) - now).max(0)
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            epoch = h.fence.epoch,
+                            "job controller: lost the lease; another node runs the jobs now"
+                        );
+                        role = Role::Contender { sighting: None };
+                        RETRY_MS
+                    }
+                    Err(e) => {
+                        report(&mut last_error, &format!("job controller: {e}"));
+                        RETRY_MS
+                    }
+                },
+            };
+            let sleep = tokio::time::sleep(Duration::from_millis(wait_ms.clamp(0, 600_000) as u64));
+            tokio::select! {
+                () = sleep => {}
+                _ = self.leaving.changed() => {}
+            }
+        }
+    }
+
+    /// One contender's round: read the lease, take it when [`lease::contend`] says so.
+    async fn contend(
+        &self,
+        sighting: &mut Option<Sighting>,
+        view: &mut Vec<String>,
+        view_at: &mut Option<i64>,
+        now: i64,
+    ) -> Result<Contended, String> {
+        let item = self.jobs.read_lease().await.map_err(|e| format!("lease not read: {e}"))?;
+        let listed = item.as_ref().is_some_and(|i| i.holder.is_some() && !i.succession.is_empty());
+        // Without the holder's word on the order, this node's own view of the fleet decides
+        // (refreshed at most every FLEET_VIEW_MS).
+        if !listed && view_at.is_none_or(|t| now - t >= FLEET_VIEW_MS) {
+            match self.fleet.describe().await {
+                Ok(s) => {
+                    *view = seniority(&s.nodes);
+                    *view_at = Some(now);
+                }
+                Err(e) => return Err(format!("fleet not described: {e}")),
+            }
+        }
+        let s = Sighting::observe(sighting.take(), item.as_ref(), now);
+        let position = lease::position(&self.me, item.as_ref(), view);
+        let decision = lease::contend(item.as_ref(), &s, position, now);
+        let due = lease::take_due_ms(item.as_ref(), &s, position, now);
+        *sighting = Some(s);
+        let Contend::Take { expect_rvn } = decision else {
+            // The next read: this position's poll, or the moment the lease may be taken.
+            return Ok(Contended::Wait(lease::poll_every_ms(position).min(due.max(1))));
+        };
+        let sent = now;
+        match self.jobs.take_lease(&self.me, expect_rvn.as_deref(), tap_core::time::now_ms()).await {
+            Ok(Some(lease)) => Ok(Contended::Took(Box::new(Holding {
+                fence: Fence { holder: self.me.clone(), epoch: lease.epoch },
+                lease,
+                renew_sent: sent,
+                next_renew: sent + lease::RENEW_EVERY_MS,
+                seen_seq: None,
+                next_tick: sent,
+                next_view: sent,
+                succession: None,
+                final_since: HashMap::new(),
+            }))),
+            Ok(None) => Ok(Contended::Wait(lease::poll_every_ms(position))),
+            Err(e) => Err(format!("lease not taken: {e}")),
+        }
+    }
+
+    /// One holder's round: renew when due, then act on the jobs when there is news, a job to
+    /// watch, or the fleet view is due. `Ok(false)`: the lease is lost.
+    async fn hold(&self, h: &mut Holding, start: tokio::time::Instant) -> Result<bool, String> {
+        let now = mono(start);
+        if now >= h.next_renew {
+            let rvn = h.lease.rvn.clone().unwrap_or_default();
+            match self.jobs.renew_lease(&self.me, &rvn, h.succession.as_deref(), tap_core::time::now_ms()).await {
+                Ok(Renewal::Renewed(l)) => {
+                    h.lease = l;
+                    h.renew_sent = now;
+                    h.next_renew = now + lease::RENEW_EVERY_MS;
+                    h.succession = None;
+                }
+                Ok(Renewal::Lost) => return Ok(false),
+                Err(e) => {
+                    h.next_renew = now + RETRY_MS;
+                    if !lease::holder_may_act(h.renew_sent, h.lease.lease_ms, now) {
+                        return Err(format!("lease not renewed ({e}); not acting until it is"));
+                    }
+                    tracing::warn!(error = %e, "job controller: lease renewal failed; retrying");
+                }
+            }
+        }
+        if !lease::holder_may_act(h.renew_sent, h.lease.lease_ms, mono(start)) {
+            return Ok(true);
+        }
+        let news = h.seen_seq != Some(h.lease.queue_seq);
+        let now = mono(start);
+        if news || now >= h.next_tick || now >= h.next_view {
+            let seq = h.lease.queue_seq;
+            match self.round(h).await {
+                Ok(active) => {
+                    h.seen_seq = Some(seq);
+                    h.next_tick = if active { now + JOB_TICK_MS } else { i64::MAX / 4 };
+                }
+                Err(RoundError::Fenced(e)) => {
+                    tracing::warn!(error = %e, "job controller: fenced out");
+                    return Ok(false);
+                }
+                Err(RoundError::Other(e) | RoundError::Conflict(e)) => {
+                    h.next_tick = now + RETRY_MS;
+                    return Err(e);
+                }
+            }
+            if now >= h.next_view {
+                h.next_view = now + FLEET_VIEW_MS;
+            }
+        }
+        Ok(true)
+    }
+
+    /// One round over the active jobs. `Ok(true)`: some job is still active.
+    async fn round(&self, h: &mut Holding) -> Result<bool, RoundError> {
+        let entries = self.jobs.list(true).await.map_err(RoundError::from)?;
+        let mut active: Vec<(JobRecord, u64)> = Vec::new();
+        for e in entries {
+            match e {
+                JobEntry::Job { job, version } => active.push((*job, version)),
+                JobEntry::Corrupt { ref id, ref problem, .. } => {
+                    let reason = jobs::corrupt_outcome(problem);
+                    tracing::warn!(job = %id, reason = %reason, "job controller: a corrupt job is marked failed");
+                    self.jobs.fail_corrupt(&e, &reason, &h.fence).await.map_err(RoundError::from)?;
+                }
+            }
+        }
+        let status = self.fleet.nodes(tap_core::time::now_ms()).await.map_err(|e| RoundError::Other(e.to_string()))?;
+        let succession: Vec<String> = seniority(&status.nodes).into_iter().filter(|n| *n != self.me).collect();
+        if succession != h.lease.succession {
+            h.succession = Some(succession);
+        }
+        if active.is_empty() {
+            return Ok(false);
+        }
+        let records: Vec<JobRecord> = active.iter().map(|(j, _)| j.clone()).collect();
+        let placements: HashMap<String, jobs::Placement> =
+            jobs::schedule(&records, &status.nodes).into_iter().map(|(j, p)| (j.id.clone(), p)).collect();
+        let mut still_active = false;
+        for (job, version) in active {
+            let step = jobs::step(&job, placements.get(&job.id), tap_core::time::now_ms());
+            match self.act(h, job, version, step, &status).await {
+                Ok(a) => still_active |= a,
+                Err(RoundError::Conflict(e)) => {
+                    // Changed under us (a cancel): read again next round.
+                    tracing::info!(error = %e, "job controller: a job changed while acting on it");
+                    still_active = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(still_active)
+    }
+
+    /// Carries out one job's step. `Ok(true)`: the job is still active.
+    async fn act(
+        &self,
+        h: &mut Holding,
+        mut job: JobRecord,
+        mut version: u64,
+        step: Step,
+        fleet: &FleetStatus,
+    ) -> Result<bool, RoundError> {
+        let now = tap_core::time::now_ms();
+        match step {
+            Step::Idle => {}
+            Step::Wait(why) => {
+                tracing::info!(job = %job.id, why = %why, "job waits");
+                job.waiting = Some(why);
+                job.updated_ms = now;
+                self.jobs.write_fenced(&job, version, &h.fence).await?;
+            }
+            Step::Launch { number, nodes } => {
+                let resumed_from = if number > 1 || job.spec.resume {
+                    self.runs
+                        .get_run(&job.spec.experiment, &job.id)
+                        .await
+                        .map_err(RoundError::from)?
+                        .and_then(|r| r.checkpoint)
+                } else {
+                    None
+                };
+                let by = format!("{}#{}", self.me, h.fence.epoch);
+                jobs::begin_attempt(&mut job, &nodes, resumed_from, &by, now);
+                // The claim first: a second controller's launch of this attempt fails here.
+                version = self.jobs.write_fenced(&job, version, &h.fence).await?;
+                self.record_attempt(&job, &fleet.fleet_id).await.map_err(RoundError::from)?;
+                let spec = LaunchSpec::for_job(&job, number);
+                let master = nodes[0].private_ip.clone().unwrap_or_default();
+                let cmds: Vec<tap_fleet::launch::NodeCommand> = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, n)| tap_fleet::launch::NodeCommand {
+                        instance_id: n.instance_id.clone(),
+                        rank,
+                        script: tap_fleet::launch::script(&spec, &master, rank),
+                    })
+                    .collect();
+                let timeout = job.spec.timeout_s.saturating_add(COMMAND_SLACK_S).min(jobs::MAX_TIMEOUT_S) as i32;
+                let sent = self
+                    .fleet
+                    .send(&cmds, &format!("tap job {} #{number}", job.id), timeout)
+                    .await
+                    .map_err(|e| RoundError::Other(e.to_string()))?;
+                jobs::commands_sent(&mut job, &sent, tap_core::time::now_ms());
+                self.jobs.write_fenced(&job, version, &h.fence).await?;
+                self.note_commands(&job, &sent).await;
+                tracing::info!(job = %job.id, attempt = number, nodes = ?sent, "job launched");
+            }
+            Step::Watch => {
+                let ranks = self.observe(h, &job, fleet, now).await?;
+                match jobs::watch(&ranks, now) {
+                    Watch::Wait => {}
+                    Watch::Succeeded => {
+                        jobs::end_attempt(&mut job, AttemptEnd::Succeeded, now);
+                        self.jobs.write_fenced(&job, version, &h.fence).await?;
+                        self.end_job_record(&job).await;
+                        tracing::info!(job = %job.id, "job succeeded");
+                    }
+                    Watch::Ended { end, cancel } => {
+                        // The other ranks first: a survivor must not hang in NCCL.
+                        self.cancel_ranks(&job, &cancel).await;
+                        tracing::warn!(job = %job.id, why = %end.describe(), cancelled = ?cancel, "attempt ended");
+                        jobs::end_attempt(&mut job, end, tap_core::time::now_ms());
+                        self.jobs.write_fenced(&job, version, &h.fence).await?;
+                        if job.state.is_final() {
+                            self.end_job_record(&job).await;
+                        }
+                        h.final_since.retain(|(id, _, _), _| *id != job.id);
+                    }
+                }
+            }
+            Step::Cancel => {
+                if job.state.holds_nodes() {
+                    let all: Vec<u32> =
+                        job.current().map(|a| a.nodes.iter().map(|n| n.rank).collect()).unwrap_or_default();
+                    self.cancel_ranks(&job, &all).await;
+                }
+                jobs::cancel(&mut job, now);
+                self.jobs.write_fenced(&job, version, &h.fence).await?;
+                self.end_job_record(&job).await;
+                tracing::info!(job = %job.id, "job cancelled");
+            }
+            Step::Abandon => {
+                let all: Vec<u32> = job.current().map(|a| a.nodes.iter().map(|n| n.rank).collect()).unwrap_or_default();
+                self.cancel_ranks(&job, &all).await;
+                let detail = format!(
+                    "attempt {} was claimed by {} but not all its commands were recorded within {} s",
+                    job.current().map_or(0, |a| a.number),
+                    job.current().map_or("?", |a| a.launched_by.as_str()),
+                    jobs::STARTING_LIMIT_MS / 1000
+                );
+                jobs::end_attempt(&mut job, AttemptEnd::LaunchInterrupted { detail }, now);
+                self.jobs.write_fenced(&job, version, &h.fence).await?;
+            }
+        }
+        Ok(!job.state.is_final())
+    }
+
+    /// Every rank of the running attempt as observed now.
+    async fn observe(
+        &self,
+        h: &mut Holding,
+        job: &JobRecord,
+        fleet: &FleetStatus,
+        now: i64,
+    ) -> Result<Vec<RankView>, RoundError> {
+        let Some(attempt) = job.current() else { return Ok(Vec::new()) };
+        let record = self.runs.get_run(&job.spec.experiment, &job.id).await.map_err(RoundError::from)?;
+        let slots: Vec<JobNode> =
+            record.and_then(|r| r.job).filter(|j| j.attempt == attempt.number).map(|j| j.nodes).unwrap_or_default();
+        let mut out = Vec::new();
+        for n in &attempt.nodes {
+            let run_id = slots.iter().find(|s| s.rank == n.rank).and_then(|s| s.run_id.clone());
+            let run = match &run_id {
+                Some(id) => self.runs.get_run(&job.spec.experiment, id).await.map_err(RoundError::from)?,
+                None => None,
+            };
+            let run = run.map(|r| RankRun {
+                status: tap_core::runs::observed_status(&r, now, |_| Liveness::Unknown),
+                exit_code: r.exit_code,
+                signal: r.signal,
+                interruption: r.interruption.as_ref().map(|i| (i.kind.clone(), i.reason.clone())),
+            });
+            let command = match &n.command_id {
+                Some(c) => match self.fleet.invocation_status(c, &n.instance_id).await {
+                    Ok(s) => Some(CommandState::parse(&s)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "command status not read");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let key = (job.id.clone(), attempt.number, n.rank);
+            let command_final_since_ms = match command {
+                Some(c) if c.is_final() => Some(*h.final_since.entry(key).or_insert(now)),
+                _ => None,
+            };
+            let node_gone = match fleet.nodes.iter().find(|x| x.instance_id == n.instance_id) {
+                None => Some("no longer in the fleet".to_owned()),
+                Some(x) if x.state != "running" => Some(format!("its instance is {}", x.state)),
+                Some(x) if x.unhealthy == Some(true) => Some("a fatal GPU finding stands".to_owned()),
+                Some(x) if x.heartbeat_age_s.is_some_and(|a| a > tap_fleet::launch::HEARTBEAT_STALE_S) => {
+                    Some(format!("last tap-agent heartbeat {} s ago", x.heartbeat_age_s.unwrap_or(0)))
+                }
+                Some(_) => None,
+            };
+            out.push(RankView {
+                rank: n.rank,
+                instance_id: n.instance_id.clone(),
+                run,
+                command,
+                command_final_since_ms,
+                node_gone,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn cancel_ranks(&self, job: &JobRecord, ranks: &[u32]) {
+        let Some(a) = job.current() else { return };
+        for n in a.nodes.iter().filter(|n| ranks.contains(&n.rank)) {
+            if let Some(c) = &n.command_id
+                && let Err(e) = self.fleet.cancel(c).await
+            {
+                tracing::warn!(job = %job.id, rank = n.rank, error = %e, "rank not cancelled");
+            }
+        }
+    }
+
+    /// The job's run record (what `tap runs show JOB` and the nodes' `tap run`s read and
+    /// write) for a new attempt: created on the first, its nodes replaced on the next.
+    async fn record_attempt(&self, job: &JobRecord, fleet_id: &str) -> tap_store::Result<()> {
+        let Some(a) = job.current() else { return Ok(()) };
+        let record = Job {
+            fleet_id: fleet_id.to_owned(),
+            attempt: a.number,
+            nodes: a
+                .nodes
+                .iter()
+                .map(|n| JobNode {
+                    rank: n.rank,
+                    instance_id: n.instance_id.clone(),
+                    command_id: String::new(),
+                    run_id: None,
+                    status: RunStatus::Queued,
+                })
+                .collect(),
+        };
+        if self.runs.get_run(&job.spec.experiment, &job.id).await?.is_some() {
+            self.runs
+                .update_run(&job.spec.experiment, &job.id, |r| {
+                    r.job = Some(record.clone());
+                    r.status = RunStatus::Queued;
+                    r.ended_ms = None;
+                })
+                .await?;
+        } else {
+            let run = Run {
+                status: RunStatus::Queued,
+                job: Some(record),
+                heartbeat_ms: None,
+                ..Run::new(
+                    &job.spec.experiment,
+                    &job.id,
+                    job.spec.command.clone(),
+                    &format!("fleet {fleet_id}"),
+                    job.submitted_ms,
+                )
+            };
+            self.runs.create_run(&run).await?;
+        }
+        Ok(())
+    }
+
+    async fn note_commands(&self, job: &JobRecord, sent: &[(String, String)]) {
+        let sent = sent.to_vec();
+        let r = self
+            .runs
+            .update_run(&job.spec.experiment, &job.id, |r| {
+                for n in r.job.iter_mut().flat_map(|j| j.nodes.iter_mut()) {
+                    if let Some((_, c)) = sent.iter().find(|(i, _)| *i == n.instance_id) {
+                        n.command_id.clone_from(c);
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(job = %job.id, error = %e, "the job's run record does not name its commands");
+        }
+    }
+
+    /// The job's run record ends with the job.
+    async fn end_job_record(&self, job: &JobRecord) {
+        let status = match job.state {
+            JobState::Succeeded => RunStatus::Succeeded,
+            JobState::Failed | JobState::Cancelled => RunStatus::Failed,
+            _ => return,
+        };
+        let ended = job.ended_ms;
+        let r = self
+            .runs
+            .update_run(&job.spec.experiment, &job.id, |r| {
+                r.status = status;
+                r.ended_ms = r.ended_ms.or(ended);
+            })
+            .await;
+        match r {
+            Ok(_) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "the job's run record does not say it ended"),
+        }
+    }
+
+    async fn release(&self, h: &Holding) {
+        if let Some(rvn) = &h.lease.rvn {
+            match self.jobs.release_lease(&self.me, rvn).await {
+                Ok(true) => tracing::info!("job controller: lease handed over"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "job controller: lease not released (the next node takes it after one lease time)")
+                }
+            }
+        }
+    }
+}
+
+/// The fit running nodes in the order every node agrees on (oldest first).
+fn seniority(nodes: &[NodeInfo]) -> Vec<String> {
+    let mut fit: Vec<&NodeInfo> = nodes.iter().filter(|n| n.state == "running").collect();
+    fit.sort_by(|a, b| a.seniority().cmp(&b.seniority()));
+    fit.into_iter().map(|n| n.instance_id.clone()).collect()
+}
+
+/// Logs an error once until it changes.
+fn report(last: &mut String, line: &str) {
+    if line != last {
+        tracing::warn!("{line}");
+        *last = line.to_owned();
+    }
+}
+
+#[derive(Debug)]
+enum RoundError {
+    Fenced(String),
+    Conflict(String),
+    Other(String),
+}
+
+impl From<StoreError> for RoundError {
+    fn from(e: StoreError) -> RoundError {
+        match e {
+            StoreError::Fenced(m) => RoundError::Fenced(m),
+            StoreError::Conflict(m) => RoundError::Conflict(m),
+            e => RoundError::Other(e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for RoundError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoundError::Fenced(m) | RoundError::Conflict(m) | RoundError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Runs the controller under supervision: a panic is logged and the controller starts
+/// again after [`RESTART_AFTER`]; the rest of the agent never notices.
+pub async fn supervise(make: impl Fn() -> Controller + Send + 'static, mut leaving: watch::Receiver<bool>) {
+    loop {
+        let task = tokio::spawn(make().run());
+        match task.await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    "job controller panicked; it starts again in {} s (telemetry goes on)",
+                    RESTART_AFTER.as_secs()
+                );
+            }
+            Err(_) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RESTART_AFTER) => {}
+            _ = leaving.changed() => return,
+        }
+    }
+}
