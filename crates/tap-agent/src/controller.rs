@@ -378,6 +378,12 @@ impl Controller {
                 self.end_job_record(&job).await;
                 tracing::info!(job = %job.id, "job cancelled");
             }
+            Step::Fail(reason) => {
+                tracing::warn!(job = %job.id, reason = %reason, "job failed");
+                jobs::fail(&mut job, &reason, now);
+                self.jobs.write_fenced(&job, version, &h.fence).await?;
+                self.end_job_record(&job).await;
+            }
             Step::Abandon => {
                 let all: Vec<u32> = job.current().map(|a| a.nodes.iter().map(|n| n.rank).collect()).unwrap_or_default();
                 self.cancel_ranks(&job, &all).await;

@@ -104,18 +104,28 @@ pub enum Command {
     #[cfg(feature = "fleet")]
     #[command(subcommand)]
     Fleet(FleetCommand),
-    /// Launch a multi-node job on the fleet: one SSM Run Command (AWS-RunShellScript) per
-    /// node runs `tap run` with torchrun's rendezvous variables in its environment —
-    /// MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK and RDZV_ID/TAP_RUN_GROUP (the shared id).
-    /// In the command, $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT and $RDZV_ID are
-    /// expanded on each node (quote them from your shell); nothing else is. The job is
-    /// recorded under the shared id beside its node runs: `tap runs show ID` (nodes, attempt,
-    /// each node's run), `tap logs ID --follow` (rank 0's output).
+    /// Submit a job to the fleet: it is queued in the stack's table and returns its id at
+    /// once; the fleet's own job controller (tap-agent on one node, holding a lease) starts it
+    /// when enough nodes are healthy, watches it and, when a node is reclaimed, fails its GPU
+    /// health or disappears, cancels the other ranks and relaunches every rank from the
+    /// latest checkpoint. Nothing needs to stay running here: close the laptop.
+    ///
+    /// Each node runs `tap run` with torchrun's rendezvous variables: MASTER_ADDR,
+    /// MASTER_PORT, NNODES, NODE_RANK and RDZV_ID/TAP_RUN_GROUP (the job id). In the command,
+    /// $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT and $RDZV_ID are expanded on each node
+    /// (quote them from your shell); nothing else is. A fleet at target capacity 0 is scaled
+    /// up to the job's node count first (asked; --yes for scripts). Then: `tap jobs show ID`
+    /// (attempts, nodes, why it waits or ended), `tap jobs logs ID --follow` (rank 0's
+    /// output), `tap jobs cancel ID`.
     ///
     /// Example: tap launch --nodes 2 -e llm -- torchrun --nnodes='$NNODES' --node-rank='$NODE_RANK'
     ///          --master-addr='$MASTER_ADDR' --master-port='$MASTER_PORT' --nproc-per-node=1 train.py
     #[cfg(feature = "fleet")]
     Launch(LaunchArgs),
+    /// Managed jobs on the fleet (`tap launch` submits them): list, show, cancel, logs.
+    #[cfg(feature = "fleet")]
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// A run's output (stdout and stderr) from the store; --follow prints new lines until the
     /// run ends. For a multi-node job's id (tap launch), its rank 0's output.
     Logs {
@@ -155,12 +165,13 @@ pub enum FleetCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct LaunchArgs {
-    /// How many nodes (healthy ones: running, agent heartbeat within 5 min, no fatal GPU finding).
-    #[arg(long, short, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub nodes: u16,
+    /// How many nodes (healthy ones: running, agent heartbeat within 5 min, no fatal GPU
+    /// finding, not running another job).
+    #[arg(long, short)]
+    pub nodes: u32,
     #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_name)]
     pub experiment: String,
-    /// Every node restores the experiment's latest checkpoint first.
+    /// The first attempt restores the experiment's latest checkpoint too (relaunches always do).
     #[arg(long)]
     pub resume: bool,
     /// Rendezvous port on rank 0 (MASTER_PORT).
@@ -169,25 +180,60 @@ pub struct LaunchArgs {
     /// The user the job runs as on the nodes (SSM runs commands as root).
     #[arg(long, default_value = "ubuntu")]
     pub user: String,
-    /// The shared run id (default: a new one).
+    /// The job's id, also the run group of its node runs (default: a new one).
     #[arg(long, value_parser = parse_name)]
     pub group: Option<String>,
-    /// How long the job may run (SSM executionTimeout).
+    /// How long each attempt may run (its commands' SSM executionTimeout, plus 10 min for
+    /// the restore and the final upload).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Send the commands and return; do not follow them.
-    #[arg(long)]
-    pub no_follow: bool,
-    /// How often the whole job is relaunched with --resume when a node ends badly (spot
-    /// reclaim, GPU failure).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    /// Relaunches after reclaims, lost nodes and GPU faults (from the latest checkpoint).
+    #[arg(long, default_value_t = tap_core::jobs::DEFAULT_RESTARTS, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub restarts: u32,
-    /// How long to wait for enough healthy nodes (e.g. while the fleet replaces one).
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    /// Relaunches after the command's own error exit (counted apart from --restarts).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retry_on_error: u32,
+    /// How long a relaunch waits for enough healthy nodes before the job fails.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub wait: Duration,
+    /// Extra environment for the command on every node (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Watch the job after submitting it: state changes, each attempt, rank 0's output.
+    /// Ctrl-C stops watching, never the job.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Do not ask before raising the fleet's target capacity (for scripts).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Accepted for scripts written for earlier versions (submitting never follows now).
+    #[arg(long, hide = true)]
+    pub no_follow: bool,
     /// The training command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Every job, newest first: state, nodes, attempt, restarts, and why it waits or how it ended.
+    List {
+        /// Only jobs that are queued, starting, running or recovering.
+        #[arg(long)]
+        active: bool,
+    },
+    /// One job's story: each attempt with its nodes (instance, type, AZ), start, end, why it
+    /// ended (spot reclaim, GPU XID, error exit, cancelled), the checkpoint it resumed from,
+    /// and the downtime between attempts; or why it waits.
+    Show { job_id: String },
+    /// Cancel a job: the fleet's controller stops every rank and ends it as cancelled.
+    Cancel { job_id: String },
+    /// Rank 0's output of the job's current attempt; --follow prints new lines until it ends.
+    Logs {
+        job_id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +398,13 @@ fn parse_name(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?} must be 1-128 letters, digits, '_', '.' or '-'"))
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
     }
 }
 

@@ -8,6 +8,8 @@ pub mod config;
 mod contract_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
+#[cfg(feature = "fleet")]
+mod jobs_cmd;
 pub mod liveness;
 pub mod plot;
 pub mod render;

@@ -155,6 +155,99 @@ pub fn compare(runs: &[Run]) -> String {
     s
 }
 
+fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s % 3600 / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}
+
+/// One line about where a job is: why it waits, or how it ended.
+fn job_note(j: &tap_core::jobs::JobRecord) -> String {
+    if let Some(o) = &j.outcome {
+        return o.clone();
+    }
+    if j.cancel_requested_ms.is_some() {
+        return "cancel requested".into();
+    }
+    j.waiting.clone().unwrap_or_default()
+}
+
+/// `tap jobs list`.
+pub fn jobs_table(jobs: &[tap_core::jobs::JobRecord]) -> String {
+    let mut s = format!(
+        "{:<26} {:<16} {:<10} {:>5} {:>7} {:>8} {:<22} {}\n",
+        "JOB", "EXPERIMENT", "STATE", "NODES", "ATTEMPT", "RESTARTS", "SUBMITTED", "NOTE"
+    );
+    for j in jobs {
+        s.push_str(&format!(
+            "{:<26} {:<16} {:<10} {:>5} {:>7} {:>8} {:<22} {}\n",
+            j.id,
+            j.spec.experiment,
+            j.state.as_str(),
+            j.spec.nodes,
+            j.current().map_or(0, |a| a.number),
+            format!("{}/{}", j.restarts_used, j.spec.restarts),
+            rfc3339(j.submitted_ms),
+            job_note(j)
+        ));
+    }
+    s
+}
+
+/// `tap jobs show`: the job's story, attempt by attempt.
+pub fn job_story(j: &tap_core::jobs::JobRecord, now_ms: i64) -> String {
+    let mut s = format!("job:         {} ({})\n", j.id, j.state.as_str());
+    s.push_str(&format!("experiment:  {}\n", j.spec.experiment));
+    s.push_str(&format!("command:     {}\n", j.spec.command.join(" ")));
+    s.push_str(&format!(
+        "nodes:       {} (as {}, rendezvous port {})\n",
+        j.spec.nodes, j.spec.user, j.spec.master_port
+    ));
+    s.push_str(&format!("submitted:   {} by {}\n", rfc3339(j.submitted_ms), j.submitted_by));
+    s.push_str(&format!(
+        "restarts:    {} of {} used (reclaims, lost nodes, GPU faults); error retries {} of {}\n",
+        j.restarts_used, j.spec.restarts, j.error_retries_used, j.spec.retry_on_error
+    ));
+    if let Some(w) = j.waiting.as_ref().filter(|_| !j.state.is_final()) {
+        s.push_str(&format!("waiting:     {w}\n"));
+    }
+    if j.cancel_requested_ms.is_some() && !j.state.is_final() {
+        s.push_str("cancel:      requested; the fleet's controller stops its ranks\n");
+    }
+    if let Some(o) = &j.outcome {
+        s.push_str(&format!("outcome:     {o}\n"));
+    }
+    if j.attempts.is_empty() {
+        s.push_str("attempts:    none yet\n");
+        return s;
+    }
+    s.push_str("attempts:\n");
+    let downtimes = j.downtimes_ms();
+    for (k, a) in j.attempts.iter().enumerate() {
+        if k > 0 {
+            s.push_str(&format!("    downtime {}\n", span(downtimes[k - 1])));
+        }
+        let end = match a.ended_ms {
+            Some(e) => format!("{} ({})", rfc3339(e), span(e - a.started_ms)),
+            None => format!("running ({})", span(now_ms - a.started_ms)),
+        };
+        let why = a.end.as_ref().map(|e| format!("  {}", e.describe())).unwrap_or_default();
+        s.push_str(&format!("  #{:<3} {} -> {end}{why}\n", a.number, rfc3339(a.started_ms)));
+        let from = a.resumed_from.as_deref().unwrap_or("nothing (fresh start)");
+        s.push_str(&format!("       resumed from {from}; launched by {}\n", a.launched_by));
+        for n in &a.nodes {
+            s.push_str(&format!(
+                "       rank {:<3} {:<20} {:<14} {:<12} {}\n",
+                n.rank,
+                n.instance_id,
+                n.instance_type.as_deref().unwrap_or("-"),
+                n.availability_zone.as_deref().unwrap_or("-"),
+                n.command_id.as_deref().map_or("(command not sent)".to_owned(), |c| format!("command {c}"))
+            ));
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -878,30 +878,99 @@ mod stack {
         assert!(String::from_utf8_lossy(&scaled.stdout).contains("target capacity 2 -> 1"));
         assert_eq!(env.json(&["fleet", "status"])["target_capacity"], 1);
 
-        let launch = env.tap(&["launch", "--nodes", "2", "-e", "llm", "--", "python3", "train.py"]);
-        assert_eq!(launch.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&launch.stderr).into_owned();
-        assert!(
-            err.contains("tap: error: 0 healthy nodes of 1 in the fleet, 2 asked; not fit: i-")
-                && err.contains("(no tap-agent heartbeat)"),
-            "{err}"
-        );
         let idle = env.json(&["fleet", "idle"]);
         assert_eq!(idle["nodes"][0]["idle"], false, "no utilization data: nothing is called idle");
         assert_eq!(idle["nodes"][0]["minutes_reported"], 0);
         assert_eq!(idle["fleet"]["verdict"], "unknown");
 
-        // Two reporting nodes: a 2-node job is launched and recorded beside its node runs.
-        assert!(env.tap(&["fleet", "scale", "2"]).status.success());
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
-        for n in env.json(&["fleet", "status"])["nodes"].as_array().expect("nodes") {
-            let id = n["instance_id"].as_str().expect("id");
-            if n["state"] == "running" {
-                tap_fleet::testkit::reporting_node(&sdk, "dev", id, now).await;
-            }
+        // Specs that can never run are refused at submit, in one line, with nothing written.
+        for (args, want) in [
+            (&["launch", "-n", "0", "--", "train"][..], "tap: error: --nodes must be at least 1\n"),
+            (
+                &["launch", "-n", "501", "--", "train"][..],
+                "tap: error: --nodes 501: the fleet holds at most 500 nodes (the stack's target_capacity limit)\n",
+            ),
+            (&["launch", "-n", "1", "-e", "..", "--", "train"][..], "tap: error: experiment \"..\" is not a name\n"),
+            (
+                &["launch", "-n", "1", "--", ""][..],
+                "tap: error: no command given: tap launch --nodes N -- <command...>\n",
+            ),
+            (
+                &["launch", "-n", "1", "--env", "1X=y", "--", "train"][..],
+                "tap: error: --env \"1X\": not an environment variable name\n",
+            ),
+        ] {
+            let out = env.tap(args);
+            assert_eq!(
+                (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned()),
+                (Some(1), want.to_owned()),
+                "{args:?}"
+            );
         }
-        let launch = env.tap(&["launch", "-n", "2", "-e", "llm", "--group", "job-1", "--no-follow", "--", "train"]);
+        // Too few nodes: the job is queued anyway (the fleet's controller starts it once
+        // enough are healthy); the CLI says so and returns at once.
+        let launch = env.tap(&["launch", "--nodes", "2", "-e", "llm", "--group", "job-0", "--", "python3", "train.py"]);
         assert!(launch.status.success(), "{}", String::from_utf8_lossy(&launch.stderr));
+        let err = String::from_utf8_lossy(&launch.stderr).into_owned();
+        assert!(err.contains("the job waits until the fleet has 2 healthy nodes (its target is 1"), "{err}");
+        assert!(String::from_utf8_lossy(&launch.stdout).starts_with("job job-0 queued: 2 node(s), experiment llm\n"));
+        let show = env.json(&["jobs", "show", "job-0"]);
+        assert_eq!((show["job"]["state"].as_str(), show["job"]["spec"]["nodes"].as_u64()), (Some("queued"), Some(2)));
+        let again = env.tap(&["launch", "--nodes", "1", "--group", "job-0", "--", "x"]);
+        assert_eq!(
+            String::from_utf8_lossy(&again.stderr),
+            "tap: error: job job-0 exists already: pick another --group\n"
+        );
+        let cancel = env.tap(&["jobs", "cancel", "job-0"]);
+        assert!(String::from_utf8_lossy(&cancel.stdout).starts_with("job job-0: cancel requested"), "{cancel:?}");
+        let listed = env.json(&["jobs", "list"]);
+        assert_eq!(listed[0]["cancel_requested_ms"].is_i64(), true, "{listed}");
+        let text = String::from_utf8_lossy(&env.tap(&["jobs", "list"]).stdout).into_owned();
+        assert!(text.starts_with("JOB ") && text.contains("job-0") && text.contains("cancel requested"), "{text}");
+        let missing = env.tap(&["jobs", "show", "nope"]);
+        assert_eq!(String::from_utf8_lossy(&missing.stderr), "tap: error: no job nope (tap jobs list)\n");
+
+        // A fleet at target 0 has no node for the controller: without --yes nothing is
+        // submitted; with it the fleet is raised to the job's size first.
+        assert!(env.tap(&["fleet", "scale", "0", "--yes"]).status.success());
+        let refused = env.tap(&["launch", "-n", "2", "--group", "job-z", "--", "train"]);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("not submitted: fleet fleet-"), "{refused:?}");
+        assert!(!env.tap(&["jobs", "show", "job-z"]).status.success(), "nothing was written");
+        let raised = env.tap(&["launch", "-n", "2", "--yes", "--group", "job-z", "--", "train"]);
+        assert!(raised.status.success(), "{}", String::from_utf8_lossy(&raised.stderr));
+        assert!(String::from_utf8_lossy(&raised.stderr).contains("target capacity 0 -> 2"));
+        assert_eq!(env.json(&["fleet", "status"])["target_capacity"], 2);
+
+        // The job's run record, as the fleet's controller writes it for attempt 1 of a
+        // 2-node job, beside its node runs.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
+        let nodes: Vec<String> = env.json(&["fleet", "status"])["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter(|n| n["state"] == "running")
+            .map(|n| n["instance_id"].as_str().expect("id").to_owned())
+            .collect();
+        let record = tap_core::runs::Run {
+            status: tap_core::runs::RunStatus::Queued,
+            job: Some(tap_core::runs::Job {
+                fleet_id: fleet_id.clone(),
+                attempt: 1,
+                nodes: (0..2u32)
+                    .map(|rank| tap_core::runs::JobNode {
+                        rank,
+                        instance_id: nodes[rank as usize].clone(),
+                        command_id: format!("cmd-{rank}"),
+                        run_id: None,
+                        status: tap_core::runs::RunStatus::Queued,
+                    })
+                    .collect(),
+            }),
+            ..tap_core::runs::Run::new("llm", "job-1", vec!["train".into()], "fleet", now)
+        };
+        let store = tap_store::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "tap-dev-experiments");
+        tap_store::RunStore::create_run(&store, &record).await.expect("job record");
         let job = env.json(&["runs", "show", "job-1"])["run"].clone();
         assert_eq!((job["status"].as_str(), job["job"]["attempt"].as_u64()), (Some("queued"), Some(1)));
         let nodes = job["job"]["nodes"].as_array().expect("nodes").clone();

@@ -57,6 +57,18 @@ pub struct JobSpec {
     /// The first attempt resumes from the experiment's latest checkpoint too.
     #[serde(default)]
     pub resume: bool,
+    /// How long a relaunch waits for enough healthy nodes before the job fails (a queued
+    /// job waits for its turn however long it takes).
+    #[serde(default = "default_wait_s")]
+    pub wait_s: u32,
+}
+
+/// A relaunch waits for replacements this long unless `--wait` says otherwise: EC2 usually
+/// replaces a reclaimed spot node within minutes; an hour without capacity is an outage.
+pub const DEFAULT_WAIT_S: u32 = 3600;
+
+fn default_wait_s() -> u32 {
+    DEFAULT_WAIT_S
 }
 
 impl JobSpec {
@@ -612,6 +624,8 @@ pub enum Step {
     Cancel,
     /// A `starting` attempt whose launch never finished: cancel its commands, then relaunch.
     Abandon,
+    /// End the job as failed, for this reason (a relaunch found no capacity in time).
+    Fail(String),
 }
 
 /// The step for one active job, given the queue's verdict for it (from [`schedule`]).
@@ -626,6 +640,15 @@ pub fn step(job: &JobRecord, placement: Option<&Placement>, now_ms: i64) -> Step
         JobState::Queued | JobState::Recovering => match placement {
             Some(Placement::Nodes(n)) => {
                 Step::Launch { number: job.attempts.last().map_or(1, |a| a.number + 1), nodes: n.clone() }
+            }
+            Some(Placement::Wait(why))
+                if job.state == JobState::Recovering
+                    && job
+                        .current()
+                        .and_then(|a| a.ended_ms)
+                        .is_some_and(|end| now_ms - end > i64::from(job.spec.wait_s) * 1000) =>
+            {
+                Step::Fail(format!("no capacity to relaunch within {} s (--wait): {why}", job.spec.wait_s))
             }
             Some(Placement::Wait(why)) if job.waiting.as_deref() != Some(why) => Step::Wait(why.clone()),
             _ => Step::Idle,
@@ -740,6 +763,15 @@ pub fn cancel(job: &mut JobRecord, now_ms: i64) {
     job.waiting = None;
 }
 
+/// Ends the job as failed for `reason` (its attempt, if any, has ended already).
+pub fn fail(job: &mut JobRecord, reason: &str, now_ms: i64) {
+    job.state = JobState::Failed;
+    job.ended_ms = Some(now_ms);
+    job.updated_ms = now_ms;
+    job.outcome = Some(reason.to_owned());
+    job.waiting = None;
+}
+
 /// Marks a job whose item cannot be read as failed, with the reason (the controller keeps
 /// serving the others).
 pub fn corrupt_outcome(problem: &str) -> String {
@@ -762,6 +794,7 @@ mod tests {
             retry_on_error: 0,
             timeout_s: 86_400,
             resume: false,
+            wait_s: DEFAULT_WAIT_S,
         }
     }
 
@@ -1028,6 +1061,24 @@ mod tests {
         let mut q = job("q", 1, 0);
         cancel(&mut q, 5);
         assert_eq!((q.state, q.ended_ms, q.attempts.len()), (JobState::Cancelled, Some(5), 0));
+    }
+
+    #[test]
+    fn a_relaunch_without_capacity_fails_after_its_wait_but_the_queue_waits_forever() {
+        let nodes = vec![node("i-a", 1)];
+        let wait = Placement::Wait("needs 1 healthy node, fleet has 0".into());
+        let mut j = job("j", 1, 0);
+        assert_eq!(step(&j, Some(&wait), 10_000_000_000), Step::Wait("needs 1 healthy node, fleet has 0".into()));
+        begin_attempt(&mut j, &nodes, None, "x", 1);
+        end_attempt(&mut j, AttemptEnd::SpotReclaim { rank: 0, instance_id: "i-a".into() }, 1_000);
+        let limit = 1_000 + i64::from(DEFAULT_WAIT_S) * 1000;
+        assert!(matches!(step(&j, Some(&wait), limit), Step::Wait(_)));
+        assert_eq!(
+            step(&j, Some(&wait), limit + 1),
+            Step::Fail("no capacity to relaunch within 3600 s (--wait): needs 1 healthy node, fleet has 0".into())
+        );
+        fail(&mut j, "x", 5);
+        assert_eq!((j.state, j.ended_ms), (JobState::Failed, Some(5)));
     }
 
     #[test]

@@ -467,6 +467,7 @@ mod tests {
             retry_on_error: 0,
             timeout_s: 3600,
             resume: false,
+            wait_s: tap_core::jobs::DEFAULT_WAIT_S,
         };
         JobRecord::new(id, spec, "me@laptop", 1000)
     }
