@@ -222,7 +222,13 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
         node.spot = Some(tee_spot(rx, leaving_tx.clone()));
     }
     if config.jobs.controller {
-        let sdk = cloudwatch::sdk_config(&id.region).await;
+        // Its own app name in every request's User-Agent (CloudTrail; the tests count its
+        // requests by it).
+        let sdk = cloudwatch::sdk_config(&id.region)
+            .await
+            .into_builder()
+            .app_name(aws_config::AppName::new("tap-controller").context("app name")?)
+            .build();
         let j = config.jobs.clone();
         let fleet_id = match &j.fleet_id {
             Some(f) => f.clone(),

@@ -169,6 +169,10 @@ fn events_prints_each_xid_as_json() {
     assert_eq!(lines[1]["events"], 1);
 }
 
+#[cfg(feature = "aws-integration")]
+#[path = "cli/managed_jobs.rs"]
+mod managed_jobs;
+
 /// The agent against moto's CloudWatch on loopback (`--features aws-integration`;
 /// `TAP_MOTO_SERVER` names the moto_server executable, scripts/test.sh sets it).
 #[cfg(feature = "aws-integration")]

@@ -17,6 +17,10 @@ pub struct NodeInfo {
     pub heartbeat_age_s: Option<i64>,
     /// The agent's GPUUnhealthy: Some(true) when a fatal finding stands.
     pub unhealthy: Option<bool>,
+    /// The agent published a spot interruption notice (SpotInterruptionNotice) in the last
+    /// 15 minutes: EC2 takes the node within two minutes of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupting: Option<bool>,
 }
 
 /// Heartbeats older than this mean the agent (or the node) is gone.
@@ -33,6 +37,9 @@ impl NodeInfo {
         }
         if self.unhealthy == Some(true) {
             return Some("a fatal GPU finding stands".into());
+        }
+        if self.interrupting == Some(true) {
+            return Some("a spot interruption notice stands".into());
         }
         match self.heartbeat_age_s {
             None => Some("no tap-agent heartbeat".into()),

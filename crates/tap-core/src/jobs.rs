@@ -808,6 +808,7 @@ mod tests {
             launch_time_ms: Some(launched),
             heartbeat_age_s: Some(20),
             unhealthy: Some(false),
+            interrupting: None,
         }
     }
 

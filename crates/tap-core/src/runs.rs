@@ -77,6 +77,9 @@ pub struct Run {
     /// This node's rank in that job (`NODE_RANK`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_rank: Option<u32>,
+    /// Which attempt of that job this run belongs to (`TAP_JOB_ATTEMPT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_attempt: Option<u32>,
     /// Set on a multi-node job's own record (its run id is the group id of its node runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
@@ -263,6 +266,7 @@ impl Run {
             interruption: None,
             group: None,
             node_rank: None,
+            job_attempt: None,
             job: None,
             heartbeat_ms: Some(started_ms),
             supervisor: None,

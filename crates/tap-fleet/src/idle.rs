@@ -193,6 +193,7 @@ mod tests {
             launch_time_ms: Some(NOW - launched_min_ago * 60_000),
             heartbeat_age_s: heartbeat,
             unhealthy: Some(false),
+            interrupting: None,
         }
     }
 

@@ -227,6 +227,7 @@ mod tests {
             launch_time_ms: Some(launched),
             heartbeat_age_s: Some(30),
             unhealthy: Some(false),
+            interrupting: None,
         }
     }
 

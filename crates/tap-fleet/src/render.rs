@@ -101,6 +101,7 @@ mod tests {
             launch_time_ms: Some(0),
             heartbeat_age_s: heartbeat,
             unhealthy,
+            interrupting: None,
         }
     }
 

@@ -27,11 +27,23 @@ impl Moto {
         Moto::start_with(exe, port, None)
     }
 
+    /// As [`Moto::from_env`], with extra environment for tools/moto/tap_moto_server.py (e.g.
+    /// `TAP_MOTO_REQUEST_LOG`, `TAP_MOTO_SSM_AGENTS`).
+    pub fn from_env_with(port: u16, env: &[(&str, &std::ffi::OsStr)]) -> Moto {
+        let mut cmd = Command::new(moto_server());
+        cmd.envs(env.iter().copied());
+        Moto::spawn(cmd, port)
+    }
+
     fn start_with(exe: &str, port: u16, log: Option<&std::path::Path>) -> Moto {
         let mut cmd = Command::new(exe);
         if let Some(log) = log {
             cmd.env("TAP_MOTO_REQUEST_LOG", log);
         }
+        Moto::spawn(cmd, port)
+    }
+
+    fn spawn(mut cmd: Command, port: u16) -> Moto {
         let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -66,10 +78,24 @@ pub fn endpoint(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// How many lines of a request log (see [`Moto::from_env_logging`]) are `SERVICE ACTION`.
+/// How many lines of a request log (see [`Moto::from_env_logging`]) are `SERVICE ACTION`
+/// (from any caller).
 pub fn requests_logged(log: &std::path::Path, service: &str, action: &str) -> usize {
-    let want = format!("{service} {action}");
-    std::fs::read_to_string(log).map_or(0, |t| t.lines().filter(|l| *l == want).count())
+    requests_matching(log, |s, a, _| s == service && a == action)
+}
+
+/// How many lines of a request log (`SERVICE ACTION APP`) match `f(service, action, app)`;
+/// `app` is the caller's SDK app name (`-` when it set none).
+pub fn requests_matching(log: &std::path::Path, f: impl Fn(&str, &str, &str) -> bool) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| {
+        t.lines()
+            .filter(|l| {
+                let mut p = l.split(' ');
+                let (s, a, app) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or("-"));
+                f(s, a, app)
+            })
+            .count()
+    })
 }
 
 pub fn free_port() -> u16 {

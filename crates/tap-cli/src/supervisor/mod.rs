@@ -646,6 +646,7 @@ where
         resumed_from: resumed.as_ref().map(|m| m.run_id.clone()),
         group: std::env::var("TAP_RUN_GROUP").ok().filter(|g| tap_core::runs::valid_name(g)),
         node_rank: std::env::var("NODE_RANK").ok().and_then(|r| r.parse().ok()),
+        job_attempt: std::env::var("TAP_JOB_ATTEMPT").ok().and_then(|a| a.parse().ok()),
         supervisor: crate::liveness::this_process(),
         ..Run::new(&opts.experiment, &run_id, opts.command.clone(), &opts.host, started)
     };

@@ -1,0 +1,477 @@
+//! Managed jobs end to end, with real processes on loopback: one moto (EC2 fleet, DynamoDB,
+//! S3, CloudWatch, CloudWatch Logs, SSM with Run Command held for node agents), and per
+//! simulated node a real tap-agent (own runtime dir, fake IMDS, job controller on) and an
+//! SSM agent stand-in (tools/moto/ssm_node.py) that runs the controller's commands — so each
+//! rank is a real `tap run` of tests/fixtures/mn_train.py. The submitting `tap launch` exits
+//! at once; everything after is the fleet's own doing.
+//!
+//! `cargo test managed_job` runs these alone; each prints its timeline ending in
+//! `steps lost: N`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tap_core::jobs::{JobRecord, JobState};
+use tap_store::RunStore;
+use tap_store::jobs::{JobEntry, JobStore};
+use tap_test_support::{FakeImds, Moto, endpoint, free_port};
+
+const TABLE: &str = "tap-dev-experiments";
+const FIXTURE: &str = include_str!("../../../tap-cli/tests/fixtures/tap_config.json");
+const STEPS: u64 = 400;
+
+fn now_ms() -> i64 {
+    tap_core::time::now_ms()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// One simulated node: its agent and its SSM agent stand-in.
+struct Node {
+    id: String,
+    dir: PathBuf,
+    imds: FakeImds,
+    agent: Option<Child>,
+    ssm: Option<Child>,
+}
+
+impl Node {
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The node goes away with everything on it (EC2 terminated it).
+    fn vanish(&mut self) {
+        for c in [self.ssm.take(), self.agent.take()].into_iter().flatten() {
+            let mut c = c;
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.vanish();
+    }
+}
+
+struct Fleet {
+    moto: Moto,
+    dir: tempfile::TempDir,
+    sdk: aws_config::SdkConfig,
+    fleet_id: String,
+    requests: PathBuf,
+    jobs: JobStore,
+    runs: tap_store::dynamo::DynamoStore,
+    nodes: Vec<Node>,
+    /// Epoch ms when the fleet started: timeline times are relative to it.
+    base_ms: i64,
+}
+
+impl Fleet {
+    /// Moto with the stack's resources, a maintain fleet of `n` instances, tap's config.
+    async fn new(n: i32) -> Fleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let requests = dir.path().join("requests.log");
+        let moto = Moto::from_env_with(
+            free_port(),
+            &[("TAP_MOTO_REQUEST_LOG", requests.as_os_str()), ("TAP_MOTO_SSM_AGENTS", "1".as_ref())],
+        );
+        let sdk = tap_fleet::testkit::sdk_config(&endpoint(moto.port));
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        tap_store::testkit::create_table(&dynamo, TABLE).await;
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
+        aws_sdk_cloudwatchlogs::Client::new(&sdk)
+            .create_log_group()
+            .log_group_name("/tap/dev/training")
+            .send()
+            .await
+            .expect("log group");
+        let fleet_id = tap_fleet::testkit::make_fleet(&sdk, n).await;
+        let f = Fleet {
+            jobs: JobStore::new(dynamo.clone(), TABLE),
+            runs: tap_store::dynamo::DynamoStore::new(dynamo, TABLE),
+            moto,
+            dir,
+            sdk,
+            fleet_id,
+            requests,
+            nodes: Vec::new(),
+            base_ms: now_ms(),
+        };
+        let outputs = f.dir.path().join("outputs.json");
+        let config = FIXTURE.replace("fleet-0123456789abcdef0", &f.fleet_id);
+        std::fs::write(&outputs, format!("{{\"tap_config\": {{\"value\": {config}}}}}")).expect("outputs");
+        let out = f.tap(&["stack", "import", outputs.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        f
+    }
+
+    /// Now, in ms since the fleet started.
+    fn ms(&self) -> i64 {
+        now_ms() - self.base_ms
+    }
+
+    fn tap_config(&self) -> PathBuf {
+        self.dir.path().join("tap-config.toml")
+    }
+
+    fn tap(&self, args: &[&str]) -> std::process::Output {
+        let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
+        Command::new(tap)
+            .args(args)
+            .env("TAP_CONFIG", self.tap_config())
+            .env("TAP_HOME", self.dir.path().join("cli-home"))
+            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("TAP_OUTPUT")
+            .output()
+            .expect("tap")
+    }
+
+    /// The fleet's instances, oldest first (EC2's view).
+    async fn instances(&self) -> Vec<tap_fleet::launch::NodeInfo> {
+        let f = tap_fleet::aws::Fleet::connect(&self.sdk, &self.fleet_id, "dev", "");
+        f.describe().await.expect("describe").nodes.into_iter().filter(|n| n.state == "running").collect()
+    }
+
+    /// Starts the agent and the SSM stand-in of instance `id`.
+    fn start_node(&mut self, id: &str) {
+        let dir = self.dir.path().join(id);
+        std::fs::create_dir_all(dir.join("run")).expect("node dir");
+        let imds = FakeImds::start(id, "p3.2xlarge");
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[aws]\nregion = \"us-east-1\"\ninstance_id = \"{id}\"\n\
+                 [metrics]\nenvironment = \"dev\"\npublish_interval_seconds = 10\n\
+                 [spool]\ndir = \"{d}/spool\"\n[node]\nruntime_dir = \"{d}/run\"\n\
+                 [health]\nstate_file = \"{d}/health.json\"\nkernel_log = \"{d}/kmsg\"\n\
+                 [spot]\npoll_seconds = 1\nimds_endpoint = \"{imds}\"\n\
+                 [jobs]\ncontroller = true\ntable = \"{TABLE}\"\nlog_group = \"/tap/dev/training\"\nfleet_id = \"{fleet}\"\n",
+                d = dir.display(),
+                imds = imds.endpoint(),
+                fleet = self.fleet_id,
+            ),
+        )
+        .expect("agent config");
+        let log = std::fs::File::create(dir.join("agent.log")).expect("log");
+        let agent = Command::new(env!("CARGO_BIN_EXE_tap-agent"))
+            .args(["--config", config.to_str().expect("utf-8"), "run", "--simulate", "1"])
+            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env("TAP_AGENT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tap-agent starts");
+        let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
+        let path =
+            format!("{}:{}", tap.parent().expect("bin dir").display(), std::env::var("PATH").unwrap_or_default());
+        let ssm_log = std::fs::File::create(dir.join("ssm.log")).expect("log");
+        let ssm = Command::new("python3")
+            .arg(repo().join("tools/moto/ssm_node.py"))
+            .args(["--endpoint", &endpoint(self.moto.port), "--instance", id])
+            .args(["--config", self.tap_config().to_str().expect("utf-8")])
+            .args(["--log-dir", dir.join("commands").to_str().expect("utf-8")])
+            .env("PATH", path)
+            .env("TAP_RUNTIME_DIR", dir.join("run"))
+            .env("TAP_HOME", dir.join("home"))
+            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("TAP_OUTPUT")
+            .stdout(Stdio::null())
+            .stderr(ssm_log)
+            .spawn()
+            .expect("ssm stand-in starts");
+        self.nodes.push(Node { id: id.to_owned(), dir, imds, agent: Some(agent), ssm: Some(ssm) });
+    }
+
+    fn node(&mut self, id: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node")
+    }
+
+    async fn job(&self, id: &str) -> JobRecord {
+        match self.jobs.get(id).await.expect("get job") {
+            Some(JobEntry::Job { job, .. }) => *job,
+            other => panic!("job {id}: {other:?}"),
+        }
+    }
+
+    /// Waits (bounded) until `cond` holds for the job; returns it then.
+    async fn wait_job(&self, id: &str, what: &str, limit: Duration, cond: impl Fn(&JobRecord) -> bool) -> JobRecord {
+        let until = Instant::now() + limit;
+        loop {
+            let j = self.job(id).await;
+            if cond(&j) {
+                return j;
+            }
+            if Instant::now() >= until {
+                self.dump();
+                panic!("timed out after {limit:?} waiting for {what}: {j:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The run of `rank` in the job's attempt `attempt`, once it recorded itself.
+    async fn rank_run(&self, job: &JobRecord, attempt: u32, rank: u32) -> Option<tap_core::runs::Run> {
+        let runs = self.runs.list_runs(Some(&job.spec.experiment)).await.expect("runs");
+        runs.into_iter().find(|r| {
+            r.group.as_deref() == Some(&job.id) && r.node_rank == Some(rank) && r.job_attempt == Some(attempt)
+        })
+    }
+
+    /// Every node's logs, for a failure.
+    fn dump(&self) {
+        for n in &self.nodes {
+            eprintln!("==== {} agent.log (tail)", n.id);
+            let log = n.agent_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+            if let Ok(rd) = std::fs::read_dir(n.dir.join("commands")) {
+                for e in rd.flatten() {
+                    eprintln!("==== {} {}", n.id, e.path().display());
+                    eprintln!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+            eprintln!("==== {} ssm.log", n.id);
+            eprintln!("{}", std::fs::read_to_string(n.dir.join("ssm.log")).unwrap_or_default());
+        }
+    }
+
+    /// The controller's requests so far (its SDK app name), and all of them by action.
+    fn controller_requests(&self) -> usize {
+        tap_test_support::requests_matching(&self.requests, |_, _, app| app == "tap-controller")
+    }
+
+    /// EC2 reclaims `id`: the spot notice in its IMDS, two minutes ahead.
+    fn notice(&mut self, id: &str) -> i64 {
+        let deadline = now_ms() + 120_000;
+        let body = format!(r#"{{"action": "terminate", "time": "{}"}}"#, tap_core::runs::rfc3339(deadline));
+        self.node(id).imds.set_instance_action(Some(&body));
+        deadline
+    }
+
+    /// EC2 terminates `id` (the maintain fleet launches a replacement); returns the new one.
+    async fn terminate(&mut self, id: &str) -> String {
+        let before: Vec<String> = self.instances().await.into_iter().map(|n| n.instance_id).collect();
+        self.node(id).vanish();
+        aws_sdk_ec2_terminate(&self.sdk, id).await;
+        let after = self.instances().await;
+        after.into_iter().map(|n| n.instance_id).find(|i| !before.contains(i)).expect("a replacement instance")
+    }
+
+    /// Submits a 2-node job of mn_train.py with `tap launch`, which must return at once.
+    fn submit(&self, id: &str, experiment: &str) -> Duration {
+        let collective = self.dir.path().join("collective");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mn_train.py");
+        let t = Instant::now();
+        let out = self.tap(&[
+            "launch",
+            "-n",
+            "2",
+            "-e",
+            experiment,
+            "--group",
+            id,
+            "--user",
+            "tester",
+            "--env",
+            &format!("TAP_TEST_COLLECTIVE={}", collective.display()),
+            "--env",
+            &format!("TAP_TEST_STEPS={STEPS}"),
+            "--env",
+            "TAP_EXAMPLE_STEP_SECONDS=0.05",
+            "--",
+            "python3",
+            script.to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        t.elapsed()
+    }
+
+    /// Every step of the job exactly once: attempt 1's rank 0 steps up to the checkpoint
+    /// attempt 2 resumed from, then attempt 2's. Returns the steps attempt 1 did beyond it.
+    async fn steps_lost(&self, job: &JobRecord) -> (u64, u64) {
+        let mut all = Vec::new();
+        let mut lost = 0;
+        let mut resumed_at = 0;
+        let attempts: Vec<u32> = job.attempts.iter().map(|a| a.number).collect();
+        for (k, &a) in attempts.iter().enumerate() {
+            let run = self.rank_run(job, a, 0).await.expect("rank 0 run");
+            let points = self.runs.metrics(&job.spec.experiment, &run.run_id).await.expect("metrics");
+            let steps: Vec<u64> = points.iter().filter(|p| p.name == "loss").map(|p| p.step).collect();
+            let next_start = match attempts.get(k + 1) {
+                Some(&b) => {
+                    let next = self.rank_run(job, b, 0).await.expect("next rank 0 run");
+                    let p = self.runs.metrics(&job.spec.experiment, &next.run_id).await.expect("metrics");
+                    p.iter().filter(|p| p.name == "loss").map(|p| p.step).min().expect("next trained") - 1
+                }
+                None => u64::MAX,
+            };
+            if k + 1 < attempts.len() {
+                resumed_at = next_start;
+                lost += steps.iter().filter(|&&s| s > next_start).count() as u64;
+            }
+            all.extend(steps.into_iter().filter(|&s| s <= next_start));
+        }
+        assert_eq!(all, (1..=STEPS).collect::<Vec<u64>>(), "every step of the job exactly once");
+        (lost, resumed_at)
+    }
+}
+
+async fn aws_sdk_ec2_terminate(sdk: &aws_config::SdkConfig, id: &str) {
+    let f = tap_fleet::aws::Fleet::connect(sdk, "x", "dev", "");
+    f.ec2.terminate_instances().instance_ids(id).send().await.expect("TerminateInstances");
+}
+
+/// Waits (bounded) for `cond`; on a timeout, prints every node's logs.
+async fn wait_until(f: &Fleet, what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !cond().await {
+        if Instant::now() >= until {
+            f.dump();
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The node whose agent holds the lease now.
+async fn holder(jobs: &JobStore) -> Option<String> {
+    jobs.read_lease().await.expect("lease").and_then(|l| l.holder)
+}
+
+/// A reclaim of rank 1's node mid-job, on a 2-node fleet: the job relaunches on the
+/// replacement the fleet launches and finishes with every step exactly once; the submitting
+/// CLI exited right after submitting. Also measures the idle controller's requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
+    let mut f = Fleet::new(2).await;
+    let ids: Vec<String> = f.instances().await.into_iter().map(|n| n.instance_id).collect();
+    for id in &ids {
+        f.start_node(id);
+    }
+    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    let submit_took = f.submit("job-reclaim", "mj1");
+    let t_submit = f.ms();
+    let (jobs_from, t_jobs) = (f.controller_requests(), Instant::now());
+    let job =
+        f.wait_job("job-reclaim", "attempt 1 running", Duration::from_secs(90), |j| j.state == JobState::Running).await;
+    let t_launched = f.ms();
+    let rank1 = job.current().expect("attempt").nodes[1].instance_id.clone();
+    // Training past its first checkpoint on rank 0.
+    wait_until(&f, "rank 0's first checkpoint", Duration::from_secs(90), async || {
+        f.rank_run(&job, 1, 0).await.is_some_and(|r| r.checkpoint.is_some())
+    })
+    .await;
+
+    let _deadline = f.notice(&rank1);
+    let t_notice = f.ms();
+    let rank0_ckpt = f.rank_run(&job, 1, 0).await.and_then(|r| r.checkpoint);
+    let mut t_ckpt = 0;
+    wait_until(&f, "rank 0's final checkpoint and rank 1 interrupted", Duration::from_secs(60), async || {
+        let r0 = f.rank_run(&job, 1, 0).await;
+        if t_ckpt == 0 && r0.as_ref().is_some_and(|r| r.checkpoint != rank0_ckpt && r.status.is_final()) {
+            t_ckpt = f.ms();
+        }
+        let r1 = f.rank_run(&job, 1, 1).await;
+        t_ckpt > 0 && r1.is_some_and(|r| r.status == tap_core::runs::RunStatus::Interrupted)
+    })
+    .await;
+    let ended =
+        f.wait_job("job-reclaim", "attempt 1 ended", Duration::from_secs(60), |j| j.attempts[0].end.is_some()).await;
+    let t_cancelled = f.ms();
+    assert!(
+        matches!(&ended.attempts[0].end, Some(tap_core::jobs::AttemptEnd::SpotReclaim { rank: 1, instance_id }) if *instance_id == rank1),
+        "{:?}",
+        ended.attempts[0].end
+    );
+    // EC2 terminates the node; the maintain fleet launches a replacement, which boots (its
+    // agent starts) and reports.
+    let t_term = f.ms();
+    let replacement = f.terminate(&rank1).await;
+    let t_boot = f.ms();
+    f.start_node(&replacement);
+    let fleet = tap_fleet::aws::Fleet::connect(&f.sdk, &f.fleet_id, "dev", "");
+    let mut t_healthy = 0;
+    let until = Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        if t_healthy == 0
+            && let Ok(s) = fleet.nodes(now_ms()).await
+            && s.nodes.iter().any(|n| n.instance_id == replacement && n.unfit().is_none())
+        {
+            t_healthy = f.ms();
+        }
+        let j = f.job("job-reclaim").await;
+        if j.attempts.len() == 2 && j.state == JobState::Running {
+            break j;
+        }
+        if Instant::now() >= until {
+            f.dump();
+            panic!("attempt 2 did not start within 120 s: {j:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let t_relaunched = f.ms();
+    assert!(job.attempts[1].nodes.iter().any(|n| n.instance_id == replacement), "relaunched on the replacement");
+    assert!(job.attempts[1].nodes.iter().all(|n| n.instance_id != rank1));
+    let done = f.wait_job("job-reclaim", "the job to succeed", Duration::from_secs(120), |j| j.state.is_final()).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    let during = f.controller_requests() - jobs_from;
+    let during_per_hour = during as f64 * 3600.0 / t_jobs.elapsed().as_secs_f64();
+    let run2 = f.rank_run(&done, 2, 0).await.expect("attempt 2 rank 0");
+    let first_new_step = f.runs.metrics(&done.spec.experiment, &run2.run_id).await.expect("metrics")[0].ts_ms;
+    let t_first = first_new_step - f.base_ms;
+    let (lost, resumed_at) = f.steps_lost(&done).await;
+    let show = String::from_utf8_lossy(&f.tap(&["jobs", "show", "job-reclaim"]).stdout).into_owned();
+    assert!(show.contains("spot reclaim of rank 1's node") && show.contains("downtime"), "{show}");
+    // The idle controller (the job is over): every request it makes over one minute.
+    let (idle_from, t0) = (f.controller_requests(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle = f.controller_requests() - idle_from;
+    let idle_per_hour = idle as f64 * 3600.0 / t0.elapsed().as_secs_f64();
+    let boot = t_boot - t_term;
+    eprintln!(
+        "managed_job_heals_a_reclaimed_rank_on_the_replacement (ms since the fleet started):\n  \
+         tap launch returned in {} ms (job submitted at +{t_submit}); attempt 1 running at +{t_launched}\n  \
+         spot notice for rank 1 ({rank1}):      +{t_notice}\n  \
+         rank 0's final checkpoint committed:    +{t_ckpt}\n  \
+         ranks cancelled, attempt 1 ended:       +{t_cancelled}\n  \
+         node terminated, replacement launched:  +{t_term} .. +{t_boot} ({replacement})\n  \
+         replacement healthy (agent reporting):  +{t_healthy}\n  \
+         relaunched (attempt 2 running):         +{t_relaunched}\n  \
+         first new step (resumed at step {resumed_at}):  +{t_first}\n  \
+         time to recover, EC2 boot excluded:     {} ms\n  \
+         controller requests: idle {idle_per_hour:.0}/h ({idle} in {:.0} s), during the job {during_per_hour:.0}/h\n  \
+         steps lost: {lost}",
+        submit_took.as_millis(),
+        t_first - t_notice - boot,
+        t0.elapsed().as_secs_f64().min(60.0),
+    );
+    assert_eq!(lost, 0, "no step lost: the final checkpoint was at the step the job stopped");
+    assert!(idle_per_hour <= 720.0, "an idle controller makes at most 1 request per 5 s: {idle_per_hour:.0}/h");
+}
