@@ -37,6 +37,8 @@ pub const JOB_TICK_MS: i64 = 10_000;
 pub const FLEET_VIEW_MS: i64 = 300_000;
 /// After an error, the holder's or a contender's next try.
 pub const RETRY_MS: i64 = 5_000;
+/// A round that moved a job is followed by another this soon (an ended attempt's relaunch).
+pub const FOLLOW_UP_MS: i64 = 1_000;
 /// A controller task that panicked starts again after this.
 pub const RESTART_AFTER: Duration = Duration::from_secs(30);
 /// The SSM command's own timeout beyond the job's, for the restore and the final upload.
@@ -158,7 +160,7 @@ impl Controller {
         now: i64,
     ) -> Result<Contended, String> {
         let item = self.jobs.read_lease().await.map_err(|e| format!("lease not read: {e}"))?;
-        let listed = item.as_ref().is_some_and(|i| i.holder.is_some() && !i.succession.is_empty());
+        let listed = item.as_ref().is_some_and(|i| !i.succession.is_empty());
         // Without the holder's word on the order, this node's own view of the fleet decides
         // (refreshed at most every FLEET_VIEW_MS).
         if !listed && view_at.is_none_or(|t| now - t >= FLEET_VIEW_MS) {
@@ -174,13 +176,26 @@ impl Controller {
         let position = lease::position(&self.me, item.as_ref(), view);
         let decision = lease::contend(item.as_ref(), &s, position, now);
         let due = lease::take_due_ms(item.as_ref(), &s, position, now);
+        tracing::debug!(position, due_ms = due, holder = ?item.as_ref().and_then(|i| i.holder.as_deref()),
+            succession = ?item.as_ref().map(|i| &i.succession), decision = ?decision, "job controller: lease read");
         *sighting = Some(s);
         let Contend::Take { expect_rvn } = decision else {
-            // The next read: this position's poll, or the moment the lease may be taken.
-            return Ok(Contended::Wait(lease::poll_every_ms(position).min(due.max(1))));
+            // The next read: this position's poll, or the moment the lease may be taken. A
+            // free lease (the fleet's first minute, or a holder that left) is a state that
+            // ends within a poll: read it at the next in line's rate meanwhile, so a node that
+            // became next in line meanwhile learns it.
+            let free = item.as_ref().is_none_or(|i| i.holder.is_none());
+            let poll = if free { lease::STANDBY_POLL_MS } else { lease::poll_every_ms(position) };
+            return Ok(Contended::Wait(poll.min(due.max(1))));
         };
         let sent = now;
-        match self.jobs.take_lease(&self.me, expect_rvn.as_deref(), tap_core::time::now_ms()).await {
+        let order: Vec<String> = if view.is_empty() {
+            item.as_ref().map(|i| i.succession.clone()).unwrap_or_default()
+        } else {
+            view.clone()
+        };
+        let order: Vec<String> = order.into_iter().filter(|n| *n != self.me).collect();
+        match self.jobs.take_lease(&self.me, expect_rvn.as_deref(), &order, tap_core::time::now_ms()).await {
             Ok(Some(lease)) => Ok(Contended::Took(Box::new(Holding {
                 fence: Fence { holder: self.me.clone(), epoch: lease.epoch },
                 lease,
@@ -228,9 +243,15 @@ impl Controller {
         if news || now >= h.next_tick || now >= h.next_view {
             let seq = h.lease.queue_seq;
             match self.round(h).await {
-                Ok(active) => {
+                Ok(Progress { active, changed }) => {
                     h.seen_seq = Some(seq);
-                    h.next_tick = if active { now + JOB_TICK_MS } else { i64::MAX / 4 };
+                    // A job that moved (an attempt ended, a job queued behind another) is
+                    // looked at again at once: a relaunch does not wait a whole tick.
+                    h.next_tick = match (active, changed) {
+                        (true, true) => now + FOLLOW_UP_MS,
+                        (true, false) => now + JOB_TICK_MS,
+                        (false, _) => i64::MAX / 4,
+                    };
                 }
                 Err(RoundError::Fenced(e)) => {
                     tracing::warn!(error = %e, "job controller: fenced out");
@@ -248,8 +269,8 @@ impl Controller {
         Ok(true)
     }
 
-    /// One round over the active jobs. `Ok(true)`: some job is still active.
-    async fn round(&self, h: &mut Holding) -> Result<bool, RoundError> {
+    /// One round over the active jobs.
+    async fn round(&self, h: &mut Holding) -> Result<Progress, RoundError> {
         let entries = self.jobs.list(true).await.map_err(RoundError::from)?;
         let mut active: Vec<(JobRecord, u64)> = Vec::new();
         for e in entries {
@@ -268,16 +289,21 @@ impl Controller {
             h.succession = Some(succession);
         }
         if active.is_empty() {
-            return Ok(false);
+            return Ok(Progress { active: false, changed: false });
         }
         let records: Vec<JobRecord> = active.iter().map(|(j, _)| j.clone()).collect();
         let placements: HashMap<String, jobs::Placement> =
             jobs::schedule(&records, &status.nodes).into_iter().map(|(j, p)| (j.id.clone(), p)).collect();
         let mut still_active = false;
+        let mut changed = false;
         for (job, version) in active {
+            let before = job.state;
             let step = jobs::step(&job, placements.get(&job.id), tap_core::time::now_ms());
             match self.act(h, job, version, step, &status).await {
-                Ok(a) => still_active |= a,
+                Ok(after) => {
+                    still_active |= !after.is_final();
+                    changed |= after != before;
+                }
                 Err(RoundError::Conflict(e)) => {
                     // Changed under us (a cancel): read again next round.
                     tracing::info!(error = %e, "job controller: a job changed while acting on it");
@@ -286,10 +312,10 @@ impl Controller {
                 Err(e) => return Err(e),
             }
         }
-        Ok(still_active)
+        Ok(Progress { active: still_active, changed })
     }
 
-    /// Carries out one job's step. `Ok(true)`: the job is still active.
+    /// Carries out one job's step; returns the job's state after it.
     async fn act(
         &self,
         h: &mut Holding,
@@ -297,7 +323,7 @@ impl Controller {
         mut version: u64,
         step: Step,
         fleet: &FleetStatus,
-    ) -> Result<bool, RoundError> {
+    ) -> Result<JobState, RoundError> {
         let now = tap_core::time::now_ms();
         match step {
             Step::Idle => {}
@@ -397,7 +423,7 @@ impl Controller {
                 self.jobs.write_fenced(&job, version, &h.fence).await?;
             }
         }
-        Ok(!job.state.is_final())
+        Ok(job.state)
     }
 
     /// Every rank of the running attempt as observed now.
@@ -581,6 +607,14 @@ fn report(last: &mut String, line: &str) {
         tracing::warn!("{line}");
         *last = line.to_owned();
     }
+}
+
+/// What a round left behind.
+struct Progress {
+    /// Some job is still queued, starting, running or recovering.
+    active: bool,
+    /// Some job changed state.
+    changed: bool,
 }
 
 #[derive(Debug)]

@@ -84,11 +84,13 @@ impl Sighting {
     }
 }
 
-/// A contender's place in line: its index in the holder's succession, or, with no holder's
-/// word (no item, or this node is not listed), its index in its own view of the fleet's
-/// seniority order (`view`: fit nodes, oldest first).
+/// A contender's place in line: its index in the succession the (last) holder wrote (after
+/// the listed ones when it is not listed), or, with no succession, its index in its own view
+/// of the fleet's seniority order (`view`: running nodes, oldest first).
 pub fn position(me: &str, item: Option<&LeaseItem>, view: &[String]) -> usize {
-    if let Some(i) = item.filter(|i| i.holder.is_some() && !i.succession.is_empty()) {
+    // A released lease keeps the succession its last holder wrote: the next in line takes it
+    // at once (the releaser left it, and is not in it).
+    if let Some(i) = item.filter(|i| !i.succession.is_empty()) {
         return i.succession.iter().position(|n| n == me).unwrap_or(i.succession.len());
     }
     view.iter()
@@ -203,10 +205,12 @@ mod tests {
         assert_eq!(contend(None, &s, 0, 0), Contend::Take { expect_rvn: None });
         assert_eq!(contend(None, &s, 1, LEASE_MS - 1), Contend::Wait);
         assert_eq!(contend(None, &s, 1, LEASE_MS), Contend::Take { expect_rvn: None });
-        // A released lease (holder removed on a spot notice): the next in line takes it now.
+        // A released lease (holder removed on a spot notice): the next in line of the
+        // releaser's succession takes it now, even if its own view still lists the releaser.
         let mut released = held("i-a", "r1", &["i-b"]);
         released.holder = None;
         let s = Sighting::observe(None, Some(&released), 5);
+        assert_eq!(position("i-b", Some(&released), &view), 0, "not behind the leaving i-a");
         assert_eq!(contend(Some(&released), &s, 0, 5), Contend::Take { expect_rvn: None });
     }
 

@@ -363,8 +363,17 @@ impl JobStore {
     }
 
     /// Takes the lease: `expect_rvn` is the rvn that stood a whole lease time (None: the lease
-    /// is free). Returns the lease as taken, or None when another node was faster.
-    pub async fn take_lease(&self, me: &str, expect_rvn: Option<&str>, now_ms: i64) -> Result<Option<LeaseItem>> {
+    /// is free), `succession` the other nodes as this one sees them (written at once, so a
+    /// holder that dies before its first renewal still leaves an order behind). Returns the
+    /// lease as taken, or None when another node was faster.
+    pub async fn take_lease(
+        &self,
+        me: &str,
+        expect_rvn: Option<&str>,
+        succession: &[String],
+        now_ms: i64,
+    ) -> Result<Option<LeaseItem>> {
+        let order = serde_json::to_string(succession).map_err(|e| backend("lease", e))?;
         let mut u = self
             .client
             .update_item()
@@ -379,7 +388,7 @@ impl JobStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":l", n(LEASE_MS))
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":none", s("[]"))
+            .expression_attribute_values(":none", AttributeValue::S(order))
             .expression_attribute_values(":k", s("lease"))
             .return_values(ReturnValue::AllNew);
         u = match expect_rvn {
@@ -520,7 +529,8 @@ mod aws_tests {
         let jobs = store(&moto).await;
         jobs.submit(&job("j1")).await.expect("submit");
         assert_eq!(jobs.read_lease().await.expect("read").map(|l| (l.holder, l.queue_seq)), Some((None, 1)));
-        let (a, b) = tokio::join!(jobs.take_lease("i-a", None, 1), jobs.take_lease("i-b", None, 1));
+        let order = ["i-a".to_owned()];
+        let (a, b) = tokio::join!(jobs.take_lease("i-a", None, &[], 1), jobs.take_lease("i-b", None, &order, 1));
         let (a, b) = (a.expect("a"), b.expect("b"));
         assert!(a.is_some() != b.is_some(), "exactly one takes a free lease: {a:?} {b:?}");
         let (winner, loser, lease) = match (a, b) {
@@ -550,7 +560,7 @@ mod aws_tests {
         };
         assert_eq!(renewed.succession, [loser]);
         let seen = renewed.rvn.clone().expect("rvn");
-        let taken = jobs.take_lease(loser, Some(&seen), 3).await.expect("take").expect("taken");
+        let taken = jobs.take_lease(loser, Some(&seen), &[], 3).await.expect("take").expect("taken");
         assert_eq!((taken.holder.as_deref(), taken.epoch), (Some(loser), 2));
         assert_eq!(jobs.renew_lease(winner, &seen, None, 4).await.expect("renew"), Renewal::Lost);
         let e = jobs.write_fenced(&j, v2, &fence).await.expect_err("the old holder is fenced");
@@ -592,7 +602,7 @@ mod aws_tests {
         let list = jobs.list(true).await.expect("list");
         let corrupt = list.iter().find(|e| matches!(e, JobEntry::Corrupt { .. })).expect("corrupt one").clone();
         assert_eq!(corrupt.id(), "20261201T000004Z-000004");
-        let lease = jobs.take_lease("i-a", None, 1).await.expect("take").expect("taken");
+        let lease = jobs.take_lease("i-a", None, &[], 1).await.expect("take").expect("taken");
         let fence = Fence { holder: "i-a".into(), epoch: lease.epoch };
         jobs.fail_corrupt(&corrupt, "its body is not a job record", &fence).await.expect("mark");
         let active: Vec<String> = jobs.list(true).await.expect("list").iter().map(|e| e.id().to_owned()).collect();

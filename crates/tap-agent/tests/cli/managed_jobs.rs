@@ -177,7 +177,7 @@ impl Fleet {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE")
-            .env("TAP_AGENT_LOG", "info")
+            .env("TAP_AGENT_LOG", "info,tap_agent::controller=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -209,6 +209,10 @@ impl Fleet {
 
     fn node(&mut self, id: &str) -> &mut Node {
         self.nodes.iter_mut().find(|n| n.id == id).expect("node")
+    }
+
+    fn log_of(&self, id: &str) -> String {
+        self.nodes.iter().find(|n| n.id == id).expect("node").agent_log()
     }
 
     async fn job(&self, id: &str) -> JobRecord {
@@ -474,4 +478,145 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     );
     assert_eq!(lost, 0, "no step lost: the final checkpoint was at the step the job stopped");
     assert!(idle_per_hour <= 720.0, "an idle controller makes at most 1 request per 5 s: {idle_per_hour:.0}/h");
+}
+
+/// The controller's own node is reclaimed mid-job: its agent hands the lease over at the
+/// notice, the next node in line takes it and heals the job from the table's state — the
+/// relaunch is made by the new controller, on the two nodes left.
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
+    let mut f = Fleet::new(3).await;
+    let ids: Vec<String> = f.instances().await.into_iter().map(|n| n.instance_id).collect();
+    for id in &ids {
+        f.start_node(id);
+    }
+    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    let leader = holder(&f.jobs).await.expect("holder");
+    f.submit("job-leader", "mj2");
+    let job =
+        f.wait_job("job-leader", "attempt 1 running", Duration::from_secs(90), |j| j.state == JobState::Running).await;
+    let ranks: Vec<String> = job.attempts[0].nodes.iter().map(|n| n.instance_id.clone()).collect();
+    assert!(ranks.contains(&leader), "the oldest nodes run the job, the leader among them: {ranks:?} {leader}");
+    wait_until(&f, "rank 0's first checkpoint", Duration::from_secs(90), async || {
+        f.rank_run(&job, 1, 0).await.is_some_and(|r| r.checkpoint.is_some())
+    })
+    .await;
+
+    f.notice(&leader);
+    let t_notice = f.ms();
+    let mut t_handover = 0;
+    let mut new_leader = String::new();
+    wait_until(&f, "another node takes the lease", Duration::from_secs(60), async || match holder(&f.jobs).await {
+        Some(h) if h != leader => {
+            t_handover = f.ms();
+            new_leader = h;
+            true
+        }
+        _ => false,
+    })
+    .await;
+    let lease = f.jobs.read_lease().await.expect("lease").expect("item");
+    assert_eq!(lease.epoch, 2, "one take-over");
+    let ended =
+        f.wait_job("job-leader", "attempt 1 ended", Duration::from_secs(60), |j| j.attempts[0].end.is_some()).await;
+    let t_ended = f.ms();
+    let t_term = f.ms();
+    let replacement = f.terminate(&leader).await;
+    f.start_node(&replacement);
+    let job = f
+        .wait_job("job-leader", "attempt 2 running", Duration::from_secs(120), |j| {
+            j.attempts.len() == 2 && j.state == JobState::Running
+        })
+        .await;
+    let t_relaunched = f.ms();
+    let done = f.wait_job("job-leader", "the job to succeed", Duration::from_secs(120), |j| j.state.is_final()).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    assert!(job.attempts[1].launched_by.starts_with(&format!("{new_leader}#2")), "{:?}", job.attempts[1]);
+    assert!(job.attempts[1].nodes.iter().all(|n| n.instance_id != leader));
+    let run2 = f.rank_run(&done, 2, 0).await.expect("attempt 2 rank 0");
+    let t_first = f.runs.metrics(&done.spec.experiment, &run2.run_id).await.expect("metrics")[0].ts_ms - f.base_ms;
+    let (lost, resumed_at) = f.steps_lost(&done).await;
+    let new_log = f.log_of(&new_leader);
+    assert!(new_log.contains("took the lease"), "{new_log}");
+    if std::env::var_os("TAP_TEST_VERBOSE").is_some() {
+        for n in &f.nodes {
+            for l in n.agent_log().lines().filter(|l| l.contains("lease")) {
+                eprintln!("{} {l}", n.id);
+            }
+        }
+    }
+    eprintln!(
+        "managed_job_heals_after_the_leaders_node_is_reclaimed (ms since the fleet started):\n  \
+         spot notice for the leader {leader} (rank {}): +{t_notice}\n  \
+         lease handed over, {new_leader} leads (epoch 2): +{t_handover}\n  \
+         attempt 1 ended ({}):  +{t_ended}\n  \
+         old leader's node terminated:           +{t_term} (replacement {replacement})\n  \
+         relaunched by the new leader:           +{t_relaunched}\n  \
+         first new step (resumed at step {resumed_at}):  +{t_first}\n  \
+         time to recover (no EC2 boot needed: a spare node): {} ms\n  \
+         steps lost: {lost}",
+        ended.attempts[0].nodes.iter().find(|n| n.instance_id == leader).map_or(9, |n| n.rank),
+        ended.attempts[0].end.as_ref().map(tap_core::jobs::AttemptEnd::describe).unwrap_or_default(),
+        t_first - t_notice,
+    );
+    assert_eq!(lost, 0);
+}
+
+/// Two agents both believe they lead: the holder is frozen (SIGSTOP: a VM pause, a stalled
+/// disk) past its lease, the next node takes over, and a job is submitted meanwhile; then
+/// the old holder wakes up still believing it leads. Exactly one launch happens — by the new
+/// holder — and the woken one stands down at its first renewal (fenced writes would refuse it
+/// anyway).
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_job_two_leaders_launch_once() {
+    let mut f = Fleet::new(3).await;
+    let ids: Vec<String> = f.instances().await.into_iter().map(|n| n.instance_id).collect();
+    for id in &ids {
+        f.start_node(id);
+    }
+    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    let first = holder(&f.jobs).await.expect("holder");
+    let pid = f.node(&first).agent.as_ref().expect("agent").id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    let t_stop = f.ms();
+    let mut second = String::new();
+    wait_until(&f, "another node takes the stale lease", Duration::from_secs(150), async || {
+        match holder(&f.jobs).await {
+            Some(h) if h != first => {
+                second = h;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    let t_takeover = f.ms();
+    let sends = || tap_test_support::requests_matching(&f.requests, |s, a, _| s == "ssm" && a == "SendCommand");
+    f.submit("job-once", "mj3");
+    let job =
+        f.wait_job("job-once", "attempt 1 running", Duration::from_secs(90), |j| j.state == JobState::Running).await;
+    // The frozen holder wakes up, believing it leads.
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
+    let t_wake = f.ms();
+    wait_until(&f, "the woken holder to stand down", Duration::from_secs(60), async || {
+        f.log_of(&first).contains("lost the lease")
+    })
+    .await;
+    let done = f.wait_job("job-once", "the job to succeed", Duration::from_secs(120), |j| j.state.is_final()).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    assert_eq!(done.attempts.len(), 1, "one attempt");
+    assert_eq!(sends(), 2, "exactly one launch: one SendCommand per rank");
+    assert!(job.attempts[0].launched_by.starts_with(&format!("{second}#2")), "{:?}", job.attempts[0]);
+    assert!(!f.log_of(&first).contains("job launched"), "the woken holder never launched");
+    let (lost, _) = f.steps_lost(&done).await;
+    eprintln!(
+        "managed_job_two_leaders_launch_once (ms since the fleet started):\n  \
+         holder {first} frozen (SIGSTOP):          +{t_stop}\n  \
+         {second} took the stale lease (epoch 2):  +{t_takeover} ({} s after the freeze)\n  \
+         job launched once, by {second}; {first} woke at +{t_wake} and stood down\n  \
+         SendCommand requests: {}\n  \
+         steps lost: {lost}",
+        (t_takeover - t_stop) / 1000,
+        sends(),
+    );
 }
