@@ -382,6 +382,7 @@ impl Controller {
                     }
                     Watch::Ended { end, cancel } => {
                         // The other ranks first: a survivor must not hang in NCCL.
+                        self.stop_attempt(&job, &end.describe()).await;
                         self.cancel_ranks(&job, &cancel).await;
                         tracing::warn!(job = %job.id, why = %end.describe(), cancelled = ?cancel, "attempt ended");
                         jobs::end_attempt(&mut job, end, tap_core::time::now_ms());
@@ -397,6 +398,7 @@ impl Controller {
                 if job.state.holds_nodes() {
                     let all: Vec<u32> =
                         job.current().map(|a| a.nodes.iter().map(|n| n.rank).collect()).unwrap_or_default();
+                    self.stop_attempt(&job, "cancelled (tap jobs cancel)").await;
                     self.cancel_ranks(&job, &all).await;
                 }
                 jobs::cancel(&mut job, now);
@@ -412,6 +414,7 @@ impl Controller {
             }
             Step::Abandon => {
                 let all: Vec<u32> = job.current().map(|a| a.nodes.iter().map(|n| n.rank).collect()).unwrap_or_default();
+                self.stop_attempt(&job, "its launch was interrupted").await;
                 self.cancel_ranks(&job, &all).await;
                 let detail = format!(
                     "attempt {} was claimed by {} but not all its commands were recorded within {} s",
@@ -487,6 +490,25 @@ impl Controller {
         Ok(out)
     }
 
+    /// Marks the current attempt stopped in the job's run record: its ranks' `tap run`s stop
+    /// their commands within a few seconds (tap run's `JOB_WATCH`) even where SSM's cancel
+    /// does not reach the training process.
+    async fn stop_attempt(&self, job: &JobRecord, why: &str) {
+        let Some(attempt) = job.current().map(|a| a.number) else { return };
+        let why = why.to_owned();
+        let r = self
+            .runs
+            .update_run(&job.spec.experiment, &job.id, |r| {
+                if let Some(j) = r.job.as_mut().filter(|j| j.attempt == attempt) {
+                    j.stop = Some(why.clone());
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(job = %job.id, error = %e, "the attempt's stop was not recorded (its SSM commands are cancelled)");
+        }
+    }
+
     async fn cancel_ranks(&self, job: &JobRecord, ranks: &[u32]) {
         let Some(a) = job.current() else { return };
         for n in a.nodes.iter().filter(|n| ranks.contains(&n.rank)) {
@@ -516,6 +538,7 @@ impl Controller {
                     status: RunStatus::Queued,
                 })
                 .collect(),
+            stop: None,
         };
         if self.runs.get_run(&job.spec.experiment, &job.id).await?.is_some() {
             self.runs

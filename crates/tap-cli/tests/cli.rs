@@ -651,6 +651,53 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         assert_eq!(tiny.status.code(), Some(2), "S3 part limits are checked up front");
     }
 
+    /// Regression (a survivor rank trained on, or hung on its lost peer, until SSM's cancel
+    /// happened to reach it): a rank of a managed job stops its command within a few seconds
+    /// once the fleet's controller ends its attempt in the job's record, whatever SSM does.
+    #[test]
+    fn a_survivor_rank_stops_when_the_controller_ends_its_attempt() {
+        use tap_cli::store::RunStore;
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let store = tap_cli::store::sqlite::SqliteStore::open(&h.join("tap.db")).expect("store");
+        let mut record = tap_core::runs::Run::new("llm", "job-9", vec!["train".into()], "fleet", 0);
+        record.job = Some(tap_core::runs::Job {
+            fleet_id: "fleet-1".into(),
+            attempt: 1,
+            nodes: vec![],
+            stop: None,
+        });
+        rt.block_on(store.create_run(&record)).expect("job record");
+        let rank = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["run", "-e", "llm", "--", "sleep", "600"])
+            .env("TAP_HOME", h)
+            .env("TAP_RUN_GROUP", "job-9")
+            .env("TAP_JOB_ATTEMPT", "1")
+            .env("NODE_RANK", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tap run");
+        std::thread::sleep(Duration::from_secs(2));
+        let stopped = std::time::Instant::now();
+        rt.block_on(store.update_run("llm", "job-9", |r| {
+            if let Some(j) = r.job.as_mut() {
+                j.stop = Some("spot reclaim of rank 0's node i-0".into());
+            }
+        }))
+        .expect("stop");
+        let out = rank.wait_with_output().expect("wait");
+        let took = stopped.elapsed();
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("tap: job job-9 ended attempt 1: spot reclaim of rank 0's node i-0: stopping this rank"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(30), "stopped {took:?} after the attempt ended");
+        assert!(!out.status.success(), "a stopped rank does not report success");
+    }
+
     /// What `tap launch` does on two nodes, on one machine: two `tap run`s with the
     /// rendezvous variables, each starting torchrun, one shared group id. Needs PyTorch: where
     /// it cannot be imported the test says so and stops (it is not installed on CI's machine;
@@ -966,6 +1013,7 @@ mod stack {
                         status: tap_core::runs::RunStatus::Queued,
                     })
                     .collect(),
+                stop: None,
             }),
             ..tap_core::runs::Run::new("llm", "job-1", vec!["train".into()], "fleet", now)
         };

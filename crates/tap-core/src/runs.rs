@@ -185,6 +185,26 @@ pub struct Job {
     pub attempt: u32,
     /// One per rank, rank order.
     pub nodes: Vec<JobNode>,
+    /// Set by the fleet's job controller when it ended this attempt (the reason): its ranks
+    /// still running stop (`tap run` reads it every few seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+}
+
+/// Why a rank of attempt `attempt` must stop, from its job's record: the attempt was ended,
+/// or a newer one started.
+pub fn stop_for(job_run: &Run, attempt: u32) -> Option<String> {
+    let job = job_run.job.as_ref()?;
+    if job.attempt > attempt {
+        return Some(format!(
+            "job {} started attempt {} (this rank is of attempt {attempt})",
+            job_run.run_id, job.attempt
+        ));
+    }
+    match &job.stop {
+        Some(why) if job.attempt == attempt => Some(format!("job {} ended attempt {attempt}: {why}", job_run.run_id)),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,6 +411,7 @@ mod tests {
                     status: RunStatus::Queued,
                 })
                 .collect(),
+            stop: None,
         });
         r
     }
@@ -406,6 +427,19 @@ mod tests {
         r.final_metrics.insert("loss".into(), f64::from(rank) + 0.5);
         r.checkpoint = Some(format!("ckpt-{rank}"));
         r
+    }
+
+    #[test]
+    fn a_rank_stops_when_its_attempt_ended_or_a_newer_one_started() {
+        let mut job = job_record(2);
+        assert_eq!(stop_for(&job, 1), None);
+        job.job.as_mut().expect("job").stop = Some("spot reclaim of rank 1's node i-1".into());
+        assert_eq!(stop_for(&job, 1).as_deref(), Some("job g-1 ended attempt 1: spot reclaim of rank 1's node i-1"));
+        job.job.as_mut().expect("job").attempt = 2;
+        job.job.as_mut().expect("job").stop = None;
+        assert_eq!(stop_for(&job, 1).as_deref(), Some("job g-1 started attempt 2 (this rank is of attempt 1)"));
+        assert_eq!(stop_for(&job, 2), None);
+        assert_eq!(stop_for(&Run::new("e", "r", vec![], "h", 0), 1), None, "not a job record");
     }
 
     #[test]

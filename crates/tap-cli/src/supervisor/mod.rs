@@ -133,6 +133,43 @@ enum Event {
     /// Upload `id` (of the checkpoint at a step) ended: the new checkpoint (None: the
     /// directory was unchanged), or why not.
     Uploaded(String, u64, Result<Option<Committed>, String>),
+    /// This rank's managed job moved on (its attempt was ended by the fleet's controller, or
+    /// a newer one started): stop the command as on SIGTERM, so no rank hangs on a lost peer.
+    JobStop(String),
+}
+
+/// How often a rank of a managed job reads its job's record for a stop (one GetItem): the
+/// fleet's controller cancels the SSM commands too, but SSM does not promise to stop the
+/// processes under them, and a survivor must not wait on its dead peer for NCCL's timeout.
+pub const JOB_WATCH: Duration = Duration::from_secs(5);
+
+/// Watches the job this rank belongs to (`TAP_RUN_GROUP`, `TAP_JOB_ATTEMPT`) until `done`:
+/// tells the loop once the job stopped this attempt. Store errors are retried at the next
+/// read (the SSM cancel is the other path).
+async fn watch_job<R: RunStore>(
+    store: &R,
+    experiment: &str,
+    job: Option<(String, u32)>,
+    tx: mpsc::Sender<Event>,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some((group, attempt)) = job else { return };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(JOB_WATCH) => {}
+            _ = done.changed() => return,
+        }
+        if *done.borrow() {
+            return;
+        }
+        if let Ok(Ok(Some(record))) =
+            tokio::time::timeout(recorder::STORE_CALL_LIMIT, store.get_run(experiment, &group)).await
+            && let Some(why) = tap_core::runs::stop_for(&record, attempt)
+        {
+            let _ = tx.send(Event::JobStop(why)).await;
+            return;
+        }
+    }
 }
 
 /// Checkpoint uploads run one at a time. A checkpoint announced while one uploads waits;
@@ -690,8 +727,11 @@ where
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
 
     let (recorder, recorder_task) = Recorder::new(&record);
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let (job_done_tx, job_done_rx) = tokio::sync::watch::channel(false);
+    let job = record.group.clone().zip(record.job_attempt);
+    let job_watch = watch_job(store, &opts.experiment, job, tx.clone(), job_done_rx);
     let supervise = async {
-        let (tx, mut rx) = mpsc::channel::<Event>(1024);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let out_task =
             tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone()));
@@ -742,6 +782,7 @@ where
                 status = child.wait(), if exit_status.is_none() => {
                     exit_status = Some(status.context("waiting for the child")?);
                     exited_at = Some(Instant::now());
+                    let _ = job_done_tx.send(true);
                     // Drain what the child wrote before it exited.
                     let _ = stop_tx.send(true);
                 }
@@ -767,6 +808,15 @@ where
                         }
                     }
                     Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
+                    Event::JobStop(why) => {
+                        if exit_status.is_none() && stop_asked == 0 {
+                            stop_asked = 1;
+                            let _ = kill(pid, Signal::SIGTERM);
+                            crate::say!("tap: {why}: stopping this rank (SIGTERM; {TERM_GRACE:?} to exit)");
+                            phase = Phase::Terminating;
+                            deadline.as_mut().reset(Instant::now() + TERM_GRACE);
+                        }
+                    }
                     Event::Uploaded(id, ckpt_step, result) => {
                         let periodic = record.interruption.is_none();
                         let current = in_flight.as_ref().is_some_and(|f| f.id == id);
@@ -971,7 +1021,7 @@ where
         crate::say!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
         Ok(Outcome { run: Some(run), exit_code })
     };
-    let (outcome, ()) = tokio::join!(supervise, recorder_task.run(store, logs_store));
+    let (outcome, (), ()) = tokio::join!(supervise, recorder_task.run(store, logs_store), job_watch);
     outcome
 }
 
