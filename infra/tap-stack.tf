@@ -626,6 +626,11 @@ locals {
     scale_to_zero = ${var.scale_to_zero_after_idle_minutes > 0}
     minutes = ${max(var.scale_to_zero_after_idle_minutes, 10)}
     below_percent = ${var.idle_gpu_utilization_percent}
+
+    [jobs]
+    controller = true
+    table = "${local.name}-experiments"
+    log_group = "${local.log_group_name}"
   EOT
 
   cloudwatch_agent_config = jsonencode({
@@ -1235,7 +1240,7 @@ locals {
 }
 
 data "aws_iam_policy_document" "node" {
-  #checkov:skip=CKV_AWS_356:The two "*" resources are PutMetricData (no resource-level support; conditioned on the namespace) and Run Command invocation reads (no resource-level support).
+  #checkov:skip=CKV_AWS_356:The "*" resources are PutMetricData (no resource-level support; conditioned on the namespace), Run Command invocation reads and CancelCommand, and the job controller's EC2 Describe and GetMetricData reads (none has resource-level support).
   #checkov:skip=CKV_AWS_111:See CKV_AWS_356: the only unscoped write, PutMetricData, is conditioned on cloudwatch:namespace.
   statement {
     sid       = "ListBuckets"
@@ -1304,6 +1309,25 @@ data "aws_iam_policy_document" "node" {
     resources = ["*"]
   }
 
+  # The fleet's job controller (tap-agent on the node holding the lease in the experiment
+  # table; `tap launch` only submits): its view of the fleet and of each node's heartbeat.
+  # EC2's Describe calls and GetMetricData have no resource-level permissions: "*" is the only
+  # valid resource, and they only read.
+  statement {
+    sid       = "JobControllerReads"
+    actions   = ["ec2:DescribeFleets", "ec2:DescribeFleetInstances", "ec2:DescribeInstances", "cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+
+  # Cancelling a job's other ranks when one is lost. CancelCommand has no resource-level
+  # permissions either; it reaches only commands of this account, and the ranks also stop
+  # by themselves when the controller marks their attempt ended in the table.
+  statement {
+    sid       = "CancelJobCommands"
+    actions   = ["ssm:CancelCommand"]
+    resources = ["*"]
+  }
+
   dynamic "statement" {
     for_each = local.kms_statements
     content {
@@ -1320,23 +1344,12 @@ resource "aws_iam_role_policy" "node" {
   policy = data.aws_iam_policy_document.node.json
 }
 
-# Only with scale_to_zero_after_idle_minutes: the agents read the fleet and its GPU metrics and
-# may change this one fleet's target capacity. A policy of its own, since it names the fleet,
-# which itself waits for the node policy.
+# Only with scale_to_zero_after_idle_minutes: the agents may change this one fleet's target
+# capacity (they read the fleet and its metrics through JobControllerReads of the node
+# policy). A policy of its own, since it names the fleet, which itself waits for the node
+# policy.
 data "aws_iam_policy_document" "node_idle" {
   count = var.scale_to_zero_after_idle_minutes > 0 ? 1 : 0
-
-  statement {
-    sid       = "SeeTheFleet"
-    actions   = ["ec2:DescribeFleets", "ec2:DescribeFleetInstances", "ec2:DescribeInstances"]
-    resources = ["*"]
-  }
-
-  statement {
-    sid       = "ReadGpuMetrics"
-    actions   = ["cloudwatch:GetMetricData"]
-    resources = ["*"]
-  }
 
   statement {
     sid       = "ScaleThisFleet"

@@ -282,8 +282,12 @@ run "iam" {
   command = apply
 
   assert {
-    condition     = alltrue([for s in data.aws_iam_policy_document.node.statement : !contains(tolist(s.resources), "*") || contains(["PublishMetrics", "ReadCommandResults"], s.sid)])
-    error_message = "Only PutMetricData and command-result reads may use Resource \"*\"."
+    condition     = alltrue([for s in data.aws_iam_policy_document.node.statement : !contains(tolist(s.resources), "*") || contains(["PublishMetrics", "ReadCommandResults", "JobControllerReads", "CancelJobCommands"], s.sid)])
+    error_message = "Only PutMetricData, command-result reads, the job controller's reads and CancelCommand may use Resource \"*\"."
+  }
+  assert {
+    condition     = toset(one([for s in data.aws_iam_policy_document.node.statement : s.actions if s.sid == "JobControllerReads"])) == toset(["ec2:DescribeFleets", "ec2:DescribeFleetInstances", "ec2:DescribeInstances", "cloudwatch:GetMetricData"]) && toset(one([for s in data.aws_iam_policy_document.node.statement : s.actions if s.sid == "CancelJobCommands"])) == toset(["ssm:CancelCommand"])
+    error_message = "The job controller's \"*\" statements only read EC2 and metrics, and cancel commands."
   }
   assert {
     condition     = anytrue([for c in one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "PublishMetrics"]).condition : c.test == "StringEquals" && c.variable == "cloudwatch:namespace" && c.values == tolist(["Tap/GPU", "Tap/Host"])])

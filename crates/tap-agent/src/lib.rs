@@ -230,31 +230,28 @@ async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
             .app_name(aws_config::AppName::new("tap-controller").context("app name")?)
             .build();
         let j = config.jobs.clone();
-        let fleet_id = match &j.fleet_id {
-            Some(f) => f.clone(),
-            None => tap_fleet::aws::Fleet::fleet_of(&sdk, &id.instance_id)
-                .await
-                .map_err(|e| anyhow::anyhow!("jobs: the fleet of {} not found: {e}", id.instance_id))?
-                .ok_or_else(|| {
-                    anyhow::anyhow!("jobs: {} belongs to no active EC2 Fleet (set jobs.fleet_id)", id.instance_id)
-                })?,
-        };
         let (table, log_group) = (j.table.unwrap_or_default(), j.log_group.unwrap_or_default());
         let environment = m.environment.clone();
         let me = id.instance_id.clone();
-        tracing::info!(fleet = %fleet_id, table = %table, "job controller on: contending for the fleet's lease");
+        tracing::info!(table = %table, "job controller on: contending for the fleet's lease");
         let rx = leaving.clone();
-        let make = move || {
-            let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-            controller::Controller {
-                me: me.clone(),
-                jobs: tap_store::jobs::JobStore::new(dynamo.clone(), &table),
-                runs: tap_store::dynamo::DynamoStore::new(dynamo, &table),
-                fleet: tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, &environment, &log_group),
-                leaving: rx.clone(),
-            }
-        };
-        tokio::spawn(controller::supervise(make, leaving.clone()));
+        tokio::spawn(async move {
+            // The fleet is found in the background: EC2 being unreachable at boot must not
+            // keep the agent from its telemetry.
+            let Some(fleet_id) = controller::find_fleet(&sdk, &me, j.fleet_id, rx.clone()).await else { return };
+            let watching = rx.clone();
+            let make = move || {
+                let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+                controller::Controller {
+                    me: me.clone(),
+                    jobs: tap_store::jobs::JobStore::new(dynamo.clone(), &table),
+                    runs: tap_store::dynamo::DynamoStore::new(dynamo, &table),
+                    fleet: tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, &environment, &log_group),
+                    leaving: rx.clone(),
+                }
+            };
+            controller::supervise(make, watching).await;
+        });
     }
     let shutdown = async move {
         shutdown_signal().await;
@@ -472,6 +469,16 @@ pub fn describe(config: &AgentConfig) -> String {
     } else {
         "left alone ([idle] scale_to_zero = false)".to_owned()
     };
+    let j = &config.jobs;
+    let jobs = if j.controller {
+        format!(
+            "contends for the lease in {} (fleet {}); the holder runs the fleet's managed jobs",
+            j.table.as_deref().unwrap_or("?"),
+            j.fleet_id.as_deref().unwrap_or("of this instance")
+        )
+    } else {
+        "off ([jobs] controller = false)".to_owned()
+    };
     format!(
         "region:           {region}\n\
          namespace:        {}\n\
@@ -481,7 +488,8 @@ pub fn describe(config: &AgentConfig) -> String {
          resolution:       {}\n\
          log group:        {group}\n\
          spool:            {} (at most {} MiB)\n\
-         idle fleet:       {idle}",
+         idle fleet:       {idle}\n\
+         job controller:   {jobs}",
         m.namespace,
         m.environment,
         m.sample_interval_seconds,

@@ -662,12 +662,7 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let store = tap_cli::store::sqlite::SqliteStore::open(&h.join("tap.db")).expect("store");
         let mut record = tap_core::runs::Run::new("llm", "job-9", vec!["train".into()], "fleet", 0);
-        record.job = Some(tap_core::runs::Job {
-            fleet_id: "fleet-1".into(),
-            attempt: 1,
-            nodes: vec![],
-            stop: None,
-        });
+        record.job = Some(tap_core::runs::Job { fleet_id: "fleet-1".into(), attempt: 1, nodes: vec![], stop: None });
         rt.block_on(store.create_run(&record)).expect("job record");
         let rank = Command::new(env!("CARGO_BIN_EXE_tap"))
             .args(["run", "-e", "llm", "--", "sleep", "600"])

@@ -582,6 +582,7 @@ mod tests {
             ("var.scale_to_zero_after_idle_minutes > 0", "false"),
             ("max(var.scale_to_zero_after_idle_minutes, 10)", "10"),
             ("var.idle_gpu_utilization_percent", "5"),
+            ("local.name", "tap-dev"),
         ];
         let mut text = template.clone();
         for (expr, value) in values {
@@ -593,6 +594,9 @@ mod tests {
         assert_eq!(config.metrics.environment, "dev");
         assert_eq!(config.logs.group.as_deref(), Some("/tap/dev/training"));
         assert_eq!(config.health.on_fatal, OnFatal::Replace);
+        assert!(config.jobs.controller, "every node contends for the job controller's lease");
+        assert_eq!(config.jobs.table.as_deref(), Some("tap-dev-experiments"));
+        assert_eq!(config.jobs.log_group.as_deref(), Some("/tap/dev/training"));
         assert!(!config.idle.scale_to_zero, "the idle rule is opt-in");
         assert_eq!((config.idle.minutes, config.idle.below_percent), (10, 5.0));
     }

@@ -288,12 +288,11 @@ impl Fleet {
         after.into_iter().map(|n| n.instance_id).find(|i| !before.contains(i)).expect("a replacement instance")
     }
 
-    /// Submits a 2-node job of mn_train.py with `tap launch`, which must return at once.
-    fn submit(&self, id: &str, experiment: &str) -> Duration {
+    /// The `tap launch` arguments of a 2-node job of mn_train.py.
+    fn launch_args(&self, id: &str, experiment: &str) -> Vec<String> {
         let collective = self.dir.path().join("collective");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mn_train.py");
-        let t = Instant::now();
-        let out = self.tap(&[
+        [
             "launch",
             "-n",
             "2",
@@ -312,9 +311,40 @@ impl Fleet {
             "--",
             "python3",
             script.to_str().expect("utf-8"),
-        ]);
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    }
+
+    /// Submits a 2-node job of mn_train.py with `tap launch`, which must return at once.
+    fn submit(&self, id: &str, experiment: &str) -> Duration {
+        let args = self.launch_args(id, experiment);
+        let t = Instant::now();
+        let out = self.tap(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         t.elapsed()
+    }
+
+    /// Submits with `tap launch --follow`, which watches until the job ends.
+    fn submit_following(&self, id: &str, experiment: &str) -> Child {
+        let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
+        let mut args = self.launch_args(id, experiment);
+        args.insert(1, "--follow".into());
+        Command::new(tap)
+            .args(&args)
+            .env("TAP_CONFIG", self.tap_config())
+            .env("TAP_HOME", self.dir.path().join("cli-home"))
+            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("TAP_OUTPUT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tap launch --follow")
     }
 
     /// Every step of the job exactly once: attempt 1's rank 0 steps up to the checkpoint
@@ -451,6 +481,8 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     let first_new_step = f.runs.metrics(&done.spec.experiment, &run2.run_id).await.expect("metrics")[0].ts_ms;
     let t_first = first_new_step - f.base_ms;
     let (lost, resumed_at) = f.steps_lost(&done).await;
+    let logs = String::from_utf8_lossy(&f.tap(&["jobs", "logs", "job-reclaim"]).stdout).into_owned();
+    assert!(logs.contains("rank 0: resumed at step") && logs.contains("rank 0: done at step 400"), "{logs}");
     let show = String::from_utf8_lossy(&f.tap(&["jobs", "show", "job-reclaim"]).stdout).into_owned();
     assert!(show.contains("spot reclaim of rank 1's node") && show.contains("downtime"), "{show}");
     // The idle controller (the job is over): every request it makes over one minute.
@@ -592,7 +624,7 @@ async fn managed_job_two_leaders_launch_once() {
     .await;
     let t_takeover = f.ms();
     let sends = || tap_test_support::requests_matching(&f.requests, |s, a, _| s == "ssm" && a == "SendCommand");
-    f.submit("job-once", "mj3");
+    let follower = f.submit_following("job-once", "mj3");
     let job =
         f.wait_job("job-once", "attempt 1 running", Duration::from_secs(90), |j| j.state == JobState::Running).await;
     // The frozen holder wakes up, believing it leads.
@@ -609,6 +641,17 @@ async fn managed_job_two_leaders_launch_once() {
     assert!(job.attempts[0].launched_by.starts_with(&format!("{second}#2")), "{:?}", job.attempts[0]);
     assert!(!f.log_of(&first).contains("job launched"), "the woken holder never launched");
     let (lost, _) = f.steps_lost(&done).await;
+    // `tap launch --follow` watched it all and ends with the job.
+    let watched = follower.wait_with_output().expect("follow");
+    let said = String::from_utf8_lossy(&watched.stdout).into_owned();
+    assert!(watched.status.success(), "{said}\n{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(
+        said.starts_with("job job-once queued: 2 node(s), experiment mj3\n")
+            && said.contains("attempt 1 on rank 0 i-")
+            && said.contains("rank 0: done at step 400")
+            && said.trim_end().ends_with("job job-once succeeded: succeeded"),
+        "{said}"
+    );
     eprintln!(
         "managed_job_two_leaders_launch_once (ms since the fleet started):\n  \
          holder {first} frozen (SIGSTOP):          +{t_stop}\n  \
