@@ -253,6 +253,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_jobs_story_names_each_attempt_its_nodes_why_it_ended_and_the_downtime() {
+        use tap_core::fleet::NodeInfo;
+        use tap_core::jobs::{self, AttemptEnd, JobRecord, JobSpec};
+        let node = |id: &str, az: &str| NodeInfo {
+            instance_id: id.into(),
+            instance_type: Some("p3.2xlarge".into()),
+            availability_zone: Some(az.into()),
+            private_ip: Some("10.0.0.1".into()),
+            state: "running".into(),
+            launch_time_ms: Some(0),
+            heartbeat_age_s: Some(10),
+            unhealthy: Some(false),
+            interrupting: None,
+        };
+        let spec = JobSpec {
+            experiment: "llm".into(),
+            command: vec!["python3".into(), "train.py".into()],
+            nodes: 2,
+            user: "ubuntu".into(),
+            env: BTreeMap::new(),
+            master_port: 29500,
+            restarts: 3,
+            retry_on_error: 0,
+            timeout_s: 3600,
+            resume: false,
+            wait_s: jobs::DEFAULT_WAIT_S,
+        };
+        let mut j = JobRecord::new("job-1", spec, "me@laptop", 0);
+        let waiting = jobs_table(std::slice::from_ref(&j));
+        assert!(waiting.starts_with("JOB ") && waiting.contains("job-1") && waiting.contains("queued"), "{waiting}");
+        assert!(job_story(&j, 0).ends_with("attempts:    none yet\n"));
+        let (a, b, c) = (node("i-a", "us-east-1a"), node("i-b", "us-east-1b"), node("i-c", "us-east-1c"));
+        jobs::begin_attempt(&mut j, &[a.clone(), b], None, "i-a#1", 60_000);
+        jobs::commands_sent(&mut j, &[("i-a".into(), "cmd-a".into()), ("i-b".into(), "cmd-b".into())], 61_000);
+        jobs::end_attempt(&mut j, AttemptEnd::SpotReclaim { rank: 1, instance_id: "i-b".into() }, 3_660_000);
+        jobs::begin_attempt(&mut j, &[a, c], Some("ckpt-7".into()), "i-a#1", 3_681_000);
+        let story = job_story(&j, 3_721_000);
+        for want in [
+            "job:         job-1 (starting)\n",
+            "restarts:    1 of 3 used (reclaims, lost nodes, GPU faults); error retries 0 of 0\n",
+            "  #1   1970-01-01T00:01:00Z -> 1970-01-01T01:01:00Z (1h00m)  spot reclaim of rank 1's node i-b\n",
+            "       rank 1   i-b                  p3.2xlarge     us-east-1b   command cmd-b\n",
+            "    downtime 0m21s\n",
+            "  #2   1970-01-01T01:01:21Z -> running (0m40s)\n",
+            "       resumed from ckpt-7; launched by i-a#1\n",
+            "       rank 1   i-c                  p3.2xlarge     us-east-1c   (command not sent)\n",
+        ] {
+            assert!(story.contains(want), "{want:?} in\n{story}");
+        }
+    }
+
+    #[test]
     fn sparkline_shape() {
         assert_eq!(sparkline(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 8), "▁▂▃▄▅▆▇█");
         assert_eq!(sparkline(&[5.0; 4], 10), "▄▄▄▄");

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use tap_core::runs::{MetricPoint, Run};
 
-use crate::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write};
+use crate::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write, backend, sdk_error};
 
 /// Metric points per chunk item.
 pub const POINTS_PER_ITEM: usize = 1000;
@@ -25,17 +25,6 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 pub struct DynamoStore {
     client: Client,
     table: String,
-}
-
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("DynamoDB {what}: {e}"))
-}
-
-fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> StoreError {
-    backend(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
 }
 
 /// A metric point as stored: `[step, name, value, ts_ms]`.

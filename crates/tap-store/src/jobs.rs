@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, ReturnValue, 
 use tap_core::jobs::{JobRecord, JobState};
 use tap_core::lease::{LEASE_MS, LeaseItem};
 
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, backend, sdk_error};
 
 /// The partition of job items.
 pub const JOBS_PARTITION: &str = "#jobs";
@@ -65,17 +65,6 @@ pub enum Renewal {
 pub struct JobStore {
     client: Client,
     table: String,
-}
-
-fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("DynamoDB {what}: {e}"))
-}
-
-fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> StoreError {
-    backend(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
 }
 
 fn s(v: &str) -> AttributeValue {
@@ -180,6 +169,11 @@ impl JobStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<JobEntry>> {
+        Ok(self.item(id).await?.as_ref().map(decode_job))
+    }
+
+    /// A job's raw item (consistent read).
+    async fn item(&self, id: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
         let out = self
             .client
             .get_item()
@@ -190,7 +184,7 @@ impl JobStore {
             .send()
             .await
             .map_err(|e| sdk_error("GetItem", e))?;
-        Ok(out.item().map(decode_job))
+        Ok(out.item().cloned())
     }
 
     /// Every job, oldest first (`active`: only those not finished).
@@ -284,17 +278,7 @@ impl JobStore {
     /// kept as it was, for whoever wants to look).
     pub async fn fail_corrupt(&self, entry: &JobEntry, reason: &str, fence: &Fence) -> Result<()> {
         let JobEntry::Corrupt { id, version, .. } = entry else { return Ok(()) };
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("experiment_id", s(JOBS_PARTITION))
-            .key("run_id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem", e))?;
-        let Some(mut item) = got.item().cloned() else { return Ok(()) };
+        let Some(mut item) = self.item(id).await? else { return Ok(()) };
         item.insert("state".into(), s(JobState::Failed.as_str()));
         item.insert("corrupt".into(), s(reason));
         item.insert("version".into(), n(version.unwrap_or(0) + 1));

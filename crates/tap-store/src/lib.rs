@@ -30,6 +30,19 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// A DynamoDB failure as a store error, naming the call.
+pub(crate) fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("DynamoDB {what}: {e}"))
+}
+
+/// An SDK error with its whole chain of causes (DisplayErrorContext), naming the call.
+pub(crate) fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    e: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> StoreError {
+    backend(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
+}
+
 /// Conditional writes that lose this many times in a row give up with a conflict.
 pub const MAX_UPDATE_ATTEMPTS: usize = 20;
 

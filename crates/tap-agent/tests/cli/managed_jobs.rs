@@ -118,6 +118,17 @@ impl Fleet {
     }
 
     /// Now, in ms since the fleet started.
+    /// A fleet of `n` nodes, each with its agent and SSM stand-in, once one holds the lease.
+    async fn running(n: i32) -> Fleet {
+        let mut f = Fleet::new(n).await;
+        for id in f.instances().await.into_iter().map(|n| n.instance_id) {
+            f.start_node(&id);
+        }
+        wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some())
+            .await;
+        f
+    }
+
     fn ms(&self) -> i64 {
         now_ms() - self.base_ms
     }
@@ -215,10 +226,12 @@ impl Fleet {
         self.nodes.iter().find(|n| n.id == id).expect("node").agent_log()
     }
 
-    async fn job(&self, id: &str) -> JobRecord {
+    /// The job, once `tap launch` wrote it.
+    async fn job(&self, id: &str) -> Option<JobRecord> {
         match self.jobs.get(id).await.expect("get job") {
-            Some(JobEntry::Job { job, .. }) => *job,
-            other => panic!("job {id}: {other:?}"),
+            Some(JobEntry::Job { job, .. }) => Some(*job),
+            None => None,
+            Some(other) => panic!("job {id}: {other:?}"),
         }
     }
 
@@ -227,8 +240,8 @@ impl Fleet {
         let until = Instant::now() + limit;
         loop {
             let j = self.job(id).await;
-            if cond(&j) {
-                return j;
+            if let Some(j) = j.as_ref().filter(|j| cond(j)) {
+                return j.clone();
             }
             if Instant::now() >= until {
                 self.dump();
@@ -404,12 +417,20 @@ async fn holder(jobs: &JobStore) -> Option<String> {
 /// CLI exited right after submitting. Also measures the idle controller's requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
-    let mut f = Fleet::new(2).await;
-    let ids: Vec<String> = f.instances().await.into_iter().map(|n| n.instance_id).collect();
-    for id in &ids {
-        f.start_node(id);
-    }
-    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    let mut f = Fleet::running(2).await;
+    // A corrupt job item first in the queue: the controller marks it failed and goes on.
+    aws_sdk_dynamodb::Client::new(&f.sdk)
+        .put_item()
+        .table_name(TABLE)
+        .item("experiment_id", aws_sdk_dynamodb::types::AttributeValue::S(tap_store::jobs::JOBS_PARTITION.into()))
+        .item("run_id", aws_sdk_dynamodb::types::AttributeValue::S("00000000T000000Z-broken".into()))
+        .item("kind", aws_sdk_dynamodb::types::AttributeValue::S("job".into()))
+        .item("state", aws_sdk_dynamodb::types::AttributeValue::S("queued".into()))
+        .item("version", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .item("body", aws_sdk_dynamodb::types::AttributeValue::S("{\"id\": 7".into()))
+        .send()
+        .await
+        .expect("corrupt item");
     let submit_took = f.submit("job-reclaim", "mj1");
     let t_submit = f.ms();
     let (jobs_from, t_jobs) = (f.controller_requests(), Instant::now());
@@ -438,7 +459,7 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     .await;
     let ended =
         f.wait_job("job-reclaim", "attempt 1 ended", Duration::from_secs(60), |j| j.attempts[0].end.is_some()).await;
-    let t_cancelled = f.ms();
+    let t_cancelled = ended.attempts[0].ended_ms.expect("ended") - f.base_ms;
     assert!(
         matches!(&ended.attempts[0].end, Some(tap_core::jobs::AttemptEnd::SpotReclaim { rank: 1, instance_id }) if *instance_id == rank1),
         "{:?}",
@@ -460,7 +481,7 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
         {
             t_healthy = f.ms();
         }
-        let j = f.job("job-reclaim").await;
+        let j = f.job("job-reclaim").await.expect("job");
         if j.attempts.len() == 2 && j.state == JobState::Running {
             break j;
         }
@@ -470,7 +491,7 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let t_relaunched = f.ms();
+    let t_relaunched = job.attempts[1].started_ms - f.base_ms;
     assert!(job.attempts[1].nodes.iter().any(|n| n.instance_id == replacement), "relaunched on the replacement");
     assert!(job.attempts[1].nodes.iter().all(|n| n.instance_id != rank1));
     let done = f.wait_job("job-reclaim", "the job to succeed", Duration::from_secs(120), |j| j.state.is_final()).await;
@@ -481,6 +502,13 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     let first_new_step = f.runs.metrics(&done.spec.experiment, &run2.run_id).await.expect("metrics")[0].ts_ms;
     let t_first = first_new_step - f.base_ms;
     let (lost, resumed_at) = f.steps_lost(&done).await;
+    let broken = f.tap(&["jobs", "show", "00000000T000000Z-broken"]);
+    let said = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert!(
+        said.starts_with("tap: error: job 00000000T000000Z-broken is corrupt: its body is not a job record")
+            && said.trim_end().ends_with("the controller marked it failed"),
+        "{said}"
+    );
     let logs = String::from_utf8_lossy(&f.tap(&["jobs", "logs", "job-reclaim"]).stdout).into_owned();
     assert!(logs.contains("rank 0: resumed at step") && logs.contains("rank 0: done at step 400"), "{logs}");
     let show = String::from_utf8_lossy(&f.tap(&["jobs", "show", "job-reclaim"]).stdout).into_owned();
@@ -517,12 +545,7 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
 /// relaunch is made by the new controller, on the two nodes left.
 #[tokio::test(flavor = "multi_thread")]
 async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
-    let mut f = Fleet::new(3).await;
-    let ids: Vec<String> = f.instances().await.into_iter().map(|n| n.instance_id).collect();
-    for id in &ids {
-        f.start_node(id);
-    }
-    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    let mut f = Fleet::running(3).await;
     let leader = holder(&f.jobs).await.expect("holder");
     f.submit("job-leader", "mj2");
     let job =
@@ -551,7 +574,7 @@ async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
     assert_eq!(lease.epoch, 2, "one take-over");
     let ended =
         f.wait_job("job-leader", "attempt 1 ended", Duration::from_secs(60), |j| j.attempts[0].end.is_some()).await;
-    let t_ended = f.ms();
+    let t_ended = ended.attempts[0].ended_ms.expect("ended") - f.base_ms;
     let t_term = f.ms();
     let replacement = f.terminate(&leader).await;
     f.start_node(&replacement);
@@ -560,7 +583,7 @@ async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
             j.attempts.len() == 2 && j.state == JobState::Running
         })
         .await;
-    let t_relaunched = f.ms();
+    let t_relaunched = job.attempts[1].started_ms - f.base_ms;
     let done = f.wait_job("job-leader", "the job to succeed", Duration::from_secs(120), |j| j.state.is_final()).await;
     assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
     assert!(job.attempts[1].launched_by.starts_with(&format!("{new_leader}#2")), "{:?}", job.attempts[1]);
@@ -601,12 +624,7 @@ async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
 /// anyway).
 #[tokio::test(flavor = "multi_thread")]
 async fn managed_job_two_leaders_launch_once() {
-    let mut f = Fleet::new(3).await;
-    let ids: Vec<String> = f.instances().await.into_iter().map(|n| n.instance_id).collect();
-    for id in &ids {
-        f.start_node(id);
-    }
-    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    let mut f = Fleet::running(3).await;
     let first = holder(&f.jobs).await.expect("holder");
     let pid = f.node(&first).agent.as_ref().expect("agent").id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
