@@ -146,8 +146,9 @@ async fn scale_publishes_the_fleets_intent_around_modify_fleet() {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| *l == "cloudwatch PutMetricData" || *l == "ec2 ModifyFleet")
-            .map(str::to_owned)
+            // "SERVICE ACTION APP": the caller's app name does not matter here.
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .filter(|l| l == "cloudwatch PutMetricData" || l == "ec2 ModifyFleet")
             .collect()
     };
     let intent = |stat: aws_sdk_cloudwatch::types::Statistic| {

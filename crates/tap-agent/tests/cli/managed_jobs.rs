@@ -593,6 +593,11 @@ async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
     let (lost, resumed_at) = f.steps_lost(&done).await;
     let new_log = f.log_of(&new_leader);
     assert!(new_log.contains("took the lease"), "{new_log}");
+    // The idle controller of this 3-node fleet (the job is over), over one minute.
+    let (idle_from, t0) = (f.controller_requests(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle = f.controller_requests() - idle_from;
+    let idle_per_hour = idle as f64 * 3600.0 / t0.elapsed().as_secs_f64();
     if std::env::var_os("TAP_TEST_VERBOSE").is_some() {
         for n in &f.nodes {
             for l in n.agent_log().lines().filter(|l| l.contains("lease")) {
@@ -609,12 +614,14 @@ async fn managed_job_heals_after_the_leaders_node_is_reclaimed() {
          relaunched by the new leader:           +{t_relaunched}\n  \
          first new step (resumed at step {resumed_at}):  +{t_first}\n  \
          time to recover (no EC2 boot needed: a spare node): {} ms\n  \
+         controller requests, 3 nodes idle: {idle_per_hour:.0}/h ({idle} in 60 s)\n  \
          steps lost: {lost}",
         ended.attempts[0].nodes.iter().find(|n| n.instance_id == leader).map_or(9, |n| n.rank),
         ended.attempts[0].end.as_ref().map(tap_core::jobs::AttemptEnd::describe).unwrap_or_default(),
         t_first - t_notice,
     );
     assert_eq!(lost, 0);
+    assert!(idle_per_hour <= 720.0, "an idle controller makes at most 1 request per 5 s: {idle_per_hour:.0}/h");
 }
 
 /// Two agents both believe they lead: the holder is frozen (SIGSTOP: a VM pause, a stalled
