@@ -22,6 +22,7 @@ With TAP_MOTO_REQUEST_LOG set, every API call is appended to that file as one li
 """
 import os
 import sys
+import threading
 
 from moto.core.responses import ActionResult, BaseResponse
 from moto.ec2.responses.fleets import Fleets
@@ -121,6 +122,23 @@ if os.environ.get("TAP_MOTO_SSM_AGENTS"):
         return "{}"  # not an AWS operation: moto has no model to serialize a result by
 
     SimpleSystemManagerResponse.tap_report_invocation = report_invocation
+
+# DynamoDB applies a conditional write atomically; moto's server answers requests on many
+# threads and checks a condition and writes the item in two steps, so two concurrent
+# conditional writes could both succeed (two holders of a lease). One lock around every
+# DynamoDB call gives the atomicity the real service has (its calls are quick).
+_DYNAMODB = threading.Lock()
+_unlocked_call_action = BaseResponse.call_action
+
+
+def atomic_call_action(self):
+    if getattr(self, "service_name", None) == "dynamodb":
+        with _DYNAMODB:
+            return _unlocked_call_action(self)
+    return _unlocked_call_action(self)
+
+
+BaseResponse.call_action = atomic_call_action
 
 REQUEST_LOG = os.environ.get("TAP_MOTO_REQUEST_LOG")
 if REQUEST_LOG:

@@ -137,20 +137,27 @@ impl Fleet {
         self.dir.path().join("tap-config.toml")
     }
 
-    fn tap(&self, args: &[&str]) -> std::process::Output {
-        let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
-        Command::new(tap)
-            .args(args)
-            .env("TAP_CONFIG", self.tap_config())
-            .env("TAP_HOME", self.dir.path().join("cli-home"))
-            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
+    /// A command whose AWS calls go to this fleet's moto, and nowhere else.
+    fn aws(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE")
-            .env_remove("TAP_OUTPUT")
-            .output()
-            .expect("tap")
+            .env_remove("TAP_OUTPUT");
+        c
+    }
+
+    /// `tap` on the submitter's machine, with the imported stack.
+    fn tap_command(&self, args: &[String]) -> Command {
+        let mut c = self.aws(tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent")));
+        c.args(args).env("TAP_CONFIG", self.tap_config()).env("TAP_HOME", self.dir.path().join("cli-home"));
+        c
+    }
+
+    fn tap(&self, args: &[&str]) -> std::process::Output {
+        self.tap_command(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>()).output().expect("tap")
     }
 
     /// The fleet's instances, oldest first (EC2's view).
@@ -181,13 +188,9 @@ impl Fleet {
         )
         .expect("agent config");
         let log = std::fs::File::create(dir.join("agent.log")).expect("log");
-        let agent = Command::new(env!("CARGO_BIN_EXE_tap-agent"))
+        let agent = self
+            .aws(env!("CARGO_BIN_EXE_tap-agent"))
             .args(["--config", config.to_str().expect("utf-8"), "run", "--simulate", "1"])
-            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
             .env("TAP_AGENT_LOG", "info,tap_agent::controller=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -197,7 +200,8 @@ impl Fleet {
         let path =
             format!("{}:{}", tap.parent().expect("bin dir").display(), std::env::var("PATH").unwrap_or_default());
         let ssm_log = std::fs::File::create(dir.join("ssm.log")).expect("log");
-        let ssm = Command::new("python3")
+        let ssm = self
+            .aws("python3")
             .arg(repo().join("tools/moto/ssm_node.py"))
             .args(["--endpoint", &endpoint(self.moto.port), "--instance", id])
             .args(["--config", self.tap_config().to_str().expect("utf-8")])
@@ -205,12 +209,6 @@ impl Fleet {
             .env("PATH", path)
             .env("TAP_RUNTIME_DIR", dir.join("run"))
             .env("TAP_HOME", dir.join("home"))
-            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("TAP_OUTPUT")
             .stdout(Stdio::null())
             .stderr(ssm_log)
             .spawn()
@@ -341,23 +339,9 @@ impl Fleet {
 
     /// Submits with `tap launch --follow`, which watches until the job ends.
     fn submit_following(&self, id: &str, experiment: &str) -> Child {
-        let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
         let mut args = self.launch_args(id, experiment);
         args.insert(1, "--follow".into());
-        Command::new(tap)
-            .args(&args)
-            .env("TAP_CONFIG", self.tap_config())
-            .env("TAP_HOME", self.dir.path().join("cli-home"))
-            .env("AWS_ENDPOINT_URL", endpoint(self.moto.port))
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("TAP_OUTPUT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tap launch --follow")
+        self.tap_command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("tap launch --follow")
     }
 
     /// Every step of the job exactly once: attempt 1's rank 0 steps up to the checkpoint
