@@ -349,16 +349,7 @@ impl Controller {
                 version = self.jobs.write_fenced(&job, version, &h.fence).await?;
                 self.record_attempt(&job, &fleet.fleet_id).await.map_err(RoundError::from)?;
                 let spec = LaunchSpec::for_job(&job, number);
-                let master = nodes[0].private_ip.clone().unwrap_or_default();
-                let cmds: Vec<tap_fleet::launch::NodeCommand> = nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, n)| tap_fleet::launch::NodeCommand {
-                        instance_id: n.instance_id.clone(),
-                        rank,
-                        script: tap_fleet::launch::script(&spec, &master, rank),
-                    })
-                    .collect();
+                let cmds = tap_fleet::launch::commands(&spec, &nodes.iter().collect::<Vec<_>>());
                 let timeout = job.spec.timeout_s.saturating_add(COMMAND_SLACK_S).min(jobs::MAX_TIMEOUT_S) as i32;
                 let sent = self
                     .fleet

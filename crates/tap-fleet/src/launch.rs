@@ -83,13 +83,17 @@ pub fn plan(all: &[NodeInfo], spec: &LaunchSpec) -> Result<Vec<NodeCommand>, Str
         ));
     }
     fit.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
-    let chosen = &fit[..spec.nodes];
-    let master = chosen[0].private_ip.clone().unwrap_or_default();
-    Ok(chosen
+    Ok(commands(spec, &fit[..spec.nodes]))
+}
+
+/// Each chosen node's command, in rank order: rank 0 (the first) is the rendezvous master.
+pub fn commands(spec: &LaunchSpec, chosen: &[&NodeInfo]) -> Vec<NodeCommand> {
+    let master = chosen.first().and_then(|n| n.private_ip.clone()).unwrap_or_default();
+    chosen
         .iter()
         .enumerate()
         .map(|(rank, n)| NodeCommand { instance_id: n.instance_id.clone(), rank, script: script(spec, &master, rank) })
-        .collect())
+        .collect()
 }
 
 /// Where the stack's user_data writes tap's config on every node.
