@@ -15,6 +15,7 @@ pub mod plot;
 pub mod render;
 pub mod store;
 pub mod supervisor;
+pub mod tapml;
 pub mod term;
 #[cfg(feature = "aws-integration")]
 pub mod testkit;

@@ -644,6 +644,8 @@ where
     let ckpt_dir = work.join("checkpoint");
     let metrics_file = work.join("metrics.jsonl");
     let hparams_file = work.join("hparams.json");
+    // Written at a notice, before the signal: the deadline the command has (tapml.time_left).
+    let notice_info = work.join("notice.json");
 
     // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
     // before we registered is found by the notice-file poll (it fires at once).
@@ -701,6 +703,9 @@ where
         .env("TAP_CHECKPOINT_DIR", &ckpt_dir)
         .env("TAP_METRICS_FILE", &metrics_file)
         .env("TAP_HPARAMS_FILE", &hparams_file)
+        .env("TAP_INTERRUPT_SIGNAL", opts.interrupt_signal.as_str())
+        .env("TAP_CHECKPOINT_DEADLINE_S", opts.checkpoint_deadline.as_secs().to_string())
+        .env("TAP_NOTICE_INFO", &notice_info)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -709,6 +714,20 @@ where
         .process_group(0);
     for (name, value) in &flat {
         cmd.env(hparam_env_name(name), value);
+    }
+    if let Some(m) = &resumed {
+        cmd.env("TAP_RESTORED_CHECKPOINT", &m.checkpoint_id).env("TAP_RESUMED_FROM", &m.run_id);
+        if let Some(step) = m.step {
+            cmd.env("TAP_RESTORED_STEP", step.to_string());
+        }
+    }
+    // tapml, the training script's side (python/tapml), the copy that matches this tap.
+    let python = work.join("python");
+    match crate::blocking::run(move |_| crate::tapml::install(&python)).await {
+        Ok(dir) => {
+            cmd.env("PYTHONPATH", crate::tapml::python_path(&dir, std::env::var_os("PYTHONPATH").as_deref()));
+        }
+        Err(e) => crate::say!("tap: could not provide the tapml module ({e}); the command runs without it"),
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -857,7 +876,7 @@ where
                 },
                 sig = signals.next(record.interruption.is_none()) => match sig {
                     Sig::Notice => {
-                        let i = notice(exit_status.is_none().then_some(pid), opts, notice_file.as_deref(), deadline.as_mut());
+                        let i = notice(exit_status.is_none().then_some(pid), opts, notice_file.as_deref(), &notice_info, deadline.as_mut());
                         if exit_status.is_none() {
                             phase = Phase::Checkpointing;
                         }
@@ -1044,11 +1063,13 @@ async fn tell_job<R: RunStore>(store: &R, run: &Run) {
 }
 
 /// Acts on a notice: reads the notice file when there is one (its deadline bounds the
-/// checkpoint budget), signals the child, arms the deadline; returns what to record.
+/// checkpoint budget), tells the child its deadline (`info`, `TAP_NOTICE_INFO`), signals
+/// it, arms the deadline; returns what to record.
 fn notice(
     pid: Option<Pid>,
     opts: &RunOptions,
     file: Option<&Path>,
+    info: &Path,
     deadline: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Interruption {
     let now = now_ms();
@@ -1083,10 +1104,29 @@ fn notice(
         budget
     );
     if let Some(pid) = pid {
+        write_notice_info(info, &i, now + budget.as_millis() as i64);
         let _ = kill(pid, opts.interrupt_signal);
     }
     deadline.reset(Instant::now() + budget);
     i
+}
+
+/// What the child reads at `TAP_NOTICE_INFO` after a notice: `{"deadline_ms": .., ..}`, the
+/// time by which it must have checkpointed and exited. A write of a hundred bytes and a
+/// rename (no fsync: only the child reads it, now), so it stays on the loop and lands
+/// before the signal.
+fn write_notice_info(path: &Path, i: &Interruption, deadline_ms: i64) {
+    let body = serde_json::json!({
+        "deadline_ms": deadline_ms,
+        "noticed_ms": i.noticed_ms,
+        "kind": i.kind,
+        "reason": i.reason,
+    });
+    let tmp = path.with_extension("json.tmp");
+    let written = std::fs::write(&tmp, body.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        crate::say!("tap: could not write {} ({e}); the command gets the signal without its deadline", path.display());
+    }
 }
 
 /// The host name, for run records.
