@@ -105,6 +105,30 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Hard links of every file [`list_files`] finds below `dir`, in `into` (a new directory on
+/// the same filesystem): the checkpoint as the command announced it, which no later write of
+/// the command can change when it writes files anew and renames them into place (tmp then
+/// rename, as tapml and the protocol do). Takes milliseconds, copies nothing. On an error
+/// `into` is removed and the caller uploads from `dir` itself.
+pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<()> {
+    let result = (|| {
+        let files = list_files(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::create_dir_all(into)?;
+        for (rel, path) in files {
+            let target = into.join(&rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::hard_link(&path, &target).map_err(|e| std::io::Error::new(e.kind(), format!("{rel}: {e}")))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(into);
+    }
+    result
+}
+
 /// Uploads `dir` as checkpoint `id` of `experiment`, then makes it the latest.
 /// Objects already stored (same content in an earlier checkpoint) are not sent again.
 pub async fn save<S: ObjectStore>(

@@ -40,6 +40,8 @@ enum Fault {
     /// get_file writes a partial temporary file beside its destination, writes `notice`, and
     /// never returns.
     HangGetAfterNotice { notice: PathBuf },
+    /// The first put_file writes `started`, then waits (bounded) until `until` exists.
+    HoldFirstPut { started: PathBuf, until: PathBuf },
 }
 
 #[derive(Clone)]
@@ -55,6 +57,13 @@ impl ObjectStore for Faulty {
             Fault::BlockPutUntil { until, proof } if !proof.exists() => {
                 let ok = wait_for(until, PROOF_WAIT);
                 std::fs::write(proof, if ok { "seen" } else { "timed out" }).expect("proof");
+            }
+            Fault::HoldFirstPut { started, until } if !started.exists() => {
+                std::fs::write(started, b"").expect("started");
+                let bound = std::time::Instant::now() + PROOF_WAIT;
+                while !until.exists() && std::time::Instant::now() < bound {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
             Fault::HangPut { name } if src.file_name().is_some_and(|n| n == name.as_str()) => {
                 std::future::pending::<()>().await;
@@ -301,4 +310,56 @@ n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; exit 9"#,
     assert_eq!(run.checkpoint.as_deref(), Some(latest.checkpoint_id.as_str()));
     let verdict = run.interruption.and_then(|i| i.verdict).expect("a verdict");
     assert!(matches!(verdict, tap_core::commit::Verdict::Committed { .. }), "{verdict:?}");
+}
+
+/// Regression (a checkpoint the command replaced while it uploaded was refused as "changed",
+/// and one announced while another uploaded was uploaded later with whatever the directory
+/// held by then, under the wrong step): every announced checkpoint is sent as it was when
+/// announced. The command replaces its file by rename (as tapml and the protocol say) while
+/// the first upload is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_checkpoint_is_uploaded_as_announced_though_the_next_replaced_it() {
+    let env = Env::new();
+    let (started, until) = (env.path("upload-started"), env.path("release"));
+    let objects =
+        Faulty { inner: env.objects(), fault: Fault::HoldFirstPut { started: started.clone(), until: until.clone() } };
+    let script = format!(
+        r#"put() {{ echo "$1" > "$TAP_CHECKPOINT_DIR/w.bin.tmp"; mv "$TAP_CHECKPOINT_DIR/w.bin.tmp" "$TAP_CHECKPOINT_DIR/w.bin"; }}
+put v1; echo '{{"checkpoint": true, "step": 1}}' >> "$TAP_METRICS_FILE"
+n=0; while [ ! -e {started} ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done
+put v2; echo '{{"checkpoint": true, "step": 2}}' >> "$TAP_METRICS_FILE"
+sleep 0.5
+put v3; touch {until}; exit 0"#,
+        started = sh_path(&started),
+        until = sh_path(&until)
+    );
+    let out = tokio::time::timeout(
+        PROOF_WAIT * 2,
+        run(&env.store, &env.store, &env.store, &objects, &env.opts("snap", &script)),
+    )
+    .await
+    .expect("bounded")
+    .expect("run");
+    assert_eq!(out.exit_code, 0);
+    let run = out.run.expect("recorded");
+    let plain = env.objects();
+    let mut seen = Vec::new();
+    for n in 1..=3 {
+        let id = format!("{}-{n:04}", run.run_id);
+        let body = plain
+            .get_bytes(&crate::artifacts::checkpoint::manifest_key("snap", &id))
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("checkpoint {id} was committed"));
+        let m: tap_core::manifest::Manifest = serde_json::from_slice(&body).expect("manifest");
+        seen.push((m.step, m.files.iter().map(|f| f.sha256.clone()).collect::<Vec<_>>()));
+    }
+    let sha = |v: &str| crate::artifacts::sha256_bytes(format!("{v}\n").as_bytes());
+    assert_eq!(
+        seen,
+        [(Some(1), vec![sha("v1")]), (Some(2), vec![sha("v2")]), (Some(2), vec![sha("v3")])],
+        "checkpoints 1 and 2 as announced; the final sync has what the command left"
+    );
+    let runs = env.path("runs").join(&run.run_id);
+    assert!(!runs.join("snapshots").exists(), "snapshots are removed once uploaded");
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -462,6 +462,69 @@ struct InFlight {
     to_send: Arc<AtomicU64>,
 }
 
+/// The checkpoint directory as the command announced it: hard links taken when tap read the
+/// announcement ([`checkpoint::link_snapshot`]), so the upload — now, or after the one in
+/// flight — sends what was announced even when the command has written its next checkpoint
+/// over the files (by renaming new ones into place) in the meantime.
+struct Snapshot {
+    dir: PathBuf,
+    taken: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Snapshot {
+    fn take(live: &Path, dir: PathBuf) -> Snapshot {
+        let (src, into) = (live.to_owned(), dir.clone());
+        let taken = tokio::spawn(crate::blocking::run(move |_| checkpoint::link_snapshot(&src, &into)));
+        Snapshot { dir, taken }
+    }
+
+    /// The directory to upload (the snapshot, or `live` where links could not be made, said
+    /// once per run) and a guard that removes the snapshot when dropped.
+    async fn ready(self, live: &Path, warned: &AtomicBool) -> (PathBuf, SnapshotGuard) {
+        let guard = SnapshotGuard(Some(self.dir.clone()));
+        match self.taken.await {
+            Ok(Ok(())) => (self.dir, guard),
+            Ok(Err(e)) => {
+                if !warned.swap(true, Ordering::Relaxed) {
+                    crate::say!(
+                        "tap: could not snapshot the checkpoint directory by hard links ({e}); uploading it in place \
+                         (a file the command replaces during the upload fails that upload)"
+                    );
+                }
+                (live.to_owned(), guard)
+            }
+            Err(_) => (live.to_owned(), guard),
+        }
+    }
+
+    /// A snapshot no upload will use (a newer announcement replaced it).
+    fn discard(self) {
+        let guard = SnapshotGuard(Some(self.dir));
+        let taken = self.taken;
+        tokio::spawn(async move {
+            let _ = taken.await;
+            drop(guard);
+        });
+    }
+}
+
+/// Removes a snapshot directory when dropped: after its upload, or when the upload is
+/// aborted (a notice cancels it).
+struct SnapshotGuard(Option<PathBuf>);
+
+impl Drop for SnapshotGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            // Unlinking thousands of files is blocking work; nobody waits for it.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                drop(rt.spawn(crate::blocking::run(move |_| std::fs::remove_dir_all(dir))));
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
 /// A committed checkpoint and what committing it cost.
 struct Committed {
     manifest: Manifest,
@@ -778,23 +841,30 @@ where
         let deadline = tokio::time::sleep(NEVER);
         tokio::pin!(deadline);
 
-        let start_upload = |(id, step): (String, u64), previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
-            let moved_before = objects.bytes_moved();
-            let objects = objects.clone();
-            let exp = opts.experiment.clone();
-            let run_id = run_id.clone();
-            let dir = ckpt_dir.clone();
-            let to_send = Arc::new(AtomicU64::new(0));
-            let sending = to_send.clone();
-            let upload_id = id.clone();
-            let task = tokio::spawn(async move {
-                let result =
-                    commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending)
-                        .await;
-                let _ = tx.send(Event::Uploaded(upload_id, step, result.map_err(|e| e.to_string()))).await;
-            });
-            InFlight { id, task, started: Instant::now(), moved_before, to_send }
-        };
+        let snapshots = work.join("snapshots");
+        let mut snapshot_seq = 0u32;
+        let mut pending_snapshot: Option<Snapshot> = None;
+        let snapshot_warned = Arc::new(AtomicBool::new(false));
+        let start_upload =
+            |(id, step): (String, u64), snap: Snapshot, previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
+                let moved_before = objects.bytes_moved();
+                let objects = objects.clone();
+                let exp = opts.experiment.clone();
+                let run_id = run_id.clone();
+                let live = ckpt_dir.clone();
+                let warned = snapshot_warned.clone();
+                let to_send = Arc::new(AtomicU64::new(0));
+                let sending = to_send.clone();
+                let upload_id = id.clone();
+                let task = tokio::spawn(async move {
+                    let (dir, _guard) = snap.ready(&live, &warned).await;
+                    let result =
+                        commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending)
+                            .await;
+                    let _ = tx.send(Event::Uploaded(upload_id, step, result.map_err(|e| e.to_string()))).await;
+                });
+                InFlight { id, task, started: Instant::now(), moved_before, to_send }
+            };
 
         loop {
             tokio::select! {
@@ -822,8 +892,17 @@ where
                             recorder.point(MetricPoint { step, name, value, ts_ms: now_ms() });
                         }
                         recorder.record(&record);
-                        if is_ckpt && let Some(next) = uploads.announce(step) {
-                            in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
+                        if is_ckpt {
+                            snapshot_seq += 1;
+                            let snap = Snapshot::take(&ckpt_dir, snapshots.join(snapshot_seq.to_string()));
+                            match uploads.announce(step) {
+                                Some(next) => in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone())),
+                                None => {
+                                    if let Some(older) = pending_snapshot.replace(snap) {
+                                        older.discard();
+                                    }
+                                }
+                            }
                         }
                     }
                     Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
@@ -869,7 +948,8 @@ where
                         if current {
                             in_flight = None;
                             if let Some(next) = uploads.finished() {
-                                in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
+                                let snap = pending_snapshot.take().context("a waiting checkpoint without its snapshot")?;
+                                in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone()));
                             }
                         }
                     }
@@ -897,7 +977,8 @@ where
                                 in_flight = None;
                                 uploads.busy = false;
                                 if let Some(next) = uploads.pending.take().and_then(|s| uploads.announce(s)) {
-                                    in_flight = Some(start_upload(next, last_manifest.clone(), tx.clone()));
+                                    let snap = pending_snapshot.take().context("a waiting checkpoint without its snapshot")?;
+                                    in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone()));
                                 }
                             }
                         }
@@ -958,6 +1039,9 @@ where
         // Whatever the command left in its process group ends with it.
         reap_group(pid).await;
         recorder.record(&record);
+        // Every upload ended; what their guards have not removed yet goes now.
+        let leftover = snapshots.clone();
+        let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(leftover)).await;
 
         // A last sync of the checkpoint directory (the child may have saved without
         // announcing). A stop (SIGINT/SIGTERM) bounds it; a second one cancels it.
