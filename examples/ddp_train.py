@@ -1,41 +1,37 @@
 #!/usr/bin/env python3
-"""A tiny data-parallel job for `tap launch` (and the local 2-node test): every rank fits
-y = 3x + 2 on its own shard of synthetic data, gradients are averaged with all_reduce (gloo on
-CPU, NCCL on GPUs), rank 0 writes metrics and checkpoints for tap. Run it under torchrun:
+"""A tiny data-parallel job for `tap launch` (and the local 2-node test), written with tapml:
+every rank fits y = 3x + 2 on its own shard of synthetic data, gradients are averaged with
+all_reduce (gloo on CPU, NCCL on GPUs), rank 0 records metrics and checkpoints. Run it under
+torchrun:
 
-    torchrun --nnodes=$NNODES --node-rank=$NODE_RANK --master-addr=$MASTER_ADDR \
+    torchrun --nnodes=$NNODES --node-rank=$NODE_RANK --master-addr=$MASTER_ADDR \\
         --master-port=$MASTER_PORT --nproc-per-node=1 examples/ddp_train.py
 
-Steps come from TAP_HP_STEPS (default 50); on SIGUSR1 (tap's interruption notice) rank 0
-checkpoints and every rank stops after the current step.
+Steps come from `tap params set steps N` (default 50). A spot notice on any node stops every
+rank after the same step (`tapml.torch.should_stop_all()`, one all-reduce), rank 0 after a
+final checkpoint; `tap run --resume` on every node restores it.
 """
-import json
-import os
-import signal
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-stop = False
+try:
+    import tapml
+except ImportError:  # outside tap run, without `pip install ./python`: this checkout's copy
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    import tapml
+import tapml.torch
 
-
-def on_notice(*_):
-    global stop
-    stop = True
-
-
-signal.signal(signal.SIGUSR1, on_notice)
 dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
-steps = int(os.environ.get("TAP_HP_STEPS", "50"))
-ckpt_dir = os.environ.get("TAP_CHECKPOINT_DIR", ".")
-ckpt = os.path.join(ckpt_dir, "ddp.pt")
-metrics = os.environ.get("TAP_METRICS_FILE")
+steps = int(tapml.hparams({"steps": 50})["steps"])
 
 w = torch.zeros(2, requires_grad=True)
 start = 0
-if os.path.exists(ckpt):
-    state = torch.load(ckpt)
+if tapml.restored():
+    state = torch.load(tapml.restored() / "ddp.pt")
     w.data.copy_(state["w"])
     start = state["step"]
     if rank == 0:
@@ -51,20 +47,12 @@ for step in range(start + 1, steps + 1):
         dist.all_reduce(w.grad)
         w -= 0.5 * w.grad / world
         w.grad.zero_()
-    # Every rank agrees on stopping: a notice on any node stops all of them.
-    flag = torch.tensor([1.0 if stop else 0.0])
-    dist.all_reduce(flag)
-    last = step == steps or flag.item() > 0
-    if rank == 0 and metrics:
-        with open(metrics, "a") as f:
-            f.write(json.dumps({"step": step, "loss": loss.item(), "world": world}) + "\n")
-    if rank == 0 and (step % 10 == 0 or last):
-        torch.save({"w": w.detach(), "step": step}, ckpt + ".tmp")
-        os.replace(ckpt + ".tmp", ckpt)
-        if metrics:
-            with open(metrics, "a") as f:
-                f.write(json.dumps({"step": step, "checkpoint": True}) + "\n")
-    if last:
+    stop = tapml.torch.should_stop_all()  # a notice on any node stops every rank here
+    tapml.log(step, loss=loss.item(), world=world)  # rank 0 records; a no-op elsewhere
+    if rank == 0 and (step % 10 == 0 or step == steps or stop):
+        with tapml.checkpoint(step) as d:
+            torch.save({"w": w.detach(), "step": step}, d / "ddp.pt")
+    if stop:
         break
 dist.destroy_process_group()
 if rank == 0:

@@ -5,14 +5,15 @@ Three lines make a script spot-safe and tracked::
     import tapml
 
     hp = tapml.hparams({"lr": 0.05, "steps": 400})      # tap params, numbers as numbers
-    for step in range(start, hp["steps"]):
+    for step in range((tapml.restored_step() or 0) + 1, hp["steps"] + 1):
         loss = train_step()
         tapml.log(step, loss=loss)                       # metrics, buffered
-        if step % 100 == 0 or tapml.should_stop():       # the spot notice arrived?
+        stop = tapml.should_stop()                       # the spot notice arrived?
+        if stop or step % 100 == 0:
             with tapml.checkpoint(step) as d:            # staged, published atomically
                 torch.save(state, d / "model.pt")
-            if tapml.should_stop():
-                break
+        if stop:
+            break
 
 Resume with ``tap run --resume``: :func:`restored` is the restored checkpoint's directory and
 :func:`restored_step` its step. Outside ``tap run`` every call works locally: metrics go to

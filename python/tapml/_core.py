@@ -58,6 +58,9 @@ MAX_BUFFERED_LINES = 100_000
 LOCAL_CHECKPOINT_DIR = "checkpoints"
 #: The signal tap sends on an interruption notice unless ``--interrupt-signal`` says otherwise.
 DEFAULT_INTERRUPT_SIGNAL = "SIGUSR1"
+#: How long a checkpoint waits, at most, for tap to have taken the previous one (its snapshot
+#: takes milliseconds once tap read the line, which it does every 50 ms).
+ACK_WAIT_S = 10.0
 #: tap's rule for metric names (``tap_core::runs::valid_name``).
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 #: A decimal number as a hyperparameter's text: ``3``, ``-2``, ``0.05``, ``1e-4`` (not
@@ -116,6 +119,8 @@ class _Metrics:
         self._dropped = 0
         self._failing: Optional[str] = None
         self.last_step: Optional[int] = None
+        #: Offset in TAP_METRICS_FILE just past this process's last checkpoint line.
+        self.announced_end: Optional[int] = None
 
     def _reset_after_fork(self) -> None:
         # A forked child (a DataLoader worker) must not write its parent's buffered lines
@@ -150,7 +155,7 @@ class _Metrics:
             path = _env("TAP_METRICS_FILE")
             try:
                 if path is None:
-                    sys.stderr.write("".join("tapml: " + line + "\n" for line in lines))
+                    sys.stderr.write("".join(_shown(line) + "\n" for line in lines))
                     sys.stderr.flush()
                 else:
                     # One write per flush, O_APPEND: ranks sharing the file never interleave
@@ -160,6 +165,8 @@ class _Metrics:
                         view = memoryview(data.encode())
                         while view:
                             view = view[os.write(fd, view) :]
+                        if extra is not None:
+                            self.announced_end = os.lseek(fd, 0, os.SEEK_CUR)
                     finally:
                         os.close(fd)
             except OSError as e:
@@ -175,6 +182,16 @@ class _Metrics:
             if self._dropped:
                 warnings.warn(f"tapml: {self._dropped} metric lines were dropped while {path} could not be written", TapmlWarning, stacklevel=3)
                 self._dropped = 0
+
+
+def _shown(line: str) -> str:
+    """A metrics line as stderr shows it outside tap: ``tapml: step 10  loss=0.4``."""
+    record = json.loads(line)
+    step = record.pop("step", None)
+    if record.pop("checkpoint", False):
+        return f"tapml: checkpoint of step {step} published in {_checkpoint_dir()}"
+    values = "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+    return f"tapml: step {step}  {values}"
 
 
 _metrics = _Metrics()
@@ -377,9 +394,36 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _wait_for_ack() -> None:
+    """Waits (bounded) until tap took the checkpoint this process announced last: tap
+    snapshots the directory when it reads the line and then writes the line's end offset to
+    ``TAP_CHECKPOINT_ACK``. Replacing the directory before that could put part of this
+    checkpoint into the previous one's snapshot."""
+    path, end = _env("TAP_CHECKPOINT_ACK"), _metrics.announced_end
+    if path is None or end is None:
+        return
+    until = time.monotonic() + ACK_WAIT_S
+    while True:
+        try:
+            with open(path, encoding="ascii") as f:
+                if int(f.read().strip() or 0) >= end:
+                    return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= until:
+            warnings.warn(
+                f"tapml.checkpoint: tap has not taken the previous checkpoint after {ACK_WAIT_S:.0f} s; publishing over it",
+                TapmlWarning,
+                stacklevel=4,
+            )
+            return
+        time.sleep(0.005)
+
+
 def _publish(stage: Path, ckpt: Path, root: Path) -> None:
     """Makes ``stage``'s content the content of ``ckpt``: in one step where the system can
     swap two directories, else entry by entry (the old entries out, then the new ones in)."""
+    _wait_for_ack()
     ckpt.mkdir(parents=True, exist_ok=True)
     old = root / f"old-{uuid.uuid4().hex[:12]}"
     if _exchange is not None:

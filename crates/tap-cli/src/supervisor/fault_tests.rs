@@ -360,6 +360,12 @@ put v3; touch {until}; exit 0"#,
         [(Some(1), vec![sha("v1")]), (Some(2), vec![sha("v2")]), (Some(2), vec![sha("v3")])],
         "checkpoints 1 and 2 as announced; the final sync has what the command left"
     );
-    let runs = env.path("runs").join(&run.run_id);
-    assert!(!runs.join("snapshots").exists(), "snapshots are removed once uploaded");
+    let work = env.path("runs").join(&run.run_id);
+    assert!(!work.join("snapshots").exists(), "snapshots are removed once uploaded");
+    let metrics_len = std::fs::metadata(work.join("metrics.jsonl")).expect("metrics").len();
+    assert_eq!(
+        std::fs::read_to_string(work.join("checkpoint-ack")).expect("ack"),
+        metrics_len.to_string(),
+        "TAP_CHECKPOINT_ACK is past the last checkpoint line once its snapshot was taken"
+    );
 }

@@ -128,7 +128,8 @@ impl Drop for Registered {
 
 enum Event {
     Line(Stream, String),
-    Metrics(MetricsLine),
+    /// A metrics line and the offset in TAP_METRICS_FILE just past it.
+    Metrics(MetricsLine, u64),
     BadMetricsLine(String),
     /// Upload `id` (of the checkpoint at a step) ended: the new checkpoint (None: the
     /// directory was unchanged), or why not.
@@ -265,6 +266,7 @@ async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::s
                 more = n as u64 == METRICS_READ_PER_POLL;
                 while let Some(i) = partial.iter().position(|&b| b == b'\n') {
                     let raw: Vec<u8> = partial.drain(..=i).collect();
+                    let end = offset - partial.len() as u64;
                     number += 1;
                     if std::mem::take(&mut skipping) {
                         continue;
@@ -275,7 +277,7 @@ async fn tail_metrics(path: PathBuf, tx: mpsc::Sender<Event>, mut stop: tokio::s
                             "line {number} of TAP_METRICS_FILE: longer than {MAX_LINE_BYTES} bytes"
                         )),
                         Ok(line) => match parse_metrics_line(line) {
-                            Ok(m) => Event::Metrics(m),
+                            Ok(m) => Event::Metrics(m, end),
                             Err(e) => Event::BadMetricsLine(format!(
                                 "line {number} of TAP_METRICS_FILE: {}: {e}",
                                 shown(line)
@@ -472,9 +474,14 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(live: &Path, dir: PathBuf) -> Snapshot {
+    /// Takes it on the blocking pool, then acknowledges the announcement (`ack`).
+    fn take(live: &Path, dir: PathBuf, ack: AckAt) -> Snapshot {
         let (src, into) = (live.to_owned(), dir.clone());
-        let taken = tokio::spawn(crate::blocking::run(move |_| checkpoint::link_snapshot(&src, &into)));
+        let taken = tokio::spawn(crate::blocking::run(move |_| {
+            let taken = checkpoint::link_snapshot(&src, &into);
+            ack.write();
+            taken
+        }));
         Snapshot { dir, taken }
     }
 
@@ -505,6 +512,45 @@ impl Snapshot {
             let _ = taken.await;
             drop(guard);
         });
+    }
+}
+
+/// `TAP_CHECKPOINT_ACK`: the offset in TAP_METRICS_FILE up to which every checkpoint line
+/// has been snapshotted. A writer that replaces the checkpoint directory right after
+/// announcing one (tapml does, for a save on a notice one step after a periodic one) waits
+/// for it to pass its line first, so no snapshot holds part of the next checkpoint.
+#[derive(Clone)]
+struct Ack {
+    path: PathBuf,
+    written: Arc<std::sync::Mutex<u64>>,
+}
+
+impl Ack {
+    fn new(path: PathBuf) -> Ack {
+        Ack { path, written: Arc::default() }
+    }
+
+    fn at(&self, offset: u64) -> AckAt {
+        AckAt { ack: self.clone(), offset }
+    }
+}
+
+struct AckAt {
+    ack: Ack,
+    offset: u64,
+}
+
+impl AckAt {
+    /// Blocking (a tiny write and a rename): on the pool, after the snapshot.
+    fn write(self) {
+        let Ok(mut written) = self.ack.written.lock() else { return };
+        if *written >= self.offset {
+            return;
+        }
+        let tmp = self.ack.path.with_extension("tmp");
+        if std::fs::write(&tmp, self.offset.to_string()).and_then(|()| std::fs::rename(&tmp, &self.ack.path)).is_ok() {
+            *written = self.offset;
+        }
     }
 }
 
@@ -709,6 +755,7 @@ where
     let hparams_file = work.join("hparams.json");
     // Written at a notice, before the signal: the deadline the command has (tapml.time_left).
     let notice_info = work.join("notice.json");
+    let ack_file = work.join("checkpoint-ack");
 
     // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
     // before we registered is found by the notice-file poll (it fires at once).
@@ -769,6 +816,7 @@ where
         .env("TAP_INTERRUPT_SIGNAL", opts.interrupt_signal.as_str())
         .env("TAP_CHECKPOINT_DEADLINE_S", opts.checkpoint_deadline.as_secs().to_string())
         .env("TAP_NOTICE_INFO", &notice_info)
+        .env("TAP_CHECKPOINT_ACK", &ack_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -842,6 +890,7 @@ where
         tokio::pin!(deadline);
 
         let snapshots = work.join("snapshots");
+        let ack = Ack::new(ack_file.clone());
         let mut snapshot_seq = 0u32;
         let mut pending_snapshot: Option<Snapshot> = None;
         let snapshot_warned = Arc::new(AtomicBool::new(false));
@@ -881,7 +930,7 @@ where
                         recorder.line(LogLine { seq, ts_ms: now_ms(), stream, text });
                         seq += 1;
                     }
-                    Event::Metrics(m) => {
+                    Event::Metrics(m, end) => {
                         let (s, values, is_ckpt) = match m {
                             MetricsLine::Metrics { step, values } => (step, values, false),
                             MetricsLine::Checkpoint { step, values } => (step, values, true),
@@ -894,7 +943,7 @@ where
                         recorder.record(&record);
                         if is_ckpt {
                             snapshot_seq += 1;
-                            let snap = Snapshot::take(&ckpt_dir, snapshots.join(snapshot_seq.to_string()));
+                            let snap = Snapshot::take(&ckpt_dir, snapshots.join(snapshot_seq.to_string()), ack.at(end));
                             match uploads.announce(step) {
                                 Some(next) => in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone())),
                                 None => {

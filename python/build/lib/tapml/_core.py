@@ -1,0 +1,619 @@
+"""The implementation behind :mod:`tapml`'s functions (see the package's docstring).
+
+Under ``tap run`` the environment says where everything goes (``TAP_METRICS_FILE``,
+``TAP_CHECKPOINT_DIR``, ``TAP_HPARAMS_FILE``, ...); outside it every function does the local
+thing. Nothing here depends on anything outside the standard library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Union
+
+__all__ = [
+    "TapmlError",
+    "TapmlWarning",
+    "under_tap",
+    "rank",
+    "log",
+    "flush",
+    "hparams",
+    "checkpoint",
+    "restored",
+    "restored_step",
+    "should_stop",
+    "time_left",
+]
+
+
+class TapmlError(Exception):
+    """Something tap gave this process is unusable (an unreadable hyperparameters file, say)."""
+
+
+class TapmlWarning(UserWarning):
+    """A value tapml refused and skipped (a non-finite metric, say); training goes on."""
+
+
+#: Metrics are written at least this often (seconds), and at exit.
+FLUSH_EVERY_S = 1.0
+#: Buffered metric lines kept at most; older ones are dropped (and counted in a warning) when
+#: the metrics file cannot be written.
+MAX_BUFFERED_LINES = 100_000
+#: Where checkpoints go outside ``tap run``.
+LOCAL_CHECKPOINT_DIR = "checkpoints"
+#: The signal tap sends on an interruption notice unless ``--interrupt-signal`` says otherwise.
+DEFAULT_INTERRUPT_SIGNAL = "SIGUSR1"
+#: How long a checkpoint waits, at most, for tap to have taken the previous one (its snapshot
+#: takes milliseconds once tap read the line, which it does every 50 ms).
+ACK_WAIT_S = 10.0
+#: tap's rule for metric names (``tap_core::runs::valid_name``).
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: A decimal number as a hyperparameter's text: ``3``, ``-2``, ``0.05``, ``1e-4`` (not
+#: ``inf``, ``nan``, ``1_000`` or `` 3``, which stay text).
+_INT = re.compile(r"^[+-]?[0-9]+$")
+_FLOAT = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
+
+def _env(name: str) -> Optional[str]:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def under_tap() -> bool:
+    """True when this process runs under ``tap run`` (``TAP_RUN_ID`` is set)."""
+    return _env("TAP_RUN_ID") is not None
+
+
+def rank() -> int:
+    """This process's global rank in a ``torch.distributed`` job (its process group's, else
+    ``RANK``; 0 otherwise).
+
+    Only rank 0 records metrics and publishes checkpoints: tap keeps one series and one
+    checkpoint per job.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None:  # imported by the script: its process group knows best
+        try:
+            if dist.is_available() and dist.is_initialized():
+                return int(dist.get_rank())
+        except Exception:
+            pass
+    raw = _env("RANK")
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+
+
+class _Metrics:
+    """Buffered JSON lines to ``TAP_METRICS_FILE`` (stderr outside tap), flushed by a daemon
+    thread at least every :data:`FLUSH_EVERY_S` and at exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._lines: list = []
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+        self._dropped = 0
+        self._failing: Optional[str] = None
+        self.last_step: Optional[int] = None
+        #: Offset in TAP_METRICS_FILE just past this process's last checkpoint line.
+        self.announced_end: Optional[int] = None
+
+    def _reset_after_fork(self) -> None:
+        # A forked child (a DataLoader worker) must not write its parent's buffered lines
+        # again, nor wait on a lock some parent thread held at the fork.
+        self.__init__()  # type: ignore[misc]
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+            if len(self._lines) > MAX_BUFFERED_LINES:
+                del self._lines[0]
+                self._dropped += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tapml-metrics", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_EVERY_S)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self, extra: Optional[str] = None) -> None:
+        """Writes what is buffered (then ``extra``, a line that must follow it) in one write."""
+        with self._lock:
+            lines = self._lines
+            if extra is not None:
+                lines = lines + [extra]
+            if not lines:
+                return
+            data = "".join(line + "\n" for line in lines)
+            path = _env("TAP_METRICS_FILE")
+            try:
+                if path is None:
+                    sys.stderr.write("".join(_shown(line) + "\n" for line in lines))
+                    sys.stderr.flush()
+                else:
+                    # One write per flush, O_APPEND: ranks sharing the file never interleave
+                    # inside a line.
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    try:
+                        view = memoryview(data.encode())
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        if extra is not None:
+                            self.announced_end = os.lseek(fd, 0, os.SEEK_CUR)
+                    finally:
+                        os.close(fd)
+            except OSError as e:
+                if self._failing is None:
+                    warnings.warn(f"tapml: cannot write metrics to {path}: {e}; keeping them buffered", TapmlWarning, stacklevel=3)
+                self._failing = str(e)
+                if extra is not None:
+                    raise
+                return
+            if self._failing is not None:
+                self._failing = None
+            self._lines = []
+            if self._dropped:
+                warnings.warn(f"tapml: {self._dropped} metric lines were dropped while {path} could not be written", TapmlWarning, stacklevel=3)
+                self._dropped = 0
+
+
+def _shown(line: str) -> str:
+    """A metrics line as stderr shows it outside tap: ``tapml: step 10  loss=0.4``."""
+    record = json.loads(line)
+    step = record.pop("step", None)
+    if record.pop("checkpoint", False):
+        return f"tapml: checkpoint of step {step} published in {_checkpoint_dir()}"
+    values = "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+    return f"tapml: step {step}  {values}"
+
+
+_metrics = _Metrics()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_metrics._reset_after_fork)
+atexit.register(lambda: _metrics.flush())
+
+
+def _number(name: str, value: Any) -> Optional[float]:
+    """``value`` as a finite float, or None after a warning naming the metric."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # numpy scalars and one-element tensors (torch, jax) convert themselves.
+        item = getattr(value, "item", None)
+        if isinstance(value, (str, bytes, bool)) or not callable(item):
+            warnings.warn(
+                f"tapml.log: metric {name!r} is {type(value).__name__} {value!r:.60}, not a number; skipped",
+                TapmlWarning,
+                stacklevel=3,
+            )
+            return None
+        try:
+            value = item()
+        except Exception as e:  # a tensor of more than one element, say
+            warnings.warn(f"tapml.log: metric {name!r} is not a single number ({e}); skipped", TapmlWarning, stacklevel=3)
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            warnings.warn(f"tapml.log: metric {name!r} is {type(value).__name__}, not a number; skipped", TapmlWarning, stacklevel=3)
+            return None
+    f = float(value)
+    if not math.isfinite(f):
+        warnings.warn(f"tapml.log: metric {name!r} is {f}, not finite; skipped", TapmlWarning, stacklevel=3)
+        return None
+    return f
+
+
+def _check_step(what: str, step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, int):
+        item = getattr(step, "item", None)
+        if callable(item) and not isinstance(step, (str, bytes)):
+            step = item()
+        if isinstance(step, bool) or not isinstance(step, int):
+            hint = " (metrics go as keywords: tapml.log(step=10, loss=0.4))" if what == "tapml.log" else ""
+            raise TypeError(f"{what}: step must be an int, got {type(step).__name__} {step!r:.60}{hint}")
+    if step < 0:
+        raise ValueError(f"{what}: step must be >= 0, got {step}")
+    return step
+
+
+def log(step: Optional[int] = None, **metrics: Any) -> None:
+    """Records ``metrics`` at ``step`` (the previous step + 1 when None).
+
+    Values are ints, floats, numpy scalars or one-element tensors. A value that is not a
+    finite number, or a name tap cannot store (1-128 of ``A-Z a-z 0-9 _ . -``), is skipped
+    with a :class:`TapmlWarning`; training never stops for a metric. Lines are buffered and
+    written at least every second and at exit. Only rank 0 (see :func:`rank`) records.
+    """
+    if step is not None:
+        step = _check_step("tapml.log", step)
+    if rank() != 0:
+        return
+    if step is None:
+        step = 0 if _metrics.last_step is None else _metrics.last_step + 1
+    record: Dict[str, Any] = {"step": step}
+    for name, value in metrics.items():
+        if name in ("step", "checkpoint") or not _NAME.match(name):
+            warnings.warn(
+                f"tapml.log: metric name {name!r} is not one tap can store "
+                "(1-128 letters, digits, '_', '.' or '-'; not 'step' or 'checkpoint'); skipped",
+                TapmlWarning,
+                stacklevel=2,
+            )
+            continue
+        f = _number(name, value)
+        if f is not None:
+            record[name] = value if type(value) is int else f
+    _metrics.last_step = step
+    if len(record) > 1:
+        _metrics.add(json.dumps(record, separators=(",", ":")))
+
+
+def flush() -> None:
+    """Writes buffered metrics now (they are written at least every second anyway)."""
+    _metrics.flush()
+
+
+# --------------------------------------------------------------------------------------
+# Hyperparameters
+
+
+def _typed(text: str) -> Union[int, float, str]:
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        f = float(text)
+        if math.isfinite(f):
+            return f
+    return text
+
+
+def hparams(defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The run's hyperparameters (``tap params``), numbers as numbers, over ``defaults``.
+
+    tap stores every value as text; ``"0.05"`` comes back as ``0.05`` and ``"3"`` as ``3``,
+    anything else stays text. Outside ``tap run``: ``defaults`` (or ``{}``).
+    Raises :class:`TapmlError` when tap's file is unreadable.
+    """
+    out: Dict[str, Any] = dict(defaults or {})
+    path = _env("TAP_HPARAMS_FILE")
+    if path is None:
+        return out
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TapmlError(f"tapml.hparams: cannot read {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise TapmlError(f"tapml.hparams: {path} is not a JSON object")
+    for name, value in raw.items():
+        out[name] = _typed(value) if isinstance(value, str) else value
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _checkpoint_dir() -> Path:
+    return Path(_env("TAP_CHECKPOINT_DIR") or LOCAL_CHECKPOINT_DIR)
+
+
+def _staging_root(ckpt: Path) -> Path:
+    # Beside the checkpoint directory, not in it (tap uploads everything in it), and on the
+    # same filesystem, so publishing is renames.
+    return ckpt.absolute().parent / f".{ckpt.absolute().name}.tapml"
+
+
+_open_checkpoint: Optional[int] = None
+_open_lock = threading.Lock()
+#: Set once this process published a checkpoint: the directory then no longer holds the
+#: restored one.
+_published = False
+
+
+def _renameat2_exchange() -> Optional[Callable[[str, str], None]]:
+    """``renameat2(RENAME_EXCHANGE)``: swaps two directories in one step (Linux ≥ 3.15)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+
+    def exchange(a: str, b: str) -> None:
+        if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), a)
+
+    return exchange
+
+
+_exchange = _renameat2_exchange()
+
+
+def _refuse_unstorable(stage: Path) -> None:
+    """tap stores regular files only: a link or a special file in a checkpoint is refused by
+    path; hidden and ``.tmp`` files (which tap skips) get a warning."""
+    for dirpath, dirnames, filenames in os.walk(stage):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(stage)
+            if p.is_symlink():
+                raise ValueError(f"tapml.checkpoint: {rel} is a symbolic link; tap stores regular files only (copy the file instead)")
+            if name in filenames and not p.is_file():
+                raise ValueError(f"tapml.checkpoint: {rel} is not a regular file; tap stores regular files only")
+            if name in filenames and (name.startswith(".") or name.endswith(".tmp")):
+                warnings.warn(f"tapml.checkpoint: {rel} is hidden or ends in .tmp, which tap does not store", TapmlWarning, stacklevel=4)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _wait_for_ack() -> None:
+    """Waits (bounded) until tap took the checkpoint this process announced last: tap
+    snapshots the directory when it reads the line and then writes the line's end offset to
+    ``TAP_CHECKPOINT_ACK``. Replacing the directory before that could put part of this
+    checkpoint into the previous one's snapshot."""
+    path, end = _env("TAP_CHECKPOINT_ACK"), _metrics.announced_end
+    if path is None or end is None:
+        return
+    until = time.monotonic() + ACK_WAIT_S
+    while True:
+        try:
+            with open(path, encoding="ascii") as f:
+                if int(f.read().strip() or 0) >= end:
+                    return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= until:
+            warnings.warn(
+                f"tapml.checkpoint: tap has not taken the previous checkpoint after {ACK_WAIT_S:.0f} s; publishing over it",
+                TapmlWarning,
+                stacklevel=4,
+            )
+            return
+        time.sleep(0.005)
+
+
+def _publish(stage: Path, ckpt: Path, root: Path) -> None:
+    """Makes ``stage``'s content the content of ``ckpt``: in one step where the system can
+    swap two directories, else entry by entry (the old entries out, then the new ones in)."""
+    _wait_for_ack()
+    ckpt.mkdir(parents=True, exist_ok=True)
+    old = root / f"old-{uuid.uuid4().hex[:12]}"
+    if _exchange is not None:
+        try:
+            _exchange(str(stage), str(ckpt))
+            stage.rename(old)  # ``stage`` now names the previous checkpoint
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        except OSError:
+            pass  # a filesystem without RENAME_EXCHANGE, or ckpt is a mount point
+    old.mkdir()
+    for entry in list(ckpt.iterdir()):
+        entry.rename(old / entry.name)
+    for entry in list(stage.iterdir()):
+        entry.rename(ckpt / entry.name)
+    _fsync_dir(ckpt)
+    stage.rmdir()
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def checkpoint(step: int) -> Iterator[Path]:
+    """Writes a checkpoint: ``with tapml.checkpoint(step) as d: torch.save(state, d / "model.pt")``.
+
+    ``d`` is a fresh, empty staging directory. When the block ends cleanly its content
+    replaces the checkpoint directory's (``TAP_CHECKPOINT_DIR``; ``./checkpoints`` outside
+    tap) in one rename where Linux can swap directories, and tap is told to upload it. When
+    the block raises, nothing is published and the exception goes on. One checkpoint is
+    open at a time per process. On a rank other than 0 the block runs but publishes nothing
+    (tap keeps one checkpoint per job; write it on rank 0).
+    """
+    global _open_checkpoint, _published
+    step = _check_step("tapml.checkpoint", step)
+    with _open_lock:
+        if _open_checkpoint is not None:
+            raise RuntimeError(
+                f"tapml.checkpoint({step}): checkpoint({_open_checkpoint}) is still open; "
+                "finish one checkpoint block before starting the next"
+            )
+        _open_checkpoint = step
+    try:
+        ckpt = _checkpoint_dir()
+        root = _staging_root(ckpt)
+        root.mkdir(parents=True, exist_ok=True)
+        stage = root / f"stage-{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        stage.mkdir()
+        try:
+            yield stage
+            publishing = rank() == 0
+            if publishing:
+                _refuse_unstorable(stage)
+                if not any(stage.iterdir()):
+                    warnings.warn(f"tapml.checkpoint({step}): the block wrote nothing; nothing published", TapmlWarning, stacklevel=3)
+                    publishing = False
+            if publishing:
+                if not under_tap():
+                    _fsync_tree(stage)  # outside tap this is the only copy
+                _publish(stage, ckpt, root)
+                _published = True
+                # The line follows every metric logged before it, in the same write.
+                _metrics.flush(extra=json.dumps({"checkpoint": True, "step": step}, separators=(",", ":")))
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        with _open_lock:
+            _open_checkpoint = None
+
+
+def restored() -> Optional[Path]:
+    """The restored checkpoint's directory after ``tap run --resume`` found one, else None
+    (also once this process published a checkpoint of its own, which replaced it)."""
+    if _env("TAP_RESTORED_CHECKPOINT") is None or _published:
+        return None
+    ckpt = _checkpoint_dir()
+    return ckpt if ckpt.is_dir() else None
+
+
+def restored_step() -> Optional[int]:
+    """The step of the restored checkpoint (as the checkpoint block gave it), else None."""
+    if restored() is None:
+        return None
+    raw = _env("TAP_RESTORED_STEP")
+    if raw is None or not _INT.match(raw):
+        return None
+    return int(raw)
+
+
+# --------------------------------------------------------------------------------------
+# Interruption notices
+
+
+class _Notice:
+    def __init__(self) -> None:
+        self.at: Optional[float] = None  # time.monotonic() of the notice
+        self.installed: Optional[Callable[..., Any]] = None
+        self.previous: Any = None
+        self.signum: Optional[int] = None
+        self.warned = False
+
+
+_notice = _Notice()
+
+
+def _signal_number() -> int:
+    name = _env("TAP_INTERRUPT_SIGNAL") or DEFAULT_INTERRUPT_SIGNAL
+    try:
+        return int(getattr(signal, name if name.startswith("SIG") else "SIG" + name))
+    except (AttributeError, TypeError):
+        raise TapmlError(f"tapml: TAP_INTERRUPT_SIGNAL={name!r} is not a signal this system has") from None
+
+
+def _install() -> None:
+    """Installs (or re-installs, when the script replaced it) the notice handler, chaining
+    the handler it replaces."""
+    signum = _signal_number()
+    current = signal.getsignal(signum)
+    if _notice.installed is not None and current is _notice.installed:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        if not _notice.warned and _notice.installed is None:
+            _notice.warned = True
+            warnings.warn(
+                "tapml: should_stop() first called off the main thread, where Python cannot install a signal handler; "
+                "import tapml in the main thread",
+                TapmlWarning,
+                stacklevel=3,
+            )
+        return
+    previous = current if callable(current) else None
+
+    def on_notice(sig: int, frame: Any) -> None:
+        if _notice.at is None:
+            _notice.at = time.monotonic()
+        if previous is not None:
+            previous(sig, frame)
+
+    signal.signal(signum, on_notice)
+    _notice.installed, _notice.previous, _notice.signum = on_notice, previous, signum
+
+
+def _notice_info() -> Optional[dict]:
+    path = _env("TAP_NOTICE_INFO")
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def should_stop() -> bool:
+    """True once an interruption notice arrived: checkpoint and exit soon (see :func:`time_left`).
+
+    tap sends ``--interrupt-signal`` (default SIGUSR1); tapml's handler (installed at import
+    in the main thread, chaining any handler it replaces, and again here if the script
+    replaced it) notes it. Also true when tap wrote the notice file for this run.
+    """
+    _install()
+    if _notice.at is not None:
+        return True
+    if _notice_info() is not None:
+        _notice.at = time.monotonic()
+        return True
+    return False
+
+
+def time_left() -> Optional[float]:
+    """Seconds until the command must have checkpointed and exited, after a notice; None
+    before one (or outside tap, where no deadline is known)."""
+    if not should_stop():
+        return None
+    info = _notice_info()
+    if info is not None and isinstance(info.get("deadline_ms"), (int, float)):
+        return max(0.0, info["deadline_ms"] / 1000.0 - time.time())
+    budget = _env("TAP_CHECKPOINT_DEADLINE_S")
+    if budget is None or _notice.at is None:
+        return None
+    try:
+        return max(0.0, float(budget) - (time.monotonic() - _notice.at))
+    except ValueError:
+        return None
+
+
+# A notice that arrives before the script's first should_stop() must not kill it (SIGUSR1's
+# default action): install at import, in the main thread.
+if threading.current_thread() is threading.main_thread():
+    try:
+        _install()
+    except (TapmlError, ValueError, OSError):
+        pass
