@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of tap: Rust (format, lints, unit, property and binary tests) and the stack
+# Runs every test of tap: Rust (format, lints, unit, property and binary tests), tapml's
+# pytest suite (python/tests) and the stack
 # (terraform fmt/validate/test against the stand-in provider, the node's boot executed in a
 # sandbox, checkov, trivy). Installs what it needs first (scripts/tools.sh). Every stage
 # runs; the last line sums them up.
@@ -29,6 +30,15 @@ count() { # adds "N passed; M failed" (cargo) or "N passed, M failed" (terraform
   f=$(awk '{s += $3} END {print s + 0}' <<<"$pairs")
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 }
+count_pytest() { # adds pytest's summary line ("3 failed, 40 passed, 3 skipped in 9.1s")
+  local summary p f
+  summary=$(grep -E '^[0-9]+ [a-z]+.* in [0-9.]+s' "$log/$1.out" | tail -n1 || true)
+  p=$(grep -Eo '[0-9]+ passed' <<<"$summary" | awk '{print $1}')
+  f=$(grep -Eo '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{s += $1} END {print s + 0}')
+  # No summary at all (pytest could not start) counts as one failure.
+  if [[ -z "$summary" ]]; then f=1; fi
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+}
 check() { # a stage that is one check
   if [[ " ${failures[*]} " == *" $1 "* ]]; then failed=$((failed + 1)); else passed=$((passed + 1)); fi
 }
@@ -43,6 +53,11 @@ stage cargo-clippy cargo clippy --workspace --all-targets --locked --features "$
 check cargo-clippy
 stage cargo-test cargo test --workspace --locked --features "$features"
 count cargo-test
+
+# tapml (python/tapml) against the tap binary the cargo stage built; pytest's exit status
+# fails the stage (1: tests failed, 2-4: usage or internal errors, 5: no tests collected).
+stage pytest env TAP_BIN="$repo/target/debug/tap" "$PYTEST" -q -rs -p no:cacheprovider "$repo/python/tests"
+count_pytest pytest
 
 stage terraform-fmt terraform fmt -check -recursive -diff infra
 check terraform-fmt

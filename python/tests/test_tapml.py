@@ -415,3 +415,12 @@ def test_should_stop_off_the_main_thread_warns_once_when_no_handler_is_installed
     )
     out, err = p.communicate(timeout=BOUND_S)
     assert (p.returncode, out.strip()) == (0, "1 True"), err
+
+
+def test_every_module_is_python_3_9_syntax():
+    import ast
+
+    files = sorted((PYTHON_DIR / "tapml").rglob("*.py"))
+    assert len(files) >= 7
+    for f in files:
+        ast.parse(f.read_text(), filename=str(f), feature_version=(3, 9))

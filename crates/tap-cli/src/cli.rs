@@ -63,11 +63,15 @@ pub enum Output {
 pub enum Command {
     /// Run a training command as a tracked, checkpointed, spot-safe run.
     ///
-    /// The command gets TAP_HP_<NAME> for every hyperparameter, TAP_HPARAMS_FILE (JSON),
-    /// TAP_CHECKPOINT_DIR, TAP_METRICS_FILE, TAP_RUN_ID and TAP_EXPERIMENT. It appends JSON
-    /// lines to TAP_METRICS_FILE: {"step": 10, "loss": 0.4} records metrics;
-    /// {"checkpoint": true} says a complete checkpoint is in TAP_CHECKPOINT_DIR (tap uploads
-    /// it). On an interruption notice (SIGUSR1 to tap, or --notice-file appearing) tap sends
+    /// A Python command imports tapml, which tap puts on its PYTHONPATH (no install):
+    /// tapml.hparams(), tapml.log(step, loss=..), `with tapml.checkpoint(step) as d:`,
+    /// tapml.should_stop(), tapml.restored() (see python/README.md).
+    ///
+    /// Underneath, the command gets TAP_HP_<NAME> for every hyperparameter, TAP_HPARAMS_FILE
+    /// (JSON), TAP_CHECKPOINT_DIR, TAP_METRICS_FILE, TAP_RUN_ID and TAP_EXPERIMENT. It appends
+    /// JSON lines to TAP_METRICS_FILE: {"step": 10, "loss": 0.4} records metrics;
+    /// {"checkpoint": true} says a complete checkpoint is in TAP_CHECKPOINT_DIR (tap snapshots
+    /// and uploads it). On an interruption notice (SIGUSR1 to tap, or --notice-file appearing) tap sends
     /// the command --interrupt-signal, waits for its checkpoint, uploads it and exits 75.
     ///
     /// Exit status: the command's own; 75 after a notice (then `tap run --resume`), also for
