@@ -281,6 +281,11 @@ def flush() -> None:
 # Hyperparameters
 
 
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _typed(text: str) -> Union[int, float, str]:
     if _INT.match(text):
         return int(text)
@@ -303,8 +308,7 @@ def hparams(defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     if path is None:
         return out
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        raw = _read_json(path)
     except (OSError, ValueError) as e:
         raise TapmlError(f"tapml.hparams: cannot read {path}: {e}") from e
     if not isinstance(raw, dict):
@@ -570,8 +574,7 @@ def _notice_info() -> Optional[dict]:
     if path is None:
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
+        info = _read_json(path)
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None

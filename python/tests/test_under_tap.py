@@ -4,6 +4,7 @@ step, metrics recorded, checkpoints committed, a notice honoured, a resume resto
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -100,8 +101,11 @@ def test_time_left_is_the_deadline_tap_gives_after_a_notice(tap, tmp_path):
 
 def test_a_script_that_imports_tapml_runs_unchanged_outside_tap_after_pip_install(tmp_path):
     target = tmp_path / "site"
+    # From a copy: setuptools builds in the source tree (build/, *.egg-info).
+    source = tmp_path / "source"
+    shutil.copytree(PYTHON_DIR, source, ignore=shutil.ignore_patterns("__pycache__", "tests", "build", "*.egg-info"))
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target), str(PYTHON_DIR)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target), str(source)],
         capture_output=True,
         text=True,
         timeout=BOUND_S * 5,
