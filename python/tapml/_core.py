@@ -51,9 +51,11 @@ class TapmlWarning(UserWarning):
 
 #: Metrics are written at least this often (seconds), and at exit.
 FLUSH_EVERY_S = 1.0
-#: Buffered metric lines kept at most; older ones are dropped (and counted in a warning) when
-#: the metrics file cannot be written.
+#: Buffered metric lines kept at most while the metrics file cannot be written; older ones
+#: are dropped (and counted in a warning).
 MAX_BUFFERED_LINES = 100_000
+#: Buffered lines that make the flusher write at once rather than at the next second.
+FLUSH_LINES = 10_000
 #: Where checkpoints go outside ``tap run``.
 LOCAL_CHECKPOINT_DIR = "checkpoints"
 #: The signal tap sends on an interruption notice unless ``--interrupt-signal`` says otherwise.
@@ -130,9 +132,14 @@ class _Metrics:
     def add(self, line: str) -> None:
         with self._lock:
             self._lines.append(line)
-            if len(self._lines) > MAX_BUFFERED_LINES:
-                del self._lines[0]
-                self._dropped += 1
+            n = len(self._lines)
+            if n > MAX_BUFFERED_LINES and self._failing is not None:
+                # The file cannot be written: keep the newest, count what goes.
+                drop = n - MAX_BUFFERED_LINES + MAX_BUFFERED_LINES // 10
+                del self._lines[:drop]
+                self._dropped += drop
+            elif n >= FLUSH_LINES:
+                self._wake.set()  # a fast loop: write now, not at the next second
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tapml-metrics", daemon=True)
                 self._thread.start()

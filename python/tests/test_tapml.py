@@ -111,6 +111,36 @@ def test_metrics_are_written_within_a_second_without_flush(under_tap):
     assert lines(run / "metrics.jsonl") == [{"step": 1, "loss": 1.0}], "the flusher thread wrote it"
 
 
+def test_a_fast_loop_loses_no_metric_lines(under_tap):
+    # Regression: lines logged faster than a second's flush overflowed the buffer's cap and
+    # were dropped, with a warning that blamed the file.
+    tapml, run = under_tap
+    n = 150_000
+    for step in range(n):
+        tapml.log(step, loss=0.5)
+    tapml.flush()
+    assert sum(1 for _ in (run / "metrics.jsonl").open()) == n
+
+
+def test_metrics_wait_while_the_file_cannot_be_written_and_drop_only_past_the_cap(under_tap, monkeypatch):
+    tapml, run = under_tap
+    from tapml import _core
+
+    monkeypatch.setattr(_core, "MAX_BUFFERED_LINES", 100)
+    target = run / "later" / "metrics.jsonl"
+    monkeypatch.setenv("TAP_METRICS_FILE", str(target))
+    tapml.log(0, loss=1.0)
+    with pytest.warns(tapml.TapmlWarning, match="cannot write metrics to .*later/metrics.jsonl"):
+        tapml.flush()
+    for step in range(1, 150):
+        tapml.log(step, loss=1.0)
+    target.parent.mkdir()
+    with pytest.warns(tapml.TapmlWarning, match=r"\d+ metric lines were dropped while"):
+        tapml.flush()
+    steps = [r["step"] for r in lines(target)]
+    assert 0 < len(steps) <= 100 and steps == list(range(150 - len(steps), 150)), "the newest kept, in order"
+
+
 def test_only_rank_0_records(under_tap, monkeypatch):
     tapml, run = under_tap
     monkeypatch.setenv("RANK", "1")
