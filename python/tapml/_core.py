@@ -446,10 +446,22 @@ def _publish(stage: Path, ckpt: Path, root: Path) -> None:
         except OSError:
             pass  # a filesystem without RENAME_EXCHANGE, or ckpt is a mount point
     old.mkdir()
-    for entry in list(ckpt.iterdir()):
-        entry.rename(old / entry.name)
-    for entry in list(stage.iterdir()):
-        entry.rename(ckpt / entry.name)
+    moved_out, moved_in = [], []
+    try:
+        for entry in list(ckpt.iterdir()):
+            entry.rename(old / entry.name)
+            moved_out.append(entry.name)
+        for entry in list(stage.iterdir()):
+            entry.rename(ckpt / entry.name)
+            moved_in.append(entry.name)
+    except OSError:
+        # Put everything back: the directory holds the previous checkpoint, whole (tap's
+        # last sync at exit uploads what it holds).
+        for name in moved_in:
+            (ckpt / name).rename(stage / name)
+        for name in moved_out:
+            (old / name).rename(ckpt / name)
+        raise
     _fsync_dir(ckpt)
     stage.rmdir()
     shutil.rmtree(old, ignore_errors=True)

@@ -253,6 +253,32 @@ def test_the_swap_works_where_directories_cannot_be_exchanged(under_tap, monkeyp
     assert [p.name for p in (run / "checkpoint").iterdir()] == ["only-2.bin"]
 
 
+def test_a_swap_that_fails_halfway_puts_the_previous_checkpoint_back(under_tap, monkeypatch):
+    tapml, run = under_tap
+    from tapml import _core
+
+    monkeypatch.setattr(_core, "_exchange", None)
+    with tapml.checkpoint(1) as d:
+        for name in ("a", "b"):
+            (d / name).write_text(f"{name}1")
+    real = Path.rename
+
+    def failing(self, target):
+        if self.name == "b" and "stage-2" in str(self):
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="No space left"):
+        with tapml.checkpoint(2) as d:
+            for name in ("a", "b"):
+                (d / name).write_text(f"{name}2")
+    monkeypatch.setattr(Path, "rename", real)
+    ckpt = run / "checkpoint"
+    assert {p.name: p.read_text() for p in ckpt.iterdir()} == {"a": "a1", "b": "b1"}, "the previous checkpoint, whole"
+    assert [r["step"] for r in lines(run / "metrics.jsonl") if r.get("checkpoint")] == [1], "step 2 never announced"
+
+
 def test_a_checkpoint_block_that_raises_publishes_nothing(under_tap):
     tapml, run = under_tap
     ckpt = run / "checkpoint"
