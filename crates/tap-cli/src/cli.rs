@@ -401,7 +401,7 @@ fn parse_name(s: &str) -> Result<String, String> {
     if tap_core::runs::valid_name(s) {
         Ok(s.to_owned())
     } else {
-        Err(format!("{s:?} must be 1-128 letters, digits, '_', '.' or '-'"))
+        Err(format!("{s:?} must be {}", tap_core::runs::NAME_RULE))
     }
 }
 

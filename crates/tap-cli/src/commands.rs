@@ -329,7 +329,22 @@ async fn params<P: ParamStore>(
                     .with_context(|| format!("no hyperparameter {name} (see `tap params list`)"))?,
             ]
         }
-        ParamsCommand::Set { name, value } => vec![store.set_param(name, value).await?],
+        ParamsCommand::Set { name, value } => {
+            // Regression: `a.b` and `a_b` were both accepted and shadowed each other as
+            // TAP_HP_A_B in the command's environment.
+            let existing = store.list_params().await?;
+            let env = crate::supervisor::hparam_env_name(name);
+            if let Some(other) =
+                existing.iter().find(|p| p.name != *name && crate::supervisor::hparam_env_name(&p.name) == env)
+            {
+                bail!(
+                    "hyperparameter {name} would share {env} with {} in the command's environment; use another name (or `tap params set {} ...`)",
+                    other.name,
+                    other.name
+                );
+            }
+            vec![store.set_param(name, value).await?]
+        }
         ParamsCommand::History { name } => {
             let h = store.param_history(name).await?;
             if h.is_empty() {
@@ -407,6 +422,17 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
             };
             if !path.exists() {
                 bail!("{}: no such file or directory", path.display());
+            }
+            // Regressions: a FIFO said "Not a directory"; an empty directory was pushed and
+            // pulled back as nothing.
+            if !path.is_dir() && !path.is_file() {
+                bail!(
+                    "{}: not a regular file or directory (a FIFO, socket or device); tap pushes files and directories",
+                    path.display()
+                );
+            }
+            if path.is_dir() && checkpoint::list_files(path)?.is_empty() {
+                bail!("{}: an empty directory (or only hidden and .tmp files): nothing to push", path.display());
             }
             let total = dir_size(path);
             let version = tap_core::runs::new_run_id(crate::now_ms(), fastrand::u32(..));

@@ -47,6 +47,13 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let home = home(cli.global.home.clone())?;
+    // Regression: a TAP_HOME that is a file said only "File exists", from deep in the store.
+    if home.exists() && !home.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: tap keeps its local store there (set TAP_HOME or --home to a directory)",
+            home.display()
+        );
+    }
     // Multi-threaded: `tap run`'s loop (on this thread) never waits for a task that hashes,
     // uploads or writes the store (on the workers and the bounded blocking pool).
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,8 +91,15 @@ fn home(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/tap"))
 }
 
+/// A write to a closed pipe, however wrapped: JSON output fails inside serde_json, whose
+/// error hides the `io::Error` (regression: `tap runs show ID -o json | head -c1` said
+/// `tap: error: Broken pipe`).
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    let pipe = Some(std::io::ErrorKind::BrokenPipe);
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == pipe
+            || c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind) == pipe
+    })
 }
 
 pub use tap_core::time::now_ms;

@@ -144,6 +144,109 @@ mod local {
         super::loss_steps(&json(home, &["runs", "show", run_id]))
     }
 
+    /// Regression (an experiment or artifact named `..` was accepted, then failed at every
+    /// checkpoint): `.` and `..` are refused by every command that takes a name, at once.
+    #[test]
+    fn dot_names_are_refused_by_the_first_command() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let src = h.join("data");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("f"), b"x").expect("write");
+        let src = src.to_str().expect("utf-8");
+        for args in [
+            &["run", "-e", "..", "--", "true"][..],
+            &["run", "-e", ".", "--", "true"],
+            &["artifacts", "push", src, "--name", ".."],
+            &["artifacts", "pull", ".."],
+            &["params", "set", "..", "1"],
+            &["checkpoints", "latest", "-e", ".."],
+        ] {
+            let out = tap_in(h, args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains("not only dots"), "{args:?}: {err}");
+        }
+        assert!(
+            !h.join("runs").exists() || std::fs::read_dir(h.join("runs")).expect("runs").next().is_none(),
+            "nothing ran"
+        );
+    }
+
+    /// Regression (a TAP_HOME that is a file said "File exists (os error 17)").
+    #[test]
+    fn a_tap_home_that_is_a_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("home");
+        std::fs::write(&file, b"not a directory").expect("write");
+        let out = tap_in(&file, &["runs", "list"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "tap: error: {} is not a directory: tap keeps its local store there (set TAP_HOME or --home to a directory)\n",
+                file.display()
+            )
+        );
+    }
+
+    /// Regression (hyperparameters `a.b`, `a_b` and `A_B` shadowed each other as TAP_HP_A_B
+    /// without a word): the second is refused at `params set`, naming the first.
+    #[test]
+    fn hyperparameters_that_share_an_environment_variable_are_refused() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        assert!(tap_in(h, &["params", "set", "a.b", "1"]).status.success());
+        for other in ["a_b", "A_B", "a-b"] {
+            let out = tap_in(h, &["params", "set", other, "2"]);
+            assert_eq!(out.status.code(), Some(1), "{other}");
+            assert_eq!(
+                text(&out.stderr),
+                format!(
+                    "tap: error: hyperparameter {other} would share TAP_HP_A_B with a.b in the command's environment; use another name (or `tap params set a.b ...`)\n"
+                )
+            );
+        }
+        assert!(tap_in(h, &["params", "set", "a.b", "3"]).status.success(), "a new version of the same name is fine");
+        assert_eq!(json(h, &["params", "list"]).as_array().map(Vec::len), Some(1));
+    }
+
+    /// Regressions: pushing a FIFO said "Not a directory"; an empty directory was pushed and
+    /// pulled back as nothing; a link leaving the directory was dropped without a word.
+    #[test]
+    fn pushes_of_what_tap_cannot_store_are_refused_in_one_line() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let fifo = h.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let empty = h.join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        let linked = h.join("linked");
+        std::fs::create_dir(&linked).expect("mkdir");
+        std::fs::write(linked.join("data"), b"x").expect("write");
+        std::os::unix::fs::symlink("/etc/hostname", linked.join("escape")).expect("link");
+        for (path, want) in [
+            (&fifo, format!("{}: not a regular file or directory (a FIFO, socket or device)", fifo.display())),
+            (
+                &empty,
+                format!("{}: an empty directory (or only hidden and .tmp files): nothing to push", empty.display()),
+            ),
+            (
+                &linked,
+                format!(
+                    "{}: a symbolic link to /etc/hostname, which is not a file inside",
+                    linked.join("escape").display()
+                ),
+            ),
+        ] {
+            let out = tap_in(h, &["artifacts", "push", path.to_str().expect("utf-8"), "--name", "set"]);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.starts_with("tap: error: ") && err.contains(&want) && err.lines().count() == 1, "{err}");
+        }
+        assert!(text(&tap_in(h, &["artifacts", "ls"]).stdout).lines().count() <= 1, "nothing was stored");
+    }
+
     #[test]
     fn params_are_versioned() {
         let home = tempfile::tempdir().expect("tempdir");
@@ -572,6 +675,30 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         assert!(logs.ends_with("last\n") && logs.lines().count() == 3001, "every line recorded");
     }
 
+    /// Regression (`tap runs show ID -o json | head -c1` said `tap: error: Broken pipe`: the
+    /// JSON writer's error hid the closed pipe): a listing into a closed pipe exits 0, silent.
+    #[test]
+    fn a_listing_into_a_closed_pipe_exits_quietly() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let points = r#"i=0; while [ $i -lt 3000 ]; do echo "{\"step\": $i, \"loss\": 1}" >> "$TAP_METRICS_FILE"; i=$((i+1)); done"#;
+        assert!(tap_in(home.path(), &["run", "--", "sh", "-c", points]).status.success());
+        let id = json(home.path(), &["runs", "list"])[0]["run_id"].as_str().expect("id").to_owned();
+        for args in [&["runs", "show", id.as_str(), "--output", "json"][..], &["runs", "show", id.as_str()]] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
+                .args(args)
+                .env("TAP_HOME", home.path())
+                .env_remove("TAP_OUTPUT")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("tap runs");
+            drop(child.stdout.take());
+            let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends");
+            let err = text(&child.wait_with_output().expect("output").stderr);
+            assert_eq!((status.code(), err.as_str()), (Some(0), ""), "tap {args:?} into a closed pipe");
+        }
+    }
+
     /// Regression class (a line without an end grew tap's memory without bound): output lines
     /// come in pieces of at most 1 MiB, and an overlong metrics line is reported and skipped.
     #[test]
@@ -925,6 +1052,11 @@ mod stack {
         assert_eq!(idle["nodes"][0]["minutes_reported"], 0);
         assert_eq!(idle["fleet"]["verdict"], "unknown");
 
+        // An experiment `..` is not a name, for launch as for every command: refused as the
+        // arguments are read (regression: `tap run -e ..` was accepted).
+        let out = env.tap(&["launch", "-n", "1", "-e", "..", "--", "train"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value '..' for '--experiment"));
         // Specs that can never run are refused at submit, in one line, with nothing written.
         for (args, want) in [
             (&["launch", "-n", "0", "--", "train"][..], "tap: error: --nodes must be at least 1\n"),
@@ -932,7 +1064,6 @@ mod stack {
                 &["launch", "-n", "501", "--", "train"][..],
                 "tap: error: --nodes 501: the fleet holds at most 500 nodes (the stack's target_capacity limit)\n",
             ),
-            (&["launch", "-n", "1", "-e", "..", "--", "train"][..], "tap: error: experiment \"..\" is not a name\n"),
             (
                 &["launch", "-n", "1", "--", ""][..],
                 "tap: error: no command given: tap launch --nodes N -- <command...>\n",

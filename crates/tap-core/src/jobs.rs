@@ -74,14 +74,15 @@ fn default_wait_s() -> u32 {
 impl JobSpec {
     /// Why the spec can never run, in one line (None: it can).
     pub fn problem(&self) -> Option<String> {
+        if !self.experiment.is_empty() && self.experiment.chars().all(|c| c == '.') {
+            return Some(format!("experiment {:?} is not a name", self.experiment));
+        }
         if !valid_name(&self.experiment) {
             return Some(format!(
-                "experiment {:?}: use 1-128 letters, digits, '_', '.' or '-'",
-                crate::text::clip(&self.experiment, 60)
+                "experiment {:?}: use {}",
+                crate::text::clip(&self.experiment, 60),
+                crate::runs::NAME_RULE
             ));
-        }
-        if self.experiment.chars().all(|c| c == '.') {
-            return Some(format!("experiment {:?} is not a name", self.experiment));
         }
         if self.nodes == 0 {
             return Some("--nodes must be at least 1".into());

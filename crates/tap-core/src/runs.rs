@@ -320,10 +320,17 @@ pub struct MetricPoint {
 }
 
 /// Experiment ids and names of parameters and metrics: safe in S3 keys, DynamoDB keys,
-/// environment variable names and SSM paths.
+/// environment variable names, SSM paths and file paths (`.` and `..` are not names: an
+/// experiment `..` was accepted and then failed at every checkpoint).
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !s.chars().all(|c| c == '.')
 }
+
+/// What [`valid_name`] asks for, for messages.
+pub const NAME_RULE: &str = "1-128 letters, digits, '_', '.' or '-', not only dots";
 
 /// A new run id: sortable by start time, unique across nodes (`20261127T012437Z-3f9a1c`).
 pub fn new_run_id(now_ms: i64, entropy: u32) -> String {
@@ -383,7 +390,7 @@ pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, String> {
             continue;
         }
         if !valid_name(k) {
-            return Err(format!("metric name {k:?} must be 1-128 letters, digits, '_', '.' or '-'"));
+            return Err(format!("metric name {k:?} must be {NAME_RULE}"));
         }
         let f = v.as_f64().filter(|f| f.is_finite()).ok_or_else(|| format!("metric {k:?} is not a finite number"))?;
         values.push((k.clone(), f));
@@ -427,6 +434,16 @@ mod tests {
         r.final_metrics.insert("loss".into(), f64::from(rank) + 0.5);
         r.checkpoint = Some(format!("ckpt-{rank}"));
         r
+    }
+
+    #[test]
+    fn dots_alone_are_not_names() {
+        for bad in [".", "..", "...", "", "a/b", "a b"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        for good in ["a..b", ".hidden", "v1.2", "x-y_z"] {
+            assert!(valid_name(good), "{good:?}");
+        }
     }
 
     #[test]

@@ -78,26 +78,52 @@ pub fn latest_key(experiment: &str) -> String {
     latest_key_in(Space::Checkpoints, experiment)
 }
 
-/// Every regular file below `dir`, as sorted `/`-separated relative paths.
+/// Every regular file below `dir`, as sorted `/`-separated relative paths (files starting
+/// with `.` or ending in `.tmp` skipped). A symbolic link to a regular file inside `dir` is
+/// stored as that file's content under the link's path; a link that leaves `dir` (or dangles,
+/// or names a directory) and a FIFO, socket or device are refused with their path
+/// (regression: they were left out without a word).
 pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let io = |p: &Path, e: std::io::Error| CheckpointError::Io(format!("{}: {e}", p.display()));
+    let root = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| CheckpointError::Io(format!("{}: {e}", d.display())))?;
+        let entries = std::fs::read_dir(&d).map_err(|e| io(&d, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| CheckpointError::Io(format!("{}: {e}", d.display())))?;
+            let entry = entry.map_err(|e| io(&d, e))?;
             let path = entry.path();
-            let kind = entry.file_type().map_err(|e| CheckpointError::Io(format!("{}: {e}", path.display())))?;
+            let kind = entry.file_type().map_err(|e| io(&path, e))?;
+            let Ok(rel) = path.strip_prefix(dir) else { continue };
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            // Files being written by the training process (tmp-then-rename) are skipped.
+            let skipped = rel.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.ends_with(".tmp"));
             if kind.is_dir() {
                 stack.push(path);
-            } else if kind.is_file()
-                && let Ok(rel) = path.strip_prefix(dir)
-            {
-                let rel = rel.to_string_lossy().replace('\\', "/");
-                // Files being written by the training process (tmp-then-rename) are skipped.
-                if !rel.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.ends_with(".tmp")) {
+            } else if kind.is_file() {
+                if !skipped {
                     out.push((rel, path));
                 }
+            } else if kind.is_symlink() {
+                let target = std::fs::canonicalize(&path).ok().filter(|t| t.starts_with(&root) && t.is_file());
+                match target {
+                    Some(_) if skipped => {}
+                    Some(_) => out.push((rel, path)),
+                    None => {
+                        let to = std::fs::read_link(&path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+                        return Err(CheckpointError::Io(format!(
+                            "{}: a symbolic link to {to}, which is not a file inside {}; tap stores only files \
+                             (and links to files inside the directory, as those files)",
+                            path.display(),
+                            dir.display()
+                        )));
+                    }
+                }
+            } else {
+                return Err(CheckpointError::Io(format!(
+                    "{}: not a regular file (a FIFO, socket or device); tap stores only files",
+                    path.display()
+                )));
             }
         }
     }
@@ -119,7 +145,10 @@ pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<()> {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::hard_link(&path, &target).map_err(|e| std::io::Error::new(e.kind(), format!("{rel}: {e}")))?;
+            // A link (to a file inside the directory, list_files made sure) is snapshotted as
+            // that file.
+            let src = if path.is_symlink() { std::fs::canonicalize(&path)? } else { path };
+            std::fs::hard_link(&src, &target).map_err(|e| std::io::Error::new(e.kind(), format!("{rel}: {e}")))?;
         }
         Ok(())
     })();
@@ -301,6 +330,37 @@ async fn get_one<S: ObjectStore>(store: &S, space: Space, name: &str, dest: &Pat
 
 #[cfg(test)]
 mod tests {
+
+    /// Regression (links and special files in a checkpoint or artifact were left out without
+    /// a word): a link to a file inside is stored as that file; one that leaves the directory,
+    /// dangles or names a directory, and a FIFO, are refused with their path.
+    #[test]
+    fn links_inside_are_files_and_links_outside_or_fifos_are_refused_by_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("ckpt");
+        std::fs::create_dir_all(d.join("sub")).expect("mkdir");
+        std::fs::write(d.join("model.pt"), b"w").expect("write");
+        std::os::unix::fs::symlink("../model.pt", d.join("sub/last.pt")).expect("link");
+        let listed: Vec<String> = list_files(&d).expect("list").into_iter().map(|(r, _)| r).collect();
+        assert_eq!(listed, ["model.pt", "sub/last.pt"]);
+        let snap = dir.path().join("snap");
+        link_snapshot(&d, &snap).expect("snapshot");
+        assert_eq!(std::fs::read(snap.join("sub/last.pt")).expect("read"), b"w");
+        assert!(!snap.join("sub/last.pt").is_symlink(), "the snapshot holds the file");
+
+        std::fs::write(dir.path().join("secret"), b"s").expect("write");
+        for (name, target) in [("out", "../../secret"), ("dangling", "nowhere"), ("dirlink", ".")] {
+            let link = d.join(name);
+            std::os::unix::fs::symlink(target, &link).expect("link");
+            let err = list_files(&d).expect_err("refused").to_string();
+            assert!(err.contains(&format!("{}: a symbolic link to {target}", link.display())), "{err}");
+            std::fs::remove_file(&link).expect("rm");
+        }
+        nix::unistd::mkfifo(&d.join("pipe"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let err = list_files(&d).expect_err("refused").to_string();
+        assert!(err.contains("pipe: not a regular file (a FIFO, socket or device)"), "{err}");
+    }
+
     use super::*;
     use crate::artifacts::local::LocalStore;
 

@@ -88,6 +88,24 @@ pub fn hparam_env_name(name: &str) -> String {
     format!("TAP_HP_{upper}")
 }
 
+/// Names that share one `TAP_HP_` variable (`a.b`, `a_b` and `A_B` are all `TAP_HP_A_B`):
+/// each group with more than one name, sorted, so the last is the one whose value the
+/// command's environment gets (they are set in that order).
+pub fn hparam_env_collisions<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(String, Vec<&'a str>)> {
+    let mut by_env: BTreeMap<String, Vec<&'a str>> = BTreeMap::new();
+    for n in names {
+        by_env.entry(hparam_env_name(n)).or_default().push(n);
+    }
+    by_env
+        .into_iter()
+        .filter(|(_, names)| names.len() > 1)
+        .map(|(env, mut names)| {
+            names.sort_unstable();
+            (env, names)
+        })
+        .collect()
+}
+
 /// How long the child gets for its final checkpoint: the configured deadline, but when the
 /// notice says how long the node has, no more than that less a reserve for the upload (a
 /// third of what is left, at least 20 s). EC2's two minutes leave the child about 80 s.
@@ -664,6 +682,13 @@ async fn prepare<P: ParamStore, O: ObjectStore>(
     let hparams: BTreeMap<String, HparamUse> =
         params.iter().map(|p| (p.name.clone(), HparamUse { value: p.value.clone(), version: p.version })).collect();
     let flat: BTreeMap<String, String> = params.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+    for (env, names) in hparam_env_collisions(flat.keys().map(String::as_str)) {
+        crate::say!(
+            "tap: hyperparameters {} are all {env}; the command's {env} is {}'s value (TAP_HPARAMS_FILE has each)",
+            names.join(", "),
+            names.last().map_or("", |n| n)
+        );
+    }
     let body = serde_json::to_vec_pretty(&flat)?;
     let file = hparams_file.to_owned();
     crate::blocking::run(move |_| std::fs::write(&file, body))
@@ -1334,6 +1359,11 @@ mod tests {
     #[test]
     fn hparam_env_names() {
         assert_eq!(hparam_env_name("learning_rate"), "TAP_HP_LEARNING_RATE");
+        assert_eq!(
+            hparam_env_collisions(["a_b", "lr", "A_B", "a.b", "x"]),
+            [("TAP_HP_A_B".to_owned(), vec!["A_B", "a.b", "a_b"])]
+        );
+        assert!(hparam_env_collisions(["lr", "momentum"]).is_empty());
         assert_eq!(hparam_env_name("model.depth-2"), "TAP_HP_MODEL_DEPTH_2");
     }
 }
