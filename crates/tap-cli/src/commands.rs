@@ -169,9 +169,17 @@ fn show_config(
     Ok(())
 }
 
+/// The runs of a listing, after one warning per record it left out.
+fn listed(listing: crate::store::Runs) -> Vec<Run> {
+    for s in &listing.skipped {
+        crate::say!("tap: warning: {s}");
+    }
+    listing.runs
+}
+
 /// A run by id, in any experiment.
 async fn find_run<R: RunStore>(runs: &R, run_id: &str) -> anyhow::Result<Run> {
-    let mut all = runs.list_runs(None).await?;
+    let mut all = listed(runs.list_runs(None).await?);
     crate::liveness::observe(&mut all);
     let matches: Vec<Run> = all.into_iter().filter(|r| r.run_id == run_id).collect();
     match matches.len() {
@@ -229,7 +237,7 @@ where
             return Ok(ExitCode::from(outcome.exit_code));
         }
         Command::Runs(RunsCommand::List { experiment, group }) => {
-            let mut list = runs.list_runs(experiment.as_deref()).await?;
+            let mut list = listed(runs.list_runs(experiment.as_deref()).await?);
             crate::liveness::observe(&mut list);
             if let Some(g) = group {
                 // The job's own record and its node runs.
@@ -485,8 +493,11 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
             names.dedup();
             let mut latest = Vec::new();
             for n in names {
-                if let Some(m) = checkpoint::latest_in(objects, Space::Artifacts, &n).await? {
-                    latest.push(m);
+                // Regression: one corrupt manifest made `artifacts ls` fail without naming it.
+                match checkpoint::latest_in(objects, Space::Artifacts, &n).await {
+                    Ok(Some(m)) => latest.push(m),
+                    Ok(None) => {}
+                    Err(e) => crate::say!("tap: warning: artifact {n}: {e}; left out"),
                 }
             }
             match output {

@@ -173,6 +173,56 @@ mod local {
         );
     }
 
+    /// Regression (one corrupt run row made every listing fail without naming it): the
+    /// listing shows the rest, with one warning naming the culprit.
+    #[test]
+    fn a_corrupt_run_row_is_named_and_the_listing_goes_on() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        for _ in 0..2 {
+            assert!(tap_in(h, &["run", "--", "true"]).status.success());
+        }
+        let runs = json(h, &["runs", "list"]);
+        let bad = runs[0]["run_id"].as_str().expect("id").to_owned();
+        let c = rusqlite::Connection::open(h.join("tap.db")).expect("open");
+        c.execute("UPDATE runs SET body = 'garbage' WHERE run_id = ?1", [&bad]).expect("corrupt");
+        let out = tap_in(h, &["runs", "list"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with(&format!("tap: warning: run record {bad} is unreadable (")) && err.lines().count() == 1,
+            "{err}"
+        );
+        assert_eq!(text(&out.stdout).lines().count(), 2, "the header and the good run");
+    }
+
+    /// Regression (one corrupt artifact manifest made `artifacts ls` fail, speaking of a
+    /// "checkpoint"): it lists the rest with one warning naming the artifact.
+    #[test]
+    fn a_corrupt_artifact_manifest_is_named_and_ls_goes_on() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let src = h.join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        std::fs::write(src.join("f"), b"x").expect("write");
+        for name in ["good", "bad"] {
+            assert!(tap_in(h, &["artifacts", "push", src.to_str().expect("utf-8"), "--name", name]).status.success());
+        }
+        let manifests = h.join("artifacts/artifacts/bad/manifests");
+        let m = std::fs::read_dir(&manifests).expect("manifests").next().expect("one").expect("entry").path();
+        std::fs::write(&m, b"garbage").expect("corrupt");
+        let out = tap_in(h, &["artifacts", "ls"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("tap: warning: artifact bad: corrupt artifact manifest: ") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!err.contains("checkpoint manifest"), "an artifact is not a checkpoint: {err}");
+        let stdout = text(&out.stdout);
+        assert!(stdout.lines().count() == 2 && stdout.contains("good"), "{stdout}");
+    }
+
     /// Regression (a TAP_HOME that is a file said "File exists (os error 17)").
     #[test]
     fn a_tap_home_that_is_a_file_is_named() {

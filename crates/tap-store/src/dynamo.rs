@@ -241,15 +241,19 @@ impl RunStore for DynamoStore {
         )))
     }
 
-    async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
-        let mut runs: Vec<Run> = self
-            .items(experiment, None, "run")
-            .await?
-            .iter()
-            .map(|i| decode_run(i).map(|(r, _)| r))
-            .collect::<Result<_>>()?;
-        runs.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| b.run_id.cmp(&a.run_id)));
-        Ok(runs)
+    async fn list_runs(&self, experiment: Option<&str>) -> Result<crate::Runs> {
+        let mut listing = crate::Runs::default();
+        for item in self.items(experiment, None, "run").await? {
+            match decode_run(&item) {
+                Ok((run, _)) => listing.runs.push(run),
+                Err(e) => listing.skipped.push(crate::Skipped {
+                    id: item.get("run_id").and_then(|v| v.as_s().ok()).map_or_else(|| "?".to_owned(), Clone::clone),
+                    why: e.to_string(),
+                }),
+            }
+        }
+        listing.runs.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| b.run_id.cmp(&a.run_id)));
+        Ok(listing)
     }
 
     async fn append_metrics(&self, experiment: &str, run_id: &str, points: &[MetricPoint]) -> Result<()> {

@@ -80,6 +80,30 @@ impl Stream {
     }
 }
 
+/// A listing of runs: every record that decodes, and the ones that do not, each named, so
+/// that one corrupt record cannot hide the rest (regression: one corrupt row made every
+/// listing fail without naming it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Runs {
+    /// Newest first.
+    pub runs: Vec<Run>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A record a listing left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The record's id as stored (`?` when even that is missing).
+    pub id: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run record {} is unreadable ({}); left out", self.id, self.why)
+    }
+}
+
 pub trait RunStore: Send + Sync {
     /// Creates the run. Idempotent: creating the same record again returns it; a different
     /// record under the same ids is a conflict.
@@ -90,8 +114,9 @@ pub trait RunStore: Send + Sync {
     fn update_run<F>(&self, experiment: &str, run_id: &str, f: F) -> impl Future<Output = Result<Run>> + Send
     where
         F: Fn(&mut Run) + Send + Sync;
-    /// Runs, newest first; all experiments when `experiment` is None.
-    fn list_runs(&self, experiment: Option<&str>) -> impl Future<Output = Result<Vec<Run>>> + Send;
+    /// Runs, newest first; all experiments when `experiment` is None. Records that do not
+    /// decode are left out and named in [`Runs::skipped`].
+    fn list_runs(&self, experiment: Option<&str>) -> impl Future<Output = Result<Runs>> + Send;
     fn append_metrics(
         &self,
         experiment: &str,

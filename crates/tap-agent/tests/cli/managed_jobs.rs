@@ -251,7 +251,7 @@ impl Fleet {
 
     /// The run of `rank` in the job's attempt `attempt`, once it recorded itself.
     async fn rank_run(&self, job: &JobRecord, attempt: u32, rank: u32) -> Option<tap_core::runs::Run> {
-        let runs = self.runs.list_runs(Some(&job.spec.experiment)).await.expect("runs");
+        let runs = self.runs.list_runs(Some(&job.spec.experiment)).await.expect("runs").runs;
         runs.into_iter().find(|r| {
             r.group.as_deref() == Some(&job.id) && r.node_rank == Some(rank) && r.job_attempt == Some(attempt)
         })

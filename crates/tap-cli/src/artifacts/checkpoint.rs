@@ -23,6 +23,10 @@ pub enum CheckpointError {
     Object(#[from] ObjectError),
     #[error(transparent)]
     Manifest(#[from] tap_core::manifest::ManifestError),
+    /// An artifact's manifest or LATEST pointer that does not parse (the manifest error's
+    /// own words speak of checkpoints).
+    #[error("corrupt artifact manifest: {0}")]
+    Artifact(String),
     #[error("{0}")]
     Io(String),
 }
@@ -281,13 +285,17 @@ pub async fn latest<S: ObjectStore>(store: &S, experiment: &str) -> Result<Optio
 }
 
 pub async fn latest_in<S: ObjectStore>(store: &S, space: Space, name: &str) -> Result<Option<Manifest>> {
+    let corrupt = |e: tap_core::manifest::ManifestError| match space {
+        Space::Checkpoints => CheckpointError::Manifest(e),
+        Space::Artifacts => CheckpointError::Artifact(e.0),
+    };
     let latest = latest_key_in(space, name);
     let Some(bytes) = store.get_bytes(&latest).await? else { return Ok(None) };
-    let pointer: Pointer =
-        serde_json::from_slice(&bytes).map_err(|e| tap_core::manifest::ManifestError(format!("{latest}: {e}")))?;
+    let pointer: Pointer = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(tap_core::manifest::ManifestError(format!("{latest}: {e}"))))?;
     let key = manifest_key_in(space, name, &pointer.checkpoint_id);
-    let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key))?;
-    Ok(Some(Manifest::parse(&bytes)?))
+    let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key.clone()))?;
+    Manifest::parse(&bytes).map(Some).map_err(|e| corrupt(tap_core::manifest::ManifestError(format!("{key}: {}", e.0))))
 }
 
 /// Writes every file of `manifest` under `dest`, each verified against its digest.

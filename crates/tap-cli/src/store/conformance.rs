@@ -31,8 +31,8 @@ pub async fn runs<S: RunStore>(s: &S) {
     assert_eq!(s.get_run("exp-a", "r1").await.expect("get"), Some(r1.clone()));
     assert_eq!(s.get_run("exp-a", "nope").await.expect("get"), None);
     let ids = |v: Vec<Run>| v.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
-    assert_eq!(ids(s.list_runs(Some("exp-a")).await.expect("list")), ["r2", "r1"], "newest first");
-    assert_eq!(ids(s.list_runs(None).await.expect("list")), ["r2", "r3", "r1"]);
+    assert_eq!(ids(s.list_runs(Some("exp-a")).await.expect("list").runs), ["r2", "r1"], "newest first");
+    assert_eq!(ids(s.list_runs(None).await.expect("list").runs), ["r2", "r3", "r1"]);
     let updated = s
         .update_run("exp-a", "r1", |r| {
             r.status = RunStatus::Succeeded;
@@ -61,7 +61,7 @@ pub async fn metrics<S: RunStore>(s: &S) {
     s.append_metrics("exp-m", "r1", &points[100..]).await.expect("append");
     assert_eq!(s.metrics("exp-m", "r1").await.expect("metrics"), points, "every point, in step order");
     assert!(s.metrics("exp-m", "other").await.expect("metrics").is_empty());
-    let listed = s.list_runs(Some("exp-m")).await.expect("list");
+    let listed = s.list_runs(Some("exp-m")).await.expect("list").runs;
     assert_eq!(listed.len(), 1, "metric storage does not show up as runs");
 }
 

@@ -10,8 +10,8 @@ pub mod sqlite;
 pub mod ssm;
 
 pub use tap_store::{
-    LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, StoreError, Stream, after_lost_write,
-    dynamo,
+    LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, Runs, Skipped, StoreError, Stream,
+    after_lost_write, dynamo,
 };
 
 /// The stack backends against moto on loopback (`--features aws-integration`).
@@ -38,6 +38,33 @@ mod aws_tests {
         conformance::metrics(&store).await;
         let other = DynamoStore::new(client, "tap-test-experiments");
         conformance::concurrent_updates(&store, &other).await;
+    }
+
+    /// Regression: one corrupt run item made every listing fail without naming it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dynamodb_a_corrupt_run_item_is_left_out_and_named() {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let moto = Moto::from_env(free_port());
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&moto));
+        crate::testkit::create_table(&client, "tap-test-corrupt").await;
+        let store = DynamoStore::new(client.clone(), "tap-test-corrupt");
+        let good = tap_core::runs::Run::new("e", "good", vec!["true".into()], "h", 1);
+        super::RunStore::create_run(&store, &good).await.expect("create");
+        client
+            .put_item()
+            .table_name("tap-test-corrupt")
+            .item("experiment_id", V::S("e".into()))
+            .item("run_id", V::S("bad".into()))
+            .item("kind", V::S("run".into()))
+            .item("body", V::S("{not json".into()))
+            .item("version", V::N("1".into()))
+            .send()
+            .await
+            .expect("PutItem");
+        let listing = super::RunStore::list_runs(&store, Some("e")).await.expect("the listing still works");
+        assert_eq!(listing.runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert_eq!(listing.skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["bad"]);
+        assert!(listing.skipped[0].why.contains("corrupt run record"), "{:?}", listing.skipped);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tap_core::runs::{MetricPoint, Run};
 
 use super::{
-    LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, StoreError, Stream, after_lost_write,
+    LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, Runs, Skipped, StoreError, Stream,
+    after_lost_write,
 };
 
 /// SQLite blocks (and waits up to `busy_timeout` for another writer), so every statement
@@ -139,14 +140,23 @@ impl RunStore for SqliteStore {
         )))
     }
 
-    async fn list_runs(&self, experiment: Option<&str>) -> Result<Vec<Run>> {
+    async fn list_runs(&self, experiment: Option<&str>) -> Result<Runs> {
         let experiment = experiment.map(str::to_owned);
         self.with(move |c| {
             let mut stmt = c.prepare(
-                "SELECT body FROM runs WHERE (?1 IS NULL OR experiment_id = ?1) ORDER BY started_ms DESC, run_id DESC",
+                "SELECT run_id, body FROM runs WHERE (?1 IS NULL OR experiment_id = ?1) \
+                 ORDER BY started_ms DESC, run_id DESC",
             )?;
-            let rows = stmt.query_map(params![experiment], |r| r.get::<_, String>(0))?;
-            rows.map(|b| decode(&b?)).collect()
+            let rows = stmt.query_map(params![experiment], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1))))?;
+            let mut listing = Runs::default();
+            for row in rows {
+                let (id, body) = row?;
+                match body.and_then(|b| decode(&b)) {
+                    Ok(run) => listing.runs.push(run),
+                    Err(e) => listing.skipped.push(Skipped { id, why: e.to_string() }),
+                }
+            }
+            Ok(listing)
         })
         .await
     }
@@ -300,6 +310,24 @@ mod tests {
         let a = SqliteStore::open(&path).expect("open");
         let b = SqliteStore::open(&path).expect("open");
         crate::store::conformance::concurrent_updates(&a, &b).await;
+    }
+
+    /// Regression: one corrupt row made every listing fail without naming it.
+    #[tokio::test]
+    async fn a_corrupt_row_is_left_out_and_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tap.db");
+        let store = SqliteStore::open(&path).expect("open");
+        for (id, t) in [("r1", 1), ("r2", 2)] {
+            store.create_run(&Run::new("e", id, vec!["true".into()], "h", t)).await.expect("create");
+        }
+        let c = Connection::open(&path).expect("open");
+        c.execute("UPDATE runs SET body = '{not json' WHERE run_id = 'r2'", []).expect("corrupt");
+        let listing = store.list_runs(None).await.expect("the listing still works");
+        assert_eq!(listing.runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["r1"]);
+        assert_eq!(listing.skipped.len(), 1);
+        assert_eq!(listing.skipped[0].id, "r2");
+        assert!(listing.skipped[0].to_string().starts_with("run record r2 is unreadable ("), "{}", listing.skipped[0]);
     }
 
     #[test]

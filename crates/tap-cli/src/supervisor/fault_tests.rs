@@ -136,7 +136,7 @@ impl RunStore for Flaky {
         self.check()?;
         self.inner.update_run(e, id, f).await
     }
-    async fn list_runs(&self, e: Option<&str>) -> StoreResult<Vec<Run>> {
+    async fn list_runs(&self, e: Option<&str>) -> StoreResult<crate::store::Runs> {
         self.inner.list_runs(e).await
     }
     async fn append_metrics(&self, e: &str, id: &str, points: &[MetricPoint]) -> StoreResult<()> {
@@ -249,7 +249,10 @@ async fn a_notice_during_the_restore_exits_75_and_leaves_nothing() {
         .expect("run");
     assert_eq!(out.exit_code, EXIT_INTERRUPTED);
     assert!(out.run.is_none());
-    assert!(env.store.list_runs(Some("r")).await.expect("list").is_empty(), "no record of a run that never started");
+    assert!(
+        env.store.list_runs(Some("r")).await.expect("list").runs.is_empty(),
+        "no record of a run that never started"
+    );
     let left: Vec<_> =
         std::fs::read_dir(env.path("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "the scratch directory is removed: {left:?}");
