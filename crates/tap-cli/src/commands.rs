@@ -38,7 +38,22 @@ pub const BUCKET_PREFIX: &str = "tap";
 
 pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let config_path = config::path(cli.global.config.clone())?;
-    let config = config::load(&config_path)?;
+    // Regression: a broken config file blocked the two ways out of it too. `stack import` and
+    // `stack forget` replace the file whatever it holds, and `--local` does not read it.
+    let reads_config = match &cli.command {
+        Command::Stack(_) => false,
+        #[cfg(feature = "fleet")]
+        Command::Fleet(_) | Command::Launch(_) | Command::Jobs(_) => true,
+        Command::Config(_) => true,
+        _ => !cli.global.local,
+    };
+    let config = if reads_config {
+        config::load(&config_path).map_err(|e| {
+            anyhow::anyhow!("{e:#} (fix the file, or `tap stack forget` to drop it; `--local` ignores it)")
+        })?
+    } else {
+        TapConfig::default()
+    };
     match &cli.command {
         Command::Stack(StackCommand::Import { file }) => {
             let text = if file.as_os_str() == "-" {

@@ -31,7 +31,7 @@ pub fn load(path: &Path) -> anyhow::Result<TapConfig> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let c: TapConfig = toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), tap_core::text::toml_error(&text, &e)))?;
             if let Some(s) = &c.stack {
                 s.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             }
@@ -73,5 +73,7 @@ mod tests {
         std::fs::write(&p, "[stak]\n").expect("write");
         let e = load(&p).expect_err("bad").to_string();
         assert!(e.contains("config.toml") && e.contains("stak"), "{e}");
+        // Regression: toml's diagnostic took five lines; tap's rule is one.
+        assert_eq!(e, format!("{}: line 1, column 2: unknown field `stak`, expected `stack`", p.display()));
     }
 }

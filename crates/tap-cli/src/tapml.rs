@@ -37,6 +37,13 @@ pub fn install(dir: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Where tapml stages checkpoints for `ckpt` (`.<name>.tapml` beside it, as
+/// `_staging_root` in python/tapml/_core.py says).
+pub fn staging_dir(ckpt: &Path) -> PathBuf {
+    let name = ckpt.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    ckpt.with_file_name(format!(".{name}.tapml"))
+}
+
 /// `PYTHONPATH` for the command: tap's copy first, then what the caller had.
 pub fn python_path(dir: &Path, inherited: Option<&std::ffi::OsStr>) -> std::ffi::OsString {
     let mut out = dir.as_os_str().to_owned();

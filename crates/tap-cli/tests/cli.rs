@@ -223,6 +223,47 @@ mod local {
         assert!(stdout.lines().count() == 2 && stdout.contains("good"), "{stdout}");
     }
 
+    /// Regressions: a broken config printed toml's five-line diagnostic, and blocked
+    /// `tap stack forget` and `--local`, the ways out of it.
+    #[test]
+    fn a_broken_config_is_one_line_and_forget_and_local_still_work() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let config = h.join("config.toml");
+        std::fs::write(&config, "[stack]\nregion = 3\n").expect("write");
+        let cfg = config.to_str().expect("utf-8");
+        let out = tap_in(h, &["--config", cfg, "runs", "list"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with(&format!("tap: error: {cfg}: line 2, column 10: ")) && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(err.contains("`tap stack forget`"), "{err}");
+        assert!(tap_in(h, &["--config", cfg, "--local", "runs", "list"]).status.success(), "--local does not read it");
+        let forget = tap_in(h, &["--config", cfg, "stack", "forget"]);
+        assert!(forget.status.success(), "{}", text(&forget.stderr));
+        assert!(tap_in(h, &["--config", cfg, "runs", "list"]).status.success(), "fixed by forget");
+    }
+
+    /// Regression (every run kept a full scratch copy of its checkpoint in $TAP_HOME/runs
+    /// forever): once the store holds it, the run's checkpoint directory is gone.
+    #[test]
+    fn a_runs_scratch_checkpoint_goes_once_the_store_holds_it() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let save = r#"echo w > "$TAP_CHECKPOINT_DIR/m.bin"; echo '{"checkpoint": true, "step": 1}' >> "$TAP_METRICS_FILE"; sleep 0.3; echo late > "$TAP_CHECKPOINT_DIR/late.bin""#;
+        let out = tap_in(h, &["run", "-e", "scratch", "--", "sh", "-c", save]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let id = json(h, &["runs", "list"])[0]["run_id"].as_str().expect("id").to_owned();
+        let work = h.join("runs").join(&id);
+        assert!(work.is_dir() && !work.join("checkpoint").exists(), "the scratch checkpoint is removed");
+        let latest = json(h, &["checkpoints", "latest", "-e", "scratch"]);
+        let files: Vec<&str> =
+            latest["files"].as_array().expect("files").iter().map(|f| f["path"].as_str().expect("path")).collect();
+        assert_eq!(files, ["late.bin", "m.bin"], "the final sync stored what was left first");
+    }
+
     /// Regression (a TAP_HOME that is a file said "File exists (os error 17)").
     #[test]
     fn a_tap_home_that_is_a_file_is_named() {

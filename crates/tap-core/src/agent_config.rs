@@ -265,11 +265,8 @@ impl AgentConfig {
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
-        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            // toml's message names the key and shows the line; keep it on few lines.
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let config: AgentConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: crate::text::toml_error(text, &e) })?;
         config.validate(origin)?;
         Ok(config)
     }

@@ -1119,6 +1119,7 @@ where
 
         // A last sync of the checkpoint directory (the child may have saved without
         // announcing). A stop (SIGINT/SIGTERM) bounds it; a second one cancels it.
+        let mut synced = false;
         if stop_asked < 2 {
             let id = uploads.next_id();
             let sending = AtomicU64::new(0);
@@ -1138,6 +1139,7 @@ where
             let cancelled = loop {
                 tokio::select! {
                     r = &mut sync => {
+                        synced = r.is_ok();
                         match r {
                             Ok(Some(c)) => {
                                 crate::say!(
@@ -1164,6 +1166,15 @@ where
                 drop(sync);
                 crate::blocking::settle(Duration::from_secs(5)).await;
             }
+        }
+        // Regression: every run kept a full scratch copy of its checkpoint forever. Once the
+        // store holds what the directory holds, it goes (with tapml's staging beside it);
+        // otherwise it stays, and tap says where.
+        let scratch = [ckpt_dir.clone(), crate::tapml::staging_dir(&ckpt_dir)];
+        if synced {
+            let _ = crate::blocking::run(move |_| scratch.iter().for_each(|d| drop(std::fs::remove_dir_all(d)))).await;
+        } else {
+            crate::say!("tap: kept {} (the store may not hold all of it)", ckpt_dir.display());
         }
 
         let status = exit_status.context("child status")?;
