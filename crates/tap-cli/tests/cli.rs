@@ -140,6 +140,14 @@ mod local {
         }
     }
 
+    /// `dir/name/f`, one byte: something to push.
+    fn one_file_dir(dir: &Path, name: &str) -> std::path::PathBuf {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("f"), b"x").expect("write");
+        d
+    }
+
     fn steps(home: &Path, run_id: &str) -> Vec<u64> {
         super::loss_steps(&json(home, &["runs", "show", run_id]))
     }
@@ -150,9 +158,7 @@ mod local {
     fn dot_names_are_refused_by_the_first_command() {
         let home = tempfile::tempdir().expect("tempdir");
         let h = home.path();
-        let src = h.join("data");
-        std::fs::create_dir_all(&src).expect("mkdir");
-        std::fs::write(src.join("f"), b"x").expect("write");
+        let src = one_file_dir(h, "data");
         let src = src.to_str().expect("utf-8");
         for args in [
             &["run", "-e", "..", "--", "true"][..],
@@ -202,9 +208,7 @@ mod local {
     fn a_corrupt_artifact_manifest_is_named_and_ls_goes_on() {
         let home = tempfile::tempdir().expect("tempdir");
         let h = home.path();
-        let src = h.join("src");
-        std::fs::create_dir(&src).expect("mkdir");
-        std::fs::write(src.join("f"), b"x").expect("write");
+        let src = one_file_dir(h, "src");
         for name in ["good", "bad"] {
             assert!(tap_in(h, &["artifacts", "push", src.to_str().expect("utf-8"), "--name", name]).status.success());
         }
@@ -742,28 +746,30 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
     #[test]
     fn a_closed_stdout_does_not_kill_tap_run() {
         let home = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
-            .args([
-                "run",
-                "--",
-                "sh",
-                "-c",
-                "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; sleep 0.3; echo last",
-            ])
-            .env("TAP_HOME", home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tap runs");
-        drop(child.stdout.take());
-        let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends");
-        let err = text(&child.wait_with_output().expect("output").stderr);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tap"));
+        cmd.args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; sleep 0.3; echo last",
+        ])
+        .env("TAP_HOME", home.path());
+        let (status, err) = into_a_closed_pipe(&mut cmd);
         assert_eq!(status.code(), Some(0), "{err}");
         assert!(err.contains("stdout is closed"), "{err}");
         let run = &json(home.path(), &["runs", "list"])[0];
         assert_eq!(run["status"], "succeeded");
         let logs = text(&tap_in(home.path(), &["logs", run["run_id"].as_str().expect("id")]).stdout);
         assert!(logs.ends_with("last\n") && logs.lines().count() == 3001, "every line recorded");
+    }
+
+    /// Runs `cmd` with its stdout closed at once: its exit status and stderr (bounded wait).
+    fn into_a_closed_pipe(cmd: &mut Command) -> (std::process::ExitStatus, String) {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("tap runs");
+        drop(child.stdout.take());
+        let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends");
+        (status, text(&child.wait_with_output().expect("output").stderr))
     }
 
     /// Regression (`tap runs show ID -o json | head -c1` said `tap: error: Broken pipe`: the
@@ -775,17 +781,9 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         assert!(tap_in(home.path(), &["run", "--", "sh", "-c", points]).status.success());
         let id = json(home.path(), &["runs", "list"])[0]["run_id"].as_str().expect("id").to_owned();
         for args in [&["runs", "show", id.as_str(), "--output", "json"][..], &["runs", "show", id.as_str()]] {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tap"))
-                .args(args)
-                .env("TAP_HOME", home.path())
-                .env_remove("TAP_OUTPUT")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("tap runs");
-            drop(child.stdout.take());
-            let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends");
-            let err = text(&child.wait_with_output().expect("output").stderr);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_tap"));
+            cmd.args(args).env("TAP_HOME", home.path()).env_remove("TAP_OUTPUT");
+            let (status, err) = into_a_closed_pipe(&mut cmd);
             assert_eq!((status.code(), err.as_str()), (Some(0), ""), "tap {args:?} into a closed pipe");
         }
     }
