@@ -21,9 +21,18 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("local store: {e}"))
 }
 
+/// How long a statement waits for another connection's lock (SQLite's busy timeout).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Schema attempts while another connection holds the new database (100 × 50 ms = 5 s, as
+/// [`BUSY_TIMEOUT`]).
+const OPEN_BUSY_RETRIES: u32 = 100;
+const OPEN_BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Run after [`BUSY_TIMEOUT`] is set; retried while another connection creates the database
+/// (see `open`).
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA busy_timeout = 5000;
 CREATE TABLE IF NOT EXISTS runs (
     experiment_id TEXT NOT NULL, run_id TEXT NOT NULL, version INTEGER NOT NULL,
     started_ms INTEGER NOT NULL, body TEXT NOT NULL,
@@ -47,7 +56,27 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| backend(format!("{}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
-        conn.execute_batch(SCHEMA).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        // Two taps creating a new database at once: switching it to WAL returns "database is
+        // locked" at once, without the busy timeout's wait (SQLite does not wait there). So
+        // the schema is retried, bounded (regression: CI's `tap runs list` during `tap run`).
+        let mut attempt = 0;
+        loop {
+            match conn.execute_batch(SCHEMA) {
+                Ok(()) => break,
+                Err(e)
+                    if attempt < OPEN_BUSY_RETRIES
+                        && matches!(
+                            e.sqlite_error_code(),
+                            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                        ) =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(OPEN_BUSY_PAUSE);
+                }
+                Err(e) => return Err(backend(format!("{}: {e}", path.display()))),
+            }
+        }
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -328,6 +357,30 @@ mod tests {
         assert_eq!(listing.skipped.len(), 1);
         assert_eq!(listing.skipped[0].id, "r2");
         assert!(listing.skipped[0].to_string().starts_with("run record r2 is unreadable ("), "{}", listing.skipped[0]);
+    }
+
+    /// Regression (CI: a `tap runs list` polling during a `tap run`'s start failed with
+    /// "database is locked": both were creating the database, and switching it to WAL does not
+    /// wait for the busy timeout). Six openers of a new database at once, forty times.
+    #[test]
+    fn taps_opening_a_new_database_at_once_all_succeed() {
+        for round in 0..40 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("tap.db");
+            let barrier = Arc::new(std::sync::Barrier::new(6));
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(&path).map(drop)
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("thread").unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
     }
 
     #[test]
