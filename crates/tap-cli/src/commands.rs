@@ -454,10 +454,15 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
                     path.display()
                 );
             }
-            if path.is_dir() && checkpoint::list_files(path)?.is_empty() {
-                bail!("{}: an empty directory (or only hidden and .tmp files): nothing to push", path.display());
-            }
-            let total = dir_size(path);
+            let total = if path.is_dir() {
+                let files = checkpoint::list_files(path)?;
+                if files.is_empty() {
+                    bail!("{}: an empty directory (or only hidden and .tmp files): nothing to push", path.display());
+                }
+                files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
+            } else {
+                std::fs::metadata(path).map_or(0, |m| m.len())
+            };
             let version = tap_core::runs::new_run_id(crate::now_ms(), fastrand::u32(..));
             let started = std::time::Instant::now();
             let m = with_progress(
@@ -545,14 +550,6 @@ fn transfer_summary(m: &tap_core::manifest::Manifest, secs: f64) -> String {
         m.total_bytes(),
         m.total_bytes() as f64 / secs / 1e6
     )
-}
-
-fn dir_size(path: &Path) -> u64 {
-    if path.is_file() {
-        return std::fs::metadata(path).map_or(0, |m| m.len());
-    }
-    checkpoint::list_files(path)
-        .map_or(0, |files| files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum())
 }
 
 /// `tap logs RUN` (and `tap jobs logs JOB`): a run's output, or a multi-node job's rank 0's;

@@ -7,11 +7,24 @@ use std::path::{Path, PathBuf};
 /// this process so two writers never share one), flushed to disk, then renamed over `path`.
 /// A reader — or a restart after a crash — sees the old content or the new, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// [`write_atomic`] without the flush to disk: for a small file that only a live process
+/// reads now (tap run's notice deadline and checkpoint acknowledgement for its command),
+/// where a reader must see the old content or the new but a crash may lose both.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = temp_beside(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

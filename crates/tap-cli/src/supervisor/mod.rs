@@ -565,8 +565,7 @@ impl AckAt {
         if *written >= self.offset {
             return;
         }
-        let tmp = self.ack.path.with_extension("tmp");
-        if std::fs::write(&tmp, self.offset.to_string()).and_then(|()| std::fs::rename(&tmp, &self.ack.path)).is_ok() {
+        if tap_core::fsutil::replace(&self.ack.path, self.offset.to_string().as_bytes()).is_ok() {
             *written = self.offset;
         }
     }
@@ -1291,9 +1290,7 @@ fn write_notice_info(path: &Path, i: &Interruption, deadline_ms: i64) {
         "kind": i.kind,
         "reason": i.reason,
     });
-    let tmp = path.with_extension("json.tmp");
-    let written = std::fs::write(&tmp, body.to_string()).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    if let Err(e) = tap_core::fsutil::replace(path, body.to_string().as_bytes()) {
         crate::say!("tap: could not write {} ({e}); the command gets the signal without its deadline", path.display());
     }
 }
