@@ -18,6 +18,8 @@ use tap_agent::gpu::nvml::NvmlReader;
 use tap_agent::gpu::sim::SimReader;
 use tap_agent::gpu::smi::SmiReader;
 use tap_agent::gpu::{GpuReader, GpuReading};
+use tap_agent::daemon::record_sample;
+use tap_agent::health::{Health, HealthOptions};
 use tap_agent::metrics::{Aggregator, Labels, pack};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -160,7 +162,9 @@ fn requests_per_hour() {
     println!("\n== 3. PutMetricData requests per hour, 8 GPUs ==");
     let mut sim = SimReader::new(8, vec![]);
     let readings: Vec<GpuReading> = sim.read().expect("read");
+    let readings = Ok(readings);
     println!("tap-agent sends one statistic set per series and minute; publish = how often it sends.");
+    println!("series: what one window holds with the defaults (health checks on), counted by the daemon's own record_sample");
     println!(
         "sampling  series  tap-agent publish 60 s  publish 600 s  one-per-sample  batches-of-20  bound ceil(series*3600/(interval*1000))"
     );
@@ -170,9 +174,10 @@ fn requests_per_hour() {
             let window = publish.min(60);
             let mut datums = Vec::new();
             let mut agg = Aggregator::new();
+            let mut health = Health::new(HealthOptions::default());
             for w in 0..publish / window {
                 for i in 0..(window / interval).max(1) {
-                    agg.add_sample(((w * window + i * interval) * 1000) as i64, &readings);
+                    record_sample(&mut agg, Some(&mut health), ((w * window + i * interval) * 1000) as i64, &readings);
                 }
                 datums.extend(agg.finish(0, &labels(), 0, false));
             }

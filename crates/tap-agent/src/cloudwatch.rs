@@ -59,29 +59,15 @@ pub fn to_sdk(d: &Datum) -> MetricDatum {
         .build()
 }
 
-/// Throttling and server-side failures are worth retrying; other service errors (validation)
-/// are not. Transport failures, timeouts and credential problems are retriable.
+/// Throttling, server-side failures, no answer and credentials not ready are worth retrying
+/// ([`tap_aws::AwsError::is_retriable`]); other service errors (validation) are not.
 fn classify<E, R>(e: SdkError<E, R>) -> SinkError
 where
-    E: std::error::Error + aws_sdk_cloudwatch::error::ProvideErrorMetadata + 'static,
+    E: std::error::Error + aws_sdk_cloudwatch::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    match &e {
-        SdkError::ServiceError(se) => {
-            let err = se.err();
-            let code = err.code().unwrap_or("Unknown");
-            let msg = format!("{code}: {}", err.message().unwrap_or(""));
-            let retriable = code.contains("Throttl")
-                || code.contains("LimitExceeded")
-                || code.contains("Unavailable")
-                || code.contains("InternalServ")
-                || code.contains("InternalFailure")
-                || code.contains("AccessDenied")
-                || code.contains("ExpiredToken");
-            if retriable { SinkError::Retriable(msg) } else { SinkError::Rejected(msg) }
-        }
-        _ => SinkError::Retriable(format!("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(&e))),
-    }
+    let e = tap_aws::sdk_error("CloudWatch PutMetricData", e);
+    if e.is_retriable() { SinkError::Retriable(Box::new(e)) } else { SinkError::Rejected(Box::new(e)) }
 }
 
 impl Sink for CloudWatchSink {

@@ -48,6 +48,29 @@ pub fn window_length(publish_interval: Duration) -> Duration {
     publish_interval.min(Duration::from_secs(60))
 }
 
+/// Adds one sample to the window as the daemon does: the health rule judges it first (its
+/// GPUUnhealthy series are published with the readings' own), then the readings — none when
+/// the GPUs could not be read, so the heartbeat still goes out. Returns the health rule's new
+/// findings. The benchmark counts series through this same function.
+pub fn record_sample(
+    agg: &mut Aggregator,
+    health: Option<&mut Health>,
+    at_ms: i64,
+    result: &Result<Vec<crate::gpu::GpuReading>, crate::gpu::ReadError>,
+) -> Vec<Finding> {
+    let new = match health {
+        Some(h) => {
+            let new = h.observe_sample(at_ms, result);
+            let (per_gpu, any) = h.unhealthy();
+            agg.add_health(&per_gpu, any);
+            new
+        }
+        None => Vec::new(),
+    };
+    agg.add_sample(at_ms, result.as_deref().unwrap_or(&[]));
+    new
+}
+
 /// What the daemon watches besides metrics: GPU health and the node's events.
 #[derive(Default)]
 pub struct Node {
@@ -231,28 +254,16 @@ where
                         }
                     }
                 }
-                if let Some(h) = node.health.as_mut() {
-                    let new = h.observe_sample(at, &result);
-                    let (per_gpu, any) = h.unhealthy();
-                    agg.add_health(&per_gpu, any);
-                    node.on_findings(new, &mut written, &mut acted);
-                }
-                match result {
-                    Ok(readings) => {
-                        if !reading {
-                            tracing::info!(gpus = readings.len(), "GPU readings are back");
-                        }
-                        reading = true;
-                        agg.add_sample(at, &readings);
+                let new = record_sample(&mut agg, node.health.as_mut(), at, &result);
+                node.on_findings(new, &mut written, &mut acted);
+                match &result {
+                    Ok(readings) if !reading => tracing::info!(gpus = readings.len(), "GPU readings are back"),
+                    Err(e) if reading => {
+                        tracing::warn!(error = %e, "cannot read GPUs; publishing host health (heartbeat, 0 GPUs visible) only");
                     }
-                    Err(e) => {
-                        if reading {
-                            tracing::warn!(error = %e, "cannot read GPUs; publishing host health (heartbeat, 0 GPUs visible) only");
-                        }
-                        reading = false;
-                        agg.add_sample(at, &[]);
-                    }
+                    _ => {}
                 }
+                reading = result.is_ok();
             }
         }
     }

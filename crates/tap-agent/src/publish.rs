@@ -9,13 +9,23 @@ use std::time::Duration;
 use crate::metrics::{Datum, MAX_DATUMS_PER_REQUEST, pack};
 use crate::spool::{Spool, SpoolError};
 
-/// Why a request failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a request failed; the cause (the SDK's error in production) is kept as the source.
+#[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Worth trying again later (network, timeout, throttling, 5xx, credentials not ready).
-    Retriable(String),
+    #[error("worth retrying")]
+    Retriable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// CloudWatch refused the data itself (4xx validation): retrying cannot help.
-    Rejected(String),
+    #[error("refused")]
+    Rejected(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl SinkError {
+    /// The cause, with its own causes, on one line (what the logs show).
+    pub fn why(&self) -> String {
+        let (SinkError::Retriable(e) | SinkError::Rejected(e)) = self;
+        tap_core::text::chain(e.as_ref()).to_string()
+    }
 }
 
 /// Where datums go (CloudWatch in production; an in-memory sink in unit tests).
@@ -98,9 +108,9 @@ impl<S: Sink> Publisher<S> {
                     self.stats.datums_sent += batch.len() as u64;
                     return Ok(());
                 }
-                Err(SinkError::Retriable(why)) if attempt + 1 < self.retry.attempts => {
+                Err(e @ SinkError::Retriable(_)) if attempt + 1 < self.retry.attempts => {
                     let delay = self.retry.delay(attempt, fastrand::f64());
-                    tracing::debug!(attempt, ?delay, %why, "PutMetricData failed, retrying");
+                    tracing::debug!(attempt, ?delay, why = %e.why(), "PutMetricData failed, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -128,12 +138,12 @@ impl<S: Sink> Publisher<S> {
                     self.spooled(move |s| s.pop(batches)).await?;
                     replayed += backlog.len() as u64;
                 }
-                Err(SinkError::Rejected(why)) => {
-                    self.rejected(backlog.len(), &why);
+                Err(e @ SinkError::Rejected(_)) => {
+                    self.rejected(backlog.len(), &e.why());
                     self.spooled(move |s| s.pop(batches)).await?;
                 }
-                Err(SinkError::Retriable(why)) => {
-                    tracing::warn!(reason = %why, spooled = self.spool().datums(), "CloudWatch unreachable; keeping the backlog");
+                Err(e @ SinkError::Retriable(_)) => {
+                    tracing::warn!(reason = %e.why(), spooled = self.spool().datums(), "CloudWatch unreachable; keeping the backlog");
                     reachable = false;
                 }
             }
@@ -150,12 +160,12 @@ impl<S: Sink> Publisher<S> {
             if reachable {
                 match self.send(&batch).await {
                     Ok(()) => continue,
-                    Err(SinkError::Rejected(why)) => {
-                        self.rejected(batch.len(), &why);
+                    Err(e @ SinkError::Rejected(_)) => {
+                        self.rejected(batch.len(), &e.why());
                         continue;
                     }
-                    Err(SinkError::Retriable(why)) => {
-                        tracing::warn!(reason = %why, "CloudWatch unreachable; spooling");
+                    Err(e @ SinkError::Retriable(_)) => {
+                        tracing::warn!(reason = %e.why(), "CloudWatch unreachable; spooling");
                         reachable = false;
                     }
                 }

@@ -54,9 +54,8 @@ impl Manifest {
         self.files.iter().map(|f| f.size).sum()
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising plain data cannot fail.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        serde_json::to_vec_pretty(self).map_err(|e| ManifestError(format!("checkpoint {}: {e}", self.checkpoint_id)))
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
@@ -137,7 +136,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let mut v: serde_json::Value = serde_json::from_slice(&manifest(vec![file("a")]).to_bytes()).expect("json");
+        let mut v: serde_json::Value = serde_json::from_slice(&manifest(vec![file("a")]).to_bytes().expect("bytes")).expect("json");
         v["extra"] = serde_json::json!(1);
         assert!(Manifest::parse(v.to_string().as_bytes()).is_err());
     }
@@ -150,7 +149,7 @@ mod tests {
                 path: p.clone(), size: *s, sha256: format!("{:064x}", s) }).filter(|f| safe_relative_path(&f.path)).collect();
             let mut m = manifest(files);
             m.step = step;
-            prop_assert_eq!(Manifest::parse(&m.to_bytes()).expect("valid"), m);
+            prop_assert_eq!(Manifest::parse(&m.to_bytes().expect("bytes")).expect("valid"), m);
         }
 
         #[test]

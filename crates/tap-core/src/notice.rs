@@ -78,8 +78,8 @@ impl Notice {
         Ok(n)
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        Ok(serde_json::to_vec_pretty(self)?)
     }
 
     /// Milliseconds left until the deadline at `now_ms` (0 when past).
@@ -183,7 +183,7 @@ impl RuntimeDir {
         if self.notice_path().exists() {
             return Ok(false);
         }
-        write_atomic(&self.notice_path(), &n.to_bytes())?;
+        write_atomic(&self.notice_path(), &n.to_bytes()?)?;
         Ok(true)
     }
 
@@ -214,7 +214,7 @@ impl RuntimeDir {
         let dir = self.runs_dir();
         self.ensure(&dir)?;
         let path = dir.join(format!("{}.json", r.pid));
-        write_atomic(&path, &serde_json::to_vec(r).unwrap_or_default())?;
+        write_atomic(&path, &serde_json::to_vec(r)?)?;
         Ok(path)
     }
 

@@ -1,5 +1,35 @@
 //! Text as messages quote it.
 
+use std::error::Error;
+use std::fmt;
+
+/// An error and every cause under it on one line, outermost first (`S3 PutObject k: dispatch
+/// failure: io error: Connection refused`): how tap shows an error it logs or records rather
+/// than returns. (Errors that are returned reach the top level, which prints the same chain.)
+pub struct Chain<'a>(pub &'a (dyn Error + 'a));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        // Bounded: a cycle of sources would be a bug elsewhere, not a reason to hang.
+        for _ in 0..MAX_CAUSES {
+            let Some(cause) = next else { break };
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// The most causes [`Chain`] prints (the SDK's deepest chains are about six).
+const MAX_CAUSES: usize = 16;
+
+/// [`Chain`] of `e`.
+pub fn chain<'a>(e: &'a (dyn Error + 'a)) -> Chain<'a> {
+    Chain(e)
+}
+
 /// At most `max_chars` characters of `s`, with "..." when cut: a message names a bad value
 /// without echoing a megabyte of it.
 pub fn clip(s: &str, max_chars: usize) -> String {
@@ -40,6 +70,16 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_chain_prints_every_cause_on_one_line() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("S3 PutObject k")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("Connection refused"));
+        assert_eq!(super::chain(&e).to_string(), "S3 PutObject k: Connection refused");
+        assert_eq!(super::chain(&std::io::Error::other("alone")).to_string(), "alone");
+    }
+
     #[test]
     fn toml_errors_are_one_line_with_their_place() {
         let text = "[metrics]\nnamespace = \"x\"\n[stak]\n";

@@ -13,13 +13,40 @@ use crate::idle::{self, IdleRule, Verdict};
 use crate::launch::{NodeCommand, NodeInfo};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct FleetError(pub String);
+pub enum FleetError {
+    /// An EC2, SSM or CloudWatch call failed (the SDK's error is its source).
+    #[error(transparent)]
+    Aws(#[from] tap_aws::AwsError),
+    /// What tap found wrong with the fleet or an answer about it.
+    #[error("{0}")]
+    Message(String),
+    /// A step that failed after an earlier one succeeded: what is true now, and the cause.
+    #[error("{what}")]
+    Partly {
+        what: String,
+        #[source]
+        source: Box<FleetError>,
+    },
+}
 
 type Result<T> = std::result::Result<T, FleetError>;
 
-fn sdk_err<E: std::error::Error>(what: &str, e: E) -> FleetError {
-    FleetError(format!("{what}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))
+/// The service behind each call, for the error's words.
+fn service(call: &str) -> &'static str {
+    match call.split(' ').next().unwrap_or("") {
+        "GetMetricData" | "PutMetricData" | "ListMetrics" => "CloudWatch",
+        "SendCommand" | "CancelCommand" | "GetCommandInvocation" | "ListCommandInvocations" => "SSM",
+        _ => "EC2",
+    }
+}
+
+/// [`tap_aws::sdk_error`] naming the service of `call`.
+fn sdk_err<E, R>(call: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> FleetError
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    FleetError::Aws(tap_aws::sdk_error(format_args!("{} {call}", service(call)), e))
 }
 
 /// What a capacity change says about the fleet's intent (the FleetScaledToZero metric).
@@ -193,7 +220,7 @@ impl Fleet {
             .await
             .map_err(|e| sdk_err("DescribeFleets", e))?;
         let f = fleets.fleets().iter().find(|f| f.fleet_id() == Some(self.fleet_id.as_str())).ok_or_else(|| {
-            FleetError(format!("no fleet {} (was the stack destroyed? re-run `tap stack import`)", self.fleet_id))
+            FleetError::Message(format!("no fleet {} (was the stack destroyed? re-run `tap stack import`)", self.fleet_id))
         })?;
         let state = f.fleet_state().map_or("unknown", |s| s.as_str()).to_owned();
         let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity());
@@ -211,7 +238,10 @@ impl Fleet {
                 .map_err(|e| sdk_err("DescribeInstances", e))?;
             for i in out.reservations().iter().flat_map(|r| r.instances()) {
                 nodes.push(NodeInfo {
-                    instance_id: i.instance_id().unwrap_or_default().to_owned(),
+                    instance_id: i
+                        .instance_id()
+                        .ok_or_else(|| FleetError::Message("EC2 DescribeInstances: an instance without an id".into()))?
+                        .to_owned(),
                     instance_type: i.instance_type().map(|t| t.as_str().to_owned()),
                     availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_owned),
                     private_ip: i.private_ip_address().map(str::to_owned),
@@ -346,10 +376,11 @@ impl Fleet {
             .await
             .map_err(|e| sdk_err("ModifyFleet", e))?;
         if intent == ScaleIntent::Run {
-            self.publish_intent(intent).await.map_err(|e| {
-                FleetError(format!(
-                    "the fleet's target is now {target}, but the fleet-not-reporting alarm was not told (it stays quiet until a node's agent starts): {e}"
-                ))
+            self.publish_intent(intent).await.map_err(|e| FleetError::Partly {
+                what: format!(
+                    "the fleet's target is now {target}, but the fleet-not-reporting alarm was not told (it stays quiet until a node's agent starts)"
+                ),
+                source: Box::new(e),
             })?;
         }
         Ok(())
@@ -398,7 +429,7 @@ impl Fleet {
                 .await
                 .map_err(|e| sdk_err(&format!("SendCommand to {}", c.instance_id), e))?;
             let id = out.command().and_then(|c| c.command_id()).filter(|id| !id.is_empty()).ok_or_else(|| {
-                FleetError(format!("SendCommand to {}: the answer names no command id", c.instance_id))
+                FleetError::Message(format!("SendCommand to {}: the answer names no command id", c.instance_id))
             })?;
             sent.push((c.instance_id.clone(), id.to_owned()));
         }

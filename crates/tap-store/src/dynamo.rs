@@ -15,7 +15,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use tap_core::runs::{MetricPoint, Run};
 
-use crate::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write, backend, sdk_error};
+use tap_aws::sdk_error;
+
+use crate::{MAX_UPDATE_ATTEMPTS, Result, RunStore, StoreError, after_lost_write};
 
 /// Metric points per chunk item.
 pub const POINTS_PER_ITEM: usize = 1000;
@@ -36,27 +38,28 @@ pub fn metrics_prefix(run_id: &str) -> String {
 }
 
 /// The item of a run record.
-pub fn run_item(run: &Run, version: u64) -> HashMap<String, AttributeValue> {
-    HashMap::from([
+pub fn run_item(run: &Run, version: u64) -> Result<HashMap<String, AttributeValue>> {
+    let body = serde_json::to_string(run).map_err(|e| StoreError::backend("DynamoDB run item", e))?;
+    Ok(HashMap::from([
         ("experiment_id".to_owned(), AttributeValue::S(run.experiment_id.clone())),
         ("run_id".to_owned(), AttributeValue::S(run.run_id.clone())),
         ("kind".to_owned(), AttributeValue::S("run".to_owned())),
         ("version".to_owned(), AttributeValue::N(version.to_string())),
         ("started_ms".to_owned(), AttributeValue::N(run.started_ms.to_string())),
         ("status".to_owned(), AttributeValue::S(run.status.as_str().to_owned())),
-        ("body".to_owned(), AttributeValue::S(serde_json::to_string(run).unwrap_or_default())),
-    ])
+        ("body".to_owned(), AttributeValue::S(body)),
+    ]))
 }
 
 /// A run record and its version from its item.
 pub fn decode_run(item: &HashMap<String, AttributeValue>) -> Result<(Run, u64)> {
-    let body = item.get("body").and_then(|v| v.as_s().ok()).ok_or_else(|| backend("item", "run item without body"))?;
-    let run: Run = serde_json::from_str(body).map_err(|e| backend("item", format!("corrupt run record: {e}")))?;
+    let body = item.get("body").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt { what: "run item without body".into(), source: None })?;
+    let run: Run = serde_json::from_str(body).map_err(|e| StoreError::corrupt("corrupt run record", e))?;
     let version = item
         .get("version")
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| backend("item", "run item without version"))?;
+        .ok_or_else(|| StoreError::Corrupt { what: "run item without version".into(), source: None })?;
     Ok((run, version))
 }
 
@@ -66,7 +69,7 @@ pub fn metric_items(
     run_id: &str,
     points: &[MetricPoint],
     now_ms: i64,
-) -> Vec<HashMap<String, AttributeValue>> {
+) -> Result<Vec<HashMap<String, AttributeValue>>> {
     points
         .chunks(POINTS_PER_ITEM)
         .enumerate()
@@ -74,21 +77,22 @@ pub fn metric_items(
             let packed: Vec<Packed> = chunk.iter().map(|p| Packed(p.step, p.name.clone(), p.value, p.ts_ms)).collect();
             // Time-ordered and unique even when two writers append in the same millisecond.
             let key = format!("{}{now_ms:013}-{i:04}-{:08x}", metrics_prefix(run_id), fastrand::u32(..));
-            HashMap::from([
+            let text = serde_json::to_string(&packed).map_err(|e| StoreError::backend("DynamoDB metrics item", e))?;
+            Ok(HashMap::from([
                 ("experiment_id".to_owned(), AttributeValue::S(experiment.to_owned())),
                 ("run_id".to_owned(), AttributeValue::S(key)),
                 ("kind".to_owned(), AttributeValue::S("metrics".to_owned())),
-                ("points".to_owned(), AttributeValue::S(serde_json::to_string(&packed).unwrap_or_default())),
-            ])
+                ("points".to_owned(), AttributeValue::S(text)),
+            ]))
         })
         .collect()
 }
 
 pub fn decode_points(item: &HashMap<String, AttributeValue>) -> Result<Vec<MetricPoint>> {
     let text =
-        item.get("points").and_then(|v| v.as_s().ok()).ok_or_else(|| backend("item", "metrics item without points"))?;
+        item.get("points").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt { what: "metrics item without points".into(), source: None })?;
     let packed: Vec<Packed> =
-        serde_json::from_str(text).map_err(|e| backend("item", format!("corrupt metrics item: {e}")))?;
+        serde_json::from_str(text).map_err(|e| StoreError::corrupt("corrupt metrics item", e))?;
     Ok(packed.into_iter().map(|Packed(step, name, value, ts_ms)| MetricPoint { step, name, value, ts_ms }).collect())
 }
 
@@ -120,7 +124,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error("GetItem", e))?;
+            .map_err(|e| sdk_error("DynamoDB GetItem", e))?;
         out.item().map(decode_run).transpose()
     }
 
@@ -152,7 +156,7 @@ impl DynamoStore {
                             .expression_attribute_values(":p", AttributeValue::S(p.to_owned())),
                         None => q.key_condition_expression("experiment_id = :e"),
                     };
-                    let r = q.send().await.map_err(|e| sdk_error("Query", e))?;
+                    let r = q.send().await.map_err(|e| sdk_error("DynamoDB Query", e))?;
                     (r.items().to_vec(), r.last_evaluated_key().cloned())
                 }
                 None => {
@@ -166,7 +170,7 @@ impl DynamoStore {
                         .set_exclusive_start_key(start.take())
                         .send()
                         .await
-                        .map_err(|e| sdk_error("Scan", e))?;
+                        .map_err(|e| sdk_error("DynamoDB Scan", e))?;
                     (r.items().to_vec(), r.last_evaluated_key().cloned())
                 }
             };
@@ -191,7 +195,7 @@ impl RunStore for DynamoStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(run_item(run, 1)))
+            .set_item(Some(run_item(run, 1)?))
             .condition_expression("attribute_not_exists(run_id)")
             .send()
             .await;
@@ -204,7 +208,7 @@ impl RunStore for DynamoStore {
                     run.experiment_id, run.run_id
                 ))),
             },
-            Err(e) => Err(sdk_error("PutItem", e)),
+            Err(e) => Err(sdk_error("DynamoDB PutItem", e).into()),
         }
     }
 
@@ -225,7 +229,7 @@ impl RunStore for DynamoStore {
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(run_item(&run, version + 1)))
+                .set_item(Some(run_item(&run, version + 1)?))
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
                 .send()
@@ -233,7 +237,7 @@ impl RunStore for DynamoStore {
             match put {
                 Ok(_) => return Ok(run),
                 Err(e) if is_conditional_failure(&e) => after_lost_write(attempt).await,
-                Err(e) => return Err(sdk_error("PutItem", e)),
+                Err(e) => return Err(sdk_error("DynamoDB PutItem", e).into()),
             }
         }
         Err(StoreError::Conflict(format!(
@@ -248,7 +252,7 @@ impl RunStore for DynamoStore {
                 Ok((run, _)) => listing.runs.push(run),
                 Err(e) => listing.skipped.push(crate::Skipped {
                     id: item.get("run_id").and_then(|v| v.as_s().ok()).map_or_else(|| "?".to_owned(), Clone::clone),
-                    why: e.to_string(),
+                    why: tap_core::text::chain(&e).to_string(),
                 }),
             }
         }
@@ -257,14 +261,14 @@ impl RunStore for DynamoStore {
     }
 
     async fn append_metrics(&self, experiment: &str, run_id: &str, points: &[MetricPoint]) -> Result<()> {
-        for item in metric_items(experiment, run_id, points, tap_core::time::now_ms()) {
+        for item in metric_items(experiment, run_id, points, tap_core::time::now_ms())? {
             self.client
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item))
                 .send()
                 .await
-                .map_err(|e| sdk_error("PutItem", e))?;
+                .map_err(|e| sdk_error("DynamoDB PutItem", e))?;
         }
         Ok(())
     }
@@ -300,7 +304,7 @@ mod tests {
                 ts_ms: i64::MAX,
             })
             .collect();
-        let items = metric_items("e".repeat(128).as_str(), &"r".repeat(128), &points, i64::MAX);
+        let items = metric_items("e".repeat(128).as_str(), &"r".repeat(128), &points, i64::MAX).expect("items");
         assert_eq!(items.len(), 1);
         assert!(item_size(&items[0]) < MAX_ITEM_BYTES, "{} bytes", item_size(&items[0]));
     }
@@ -312,7 +316,7 @@ mod tests {
             run.exit_code = exit;
             run.final_metrics.insert("loss".into(), metric);
             run.metric_points = step;
-            let (back, version) = decode_run(&run_item(&run, step + 1)).expect("decodes");
+            let (back, version) = decode_run(&run_item(&run, step + 1).expect("item")).expect("decodes");
             prop_assert_eq!(back, run);
             prop_assert_eq!(version, step + 1);
         }
@@ -321,7 +325,7 @@ mod tests {
         fn metric_items_round_trip(n in 0usize..2500, v in -1e9f64..1e9) {
             let points: Vec<MetricPoint> =
                 (0..n as u64).map(|s| MetricPoint { step: s, name: format!("m{}", s % 3), value: v, ts_ms: s as i64 }).collect();
-            let items = metric_items("e", "r", &points, 1);
+            let items = metric_items("e", "r", &points, 1).expect("items");
             prop_assert_eq!(items.len(), n.div_ceil(POINTS_PER_ITEM));
             let back: Vec<MetricPoint> = items.iter().flat_map(|i| decode_points(i).expect("decodes")).collect();
             prop_assert_eq!(back, points);
@@ -330,7 +334,7 @@ mod tests {
 
     #[test]
     fn corrupt_items_are_errors_not_panics() {
-        let mut item = run_item(&run("e", "r", 1), 1);
+        let mut item = run_item(&run("e", "r", 1), 1).expect("item");
         item.insert("body".into(), AttributeValue::S("{".into()));
         assert!(decode_run(&item).expect_err("corrupt").to_string().contains("corrupt run record"));
         item.remove("body");

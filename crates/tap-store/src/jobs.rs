@@ -21,7 +21,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, ReturnValue, 
 use tap_core::jobs::{JobRecord, JobState};
 use tap_core::lease::{LEASE_MS, LeaseItem};
 
-use crate::{Result, StoreError, backend, sdk_error};
+use tap_aws::sdk_error;
+
+use crate::{Result, StoreError};
 
 /// The partition of job items.
 pub const JOBS_PARTITION: &str = "#jobs";
@@ -82,7 +84,7 @@ fn new_rvn() -> String {
 
 /// The item of a job at `version`.
 pub fn job_item(job: &JobRecord, version: u64) -> Result<HashMap<String, AttributeValue>> {
-    let body = serde_json::to_string(job).map_err(|e| backend("job item", e))?;
+    let body = serde_json::to_string(job).map_err(|e| StoreError::backend("DynamoDB job item", e))?;
     Ok(HashMap::from([
         ("experiment_id".to_owned(), s(JOBS_PARTITION)),
         ("run_id".to_owned(), s(&job.id)),
@@ -148,7 +150,7 @@ impl JobStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                 return Err(StoreError::Conflict(format!("job {} exists already", job.id)));
             }
-            Err(e) => return Err(sdk_error("PutItem", e)),
+            Err(e) => return Err(sdk_error("DynamoDB PutItem", e).into()),
         }
         self.bump_queue().await
     }
@@ -164,7 +166,7 @@ impl JobStore {
             .expression_attribute_values(":k", s("lease"))
             .send()
             .await
-            .map_err(|e| sdk_error("UpdateItem (queue)", e))?;
+            .map_err(|e| sdk_error("DynamoDB UpdateItem (queue)", e))?;
         Ok(())
     }
 
@@ -183,7 +185,7 @@ impl JobStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error("GetItem", e))?;
+            .map_err(|e| sdk_error("DynamoDB GetItem", e))?;
         Ok(out.item().cloned())
     }
 
@@ -209,14 +211,14 @@ impl JobStore {
                     .expression_attribute_values(":r", s(JobState::Running.as_str()))
                     .expression_attribute_values(":rc", s(JobState::Recovering.as_str()));
             }
-            let page = q.send().await.map_err(|e| sdk_error("Query (jobs)", e))?;
+            let page = q.send().await.map_err(|e| sdk_error("DynamoDB Query (jobs)", e))?;
             out.extend(page.items().iter().map(decode_job));
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => return Ok(out),
             }
         }
-        Err(backend("Query (jobs)", format!("more than {MAX_PAGES} pages of jobs")))
+        Err(StoreError::message(format!("DynamoDB Query (jobs): more than {MAX_PAGES} pages of jobs")))
     }
 
     /// `tap jobs cancel`: asks the controller to cancel (not fenced: any user may ask; a
@@ -227,7 +229,7 @@ impl JobStore {
             let (mut job, version) = match self.get(id).await? {
                 None => return Err(StoreError::NotFound(format!("job {id}"))),
                 Some(JobEntry::Corrupt { problem, .. }) => {
-                    return Err(StoreError::Backend(format!("job {id} is corrupt: {problem}")));
+                    return Err(StoreError::Corrupt { what: format!("job {id} is corrupt: {problem}"), source: None });
                 }
                 Some(JobEntry::Job { job, version }) => (*job, version),
             };
@@ -253,7 +255,7 @@ impl JobStore {
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                     crate::after_lost_write(attempt).await;
                 }
-                Err(e) => return Err(sdk_error("PutItem", e)),
+                Err(e) => return Err(sdk_error("DynamoDB PutItem", e).into()),
             }
         }
         Err(StoreError::Conflict(format!("job {id}: {} concurrent updates in a row", crate::MAX_UPDATE_ATTEMPTS)))
@@ -269,7 +271,7 @@ impl JobStore {
             .condition_expression("version = :v")
             .expression_attribute_values(":v", n(version))
             .build()
-            .map_err(|e| backend("Put", e))?;
+            .map_err(|e| StoreError::backend("DynamoDB Put", e))?;
         self.fenced(fence, put, &job.id).await?;
         Ok(version + 1)
     }
@@ -287,7 +289,7 @@ impl JobStore {
             Some(v) => put.condition_expression("version = :v").expression_attribute_values(":v", n(*v)),
             None => put.condition_expression("attribute_not_exists(version)"),
         };
-        self.fenced(fence, put.build().map_err(|e| backend("Put", e))?, id).await
+        self.fenced(fence, put.build().map_err(|e| StoreError::backend("DynamoDB Put", e))?, id).await
     }
 
     async fn fenced(&self, fence: &Fence, put: Put, id: &str) -> Result<()> {
@@ -298,7 +300,7 @@ impl JobStore {
             .expression_attribute_values(":me", s(&fence.holder))
             .expression_attribute_values(":e", n(fence.epoch))
             .build()
-            .map_err(|e| backend("ConditionCheck", e))?;
+            .map_err(|e| StoreError::backend("DynamoDB ConditionCheck", e))?;
         let out = self
             .client
             .transact_write_items()
@@ -327,7 +329,7 @@ impl JobStore {
                 } else if failed(1) {
                     Err(StoreError::Conflict(format!("job {id} changed since it was read")))
                 } else {
-                    Err(sdk_error("TransactWriteItems", e))
+                    Err(sdk_error("DynamoDB TransactWriteItems", e).into())
                 }
             }
         }
@@ -342,7 +344,7 @@ impl JobStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error("GetItem (lease)", e))?;
+            .map_err(|e| sdk_error("DynamoDB GetItem (lease)", e))?;
         Ok(out.item().map(decode_lease))
     }
 
@@ -357,7 +359,7 @@ impl JobStore {
         succession: &[String],
         now_ms: i64,
     ) -> Result<Option<LeaseItem>> {
-        let order = serde_json::to_string(succession).map_err(|e| backend("lease", e))?;
+        let order = serde_json::to_string(succession).map_err(|e| StoreError::backend("DynamoDB lease", e))?;
         let mut u = self
             .client
             .update_item()
@@ -382,7 +384,7 @@ impl JobStore {
         match u.send().await {
             Ok(out) => Ok(out.attributes().map(decode_lease)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
-            Err(e) => Err(sdk_error("UpdateItem (take lease)", e)),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem (take lease)", e).into()),
         }
     }
 
@@ -398,7 +400,7 @@ impl JobStore {
         let mut u = self.client.update_item().table_name(&self.table).set_key(Some(lease_key()));
         if let Some(list) = succession {
             expr.push_str(", succession = :s");
-            let text = serde_json::to_string(list).map_err(|e| backend("lease", e))?;
+            let text = serde_json::to_string(list).map_err(|e| StoreError::backend("DynamoDB lease", e))?;
             u = u.expression_attribute_values(":s", AttributeValue::S(text));
         }
         let out = u
@@ -416,7 +418,7 @@ impl JobStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                 Ok(Renewal::Lost)
             }
-            Err(e) => Err(sdk_error("UpdateItem (renew lease)", e)),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem (renew lease)", e).into()),
         }
     }
 
@@ -438,7 +440,7 @@ impl JobStore {
         match out {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(sdk_error("UpdateItem (release lease)", e)),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem (release lease)", e).into()),
         }
     }
 }

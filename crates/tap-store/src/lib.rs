@@ -13,7 +13,10 @@ use std::future::Future;
 use serde::Serialize;
 use tap_core::runs::{MetricPoint, Run};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A cause kept under a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
@@ -24,24 +27,43 @@ pub enum StoreError {
     /// A job controller's write after it lost its lease (another node controls the jobs now).
     #[error("fenced: {0}")]
     Fenced(String),
-    #[error("{0}")]
-    Backend(String),
+    /// An AWS call failed (the SDK's error is its source).
+    #[error(transparent)]
+    Aws(#[from] tap_aws::AwsError),
+    /// A stored record that does not decode.
+    #[error("{what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Any other failure of the backend: what failed, and why when there is a cause.
+    #[error("{what}")]
+    Backend {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl StoreError {
+    /// A backend failure with its cause.
+    pub fn backend(what: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Backend { what: what.into(), source: Some(source.into()) }
+    }
+
+    /// A backend failure that has no cause but its words.
+    pub fn message(what: impl Into<String>) -> StoreError {
+        StoreError::Backend { what: what.into(), source: None }
+    }
+
+    /// A record that does not decode, and the decoder's error.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Corrupt { what: what.into(), source: Some(source.into()) }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// A DynamoDB failure as a store error, naming the call.
-pub(crate) fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("DynamoDB {what}: {e}"))
-}
-
-/// An SDK error with its whole chain of causes (DisplayErrorContext), naming the call.
-pub(crate) fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> StoreError {
-    backend(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
-}
 
 /// Conditional writes that lose this many times in a row give up with a conflict.
 pub const MAX_UPDATE_ATTEMPTS: usize = 20;

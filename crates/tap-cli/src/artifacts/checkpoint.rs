@@ -27,11 +27,24 @@ pub enum CheckpointError {
     /// own words speak of checkpoints).
     #[error("corrupt artifact manifest: {0}")]
     Artifact(String),
+    /// A local file operation failed: the file, and the error.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file tap will not store, and why.
     #[error("{0}")]
-    Io(String),
+    Refused(String),
 }
 
 pub type Result<T> = std::result::Result<T, CheckpointError>;
+
+/// An I/O error naming the file.
+fn io(p: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io { what: p.display().to_string(), source }
+}
 
 /// Files transferred at once by checkpoints and artifact sets.
 pub const FILES_IN_FLIGHT: usize = 32;
@@ -88,7 +101,6 @@ pub fn latest_key(experiment: &str) -> String {
 /// or names a directory) and a FIFO, socket or device are refused with their path
 /// (regression: they were left out without a word).
 pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let io = |p: &Path, e: std::io::Error| CheckpointError::Io(format!("{}: {e}", p.display()));
     let root = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -115,7 +127,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                     Some(_) => out.push((rel, path)),
                     None => {
                         let to = std::fs::read_link(&path).map_or_else(|_| "?".into(), |t| t.display().to_string());
-                        return Err(CheckpointError::Io(format!(
+                        return Err(CheckpointError::Refused(format!(
                             "{}: a symbolic link to {to}, which is not a file inside {}; tap stores only files \
                              (and links to files inside the directory, as those files)",
                             path.display(),
@@ -124,7 +136,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                     }
                 }
             } else {
-                return Err(CheckpointError::Io(format!(
+                return Err(CheckpointError::Refused(format!(
                     "{}: not a regular file (a FIFO, socket or device); tap stores only files",
                     path.display()
                 )));
@@ -191,11 +203,11 @@ pub async fn save_in<S: ObjectStore>(
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| CheckpointError::Io(format!("{}: not a UTF-8 name", dir.display())))?;
+            .ok_or_else(|| CheckpointError::Refused(format!("{}: not a UTF-8 name", dir.display())))?;
         let file = dir.to_owned();
         let (sha256, size) = crate::blocking::run(move |_| sha256_file(&file))
             .await
-            .map_err(|e| CheckpointError::Io(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| io(dir, e))?;
         (dir.parent().unwrap_or(Path::new(".")).to_owned(), vec![ManifestFile { path: name.to_owned(), size, sha256 }])
     } else {
         (dir.to_owned(), hash_files(dir).await?)
@@ -230,13 +242,13 @@ pub async fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
     let hashes: Vec<_> = listed
         .into_iter()
         .map(|(rel, path)| async move {
-            let shown = path.display().to_string();
+            let shown = path.clone();
             let (sha256, size) = crate::blocking::run(move |cancel| {
                 cancel.check()?;
                 sha256_file(&path)
             })
             .await
-            .map_err(|e| CheckpointError::Io(format!("{shown}: {e}")))?;
+            .map_err(|e| io(&shown, e))?;
             Ok::<_, CheckpointError>(ManifestFile { path: rel, size, sha256 })
         })
         .collect();
@@ -273,9 +285,12 @@ pub async fn upload_hashed<S: ObjectStore>(
         files,
     };
     manifest.validate()?;
-    store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()).await?;
+    store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()?).await?;
     let pointer = Pointer { checkpoint_id: id.to_owned(), run_id: run_id.to_owned() };
-    store.put_bytes(&latest_key_in(space, experiment), &serde_json::to_vec(&pointer).unwrap_or_default()).await?;
+    let latest = latest_key_in(space, experiment);
+    // Regression (issue 14): a pointer that failed to serialise was written as an empty LATEST.
+    let bytes = serde_json::to_vec(&pointer).map_err(|e| ObjectError::caused(format!("{latest}: pointer"), e))?;
+    store.put_bytes(&latest, &bytes).await?;
     Ok(manifest)
 }
 

@@ -12,7 +12,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A cause kept under an [`ObjectError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     #[error("object {0} not found")]
     NotFound(String),
@@ -22,8 +25,35 @@ pub enum ObjectError {
     Checksum { key: String, expected: String, actual: String },
     #[error("invalid object key {0:?}")]
     BadKey(String),
-    #[error("{0}")]
-    Io(String),
+    /// An S3 call failed (the SDK's error is its source).
+    #[error(transparent)]
+    Aws(#[from] tap_aws::AwsError),
+    /// A local file operation failed: the file and what was done to it.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else: what failed, and its cause when there is one.
+    #[error("{what}")]
+    Other {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl ObjectError {
+    /// A failure with its cause.
+    pub fn caused(what: impl Into<String>, source: impl Into<BoxError>) -> ObjectError {
+        ObjectError::Other { what: what.into(), source: Some(source.into()) }
+    }
+
+    /// A failure that has no cause but its words.
+    pub fn message(what: impl Into<String>) -> ObjectError {
+        ObjectError::Other { what: what.into(), source: None }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ObjectError>;
@@ -48,15 +78,15 @@ pub trait ObjectStore: Send + Sync {
     fn bytes_moved(&self) -> u64;
 }
 
-/// An I/O error as one line naming the file.
+/// An I/O error naming the file.
 pub(crate) fn io(what: &Path) -> impl FnOnce(std::io::Error) -> ObjectError + '_ {
-    move |e| ObjectError::Io(format!("{}: {e}", what.display()))
+    move |source| ObjectError::Io { what: what.display().to_string(), source }
 }
 
 /// A fresh temporary path beside `dest` (its directory created): `.NAME.TAG-RANDOM`, hidden so
 /// checkpoint listings skip it, on the same filesystem so it can be renamed over `dest`.
 pub(crate) fn temp_beside(dest: &Path, tag: &str) -> Result<std::path::PathBuf> {
-    let dir = dest.parent().ok_or_else(|| ObjectError::Io(format!("{}: no parent directory", dest.display())))?;
+    let dir = dest.parent().ok_or_else(|| ObjectError::message(format!("{}: no parent directory", dest.display())))?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("object");
     Ok(dir.join(format!(".{name}.{tag}-{}", fastrand::u64(..))))

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest, Sha256};
+use tap_aws::sdk_error;
 
 use super::transfer::{self, TransferOptions};
 use super::{ObjectError, ObjectInfo, ObjectStore, Result, hex, io, valid_key};
@@ -32,15 +33,6 @@ pub struct S3Store {
     state_dir: PathBuf,
     /// Bytes moved by this store, for progress bars.
     pub progress: Arc<AtomicU64>,
-}
-
-/// An SDK error as one line naming the operation and the key.
-pub(crate) fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    key: &str,
-    e: aws_sdk_s3::error::SdkError<E, R>,
-) -> ObjectError {
-    ObjectError::Io(format!("S3 {what} {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
 }
 
 impl S3Store {
@@ -104,7 +96,7 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| sdk("PutObject", &key, e))?;
+            .map_err(|e| sdk_error(format!("S3 PutObject {key}"), e))?;
         self.progress.fetch_add(size, Ordering::Relaxed);
         Ok(())
     }
@@ -118,7 +110,7 @@ impl ObjectStore for S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Err(ObjectError::NotFound(key));
             }
-            Err(e) => return Err(sdk("GetObject", &key, e)),
+            Err(e) => return Err(sdk_error(format!("S3 GetObject {key}"), e).into()),
         };
         if out.content_length().unwrap_or(0).max(0) as u64 > self.single_put_max {
             drop(out);
@@ -131,7 +123,7 @@ impl ObjectStore for S3Store {
             let mut h = Sha256::new();
             let mut body = out.body;
             while let Some(chunk) =
-                body.try_next().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?
+                body.try_next().await.map_err(|e| ObjectError::caused(format!("S3 GetObject {key}"), e))?
             {
                 h.update(&chunk);
                 self.progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -161,7 +153,7 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(bytes.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk("PutObject", &key, e))?;
+            .map_err(|e| sdk_error(format!("S3 PutObject {key}"), e))?;
         Ok(())
     }
 
@@ -169,11 +161,11 @@ impl ObjectStore for S3Store {
         let key = self.key(key)?;
         match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
             Ok(o) => {
-                let data = o.body.collect().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?;
+                let data = o.body.collect().await.map_err(|e| ObjectError::caused(format!("S3 GetObject {key}"), e))?;
                 Ok(Some(data.into_bytes().to_vec()))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(sdk("GetObject", &key, e)),
+            Err(e) => Err(sdk_error(format!("S3 GetObject {key}"), e).into()),
         }
     }
 
@@ -187,7 +179,7 @@ impl ObjectStore for S3Store {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-            Err(e) => Err(sdk("HeadObject", &key, e)),
+            Err(e) => Err(sdk_error(format!("S3 HeadObject {key}"), e).into()),
         }
     }
 
@@ -205,9 +197,11 @@ impl ObjectStore for S3Store {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| sdk("ListObjectsV2", &full, e))?;
+                .map_err(|e| sdk_error(format!("S3 ListObjectsV2 {full}"), e))?;
             for o in page.contents() {
-                let key = o.key().unwrap_or_default();
+                let key = o
+                    .key()
+                    .ok_or_else(|| ObjectError::message(format!("S3 ListObjectsV2 {full}: an object without a key")))?;
                 out.push(ObjectInfo {
                     key: key.strip_prefix(&strip).unwrap_or(key).to_owned(),
                     size: o.size().unwrap_or(0).max(0) as u64,

@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::s3::sdk;
+use tap_aws::sdk_error;
+
 use super::{ObjectError, io};
 
 pub type Result<T> = std::result::Result<T, ObjectError>;
@@ -124,7 +125,8 @@ fn state_path(state_dir: &Path, bucket: &str, key: &str, src: &Path, meta: &std:
 }
 
 fn save_state(path: &Path, state: &UploadState) -> Result<()> {
-    tap_core::fsutil::write_atomic(path, &serde_json::to_vec(state).unwrap_or_default()).map_err(io(path))
+    let bytes = serde_json::to_vec(state).map_err(|e| ObjectError::caused(format!("{}: upload state", path.display()), e))?;
+    tap_core::fsutil::write_atomic(path, &bytes).map_err(io(path))
 }
 
 /// Uploads `src` in parts. Parts are read (and SHA-256-hashed) in order and sent
@@ -151,7 +153,7 @@ pub async fn upload(
     let opts = TransferOptions { part_size: part_size_for(size, opts.part_size), ..opts };
     let n_parts = parts_of(size, opts.part_size);
     if n_parts > 10_000 || opts.part_size > 5 << 30 {
-        return Err(ObjectError::Io(format!(
+        return Err(ObjectError::message(format!(
             "{}: {size} bytes is more than S3's largest object (10 000 parts of 5 GiB)",
             src.display()
         )));
@@ -185,13 +187,17 @@ pub async fn upload(
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                 .send()
                 .await
-                .map_err(|e| sdk("CreateMultipartUpload", key, e))?;
+                .map_err(|e| sdk_error(format!("S3 CreateMultipartUpload {key}"), e))?;
             UploadState {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 size,
                 part_size: opts.part_size,
-                upload_id: r.upload_id().unwrap_or_default().to_owned(),
+                // Regression: a missing id was taken as "", and every part then failed.
+                upload_id: r
+                    .upload_id()
+                    .ok_or_else(|| ObjectError::message(format!("S3 CreateMultipartUpload {key}: the answer has no upload id")))?
+                    .to_owned(),
                 done: BTreeMap::new(),
             }
         }
@@ -206,7 +212,7 @@ pub async fn upload(
     for n in 1..=n_parts as i32 {
         let offset = (n as u64 - 1) * opts.part_size;
         let len = opts.part_size.min(size - offset) as usize;
-        let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::Io(e.to_string()))?;
+        let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::caused("upload task", e))?;
         let f = file.clone();
         // The checksums come from a first read in small slices; the part itself is streamed
         // from the file by the SDK, so no part-sized buffer ever exists (S3 rejects the part
@@ -216,8 +222,8 @@ pub async fn upload(
             Ok::<_, std::io::Error>((crc, sha))
         })
         .await
-        .map_err(|e| ObjectError::Io(e.to_string()))?
-        .map_err(|e| ObjectError::Io(format!("{}: reading part {n}: {e}", src.display())))?;
+        .map_err(|e| ObjectError::caused("upload task", e))?
+        .map_err(|source| ObjectError::Io { what: format!("{}: reading part {n}", src.display()), source })?;
         sha = sha_back;
         if state.done.get(&n).is_some_and(|p| p.crc32c == crc) {
             report.parts_resumed += 1;
@@ -236,7 +242,7 @@ pub async fn upload(
                 .buffer_size(256 * 1024)
                 .build()
                 .await
-                .map_err(|e| ObjectError::Io(format!("{}: part {n}: {e}", path.display())))?;
+                .map_err(|e| ObjectError::caused(format!("{}: part {n}", path.display()), e))?;
             // S3 checks the part against our CRC32C, so the SDK need not hash it again, nor
             // sign its payload (TLS protects it on real S3).
             let r = client
@@ -251,22 +257,25 @@ pub async fn upload(
                 .disable_payload_signing()
                 .send()
                 .await
-                .map_err(|e| sdk("UploadPart", &key, e))?;
+                .map_err(|e| sdk_error(format!("S3 UploadPart {key}"), e))?;
             progress.fetch_add(len as u64, Ordering::Relaxed);
-            Ok((n, DonePart { etag: r.e_tag().unwrap_or_default().to_owned(), crc32c: crc }))
+            let etag = r
+                .e_tag()
+                .ok_or_else(|| ObjectError::message(format!("S3 UploadPart {key}: part {n}'s answer has no ETag")))?;
+            Ok((n, DonePart { etag: etag.to_owned(), crc32c: crc }))
         });
         // Record finished parts as they come, so a crash loses at most the parts in flight.
         while let Some(done) = tasks.try_join_next() {
             record(&mut state, &state_file, &mut report, done)?;
             if fail_after.is_some_and(|f| report.parts_sent >= f) {
-                return Err(ObjectError::Io("upload stopped (test)".into()));
+                return Err(ObjectError::message("upload stopped (test)"));
             }
         }
     }
     while let Some(done) = tasks.join_next().await {
         record(&mut state, &state_file, &mut report, done)?;
         if fail_after.is_some_and(|f| report.parts_sent >= f) {
-            return Err(ObjectError::Io("upload stopped (test)".into()));
+            return Err(ObjectError::message("upload stopped (test)"));
         }
     }
     if let (Some(expected), Some(h)) = (expected_sha256, sha) {
@@ -293,16 +302,17 @@ pub async fn upload(
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
         .send()
         .await
-        .map_err(|e| sdk("CompleteMultipartUpload", key, e))?;
+        .map_err(|e| sdk_error(format!("S3 CompleteMultipartUpload {key}"), e))?;
     let sidecar = Sidecar { size, part_size: opts.part_size, crc32c: state.done.values().map(|p| p.crc32c).collect() };
+    let sidecar = serde_json::to_vec(&sidecar).map_err(|e| ObjectError::caused(format!("{key}: checksum sidecar"), e))?;
     client
         .put_object()
         .bucket(bucket)
         .key(sidecar_key(key))
-        .body(ByteStream::from(serde_json::to_vec(&sidecar).unwrap_or_default()))
+        .body(ByteStream::from(sidecar))
         .send()
         .await
-        .map_err(|e| sdk("PutObject", &sidecar_key(key), e))?;
+        .map_err(|e| sdk_error(format!("S3 PutObject {}", sidecar_key(key)), e))?;
     let _ = std::fs::remove_file(&state_file);
     Ok(report)
 }
@@ -313,7 +323,7 @@ fn record(
     report: &mut UploadReport,
     done: std::result::Result<Result<(i32, DonePart)>, tokio::task::JoinError>,
 ) -> Result<()> {
-    let (n, part) = done.map_err(|e| ObjectError::Io(e.to_string()))??;
+    let (n, part) = done.map_err(|e| ObjectError::caused("upload task", e))??;
     state.done.insert(n, part);
     report.parts_sent += 1;
     save_state(state_file, state)
@@ -335,7 +345,7 @@ pub async fn download(
         Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
             return Err(ObjectError::NotFound(key.to_owned()));
         }
-        Err(e) => return Err(sdk("HeadObject", key, e)),
+        Err(e) => return Err(sdk_error(format!("S3 HeadObject {key}"), e).into()),
     };
     let size = head.content_length().unwrap_or(0).max(0) as u64;
     let sidecar: Option<Sidecar> = match client.get_object().bucket(bucket).key(sidecar_key(key)).send().await {
@@ -353,7 +363,7 @@ pub async fn download(
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         let n_parts = if size == 0 { 0 } else { parts_of(size, part_size) };
         for i in 0..n_parts {
-            let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::Io(e.to_string()))?;
+            let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::caused("download task", e))?;
             let (client, file, progress) = (client.clone(), file.clone(), progress.clone());
             let (bucket, key) = (bucket.to_owned(), key.to_owned());
             let expected = sidecar.as_ref().filter(|s| s.size == size).and_then(|s| s.crc32c.get(i as usize).copied());
@@ -368,21 +378,21 @@ pub async fn download(
                     .range(format!("bytes={start}-{end}"))
                     .send()
                     .await
-                    .map_err(|e| sdk("GetObject", &key, e))?;
+                    .map_err(|e| sdk_error(format!("S3 GetObject {key}"), e))?;
                 // Stream the range straight to its place in the file: no part-sized buffer.
                 let mut body = o.body;
                 let (mut pos, mut crc) = (start, 0u32);
                 while let Some(chunk) =
-                    body.try_next().await.map_err(|e| ObjectError::Io(format!("S3 GetObject {key}: {e}")))?
+                    body.try_next().await.map_err(|e| ObjectError::caused(format!("S3 GetObject {key}"), e))?
                 {
                     crc = crc32c::crc32c_append(crc, &chunk);
                     file.write_all_at(&chunk, pos)
-                        .map_err(|e| ObjectError::Io(format!("writing part {}: {e}", i + 1)))?;
+                        .map_err(|source| ObjectError::Io { what: format!("writing part {}", i + 1), source })?;
                     pos += chunk.len() as u64;
                     progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
                 if pos != end + 1 {
-                    return Err(ObjectError::Io(format!("S3 GetObject {key}: short range {start}-{end}")));
+                    return Err(ObjectError::message(format!("S3 GetObject {key}: short range {start}-{end}")));
                 }
                 if let Some(want) = expected
                     && crc != want
@@ -397,7 +407,7 @@ pub async fn download(
             });
         }
         while let Some(r) = tasks.join_next().await {
-            r.map_err(|e| ObjectError::Io(e.to_string()))??;
+            r.map_err(|e| ObjectError::caused("download task", e))??;
         }
         file.sync_all().map_err(io(&tmp))?;
         if let Some(expected) = expected_sha256 {

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 
+use tap_aws::sdk_error;
+
 use super::{LogLine, LogStore, Result, StoreError, Stream};
 
 /// PutLogEvents limits: 10 000 events and 1 048 576 bytes per batch, counting 26 bytes of
@@ -23,13 +25,6 @@ pub struct CloudWatchLogs {
     group: String,
     /// Highest `seq` sent per stream: re-sent lines are skipped (one writer per run).
     sent: Mutex<HashMap<String, u64>>,
-}
-
-fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: aws_sdk_cloudwatchlogs::error::SdkError<E, R>,
-) -> StoreError {
-    StoreError::Backend(format!("CloudWatch Logs {what}: {}", aws_sdk_cloudwatchlogs::error::DisplayErrorContext(e)))
 }
 
 pub fn stream_name(experiment: &str, run_id: &str) -> String {
@@ -87,7 +82,7 @@ impl CloudWatchLogs {
 impl LogStore for CloudWatchLogs {
     async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
         let stream = stream_name(experiment, run_id);
-        let high = self.sent.lock().map_err(|_| StoreError::Backend("lock poisoned".into()))?.get(&stream).copied();
+        let high = self.sent.lock().map_err(|_| StoreError::message("CloudWatch Logs: lock poisoned"))?.get(&stream).copied();
         let fresh: Vec<LogLine> = lines.iter().filter(|l| high.is_none_or(|h| l.seq > h)).cloned().collect();
         if fresh.is_empty() {
             return Ok(());
@@ -96,7 +91,7 @@ impl LogStore for CloudWatchLogs {
             match self.client.create_log_stream().log_group_name(&self.group).log_stream_name(&stream).send().await {
                 Ok(_) => {}
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {}
-                Err(e) => return Err(sdk("CreateLogStream", e)),
+                Err(e) => return Err(sdk_error("CloudWatch Logs CreateLogStream", e).into()),
             }
         }
         for batch in batches(&fresh) {
@@ -104,7 +99,7 @@ impl LogStore for CloudWatchLogs {
                 .into_iter()
                 .map(|(ts, m)| InputLogEvent::builder().timestamp(ts).message(m).build())
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::Backend(format!("CloudWatch Logs event: {e}")))?;
+                .map_err(|e| StoreError::backend("CloudWatch Logs event", e))?;
             let r = self
                 .client
                 .put_log_events()
@@ -113,10 +108,10 @@ impl LogStore for CloudWatchLogs {
                 .set_log_events(Some(events))
                 .send()
                 .await
-                .map_err(|e| sdk("PutLogEvents", e))?;
+                .map_err(|e| sdk_error("CloudWatch Logs PutLogEvents", e))?;
             // CloudWatch accepts the request but drops events outside its time window: say so.
             if let Some(info) = r.rejected_log_events_info() {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::message(format!(
                     "CloudWatch Logs rejected events of {stream}: too new from #{:?}, too old until #{:?}, expired until #{:?}",
                     info.too_new_log_event_start_index(),
                     info.too_old_log_event_end_index(),
@@ -150,10 +145,12 @@ impl LogStore for CloudWatchLogs {
             {
                 Ok(p) => p,
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => return Ok(out),
-                Err(e) => return Err(sdk("GetLogEvents", e)),
+                Err(e) => return Err(sdk_error("CloudWatch Logs GetLogEvents", e).into()),
             };
             for ev in page.events() {
-                let m = ev.message().unwrap_or_default();
+                let m = ev.message().ok_or_else(|| {
+                    StoreError::message(format!("CloudWatch Logs GetLogEvents {stream}: an event without a message"))
+                })?;
                 let (stream, text) = match m.strip_prefix(STDERR_TAG) {
                     Some(t) => (Stream::Stderr, t.to_owned()),
                     None => (Stream::Stdout, m.to_owned()),

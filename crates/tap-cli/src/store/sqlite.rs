@@ -17,8 +17,9 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("local store: {e}"))
+/// A failure of the local store: what it was doing, and SQLite's (or the file system's) error.
+fn local(what: impl std::fmt::Display, e: impl Into<tap_store::BoxError>) -> StoreError {
+    StoreError::backend(format!("local store: {what}"), e)
 }
 
 /// How long a statement waits for another connection's lock (SQLite's busy timeout).
@@ -53,10 +54,10 @@ CREATE TABLE IF NOT EXISTS params (
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| backend(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| local(dir.display(), e))?;
         }
-        let conn = Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| local(path.display(), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| local(path.display(), e))?;
         // Two taps creating a new database at once: switching it to WAL returns "database is
         // locked" at once, without the busy timeout's wait (SQLite does not wait there). So
         // the schema is retried, bounded (regression: CI's `tap runs list` during `tap run`).
@@ -74,7 +75,7 @@ impl SqliteStore {
                     attempt += 1;
                     std::thread::sleep(OPEN_BUSY_PAUSE);
                 }
-                Err(e) => return Err(backend(format!("{}: {e}", path.display()))),
+                Err(e) => return Err(local(path.display(), e)),
             }
         }
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
@@ -87,8 +88,8 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         crate::blocking::run(move |_| {
-            let mut conn = conn.lock().map_err(|_| backend("lock poisoned"))?;
-            f(&mut conn).map_err(backend)
+            let mut conn = conn.lock().map_err(|_| StoreError::message("local store: lock poisoned"))?;
+            f(&mut conn).map_err(|e| StoreError::backend("local store", e))
         })
         .await
     }
@@ -110,8 +111,8 @@ fn decode(body: &str) -> rusqlite::Result<Run> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-fn encode(run: &Run) -> String {
-    serde_json::to_string(run).unwrap_or_default()
+fn encode(run: &Run) -> rusqlite::Result<String> {
+    serde_json::to_string(run).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 impl RunStore for SqliteStore {
@@ -121,7 +122,7 @@ impl RunStore for SqliteStore {
             .with(move |c| {
                 let inserted = c.execute(
                     "INSERT OR IGNORE INTO runs (experiment_id, run_id, version, started_ms, body) VALUES (?1, ?2, 1, ?3, ?4)",
-                    params![r.experiment_id, r.run_id, r.started_ms, encode(&r)],
+                    params![r.experiment_id, r.run_id, r.started_ms, encode(&r)?],
                 )?;
                 if inserted == 1 { Ok(None) } else { Self::read_run(c, &r.experiment_id, &r.run_id) }
             })
@@ -150,7 +151,8 @@ impl RunStore for SqliteStore {
                 return Err(StoreError::NotFound(format!("run {experiment}/{run_id}")));
             };
             f(&mut run);
-            let (e, id, body) = (experiment.to_owned(), run_id.to_owned(), encode(&run));
+            let body = encode(&run).map_err(|e| StoreError::backend("local store", e))?;
+            let (e, id) = (experiment.to_owned(), run_id.to_owned());
             let written = self
                 .with(move |c| {
                     c.execute(
@@ -182,7 +184,7 @@ impl RunStore for SqliteStore {
                 let (id, body) = row?;
                 match body.and_then(|b| decode(&b)) {
                     Ok(run) => listing.runs.push(run),
-                    Err(e) => listing.skipped.push(Skipped { id, why: e.to_string() }),
+                    Err(e) => listing.skipped.push(Skipped { id, why: tap_core::text::chain(&e).to_string() }),
                 }
             }
             Ok(listing)

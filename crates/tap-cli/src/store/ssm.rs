@@ -3,6 +3,8 @@
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::types::{Parameter, ParameterType};
 
+use tap_aws::sdk_error;
+
 use super::{Param, ParamStore, Result, StoreError};
 
 pub struct SsmParams {
@@ -11,11 +13,8 @@ pub struct SsmParams {
     kms_key_id: Option<String>,
 }
 
-fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: aws_sdk_ssm::error::SdkError<E, R>,
-) -> StoreError {
-    StoreError::Backend(format!("SSM {what}: {}", aws_sdk_ssm::error::DisplayErrorContext(e)))
+fn missing_value(name: &str) -> StoreError {
+    StoreError::message(format!("SSM answered with parameter {name} without its value"))
 }
 
 fn millis(t: Option<&aws_sdk_ssm::primitives::DateTime>) -> i64 {
@@ -31,14 +30,16 @@ impl SsmParams {
         format!("{}/{name}", self.prefix)
     }
 
-    fn to_param(&self, p: &Parameter) -> Param {
-        let full = p.name().unwrap_or_default();
-        Param {
+    /// A parameter from SSM's answer; one without a name or a value is an error (SSM always
+    /// sends both), not an empty hyperparameter.
+    fn to_param(&self, p: &Parameter) -> Result<Param> {
+        let full = p.name().ok_or_else(|| StoreError::message("SSM answered with a parameter without a name"))?;
+        Ok(Param {
             name: full.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(full).to_owned(),
-            value: p.value().unwrap_or_default().to_owned(),
+            value: p.value().ok_or_else(|| missing_value(full))?.to_owned(),
             version: p.version() as u64,
             modified_ms: millis(p.last_modified_date()),
-        }
+        })
     }
 }
 
@@ -56,8 +57,10 @@ impl ParamStore for SsmParams {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| sdk_error("GetParametersByPath", e))?;
-            out.extend(page.parameters().iter().map(|p| self.to_param(p)));
+                .map_err(|e| sdk_error("SSM GetParametersByPath", e))?;
+            for p in page.parameters() {
+                out.push(self.to_param(p)?);
+            }
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),
                 _ => break,
@@ -69,9 +72,9 @@ impl ParamStore for SsmParams {
 
     async fn get_param(&self, name: &str) -> Result<Option<Param>> {
         match self.client.get_parameter().name(self.path(name)).with_decryption(true).send().await {
-            Ok(r) => Ok(r.parameter().map(|p| self.to_param(p))),
+            Ok(r) => r.parameter().map(|p| self.to_param(p)).transpose(),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
-            Err(e) => Err(sdk_error("GetParameter", e)),
+            Err(e) => Err(sdk_error("SSM GetParameter", e).into()),
         }
     }
 
@@ -86,7 +89,7 @@ impl ParamStore for SsmParams {
             .overwrite(true)
             .send()
             .await
-            .map_err(|e| sdk_error("PutParameter", e))?;
+            .map_err(|e| sdk_error("SSM PutParameter", e))?;
         Ok(Param {
             name: name.to_owned(),
             value: value.to_owned(),
@@ -110,14 +113,16 @@ impl ParamStore for SsmParams {
             {
                 Ok(p) => p,
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => return Ok(Vec::new()),
-                Err(e) => return Err(sdk_error("GetParameterHistory", e)),
+                Err(e) => return Err(sdk_error("SSM GetParameterHistory", e).into()),
             };
-            out.extend(page.parameters().iter().map(|h| Param {
-                name: name.to_owned(),
-                value: h.value().unwrap_or_default().to_owned(),
-                version: h.version() as u64,
-                modified_ms: millis(h.last_modified_date()),
-            }));
+            for h in page.parameters() {
+                out.push(Param {
+                    name: name.to_owned(),
+                    value: h.value().ok_or_else(|| missing_value(name))?.to_owned(),
+                    version: h.version() as u64,
+                    modified_ms: millis(h.last_modified_date()),
+                });
+            }
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),
                 _ => break,

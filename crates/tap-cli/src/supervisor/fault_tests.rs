@@ -117,7 +117,7 @@ struct Flaky {
 
 impl Flaky {
     fn check(&self) -> StoreResult<()> {
-        if self.down.exists() { Err(StoreError::Backend("database or disk is full".into())) } else { Ok(()) }
+        if self.down.exists() { Err(StoreError::message("database or disk is full")) } else { Ok(()) }
     }
 }
 

@@ -209,7 +209,7 @@ impl State {
         // be recorded twice.
         let result = match tokio::time::timeout(STORE_CALL_LIMIT, self.try_write(store, logs, force)).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Backend(format!("no answer in {STORE_CALL_LIMIT:?}"))),
+            Err(_) => Err(StoreError::message(format!("no answer in {STORE_CALL_LIMIT:?}"))),
         };
         match &result {
             Ok(()) => {
