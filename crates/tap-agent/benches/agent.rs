@@ -14,11 +14,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tap_agent::daemon::record_sample;
 use tap_agent::gpu::nvml::NvmlReader;
 use tap_agent::gpu::sim::SimReader;
 use tap_agent::gpu::smi::SmiReader;
 use tap_agent::gpu::{GpuReader, GpuReading};
-use tap_agent::daemon::record_sample;
 use tap_agent::health::{Health, HealthOptions};
 use tap_agent::metrics::{Aggregator, Labels, pack};
 
@@ -164,7 +164,9 @@ fn requests_per_hour() {
     let readings: Vec<GpuReading> = sim.read().expect("read");
     let readings = Ok(readings);
     println!("tap-agent sends one statistic set per series and minute; publish = how often it sends.");
-    println!("series: what one window holds with the defaults (health checks on), counted by the daemon's own record_sample");
+    println!(
+        "series: what one window holds with the defaults (health checks on), counted by the daemon's own record_sample"
+    );
     println!(
         "sampling  series  tap-agent publish 60 s  publish 600 s  one-per-sample  batches-of-20  bound ceil(series*3600/(interval*1000))"
     );

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use tap_core::text::chain;
 
 use tap_core::jobs::{self, AttemptEnd, CommandState, JobRecord, JobState, RankRun, RankView, Step, Watch};
 use tap_core::lease::{self, Contend, LeaseItem, Sighting};
@@ -159,7 +160,7 @@ impl Controller {
         view_at: &mut Option<i64>,
         now: i64,
     ) -> Result<Contended, String> {
-        let item = self.jobs.read_lease().await.map_err(|e| format!("lease not read: {e}"))?;
+        let item = self.jobs.read_lease().await.map_err(|e| format!("lease not read: {}", chain(&e)))?;
         let listed = item.as_ref().is_some_and(|i| !i.succession.is_empty());
         // Without the holder's word on the order, this node's own view of the fleet decides
         // (refreshed at most every FLEET_VIEW_MS).
@@ -169,7 +170,7 @@ impl Controller {
                     *view = seniority(&s.nodes);
                     *view_at = Some(now);
                 }
-                Err(e) => return Err(format!("fleet not described: {e}")),
+                Err(e) => return Err(format!("fleet not described: {}", chain(&e))),
             }
         }
         let s = Sighting::observe(sighting.take(), item.as_ref(), now);
@@ -208,7 +209,7 @@ impl Controller {
                 final_since: HashMap::new(),
             }))),
             Ok(None) => Ok(Contended::Wait(lease::poll_every_ms(position))),
-            Err(e) => Err(format!("lease not taken: {e}")),
+            Err(e) => Err(format!("lease not taken: {}", chain(&e))),
         }
     }
 
@@ -229,9 +230,9 @@ impl Controller {
                 Err(e) => {
                     h.next_renew = now + RETRY_MS;
                     if !lease::holder_may_act(h.renew_sent, h.lease.lease_ms, now) {
-                        return Err(format!("lease not renewed ({e}); not acting until it is"));
+                        return Err(format!("lease not renewed ({}); not acting until it is", chain(&e)));
                     }
-                    tracing::warn!(error = %e, "job controller: lease renewal failed; retrying");
+                    tracing::warn!(error = %chain(&e), "job controller: lease renewal failed; retrying");
                 }
             }
         }
@@ -283,7 +284,8 @@ impl Controller {
                 }
             }
         }
-        let status = self.fleet.nodes(tap_core::time::now_ms()).await.map_err(|e| RoundError::Other(e.to_string()))?;
+        let status =
+            self.fleet.nodes(tap_core::time::now_ms()).await.map_err(|e| RoundError::Other(chain(&e).to_string()))?;
         let succession: Vec<String> = seniority(&status.nodes).into_iter().filter(|n| *n != self.me).collect();
         if succession != h.lease.succession {
             h.succession = Some(succession);
@@ -355,7 +357,7 @@ impl Controller {
                     .fleet
                     .send(&cmds, &format!("tap job {} #{number}", job.id), timeout)
                     .await
-                    .map_err(|e| RoundError::Other(e.to_string()))?;
+                    .map_err(|e| RoundError::Other(chain(&e).to_string()))?;
                 jobs::commands_sent(&mut job, &sent, tap_core::time::now_ms());
                 self.jobs.write_fenced(&job, version, &h.fence).await?;
                 self.note_commands(&job, &sent).await;
@@ -449,7 +451,7 @@ impl Controller {
                 Some(c) => match self.fleet.invocation_status(c, &n.instance_id).await {
                     Ok(s) => Some(CommandState::parse(&s)),
                     Err(e) => {
-                        tracing::debug!(error = %e, "command status not read");
+                        tracing::debug!(error = %chain(&e), "command status not read");
                         None
                     }
                 },
@@ -496,7 +498,7 @@ impl Controller {
             })
             .await;
         if let Err(e) = r {
-            tracing::warn!(job = %job.id, error = %e, "the attempt's stop was not recorded (its SSM commands are cancelled)");
+            tracing::warn!(job = %job.id, error = %chain(&e), "the attempt's stop was not recorded (its SSM commands are cancelled)");
         }
     }
 
@@ -506,7 +508,7 @@ impl Controller {
             if let Some(c) = &n.command_id
                 && let Err(e) = self.fleet.cancel(c).await
             {
-                tracing::warn!(job = %job.id, rank = n.rank, error = %e, "rank not cancelled");
+                tracing::warn!(job = %job.id, rank = n.rank, error = %chain(&e), "rank not cancelled");
             }
         }
     }
@@ -570,7 +572,7 @@ impl Controller {
             })
             .await;
         if let Err(e) = r {
-            tracing::warn!(job = %job.id, error = %e, "the job's run record does not name its commands");
+            tracing::warn!(job = %job.id, error = %chain(&e), "the job's run record does not name its commands");
         }
     }
 
@@ -591,7 +593,7 @@ impl Controller {
             .await;
         match r {
             Ok(_) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "the job's run record does not say it ended"),
+            Err(e) => tracing::warn!(job = %job.id, error = %chain(&e), "the job's run record does not say it ended"),
         }
     }
 
@@ -601,7 +603,7 @@ impl Controller {
                 Ok(true) => tracing::info!("job controller: lease handed over"),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "job controller: lease not released (the next node takes it after one lease time)")
+                    tracing::warn!(error = %chain(&e), "job controller: lease not released (the next node takes it after one lease time)")
                 }
             }
         }
@@ -643,7 +645,7 @@ impl From<StoreError> for RoundError {
         match e {
             StoreError::Fenced(m) => RoundError::Fenced(m),
             StoreError::Conflict(m) => RoundError::Conflict(m),
-            e => RoundError::Other(e.to_string()),
+            e => RoundError::Other(chain(&e).to_string()),
         }
     }
 }
@@ -686,7 +688,7 @@ pub async fn find_fleet(
             ),
             Err(e) => report(
                 &mut last,
-                &format!("job controller: this node's fleet not found ({e}); looking again every minute"),
+                &format!("job controller: this node's fleet not found ({}); looking again every minute", chain(&e)),
             ),
         }
         tokio::select! {

@@ -53,30 +53,29 @@ impl IdleWatch {
     }
 
     /// One check: the verdict, after scaling the fleet to zero when it says so.
-    pub async fn check(&mut self, now_ms: i64) -> Result<Verdict, String> {
+    pub async fn check(&mut self, now_ms: i64) -> anyhow::Result<Verdict> {
         let fleet = match self.fleet.take() {
             Some(f) => f,
             None => {
                 let id = match &self.configured {
                     Some(id) => id.clone(),
-                    None => {
-                        Fleet::fleet_of(&self.sdk, &self.instance_id).await.map_err(|e| e.to_string())?.ok_or_else(
-                            || format!("{} belongs to no active EC2 Fleet (set idle.fleet_id)", self.instance_id),
-                        )?
-                    }
+                    None => Fleet::fleet_of(&self.sdk, &self.instance_id).await?.ok_or_else(|| {
+                        anyhow::anyhow!("{} belongs to no active EC2 Fleet (set idle.fleet_id)", self.instance_id)
+                    })?,
                 };
                 Fleet::connect(&self.sdk, &id, &self.environment, "")
             }
         };
         let fleet = self.fleet.insert(fleet);
-        let mut verdict =
-            fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await.map_err(|e| e.to_string())?.verdict;
+        let mut verdict = fleet.idle_verdict(Some(&self.instance_id), now_ms, &self.rule).await?.verdict;
         if let (Verdict::Idle { .. }, Some(jobs)) = (&verdict, &self.jobs) {
             // Only the deciding node of an idle fleet reads the queue (one Query).
             let active: Vec<(String, tap_core::jobs::JobState)> = jobs
                 .list(true)
                 .await
-                .map_err(|e| format!("the managed jobs are not known ({e}); not scaling down"))?
+                .map_err(|e| {
+                    anyhow::anyhow!("the managed jobs are not known ({}); not scaling down", tap_core::text::chain(&e))
+                })?
                 .iter()
                 .map(|e| match e {
                     tap_store::jobs::JobEntry::Job { job, .. } => (job.id.clone(), job.state),
@@ -86,7 +85,7 @@ impl IdleWatch {
             verdict = tap_fleet::idle::hold_for_jobs(verdict, &active);
         }
         if matches!(verdict, Verdict::Idle { .. }) {
-            fleet.scale(0).await.map_err(|e| e.to_string())?;
+            fleet.scale(0).await?;
         }
         Ok(verdict)
     }
@@ -110,7 +109,7 @@ impl IdleWatch {
                     line
                 }
                 Ok(v) => v.describe(&self.rule),
-                Err(e) => format!("idle rule not checked: {e}"),
+                Err(e) => format!("idle rule not checked: {e:#}"),
             };
             if said != last {
                 tracing::info!(fleet = self.fleet_id(), verdict = %said, "idle rule");

@@ -70,9 +70,9 @@ impl AwsError {
         match self.kind {
             Kind::Timeout | Kind::Dispatch | Kind::Response => true,
             Kind::Construction => false,
-            Kind::Service => self.code.as_deref().is_some_and(|code| {
-                RETRIABLE_CODE_PARTS.iter().any(|part| code.contains(part))
-            }),
+            Kind::Service => {
+                self.code.as_deref().is_some_and(|code| RETRIABLE_CODE_PARTS.iter().any(|part| code.contains(part)))
+            }
         }
     }
 
@@ -183,7 +183,9 @@ mod tests {
         assert!(e.is_retriable(), "an instance role's credentials may not be valid yet");
         let validation = sdk_error("CloudWatch PutMetricData", service("InvalidParameterValue", "bad unit"));
         assert!(!validation.is_retriable(), "the service refused the request itself");
-        assert!(sdk_error("DynamoDB PutItem", service("ProvisionedThroughputExceededException", "slow")).is_retriable());
+        assert!(
+            sdk_error("DynamoDB PutItem", service("ProvisionedThroughputExceededException", "slow")).is_retriable()
+        );
     }
 
     #[test]
@@ -191,9 +193,11 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
         let e = sdk_error(
             "SSM GetParameter /tap/x",
-            SdkError::<Modelled, ()>::DispatchFailure(DispatchFailure::builder().source(
-                aws_smithy_runtime_api::client::result::ConnectorError::io(Box::new(io)),
-            ).build()),
+            SdkError::<Modelled, ()>::DispatchFailure(
+                DispatchFailure::builder()
+                    .source(aws_smithy_runtime_api::client::result::ConnectorError::io(Box::new(io)))
+                    .build(),
+            ),
         );
         assert_eq!(e.kind, Kind::Dispatch);
         assert!(e.is_retriable());

@@ -56,7 +56,7 @@ fn child(args: &[String]) {
     rt.block_on(async {
         match dir.as_str() {
             "up" => {
-                transfer::upload(&c, BUCKET, key, path, None, opts, state, progress, None).await.expect("upload");
+                transfer::upload(&c, BUCKET, key, path, None, opts, state, progress).await.expect("upload");
             }
             "down" => transfer::download(&c, BUCKET, key, path, None, opts, progress).await.expect("download"),
             "push" => {

@@ -517,7 +517,7 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
                 match checkpoint::latest_in(objects, Space::Artifacts, &n).await {
                     Ok(Some(m)) => latest.push(m),
                     Ok(None) => {}
-                    Err(e) => crate::say!("tap: warning: artifact {n}: {e}; left out"),
+                    Err(e) => crate::say!("tap: warning: artifact {n}: {}; left out", tap_core::text::chain(&e)),
                 }
             }
             match output {

@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let mut v: serde_json::Value = serde_json::from_slice(&manifest(vec![file("a")]).to_bytes().expect("bytes")).expect("json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&manifest(vec![file("a")]).to_bytes().expect("bytes")).expect("json");
         v["extra"] = serde_json::json!(1);
         assert!(Manifest::parse(v.to_string().as_bytes()).is_err());
     }

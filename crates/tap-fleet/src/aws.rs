@@ -220,7 +220,10 @@ impl Fleet {
             .await
             .map_err(|e| sdk_err("DescribeFleets", e))?;
         let f = fleets.fleets().iter().find(|f| f.fleet_id() == Some(self.fleet_id.as_str())).ok_or_else(|| {
-            FleetError::Message(format!("no fleet {} (was the stack destroyed? re-run `tap stack import`)", self.fleet_id))
+            FleetError::Message(format!(
+                "no fleet {} (was the stack destroyed? re-run `tap stack import`)",
+                self.fleet_id
+            ))
         })?;
         let state = f.fleet_state().map_or("unknown", |s| s.as_str()).to_owned();
         let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity());

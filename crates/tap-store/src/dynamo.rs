@@ -53,7 +53,10 @@ pub fn run_item(run: &Run, version: u64) -> Result<HashMap<String, AttributeValu
 
 /// A run record and its version from its item.
 pub fn decode_run(item: &HashMap<String, AttributeValue>) -> Result<(Run, u64)> {
-    let body = item.get("body").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt { what: "run item without body".into(), source: None })?;
+    let body = item
+        .get("body")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt { what: "run item without body".into(), source: None })?;
     let run: Run = serde_json::from_str(body).map_err(|e| StoreError::corrupt("corrupt run record", e))?;
     let version = item
         .get("version")
@@ -89,10 +92,11 @@ pub fn metric_items(
 }
 
 pub fn decode_points(item: &HashMap<String, AttributeValue>) -> Result<Vec<MetricPoint>> {
-    let text =
-        item.get("points").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt { what: "metrics item without points".into(), source: None })?;
-    let packed: Vec<Packed> =
-        serde_json::from_str(text).map_err(|e| StoreError::corrupt("corrupt metrics item", e))?;
+    let text = item
+        .get("points")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt { what: "metrics item without points".into(), source: None })?;
+    let packed: Vec<Packed> = serde_json::from_str(text).map_err(|e| StoreError::corrupt("corrupt metrics item", e))?;
     Ok(packed.into_iter().map(|Packed(step, name, value, ts_ms)| MetricPoint { step, name, value, ts_ms }).collect())
 }
 

@@ -1,5 +1,9 @@
 //! Test support shared by tap's crates: a moto server (AWS protocols) on loopback, started by
-//! the tests themselves and killed on drop. Never used by shipped code.
+//! the tests themselves and killed on drop, and [`failing`] clients (failure injection that
+//! wraps a real SDK client instead of a parameter of production code). Never used by shipped
+//! code.
+
+pub mod failing;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -154,7 +154,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// `into` is removed and the caller uploads from `dir` itself.
 pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<()> {
     let result = (|| {
-        let files = list_files(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let files = list_files(dir).map_err(|e| std::io::Error::other(tap_core::text::chain(&e).to_string()))?;
         std::fs::create_dir_all(into)?;
         for (rel, path) in files {
             let target = into.join(&rel);
@@ -205,9 +205,7 @@ pub async fn save_in<S: ObjectStore>(
             .and_then(|n| n.to_str())
             .ok_or_else(|| CheckpointError::Refused(format!("{}: not a UTF-8 name", dir.display())))?;
         let file = dir.to_owned();
-        let (sha256, size) = crate::blocking::run(move |_| sha256_file(&file))
-            .await
-            .map_err(|e| io(dir, e))?;
+        let (sha256, size) = crate::blocking::run(move |_| sha256_file(&file)).await.map_err(|e| io(dir, e))?;
         (dir.parent().unwrap_or(Path::new(".")).to_owned(), vec![ManifestFile { path: name.to_owned(), size, sha256 }])
     } else {
         (dir.to_owned(), hash_files(dir).await?)

@@ -75,7 +75,7 @@ impl ObjectStore for S3Store {
         let size = std::fs::metadata(src).map_err(io(src))?.len();
         if size > self.single_put_max {
             let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
-            transfer::upload(c, b, &key, src, Some(sha256), self.transfer, &self.state_dir, p, None).await?;
+            transfer::upload(c, b, &key, src, Some(sha256), self.transfer, &self.state_dir, p).await?;
             return Ok(());
         }
         let file = src.to_owned();

@@ -125,14 +125,15 @@ fn state_path(state_dir: &Path, bucket: &str, key: &str, src: &Path, meta: &std:
 }
 
 fn save_state(path: &Path, state: &UploadState) -> Result<()> {
-    let bytes = serde_json::to_vec(state).map_err(|e| ObjectError::caused(format!("{}: upload state", path.display()), e))?;
+    let bytes =
+        serde_json::to_vec(state).map_err(|e| ObjectError::caused(format!("{}: upload state", path.display()), e))?;
     tap_core::fsutil::write_atomic(path, &bytes).map_err(io(path))
 }
 
 /// Uploads `src` in parts. Parts are read (and SHA-256-hashed) in order and sent
 /// `concurrency` at a time; with `expected_sha256`, a file whose bytes do not hash to it is
-/// not completed (the upload is aborted). `fail_after` (tests) stops with an error once that
-/// many parts were sent in this call, as a crash would.
+/// not completed (the upload is aborted). Finished parts are recorded in a state file as they
+/// come, so a later call for the same file resumes after a crash or a failed part.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload(
     client: &Client,
@@ -143,7 +144,6 @@ pub async fn upload(
     opts: TransferOptions,
     state_dir: &Path,
     progress: Arc<AtomicU64>,
-    fail_after: Option<u32>,
 ) -> Result<UploadReport> {
     let meta = std::fs::metadata(src).map_err(io(src))?;
     let size = meta.len();
@@ -196,7 +196,9 @@ pub async fn upload(
                 // Regression: a missing id was taken as "", and every part then failed.
                 upload_id: r
                     .upload_id()
-                    .ok_or_else(|| ObjectError::message(format!("S3 CreateMultipartUpload {key}: the answer has no upload id")))?
+                    .ok_or_else(|| {
+                        ObjectError::message(format!("S3 CreateMultipartUpload {key}: the answer has no upload id"))
+                    })?
                     .to_owned(),
                 done: BTreeMap::new(),
             }
@@ -267,16 +269,10 @@ pub async fn upload(
         // Record finished parts as they come, so a crash loses at most the parts in flight.
         while let Some(done) = tasks.try_join_next() {
             record(&mut state, &state_file, &mut report, done)?;
-            if fail_after.is_some_and(|f| report.parts_sent >= f) {
-                return Err(ObjectError::message("upload stopped (test)"));
-            }
         }
     }
     while let Some(done) = tasks.join_next().await {
         record(&mut state, &state_file, &mut report, done)?;
-        if fail_after.is_some_and(|f| report.parts_sent >= f) {
-            return Err(ObjectError::message("upload stopped (test)"));
-        }
     }
     if let (Some(expected), Some(h)) = (expected_sha256, sha) {
         let actual = super::hex(&h.finalize());
@@ -304,7 +300,8 @@ pub async fn upload(
         .await
         .map_err(|e| sdk_error(format!("S3 CompleteMultipartUpload {key}"), e))?;
     let sidecar = Sidecar { size, part_size: opts.part_size, crc32c: state.done.values().map(|p| p.crc32c).collect() };
-    let sidecar = serde_json::to_vec(&sidecar).map_err(|e| ObjectError::caused(format!("{key}: checksum sidecar"), e))?;
+    let sidecar =
+        serde_json::to_vec(&sidecar).map_err(|e| ObjectError::caused(format!("{key}: checksum sidecar"), e))?;
     client
         .put_object()
         .bucket(bucket)

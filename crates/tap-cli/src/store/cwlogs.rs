@@ -82,7 +82,8 @@ impl CloudWatchLogs {
 impl LogStore for CloudWatchLogs {
     async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
         let stream = stream_name(experiment, run_id);
-        let high = self.sent.lock().map_err(|_| StoreError::message("CloudWatch Logs: lock poisoned"))?.get(&stream).copied();
+        let high =
+            self.sent.lock().map_err(|_| StoreError::message("CloudWatch Logs: lock poisoned"))?.get(&stream).copied();
         let fresh: Vec<LogLine> = lines.iter().filter(|l| high.is_none_or(|h| l.seq > h)).cloned().collect();
         if fresh.is_empty() {
             return Ok(());

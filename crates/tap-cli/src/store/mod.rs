@@ -133,15 +133,24 @@ mod aws_tests {
     }
 
     /// An upload killed midway resumes with the parts S3 already has; a download verifies
-    /// every part against the upload's CRC32C sidecar.
+    /// every part against the upload's CRC32C sidecar. The first attempt's client fails every
+    /// UploadPart after the second (tap_test_support::failing wraps the real client).
     #[tokio::test(flavor = "multi_thread")]
     async fn interrupted_upload_resumes_and_downloads_verify_parts() {
         use crate::artifacts::transfer::{self, TransferOptions};
         use std::sync::Arc;
         use std::sync::atomic::AtomicU64;
+        use tap_test_support::failing::FailRequests;
         let moto = Moto::from_env(free_port());
         let conf = aws_sdk_s3::config::Builder::from(&sdk_config(&moto)).force_path_style(true).build();
         let client = aws_sdk_s3::Client::from_conf(conf);
+        let parts_fail = FailRequests::after("partNumber=", 2);
+        let dying = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
+                .force_path_style(true)
+                .interceptor(parts_fail.clone())
+                .build(),
+        );
         client.create_bucket().bucket("tap-transfer-test").send().await.expect("CreateBucket");
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("big.bin");
@@ -151,24 +160,16 @@ mod aws_tests {
         let state = dir.path().join("state");
         let opts = TransferOptions { part_size: 5 * 1024 * 1024, concurrency: 1 };
         let progress = Arc::new(AtomicU64::new(0));
-        let first = transfer::upload(
-            &client,
-            "tap-transfer-test",
-            "k/big.bin",
-            &src,
-            None,
-            opts,
-            &state,
-            progress.clone(),
-            Some(2),
-        )
-        .await;
-        assert!(first.is_err(), "the first attempt dies after two parts");
+        let first =
+            transfer::upload(&dying, "tap-transfer-test", "k/big.bin", &src, None, opts, &state, progress.clone())
+                .await;
+        let e = first.expect_err("the first attempt dies after two parts");
+        assert!(tap_core::text::chain(&e).to_string().contains("failure injection"), "{e}");
+        assert!(parts_fail.seen() >= 3, "the third part was tried");
         assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 1, "progress is on disk");
-        let report =
-            transfer::upload(&client, "tap-transfer-test", "k/big.bin", &src, None, opts, &state, progress, None)
-                .await
-                .expect("resumes");
+        let report = transfer::upload(&client, "tap-transfer-test", "k/big.bin", &src, None, opts, &state, progress)
+            .await
+            .expect("resumes");
         assert_eq!((report.parts, report.parts_resumed, report.parts_sent), (5, 2, 3), "{report:?}");
         assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 0, "state removed when done");
         let dest = dir.path().join("back.bin");

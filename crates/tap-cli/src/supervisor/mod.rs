@@ -918,26 +918,30 @@ where
         let mut snapshot_seq = 0u32;
         let mut pending_snapshot: Option<Snapshot> = None;
         let snapshot_warned = Arc::new(AtomicBool::new(false));
-        let start_upload =
-            |(id, step): (String, u64), snap: Snapshot, previous: Option<Manifest>, tx: mpsc::Sender<Event>| {
-                let moved_before = objects.bytes_moved();
-                let objects = objects.clone();
-                let exp = opts.experiment.clone();
-                let run_id = run_id.clone();
-                let live = ckpt_dir.clone();
-                let warned = snapshot_warned.clone();
-                let to_send = Arc::new(AtomicU64::new(0));
-                let sending = to_send.clone();
-                let upload_id = id.clone();
-                let task = tokio::spawn(async move {
-                    let (dir, _guard) = snap.ready(&live, &warned).await;
-                    let result =
-                        commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending)
-                            .await;
-                    let _ = tx.send(Event::Uploaded(upload_id, step, result.map_err(|e| e.to_string()))).await;
-                });
-                InFlight { id, task, started: Instant::now(), moved_before, to_send }
-            };
+        let start_upload = |(id, step): (String, u64),
+                            snap: Snapshot,
+                            previous: Option<Manifest>,
+                            tx: mpsc::Sender<Event>| {
+            let moved_before = objects.bytes_moved();
+            let objects = objects.clone();
+            let exp = opts.experiment.clone();
+            let run_id = run_id.clone();
+            let live = ckpt_dir.clone();
+            let warned = snapshot_warned.clone();
+            let to_send = Arc::new(AtomicU64::new(0));
+            let sending = to_send.clone();
+            let upload_id = id.clone();
+            let task = tokio::spawn(async move {
+                let (dir, _guard) = snap.ready(&live, &warned).await;
+                let result =
+                    commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending)
+                        .await;
+                let _ = tx
+                    .send(Event::Uploaded(upload_id, step, result.map_err(|e| tap_core::text::chain(&e).to_string())))
+                    .await;
+            });
+            InFlight { id, task, started: Instant::now(), moved_before, to_send }
+        };
 
         loop {
             tokio::select! {
@@ -1226,7 +1230,7 @@ async fn tell_job<R: RunStore>(store: &R, run: &Run) {
         .await
     {
         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
-        Err(e) => crate::say!("tap: could not record this node in job {group}: {e}"),
+        Err(e) => crate::say!("tap: could not record this node in job {group}: {}", tap_core::text::chain(&e)),
     }
 }
 

@@ -189,9 +189,10 @@ impl State {
             let wait = self.next_try.min(until).saturating_duration_since(Instant::now());
             if Instant::now() + wait >= until {
                 crate::say!(
-                    "tap: could not record the end of run {}/{} ({e}); readers will show it as lost",
+                    "tap: could not record the end of run {}/{} ({}); readers will show it as lost",
                     self.mine.experiment_id,
-                    self.mine.run_id
+                    self.mine.run_id,
+                    tap_core::text::chain(&e)
                 );
                 break;
             }
@@ -235,8 +236,9 @@ impl State {
                 let tries = match &mut self.failing {
                     None => {
                         crate::say!(
-                            "tap: the store failed ({e}); the command keeps running, output and metrics are buffered \
-                             (up to {MAX_BUFFERED_LINES} lines) and retried"
+                            "tap: the store failed ({}); the command keeps running, output and metrics are buffered \
+                             (up to {MAX_BUFFERED_LINES} lines) and retried",
+                            tap_core::text::chain(&e)
                         );
                         self.failing = Some((Instant::now(), 1));
                         1
