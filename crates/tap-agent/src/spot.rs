@@ -34,14 +34,14 @@ pub fn parse_instance_action(body: &str) -> Result<(String, Option<i64>), String
         return Err(format!("unknown action {action:?}"));
     }
     let time = v.get("time").and_then(|t| t.as_str()).ok_or("no \"time\"")?;
-    let at = notice::parse_rfc3339(time).ok_or_else(|| format!("unreadable time {time:?}"))?;
+    let at = tap_core::time::parse_rfc3339(time).ok_or_else(|| format!("unreadable time {time:?}"))?;
     Ok((action.to_owned(), Some(at)))
 }
 
 /// `{"noticeTime": "2026-11-27T03:10:00Z"}` → its time, when readable.
 pub fn parse_rebalance(body: &str) -> Option<i64> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    notice::parse_rfc3339(v.get("noticeTime")?.as_str()?)
+    tap_core::time::parse_rfc3339(v.get("noticeTime")?.as_str()?)
 }
 
 /// GET `path`: `Ok(None)` on 404 (nothing to say), the body on 200.
@@ -70,12 +70,12 @@ impl Watcher {
         };
         let (deadline_ms, skew) = notice::spot_deadline(time, now_ms, poll_ms);
         if let Some(why) = problem.as_ref().or(skew.as_ref()) {
-            tracing::warn!(body, why = %why, deadline = %tap_core::runs::rfc3339(deadline_ms), "spot notice time not trusted");
+            tracing::warn!(body, why = %why, deadline = %tap_core::time::rfc3339(deadline_ms), "spot notice time not trusted");
         }
         Notice {
             kind: NoticeKind::SpotInterruption,
             action: action.clone(),
-            reason: format!("EC2 spot interruption: {action} at {}", tap_core::runs::rfc3339(deadline_ms)),
+            reason: format!("EC2 spot interruption: {action} at {}", tap_core::time::rfc3339(deadline_ms)),
             detected_ms: now_ms,
             deadline_ms,
             instance_id: Some(self.instance_id.clone()),
@@ -96,7 +96,7 @@ impl Watcher {
                     }
                     match notify_runs(&self.runtime, &n) {
                         Ok(pids) => {
-                            tracing::warn!(action = %n.action, deadline = %tap_core::runs::rfc3339(n.deadline_ms),
+                            tracing::warn!(action = %n.action, deadline = %tap_core::time::rfc3339(n.deadline_ms),
                             signalled = ?pids, "spot interruption notice: runs asked to checkpoint")
                         }
                         Err(e) => {
@@ -193,7 +193,7 @@ mod tests {
         let at = crate::daemon::now_ms() + 100_000;
         imds.set_instance_action(Some(&format!(
             r#"{{"action": "terminate", "time": "{}"}}"#,
-            tap_core::runs::rfc3339(at)
+            tap_core::time::rfc3339(at)
         )));
         let events = w.poll_once(&mut n, &mut r).await;
         assert_eq!(events.len(), 2, "{events:?}");

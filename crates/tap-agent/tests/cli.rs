@@ -527,7 +527,7 @@ mod moto {
         let cued_ms = tap_agent::daemon::now_ms();
         imds.set_instance_action(Some(&format!(
             r#"{{"action": "terminate", "time": "{}"}}"#,
-            tap_core::runs::rfc3339(deadline_ms)
+            tap_core::time::rfc3339(deadline_ms)
         )));
         let notice_path = node_a.join("run").join("notice.json");
         let notified = wait_for("the notice file", Duration::from_secs(10), || notice_path.exists());

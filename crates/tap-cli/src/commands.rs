@@ -387,7 +387,7 @@ async fn params<P: ParamStore>(
                     "{:<28} {:>7}  {:<22} {}",
                     p.name,
                     p.version,
-                    tap_core::runs::rfc3339(p.modified_ms),
+                    tap_core::time::rfc3339(p.modified_ms),
                     p.value
                 )?;
             }
@@ -532,7 +532,7 @@ async fn artifacts<O: ObjectStore + Clone + 'static>(
                             m.checkpoint_id,
                             m.files.len(),
                             m.total_bytes(),
-                            tap_core::runs::rfc3339(m.created_ms)
+                            tap_core::time::rfc3339(m.created_ms)
                         )?;
                     }
                 }

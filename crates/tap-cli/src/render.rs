@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tap_core::runs::{MetricPoint, Run, rfc3339};
+use tap_core::runs::{MetricPoint, Run};
+use tap_core::time::rfc3339;
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
@@ -106,7 +107,7 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         }
     }
     if run.status == tap_core::runs::RunStatus::Lost {
-        let seen = run.heartbeat_ms.map(tap_core::runs::rfc3339).unwrap_or_else(|| "-".into());
+        let seen = run.heartbeat_ms.map(tap_core::time::rfc3339).unwrap_or_else(|| "-".into());
         s.push_str(&format!("lost:        its tap run stopped without recording an end (last heartbeat {seen})\n"));
     }
     s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));

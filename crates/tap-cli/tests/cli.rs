@@ -1206,7 +1206,7 @@ mod stack {
 
         // The job's run record, as the fleet's controller writes it for attempt 1 of a
         // 2-node job, beside its node runs.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
+        let now = tap_core::time::now_ms();
         let nodes: Vec<String> = env.json(&["fleet", "status"])["nodes"]
             .as_array()
             .expect("nodes")

@@ -336,29 +336,8 @@ pub const NAME_RULE: &str = "1-128 letters, digits, '_', '.' or '-', not only do
 pub fn new_run_id(now_ms: i64, entropy: u32) -> String {
     let secs = now_ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::time::civil_from_days(days);
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}", rem / 3600, rem % 3600 / 60, rem % 60, entropy & 0xff_ffff)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// RFC 3339 UTC time of epoch milliseconds, to the second.
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// What one line of `TAP_METRICS_FILE` says.
@@ -555,8 +534,6 @@ mod tests {
     fn run_ids_sort_by_time() {
         assert_eq!(new_run_id(1_795_743_877_000, 0x3f9a1c), "20261127T014437Z-3f9a1c");
         assert!(new_run_id(1_000, 5) < new_run_id(2_000, 1));
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 
     #[test]
@@ -600,17 +577,5 @@ mod tests {
             prop_assert_eq!(parse_metrics_line(&line), Ok(MetricsLine::Metrics { step: Some(step), values: vec![(name, v)] }));
         }
 
-        #[test]
-        fn dates_match_chrono_free_reference(days in -100_000i64..100_000) {
-            // Round trip through the inverse (days_from_civil) checks the algorithm.
-            let (y, m, d) = civil_from_days(days);
-            let y2 = if m <= 2 { y - 1 } else { y };
-            let era = y2.div_euclid(400);
-            let yoe = y2 - era * 400;
-            let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
-            let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-            prop_assert_eq!(era * 146_097 + doe - 719_468, days);
-        }
     }
 }

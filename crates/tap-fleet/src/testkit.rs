@@ -100,7 +100,7 @@ pub async fn reporting_node(sdk: &aws_types::SdkConfig, environment: &str, insta
 /// A node whose agent reports and whose GPUs idled (`percent`) for the last `minutes`.
 pub async fn idle_node(sdk: &aws_types::SdkConfig, environment: &str, instance: &str, minutes: i64, percent: f64) {
     use tap_core::contract::Metric;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = tap_core::time::now_ms();
     reporting_node(sdk, environment, instance, now).await;
     for m in 0..minutes {
         put_node_metric(sdk, environment, instance, Metric::GpuUtilization, percent, now - 30_000 - m * 60_000).await;

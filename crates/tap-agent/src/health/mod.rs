@@ -295,7 +295,7 @@ impl Health {
         };
         let findings: Vec<&Finding> = self.findings.values().collect();
         serde_json::json!({
-            "updated": tap_core::runs::rfc3339(now_ms),
+            "updated": tap_core::time::rfc3339(now_ms),
             "updated_ms": now_ms,
             "verdict": verdict,
             "gpus": self.gpus.iter().map(|g| &g.uuid).collect::<Vec<_>>(),

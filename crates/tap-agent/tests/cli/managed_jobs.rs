@@ -21,9 +21,7 @@ const TABLE: &str = "tap-dev-experiments";
 const FIXTURE: &str = include_str!("../../../tap-cli/tests/fixtures/tap_config.json");
 const STEPS: u64 = 400;
 
-fn now_ms() -> i64 {
-    tap_core::time::now_ms()
-}
+use tap_core::time::now_ms;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -285,7 +283,7 @@ impl Fleet {
     /// EC2 reclaims `id`: the spot notice in its IMDS, two minutes ahead.
     fn notice(&mut self, id: &str) -> i64 {
         let deadline = now_ms() + 120_000;
-        let body = format!(r#"{{"action": "terminate", "time": "{}"}}"#, tap_core::runs::rfc3339(deadline));
+        let body = format!(r#"{{"action": "terminate", "time": "{}"}}"#, tap_core::time::rfc3339(deadline));
         self.node(id).imds.set_instance_action(Some(&body));
         deadline
     }
