@@ -464,7 +464,7 @@ impl Controller {
             };
             let node_gone = match fleet.nodes.iter().find(|x| x.instance_id == n.instance_id) {
                 None => Some("no longer in the fleet".to_owned()),
-                Some(x) if x.state != "running" => Some(format!("its instance is {}", x.state)),
+                Some(x) if x.state != tap_core::fleet::InstanceState::Running => Some(format!("its instance is {}", x.state)),
                 Some(x) if x.unhealthy == Some(true) => Some("a fatal GPU finding stands".to_owned()),
                 Some(x) if x.heartbeat_age_s.is_some_and(|a| a > tap_fleet::launch::HEARTBEAT_STALE_S) => {
                     Some(format!("last tap-agent heartbeat {} s ago", x.heartbeat_age_s.unwrap_or(0)))
@@ -612,7 +612,7 @@ impl Controller {
 
 /// The fit running nodes in the order every node agrees on (oldest first).
 fn seniority(nodes: &[NodeInfo]) -> Vec<String> {
-    let mut fit: Vec<&NodeInfo> = nodes.iter().filter(|n| n.state == "running").collect();
+    let mut fit: Vec<&NodeInfo> = nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect();
     fit.sort_by(|a, b| a.seniority().cmp(&b.seniority()));
     fit.into_iter().map(|n| n.instance_id.clone()).collect()
 }

@@ -675,12 +675,12 @@ mod moto {
         let dir = tempfile::tempdir().expect("tempdir");
         let requests = dir.path().join("requests.log");
         let moto = Moto::from_env_logging(free_port(), &requests);
-        let sdk = tap_fleet::testkit::sdk_config(&endpoint(moto.port));
-        let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+        let sdk = tap_test_support::aws::sdk_config(&endpoint(moto.port));
+        let fleet_id = tap_test_support::aws::make_fleet(&sdk, 2).await;
         let fleet = tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, "ci", "");
         let status = fleet.describe().await.expect("describe");
         for n in &status.nodes {
-            tap_fleet::testkit::idle_node(&sdk, "ci", &n.instance_id, 10, 0.5).await;
+            tap_test_support::aws::idle_node(&sdk, "ci", &n.instance_id, 10, 0.5).await;
         }
         let leader = tap_fleet::idle::leader(&status).expect("leader").instance_id.clone();
         let other = status.nodes.iter().find(|n| n.instance_id != leader).expect("other").instance_id.clone();

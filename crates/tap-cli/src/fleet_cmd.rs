@@ -48,7 +48,7 @@ pub async fn run_fleet(
             let current = s.target_capacity.unwrap_or(0);
             let target = i32::try_from(*target).context("target capacity")?;
             if target < current && !yes {
-                let running = s.nodes.iter().filter(|n| n.state == "running").count();
+                let running = s.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).count();
                 let q = format!(
                     "scale fleet {} from {current} to {target}: up to {} running node(s) will be terminated (their runs are interrupted). Go on?",
                     s.fleet_id,
@@ -70,7 +70,7 @@ pub async fn run_fleet(
                 .status
                 .nodes
                 .iter()
-                .filter(|n| n.state == "running")
+                .filter(|n| n.state == tap_core::fleet::InstanceState::Running)
                 .map(|n| idle::node_idleness(&view.utilization, &n.instance_id, &rule))
                 .collect();
             match output {

@@ -17,8 +17,6 @@ pub mod store;
 pub mod supervisor;
 pub mod tapml;
 pub mod term;
-#[cfg(feature = "aws-integration")]
-pub mod testkit;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1041,8 +1041,8 @@ mod stack {
     /// Moto with the stack's table, bucket and log group, and tap's config imported.
     async fn stack() -> Env {
         let moto = Moto::from_env(free_port());
-        let sdk = tap_cli::testkit::sdk_config(&moto.endpoint());
-        tap_cli::testkit::create_table(&aws_sdk_dynamodb::Client::new(&sdk), "tap-dev-experiments").await;
+        let sdk = tap_test_support::aws::sdk_config(&moto.endpoint());
+        tap_test_support::aws::create_table(&aws_sdk_dynamodb::Client::new(&sdk), "tap-dev-experiments").await;
         let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
         s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
         aws_sdk_cloudwatchlogs::Client::new(&sdk)
@@ -1111,8 +1111,8 @@ mod stack {
     #[tokio::test(flavor = "multi_thread")]
     async fn fleet_status_scale_and_launch_refusals() {
         let env = stack().await;
-        let sdk = tap_cli::testkit::sdk_config(&env.moto.endpoint());
-        let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+        let sdk = tap_test_support::aws::sdk_config(&env.moto.endpoint());
+        let fleet_id = tap_test_support::aws::make_fleet(&sdk, 2).await;
         let outputs = env.dir.path().join("outputs.json");
         let config = FIXTURE.replace("fleet-0123456789abcdef0", &fleet_id);
         std::fs::write(&outputs, format!("{{\"tap_config\": {{\"value\": {config}}}}}")).expect("outputs");

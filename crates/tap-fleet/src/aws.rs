@@ -248,7 +248,7 @@ impl Fleet {
                     instance_type: i.instance_type().map(|t| t.as_str().to_owned()),
                     availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_owned),
                     private_ip: i.private_ip_address().map(str::to_owned),
-                    state: i.state().and_then(|s| s.name()).map_or("unknown", |s| s.as_str()).to_owned(),
+                    state: i.state().and_then(|s| s.name()).map_or(tap_core::fleet::InstanceState::Unknown, |s| s.as_str().into()),
                     launch_time_ms: i.launch_time().and_then(|t| t.to_millis().ok()),
                     heartbeat_age_s: None,
                     unhealthy: None,
@@ -338,7 +338,7 @@ impl Fleet {
         minutes: i64,
     ) -> Result<HashMap<String, Vec<(i64, f64)>>> {
         let ids: Vec<String> =
-            status.nodes.iter().filter(|n| n.state == "running").map(|n| n.instance_id.clone()).collect();
+            status.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).map(|n| n.instance_id.clone()).collect();
         let points = self.per_instance(&[(ContractMetric::GpuUtilization, "Average")], &ids, now_ms, minutes).await?;
         Ok(points.into_iter().map(|((_, id), v)| (id, v)).collect())
     }

@@ -126,7 +126,7 @@ pub fn leader(status: &FleetStatus) -> Option<&NodeInfo> {
     status
         .nodes
         .iter()
-        .filter(|n| n.state == "running")
+        .filter(|n| n.state == tap_core::fleet::InstanceState::Running)
         .min_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)))
 }
 
@@ -143,10 +143,10 @@ pub fn judge(
         None => return Verdict::Unknown { reason: format!("fleet {} has no target capacity", status.fleet_id) },
         Some(_) => {}
     }
-    if let Some(n) = status.nodes.iter().find(|n| n.state == "pending") {
+    if let Some(n) = status.nodes.iter().find(|n| n.state == tap_core::fleet::InstanceState::Pending) {
         return Verdict::Unknown { reason: format!("{} is still starting", n.instance_id) };
     }
-    let running: Vec<&NodeInfo> = status.nodes.iter().filter(|n| n.state == "running").collect();
+    let running: Vec<&NodeInfo> = status.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect();
     if running.is_empty() {
         return Verdict::Unknown { reason: "no running node".into() };
     }

@@ -137,35 +137,6 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     s
 }
 
-/// What following a launched job decides after a round of command statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Some node still runs and none failed.
-    Wait,
-    /// Every node succeeded.
-    Succeeded,
-    /// A node ended badly (reclaimed, interrupted, lost): stop the others and relaunch the
-    /// whole job with `--resume` from the latest checkpoint.
-    Relaunch,
-    /// A node ended badly and no restarts are left.
-    GiveUp,
-}
-
-/// SSM command statuses that are final.
-pub fn is_final(status: &str) -> bool {
-    matches!(status, "Success" | "Failed" | "Cancelled" | "TimedOut" | "Undeliverable" | "Terminated")
-}
-
-/// Decides from every node's SSM command status. A multi-node job is all or nothing: torch
-/// ranks cannot continue without a peer, so one node ending badly means a relaunch of all.
-pub fn decide(statuses: &[String], restarts_left: u32) -> Decision {
-    let bad = statuses.iter().any(|s| is_final(s) && s != "Success");
-    if bad {
-        return if restarts_left > 0 { Decision::Relaunch } else { Decision::GiveUp };
-    }
-    if !statuses.is_empty() && statuses.iter().all(|s| s == "Success") { Decision::Succeeded } else { Decision::Wait }
-}
-
 /// The rendezvous variables, expanded on the node where an argument names them.
 pub const NODE_VARS: [&str; 6] = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "TAP_RUN_GROUP", "RDZV_ID"];
 
@@ -308,18 +279,6 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).trim(),
             "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123 config=/etc/tap/config.toml hf=/data/hf cache"
         );
-    }
-
-    #[test]
-    fn follow_decisions() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(decide(&s(&["InProgress", "Pending"]), 3), Decision::Wait);
-        assert_eq!(decide(&s(&["Success", "InProgress"]), 3), Decision::Wait);
-        assert_eq!(decide(&s(&["Success", "Success"]), 0), Decision::Succeeded);
-        assert_eq!(decide(&s(&["Failed", "InProgress"]), 2), Decision::Relaunch, "a reclaimed node's run exits 75");
-        assert_eq!(decide(&s(&["Undeliverable", "Success"]), 1), Decision::Relaunch);
-        assert_eq!(decide(&s(&["TimedOut", "InProgress"]), 0), Decision::GiveUp);
-        assert_eq!(decide(&[], 1), Decision::Wait);
     }
 
     #[test]

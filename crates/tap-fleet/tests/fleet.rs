@@ -8,7 +8,7 @@ use tap_fleet::launch::{self, LaunchSpec};
 use tap_test_support::{Moto, free_port};
 
 fn sdk(port: u16) -> SdkConfig {
-    tap_fleet::testkit::sdk_config(&tap_test_support::endpoint(port))
+    tap_test_support::aws::sdk_config(&tap_test_support::endpoint(port))
 }
 
 use tap_core::time::now_ms;
@@ -17,7 +17,7 @@ use tap_core::time::now_ms;
 async fn status_scale_and_launch_against_moto() {
     let moto = Moto::from_env(free_port());
     let sdk = sdk(moto.port);
-    let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+    let fleet_id = tap_test_support::aws::make_fleet(&sdk, 2).await;
     let fleet = Fleet {
         ec2: aws_sdk_ec2::Client::new(&sdk),
         ssm: aws_sdk_ssm::Client::new(&sdk),
@@ -28,12 +28,12 @@ async fn status_scale_and_launch_against_moto() {
     };
     let s = fleet.status(now_ms()).await.expect("status");
     assert_eq!((s.target_capacity, s.nodes.len()), (Some(2), 2), "{s:?}");
-    assert!(s.nodes.iter().all(|n| n.state == "running" && n.private_ip.is_some()), "{s:?}");
+    assert!(s.nodes.iter().all(|n| n.state == tap_core::fleet::InstanceState::Running && n.private_ip.is_some()), "{s:?}");
     assert!(s.nodes.iter().all(|n| n.heartbeat_age_s.is_none()), "no agent has reported yet");
 
     // Only one node's agent reports: a 2-node launch is refused with the reason, 1 works.
     let first = s.nodes[0].instance_id.clone();
-    tap_fleet::testkit::reporting_node(&sdk, "ci", &first, now_ms()).await;
+    tap_test_support::aws::reporting_node(&sdk, "ci", &first, now_ms()).await;
     let s = fleet.status(now_ms()).await.expect("status");
     let age = s.nodes.iter().find(|n| n.instance_id == first).and_then(|n| n.heartbeat_age_s).expect("heartbeat");
     assert!((25..=120).contains(&age), "{age}");
@@ -67,7 +67,7 @@ async fn status_scale_and_launch_against_moto() {
     fleet.scale(0).await.expect("scale to zero");
     let s = fleet.status(now_ms()).await.expect("status");
     assert_eq!(s.target_capacity, Some(0));
-    assert!(s.nodes.iter().all(|n| n.state != "running"), "{s:?}");
+    assert!(s.nodes.iter().all(|n| n.state != tap_core::fleet::InstanceState::Running), "{s:?}");
 
     // A fleet that does not exist is one clear error.
     let gone = Fleet { fleet_id: "fleet-00000000-0000-0000-0000-000000000000".into(), ..fleet };
@@ -83,14 +83,14 @@ async fn idle_rule_against_moto() {
     use tap_fleet::idle::{self, IdleRule, Verdict};
     let moto = Moto::from_env(free_port());
     let sdk = sdk(moto.port);
-    let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 2).await;
+    let fleet_id = tap_test_support::aws::make_fleet(&sdk, 2).await;
     let fleet = Fleet::connect(&sdk, &fleet_id, "ci", "/tap/ci/training");
     let s = fleet.status(now_ms()).await.expect("status");
     let rule = IdleRule { minutes: 10, below_percent: 5.0 };
 
     // Agents up, but no utilization yet: not known to idle.
     for n in &s.nodes {
-        tap_fleet::testkit::reporting_node(&sdk, "ci", &n.instance_id, now_ms()).await;
+        tap_test_support::aws::reporting_node(&sdk, "ci", &n.instance_id, now_ms()).await;
     }
     let view = fleet.idle_verdict(None, now_ms(), &rule).await.expect("verdict");
     let (s, v) = (view.status, view.verdict);
@@ -102,7 +102,7 @@ async fn idle_rule_against_moto() {
     let other = s.nodes.iter().find(|n| n.instance_id != leader).expect("second node").instance_id.clone();
 
     for n in &s.nodes {
-        tap_fleet::testkit::idle_node(&sdk, "ci", &n.instance_id, 10, 1.5).await;
+        tap_test_support::aws::idle_node(&sdk, "ci", &n.instance_id, 10, 1.5).await;
     }
     let v = fleet.idle_verdict(Some(&other), now_ms(), &rule).await.expect("verdict").verdict;
     assert_eq!(v, Verdict::NotLeader { leader: leader.clone() });
@@ -111,7 +111,7 @@ async fn idle_rule_against_moto() {
 
     // One busy minute on the other node keeps the fleet.
     let busy_at = now_ms() - 4 * 60_000;
-    tap_fleet::testkit::put_node_metric(&sdk, "ci", &other, tap_core::contract::Metric::GpuUtilization, 97.0, busy_at)
+    tap_test_support::aws::put_node_metric(&sdk, "ci", &other, tap_core::contract::Metric::GpuUtilization, 97.0, busy_at)
         .await;
     let v = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict").verdict;
     assert!(
@@ -132,7 +132,7 @@ async fn scale_publishes_the_fleets_intent_around_modify_fleet() {
     let log = dir.path().join("requests.log");
     let moto = Moto::from_env_logging(free_port(), &log);
     let sdk = sdk(moto.port);
-    let fleet_id = tap_fleet::testkit::make_fleet(&sdk, 1).await;
+    let fleet_id = tap_test_support::aws::make_fleet(&sdk, 1).await;
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
     let fleet = Fleet {
         ec2: aws_sdk_ec2::Client::new(&sdk),

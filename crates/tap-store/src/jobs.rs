@@ -502,8 +502,8 @@ mod aws_tests {
     use tap_test_support::{Moto, free_port};
 
     async fn store(moto: &Moto) -> JobStore {
-        let client = Client::new(&crate::testkit::sdk_config(&moto.endpoint()));
-        crate::testkit::create_table(&client, "jobs-test").await;
+        let client = Client::new(&tap_test_support::aws::sdk_config(&moto.endpoint()));
+        tap_test_support::aws::create_table(&client, "jobs-test").await;
         JobStore::new(client, "jobs-test")
     }
 

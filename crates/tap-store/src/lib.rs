@@ -5,8 +5,6 @@
 
 pub mod dynamo;
 pub mod jobs;
-#[cfg(feature = "aws-integration")]
-pub mod testkit;
 
 use std::future::Future;
 

@@ -1,8 +1,9 @@
-//! Test support shared by tap's crates: a moto server (AWS protocols) on loopback, started by
-//! the tests themselves and killed on drop, and [`failing`] clients (failure injection that
-//! wraps a real SDK client instead of a parameter of production code). Never used by shipped
-//! code.
+//! Test support shared by tap's crates — the one place for it: a moto server (AWS protocols)
+//! on loopback, started by the tests themselves and killed on drop; the stack's resources on it
+//! ([`aws`]); and [`failing`] clients (failure injection that wraps a real SDK client instead
+//! of a parameter of production code). Never used by shipped code.
 
+pub mod aws;
 pub mod failing;
 
 use std::net::{TcpListener, TcpStream};

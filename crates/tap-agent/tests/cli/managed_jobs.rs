@@ -84,9 +84,9 @@ impl Fleet {
             free_port(),
             &[("TAP_MOTO_REQUEST_LOG", requests.as_os_str()), ("TAP_MOTO_SSM_AGENTS", "1".as_ref())],
         );
-        let sdk = tap_fleet::testkit::sdk_config(&endpoint(moto.port));
+        let sdk = tap_test_support::aws::sdk_config(&endpoint(moto.port));
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        tap_store::testkit::create_table(&dynamo, TABLE).await;
+        tap_test_support::aws::create_table(&dynamo, TABLE).await;
         let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
         s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
         aws_sdk_cloudwatchlogs::Client::new(&sdk)
@@ -95,7 +95,7 @@ impl Fleet {
             .send()
             .await
             .expect("log group");
-        let fleet_id = tap_fleet::testkit::make_fleet(&sdk, n).await;
+        let fleet_id = tap_test_support::aws::make_fleet(&sdk, n).await;
         let f = Fleet {
             jobs: JobStore::new(dynamo.clone(), TABLE),
             runs: tap_store::dynamo::DynamoStore::new(dynamo, TABLE),
@@ -161,7 +161,7 @@ impl Fleet {
     /// The fleet's instances, oldest first (EC2's view).
     async fn instances(&self) -> Vec<tap_fleet::launch::NodeInfo> {
         let f = tap_fleet::aws::Fleet::connect(&self.sdk, &self.fleet_id, "dev", "");
-        f.describe().await.expect("describe").nodes.into_iter().filter(|n| n.state == "running").collect()
+        f.describe().await.expect("describe").nodes.into_iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect()
     }
 
     /// Starts the agent and the SSM stand-in of instance `id`.

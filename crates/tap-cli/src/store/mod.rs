@@ -25,14 +25,14 @@ mod aws_tests {
     use tap_store::dynamo::DynamoStore;
 
     fn sdk_config(moto: &Moto) -> aws_config::SdkConfig {
-        crate::testkit::sdk_config(&moto.endpoint())
+        tap_test_support::aws::sdk_config(&moto.endpoint())
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn dynamodb_passes_the_conformance_suite() {
         let moto = Moto::from_env(free_port());
         let client = aws_sdk_dynamodb::Client::new(&sdk_config(&moto));
-        crate::testkit::create_table(&client, "tap-test-experiments").await;
+        tap_test_support::aws::create_table(&client, "tap-test-experiments").await;
         let store = DynamoStore::new(client.clone(), "tap-test-experiments");
         conformance::runs(&store).await;
         conformance::metrics(&store).await;
@@ -46,7 +46,7 @@ mod aws_tests {
         use aws_sdk_dynamodb::types::AttributeValue as V;
         let moto = Moto::from_env(free_port());
         let client = aws_sdk_dynamodb::Client::new(&sdk_config(&moto));
-        crate::testkit::create_table(&client, "tap-test-corrupt").await;
+        tap_test_support::aws::create_table(&client, "tap-test-corrupt").await;
         let store = DynamoStore::new(client.clone(), "tap-test-corrupt");
         let good = tap_core::runs::Run::new("e", "good", vec!["true".into()], "h", 1);
         super::RunStore::create_run(&store, &good).await.expect("create");
