@@ -464,7 +464,9 @@ impl Controller {
             };
             let node_gone = match fleet.nodes.iter().find(|x| x.instance_id == n.instance_id) {
                 None => Some("no longer in the fleet".to_owned()),
-                Some(x) if x.state != tap_core::fleet::InstanceState::Running => Some(format!("its instance is {}", x.state)),
+                Some(x) if x.state != tap_core::fleet::InstanceState::Running => {
+                    Some(format!("its instance is {}", x.state))
+                }
                 Some(x) if x.unhealthy == Some(true) => Some("a fatal GPU finding stands".to_owned()),
                 Some(x) if x.heartbeat_age_s.is_some_and(|a| a > tap_fleet::launch::HEARTBEAT_STALE_S) => {
                     Some(format!("last tap-agent heartbeat {} s ago", x.heartbeat_age_s.unwrap_or(0)))

@@ -383,11 +383,17 @@ pub fn place(needed: u32, nodes: &[NodeInfo], busy: &BTreeSet<String>) -> Placem
         return Placement::Nodes(fit[..needed as usize].iter().map(|&n| n.clone()).collect());
     }
     let count = |f: &dyn Fn(&NodeInfo) -> bool| nodes.iter().filter(|n| f(n)).count();
-    let booting = count(&|n| n.state == crate::fleet::InstanceState::Pending || (n.state == crate::fleet::InstanceState::Running && n.heartbeat_age_s.is_none()));
+    let booting = count(&|n| {
+        n.state == crate::fleet::InstanceState::Pending
+            || (n.state == crate::fleet::InstanceState::Running && n.heartbeat_age_s.is_none())
+    });
     let held = count(&|n| busy.contains(n.instance_id.as_str()) && n.unfit().is_none());
     let sick = count(&|n| n.state == crate::fleet::InstanceState::Running && n.unhealthy == Some(true));
     let silent = count(&|n| {
-        n.state == crate::fleet::InstanceState::Running && n.unhealthy != Some(true) && n.heartbeat_age_s.is_some() && n.unfit().is_some()
+        n.state == crate::fleet::InstanceState::Running
+            && n.unhealthy != Some(true)
+            && n.heartbeat_age_s.is_some()
+            && n.unfit().is_some()
     });
     let mut parts = Vec::new();
     for (k, what) in [(booting, "booting"), (held, "busy"), (sick, "GPU-unhealthy"), (silent, "not reporting")] {

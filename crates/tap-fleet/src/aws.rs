@@ -31,6 +31,19 @@ pub enum FleetError {
 
 type Result<T> = std::result::Result<T, FleetError>;
 
+/// Pages of DescribeFleets read when looking for a node's fleet (tap's bound: an account
+/// with more than 20 pages of fleets is not one tap's stack made).
+const MAX_FLEET_PAGES: usize = 20;
+/// Pages of DescribeFleetInstances read for one fleet (tap's bound on a loop over a remote
+/// answer; a page holds up to 1 000 instances).
+const MAX_FLEET_INSTANCE_PAGES: usize = 100;
+/// Instance ids per DescribeInstances request (tap's batch).
+const INSTANCES_PER_DESCRIBE: usize = 100;
+/// Queries per GetMetricData request, at most (CloudWatch's limit: 500 MetricDataQuery).
+const QUERIES_PER_GET_METRIC_DATA: usize = 500;
+/// Characters of a SendCommand comment, at most (SSM's limit on `Comment`: 100).
+const SSM_COMMENT_CHARS: usize = 100;
+
 /// The service behind each call, for the error's words.
 fn service(call: &str) -> &'static str {
     match call.split(' ').next().unwrap_or("") {
@@ -139,7 +152,7 @@ impl Fleet {
             return Ok(Some(id.to_owned()));
         }
         let mut token = None;
-        for _ in 0..20 {
+        for _ in 0..MAX_FLEET_PAGES {
             let page =
                 ec2.describe_fleets().set_next_token(token).send().await.map_err(|e| sdk_err("DescribeFleets", e))?;
             for f in page.fleets() {
@@ -161,7 +174,7 @@ impl Fleet {
     async fn instance_ids(ec2: &aws_sdk_ec2::Client, fleet_id: &str) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         let mut token = None;
-        for _ in 0..100 {
+        for _ in 0..MAX_FLEET_INSTANCE_PAGES {
             let page = ec2
                 .describe_fleet_instances()
                 .fleet_id(fleet_id)
@@ -231,7 +244,7 @@ impl Fleet {
 
         let ids = Fleet::instance_ids(&self.ec2, &self.fleet_id).await?;
         let mut nodes = Vec::new();
-        for chunk in ids.chunks(100) {
+        for chunk in ids.chunks(INSTANCES_PER_DESCRIBE) {
             let out = self
                 .ec2
                 .describe_instances()
@@ -248,7 +261,10 @@ impl Fleet {
                     instance_type: i.instance_type().map(|t| t.as_str().to_owned()),
                     availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_owned),
                     private_ip: i.private_ip_address().map(str::to_owned),
-                    state: i.state().and_then(|s| s.name()).map_or(tap_core::fleet::InstanceState::Unknown, |s| s.as_str().into()),
+                    state: i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map_or(tap_core::fleet::InstanceState::Unknown, |s| s.as_str().into()),
                     launch_time_ms: i.launch_time().and_then(|t| t.to_millis().ok()),
                     heartbeat_age_s: None,
                     unhealthy: None,
@@ -280,7 +296,7 @@ impl Fleet {
         let pairs: Vec<(usize, &String)> =
             (0..series.len()).flat_map(|m| instances.iter().map(move |id| (m, id))).collect();
         let mut out = HashMap::new();
-        for chunk in pairs.chunks(500) {
+        for chunk in pairs.chunks(QUERIES_PER_GET_METRIC_DATA) {
             let queries: Vec<MetricDataQuery> = chunk
                 .iter()
                 .enumerate()
@@ -337,8 +353,12 @@ impl Fleet {
         now_ms: i64,
         minutes: i64,
     ) -> Result<HashMap<String, Vec<(i64, f64)>>> {
-        let ids: Vec<String> =
-            status.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).map(|n| n.instance_id.clone()).collect();
+        let ids: Vec<String> = status
+            .nodes
+            .iter()
+            .filter(|n| n.state == tap_core::fleet::InstanceState::Running)
+            .map(|n| n.instance_id.clone())
+            .collect();
         let points = self.per_instance(&[(ContractMetric::GpuUtilization, "Average")], &ids, now_ms, minutes).await?;
         Ok(points.into_iter().map(|((_, id), v)| (id, v)).collect())
     }
@@ -421,7 +441,7 @@ impl Fleet {
                 .instance_ids(&c.instance_id)
                 .parameters("commands", vec![c.script.clone()])
                 .parameters("executionTimeout", vec![timeout_s.to_string()])
-                .comment(comment.chars().take(100).collect::<String>())
+                .comment(comment.chars().take(SSM_COMMENT_CHARS).collect::<String>())
                 .cloud_watch_output_config(
                     CloudWatchOutputConfig::builder()
                         .cloud_watch_output_enabled(true)

@@ -146,7 +146,8 @@ pub fn judge(
     if let Some(n) = status.nodes.iter().find(|n| n.state == tap_core::fleet::InstanceState::Pending) {
         return Verdict::Unknown { reason: format!("{} is still starting", n.instance_id) };
     }
-    let running: Vec<&NodeInfo> = status.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect();
+    let running: Vec<&NodeInfo> =
+        status.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect();
     if running.is_empty() {
         return Verdict::Unknown { reason: "no running node".into() };
     }

@@ -7,4 +7,3 @@ pub mod aws;
 pub mod idle;
 pub mod launch;
 pub mod render;
-

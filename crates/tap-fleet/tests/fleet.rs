@@ -28,7 +28,10 @@ async fn status_scale_and_launch_against_moto() {
     };
     let s = fleet.status(now_ms()).await.expect("status");
     assert_eq!((s.target_capacity, s.nodes.len()), (Some(2), 2), "{s:?}");
-    assert!(s.nodes.iter().all(|n| n.state == tap_core::fleet::InstanceState::Running && n.private_ip.is_some()), "{s:?}");
+    assert!(
+        s.nodes.iter().all(|n| n.state == tap_core::fleet::InstanceState::Running && n.private_ip.is_some()),
+        "{s:?}"
+    );
     assert!(s.nodes.iter().all(|n| n.heartbeat_age_s.is_none()), "no agent has reported yet");
 
     // Only one node's agent reports: a 2-node launch is refused with the reason, 1 works.
@@ -111,8 +114,15 @@ async fn idle_rule_against_moto() {
 
     // One busy minute on the other node keeps the fleet.
     let busy_at = now_ms() - 4 * 60_000;
-    tap_test_support::aws::put_node_metric(&sdk, "ci", &other, tap_core::contract::Metric::GpuUtilization, 97.0, busy_at)
-        .await;
+    tap_test_support::aws::put_node_metric(
+        &sdk,
+        "ci",
+        &other,
+        tap_core::contract::Metric::GpuUtilization,
+        97.0,
+        busy_at,
+    )
+    .await;
     let v = fleet.idle_verdict(Some(&leader), now_ms(), &rule).await.expect("verdict").verdict;
     assert!(
         matches!(v, Verdict::Busy { ref instance_id, peak_percent } if *instance_id == other && peak_percent > 5.0),

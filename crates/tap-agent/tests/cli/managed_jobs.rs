@@ -161,7 +161,13 @@ impl Fleet {
     /// The fleet's instances, oldest first (EC2's view).
     async fn instances(&self) -> Vec<tap_fleet::launch::NodeInfo> {
         let f = tap_fleet::aws::Fleet::connect(&self.sdk, &self.fleet_id, "dev", "");
-        f.describe().await.expect("describe").nodes.into_iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect()
+        f.describe()
+            .await
+            .expect("describe")
+            .nodes
+            .into_iter()
+            .filter(|n| n.state == tap_core::fleet::InstanceState::Running)
+            .collect()
     }
 
     /// Starts the agent and the SSM stand-in of instance `id`.

@@ -91,12 +91,17 @@ fn parts_of(size: u64, part_size: u64) -> u64 {
     size.div_ceil(part_size).max(1)
 }
 
+/// Parts in one multipart upload, at most (Amazon S3 multipart upload limits).
+pub const S3_MAX_PARTS: u64 = 10_000;
+/// Size of one part, at most (Amazon S3 multipart upload limits: 5 GiB).
+pub const S3_MAX_PART_SIZE: u64 = 5 << 30;
+
 /// S3 allows 10 000 parts of at most 5 GiB: the requested part size, raised (to a whole MiB)
 /// as far as a file needs to fit in 10 000 parts — a 200 GB checkpoint at the default 16 MiB
 /// goes up in 20 MiB parts instead of failing.
 pub fn part_size_for(size: u64, requested: u64) -> u64 {
     const MIB: u64 = 1 << 20;
-    requested.max(size.div_ceil(10_000).div_ceil(MIB) * MIB)
+    requested.max(size.div_ceil(S3_MAX_PARTS).div_ceil(MIB) * MIB)
 }
 
 /// CRC32C of a part, read in 1 MiB slices (and fed to `sha` when one is kept).
@@ -152,7 +157,7 @@ pub async fn upload(
     let file = Arc::new(std::fs::File::open(src).map_err(io(src))?);
     let opts = TransferOptions { part_size: part_size_for(size, opts.part_size), ..opts };
     let n_parts = parts_of(size, opts.part_size);
-    if n_parts > 10_000 || opts.part_size > 5 << 30 {
+    if n_parts > S3_MAX_PARTS || opts.part_size > S3_MAX_PART_SIZE {
         return Err(ObjectError::message(format!(
             "{}: {size} bytes is more than S3's largest object (10 000 parts of 5 GiB)",
             src.display()

@@ -18,6 +18,9 @@ pub const MAX_BATCH_BYTES: usize = 1_048_576;
 pub const EVENT_OVERHEAD: usize = 26;
 pub const MAX_EVENT_BYTES: usize = 256 * 1024 - EVENT_OVERHEAD;
 const MAX_SPAN_MS: i64 = 24 * 3600 * 1000 - 1;
+/// Pages of GetLogEvents read for one run (tap's bound on a loop over a remote answer: 10 000
+/// pages is far beyond any run's output).
+const MAX_LOG_PAGES: usize = 10_000;
 const STDERR_TAG: &str = "[stderr] ";
 
 pub struct CloudWatchLogs {
@@ -132,8 +135,7 @@ impl LogStore for CloudWatchLogs {
         let stream = stream_name(experiment, run_id);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        // Bounded: a stream of 10 000 pages is far beyond any run's output.
-        for _ in 0..10_000 {
+        for _ in 0..MAX_LOG_PAGES {
             let page = match self
                 .client
                 .get_log_events()
