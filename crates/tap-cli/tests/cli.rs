@@ -1042,15 +1042,7 @@ mod stack {
     async fn stack() -> Env {
         let moto = Moto::from_env(free_port());
         let sdk = tap_test_support::aws::sdk_config(&moto.endpoint());
-        tap_test_support::aws::create_table(&aws_sdk_dynamodb::Client::new(&sdk), "tap-dev-experiments").await;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
-        s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
-        aws_sdk_cloudwatchlogs::Client::new(&sdk)
-            .create_log_group()
-            .log_group_name("/tap/dev/training")
-            .send()
-            .await
-            .expect("group");
+        tap_test_support::aws::create_stack(&sdk, "tap-dev-experiments").await;
         let env = Env { moto, dir: tempfile::tempdir().expect("tempdir") };
         let outputs = env.dir.path().join("outputs.json");
         let all = serde_json::json!({ "tap_config": { "value": serde_json::from_str::<serde_json::Value>(FIXTURE).expect("fixture"), "type": [], "sensitive": false } });

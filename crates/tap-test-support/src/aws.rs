@@ -37,6 +37,20 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .expect("CreateTable");
 }
 
+/// The stack's storage as `tap-dev` creates it: the experiment table `table`, the bucket
+/// `ml-model-artifacts-dev` and the log group `/tap/dev/training`.
+pub async fn create_stack(sdk: &aws_types::SdkConfig, table: &str) {
+    create_table(&aws_sdk_dynamodb::Client::new(sdk), table).await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
+    s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("CreateBucket");
+    aws_sdk_cloudwatchlogs::Client::new(sdk)
+        .create_log_group()
+        .log_group_name("/tap/dev/training")
+        .send()
+        .await
+        .expect("CreateLogGroup");
+}
+
 /// A launch template and a spot fleet of type maintain with `n` nodes, as the stack makes.
 pub async fn make_fleet(sdk: &aws_types::SdkConfig, n: i32) -> String {
     let ec2 = aws_sdk_ec2::Client::new(sdk);

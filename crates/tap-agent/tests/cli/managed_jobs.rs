@@ -85,16 +85,8 @@ impl Fleet {
             &[("TAP_MOTO_REQUEST_LOG", requests.as_os_str()), ("TAP_MOTO_SSM_AGENTS", "1".as_ref())],
         );
         let sdk = tap_test_support::aws::sdk_config(&endpoint(moto.port));
+        tap_test_support::aws::create_stack(&sdk, TABLE).await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        tap_test_support::aws::create_table(&dynamo, TABLE).await;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
-        s3.create_bucket().bucket("ml-model-artifacts-dev").send().await.expect("bucket");
-        aws_sdk_cloudwatchlogs::Client::new(&sdk)
-            .create_log_group()
-            .log_group_name("/tap/dev/training")
-            .send()
-            .await
-            .expect("log group");
         let fleet_id = tap_test_support::aws::make_fleet(&sdk, n).await;
         let f = Fleet {
             jobs: JobStore::new(dynamo.clone(), TABLE),
