@@ -5,11 +5,6 @@ pub mod blocking;
 pub mod cli;
 mod commands;
 pub mod config;
-mod contract_cmd;
-#[cfg(feature = "fleet")]
-mod fleet_cmd;
-#[cfg(feature = "fleet")]
-mod jobs_cmd;
 pub mod liveness;
 pub mod plot;
 pub mod render;
@@ -41,7 +36,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
 
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     if let Command::Contract = cli.command {
-        contract_cmd::run(cli.global.output, out)?;
+        commands::contract::run(cli.global.output, out)?;
         return Ok(ExitCode::SUCCESS);
     }
     let home = home(cli.global.home.clone())?;

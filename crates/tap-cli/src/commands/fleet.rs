@@ -1,5 +1,5 @@
 //! `tap fleet status|scale|idle`: the stack's spot fleet through EC2 and the agents' metrics
-//! (crate tap-fleet). They need an imported stack. `tap launch` is `jobs_cmd`.
+//! (crate tap-fleet). They need an imported stack. `tap launch` is `jobs`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,7 +18,7 @@ async fn fleet(stack: &StackConfig) -> Fleet {
 }
 
 /// Asks on the terminal; `false` when stdin is not a terminal (scripts pass --yes).
-pub(crate) fn confirm(question: &str) -> bool {
+pub(super) fn confirm(question: &str) -> bool {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         return false;

@@ -82,7 +82,7 @@ pub async fn launch(
             "fleet {} is at target capacity {target}; the job needs {needed} node(s). Raise the target to {needed} (spot GPUs are billed from boot)?",
             status.fleet_id
         );
-        if a.yes || crate::fleet_cmd::confirm(&q) {
+        if a.yes || super::fleet::confirm(&q) {
             fleet.scale(needed).await?;
             eprintln!("tap: fleet {}: target capacity {target} -> {needed}", status.fleet_id);
         } else if target == 0 {
@@ -177,7 +177,7 @@ pub async fn run_jobs(
         }
         JobsCommand::Logs { job_id, follow } => {
             get(&s.jobs, job_id).await?;
-            return crate::commands::print_logs(&s.runs, &s.logs, job_id, *follow, output, out).await;
+            return super::print_logs(&s.runs, &s.logs, job_id, *follow, output, out).await;
         }
     }
     Ok(ExitCode::SUCCESS)

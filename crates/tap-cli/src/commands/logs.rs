@@ -1,0 +1,71 @@
+//! `tap logs RUN [--follow]`: a run's recorded output.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::commands::find_run;
+use crate::store::{LogStore, RunStore};
+use std::io::Write;
+
+use crate::cli::Output;
+use crate::commands::json;
+
+/// `tap logs RUN` (and `tap jobs logs JOB`): a run's output, or a multi-node job's rank 0's;
+/// `follow` prints new lines until the run ends.
+pub async fn print_logs<R: RunStore, L: LogStore>(
+    runs: &R,
+    logs: &L,
+    run_id: &str,
+    follow: bool,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let mut run = find_run(runs, run_id).await?;
+    // A multi-node job's output is its rank 0's (each node's: tap logs <its run>).
+    if let Some(job) = &run.job {
+        let rank0 = job.nodes.iter().find(|n| n.rank == 0).and_then(|n| n.run_id.clone()).with_context(|| {
+            format!("job {run_id}: rank 0 has not started its run yet (see `tap runs show {run_id}`)")
+        })?;
+        run =
+            crate::liveness::observed(runs.get_run(&run.experiment_id, &rank0).await?.context("the job's rank 0 run")?);
+    }
+    let mut printed = 0;
+    // Bounded: a followed run that never ends is given up on after a week.
+    for _ in 0..(7 * 24 * 3600 / 2) {
+        let now = runs.get_run(&run.experiment_id, &run.run_id).await?.map(crate::liveness::observed);
+        let lost = now.as_ref().is_some_and(|r| r.status == tap_core::runs::RunStatus::Lost);
+        let done = !follow
+            || now.is_none_or(|r| {
+                !matches!(r.status, tap_core::runs::RunStatus::Running | tap_core::runs::RunStatus::Queued)
+            });
+        let lines = logs.logs(&run.experiment_id, &run.run_id).await?;
+        match output {
+            Output::Json => json(out, &lines.iter().skip(printed).collect::<Vec<_>>())?,
+            Output::Text => {
+                for l in lines.iter().skip(printed) {
+                    let tag = if l.stream == crate::store::Stream::Stderr { "[stderr] " } else { "" };
+                    writeln!(out, "{tag}{}", l.text)?;
+                }
+            }
+        }
+        printed = printed.max(lines.len());
+        if done && follow && lost {
+            match output {
+                Output::Json => json(out, &serde_json::json!({ "run": run.run_id, "status": "lost" }))?,
+                Output::Text => writeln!(
+                    out,
+                    "tap: run {} is lost: its tap run stopped without recording an end (killed, or its node \
+                         went away); `tap run --resume -e {}` continues from its last checkpoint",
+                    run.run_id, run.experiment_id
+                )?,
+            }
+        }
+        out.flush()?;
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,196 @@
+//! The commands: one module each, generic over the backends — the local store (SQLite + a
+//! directory) by default, the stack's DynamoDB / SSM / CloudWatch Logs / S3 once imported.
+//! This module reads the configuration, chooses the backends and routes; each command's
+//! module turns its clap arguments into checked settings, acts, and hands what it shows to
+//! `render` (tables) or [`json`].
+
+mod artifacts;
+mod checkpoints;
+pub(crate) mod contract;
+#[cfg(feature = "fleet")]
+mod fleet;
+#[cfg(feature = "fleet")]
+mod jobs;
+mod logs;
+mod params;
+mod run;
+mod runs;
+mod show_config;
+mod stack;
+
+#[cfg(feature = "fleet")]
+use logs::print_logs;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use tap_core::runs::Run;
+use tap_core::stack_config::StackConfig;
+
+use crate::artifacts::ObjectStore;
+use crate::artifacts::local::LocalStore;
+use crate::artifacts::s3::S3Store;
+use crate::artifacts::transfer::TransferOptions;
+use crate::cli::{ArtifactsCommand, CheckpointsCommand, Cli, Command, ConfigCommand, StackCommand};
+use crate::config::{self, TapConfig};
+use crate::store::cwlogs::CloudWatchLogs;
+use crate::store::dynamo::DynamoStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::ssm::SsmParams;
+use crate::store::{LogStore, ParamStore, RunStore};
+
+pub(crate) fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Object keys of the stack's artifacts bucket live under this prefix.
+pub const BUCKET_PREFIX: &str = "tap";
+
+pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let config_path = config::path(cli.global.config.clone())?;
+    // Regression: a broken config file blocked the two ways out of it too. `stack import` and
+    // `stack forget` replace the file whatever it holds, and `--local` does not read it.
+    let reads_config = match &cli.command {
+        Command::Stack(_) => false,
+        #[cfg(feature = "fleet")]
+        Command::Fleet(_) | Command::Launch(_) | Command::Jobs(_) => true,
+        Command::Config(_) => true,
+        _ => !cli.global.local,
+    };
+    let config = if reads_config {
+        config::load(&config_path).map_err(|e| {
+            anyhow::anyhow!("{e:#} (fix the file, or `tap stack forget` to drop it; `--local` ignores it)")
+        })?
+    } else {
+        TapConfig::default()
+    };
+    match &cli.command {
+        Command::Stack(StackCommand::Import { file }) => return stack::import(file, &config_path, out),
+        Command::Stack(StackCommand::Forget) => return stack::forget(&config_path, home, out),
+        Command::Config(ConfigCommand::Show) => {
+            show_config::run(&config, &config_path, home, cli.global.local, cli.global.output, out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        #[cfg(feature = "fleet")]
+        Command::Fleet(f) => {
+            let stack = need_stack(config.stack.as_ref(), "tap fleet")?;
+            return fleet::run_fleet(stack, f, cli.global.output, out).await;
+        }
+        #[cfg(feature = "fleet")]
+        Command::Launch(a) => {
+            let stack = need_stack(config.stack.as_ref(), "tap launch")?;
+            return jobs::launch(stack, a, cli.global.output, out).await;
+        }
+        #[cfg(feature = "fleet")]
+        Command::Jobs(j) => {
+            let stack = need_stack(config.stack.as_ref(), "tap jobs")?;
+            return jobs::run_jobs(stack, j, cli.global.output, out).await;
+        }
+        _ => {}
+    }
+    match config.stack.filter(|_| !cli.global.local) {
+        Some(stack) => {
+            let sdk = sdk_for(&stack).await;
+            // A local endpoint (moto, MinIO) has no per-bucket DNS names.
+            let path_style = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"].iter().any(|k| std::env::var_os(k).is_some());
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build(),
+            );
+            let runs = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
+            let params = SsmParams::new(aws_sdk_ssm::Client::new(&sdk), &stack.hparam_prefix, None);
+            let logs = CloudWatchLogs::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), &stack.log_group);
+            let transfer = match &cli.command {
+                Command::Artifacts(
+                    ArtifactsCommand::Push { transfer, .. } | ArtifactsCommand::Pull { transfer, .. },
+                ) => TransferOptions { part_size: transfer.part_size, concurrency: usize::from(transfer.concurrency) },
+                _ => TransferOptions::default(),
+            };
+            let objects = S3Store::new(s3, &stack.artifacts_bucket, BUCKET_PREFIX).with_transfer(
+                crate::artifacts::s3::SINGLE_PUT_MAX.min(transfer.part_size),
+                transfer,
+                &home.join("transfers"),
+            );
+            execute(cli, home, &runs, &params, &logs, &objects, out).await
+        }
+        None => {
+            let store = SqliteStore::open(&home.join("tap.db"))?;
+            let objects = LocalStore::new(&home.join("artifacts"));
+            execute(cli, home, &store, &store, &store, &objects, out).await
+        }
+    }
+}
+
+/// AWS settings for the stack's region (endpoint, credentials and profile from the standard chain).
+pub(crate) async fn sdk_for(stack: &StackConfig) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(stack.region.clone()))
+        .load()
+        .await
+}
+
+#[cfg(feature = "fleet")]
+fn need_stack<'a>(stack: Option<&'a StackConfig>, what: &str) -> anyhow::Result<&'a StackConfig> {
+    stack.context(format!("{what} needs a deployed stack: terraform -chdir=infra output -json | tap stack import"))
+}
+
+/// The runs of a listing, after one warning per record it left out.
+pub(crate) fn listed(listing: crate::store::Runs) -> Vec<Run> {
+    for s in &listing.skipped {
+        crate::say!("tap: warning: {s}");
+    }
+    listing.runs
+}
+
+/// A run by id, in any experiment.
+pub(crate) async fn find_run<R: RunStore>(runs: &R, run_id: &str) -> anyhow::Result<Run> {
+    let mut all = listed(runs.list_runs(None).await?);
+    crate::liveness::observe(&mut all);
+    let matches: Vec<Run> = all.into_iter().filter(|r| r.run_id == run_id).collect();
+    match matches.len() {
+        0 => bail!("no run {run_id} (see `tap runs list`)"),
+        1 => Ok(matches.into_iter().next().context("run")?),
+        n => bail!("run id {run_id} exists in {n} experiments"),
+    }
+}
+
+async fn execute<R, P, L, O>(
+    cli: &Cli,
+    home: &Path,
+    runs: &R,
+    params_store: &P,
+    logs: &L,
+    objects: &O,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode>
+where
+    R: RunStore,
+    P: ParamStore,
+    L: LogStore,
+    O: ObjectStore + Clone + 'static,
+{
+    let output = cli.global.output;
+    match &cli.command {
+        Command::Contract | Command::Stack(_) | Command::Config(_) => {
+            unreachable!("handled before a backend is chosen")
+        }
+        #[cfg(feature = "fleet")]
+        Command::Fleet(_) | Command::Launch(_) | Command::Jobs(_) => {
+            unreachable!("handled before a backend is chosen")
+        }
+        Command::Logs { run_id, follow } => {
+            return logs::print_logs(runs, logs, run_id, *follow, output, out).await;
+        }
+        Command::Run(a) => return run::run(a, home, runs, params_store, logs, objects).await,
+        Command::Runs(cmd) => runs::run(runs, cmd, output, out).await?,
+        Command::Params(p) => params::run(params_store, p, output, out).await?,
+        Command::Artifacts(a) => artifacts::run(objects, a, output, out).await?,
+        Command::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
+            checkpoints::latest(objects, experiment, output, out).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+//! `tap params list|get|set|history`: the hyperparameters (SSM Parameter Store on a stack,
+//! SQLite locally), each version kept.
+
+use anyhow::{Context, bail};
+
+use crate::cli::ParamsCommand;
+use crate::store::ParamStore;
+use std::io::Write;
+
+use crate::cli::Output;
+use crate::commands::json;
+
+pub async fn run<P: ParamStore>(
+    store: &P,
+    cmd: &ParamsCommand,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let rows = match cmd {
+        ParamsCommand::List => store.list_params().await?,
+        ParamsCommand::Get { name } => {
+            vec![
+                store
+                    .get_param(name)
+                    .await?
+                    .with_context(|| format!("no hyperparameter {name} (see `tap params list`)"))?,
+            ]
+        }
+        ParamsCommand::Set { name, value } => {
+            // Regression: `a.b` and `a_b` were both accepted and shadowed each other as
+            // TAP_HP_A_B in the command's environment.
+            let existing = store.list_params().await?;
+            let env = crate::supervisor::hparam_env_name(name);
+            if let Some(other) =
+                existing.iter().find(|p| p.name != *name && crate::supervisor::hparam_env_name(&p.name) == env)
+            {
+                bail!(
+                    "hyperparameter {name} would share {env} with {} in the command's environment; use another name (or `tap params set {} ...`)",
+                    other.name,
+                    other.name
+                );
+            }
+            vec![store.set_param(name, value).await?]
+        }
+        ParamsCommand::History { name } => {
+            let h = store.param_history(name).await?;
+            if h.is_empty() {
+                bail!("no hyperparameter {name} (see `tap params list`)");
+            }
+            h
+        }
+    };
+    match (output, cmd) {
+        (Output::Json, _) => json(out, &rows)?,
+        (Output::Text, ParamsCommand::Get { .. }) => writeln!(out, "{}", rows[0].value)?,
+        (Output::Text, _) => {
+            writeln!(out, "{:<28} {:>7}  {:<22} VALUE", "NAME", "VERSION", "MODIFIED")?;
+            for p in rows {
+                writeln!(
+                    out,
+                    "{:<28} {:>7}  {:<22} {}",
+                    p.name,
+                    p.version,
+                    tap_core::time::rfc3339(p.modified_ms),
+                    p.value
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
