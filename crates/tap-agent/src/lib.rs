@@ -1,9 +1,11 @@
 //! tap-agent: GPU telemetry, health and spot-interruption handling on a tap node.
 
+mod app;
 pub mod cli;
 pub mod cloudwatch;
 pub mod controller;
 pub mod daemon;
+mod events;
 pub mod gpu;
 pub mod health;
 pub mod identity;
@@ -12,19 +14,17 @@ pub mod install;
 pub mod metrics;
 pub mod prometheus;
 pub mod publish;
+mod report;
 pub mod spool;
 pub mod spot;
 
-use std::fmt::Write as _;
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tap_core::agent_config::AgentConfig;
 
-use cli::{Cli, Command, RunArgs};
-use gpu::{GpuReader, GpuReading, ReaderKind};
+use cli::{Cli, Command};
 
 /// Runs the agent for parsed arguments; errors are printed once, as one line.
 pub fn main_with(cli: Cli) -> ExitCode {
@@ -41,7 +41,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     if cli.check_config {
         let config = AgentConfig::load(&cli.config)?;
         println!("{}: ok", cli.config.display());
-        println!("{}", describe(&config));
+        println!("{}", report::describe(&config));
     }
     match &cli.command {
         None => {}
@@ -72,430 +72,18 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let n = runtime.block_on(watch_events(&config.health.kernel_log, Duration::from_secs(a.seconds)));
+            let n = runtime.block_on(events::watch_events(&config.health.kernel_log, Duration::from_secs(a.seconds)));
             println!("{{\"events\": {n}, \"seconds\": {}}}", a.seconds);
         }
-        Some(Command::Run(a)) if a.once => print!("{}", once(&mut *open_reader(a)?)?),
+        Some(Command::Run(a)) if a.once => print!("{}", report::once(&mut *app::open_reader(a)?)?),
         Some(Command::Run(a)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(run_daemon(&cli.config, a))?;
+            runtime.block_on(app::run_daemon(&cli.config, a))?;
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A reader for a machine without a usable driver: no GPUs (the agent still publishes its
-/// heartbeat and `GPUsVisible = 0`), and every minute it tries the hardware again, since
-/// user_data may install the driver after the agent started.
-struct NoGpus {
-    last_try: Instant,
-    found: Option<Box<dyn GpuReader>>,
-}
-
-impl GpuReader for NoGpus {
-    fn kind(&self) -> ReaderKind {
-        self.found.as_ref().map_or(ReaderKind::None, |r| r.kind())
-    }
-
-    fn read(&mut self) -> Result<Vec<GpuReading>, gpu::ReadError> {
-        if self.found.is_none() && self.last_try.elapsed() >= Duration::from_secs(60) {
-            self.last_try = Instant::now();
-            match gpu::open_hardware() {
-                Ok(r) => {
-                    tracing::info!(reader = %r.kind(), "NVIDIA driver found");
-                    self.found = Some(r);
-                }
-                Err(e) => tracing::debug!(error = %e, "still no NVIDIA driver"),
-            }
-        }
-        match &mut self.found {
-            Some(r) => r.read(),
-            None => Ok(Vec::new()),
-        }
-    }
-}
-
-fn open_reader(a: &RunArgs) -> anyhow::Result<Box<dyn GpuReader>> {
-    if let Some(n) = a.simulate {
-        return Ok(Box::new(gpu::sim::SimReader::new(usize::from(n), vec![])));
-    }
-    match gpu::open_hardware() {
-        Ok(r) => Ok(r),
-        Err(e) if a.once => Err(e.into()),
-        Err(e) => {
-            tracing::warn!("{e}; publishing host health only (heartbeat, 0 GPUs visible), retrying every minute");
-            Ok(Box::new(NoGpus { last_try: Instant::now(), found: None }))
-        }
-    }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TAP_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-    }
-}
-
-async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
-    init_logging();
-    let origin = config_path.display().to_string();
-    let config = AgentConfig::load(config_path)?;
-    let id = identity::resolve(&config, &origin).await?;
-    let reader = open_reader(a)?;
-    let spool = spool::Spool::open(&config.spool.dir, config.spool.max_bytes)?;
-    if !spool.is_empty() {
-        tracing::info!(batches = spool.len(), datums = spool.datums(), "replaying the spool left by the last run");
-    }
-    let sink = cloudwatch::CloudWatchSink {
-        client: cloudwatch::client(&id.region).await,
-        namespace: config.metrics.namespace.clone(),
-    };
-    let publisher = publish::Publisher::new(sink, spool, publish::RetryPolicy::default());
-    let m = &config.metrics;
-    let snapshot = if config.prometheus.enabled {
-        let listener = tokio::net::TcpListener::bind(&config.prometheus.listen)
-            .await
-            .with_context(|| format!("prometheus.listen: cannot listen on {}", config.prometheus.listen))?;
-        tracing::info!(address = %config.prometheus.listen, "serving Prometheus metrics at /metrics");
-        let shared = prometheus::Shared::default();
-        tokio::spawn(prometheus::serve(listener, shared.clone(), m.environment.clone(), id.instance_id.clone()));
-        Some(shared)
-    } else {
-        None
-    };
-    let opts = daemon::DaemonOptions {
-        sample_interval: Duration::from_secs(u64::from(m.sample_interval_seconds)),
-        publish_interval: Duration::from_secs(u64::from(m.publish_interval_seconds)),
-        window: daemon::window_length(Duration::from_secs(u64::from(m.publish_interval_seconds))),
-        high_resolution: m.high_resolution,
-        labels: metrics::Labels { environment: m.environment.clone(), instance_id: id.instance_id.clone() },
-        shutdown_grace: Duration::from_secs(20),
-        snapshot,
-    };
-    let node = node(&config, &id, reader.kind(), a.simulate.is_some()).await?;
-    if config.idle.scale_to_zero {
-        let i = &config.idle;
-        let rule = tap_fleet::idle::IdleRule { minutes: i64::from(i.minutes), below_percent: i.below_percent };
-        tracing::info!(
-            minutes = i.minutes,
-            below_percent = i.below_percent,
-            fleet = i.fleet_id.as_deref(),
-            "idle rule on: the fleet scales to zero once every GPU of it idled"
-        );
-        let sdk = cloudwatch::sdk_config(&id.region).await;
-        let mut watch = idle::IdleWatch::new(
-            sdk.clone(),
-            &id.instance_id,
-            &m.environment,
-            rule,
-            Duration::from_secs(u64::from(i.check_seconds)),
-            i.fleet_id.clone(),
-        );
-        if let Some(table) = &config.jobs.table {
-            watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-        }
-        tokio::spawn(watch.run());
-    }
-    // Set when the node goes away (a spot notice, SIGTERM): the job controller hands its
-    // lease over.
-    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
-    let mut node = node;
-    if let Some(rx) = node.spot.take() {
-        node.spot = Some(tee_spot(rx, leaving_tx.clone()));
-    }
-    if config.jobs.controller {
-        // Its own app name in every request's User-Agent (CloudTrail; the tests count its
-        // requests by it).
-        let sdk = cloudwatch::sdk_config(&id.region)
-            .await
-            .into_builder()
-            .app_name(aws_config::AppName::new("tap-controller").context("app name")?)
-            .build();
-        let j = config.jobs.clone();
-        let (table, log_group) = (j.table.unwrap_or_default(), j.log_group.unwrap_or_default());
-        let environment = m.environment.clone();
-        let me = id.instance_id.clone();
-        tracing::info!(table = %table, "job controller on: contending for the fleet's lease");
-        let rx = leaving.clone();
-        tokio::spawn(async move {
-            // The fleet is found in the background: EC2 being unreachable at boot must not
-            // keep the agent from its telemetry.
-            let Some(fleet_id) = controller::find_fleet(&sdk, &me, j.fleet_id, rx.clone()).await else { return };
-            let watching = rx.clone();
-            let make = move || {
-                let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-                controller::Controller {
-                    me: me.clone(),
-                    jobs: tap_store::jobs::JobStore::new(dynamo.clone(), &table),
-                    runs: tap_store::dynamo::DynamoStore::new(dynamo, &table),
-                    fleet: tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, &environment, &log_group),
-                    leaving: rx.clone(),
-                }
-            };
-            controller::supervise(make, watching).await;
-        });
-    }
-    let shutdown = async move {
-        shutdown_signal().await;
-        let _ = leaving_tx.send(true);
-        // A moment for the controller to hand its lease over (one request).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let stats = daemon::run(reader, publisher, opts, node, shutdown).await?;
-    tracing::info!(
-        requests = stats.requests,
-        datums_sent = stats.datums_sent,
-        batches_spooled = stats.batches_spooled,
-        datums_rejected = stats.datums_rejected,
-        "tap-agent stopped"
-    );
-    Ok(())
-}
-
-/// Passes the spot watcher's events on to the daemon, and tells the job controller that the
-/// node is leaving at the first interruption notice.
-fn tee_spot(
-    mut rx: tokio::sync::mpsc::Receiver<spot::SpotEvent>,
-    leaving: tokio::sync::watch::Sender<bool>,
-) -> tokio::sync::mpsc::Receiver<spot::SpotEvent> {
-    let (tx, out) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            if matches!(ev, spot::SpotEvent::Interruption(_)) {
-                let _ = leaving.send(true);
-            }
-            if tx.send(ev).await.is_err() {
-                return;
-            }
-        }
-    });
-    out
-}
-
-/// GPU health (NVML events, kernel log, policy) and the spot watcher, as configured.
-async fn node(
-    config: &AgentConfig,
-    id: &identity::Identity,
-    reader: ReaderKind,
-    simulated: bool,
-) -> anyhow::Result<daemon::Node> {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-    let runtime = tap_core::notice::RuntimeDir::new(&config.node.runtime_dir);
-    if let Err(e) = runtime.prepare() {
-        // Metrics still matter; only the node protocol is off (said once, loudly).
-        tracing::warn!(dir = %runtime.root().display(), error = %e,
-            "node.runtime_dir cannot be prepared: runs on this node will not hear of notices");
-    }
-    let mut node = daemon::Node::default();
-    let imds = |endpoint: Option<&str>| -> anyhow::Result<Option<aws_config::imds::Client>> {
-        // An endpoint named in the config wins over AWS_EC2_METADATA_DISABLED (tests name one).
-        if endpoint.is_none() && identity::imds_disabled() {
-            return Ok(None);
-        }
-        identity::imds_client(endpoint).map(Some)
-    };
-    let h = &config.health;
-    if h.enabled {
-        let expected = match h.expected_gpus {
-            Some(n) => Some(n),
-            None if simulated => None,
-            None => match imds(None)? {
-                Some(c) => identity::instance_type(&c).await.and_then(|t| {
-                    let n = health::gpus::expected_gpus(&t);
-                    if n.is_none() {
-                        tracing::info!(instance_type = %t, "GPU count of this instance type unknown: not checked");
-                    }
-                    n
-                }),
-                None => None,
-            },
-        };
-        node.health = Some(health::Health::new(health::HealthOptions {
-            expected_gpus: expected,
-            missing_grace: Duration::from_secs(u64::from(h.gpu_missing_seconds)),
-            lost_after_failed_reads: h.lost_after_failed_reads,
-            throttle_warning: Duration::from_secs(u64::from(h.throttle_warning_seconds)),
-        }));
-        node.state_file = Some(h.state_file.clone());
-        node.policy = Some(health::policy::Policy {
-            on_fatal: h.on_fatal,
-            runtime: runtime.clone(),
-            drain_deadline: Duration::from_secs(u64::from(h.drain_deadline_seconds)),
-            power_off_command: h.power_off_command.clone(),
-            instance_id: id.instance_id.clone(),
-        });
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let stop = Arc::new(AtomicBool::new(false));
-        if reader == ReaderKind::Nvml {
-            gpu::nvml::spawn_xid_events(tx.clone(), stop.clone());
-        }
-        health::kernel_log::spawn(h.kernel_log.clone(), tx, stop);
-        node.xids = Some(rx);
-        tracing::info!(on_fatal = h.on_fatal.as_str(), expected_gpus = ?expected, kernel_log = %h.kernel_log.display(),
-            state_file = %h.state_file.display(), "GPU health checks on");
-    }
-    if config.spot.enabled {
-        match imds(config.spot.imds_endpoint.as_deref())? {
-            Some(client) => {
-                let (tx, rx) = tokio::sync::mpsc::channel(8);
-                let poll = Duration::from_secs(u64::from(config.spot.poll_seconds));
-                let watcher = spot::Watcher { client, poll, runtime, instance_id: id.instance_id.clone() };
-                tokio::spawn(watcher.run(tx));
-                node.spot = Some(rx);
-                tracing::info!(poll_s = poll.as_secs(), "watching for spot interruption notices");
-            }
-            None => tracing::info!("instance metadata disabled: no spot interruption watcher"),
-        }
-    }
-    Ok(node)
-}
-
-/// `tap-agent events`: XIDs from NVML events and the kernel log for `how_long`, one JSON
-/// line each; returns how many arrived.
-async fn watch_events(kernel_log: &Path, how_long: Duration) -> u64 {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    init_logging();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    let stop = Arc::new(AtomicBool::new(false));
-    gpu::nvml::spawn_xid_events(tx.clone(), stop.clone());
-    health::kernel_log::spawn(kernel_log.to_owned(), tx, stop.clone());
-    let mut n = 0;
-    let until = tokio::time::sleep(how_long);
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            () = &mut until => break,
-            Some(ev) = rx.recv() => {
-                n += 1;
-                let fatal = health::xid::is_fatal(ev.xid);
-                println!("{}", serde_json::json!({
-                    "xid": ev.xid, "fatal": fatal, "gpu": ev.uuid, "pci": ev.pci, "source": ev.source, "detail": ev.detail,
-                }));
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    n
-}
-
-fn fmt_opt(v: Option<f64>, unit: &str) -> String {
-    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} {unit}"))
-}
-
-/// `run --once`: every field of every GPU, and how long the read took.
-fn once(reader: &mut dyn GpuReader) -> anyhow::Result<String> {
-    let start = Instant::now();
-    let readings = reader.read()?;
-    let took = start.elapsed();
-    let mut s =
-        format!("reader: {}\ngpus: {}\nread time: {:.3} ms\n", reader.kind(), readings.len(), took.as_secs_f64() * 1e3);
-    for r in &readings {
-        let g = &r.gpu;
-        let x = &r.sample;
-        let _ = writeln!(
-            s,
-            "\nGPU {} {} ({}, {})",
-            g.index,
-            g.uuid,
-            g.name.as_deref().unwrap_or("unknown model"),
-            g.pci_bus_id.as_deref().unwrap_or("no PCI id")
-        );
-        let rows: [(&str, String); 12] = [
-            ("utilization", fmt_opt(x.utilization_pct, "%")),
-            ("memory used", fmt_opt(x.memory_used_mib, "MiB")),
-            ("memory total", fmt_opt(x.memory_total_mib, "MiB")),
-            ("memory utilization", fmt_opt(x.memory_utilization_pct(), "%")),
-            ("temperature", fmt_opt(x.temperature_c, "C")),
-            ("power draw", fmt_opt(x.power_draw_w, "W")),
-            ("power limit", fmt_opt(x.power_limit_w, "W")),
-            ("SM clock", fmt_opt(x.sm_clock_mhz, "MHz")),
-            (
-                "throttle reasons",
-                x.throttle_reasons
-                    .map_or("n/a".into(), |r| format!("{r:#x} (costly: {})", x.throttled().unwrap_or(false))),
-            ),
-            (
-                "ECC corrected / uncorrected",
-                format!(
-                    "{} / {}",
-                    x.ecc_corrected.map_or("n/a".into(), |v| v.to_string()),
-                    x.ecc_uncorrected.map_or("n/a".into(), |v| v.to_string())
-                ),
-            ),
-            ("retired pages", x.retired_pages.map_or("n/a".into(), |v| v.to_string())),
-            ("retirement pending", x.retirement_pending.map_or("n/a".into(), |v| v.to_string())),
-        ];
-        for (k, v) in rows {
-            let _ = writeln!(s, "  {k:<28} {v}");
-        }
-    }
-    Ok(s)
-}
-
-/// One line per setting, as `--check-config` prints them.
-pub fn describe(config: &AgentConfig) -> String {
-    let m = &config.metrics;
-    let region = config.aws.region.as_deref().unwrap_or("(from AWS_REGION or instance metadata)");
-    let group = config.logs.group.as_deref().unwrap_or("(none)");
-    let i = &config.idle;
-    let idle = if i.scale_to_zero {
-        format!(
-            "scaled to 0 once every GPU stayed below {}% for {} min (checked every {} s, fleet {})",
-            i.below_percent,
-            i.minutes,
-            i.check_seconds,
-            i.fleet_id.as_deref().unwrap_or("of this instance")
-        )
-    } else {
-        "left alone ([idle] scale_to_zero = false)".to_owned()
-    };
-    let j = &config.jobs;
-    let jobs = if j.controller {
-        format!(
-            "contends for the lease in {} (fleet {}); the holder runs the fleet's managed jobs",
-            j.table.as_deref().unwrap_or("?"),
-            j.fleet_id.as_deref().unwrap_or("of this instance")
-        )
-    } else {
-        "off ([jobs] controller = false)".to_owned()
-    };
-    format!(
-        "region:           {region}\n\
-         namespace:        {}\n\
-         environment:      {}\n\
-         sample interval:  {} s\n\
-         publish interval: {} s\n\
-         resolution:       {}\n\
-         log group:        {group}\n\
-         spool:            {} (at most {} MiB)\n\
-         idle fleet:       {idle}\n\
-         job controller:   {jobs}",
-        m.namespace,
-        m.environment,
-        m.sample_interval_seconds,
-        m.publish_interval_seconds,
-        if m.high_resolution { "1 s (high)" } else { "60 s (standard)" },
-        config.spool.dir.display(),
-        config.spool.max_bytes / (1024 * 1024),
-    )
 }
