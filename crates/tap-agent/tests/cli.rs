@@ -324,6 +324,30 @@ mod moto {
         })
     }
 
+    /// This node's instance-level dimensions.
+    const NODE: [(&str, &str); 2] = [("Environment", "ci"), ("InstanceId", "i-0moto")];
+
+    /// Waits (bounded) until moto holds at least `n` heartbeats of this node: a window was
+    /// published. (Regression, issue 14: fixed sleeps of "about one window" instead.)
+    async fn wait_heartbeats(port: u16, n: f64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while totals(port, "AgentHeartbeat", &NODE).await.count < n {
+            assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {n} heartbeats");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The Prometheus page, or None while the endpoint does not answer yet.
+    fn try_scrape(port: u16) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
     const GPU0: [(&str, &str); 3] =
         [("Environment", "ci"), ("InstanceId", "i-0moto"), ("GpuUuid", "GPU-SIMULATED-0000")];
 
@@ -347,11 +371,14 @@ mod moto {
             2,
             &format!("[prometheus]\nenabled = true\nlisten = \"127.0.0.1:{prometheus}\"\n"),
         );
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sampled = "tap_agent_gpus_visible{environment=\"ci\",instance_id=\"i-0moto\"} 2";
+        wait_for("the first sample on the Prometheus endpoint", Duration::from_secs(30), || {
+            try_scrape(prometheus).is_some_and(|p| p.contains(sampled))
+        });
         let scraped = scrape(prometheus);
         assert!(scraped.contains("tap_agent_gpus_visible{environment=\"ci\",instance_id=\"i-0moto\"} 2"), "{scraped}");
         assert_eq!(scraped.matches("tap_gpu_power_draw_watts{").count(), 2, "{scraped}");
-        tokio::time::sleep(Duration::from_secs(9)).await;
+        wait_heartbeats(moto.port, 1.0, Duration::from_secs(60)).await;
         agent.stop();
 
         let listed = client(moto.port).list_metrics().namespace("Tap/GPU").send().await.expect("ListMetrics");
@@ -394,7 +421,7 @@ mod moto {
         let dir = tempfile::tempdir().expect("tempdir");
         let moto = Moto::from_env(free_port());
         let agent = Agent::start(dir.path(), moto.port, 0);
-        tokio::time::sleep(Duration::from_secs(11)).await;
+        wait_heartbeats(moto.port, 1.0, Duration::from_secs(60)).await;
         let log = agent.stop();
         let warnings = log.lines().filter(|l| l.contains("\"WARN\"") && l.contains("no NVIDIA driver")).count();
         assert_eq!(warnings, 1, "said once, in one line:\n{log}");
@@ -418,10 +445,9 @@ mod moto {
         let port = free_port();
         // CloudWatch is down when the agent starts: the first window must be spooled.
         let agent = Agent::start(dir.path(), port, 1);
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        assert!(spooled_batches(dir.path()) >= 1, "the failed window is on disk");
+        wait_for("the failed window on disk", Duration::from_secs(60), || spooled_batches(dir.path()) >= 1);
         let moto = Moto::from_env(port);
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        wait_for("the backlog replayed", Duration::from_secs(60), || spooled_batches(dir.path()) == 0);
         let log = agent.stop();
         assert_eq!(spooled_batches(dir.path()), 0, "the backlog was replayed:\n{log}");
         assert!(
@@ -441,7 +467,8 @@ mod moto {
         assert_eq!(spooled_batches(dir.path()), 1, "SIGTERM spooled the last window while CloudWatch was down");
         let moto = Moto::from_env(port);
         let second = Agent::start(dir.path(), port, 1);
-        tokio::time::sleep(Duration::from_secs(11)).await;
+        // The first run's spooled window and the second run's first.
+        wait_heartbeats(moto.port, 2.0, Duration::from_secs(60)).await;
         second.stop();
         assert_eq!(spooled_batches(dir.path()), 0);
         let heartbeats = totals(moto.port, "AgentHeartbeat", &[("Environment", "ci"), ("InstanceId", "i-0moto")]).await;
@@ -651,7 +678,13 @@ mod moto {
             "{}",
             String::from_utf8_lossy(&refused.stderr)
         );
-        tokio::time::sleep(Duration::from_secs(10)).await; // one publish window
+        // The window that holds the finding reaches CloudWatch (bounded, not a fixed sleep).
+        let gpu1 = [("Environment", "ci"), ("InstanceId", "i-0moto"), ("GpuUuid", "GPU-SIMULATED-0001")];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while totals(moto.port, "GPUUnhealthy", &gpu1).await.max < 1.0 {
+            assert!(Instant::now() < deadline, "GPUUnhealthy was not published within 60 s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let log = agent.stop();
         assert!(log.contains("fatal GPU health finding") && log.contains("XID 79"), "{log}");
         let run = tap_json(&home, &["runs", "list"])[0].clone();
@@ -663,7 +696,6 @@ mod moto {
         let state: serde_json::Value =
             serde_json::from_slice(&std::fs::read(node.join("health.json")).expect("state")).expect("JSON");
         assert_eq!(state["verdict"], "fatal");
-        let gpu1 = [("Environment", "ci"), ("InstanceId", "i-0moto"), ("GpuUuid", "GPU-SIMULATED-0001")];
         assert_eq!(totals(moto.port, "GPUUnhealthy", &gpu1).await.max, 1.0, "GPUUnhealthy published for the GPU");
     }
 
