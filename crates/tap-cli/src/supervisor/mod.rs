@@ -755,6 +755,75 @@ async fn reap_group(pid: Pid) {
 }
 
 /// Prepares the scratch directory, resumes if asked, runs the child, records everything.
+/// Where one run's files live, under `runs_dir/<run id>`; the command is told each of them.
+struct WorkDir {
+    root: PathBuf,
+    /// TAP_CHECKPOINT_DIR: the command writes its checkpoints here.
+    checkpoint: PathBuf,
+    /// TAP_METRICS_FILE: JSON lines of metrics and checkpoint announcements.
+    metrics: PathBuf,
+    /// TAP_HPARAMS_FILE: the hyperparameters as JSON.
+    hparams: PathBuf,
+    /// TAP_NOTICE_INFO: written at a notice, before the signal (the deadline, tapml.time_left).
+    notice_info: PathBuf,
+    /// TAP_CHECKPOINT_ACK: tap says here which checkpoint it has taken.
+    ack: PathBuf,
+}
+
+impl WorkDir {
+    fn new(runs_dir: &Path, run_id: &str) -> WorkDir {
+        let root = runs_dir.join(run_id);
+        WorkDir {
+            checkpoint: root.join("checkpoint"),
+            metrics: root.join("metrics.jsonl"),
+            hparams: root.join("hparams.json"),
+            notice_info: root.join("notice.json"),
+            ack: root.join("checkpoint-ack"),
+            root,
+        }
+    }
+}
+
+/// The training command as tap starts it: tap's variables, the hyperparameters, the restored
+/// checkpoint, piped output, and its own process group.
+fn command(
+    program: &str,
+    args: &[String],
+    opts: &RunOptions,
+    run_id: &str,
+    dirs: &WorkDir,
+    flat: &BTreeMap<String, String>,
+    resumed: Option<&Manifest>,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("TAP_EXPERIMENT", &opts.experiment)
+        .env("TAP_RUN_ID", run_id)
+        .env("TAP_CHECKPOINT_DIR", &dirs.checkpoint)
+        .env("TAP_METRICS_FILE", &dirs.metrics)
+        .env("TAP_HPARAMS_FILE", &dirs.hparams)
+        .env("TAP_INTERRUPT_SIGNAL", opts.interrupt_signal.as_str())
+        .env("TAP_CHECKPOINT_DEADLINE_S", opts.checkpoint_deadline.as_secs().to_string())
+        .env("TAP_NOTICE_INFO", &dirs.notice_info)
+        .env("TAP_CHECKPOINT_ACK", &dirs.ack)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: the terminal's Ctrl-C reaches tap, which forwards it once,
+        // and what the command leaves behind can be ended as a group.
+        .process_group(0);
+    for (name, value) in flat {
+        cmd.env(hparam_env_name(name), value);
+    }
+    if let Some(m) = resumed {
+        cmd.env("TAP_RESTORED_CHECKPOINT", &m.checkpoint_id).env("TAP_RESUMED_FROM", &m.run_id);
+        if let Some(step) = m.step {
+            cmd.env("TAP_RESTORED_STEP", step.to_string());
+        }
+    }
+    cmd
+}
+
 pub async fn run<R, P, L, O>(
     store: &R,
     params: &P,
@@ -773,13 +842,9 @@ where
     let mut signals = Signals::install(notice_file.clone())?;
     let started = now_ms();
     let run_id = new_run_id(started, fastrand::u32(..));
-    let work = opts.runs_dir.join(&run_id);
-    let ckpt_dir = work.join("checkpoint");
-    let metrics_file = work.join("metrics.jsonl");
-    let hparams_file = work.join("hparams.json");
-    // Written at a notice, before the signal: the deadline the command has (tapml.time_left).
-    let notice_info = work.join("notice.json");
-    let ack_file = work.join("checkpoint-ack");
+    let dirs = WorkDir::new(&opts.runs_dir, &run_id);
+    let (work, ckpt_dir, metrics_file) = (&dirs.root, &dirs.checkpoint, &dirs.metrics);
+    let (hparams_file, notice_info, ack_file) = (&dirs.hparams, &dirs.notice_info, &dirs.ack);
 
     // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
     // before we registered is found by the notice-file poll (it fires at once).
@@ -830,32 +895,7 @@ where
     tell_job(store, &record).await;
     crate::say!("tap: run {}/{run_id} started", opts.experiment);
 
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("TAP_EXPERIMENT", &opts.experiment)
-        .env("TAP_RUN_ID", &run_id)
-        .env("TAP_CHECKPOINT_DIR", &ckpt_dir)
-        .env("TAP_METRICS_FILE", &metrics_file)
-        .env("TAP_HPARAMS_FILE", &hparams_file)
-        .env("TAP_INTERRUPT_SIGNAL", opts.interrupt_signal.as_str())
-        .env("TAP_CHECKPOINT_DEADLINE_S", opts.checkpoint_deadline.as_secs().to_string())
-        .env("TAP_NOTICE_INFO", &notice_info)
-        .env("TAP_CHECKPOINT_ACK", &ack_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group: the terminal's Ctrl-C reaches tap, which forwards it once,
-        // and what the command leaves behind can be ended as a group.
-        .process_group(0);
-    for (name, value) in &flat {
-        cmd.env(hparam_env_name(name), value);
-    }
-    if let Some(m) = &resumed {
-        cmd.env("TAP_RESTORED_CHECKPOINT", &m.checkpoint_id).env("TAP_RESUMED_FROM", &m.run_id);
-        if let Some(step) = m.step {
-            cmd.env("TAP_RESTORED_STEP", step.to_string());
-        }
-    }
+    let mut cmd = command(program, args, opts, &run_id, &dirs, &flat, resumed.as_ref());
     // tapml, the training script's side (python/tapml), the copy that matches this tap.
     let python = work.join("python");
     match crate::blocking::run(move |_| crate::tapml::install(&python)).await {
