@@ -861,15 +861,15 @@ where
 
     // Start-up (hyperparameters, the restore): a notice or a stop ends it cleanly.
     let prepared = tokio::select! {
-        p = prepare(params, objects, opts, &ckpt_dir, &hparams_file) => match p {
+        p = prepare(params, objects, opts, ckpt_dir, hparams_file) => match p {
             Ok(p) => p,
             Err(e) => {
-                abandon(&work).await;
+                abandon(work).await;
                 return Err(e);
             }
         },
         sig = signals.next(true) => {
-            abandon(&work).await;
+            abandon(work).await;
             let what = if opts.resume { "the checkpoint restore" } else { "start-up" };
             let why = match sig { Sig::Notice => "an interruption notice", Sig::Int => "SIGINT", Sig::Term => "SIGTERM" };
             crate::say!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
@@ -889,7 +889,7 @@ where
         ..Run::new(&opts.experiment, &run_id, opts.command.clone(), &opts.host, started)
     };
     if let Err(e) = store.create_run(&record).await {
-        abandon(&work).await;
+        abandon(work).await;
         return Err(e.into());
     }
     tell_job(store, &record).await;
@@ -1011,7 +1011,7 @@ where
                         recorder.record(&record);
                         if is_ckpt {
                             snapshot_seq += 1;
-                            let snap = Snapshot::take(&ckpt_dir, snapshots.join(snapshot_seq.to_string()), ack.at(end));
+                            let snap = Snapshot::take(ckpt_dir, snapshots.join(snapshot_seq.to_string()), ack.at(end));
                             match uploads.announce(step) {
                                 Some(next) => in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone())),
                                 None => {
@@ -1073,7 +1073,7 @@ where
                 },
                 sig = signals.next(record.interruption.is_none()) => match sig {
                     Sig::Notice => {
-                        let i = notice(exit_status.is_none().then_some(pid), opts, notice_file.as_deref(), &notice_info, deadline.as_mut());
+                        let i = notice(exit_status.is_none().then_some(pid), opts, notice_file.as_deref(), notice_info, deadline.as_mut());
                         if exit_status.is_none() {
                             phase = Phase::Checkpointing;
                         }
@@ -1173,7 +1173,7 @@ where
                 &run_id,
                 &id,
                 step,
-                &ckpt_dir,
+                ckpt_dir,
                 last_manifest.as_ref(),
                 &sending,
             ));
@@ -1213,7 +1213,7 @@ where
         // Regression: every run kept a full scratch copy of its checkpoint forever. Once the
         // store holds what the directory holds, it goes (with tapml's staging beside it);
         // otherwise it stays, and tap says where.
-        let scratch = [ckpt_dir.clone(), crate::tapml::staging_dir(&ckpt_dir)];
+        let scratch = [ckpt_dir.clone(), crate::tapml::staging_dir(ckpt_dir)];
         if synced {
             let _ = crate::blocking::run(move |_| scratch.iter().for_each(|d| drop(std::fs::remove_dir_all(d)))).await;
         } else {
