@@ -114,12 +114,12 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
                 transfer,
                 &home.join("transfers"),
             );
-            execute(cli, home, &runs, &params, &logs, &objects, out).await
+            execute(cli, home, &Backends { runs: &runs, params: &params, logs: &logs, objects: &objects }, out).await
         }
         None => {
             let store = SqliteStore::open(&home.join("tap.db"))?;
             let objects = LocalStore::new(&home.join("artifacts"));
-            execute(cli, home, &store, &store, &store, &objects, out).await
+            execute(cli, home, &Backends { runs: &store, params: &store, logs: &store, objects: &objects }, out).await
         }
     }
 }
@@ -157,13 +157,18 @@ pub(crate) async fn find_run<R: RunStore>(runs: &R, run_id: &str) -> anyhow::Res
     }
 }
 
+/// The stores a command works on: the stack's, or the local ones.
+pub(crate) struct Backends<'a, R, P, L, O> {
+    pub runs: &'a R,
+    pub params: &'a P,
+    pub logs: &'a L,
+    pub objects: &'a O,
+}
+
 async fn execute<R, P, L, O>(
     cli: &Cli,
     home: &Path,
-    runs: &R,
-    params_store: &P,
-    logs: &L,
-    objects: &O,
+    b: &Backends<'_, R, P, L, O>,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode>
 where
@@ -173,6 +178,7 @@ where
     O: ObjectStore + Clone + 'static,
 {
     let output = cli.global.output;
+    let Backends { runs, params: params_store, logs, objects } = *b;
     match &cli.command {
         Command::Contract | Command::Stack(_) | Command::Config(_) => {
             unreachable!("handled before a backend is chosen")
@@ -184,7 +190,7 @@ where
         Command::Logs { run_id, follow } => {
             return logs::print_logs(runs, logs, run_id, *follow, output, out).await;
         }
-        Command::Run(a) => return run::run(a, home, runs, params_store, logs, objects).await,
+        Command::Run(a) => return run::run(a, home, b).await,
         Command::Runs(cmd) => runs::run(runs, cmd, output, out).await?,
         Command::Params(p) => params::run(params_store, p, output, out).await?,
         Command::Artifacts(a) => artifacts::run(objects, a, output, out).await?,

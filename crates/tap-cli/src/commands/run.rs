@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::artifacts::ObjectStore;
 use crate::cli::RunArgs;
+use crate::commands::Backends;
 use crate::store::{LogStore, ParamStore, RunStore};
 use crate::supervisor::{self, RunOptions};
 
@@ -25,14 +26,7 @@ async fn settings(a: &RunArgs, home: &Path) -> RunOptions {
     }
 }
 
-pub async fn run<R, P, L, O>(
-    a: &RunArgs,
-    home: &Path,
-    runs: &R,
-    params: &P,
-    logs: &L,
-    objects: &O,
-) -> anyhow::Result<ExitCode>
+pub async fn run<R, P, L, O>(a: &RunArgs, home: &Path, b: &Backends<'_, R, P, L, O>) -> anyhow::Result<ExitCode>
 where
     R: RunStore,
     P: ParamStore,
@@ -44,6 +38,6 @@ where
         eprintln!("tap: this node takes no new work ({reason}); start the run on another node");
         return Ok(ExitCode::from(supervisor::EXIT_INTERRUPTED));
     }
-    let outcome = supervisor::run(runs, params, logs, objects, &opts).await?;
+    let outcome = supervisor::run(b.runs, b.params, b.logs, b.objects, &opts).await?;
     Ok(ExitCode::from(outcome.exit_code))
 }
