@@ -264,17 +264,6 @@ mod moto {
         }
     }
 
-    /// `GET /metrics` on the agent's Prometheus endpoint.
-    fn scrape(port: u16) -> String {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the Prometheus endpoint listens");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("response");
-        out
-    }
-
     fn spool_dir(dir: &Path) -> PathBuf {
         dir.join("spool")
     }
@@ -327,17 +316,23 @@ mod moto {
     /// This node's instance-level dimensions.
     const NODE: [(&str, &str); 2] = [("Environment", "ci"), ("InstanceId", "i-0moto")];
 
-    /// Waits (bounded) until moto holds at least `n` heartbeats of this node: a window was
-    /// published. (Regression, issue 14: fixed sleeps of "about one window" instead.)
-    async fn wait_heartbeats(port: u16, n: f64, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while totals(port, "AgentHeartbeat", &NODE).await.count < n {
-            assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {n} heartbeats");
+    /// Waits (bounded) until moto's statistics of `metric` for `dims` satisfy `done`: a window
+    /// that holds it was published. (Regression, issue 14: fixed sleeps of "about one window".)
+    async fn wait_published(port: u16, metric: &str, dims: &[(&str, &str)], done: impl Fn(&Totals) -> bool) {
+        const LIMIT: Duration = Duration::from_secs(60);
+        let deadline = Instant::now() + LIMIT;
+        while !done(&totals(port, metric, dims).await) {
+            assert!(Instant::now() < deadline, "timed out after {LIMIT:?} waiting for {metric} on moto");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    /// The Prometheus page, or None while the endpoint does not answer yet.
+    /// Waits (bounded) until moto holds at least `n` heartbeats of this node.
+    async fn wait_heartbeats(port: u16, n: f64) {
+        wait_published(port, "AgentHeartbeat", &NODE, |t| t.count >= n).await;
+    }
+
+    /// `GET /metrics` on the agent's Prometheus endpoint, or None while it does not answer yet.
     fn try_scrape(port: u16) -> Option<String> {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -375,10 +370,10 @@ mod moto {
         wait_for("the first sample on the Prometheus endpoint", Duration::from_secs(30), || {
             try_scrape(prometheus).is_some_and(|p| p.contains(sampled))
         });
-        let scraped = scrape(prometheus);
+        let scraped = try_scrape(prometheus).expect("the Prometheus endpoint answers");
         assert!(scraped.contains("tap_agent_gpus_visible{environment=\"ci\",instance_id=\"i-0moto\"} 2"), "{scraped}");
         assert_eq!(scraped.matches("tap_gpu_power_draw_watts{").count(), 2, "{scraped}");
-        wait_heartbeats(moto.port, 1.0, Duration::from_secs(60)).await;
+        wait_heartbeats(moto.port, 1.0).await;
         agent.stop();
 
         let listed = client(moto.port).list_metrics().namespace("Tap/GPU").send().await.expect("ListMetrics");
@@ -404,7 +399,7 @@ mod moto {
                 "{alarmed} is not published with {{Environment}}"
             );
         }
-        let instance = [("Environment", "ci"), ("InstanceId", "i-0moto")];
+        let instance = NODE;
         let heartbeats = totals(moto.port, "AgentHeartbeat", &instance).await;
         assert_eq!(heartbeats.count, 2.0, "one heartbeat per window: the 10 s one and the SIGTERM flush");
         let visible = totals(moto.port, "GPUsVisible", &instance).await;
@@ -421,11 +416,11 @@ mod moto {
         let dir = tempfile::tempdir().expect("tempdir");
         let moto = Moto::from_env(free_port());
         let agent = Agent::start(dir.path(), moto.port, 0);
-        wait_heartbeats(moto.port, 1.0, Duration::from_secs(60)).await;
+        wait_heartbeats(moto.port, 1.0).await;
         let log = agent.stop();
         let warnings = log.lines().filter(|l| l.contains("\"WARN\"") && l.contains("no NVIDIA driver")).count();
         assert_eq!(warnings, 1, "said once, in one line:\n{log}");
-        let instance = [("Environment", "ci"), ("InstanceId", "i-0moto")];
+        let instance = NODE;
         assert_eq!(totals(moto.port, "AgentHeartbeat", &instance).await.count, 2.0);
         let visible = totals(moto.port, "GPUsVisible", &instance).await;
         assert_eq!((visible.max, visible.count > 5.0), (0.0, true), "{visible:?}");
@@ -468,10 +463,10 @@ mod moto {
         let moto = Moto::from_env(port);
         let second = Agent::start(dir.path(), port, 1);
         // The first run's spooled window and the second run's first.
-        wait_heartbeats(moto.port, 2.0, Duration::from_secs(60)).await;
+        wait_heartbeats(moto.port, 2.0).await;
         second.stop();
         assert_eq!(spooled_batches(dir.path()), 0);
-        let heartbeats = totals(moto.port, "AgentHeartbeat", &[("Environment", "ci"), ("InstanceId", "i-0moto")]).await;
+        let heartbeats = totals(moto.port, "AgentHeartbeat", &NODE).await;
         assert_eq!(heartbeats.count, 3.0, "the first run's window arrived, plus the second run's two");
     }
 
@@ -680,11 +675,7 @@ mod moto {
         );
         // The window that holds the finding reaches CloudWatch (bounded, not a fixed sleep).
         let gpu1 = [("Environment", "ci"), ("InstanceId", "i-0moto"), ("GpuUuid", "GPU-SIMULATED-0001")];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while totals(moto.port, "GPUUnhealthy", &gpu1).await.max < 1.0 {
-            assert!(Instant::now() < deadline, "GPUUnhealthy was not published within 60 s");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_published(moto.port, "GPUUnhealthy", &gpu1, |t| t.max >= 1.0).await;
         let log = agent.stop();
         assert!(log.contains("fatal GPU health finding") && log.contains("XID 79"), "{log}");
         let run = tap_json(&home, &["runs", "list"])[0].clone();

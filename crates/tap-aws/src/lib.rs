@@ -138,6 +138,7 @@ mod tests {
     use super::*;
     use aws_smithy_runtime_api::client::result::{DispatchFailure, ServiceError, TimeoutError};
     use aws_smithy_types::error::ErrorMetadata;
+    use tap_core::text::chain;
 
     /// A service's modelled error as the SDK generates it: metadata with code and message.
     #[derive(Debug)]
@@ -161,17 +162,6 @@ mod tests {
                 .raw(())
                 .build(),
         )
-    }
-
-    /// Every cause of an error, outermost first, as the top level prints them.
-    fn chain(e: &dyn Error) -> String {
-        let mut words = vec![e.to_string()];
-        let mut next = e.source();
-        while let Some(s) = next {
-            words.push(s.to_string());
-            next = s.source();
-        }
-        words.join(": ")
     }
 
     #[test]
@@ -201,7 +191,7 @@ mod tests {
         );
         assert_eq!(e.kind, Kind::Dispatch);
         assert!(e.is_retriable());
-        let shown = chain(&e);
+        let shown = chain(&e).to_string();
         assert!(shown.starts_with("SSM GetParameter /tap/x: dispatch failure: "), "{shown}");
         assert!(shown.contains("Connection refused"), "the cause reaches the top level: {shown}");
     }
@@ -214,6 +204,6 @@ mod tests {
         );
         assert_eq!(e.to_string(), "DynamoDB Query: request timed out");
         assert!(e.is_retriable());
-        assert_eq!(chain(&e), "DynamoDB Query: request timed out: slow");
+        assert_eq!(chain(&e).to_string(), "DynamoDB Query: request timed out: slow");
     }
 }

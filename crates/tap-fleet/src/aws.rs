@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_smithy_types::DateTime;
+use tap_aws::sdk_error;
 use tap_core::contract::{Metric as ContractMetric, NAMESPACE};
 use tap_core::stack_config::StackConfig;
 
@@ -43,24 +44,6 @@ const INSTANCES_PER_DESCRIBE: usize = 100;
 const QUERIES_PER_GET_METRIC_DATA: usize = 500;
 /// Characters of a SendCommand comment, at most (SSM's limit on `Comment`: 100).
 const SSM_COMMENT_CHARS: usize = 100;
-
-/// The service behind each call, for the error's words.
-fn service(call: &str) -> &'static str {
-    match call.split(' ').next().unwrap_or("") {
-        "GetMetricData" | "PutMetricData" | "ListMetrics" => "CloudWatch",
-        "SendCommand" | "CancelCommand" | "GetCommandInvocation" | "ListCommandInvocations" => "SSM",
-        _ => "EC2",
-    }
-}
-
-/// [`tap_aws::sdk_error`] naming the service of `call`.
-fn sdk_err<E, R>(call: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> FleetError
-where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    FleetError::Aws(tap_aws::sdk_error(format_args!("{} {call}", service(call)), e))
-}
 
 /// What a capacity change says about the fleet's intent (the FleetScaledToZero metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +123,7 @@ impl Fleet {
             .instance_ids(instance_id)
             .send()
             .await
-            .map_err(|e| sdk_err("DescribeInstances", e))?;
+            .map_err(|e| sdk_error("EC2 DescribeInstances", e))?;
         let tag = out
             .reservations()
             .iter()
@@ -153,8 +136,12 @@ impl Fleet {
         }
         let mut token = None;
         for _ in 0..MAX_FLEET_PAGES {
-            let page =
-                ec2.describe_fleets().set_next_token(token).send().await.map_err(|e| sdk_err("DescribeFleets", e))?;
+            let page = ec2
+                .describe_fleets()
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error("EC2 DescribeFleets", e))?;
             for f in page.fleets() {
                 let live = f.fleet_state().is_some_and(|s| matches!(s.as_str(), "active" | "modifying" | "submitted"));
                 let Some(id) = f.fleet_id().filter(|_| live) else { continue };
@@ -181,7 +168,7 @@ impl Fleet {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| sdk_err("DescribeFleetInstances", e))?;
+                .map_err(|e| sdk_error("EC2 DescribeFleetInstances", e))?;
             ids.extend(page.active_instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
             token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
             if token.is_none() {
@@ -231,7 +218,7 @@ impl Fleet {
             .fleet_ids(&self.fleet_id)
             .send()
             .await
-            .map_err(|e| sdk_err("DescribeFleets", e))?;
+            .map_err(|e| sdk_error("EC2 DescribeFleets", e))?;
         let f = fleets.fleets().iter().find(|f| f.fleet_id() == Some(self.fleet_id.as_str())).ok_or_else(|| {
             FleetError::Message(format!(
                 "no fleet {} (was the stack destroyed? re-run `tap stack import`)",
@@ -251,7 +238,7 @@ impl Fleet {
                 .set_instance_ids(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| sdk_err("DescribeInstances", e))?;
+                .map_err(|e| sdk_error("EC2 DescribeInstances", e))?;
             for i in out.reservations().iter().flat_map(|r| r.instances()) {
                 nodes.push(NodeInfo {
                     instance_id: i
@@ -313,7 +300,7 @@ impl Fleet {
                 .end_time(DateTime::from_millis(now_ms + 60_000))
                 .send()
                 .await
-                .map_err(|e| sdk_err("GetMetricData", e))?;
+                .map_err(|e| sdk_error("CloudWatch GetMetricData", e))?;
             for r in res.metric_data_results() {
                 let Some(&(m, id)) =
                     r.id().and_then(|q| q.strip_prefix('q')?.parse::<usize>().ok()).and_then(|q| chunk.get(q))
@@ -342,7 +329,7 @@ impl Fleet {
             .end_time(DateTime::from_millis(now_ms + 60_000))
             .send()
             .await
-            .map_err(|e| sdk_err("GetMetricData", e))?;
+            .map_err(|e| sdk_error("CloudWatch GetMetricData", e))?;
         Ok(res.metric_data_results().iter().flat_map(|r| r.values()).sum())
     }
 
@@ -397,7 +384,7 @@ impl Fleet {
             .excess_capacity_termination_policy(FleetExcessCapacityTerminationPolicy::Termination)
             .send()
             .await
-            .map_err(|e| sdk_err("ModifyFleet", e))?;
+            .map_err(|e| sdk_error("EC2 ModifyFleet", e))?;
         if intent == ScaleIntent::Run {
             self.publish_intent(intent).await.map_err(|e| FleetError::Partly {
                 what: format!(
@@ -424,7 +411,7 @@ impl Fleet {
             .metric_data(datum)
             .send()
             .await
-            .map_err(|e| sdk_err("PutMetricData (FleetScaledToZero)", e))?;
+            .map_err(|e| sdk_error("CloudWatch PutMetricData (FleetScaledToZero)", e))?;
         Ok(())
     }
 
@@ -450,7 +437,7 @@ impl Fleet {
                 )
                 .send()
                 .await
-                .map_err(|e| sdk_err(&format!("SendCommand to {}", c.instance_id), e))?;
+                .map_err(|e| sdk_error(format_args!("SSM SendCommand to {}", c.instance_id), e))?;
             let id = out.command().and_then(|c| c.command_id()).filter(|id| !id.is_empty()).ok_or_else(|| {
                 FleetError::Message(format!("SendCommand to {}: the answer names no command id", c.instance_id))
             })?;
@@ -461,7 +448,7 @@ impl Fleet {
 
     /// Cancels a command (the job's other nodes after one failed).
     pub async fn cancel(&self, command_id: &str) -> Result<()> {
-        self.ssm.cancel_command().command_id(command_id).send().await.map_err(|e| sdk_err("CancelCommand", e))?;
+        self.ssm.cancel_command().command_id(command_id).send().await.map_err(|e| sdk_error("SSM CancelCommand", e))?;
         Ok(())
     }
 
@@ -474,7 +461,7 @@ impl Fleet {
             .instance_id(instance_id)
             .send()
             .await
-            .map_err(|e| sdk_err("GetCommandInvocation", e))?;
+            .map_err(|e| sdk_error("SSM GetCommandInvocation", e))?;
         Ok(out.status().map_or("Unknown", |s| s.as_str()).to_owned())
     }
 }
