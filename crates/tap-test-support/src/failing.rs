@@ -3,8 +3,11 @@
 //! interceptor added to that client's configuration fails the requests a test picks — so
 //! nothing in shipped code exists only for tests.
 //!
-//! ```ignore
+//! ```
+//! # use tap_test_support::failing::FailRequests;
+//! let sdk = tap_test_support::aws::sdk_config("http://127.0.0.1:1");
 //! let conf = aws_sdk_s3::config::Builder::from(&sdk).interceptor(FailRequests::after("partNumber=", 2)).build();
+//! let _client = aws_sdk_s3::Client::from_conf(conf);
 //! ```
 
 use std::sync::Arc;

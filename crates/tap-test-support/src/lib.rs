@@ -10,6 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[derive(Debug)]
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -55,12 +56,32 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not listen on {port} within 30 s");
+        let mut moto = Moto { child, port };
+        moto.wait_listening(MOTO_START_LIMIT);
+        moto
+    }
+
+    /// Waits until our child listens on the port, and until then that it is still running: a
+    /// moto_server that exits (its port taken, a broken install) is named at once, and a port
+    /// another process answers on is never taken for ours.
+    fn wait_listening(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut foreign = false;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let why = if foreign { ": another process listens on the port" } else { "" };
+                panic!("moto_server exited ({status}) before it listened on 127.0.0.1:{}{why}", self.port);
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                match listens(self.child.id(), self.port) {
+                    Some(false) => foreign = true,
+                    // Ours, or no /proc to tell (not Linux): the answer is taken as ours.
+                    Some(true) | None => return,
+                }
+            }
+            assert!(Instant::now() < deadline, "moto did not listen on {} within {limit:?}", self.port);
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { child, port }
     }
 
     pub fn endpoint(&self) -> String {
@@ -103,8 +124,120 @@ pub fn requests_matching(log: &std::path::Path, f: impl Fn(&str, &str, &str) -> 
     })
 }
 
+/// Whether process `pid` holds the loopback socket listening on `port` (Linux's /proc: the
+/// socket's inode in /proc/net/tcp{,6}, among the process's descriptors); None without /proc.
+fn listens(pid: u32, port: u16) -> Option<bool> {
+    let local = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st … inode; st 0A is LISTEN.
+            if f.len() > 9 && f[1].ends_with(&local) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let ours = fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|link| {
+        let link = link.to_string_lossy();
+        inodes.iter().any(|i| *i == link)
+    });
+    Some(ours)
+}
+
+/// How long a moto_server may take to import moto and listen (seconds on a loaded 2-core CI).
+const MOTO_START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768–60999,
+/// `net.ipv4.ip_local_port_range`), so no outgoing connection's source port can take a port
+/// between `free_port()` and the bind of the server it is for.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The ports [`free_port`] handed out in this process: parallel tests never get the same one.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A loopback port for a server a test starts: free now, never handed out before in this
+/// process, outside the ephemeral range.
+///
+/// Regression (stop 19's CI, `idle_rule_against_moto`: "Connection refused" on its first call):
+/// this was the kernel's pick for port 0, which two tests running in parallel can both get
+/// while neither server has bound it yet. The second moto_server failed to bind, its test took
+/// the first one's moto for its own, and lost it when that test ended.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = TEST_PORTS.len();
+    // Start where another process running tests at the same time is unlikely to look.
+    let start = std::process::id() as usize * 7_919 + handed_out.len();
+    let port = (0..span)
+        .filter_map(|i| u16::try_from((start + i) % span).ok().map(|i| TEST_PORTS.start + i))
+        .find(|p| !handed_out.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap_or_else(|| panic!("no free loopback port in {TEST_PORTS:?}"));
+    handed_out.insert(port);
+    port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (stop 19's CI): two tests got the same port from the kernel.
+    #[test]
+    fn free_port_never_hands_out_the_same_port_twice_in_a_process() {
+        let ports: Vec<u16> = std::thread::scope(|s| {
+            let workers: Vec<_> =
+                (0..4).map(|_| s.spawn(|| (0..250).map(|_| free_port()).collect::<Vec<_>>())).collect();
+            workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+        });
+        let unique: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        assert!(ports.iter().all(|p| TEST_PORTS.contains(p)), "a port outside {TEST_PORTS:?}");
+    }
+
+    /// A server that exits before it listens is named, not waited on for 30 s.
+    #[test]
+    fn a_moto_server_that_exits_is_named_at_once() {
+        let started = Instant::now();
+        let e = std::panic::catch_unwind(|| Moto::start("false", free_port())).expect_err("must panic");
+        let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.starts_with("moto_server exited (exit status: 1) before it listened on 127.0.0.1:"),
+            "{message}"
+        );
+        assert!(started.elapsed() < MOTO_START_LIMIT, "it waited out the start limit");
+    }
+
+    /// A port another process listens on is not taken for our moto_server's.
+    #[test]
+    fn a_port_held_by_another_server_is_not_taken_for_ours() {
+        let holder = TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
+        let port = holder.local_addr().expect("addr").port();
+        // A stand-in for a moto_server that fails on the taken port after its imports.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 1; exit 3", "moto"]);
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || Moto::spawn(cmd, port)))
+            .expect_err("must panic");
+        let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
+        let want = format!(
+            "moto_server exited (exit status: 3) before it listened on 127.0.0.1:{port}: another process listens on the port"
+        );
+        assert_eq!(message, want);
+    }
+
+    #[test]
+    fn listens_tells_the_process_that_holds_a_port() {
+        let holder = TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
+        let port = holder.local_addr().expect("addr").port();
+        assert_eq!(listens(std::process::id(), port), Some(true));
+        let mut other = Command::new("sleep").arg("5").spawn().expect("sleep");
+        assert_eq!(listens(other.id(), port), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(holder);
+        assert_eq!(listens(std::process::id(), port), Some(false));
+    }
 }
 
 /// A binary of another crate of this workspace, from beside this test's own binaries
