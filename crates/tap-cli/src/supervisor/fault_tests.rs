@@ -55,7 +55,13 @@ impl ObjectStore for Faulty {
         match &self.fault {
             // The first call's finding counts (a later one, the final sync, would see the file).
             Fault::BlockPutUntil { until, proof } if !proof.exists() => {
-                let ok = wait_for(until, PROOF_WAIT);
+                // The put blocks its thread, as a store stuck in a syscall would. block_in_place
+                // hands this worker's other tasks to a new thread first: without it a task
+                // left in this worker's LIFO slot (which other workers do not steal) could stall
+                // with it, and the test failed now and then on a busy machine though the loop
+                // never waited on the put.
+                // A loop that awaited the put itself still stalls here, so the test can fail.
+                let ok = tokio::task::block_in_place(|| wait_for(until, PROOF_WAIT));
                 std::fs::write(proof, if ok { "seen" } else { "timed out" }).expect("proof");
             }
             Fault::HoldFirstPut { started, until } if !started.exists() => {
