@@ -18,8 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,9 +27,7 @@ use nix::unistd::Pid;
 use tap_core::commit;
 use tap_core::manifest::Manifest;
 use tap_core::notice::{Registration, RuntimeDir};
-use tap_core::runs::{
-    HparamUse, Interruption, MetricPoint, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line,
-};
+use tap_core::runs::{HparamUse, Interruption, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
@@ -40,10 +37,13 @@ use tokio::time::Instant;
 use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint;
 use crate::now_ms;
-use crate::store::{LogLine, LogStore, ParamStore, RunStore, Stream};
+use crate::store::{LogStore, ParamStore, RunStore, Stream};
 
 mod recorder;
+mod snapshot;
+mod supervision;
 use recorder::Recorder;
+use supervision::{Readers, Setting, Supervision};
 
 /// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
 pub const EXIT_INTERRUPTED: u8 = 75;
@@ -459,135 +459,6 @@ pub const FINAL_UPLOAD_AFTER_TERM: Duration = Duration::from_secs(20);
 /// Documented bound from SIGTERM to tap's exit (README): 10 + 2 + 3 + 20 + 20 s, rounded up.
 pub const SIGTERM_BOUND: Duration = Duration::from_secs(60);
 
-/// Where the command is, as the supervisor drives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// It runs; no notice, no stop asked.
-    Running,
-    /// A notice reached it; it has until the deadline for its final checkpoint.
-    Checkpointing,
-    /// SIGTERM or SIGINT sent; SIGKILL (to its group) at the deadline.
-    Terminating,
-    /// SIGKILL sent.
-    Killed,
-}
-
-/// A periodic upload in flight.
-struct InFlight {
-    id: String,
-    task: tokio::task::JoinHandle<()>,
-    started: Instant,
-    moved_before: u64,
-    /// Bytes it has to send (known once hashed).
-    to_send: Arc<AtomicU64>,
-}
-
-/// The checkpoint directory as the command announced it: hard links taken when tap read the
-/// announcement ([`checkpoint::link_snapshot`]), so the upload — now, or after the one in
-/// flight — sends what was announced even when the command has written its next checkpoint
-/// over the files (by renaming new ones into place) in the meantime.
-struct Snapshot {
-    dir: PathBuf,
-    taken: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Snapshot {
-    /// Takes it on the blocking pool, then acknowledges the announcement (`ack`).
-    fn take(live: &Path, dir: PathBuf, ack: AckAt) -> Snapshot {
-        let (src, into) = (live.to_owned(), dir.clone());
-        let taken = tokio::spawn(crate::blocking::run(move |_| {
-            let taken = checkpoint::link_snapshot(&src, &into);
-            ack.write();
-            taken
-        }));
-        Snapshot { dir, taken }
-    }
-
-    /// The directory to upload (the snapshot, or `live` where links could not be made, said
-    /// once per run) and a guard that removes the snapshot when dropped.
-    async fn ready(self, live: &Path, warned: &AtomicBool) -> (PathBuf, SnapshotGuard) {
-        let guard = SnapshotGuard(Some(self.dir.clone()));
-        match self.taken.await {
-            Ok(Ok(())) => (self.dir, guard),
-            Ok(Err(e)) => {
-                if !warned.swap(true, Ordering::Relaxed) {
-                    crate::say!(
-                        "tap: could not snapshot the checkpoint directory by hard links ({e}); uploading it in place \
-                         (a file the command replaces during the upload fails that upload)"
-                    );
-                }
-                (live.to_owned(), guard)
-            }
-            Err(_) => (live.to_owned(), guard),
-        }
-    }
-
-    /// A snapshot no upload will use (a newer announcement replaced it).
-    fn discard(self) {
-        let guard = SnapshotGuard(Some(self.dir));
-        let taken = self.taken;
-        tokio::spawn(async move {
-            let _ = taken.await;
-            drop(guard);
-        });
-    }
-}
-
-/// `TAP_CHECKPOINT_ACK`: the offset in TAP_METRICS_FILE up to which every checkpoint line
-/// has been snapshotted. A writer that replaces the checkpoint directory right after
-/// announcing one (tapml does, for a save on a notice one step after a periodic one) waits
-/// for it to pass its line first, so no snapshot holds part of the next checkpoint.
-#[derive(Clone)]
-struct Ack {
-    path: PathBuf,
-    written: Arc<std::sync::Mutex<u64>>,
-}
-
-impl Ack {
-    fn new(path: PathBuf) -> Ack {
-        Ack { path, written: Arc::default() }
-    }
-
-    fn at(&self, offset: u64) -> AckAt {
-        AckAt { ack: self.clone(), offset }
-    }
-}
-
-struct AckAt {
-    ack: Ack,
-    offset: u64,
-}
-
-impl AckAt {
-    /// Blocking (a tiny write and a rename): on the pool, after the snapshot.
-    fn write(self) {
-        let Ok(mut written) = self.ack.written.lock() else { return };
-        if *written >= self.offset {
-            return;
-        }
-        if tap_core::fsutil::replace(&self.ack.path, self.offset.to_string().as_bytes()).is_ok() {
-            *written = self.offset;
-        }
-    }
-}
-
-/// Removes a snapshot directory when dropped: after its upload, or when the upload is
-/// aborted (a notice cancels it).
-struct SnapshotGuard(Option<PathBuf>);
-
-impl Drop for SnapshotGuard {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            // Unlinking thousands of files is blocking work; nobody waits for it.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                drop(rt.spawn(crate::blocking::run(move |_| std::fs::remove_dir_all(dir))));
-            } else {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-}
-
 /// A committed checkpoint and what committing it cost.
 struct Committed {
     manifest: Manifest,
@@ -754,7 +625,6 @@ async fn reap_group(pid: Pid) {
     let _ = signal_group(pid, Signal::SIGKILL);
 }
 
-/// Prepares the scratch directory, resumes if asked, runs the child, records everything.
 /// Where one run's files live, under `runs_dir/<run id>`; the command is told each of them.
 struct WorkDir {
     root: PathBuf,
@@ -824,6 +694,8 @@ fn command(
     cmd
 }
 
+/// `tap run`: prepares the scratch directory, resumes if asked, starts the command, supervises
+/// it ([`Supervision`]) and records everything.
 pub async fn run<R, P, L, O>(
     store: &R,
     params: &P,
@@ -843,8 +715,7 @@ where
     let started = now_ms();
     let run_id = new_run_id(started, fastrand::u32(..));
     let dirs = WorkDir::new(&opts.runs_dir, &run_id);
-    let (work, ckpt_dir, metrics_file) = (&dirs.root, &dirs.checkpoint, &dirs.metrics);
-    let (hparams_file, notice_info, ack_file) = (&dirs.hparams, &dirs.notice_info, &dirs.ack);
+    let (work, ckpt_dir, metrics_file, hparams_file) = (&dirs.root, &dirs.checkpoint, &dirs.metrics, &dirs.hparams);
 
     // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
     // before we registered is found by the notice-file poll (it fires at once).
@@ -878,7 +749,7 @@ where
     };
     let Prepared { hparams, flat, resumed } = prepared;
 
-    let mut record = Run {
+    let record = Run {
         instance_id: opts.instance_id.clone(),
         hparams,
         resumed_from: resumed.as_ref().map(|m| m.run_id.clone()),
@@ -922,335 +793,29 @@ where
 
     let (recorder, recorder_task) = Recorder::new(&record);
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let (job_done_tx, job_done_rx) = tokio::sync::watch::channel(false);
+    let (job_done, job_done_rx) = tokio::sync::watch::channel(false);
     let job = record.group.clone().zip(record.job_attempt);
     let job_watch = watch_job(store, &opts.experiment, job, tx.clone(), job_done_rx);
     let supervise = async {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let out_task =
-            tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone()));
-        let err_task =
-            tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone()));
-        let tail_task = tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx));
-
-        let mut echo = crate::term::Echo::default();
-        let mut seq = 0u64;
-        let mut step = 0u64;
-        let mut uploads = UploadQueue::new(&run_id);
-        let mut in_flight: Option<InFlight> = None;
-        let mut last_manifest = resumed.clone();
-        let mut last_commit = resumed.as_ref().map(|m| commit::Commit {
-            id: m.checkpoint_id.clone(),
-            committed_ms: m.created_ms,
-            step: m.step,
-        });
-        let mut samples: Vec<commit::Sample> = Vec::new();
-        let mut warned_forecast = false;
-        let mut phase = Phase::Running;
-        let mut stop_asked = 0u32;
-        let mut exit_status = None;
-        let mut exited_at: Option<Instant> = None;
-        let deadline = tokio::time::sleep(NEVER);
-        tokio::pin!(deadline);
-
-        let snapshots = work.join("snapshots");
-        let ack = Ack::new(ack_file.clone());
-        let mut snapshot_seq = 0u32;
-        let mut pending_snapshot: Option<Snapshot> = None;
-        let snapshot_warned = Arc::new(AtomicBool::new(false));
-        let start_upload = |(id, step): (String, u64),
-                            snap: Snapshot,
-                            previous: Option<Manifest>,
-                            tx: mpsc::Sender<Event>| {
-            let moved_before = objects.bytes_moved();
-            let objects = objects.clone();
-            let exp = opts.experiment.clone();
-            let run_id = run_id.clone();
-            let live = ckpt_dir.clone();
-            let warned = snapshot_warned.clone();
-            let to_send = Arc::new(AtomicU64::new(0));
-            let sending = to_send.clone();
-            let upload_id = id.clone();
-            let task = tokio::spawn(async move {
-                let (dir, _guard) = snap.ready(&live, &warned).await;
-                let result =
-                    commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending)
-                        .await;
-                let _ = tx
-                    .send(Event::Uploaded(upload_id, step, result.map_err(|e| tap_core::text::chain(&e).to_string())))
-                    .await;
-            });
-            InFlight { id, task, started: Instant::now(), moved_before, to_send }
+        let (stop_metrics, stop_rx) = tokio::sync::watch::channel(false);
+        let readers = Readers {
+            stdout: tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone())),
+            stderr: tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone())),
+            metrics: tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx)),
+            stop_metrics,
+            job_done,
         };
-
-        loop {
-            tokio::select! {
-                status = child.wait(), if exit_status.is_none() => {
-                    exit_status = Some(status.context("waiting for the child")?);
-                    exited_at = Some(Instant::now());
-                    let _ = job_done_tx.send(true);
-                    // Drain what the child wrote before it exited.
-                    let _ = stop_tx.send(true);
-                }
-                Some(ev) = rx.recv() => match ev {
-                    Event::Line(stream, text) => {
-                        echo.line(stream, &text);
-                        recorder.line(LogLine { seq, ts_ms: now_ms(), stream, text });
-                        seq += 1;
-                    }
-                    Event::Metrics(m, end) => {
-                        let (s, values, is_ckpt) = match m {
-                            MetricsLine::Metrics { step, values } => (step, values, false),
-                            MetricsLine::Checkpoint { step, values } => (step, values, true),
-                        };
-                        step = s.unwrap_or(step + u64::from(!values.is_empty()));
-                        for (name, value) in values {
-                            record.final_metrics.insert(name.clone(), value);
-                            recorder.point(MetricPoint { step, name, value, ts_ms: now_ms() });
-                        }
-                        recorder.record(&record);
-                        if is_ckpt {
-                            snapshot_seq += 1;
-                            let snap = Snapshot::take(ckpt_dir, snapshots.join(snapshot_seq.to_string()), ack.at(end));
-                            match uploads.announce(step) {
-                                Some(next) => in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone())),
-                                None => {
-                                    if let Some(older) = pending_snapshot.replace(snap) {
-                                        older.discard();
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
-                    Event::JobStop(why) => {
-                        if exit_status.is_none() && stop_asked == 0 {
-                            stop_asked = 1;
-                            let _ = kill(pid, Signal::SIGTERM);
-                            crate::say!("tap: {why}: stopping this rank (SIGTERM; {TERM_GRACE:?} to exit)");
-                            phase = Phase::Terminating;
-                            deadline.as_mut().reset(Instant::now() + TERM_GRACE);
-                        }
-                    }
-                    Event::Uploaded(id, ckpt_step, result) => {
-                        let periodic = record.interruption.is_none();
-                        let current = in_flight.as_ref().is_some_and(|f| f.id == id);
-                        match result {
-                            Ok(Some(c)) => {
-                                let s = &c.sample;
-                                if periodic {
-                                    samples.push(c.sample);
-                                    record.forecast = commit::forecast(&samples, commit::DEFAULT_AGENT_POLL_S);
-                                }
-                                let plan = record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
-                                crate::say!(
-                                    "tap: checkpoint {id} committed in {:.2} s ({} files, {} hashed in {:.2} s, {} sent in {:.2} s){plan}",
-                                    s.commit_s(), c.manifest.files.len(), commit::bytes(s.total_bytes), s.hash_s,
-                                    commit::bytes(s.sent_bytes), s.send_s + s.other_s,
-                                );
-                                if let Some(w) = record.forecast.as_ref().and_then(commit::Forecast::warning)
-                                    && !warned_forecast
-                                {
-                                    warned_forecast = true;
-                                    crate::say!("tap: warning: {w}");
-                                }
-                                record.checkpoint = Some(id.clone());
-                                last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(ckpt_step) });
-                                last_manifest = Some(c.manifest);
-                                recorder.record(&record);
-                            }
-                            Ok(None) => {}
-                            Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {e}"),
-                        }
-                        if current {
-                            in_flight = None;
-                            if let Some(next) = uploads.finished() {
-                                let snap = pending_snapshot.take().context("a waiting checkpoint without its snapshot")?;
-                                in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone()));
-                            }
-                        }
-                    }
-                },
-                sig = signals.next(record.interruption.is_none()) => match sig {
-                    Sig::Notice => {
-                        let i = notice(exit_status.is_none().then_some(pid), opts, notice_file.as_deref(), notice_info, deadline.as_mut());
-                        if exit_status.is_none() {
-                            phase = Phase::Checkpointing;
-                        }
-                        // An upload in flight goes on only if it lands before the deadline.
-                        if let Some(f) = &in_flight {
-                            let end = commit::deadline_ms(i.noticed_ms, i.deadline_ms);
-                            let left_s = (end - now_ms()) as f64 / 1000.0;
-                            let moved = objects.bytes_moved().saturating_sub(f.moved_before);
-                            let forecast = record.forecast.as_ref().map(|p| p.commit_s);
-                            let elapsed = f.started.elapsed().as_secs_f64();
-                            if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s) {
-                                f.task.abort();
-                                crate::say!(
-                                    "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
-                                     the final checkpoint goes first, LATEST stays on {}",
-                                    f.id, record.checkpoint.as_deref().unwrap_or("the previous one")
-                                );
-                                in_flight = None;
-                                uploads.busy = false;
-                                if let Some(next) = uploads.pending.take().and_then(|s| uploads.announce(s)) {
-                                    let snap = pending_snapshot.take().context("a waiting checkpoint without its snapshot")?;
-                                    in_flight = Some(start_upload(next, snap, last_manifest.clone(), tx.clone()));
-                                }
-                            }
-                        }
-                        record.interruption = Some(i);
-                        recorder.record(&record);
-                    }
-                    Sig::Int | Sig::Term => {
-                        stop_asked += 1;
-                        if exit_status.is_none() {
-                            if stop_asked == 1 {
-                                let s = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
-                                let _ = kill(pid, s);
-                                crate::say!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
-                                phase = Phase::Terminating;
-                                deadline.as_mut().reset(Instant::now() + TERM_GRACE);
-                            } else {
-                                crate::say!("tap: killing the command and its process group");
-                                signal_group(pid, Signal::SIGKILL);
-                                phase = Phase::Killed;
-                            }
-                        }
-                    }
-                },
-                () = &mut deadline, if exit_status.is_none() && matches!(phase, Phase::Checkpointing | Phase::Terminating) => {
-                    if phase == Phase::Checkpointing {
-                        crate::say!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
-                        let _ = kill(pid, Signal::SIGTERM);
-                        deadline.as_mut().reset(Instant::now() + TERM_GRACE);
-                        phase = Phase::Terminating;
-                    } else {
-                        crate::say!("tap: still running {TERM_GRACE:?} after SIGTERM; sending SIGKILL to its process group");
-                        signal_group(pid, Signal::SIGKILL);
-                        phase = Phase::Killed;
-                    }
-                }
-                _ = tokio::time::sleep(Duration::from_millis(200)), if exited_at.is_some() => {}
-            }
-            let pipes_open = !(out_task.is_finished() && err_task.is_finished());
-            if pipes_open && rx.is_empty() && exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_DRAIN_AFTER_EXIT) {
-                crate::say!(
-                    "tap: the command exited, but a process it started still holds its output open; ending its process group"
-                );
-                reap_group(pid).await;
-                out_task.abort();
-                err_task.abort();
-                exited_at = None;
-            }
-            if exit_status.is_some()
-                && out_task.is_finished()
-                && err_task.is_finished()
-                && tail_task.is_finished()
-                && rx.is_empty()
-                && !uploads.busy
-            {
-                break;
-            }
+        let setting =
+            Setting { opts, objects, run_id: &run_id, dirs: &dirs, notice_file: notice_file.as_deref(), pid, tx };
+        let mut supervision = Supervision::new(setting, recorder, record, resumed);
+        supervision.drive(&mut child, &mut rx, &mut signals, &readers).await?;
+        supervision.wind_up(&mut signals).await;
+        let outcome = supervision.finish().await?;
+        if let Some(run) = &outcome.run {
+            tell_job(store, run).await;
+            crate::say!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
         }
-        // Whatever the command left in its process group ends with it.
-        reap_group(pid).await;
-        recorder.record(&record);
-        // Every upload ended; what their guards have not removed yet goes now.
-        let leftover = snapshots.clone();
-        let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(leftover)).await;
-
-        // A last sync of the checkpoint directory (the child may have saved without
-        // announcing). A stop (SIGINT/SIGTERM) bounds it; a second one cancels it.
-        let mut synced = false;
-        if stop_asked < 2 {
-            let id = uploads.next_id();
-            let sending = AtomicU64::new(0);
-            // Boxed, so that dropping it on a cancel drops the upload (and cancels its copies).
-            let mut sync = Box::pin(commit_checkpoint(
-                objects,
-                &opts.experiment,
-                &run_id,
-                &id,
-                step,
-                ckpt_dir,
-                last_manifest.as_ref(),
-                &sending,
-            ));
-            let limit = tokio::time::sleep(if stop_asked > 0 { FINAL_UPLOAD_AFTER_TERM } else { NEVER });
-            tokio::pin!(limit);
-            let cancelled = loop {
-                tokio::select! {
-                    r = &mut sync => {
-                        synced = r.is_ok();
-                        match r {
-                            Ok(Some(c)) => {
-                                crate::say!(
-                                    "tap: final checkpoint {id} committed in {:.2} s ({} files, {} sent)",
-                                    c.sample.commit_s(), c.manifest.files.len(), commit::bytes(c.sample.sent_bytes)
-                                );
-                                record.checkpoint = Some(id.clone());
-                                last_commit = Some(commit::Commit { id: id.clone(), committed_ms: now_ms(), step: Some(step) });
-                            }
-                            Ok(None) => {}
-                            Err(e) => crate::say!("tap: final checkpoint not uploaded: {e}"),
-                        }
-                        break None;
-                    }
-                    sig = signals.next(false) => if sig != Sig::Notice { break Some("a signal") },
-                    () = &mut limit => break Some("the time after a stop"),
-                }
-            };
-            if let Some(why) = cancelled {
-                crate::say!(
-                    "tap: final checkpoint upload cancelled by {why}; LATEST stays on {}",
-                    record.checkpoint.as_deref().unwrap_or("the previous checkpoint")
-                );
-                drop(sync);
-                crate::blocking::settle(Duration::from_secs(5)).await;
-            }
-        }
-        // Regression: every run kept a full scratch copy of its checkpoint forever. Once the
-        // store holds what the directory holds, it goes (with tapml's staging beside it);
-        // otherwise it stays, and tap says where.
-        let scratch = [ckpt_dir.clone(), crate::tapml::staging_dir(ckpt_dir)];
-        if synced {
-            let _ = crate::blocking::run(move |_| scratch.iter().for_each(|d| drop(std::fs::remove_dir_all(d)))).await;
-        } else {
-            crate::say!("tap: kept {} (the store may not hold all of it)", ckpt_dir.display());
-        }
-
-        let status = exit_status.context("child status")?;
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(i) = record.interruption.as_mut() {
-            let v = commit::verdict(
-                i.noticed_ms,
-                commit::deadline_ms(i.noticed_ms, i.deadline_ms),
-                last_commit.as_ref(),
-                step,
-            );
-            crate::say!("tap: final checkpoint {}", v.line());
-            i.verdict = Some(v);
-        }
-        record.status = if record.interruption.is_some() {
-            RunStatus::Interrupted
-        } else if status.success() {
-            RunStatus::Succeeded
-        } else {
-            RunStatus::Failed
-        };
-        let exit_code = match record.status {
-            RunStatus::Interrupted => EXIT_INTERRUPTED,
-            _ => status.code().map_or_else(|| 128 + status.signal().unwrap_or(0) as u8, |c| c as u8),
-        };
-        record.ended_ms = Some(now_ms());
-        record.exit_code = status.code();
-        record.signal = status.signal();
-        let stored = recorder.finish(&record).await;
-        let run = stored.unwrap_or_else(|| record.clone());
-        tell_job(store, &run).await;
-        crate::say!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
-        Ok(Outcome { run: Some(run), exit_code })
+        Ok(outcome)
     };
     let (outcome, (), ()) = tokio::join!(supervise, recorder_task.run(store, logs_store), job_watch);
     outcome
@@ -1276,14 +841,8 @@ async fn tell_job<R: RunStore>(store: &R, run: &Run) {
 
 /// Acts on a notice: reads the notice file when there is one (its deadline bounds the
 /// checkpoint budget), tells the child its deadline (`info`, `TAP_NOTICE_INFO`), signals
-/// it, arms the deadline; returns what to record.
-fn notice(
-    pid: Option<Pid>,
-    opts: &RunOptions,
-    file: Option<&Path>,
-    info: &Path,
-    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Interruption {
+/// it; returns what to record and how long it has for its checkpoint.
+fn notice(pid: Option<Pid>, opts: &RunOptions, file: Option<&Path>, info: &Path) -> (Interruption, Duration) {
     let now = now_ms();
     let n = file.map(tap_core::notice::read_notice_file);
     let i = match n {
@@ -1319,8 +878,7 @@ fn notice(
         write_notice_info(info, &i, now + budget.as_millis() as i64);
         let _ = kill(pid, opts.interrupt_signal);
     }
-    deadline.reset(Instant::now() + budget);
-    i
+    (i, budget)
 }
 
 /// What the child reads at `TAP_NOTICE_INFO` after a notice: `{"deadline_ms": .., ..}`, the

@@ -1,0 +1,555 @@
+//! The supervisor's loop as a state machine. [`Supervision`] holds what `tap run` knows of its
+//! command while it runs — its [`Phase`], the checkpoint uploads, the run's record — and has
+//! one handler per event: the command's exit, a line of output, a metrics line, a finished
+//! upload, a job stop, a notice, a stop signal, a deadline. The loop
+//! ([`Supervision::drive`]) only waits for the next event and hands it over, so it is always
+//! free to read the command's output and react to a notice; nothing in a handler waits.
+
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tap_core::commit;
+use tap_core::manifest::Manifest;
+use tap_core::runs::{MetricPoint, MetricsLine, Run, RunStatus};
+use tokio::process::Child;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
+
+use super::recorder::Recorder;
+use super::snapshot::{Ack, Snapshot};
+use super::{
+    EXIT_INTERRUPTED, Event, FINAL_UPLOAD_AFTER_TERM, NEVER, OUTPUT_DRAIN_AFTER_EXIT, Outcome, RunOptions, Sig,
+    Signals, TERM_GRACE, UploadQueue, WorkDir, commit_checkpoint, notice, reap_group, signal_group,
+};
+use crate::artifacts::ObjectStore;
+use crate::now_ms;
+use crate::store::LogLine;
+
+/// While the command's output is drained after its exit, the loop wakes this often to see
+/// whether the drain is overdue ([`OUTPUT_DRAIN_AFTER_EXIT`]).
+const DRAIN_TICK: Duration = Duration::from_millis(200);
+
+/// Where the command is, as the supervisor drives it. The states that end in a signal carry
+/// their deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// It runs; no notice, no stop asked.
+    Running,
+    /// A notice reached it; it has `until` for its final checkpoint, then gets SIGTERM.
+    Checkpointing { until: Instant },
+    /// SIGTERM or SIGINT sent; SIGKILL (to its group) at `until`.
+    Terminating { until: Instant },
+    /// SIGKILL sent.
+    Killed,
+    /// It exited with `status`. Its output is read until its pipes close, or, if a process it
+    /// left behind holds them open, until `drain_until` (None once that process group ended).
+    Exited { status: ExitStatus, drain_until: Option<Instant> },
+}
+
+impl Phase {
+    /// When the loop must act if nothing else happens first.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Checkpointing { until } | Phase::Terminating { until } => Some(until),
+            Phase::Running | Phase::Killed | Phase::Exited { .. } => None,
+        }
+    }
+
+    fn exited(self) -> Option<ExitStatus> {
+        match self {
+            Phase::Exited { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+/// The tasks that read the command's output and metrics file, and the channels that tell
+/// the readers (and the job watch) the command exited.
+pub(super) struct Readers {
+    pub stdout: JoinHandle<()>,
+    pub stderr: JoinHandle<()>,
+    pub metrics: JoinHandle<()>,
+    /// Tells the metrics tail to read what is left and stop.
+    pub stop_metrics: watch::Sender<bool>,
+    /// Tells the job watch to stop.
+    pub job_done: watch::Sender<bool>,
+}
+
+impl Readers {
+    fn pipes_closed(&self) -> bool {
+        self.stdout.is_finished() && self.stderr.is_finished()
+    }
+}
+
+/// A periodic upload in flight.
+struct InFlight {
+    id: String,
+    task: JoinHandle<()>,
+    started: Instant,
+    moved_before: u64,
+    /// Bytes it has to send (known once hashed).
+    to_send: Arc<AtomicU64>,
+}
+
+/// What `tap run` knows of its command while it runs; see the module's doc.
+pub(super) struct Supervision<'a, O> {
+    opts: &'a RunOptions,
+    objects: &'a O,
+    run_id: &'a str,
+    dirs: &'a WorkDir,
+    notice_file: Option<&'a Path>,
+    pid: Pid,
+    /// Where uploads report back.
+    tx: mpsc::Sender<Event>,
+    recorder: Recorder,
+    record: Run,
+    echo: crate::term::Echo,
+    phase: Phase,
+    /// SIGINTs and SIGTERMs to tap so far (and a job stop, as one).
+    stop_asked: u32,
+    /// The next log line's number.
+    seq: u64,
+    /// The command's step, as its metrics say.
+    step: u64,
+    uploads: UploadQueue,
+    in_flight: Option<InFlight>,
+    /// The snapshot of the newest checkpoint announced while an upload was in flight.
+    pending_snapshot: Option<Snapshot>,
+    snapshot_seq: u32,
+    snapshot_warned: Arc<AtomicBool>,
+    ack: Ack,
+    last_manifest: Option<Manifest>,
+    last_commit: Option<commit::Commit>,
+    /// What each periodic commit cost, for the forecast.
+    samples: Vec<commit::Sample>,
+    warned_forecast: bool,
+}
+
+/// What a [`Supervision`] is given about the run it supervises.
+pub(super) struct Setting<'a, O> {
+    pub opts: &'a RunOptions,
+    pub objects: &'a O,
+    pub run_id: &'a str,
+    pub dirs: &'a WorkDir,
+    pub notice_file: Option<&'a Path>,
+    pub pid: Pid,
+    pub tx: mpsc::Sender<Event>,
+}
+
+impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
+    pub(super) fn new(s: Setting<'a, O>, recorder: Recorder, record: Run, resumed: Option<Manifest>) -> Self {
+        let last_commit = resumed.as_ref().map(|m| commit::Commit {
+            id: m.checkpoint_id.clone(),
+            committed_ms: m.created_ms,
+            step: m.step,
+        });
+        Supervision {
+            opts: s.opts,
+            objects: s.objects,
+            run_id: s.run_id,
+            dirs: s.dirs,
+            notice_file: s.notice_file,
+            pid: s.pid,
+            tx: s.tx,
+            recorder,
+            record,
+            echo: crate::term::Echo::default(),
+            phase: Phase::Running,
+            stop_asked: 0,
+            seq: 0,
+            step: 0,
+            uploads: UploadQueue::new(s.run_id),
+            in_flight: None,
+            pending_snapshot: None,
+            snapshot_seq: 0,
+            snapshot_warned: Arc::new(AtomicBool::new(false)),
+            ack: Ack::new(s.dirs.ack.clone()),
+            last_manifest: resumed,
+            last_commit,
+            samples: Vec::new(),
+            warned_forecast: false,
+        }
+    }
+
+    /// The loop: waits for the next event and hands it to its handler, until the command
+    /// exited, its output is read and no upload runs.
+    pub(super) async fn drive(
+        &mut self,
+        child: &mut Child,
+        rx: &mut mpsc::Receiver<Event>,
+        signals: &mut Signals,
+        readers: &Readers,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::sleep(NEVER);
+        tokio::pin!(deadline);
+        let mut armed = None;
+        loop {
+            let until = self.phase.deadline();
+            if until != armed {
+                deadline.as_mut().reset(until.unwrap_or_else(|| Instant::now() + NEVER));
+                armed = until;
+            }
+            let draining = matches!(self.phase, Phase::Exited { drain_until: Some(_), .. });
+            tokio::select! {
+                status = child.wait(), if self.phase.exited().is_none() => {
+                    self.on_exit(status.context("waiting for the child")?, readers);
+                }
+                Some(event) = rx.recv() => self.on_event(event)?,
+                sig = signals.next(self.record.interruption.is_none()) => match sig {
+                    Sig::Notice => self.on_notice()?,
+                    Sig::Int | Sig::Term => self.on_stop(sig),
+                },
+                () = &mut deadline, if until.is_some() => self.on_deadline(),
+                () = tokio::time::sleep(DRAIN_TICK), if draining => {}
+            }
+            if let Phase::Exited { status, drain_until: Some(t) } = self.phase
+                && !readers.pipes_closed()
+                && rx.is_empty()
+                && Instant::now() >= t
+            {
+                crate::say!(
+                    "tap: the command exited, but a process it started still holds its output open; ending its process group"
+                );
+                reap_group(self.pid).await;
+                readers.stdout.abort();
+                readers.stderr.abort();
+                self.phase = Phase::Exited { status, drain_until: None };
+            }
+            if self.phase.exited().is_some()
+                && readers.pipes_closed()
+                && readers.metrics.is_finished()
+                && rx.is_empty()
+                && !self.uploads.busy
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_exit(&mut self, status: ExitStatus, readers: &Readers) {
+        self.phase = Phase::Exited { status, drain_until: Some(Instant::now() + OUTPUT_DRAIN_AFTER_EXIT) };
+        let _ = readers.job_done.send(true);
+        // Drain what the child wrote before it exited.
+        let _ = readers.stop_metrics.send(true);
+    }
+
+    fn on_event(&mut self, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Line(stream, text) => {
+                self.echo.line(stream, &text);
+                self.recorder.line(LogLine { seq: self.seq, ts_ms: now_ms(), stream, text });
+                self.seq += 1;
+            }
+            Event::Metrics(line, end) => self.on_metrics(line, end),
+            Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
+            Event::JobStop(why) => self.on_job_stop(&why),
+            Event::Uploaded(id, step, result) => self.on_uploaded(id, step, result)?,
+        }
+        Ok(())
+    }
+
+    /// A metrics line: recorded; a checkpoint announcement is snapshotted at once and
+    /// uploaded now, or after the upload in flight.
+    fn on_metrics(&mut self, line: MetricsLine, end: u64) {
+        let (s, values, is_ckpt) = match line {
+            MetricsLine::Metrics { step, values } => (step, values, false),
+            MetricsLine::Checkpoint { step, values } => (step, values, true),
+        };
+        self.step = s.unwrap_or(self.step + u64::from(!values.is_empty()));
+        for (name, value) in values {
+            self.record.final_metrics.insert(name.clone(), value);
+            self.recorder.point(MetricPoint { step: self.step, name, value, ts_ms: now_ms() });
+        }
+        self.recorder.record(&self.record);
+        if is_ckpt {
+            self.snapshot_seq += 1;
+            let dir = self.dirs.root.join("snapshots").join(self.snapshot_seq.to_string());
+            let snap = Snapshot::take(&self.dirs.checkpoint, dir, self.ack.at(end));
+            match self.uploads.announce(self.step) {
+                Some(next) => self.start_upload(next, snap),
+                None => {
+                    if let Some(older) = self.pending_snapshot.replace(snap) {
+                        older.discard();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The job this rank belongs to moved on: stop the command as on SIGTERM.
+    fn on_job_stop(&mut self, why: &str) {
+        if self.phase.exited().is_none() && self.stop_asked == 0 {
+            self.stop_asked = 1;
+            let _ = kill(self.pid, Signal::SIGTERM);
+            crate::say!("tap: {why}: stopping this rank (SIGTERM; {TERM_GRACE:?} to exit)");
+            self.phase = Phase::Terminating { until: Instant::now() + TERM_GRACE };
+        }
+    }
+
+    fn on_uploaded(
+        &mut self,
+        id: String,
+        ckpt_step: u64,
+        result: Result<Option<super::Committed>, String>,
+    ) -> anyhow::Result<()> {
+        let periodic = self.record.interruption.is_none();
+        let current = self.in_flight.as_ref().is_some_and(|f| f.id == id);
+        match result {
+            Ok(Some(c)) => {
+                let s = &c.sample;
+                if periodic {
+                    self.samples.push(c.sample);
+                    self.record.forecast = commit::forecast(&self.samples, commit::DEFAULT_AGENT_POLL_S);
+                }
+                let plan = self.record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
+                crate::say!(
+                    "tap: checkpoint {id} committed in {:.2} s ({} files, {} hashed in {:.2} s, {} sent in {:.2} s){plan}",
+                    s.commit_s(),
+                    c.manifest.files.len(),
+                    commit::bytes(s.total_bytes),
+                    s.hash_s,
+                    commit::bytes(s.sent_bytes),
+                    s.send_s + s.other_s,
+                );
+                if let Some(w) = self.record.forecast.as_ref().and_then(commit::Forecast::warning)
+                    && !self.warned_forecast
+                {
+                    self.warned_forecast = true;
+                    crate::say!("tap: warning: {w}");
+                }
+                self.record.checkpoint = Some(id.clone());
+                self.last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(ckpt_step) });
+                self.last_manifest = Some(c.manifest);
+                self.recorder.record(&self.record);
+            }
+            Ok(None) => {}
+            Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {e}"),
+        }
+        if current {
+            self.in_flight = None;
+            if let Some(next) = self.uploads.finished() {
+                self.start_waiting(next)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A notice: the command gets its signal and deadline, and an upload in flight goes on
+    /// only if it lands before that deadline.
+    fn on_notice(&mut self) -> anyhow::Result<()> {
+        let running = self.phase.exited().is_none();
+        let (i, budget) = notice(running.then_some(self.pid), self.opts, self.notice_file, &self.dirs.notice_info);
+        if running {
+            self.phase = Phase::Checkpointing { until: Instant::now() + budget };
+        }
+        if let Some(f) = &self.in_flight {
+            let end = commit::deadline_ms(i.noticed_ms, i.deadline_ms);
+            let left_s = (end - now_ms()) as f64 / 1000.0;
+            let moved = self.objects.bytes_moved().saturating_sub(f.moved_before);
+            let forecast = self.record.forecast.as_ref().map(|p| p.commit_s);
+            let elapsed = f.started.elapsed().as_secs_f64();
+            if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s) {
+                f.task.abort();
+                crate::say!(
+                    "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
+                     the final checkpoint goes first, LATEST stays on {}",
+                    f.id,
+                    self.record.checkpoint.as_deref().unwrap_or("the previous one")
+                );
+                self.in_flight = None;
+                self.uploads.busy = false;
+                if let Some(next) = self.uploads.pending.take().and_then(|s| self.uploads.announce(s)) {
+                    self.start_waiting(next)?;
+                }
+            }
+        }
+        self.record.interruption = Some(i);
+        self.recorder.record(&self.record);
+        Ok(())
+    }
+
+    /// SIGINT or SIGTERM to tap: forwarded once; a second one kills the command's group.
+    fn on_stop(&mut self, sig: Sig) {
+        self.stop_asked += 1;
+        if self.phase.exited().is_some() {
+            return;
+        }
+        if self.stop_asked == 1 {
+            let s = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
+            let _ = kill(self.pid, s);
+            crate::say!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
+            self.phase = Phase::Terminating { until: Instant::now() + TERM_GRACE };
+        } else {
+            crate::say!("tap: killing the command and its process group");
+            signal_group(self.pid, Signal::SIGKILL);
+            self.phase = Phase::Killed;
+        }
+    }
+
+    /// The phase's deadline passed: SIGTERM after a notice's, SIGKILL after SIGTERM's.
+    fn on_deadline(&mut self) {
+        match self.phase {
+            Phase::Checkpointing { .. } => {
+                crate::say!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
+                let _ = kill(self.pid, Signal::SIGTERM);
+                self.phase = Phase::Terminating { until: Instant::now() + TERM_GRACE };
+            }
+            Phase::Terminating { .. } => {
+                crate::say!("tap: still running {TERM_GRACE:?} after SIGTERM; sending SIGKILL to its process group");
+                signal_group(self.pid, Signal::SIGKILL);
+                self.phase = Phase::Killed;
+            }
+            Phase::Running | Phase::Killed | Phase::Exited { .. } => {}
+        }
+    }
+
+    /// Starts the upload of the checkpoint that waited for the one in flight.
+    fn start_waiting(&mut self, next: (String, u64)) -> anyhow::Result<()> {
+        let snap = self.pending_snapshot.take().context("a waiting checkpoint without its snapshot")?;
+        self.start_upload(next, snap);
+        Ok(())
+    }
+
+    /// Uploads checkpoint `id` (at `step`) from its snapshot on a task of its own, which
+    /// reports back with [`Event::Uploaded`].
+    fn start_upload(&mut self, (id, step): (String, u64), snap: Snapshot) {
+        let moved_before = self.objects.bytes_moved();
+        let objects = self.objects.clone();
+        let exp = self.opts.experiment.clone();
+        let run_id = self.run_id.to_owned();
+        let live = self.dirs.checkpoint.clone();
+        let warned = self.snapshot_warned.clone();
+        let previous = self.last_manifest.clone();
+        let tx = self.tx.clone();
+        let to_send = Arc::new(AtomicU64::new(0));
+        let sending = to_send.clone();
+        let upload_id = id.clone();
+        let task = tokio::spawn(async move {
+            let (dir, _guard) = snap.ready(&live, &warned).await;
+            let result =
+                commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending).await;
+            let _ = tx
+                .send(Event::Uploaded(upload_id, step, result.map_err(|e| tap_core::text::chain(&e).to_string())))
+                .await;
+        });
+        self.in_flight = Some(InFlight { id, task, started: Instant::now(), moved_before, to_send });
+    }
+
+    /// After the loop: ends what the command left in its group, then a last sync of the
+    /// checkpoint directory (the command may have saved without announcing it), bounded by
+    /// a stop and cancelled by a second one; removes the scratch copy once the store holds it.
+    pub(super) async fn wind_up(&mut self, signals: &mut Signals) {
+        reap_group(self.pid).await;
+        self.recorder.record(&self.record);
+        // Every upload ended; what their guards have not removed yet goes now.
+        let leftover = self.dirs.root.join("snapshots");
+        let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(leftover)).await;
+
+        let synced = self.stop_asked < 2 && self.final_sync(signals).await;
+        // Regression: every run kept a full scratch copy of its checkpoint forever. Once the
+        // store holds what the directory holds, it goes (with tapml's staging beside it);
+        // otherwise it stays, and tap says where.
+        let ckpt_dir = &self.dirs.checkpoint;
+        let scratch = [ckpt_dir.clone(), crate::tapml::staging_dir(ckpt_dir)];
+        if synced {
+            let _ = crate::blocking::run(move |_| scratch.iter().for_each(|d| drop(std::fs::remove_dir_all(d)))).await;
+        } else {
+            crate::say!("tap: kept {} (the store may not hold all of it)", ckpt_dir.display());
+        }
+    }
+
+    /// The last sync; whether the store now holds the checkpoint directory.
+    async fn final_sync(&mut self, signals: &mut Signals) -> bool {
+        let id = self.uploads.next_id();
+        let sending = AtomicU64::new(0);
+        // Boxed, so that dropping it on a cancel drops the upload (and cancels its copies).
+        let mut sync = Box::pin(commit_checkpoint(
+            self.objects,
+            &self.opts.experiment,
+            self.run_id,
+            &id,
+            self.step,
+            &self.dirs.checkpoint,
+            self.last_manifest.as_ref(),
+            &sending,
+        ));
+        let limit = tokio::time::sleep(if self.stop_asked > 0 { FINAL_UPLOAD_AFTER_TERM } else { NEVER });
+        tokio::pin!(limit);
+        let ended = loop {
+            tokio::select! {
+                r = &mut sync => break Ok(r),
+                sig = signals.next(false) => if sig != Sig::Notice { break Err("a signal") },
+                () = &mut limit => break Err("the time after a stop"),
+            }
+        };
+        // Dropping it cancels what is left of a cancelled upload (and its copies).
+        drop(sync);
+        match ended {
+            Ok(Ok(Some(c))) => {
+                crate::say!(
+                    "tap: final checkpoint {id} committed in {:.2} s ({} files, {} sent)",
+                    c.sample.commit_s(),
+                    c.manifest.files.len(),
+                    commit::bytes(c.sample.sent_bytes)
+                );
+                self.record.checkpoint = Some(id.clone());
+                self.last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(self.step) });
+                true
+            }
+            Ok(Ok(None)) => true,
+            Ok(Err(e)) => {
+                crate::say!("tap: final checkpoint not uploaded: {e}");
+                false
+            }
+            Err(why) => {
+                crate::say!(
+                    "tap: final checkpoint upload cancelled by {why}; LATEST stays on {}",
+                    self.record.checkpoint.as_deref().unwrap_or("the previous checkpoint")
+                );
+                crate::blocking::settle(Duration::from_secs(5)).await;
+                false
+            }
+        }
+    }
+
+    /// The run's end: its status (interrupted, succeeded or failed), the verdict on its final
+    /// checkpoint after a notice, tap's exit code; the record is written a last time.
+    pub(super) async fn finish(mut self) -> anyhow::Result<Outcome> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.phase.exited().context("child status")?;
+        if let Some(i) = self.record.interruption.as_mut() {
+            let v = commit::verdict(
+                i.noticed_ms,
+                commit::deadline_ms(i.noticed_ms, i.deadline_ms),
+                self.last_commit.as_ref(),
+                self.step,
+            );
+            crate::say!("tap: final checkpoint {}", v.line());
+            i.verdict = Some(v);
+        }
+        let record = &mut self.record;
+        record.status = if record.interruption.is_some() {
+            RunStatus::Interrupted
+        } else if status.success() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let exit_code = match record.status {
+            RunStatus::Interrupted => EXIT_INTERRUPTED,
+            _ => status.code().map_or_else(|| 128 + status.signal().unwrap_or(0) as u8, |c| c as u8),
+        };
+        record.ended_ms = Some(now_ms());
+        record.exit_code = status.code();
+        record.signal = status.signal();
+        let record = self.record;
+        let stored = self.recorder.finish(&record).await;
+        Ok(Outcome { run: Some(stored.unwrap_or(record)), exit_code })
+    }
+}
