@@ -67,6 +67,37 @@ impl Phase {
             _ => None,
         }
     }
+
+    /// The phase's deadline passed at `now`: SIGTERM after a notice's, SIGKILL to the
+    /// group after SIGTERM's.
+    fn after_deadline(self, now: Instant) -> Option<(Phase, Act)> {
+        match self {
+            Phase::Checkpointing { .. } => {
+                Some((Phase::Terminating { until: now + TERM_GRACE }, Act::Send(Signal::SIGTERM)))
+            }
+            Phase::Terminating { .. } => Some((Phase::Killed, Act::KillGroup)),
+            Phase::Running | Phase::Killed | Phase::Exited { .. } => None,
+        }
+    }
+
+    /// The `nth` stop (SIGINT or SIGTERM to tap, forwarded as `sig`) at `now`: forwarded once,
+    /// with [`TERM_GRACE`] to exit; a second kills the group. Nothing once it exited.
+    fn after_stop(self, nth: u32, sig: Signal, now: Instant) -> Option<(Phase, Act)> {
+        match (self, nth) {
+            (Phase::Exited { .. }, _) => None,
+            (_, 1) => Some((Phase::Terminating { until: now + TERM_GRACE }, Act::Send(sig))),
+            _ => Some((Phase::Killed, Act::KillGroup)),
+        }
+    }
+}
+
+/// What a change of [`Phase`] does to the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// This signal to the command.
+    Send(Signal),
+    /// SIGKILL to its process group.
+    KillGroup,
 }
 
 /// The tasks that read the command's output and metrics file, and the channels that tell
@@ -284,11 +315,13 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
 
     /// The job this rank belongs to moved on: stop the command as on SIGTERM.
     fn on_job_stop(&mut self, why: &str) {
-        if self.phase.exited().is_none() && self.stop_asked == 0 {
+        if self.stop_asked > 0 {
+            return;
+        }
+        if let Some((phase, act)) = self.phase.after_stop(1, Signal::SIGTERM, Instant::now()) {
             self.stop_asked = 1;
-            let _ = kill(self.pid, Signal::SIGTERM);
             crate::say!("tap: {why}: stopping this rank (SIGTERM; {TERM_GRACE:?} to exit)");
-            self.phase = Phase::Terminating { until: Instant::now() + TERM_GRACE };
+            self.enter(phase, act);
         }
     }
 
@@ -377,36 +410,35 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     /// SIGINT or SIGTERM to tap: forwarded once; a second one kills the command's group.
     fn on_stop(&mut self, sig: Sig) {
         self.stop_asked += 1;
-        if self.phase.exited().is_some() {
-            return;
+        let forward = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
+        let Some((phase, act)) = self.phase.after_stop(self.stop_asked, forward, Instant::now()) else { return };
+        match act {
+            Act::Send(s) => {
+                crate::say!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
+            }
+            Act::KillGroup => crate::say!("tap: killing the command and its process group"),
         }
-        if self.stop_asked == 1 {
-            let s = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
-            let _ = kill(self.pid, s);
-            crate::say!("tap: {s} forwarded to the command; it has {TERM_GRACE:?} to exit (again to kill it now)");
-            self.phase = Phase::Terminating { until: Instant::now() + TERM_GRACE };
-        } else {
-            crate::say!("tap: killing the command and its process group");
-            signal_group(self.pid, Signal::SIGKILL);
-            self.phase = Phase::Killed;
-        }
+        self.enter(phase, act);
     }
 
     /// The phase's deadline passed: SIGTERM after a notice's, SIGKILL after SIGTERM's.
     fn on_deadline(&mut self) {
-        match self.phase {
-            Phase::Checkpointing { .. } => {
-                crate::say!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM");
-                let _ = kill(self.pid, Signal::SIGTERM);
-                self.phase = Phase::Terminating { until: Instant::now() + TERM_GRACE };
-            }
-            Phase::Terminating { .. } => {
+        let Some((phase, act)) = self.phase.after_deadline(Instant::now()) else { return };
+        match act {
+            Act::Send(_) => crate::say!("tap: no exit within the checkpoint deadline of the notice; sending SIGTERM"),
+            Act::KillGroup => {
                 crate::say!("tap: still running {TERM_GRACE:?} after SIGTERM; sending SIGKILL to its process group");
-                signal_group(self.pid, Signal::SIGKILL);
-                self.phase = Phase::Killed;
             }
-            Phase::Running | Phase::Killed | Phase::Exited { .. } => {}
         }
+        self.enter(phase, act);
+    }
+
+    fn enter(&mut self, phase: Phase, act: Act) {
+        match act {
+            Act::Send(s) => drop(kill(self.pid, s)),
+            Act::KillGroup => drop(signal_group(self.pid, Signal::SIGKILL)),
+        }
+        self.phase = phase;
     }
 
     /// Starts the upload of the checkpoint that waited for the one in flight.
@@ -551,5 +583,45 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let record = self.record;
         let stored = self.recorder.finish(&record).await;
         Ok(Outcome { run: Some(stored.unwrap_or(record)), exit_code })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited() -> Phase {
+        use std::os::unix::process::ExitStatusExt;
+        Phase::Exited { status: ExitStatus::from_raw(0), drain_until: None }
+    }
+
+    #[test]
+    fn a_notice_deadline_sends_sigterm_and_a_sigterm_deadline_kills_the_group() {
+        let now = Instant::now();
+        let checkpointing = Phase::Checkpointing { until: now };
+        let (terminating, act) = checkpointing.after_deadline(now).expect("acts");
+        assert_eq!((terminating, act), (Phase::Terminating { until: now + TERM_GRACE }, Act::Send(Signal::SIGTERM)));
+        assert_eq!(terminating.deadline(), Some(now + TERM_GRACE));
+        assert_eq!(terminating.after_deadline(now), Some((Phase::Killed, Act::KillGroup)));
+        for idle in [Phase::Running, Phase::Killed, exited()] {
+            assert_eq!(idle.after_deadline(now), None, "{idle:?} has no deadline");
+            assert_eq!(idle.deadline(), None, "{idle:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_stop_is_forwarded_the_second_kills_and_none_reaches_an_exited_command() {
+        let now = Instant::now();
+        for phase in [Phase::Running, Phase::Checkpointing { until: now }] {
+            assert_eq!(
+                phase.after_stop(1, Signal::SIGINT, now),
+                Some((Phase::Terminating { until: now + TERM_GRACE }, Act::Send(Signal::SIGINT))),
+                "{phase:?}"
+            );
+        }
+        let terminating = Phase::Terminating { until: now + TERM_GRACE };
+        assert_eq!(terminating.after_stop(2, Signal::SIGTERM, now), Some((Phase::Killed, Act::KillGroup)));
+        assert_eq!(Phase::Killed.after_stop(3, Signal::SIGTERM, now), Some((Phase::Killed, Act::KillGroup)));
+        assert_eq!(exited().after_stop(1, Signal::SIGTERM, now), None);
     }
 }
