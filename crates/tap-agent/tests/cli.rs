@@ -472,7 +472,16 @@ mod moto {
 
     /// `tap run` (the CLI's binary, built beside this one) on a node whose runtime dir is
     /// `node`, with the shared store `home`, training examples/train.py.
-    fn tap_run(node: &Path, home: &Path, extra: &[&str]) -> Child {
+    /// How long a step of examples/train.py takes on a node that is to get a notice: its 200
+    /// steps (40 s) outlast the notice's path on a loaded machine by far, so the notice
+    /// always meets a run still training. Regression (a CI run beside a build: A trained all
+    /// 200 steps at 0.05 s before its notice, and B had nothing left to resume).
+    const NOTICED_STEP_S: f64 = 0.2;
+
+    /// How long a step takes where nothing interrupts the run (node B).
+    const QUICK_STEP_S: f64 = 0.02;
+
+    fn tap_run(node: &Path, home: &Path, step_s: f64, extra: &[&str]) -> Child {
         let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
         let train = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
         Command::new(tap)
@@ -481,7 +490,7 @@ mod moto {
             .args(["--", "python3", train])
             .env("TAP_HOME", home)
             .env("TAP_RUNTIME_DIR", node)
-            .env("TAP_EXAMPLE_STEP_SECONDS", "0.05")
+            .env("TAP_EXAMPLE_STEP_SECONDS", step_s.to_string())
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("TAP_OUTPUT")
             .stdout(Stdio::null())
@@ -537,7 +546,7 @@ mod moto {
         wait_for("A's agent polls IMDS", Duration::from_secs(20), || {
             !imds.requests_for("/latest/meta-data/spot/instance-action").is_empty()
         });
-        let mut run_a = tap_run(&node_a.join("run"), &home, &[]);
+        let mut run_a = tap_run(&node_a.join("run"), &home, NOTICED_STEP_S, &[]);
         wait_for("A's run registers and trains past its first checkpoint", Duration::from_secs(60), || {
             let runs = tap_json(&home, &["runs", "list"]);
             runs[0]["checkpoint"].is_string() && runs[0]["metric_points"].as_u64().unwrap_or(0) >= 3 * 35
@@ -580,7 +589,8 @@ mod moto {
 
         // Node B: a fresh node resumes the experiment.
         let b_start = Instant::now();
-        let run_b = tap_run(&node_b.join("run"), &home, &["--resume"]).wait_with_output().expect("B runs");
+        let run_b =
+            tap_run(&node_b.join("run"), &home, QUICK_STEP_S, &["--resume"]).wait_with_output().expect("B runs");
         assert!(run_b.status.success(), "{}", String::from_utf8_lossy(&run_b.stderr));
         let runs = tap_json(&home, &["runs", "list"]);
         assert_eq!(
@@ -605,13 +615,13 @@ mod moto {
              tap run saw it (recorded):               +{}\n  \
              checkpoint uploaded, tap run exited:     +{}\n  \
              time left before the deadline:           {} ms\n  \
-             node B resumed from step {ckpt_step}; steps lost: {redone} ({:.1} s of training at 0.05 s/step)\n  \
+             node B resumed from step {ckpt_step}; steps lost: {redone} ({:.1} s of training at {NOTICED_STEP_S} s/step)\n  \
              node B finished the job in:              {} ms",
             notice.detected_ms - cued_ms,
             run["interruption"]["noticed_ms"].as_i64().unwrap_or(0) - cued_ms,
             ms(exited - cued),
             deadline_ms - cued_ms - ms(exited - cued) as i64,
-            redone as f64 * 0.05,
+            redone as f64 * NOTICED_STEP_S,
             ms(b_start.elapsed()),
         );
         assert!(notified - cued <= poll + Duration::from_millis(1500), "the agent noticed within one poll interval");
@@ -651,7 +661,7 @@ mod moto {
             ),
         );
         let runtime = node.join("run");
-        let mut run = tap_run(&runtime, &home, &[]);
+        let mut run = tap_run(&runtime, &home, NOTICED_STEP_S, &[]);
         wait_for("the run trains", Duration::from_secs(60), || {
             tap_json(&home, &["runs", "list"])[0]["metric_points"].as_u64().unwrap_or(0) >= 3 * 10
         });
@@ -666,7 +676,7 @@ mod moto {
         };
         assert_eq!(status.code(), Some(75));
         wait_for("the power-off", Duration::from_secs(10), || marker.exists());
-        let refused = tap_run(&runtime, &home, &[]).wait_with_output().expect("refused");
+        let refused = tap_run(&runtime, &home, QUICK_STEP_S, &[]).wait_with_output().expect("refused");
         assert_eq!(refused.status.code(), Some(75));
         assert!(
             String::from_utf8_lossy(&refused.stderr).contains("takes no new work"),

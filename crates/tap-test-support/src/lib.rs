@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// What it writes to stderr (removed on drop).
+    log: std::path::PathBuf,
 }
 
 impl Moto {
@@ -50,15 +52,26 @@ impl Moto {
     }
 
     fn spawn(mut cmd: Command, port: u16) -> Moto {
+        // Its output goes to a file, so that a failure to start can say why.
+        let log = std::env::temp_dir().join(format!("tap-moto-{}-{port}.log", std::process::id()));
+        let stderr = std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from);
         let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("moto_server starts");
-        let mut moto = Moto { child, port };
+        let mut moto = Moto { child, port, log };
         moto.wait_listening(MOTO_START_LIMIT);
         moto
+    }
+
+    /// The last lines moto_server wrote, for a failure's message.
+    fn said(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+        if tail.is_empty() { String::new() } else { format!("; it said: {tail}") }
     }
 
     /// Waits until our child listens on the port, and until then that it is still running: a
@@ -70,7 +83,11 @@ impl Moto {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let why = if foreign { ": another process listens on the port" } else { "" };
-                panic!("moto_server exited ({status}) before it listened on 127.0.0.1:{}{why}", self.port);
+                panic!(
+                    "moto_server exited ({status}) before it listened on 127.0.0.1:{}{why}{}",
+                    self.port,
+                    self.said()
+                );
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 match listens(self.child.id(), self.port) {
@@ -79,7 +96,7 @@ impl Moto {
                     Some(true) | None => return,
                 }
             }
-            assert!(Instant::now() < deadline, "moto did not listen on {} within {limit:?}", self.port);
+            assert!(Instant::now() < deadline, "moto did not listen on {} within {limit:?}{}", self.port, self.said());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -97,6 +114,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -147,8 +165,9 @@ fn listens(pid: u32, port: u16) -> Option<bool> {
     Some(ours)
 }
 
-/// How long a moto_server may take to import moto and listen (seconds on a loaded 2-core CI).
-const MOTO_START_LIMIT: Duration = Duration::from_secs(30);
+/// How long a moto_server may take to import moto and listen: 2–3 s alone, over 30 s once on a
+/// 2-core machine that was also compiling (CI beside a build).
+const MOTO_START_LIMIT: Duration = Duration::from_secs(90);
 
 /// Where [`free_port`] looks: below Linux's default ephemeral range (32768–60999,
 /// `net.ipv4.ip_local_port_range`), so no outgoing connection's source port can take a port
@@ -224,6 +243,29 @@ mod tests {
             "moto_server exited (exit status: 3) before it listened on 127.0.0.1:{port}: another process listens on the port"
         );
         assert_eq!(message, want);
+    }
+
+    /// What a moto_server that fails to start wrote is in the failure's message.
+    #[test]
+    fn a_moto_server_that_fails_says_why() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'ModuleNotFoundError: moto' >&2; exit 4", "moto"]);
+        let port = free_port();
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || Moto::spawn(cmd, port)))
+            .expect_err("must panic");
+        let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.ends_with(
+                "exited (exit status: 4) before it listened on 127.0.0.1:{port}; it said: ModuleNotFoundError: moto"
+                    .replace("{port}", &port.to_string())
+                    .as_str()
+            ),
+            "{message}"
+        );
+        assert!(
+            !std::env::temp_dir().join(format!("tap-moto-{}-{port}.log", std::process::id())).exists(),
+            "its log is removed"
+        );
     }
 
     #[test]

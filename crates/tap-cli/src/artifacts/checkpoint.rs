@@ -385,6 +385,13 @@ mod tests {
     use super::*;
     use crate::artifacts::local::LocalStore;
 
+    /// A store in a temporary directory (`root`), and a directory to save from.
+    fn fixture() -> (tempfile::TempDir, LocalStore, tempfile::TempDir) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(root.path());
+        (root, store, tempfile::tempdir().expect("tempdir"))
+    }
+
     fn write(dir: &Path, rel: &str, content: &[u8]) {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -393,9 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn save_then_restore_round_trips_and_deduplicates() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(root.path());
-        let src = tempfile::tempdir().expect("tempdir");
+        let (_root, store, src) = fixture();
         write(src.path(), "model.pt", &vec![7u8; 3_000_000]);
         write(src.path(), "opt/state.bin", b"optimizer");
         write(src.path(), ".model.pt.tmp", b"half-written");
@@ -415,9 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_small_files_round_trip() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(root.path());
-        let src = tempfile::tempdir().expect("tempdir");
+        let (_root, store, src) = fixture();
         for i in 0..1500 {
             write(
                 src.path(),
@@ -440,9 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn corrupt_object_is_refused_on_restore() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(root.path());
-        let src = tempfile::tempdir().expect("tempdir");
+        let (root, store, src) = fixture();
         write(src.path(), "w.bin", b"weights");
         let m = save(&store, "e", "r", "r-1", None, src.path()).await.expect("save");
         std::fs::write(root.path().join(object_key("e", &m.files[0].sha256)), b"bit rot").expect("corrupt");
@@ -464,9 +465,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_that_fails_midway_keeps_the_previous_latest() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(root.path());
-        let src = tempfile::tempdir().expect("tempdir");
+        let (root, store, src) = fixture();
         write(src.path(), "a.bin", b"first");
         let m1 = save(&store, "e", "r", "r-1", None, src.path()).await.expect("save");
         // A file the store cannot read midway (permission): the save fails before LATEST moves.
