@@ -139,12 +139,20 @@ fn agent_footprint() {
     // Let it start (runtime, SDK client) before measuring the steady state.
     std::thread::sleep(Duration::from_secs(2));
     let (t0, c0) = (Instant::now(), cpu_seconds(pid));
-    // RSS once a minute: where it grows, and whether it levels off.
-    let mut curve = Vec::new();
+    // RSS once a minute: where it grows, and whether it levels off; split into anonymous
+    // pages (heap, thread stacks, allocator arenas) and file pages (the binary's code and
+    // data, faulted in as code paths first run).
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let (mut curve, mut split) = (Vec::new(), Vec::new());
+    let anon0 = proc_field(pid, "status", "RssAnon:").unwrap_or(0);
+    let file0 = proc_field(pid, "status", "RssFile:").unwrap_or(0);
     while t0.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(60).min(Duration::from_secs(seconds).saturating_sub(t0.elapsed())));
         let rss = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
-        curve.push(format!("{:.0}s {:.1}", t0.elapsed().as_secs_f64(), rss as f64 / 1024.0));
+        let anon = proc_field(pid, "status", "RssAnon:").unwrap_or(0);
+        let file = proc_field(pid, "status", "RssFile:").unwrap_or(0);
+        curve.push(format!("{:.0}s {:.1}", t0.elapsed().as_secs_f64(), mib(rss)));
+        split.push(format!("{:.1}+{:.1}", mib(anon), mib(file)));
     }
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds(pid) - c0);
     let peak = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
@@ -154,6 +162,12 @@ fn agent_footprint() {
     drop(moto);
     println!("measured over {wall:.0} s (after 2 s of start-up), {} publishes", (wall / 60.0).floor());
     println!("RSS (MiB) by minute: {}", curve.join(", "));
+    println!(
+        "  of which anonymous + file pages: at start {:.1}+{:.1}, then {}",
+        mib(anon0),
+        mib(file0),
+        split.join(", ")
+    );
     println!("peak RSS: {:.1} MiB (now {:.1} MiB; target <= 15 MiB)", peak as f64 / 1024.0, rss as f64 / 1024.0);
     println!("CPU: {:.1} ms in {wall:.0} s = {:.4} % of one core (target <= 0.1 %)", cpu * 1e3, 100.0 * cpu / wall);
 }
