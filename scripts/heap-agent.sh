@@ -3,6 +3,7 @@
 # agent under heaptrack for MINUTES (default 10) with 8 simulated GPUs at 1 s sampling,
 # publishing to moto on loopback, then prints heaptrack's summary and the heap's peak in each
 # minute. Needs heaptrack (apt install heaptrack); scripts/bench-agent.sh measures RSS and CPU.
+# TAP_AGENT_BIN names an agent binary to use instead of building one (target/release).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -10,7 +11,11 @@ minutes=${MINUTES:-10}
 command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null \
   || { echo "heap-agent: heaptrack is not installed (apt install heaptrack)" >&2; exit 2; }
 eval "$(scripts/tools.sh)"
-cargo build --release -p tap-agent --quiet
+bin=${TAP_AGENT_BIN:-}
+if [[ -z $bin ]]; then
+  cargo build --release -p tap-agent --quiet
+  bin=target/release/tap-agent
+fi
 work=$(mktemp -d)
 cleanup() {
   [[ -n ${agent:-} ]] && kill -TERM "$agent" 2>/dev/null || true
@@ -35,7 +40,7 @@ dir = "$work/spool"
 EOF
 AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_EC2_METADATA_DISABLED=true TAP_AGENT_LOG=warn \
-  heaptrack -o "$work/heap" target/release/tap-agent --config "$work/agent.toml" run --simulate 8 \
+  heaptrack -o "$work/heap" "$bin" --config "$work/agent.toml" run --simulate 8 \
   >"$work/heaptrack.out" 2>&1 &
 tracker=$!
 for _ in $(seq 1 100); do agent=$(pgrep -n -x tap-agent || true); [[ -n $agent ]] && break; sleep 0.1; done
