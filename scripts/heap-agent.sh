@@ -43,11 +43,20 @@ AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACC
   heaptrack -o "$work/heap" "$bin" --config "$work/agent.toml" run --simulate 8 \
   >"$work/heaptrack.out" 2>&1 &
 tracker=$!
-for _ in $(seq 1 100); do agent=$(pgrep -n -x tap-agent || true); [[ -n $agent ]] && break; sleep 0.1; done
+# The agent heaptrack started: a tap-agent whose command line names this run's config (not
+# another agent on the machine, e.g. scripts/bench-agent.sh's).
+agent=
+for _ in $(seq 1 300); do
+  for p in $(pgrep -x tap-agent || true); do
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$work/agent.toml"; then agent=$p; fi
+  done
+  [[ -n $agent ]] && break
+  sleep 0.1
+done
 [[ -n ${agent:-} ]] || { cat "$work/heaptrack.out" >&2; echo "heap-agent: the agent did not start" >&2; exit 1; }
 echo "tap-agent (pid $agent) under heaptrack for $minutes min"
 sleep $((minutes * 60))
-kill -TERM "$agent"
+kill -TERM "$agent" 2>/dev/null || echo "heap-agent: the agent exited before $minutes min" >&2
 wait "$tracker" || true
 agent=
 data=$(ls "$work"/heap*.zst 2>/dev/null | head -1)

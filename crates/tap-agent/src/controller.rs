@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tap_core::text::chain;
 
-use tap_core::jobs::{self, AttemptEnd, CommandState, JobRecord, JobState, RankRun, RankView, Step, Watch};
+use tap_core::jobs::{self, AttemptEnd, JobRecord, JobState, RankRun, RankView, Step, Watch};
 use tap_core::lease::{self, Contend, LeaseItem, Sighting};
 use tap_core::runs::{Job, JobNode, Liveness, Run, RunStatus};
 use tap_fleet::aws::{Fleet, FleetStatus};
@@ -449,7 +449,7 @@ impl Controller {
             });
             let command = match &n.command_id {
                 Some(c) => match self.fleet.invocation_status(c, &n.instance_id).await {
-                    Ok(s) => Some(CommandState::parse(&s)),
+                    Ok(s) => Some(s),
                     Err(e) => {
                         tracing::debug!(error = %chain(&e), "command status not read");
                         None

@@ -8,6 +8,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_smithy_types::DateTime;
 use tap_aws::sdk_error;
 use tap_core::contract::{Metric as ContractMetric, NAMESPACE};
+use tap_core::jobs::CommandState;
 use tap_core::stack_config::StackConfig;
 
 use crate::idle::{self, IdleRule, Verdict};
@@ -453,7 +454,7 @@ impl Fleet {
     }
 
     /// The status of one node's command (`Pending`, `InProgress`, `Success`, `Failed`, …).
-    pub async fn invocation_status(&self, command_id: &str, instance_id: &str) -> Result<String> {
+    pub async fn invocation_status(&self, command_id: &str, instance_id: &str) -> Result<CommandState> {
         let out = self
             .ssm
             .get_command_invocation()
@@ -462,7 +463,7 @@ impl Fleet {
             .send()
             .await
             .map_err(|e| sdk_error("SSM GetCommandInvocation", e))?;
-        Ok(out.status().map_or("Unknown", |s| s.as_str()).to_owned())
+        Ok(out.status().map_or(CommandState::Unknown, |s| CommandState::parse(s.as_str())))
     }
 }
 

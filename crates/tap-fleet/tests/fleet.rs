@@ -59,9 +59,13 @@ async fn status_scale_and_launch_against_moto() {
     assert_eq!(sent[0].0, first);
     let status = fleet.invocation_status(&sent[0].1, &first).await.expect("GetCommandInvocation");
     // Regression (issue 14): this was `!status.is_empty()`, true of any answer at all.
-    assert!(["Pending", "InProgress", "Delayed", "Success"].contains(&status.as_str()), "{status}");
+    use tap_core::jobs::CommandState;
+    assert!(
+        matches!(status, CommandState::Pending | CommandState::InProgress | CommandState::Delayed | CommandState::Success),
+        "{status:?}"
+    );
     fleet.cancel(&sent[0].1).await.expect("CancelCommand");
-    assert_eq!(fleet.invocation_status(&sent[0].1, &first).await.expect("status"), "Cancelled");
+    assert_eq!(fleet.invocation_status(&sent[0].1, &first).await.expect("status"), CommandState::Cancelled);
 
     // Scale up, then to zero (ModifyFleet).
     fleet.scale(3).await.expect("scale up");
