@@ -61,7 +61,10 @@ async fn status_scale_and_launch_against_moto() {
     // Regression (issue 14): this was `!status.is_empty()`, true of any answer at all.
     use tap_core::jobs::CommandState;
     assert!(
-        matches!(status, CommandState::Pending | CommandState::InProgress | CommandState::Delayed | CommandState::Success),
+        matches!(
+            status,
+            CommandState::Pending | CommandState::InProgress | CommandState::Delayed | CommandState::Success
+        ),
         "{status:?}"
     );
     fleet.cancel(&sent[0].1).await.expect("CancelCommand");
