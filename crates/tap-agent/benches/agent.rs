@@ -168,7 +168,7 @@ fn agent_footprint() {
         mib(file0),
         split.join(", ")
     );
-    println!("peak RSS: {:.1} MiB (now {:.1} MiB; target <= 15 MiB)", peak as f64 / 1024.0, rss as f64 / 1024.0);
+    println!("peak RSS: {:.1} MiB (now {:.1} MiB; target <= 15 MiB)", mib(peak), mib(rss));
     println!("CPU: {:.1} ms in {wall:.0} s = {:.4} % of one core (target <= 0.1 %)", cpu * 1e3, 100.0 * cpu / wall);
 }
 

@@ -470,8 +470,6 @@ mod moto {
         assert_eq!(heartbeats.count, 3.0, "the first run's window arrived, plus the second run's two");
     }
 
-    /// `tap run` (the CLI's binary, built beside this one) on a node whose runtime dir is
-    /// `node`, with the shared store `home`, training examples/train.py.
     /// How long a step of examples/train.py takes on a node that is to get a notice: its 200
     /// steps (40 s) outlast the notice's path on a loaded machine by far, so the notice
     /// always meets a run still training. Regression (a CI run beside a build: A trained all
@@ -481,6 +479,8 @@ mod moto {
     /// How long a step takes where nothing interrupts the run (node B).
     const QUICK_STEP_S: f64 = 0.02;
 
+    /// `tap run` (the CLI's binary, built beside this one) on a node whose runtime dir is
+    /// `node`, with the shared store `home`, training examples/train.py at `step_s` a step.
     fn tap_run(node: &Path, home: &Path, step_s: f64, extra: &[&str]) -> Child {
         let tap = tap_test_support::workspace_bin("tap", env!("CARGO_BIN_EXE_tap-agent"));
         let train = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");

@@ -638,6 +638,8 @@ struct WorkDir {
     notice_info: PathBuf,
     /// TAP_CHECKPOINT_ACK: tap says here which checkpoint it has taken.
     ack: PathBuf,
+    /// Hard-link snapshots of announced checkpoints, one directory each, until uploaded.
+    snapshots: PathBuf,
 }
 
 impl WorkDir {
@@ -649,6 +651,7 @@ impl WorkDir {
             hparams: root.join("hparams.json"),
             notice_info: root.join("notice.json"),
             ack: root.join("checkpoint-ack"),
+            snapshots: root.join("snapshots"),
             root,
         }
     }

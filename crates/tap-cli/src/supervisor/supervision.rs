@@ -300,7 +300,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         self.recorder.record(&self.record);
         if is_ckpt {
             self.snapshot_seq += 1;
-            let dir = self.dirs.root.join("snapshots").join(self.snapshot_seq.to_string());
+            let dir = self.dirs.snapshots.join(self.snapshot_seq.to_string());
             let snap = Snapshot::take(&self.dirs.checkpoint, dir, self.ack.at(end));
             match self.uploads.announce(self.step) {
                 Some(next) => self.start_upload(next, snap),
@@ -480,7 +480,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         reap_group(self.pid).await;
         self.recorder.record(&self.record);
         // Every upload ended; what their guards have not removed yet goes now.
-        let leftover = self.dirs.root.join("snapshots");
+        let leftover = self.dirs.snapshots.clone();
         let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(leftover)).await;
 
         let synced = self.stop_asked < 2 && self.final_sync(signals).await;
