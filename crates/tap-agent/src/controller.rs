@@ -582,7 +582,8 @@ impl Controller {
     async fn end_job_record(&self, job: &JobRecord) {
         let status = match job.state {
             JobState::Succeeded => RunStatus::Succeeded,
-            JobState::Failed | JobState::Cancelled => RunStatus::Failed,
+            JobState::Failed => RunStatus::Failed,
+            JobState::Cancelled => RunStatus::Cancelled,
             _ => return,
         };
         let ended = job.ended_ms;

@@ -15,8 +15,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Examples:
 ///   tap params set learning_rate 0.01                  store a hyperparameter (versioned)
 ///   tap run -e mnist -- python3 examples/train.py      a tracked, checkpointed run
+///   tap run -e mnist --name lr01 --param learning_rate=0.1 -- python3 examples/train.py
+///                                                      a named run with its own value
+///   tap run -e mnist --resume lr01 -- python3 examples/train.py
+///                                                      continue that run (a new attempt)
 ///   tap run -e mnist --resume -- python3 examples/train.py
-///                                                      continue from the latest checkpoint
+///                                                      continue the one interrupted run
 ///   tap runs list                                      every run, newest first
 ///   tap runs show RUN_ID                               one run, with its metric curves
 ///   tap runs plot RUN_A RUN_B --metric loss            metric curves as a PNG
@@ -265,9 +269,31 @@ pub struct RunArgs {
     #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_name)]
     pub experiment: String,
 
-    /// Restore the experiment's latest checkpoint into TAP_CHECKPOINT_DIR first.
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue run RUN (id, unique id prefix or name) as a new attempt: its own latest
+    /// checkpoint is restored into TAP_CHECKPOINT_DIR and it keeps the hyperparameters it
+    /// started with. Without RUN: the experiment's one interrupted, failed or lost run with a
+    /// checkpoint; tap refuses (and lists them) when there is none or more than one.
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "", conflicts_with = "resume_from")]
+    pub resume: Option<String>,
+
+    /// Start a NEW run from checkpoint CHECKPOINT (an id) or from run RUN's latest one, and
+    /// record it as the parent (fine-tuning, forks). Hyperparameters: the defaults and --param.
+    #[arg(long, value_name = "CHECKPOINT|RUN")]
+    pub resume_from: Option<String>,
+
+    /// A name for the run, unique in its experiment, usable wherever its id is.
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// This run's value of hyperparameter NAME, over the stored default (repeatable). The run
+    /// records each value and where it came from; resumed attempts get the same values.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+
+    /// Hyperparameters for this run from a file: a JSON object ({"lr": 0.1, ...}) or
+    /// NAME=VALUE lines; --param wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
 
     /// Signal sent to the command on an interruption notice.
     #[arg(long, default_value = "SIGUSR1", value_parser = parse_signal)]
@@ -342,11 +368,21 @@ pub enum ParamsCommand {
         #[arg(value_parser = parse_name)]
         name: String,
     },
-    /// Store a new version of a hyperparameter.
+    /// Store a new version of a hyperparameter: the default every new run gets (runs
+    /// started before keep the values they recorded).
     Set {
         #[arg(value_parser = parse_name)]
         name: String,
         value: String,
+        /// Store an empty value (refused otherwise: an empty value is nearly always a shell
+        /// variable that was not set).
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// Remove a hyperparameter and its history; runs keep the values they recorded.
+    Unset {
+        #[arg(value_parser = parse_name)]
+        name: String,
     },
     /// Every version of a hyperparameter.
     History {
@@ -390,10 +426,20 @@ pub struct TransferArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CheckpointsCommand {
-    /// The latest checkpoint of an experiment and its files.
+    /// The newest checkpoint of an experiment (of any of its runs) and its files.
     Latest {
         #[arg(long, short, default_value = "default", value_parser = parse_name)]
         experiment: String,
+    },
+    /// A run's committed checkpoints, oldest first: step, size, time, and the verdict on
+    /// each final checkpoint after a notice. RUN: id, unique id prefix or name.
+    List { run: String },
+    /// Fetch a checkpoint into DIR, every file verified against its digest, without
+    /// recording a run. WHAT: a run (its latest checkpoint) or a checkpoint id.
+    Pull {
+        #[arg(value_name = "RUN|CHECKPOINT")]
+        what: String,
+        dir: PathBuf,
     },
 }
 
@@ -403,6 +449,17 @@ fn parse_name(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} must be {}", tap_core::runs::NAME_RULE))
     }
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    if !tap_core::runs::valid_name(k) {
+        return Err(format!("parameter name {k:?} must be {}", tap_core::runs::NAME_RULE));
+    }
+    if v.is_empty() {
+        return Err(format!("{s:?}: the value is empty"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

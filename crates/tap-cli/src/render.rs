@@ -39,16 +39,18 @@ fn duration(run: &Run) -> String {
 
 pub fn runs_table(runs: &[Run]) -> String {
     let mut s = format!(
-        "{:<26} {:<16} {:<12} {:>9} {:<22} {}\n",
-        "RUN", "EXPERIMENT", "STATUS", "DURATION", "STARTED", "METRICS"
+        "{:<26} {:<16} {:<16} {:<12} {:>8} {:>9} {:<22} {}\n",
+        "RUN", "NAME", "EXPERIMENT", "STATUS", "ATTEMPTS", "DURATION", "STARTED", "METRICS"
     );
     for r in runs {
         let metrics: Vec<String> = r.final_metrics.iter().take(4).map(|(k, v)| format!("{k}={v:.4}")).collect();
         s.push_str(&format!(
-            "{:<26} {:<16} {:<12} {:>9} {:<22} {}\n",
+            "{:<26} {:<16} {:<16} {:<12} {:>8} {:>9} {:<22} {}\n",
             r.run_id,
+            r.name.as_deref().unwrap_or("-"),
             r.experiment_id,
             r.status.as_str(),
+            r.attempt(),
             duration(r),
             rfc3339(r.started_ms),
             metrics.join(" ")
@@ -59,8 +61,9 @@ pub fn runs_table(runs: &[Run]) -> String {
 
 pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     let mut s = format!(
-        "run:         {}\nexperiment:  {}\nstatus:      {}\ncommand:     {}\nhost:        {}{}\nstarted:     {}\nduration:    {}\n",
+        "run:         {}{}\nexperiment:  {}\nstatus:      {}\ncommand:     {}\nhost:        {}{}\nstarted:     {}\nduration:    {}\n",
         run.run_id,
+        run.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
         run.experiment_id,
         run.status.as_str(),
         run.command.join(" "),
@@ -75,9 +78,14 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     if let Some(sig) = run.signal {
         s.push_str(&format!("signal:      {sig}\n"));
     }
-    if let Some(r) = &run.resumed_from {
-        s.push_str(&format!("resumed from {r}\n"));
+    match (&run.resumed_from, &run.parent_checkpoint) {
+        (Some(r), Some(c)) => s.push_str(&format!("parent:      run {r}, checkpoint {c} (--resume-from)\n")),
+        // A record of an earlier release, whose `--resume` made a new record: this one is an
+        // attempt of that training.
+        (Some(r), None) => s.push_str(&format!("resumed from run {r} (an attempt of its training)\n")),
+        _ => {}
     }
+    s.push_str(&attempts_table(run));
     if let Some(g) = &run.group {
         let rank = run.node_rank.map(|r| format!(" (node rank {r})")).unwrap_or_default();
         s.push_str(&format!("job:         {g}{rank}\n"));
@@ -114,7 +122,11 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     if !run.hparams.is_empty() {
         s.push_str("hyperparameters:\n");
         for (k, h) in &run.hparams {
-            s.push_str(&format!("  {k:<24} {} (version {})\n", h.value, h.version));
+            let from = match h.source {
+                tap_core::runs::ParamSource::Default => format!("default, version {}", h.version),
+                tap_core::runs::ParamSource::Override => "override".to_owned(),
+            };
+            s.push_str(&format!("  {k:<24} {} ({from})\n", h.value));
         }
     }
     let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -127,6 +139,32 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
             let last = values.last().copied().unwrap_or(f64::NAN);
             s.push_str(&format!("  {name:<24} {last:>12.6}  {}  ({} points)\n", sparkline(&values, 40), values.len()));
         }
+    }
+    s
+}
+
+/// A run's attempts, one line each: number, host, start, how long, how it ended, and the
+/// checkpoint it restored (with the steps it computed again).
+pub fn attempts_table(run: &Run) -> String {
+    let mut s = format!("attempts:    {}\n", run.attempt());
+    for a in run.all_attempts(run.status) {
+        let took = a.ended_ms.map_or_else(|| "-".to_owned(), |e| span(e - a.started_ms));
+        let restored = match (&a.restored, a.restored_step) {
+            (Some(c), Some(step)) => format!("restored {c} (step {step})"),
+            (Some(c), None) => format!("restored {c}"),
+            (None, _) => "fresh start".to_owned(),
+        };
+        let again =
+            if a.recomputed_steps > 0 { format!(", {} steps again", a.recomputed_steps) } else { String::new() };
+        let why = a.interruption.as_ref().map(|i| format!(" ({}: {})", i.kind, i.reason)).unwrap_or_default();
+        s.push_str(&format!(
+            "  #{:<3} {:<20} {:<22} {:>9} {:<12} {restored}{again}{why}\n",
+            a.number,
+            a.instance_id.as_deref().unwrap_or(&a.host),
+            rfc3339(a.started_ms),
+            took,
+            a.status.as_str(),
+        ));
     }
     s
 }

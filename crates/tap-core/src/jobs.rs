@@ -298,6 +298,21 @@ pub struct Attempt {
     pub launched_by: String,
 }
 
+/// Each attempt's checkpoint as its rank 0 restored it, from the rank's own run record
+/// (written by the restore itself): the controller's `resumed_from` is what it planned, and a
+/// rank 0 that died hard left the job's record behind. An attempt whose rank 0 has no record
+/// keeps the plan.
+pub fn restored_by_ranks(job: &mut JobRecord, runs: &[crate::runs::Run]) {
+    for a in &mut job.attempts {
+        let rank0 = runs.iter().find(|r| {
+            r.group.as_deref() == Some(job.id.as_str()) && r.job_attempt == Some(a.number) && r.node_rank == Some(0)
+        });
+        if let Some(r) = rank0 {
+            a.resumed_from.clone_from(&r.restored);
+        }
+    }
+}
+
 /// A managed job as the table keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -542,6 +557,13 @@ fn rank_end(r: &RankView, now_ms: i64) -> Option<AttemptEnd> {
                 let detail = r.node_gone.clone().unwrap_or_else(|| "its tap run stopped reporting".into());
                 Some(AttemptEnd::NodeLost { rank, instance_id, detail })
             }
+            // Not the controller's stop (that ends the attempt first): the node stopped its
+            // tap run (a shutdown's SIGTERM), which the job survives like a lost node.
+            RunStatus::Cancelled => Some(AttemptEnd::NodeLost {
+                rank,
+                instance_id,
+                detail: "its tap run was stopped on the node (SIGINT or SIGTERM)".into(),
+            }),
             _ => Some(AttemptEnd::ErrorExit {
                 rank,
                 instance_id,

@@ -19,6 +19,8 @@ pub enum RunStatus {
     /// Recorded as running, but its supervisor is gone (`kill -9`, a node that lost power):
     /// never stored, only derived by readers ([`observed_status`]).
     Lost,
+    /// Stopped by its user: SIGINT or SIGTERM to `tap run`, or `tap jobs cancel`.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -30,40 +32,137 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Lost => "lost",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted | RunStatus::Lost)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Interrupted | RunStatus::Lost | RunStatus::Cancelled
+        )
     }
+
+    /// Whether `tap run --resume` (without a run) takes a run that ended so: interrupted,
+    /// failed and lost trainings are unfinished; a succeeded or cancelled one is not.
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, RunStatus::Interrupted | RunStatus::Failed | RunStatus::Lost)
+    }
+}
+
+/// The version of the run record this release writes (`format` in the record). 1: one
+/// record per `tap run` process (no `format` field); 2: one record per training, with its
+/// attempts. A record of a newer format is not read (a newer tap wrote it).
+pub const RUN_FORMAT: u32 = 2;
+
+fn format_v1() -> u32 {
+    1
+}
+
+/// Where a hyperparameter's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamSource {
+    /// The stored default (`tap params set`), at the recorded version.
+    #[default]
+    Default,
+    /// `tap run --param` or `--params-file` for this run.
+    Override,
+}
+
+/// One earlier attempt of a run: a `tap run` process that worked on it and ended. The
+/// latest attempt is the run record's own fields ([`Run::attempt`] and the rest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1, 2, … in order.
+    pub number: u32,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    /// How it ended (`lost` when its supervisor vanished).
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<Interruption>,
+    /// The checkpoint it restored (from the restore itself), None: it started fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_step: Option<u64>,
+    /// Steps it computed again: earlier attempts had got past its restored step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recomputed_steps: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One hyperparameter as a run used it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HparamUse {
     pub value: String,
-    /// Version of the parameter in its store (SSM parameter version, or the local one).
+    /// Version of the parameter in its store (SSM parameter version, or the local one);
+    /// 0 for an override.
     pub version: u64,
+    #[serde(default, skip_serializing_if = "is_default_source")]
+    pub source: ParamSource,
+}
+
+fn is_default_source(s: &ParamSource) -> bool {
+    *s == ParamSource::Default
 }
 
 /// A run record. Step metrics live apart from it (they grow without bound).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
+    /// [`RUN_FORMAT`] of the release that wrote it (1 when absent).
+    #[serde(default = "format_v1")]
+    pub format: u32,
     pub experiment_id: String,
     pub run_id: String,
+    /// `--name`: unique in its experiment, usable wherever the id is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The latest attempt's status (a run's status is its latest attempt's).
     pub status: RunStatus,
     pub command: Vec<String>,
+    /// The latest attempt's host and instance.
     pub host: String,
     pub instance_id: Option<String>,
+    /// When the run (its first attempt) started.
     pub started_ms: i64,
+    /// When the latest attempt ended.
     pub ended_ms: Option<i64>,
+    /// The hyperparameters the first attempt recorded; every attempt gets these.
     pub hparams: BTreeMap<String, HparamUse>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     /// Id of the latest checkpoint uploaded for this run.
     pub checkpoint: Option<String>,
-    /// The run this one resumed from.
+    /// The run whose checkpoint this run started from: a fork (`--resume-from`). Format 1
+    /// records set it on every `--resume` (then the record is an attempt of that training).
     pub resumed_from: Option<String>,
+    /// The checkpoint a fork started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_checkpoint: Option<String>,
+    /// Earlier attempts, oldest first; the latest one is this record's own fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+    /// When the latest attempt started (None: it is the first, at `started_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started_ms: Option<i64>,
+    /// The checkpoint the latest attempt restored, from the restore itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_step: Option<u64>,
+    /// Steps the latest attempt computes again (see [`Attempt::recomputed_steps`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recomputed_steps: u64,
     /// The last value of every metric.
     pub final_metrics: BTreeMap<String, f64>,
     /// Number of metric points recorded.
@@ -255,6 +354,8 @@ pub fn record_node_run(job_run: &mut Run, attempt: u32, node: &Run) -> bool {
     slot.status = node.status;
     let status = job.status();
     if rank == 0 {
+        job_run.restored.clone_from(&node.restored);
+        job_run.restored_step = node.restored_step;
         job_run.checkpoint.clone_from(&node.checkpoint);
         job_run.final_metrics.clone_from(&node.final_metrics);
         job_run.metric_points = node.metric_points;
@@ -268,8 +369,10 @@ impl Run {
     /// A run that starts at `started_ms`: `running`, nothing recorded yet.
     pub fn new(experiment_id: &str, run_id: &str, command: Vec<String>, host: &str, started_ms: i64) -> Run {
         Run {
+            format: RUN_FORMAT,
             experiment_id: experiment_id.to_owned(),
             run_id: run_id.to_owned(),
+            name: None,
             status: RunStatus::Running,
             command,
             host: host.to_owned(),
@@ -281,6 +384,12 @@ impl Run {
             signal: None,
             checkpoint: None,
             resumed_from: None,
+            parent_checkpoint: None,
+            attempts: Vec::new(),
+            attempt_started_ms: None,
+            restored: None,
+            restored_step: None,
+            recomputed_steps: 0,
             final_metrics: BTreeMap::new(),
             metric_points: 0,
             interruption: None,
@@ -293,6 +402,236 @@ impl Run {
             forecast: None,
         }
     }
+}
+
+impl Run {
+    /// The latest attempt's number (1 for a run never resumed).
+    pub fn attempt(&self) -> u32 {
+        self.attempts.len() as u32 + 1
+    }
+
+    /// The latest attempt, as [`Attempt`] (with `status` as given: the observed one).
+    pub fn latest_attempt(&self, status: RunStatus) -> Attempt {
+        Attempt {
+            number: self.attempt(),
+            host: self.host.clone(),
+            instance_id: self.instance_id.clone(),
+            started_ms: self.attempt_started_ms.unwrap_or(self.started_ms),
+            ended_ms: self.ended_ms,
+            status,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            interruption: self.interruption.clone(),
+            restored: self.restored.clone(),
+            restored_step: self.restored_step,
+            recomputed_steps: self.recomputed_steps,
+        }
+    }
+
+    /// Every attempt, oldest first; the latest with `status` (the observed one).
+    pub fn all_attempts(&self, status: RunStatus) -> Vec<Attempt> {
+        let mut all = self.attempts.clone();
+        all.push(self.latest_attempt(status));
+        all
+    }
+
+    /// The name shown for the run: its name, else its id.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.run_id)
+    }
+
+    /// Starts attempt `attempt() + 1`: the latest attempt (which ended as `ended_as`, the
+    /// observed status: `lost` when its supervisor vanished) joins [`Run::attempts`], and the
+    /// record's own fields describe the new one. Hyperparameters, metrics and checkpoints
+    /// stay the run's.
+    pub fn begin_attempt(&mut self, ended_as: RunStatus, start: AttemptStart) {
+        let previous = self.latest_attempt(ended_as);
+        self.attempts.push(previous);
+        self.format = RUN_FORMAT;
+        self.status = RunStatus::Running;
+        self.host = start.host;
+        self.instance_id = start.instance_id;
+        self.attempt_started_ms = Some(start.started_ms);
+        self.ended_ms = None;
+        self.exit_code = None;
+        self.signal = None;
+        self.interruption = None;
+        self.restored = None;
+        self.restored_step = None;
+        self.recomputed_steps = 0;
+        self.forecast = None;
+        self.heartbeat_ms = Some(start.started_ms);
+        self.supervisor = start.supervisor;
+        self.node_rank = start.node_rank;
+        self.job_attempt = start.job_attempt;
+    }
+
+    /// Whether `tap run --resume` without a run takes this one: a training of its own (not a
+    /// job's record or one of its ranks), unfinished, with a committed checkpoint.
+    pub fn resumable(&self, observed: RunStatus) -> bool {
+        self.job.is_none() && self.group.is_none() && observed.is_unfinished() && self.checkpoint.is_some()
+    }
+}
+
+/// Why a stored run record is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("corrupt run record")]
+    Json(#[source] serde_json::Error),
+    #[error("run record of format {0}, written by a newer tap (this one reads formats 1 to {RUN_FORMAT}); upgrade tap")]
+    Newer(u32),
+}
+
+/// A run record from its stored JSON: format 1 (one record per `tap run` process) reads as a
+/// one-attempt run; a format newer than [`RUN_FORMAT`] is refused, never half-read.
+pub fn decode_run(body: &str) -> Result<Run, DecodeError> {
+    let run: Run = serde_json::from_str(body).map_err(DecodeError::Json)?;
+    if run.format > RUN_FORMAT {
+        return Err(DecodeError::Newer(run.format));
+    }
+    Ok(run)
+}
+
+/// Who starts a new attempt of a run, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptStart {
+    pub host: String,
+    pub instance_id: Option<String>,
+    pub started_ms: i64,
+    pub supervisor: Option<Supervisor>,
+    pub node_rank: Option<u32>,
+    pub job_attempt: Option<u32>,
+}
+
+/// Why a run named on the command line was not found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    #[error("no run {wanted:?} in experiment {experiment} (an id, a unique id prefix or a name)")]
+    NotFound { experiment: String, wanted: String },
+    #[error("{wanted:?} fits {} runs of experiment {experiment}: {}; give more of the id", .ids.len(), .ids.join(", "))]
+    Ambiguous { experiment: String, wanted: String, ids: Vec<String> },
+}
+
+/// The run `wanted` names among `runs` (one experiment's): its id, its name, or a prefix of
+/// exactly one id, in that order.
+pub fn find_run<'a>(runs: &'a [Run], experiment: &str, wanted: &str) -> Result<&'a Run, FindError> {
+    if let Some(r) = runs.iter().find(|r| r.run_id == wanted) {
+        return Ok(r);
+    }
+    if let Some(r) = runs.iter().find(|r| r.name.as_deref() == Some(wanted)) {
+        return Ok(r);
+    }
+    let fits: Vec<&Run> =
+        if wanted.is_empty() { vec![] } else { runs.iter().filter(|r| r.run_id.starts_with(wanted)).collect() };
+    match fits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(FindError::NotFound { experiment: experiment.to_owned(), wanted: wanted.to_owned() }),
+        many => Err(FindError::Ambiguous {
+            experiment: experiment.to_owned(),
+            wanted: wanted.to_owned(),
+            ids: many.iter().map(|r| r.run_id.clone()).collect(),
+        }),
+    }
+}
+
+/// Why `tap run --resume` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error(transparent)]
+    Find(#[from] FindError),
+    #[error(
+        "experiment {experiment} has no run to resume (none is interrupted, failed or lost with a committed \
+         checkpoint); start a new run without --resume, or name one: --resume RUN"
+    )]
+    NoCandidate { experiment: String },
+    #[error(
+        "experiment {experiment} has {} runs to resume: {}; name one: --resume RUN",
+        .candidates.len(),
+        .candidates.join(", ")
+    )]
+    Ambiguous { experiment: String, candidates: Vec<String> },
+    #[error("run {run} is {status}: {why}")]
+    NotResumable { run: String, status: &'static str, why: &'static str },
+}
+
+/// One line per candidate: `id (name) interrupted at step 20`.
+fn candidate_line(r: &Run, status: RunStatus) -> String {
+    let name = r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+    format!("{}{name} {}", r.run_id, status.as_str())
+}
+
+/// The run `tap run --resume [wanted]` continues, from `runs` of one experiment with their
+/// observed statuses. Without `wanted`: the one resumable run ([`Run::resumable`]); none
+/// or several refuse, naming the candidates. With it: that run, unless it runs, succeeded or
+/// is a managed job's (whose controller resumes it).
+pub fn pick_resume<'a>(
+    runs: &'a [Run],
+    observed: &[RunStatus],
+    experiment: &str,
+    wanted: Option<&str>,
+) -> Result<&'a Run, ResumeError> {
+    let status_of = |r: &Run| {
+        runs.iter().position(|x| std::ptr::eq(x, r)).and_then(|i| observed.get(i).copied()).unwrap_or(r.status)
+    };
+    // A format-1 record that a later record resumed (`resumed_from` without a fork's
+    // checkpoint) was continued there: it is an earlier attempt of that training.
+    let continued = |r: &Run| {
+        runs.iter().any(|o| o.resumed_from.as_deref() == Some(r.run_id.as_str()) && o.parent_checkpoint.is_none())
+    };
+    let Some(wanted) = wanted else {
+        let candidates: Vec<&Run> =
+            runs.iter().zip(observed).filter(|(r, s)| r.resumable(**s) && !continued(r)).map(|(r, _)| r).collect();
+        return match candidates.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ResumeError::NoCandidate { experiment: experiment.to_owned() }),
+            many => Err(ResumeError::Ambiguous {
+                experiment: experiment.to_owned(),
+                candidates: many.iter().map(|r| candidate_line(r, status_of(r))).collect(),
+            }),
+        };
+    };
+    let run = find_run(runs, experiment, wanted)?;
+    let status = status_of(run);
+    let refuse = |why| Err(ResumeError::NotResumable { run: run.run_id.clone(), status: status.as_str(), why });
+    if run.job.is_some() || run.group.is_some() {
+        return refuse("it belongs to a managed job, whose controller resumes it (tap jobs show)");
+    }
+    match status {
+        RunStatus::Running | RunStatus::Queued => {
+            refuse("its supervisor still reports in; if its node is gone it shows lost within 90 s")
+        }
+        RunStatus::Succeeded => refuse("nothing is left to do; --resume-from RUN starts a new run from its checkpoint"),
+        RunStatus::Interrupted | RunStatus::Failed | RunStatus::Lost | RunStatus::Cancelled => Ok(run),
+    }
+}
+
+/// Steps an attempt that restored a checkpoint at `restored_step` (None: started fresh, at
+/// step 0) computes again: the earlier attempts got to `last_step` (None: they recorded no
+/// step).
+pub fn recomputed_steps(restored_step: Option<u64>, last_step: Option<u64>) -> u64 {
+    match last_step {
+        Some(last) => last.saturating_sub(restored_step.unwrap_or(0)),
+        None => 0,
+    }
+}
+
+/// A run's series from every point its attempts recorded: one value per (metric, step),
+/// the latest recorded one (a step an attempt computed again keeps the later value), in
+/// step order.
+pub fn series(points: Vec<MetricPoint>) -> Vec<MetricPoint> {
+    let mut by_key: BTreeMap<(u64, String), (usize, MetricPoint)> = BTreeMap::new();
+    for (i, p) in points.into_iter().enumerate() {
+        let key = (p.step, p.name.clone());
+        match by_key.get(&key) {
+            Some((_, old)) if old.ts_ms > p.ts_ms => {}
+            _ => {
+                by_key.insert(key, (i, p));
+            }
+        }
+    }
+    let mut out: Vec<(usize, MetricPoint)> = by_key.into_values().collect();
+    out.sort_by_key(|(i, p)| (p.step, *i));
+    out.into_iter().map(|(_, p)| p).collect()
 }
 
 /// An interruption notice as a run received it.
@@ -556,12 +895,142 @@ mod tests {
     #[test]
     fn run_round_trips_as_json() {
         let run = Run {
-            hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 2 })].into(),
+            hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 2, source: ParamSource::Default })]
+                .into(),
             ..Run::new("mnist", &new_run_id(0, 1), vec!["python3".into(), "train.py".into()], "h", 5)
         };
         let text = serde_json::to_string(&run).expect("json");
         assert!(text.contains("\"status\":\"running\""));
         assert_eq!(serde_json::from_str::<Run>(&text).expect("parses"), run);
+    }
+
+    fn ended(id: &str, name: Option<&str>, status: RunStatus, checkpoint: Option<&str>) -> Run {
+        let mut r = Run::new("sweep", id, vec!["python3".into()], "h", 1_000);
+        r.name = name.map(str::to_owned);
+        r.status = status;
+        r.checkpoint = checkpoint.map(str::to_owned);
+        r
+    }
+
+    fn statuses(runs: &[Run]) -> Vec<RunStatus> {
+        runs.iter().map(|r| r.status).collect()
+    }
+
+    #[test]
+    fn resume_without_a_run_takes_the_one_unfinished_run_with_a_checkpoint() {
+        let runs = vec![
+            ended("r-done", Some("fast"), RunStatus::Succeeded, Some("r-done-0006")),
+            ended("r-cut", Some("slow"), RunStatus::Interrupted, Some("r-cut-0002")),
+            ended("r-early", None, RunStatus::Failed, None),
+            ended("r-stop", None, RunStatus::Cancelled, Some("r-stop-0001")),
+        ];
+        let picked = pick_resume(&runs, &statuses(&runs), "sweep", None).expect("one candidate");
+        assert_eq!(picked.run_id, "r-cut", "never the experiment's newest checkpoint (r-done's)");
+
+        let mut two = runs.clone();
+        two.push(ended("r-lost", None, RunStatus::Running, Some("r-lost-0001")));
+        let mut observed = statuses(&two);
+        *observed.last_mut().expect("last") = RunStatus::Lost;
+        let e = pick_resume(&two, &observed, "sweep", None).expect_err("two candidates").to_string();
+        assert_eq!(
+            e,
+            "experiment sweep has 2 runs to resume: r-cut (slow) interrupted, r-lost lost; name one: --resume RUN"
+        );
+        let none = pick_resume(&runs[..1], &statuses(&runs[..1]), "sweep", None).expect_err("none");
+        assert!(matches!(none, ResumeError::NoCandidate { .. }), "{none}");
+    }
+
+    #[test]
+    fn resume_of_a_named_run_refuses_what_cannot_continue() {
+        let mut job_rank = ended("r-rank", None, RunStatus::Interrupted, Some("c"));
+        job_rank.group = Some("job-1".into());
+        let runs = vec![
+            ended("r-done", Some("fast"), RunStatus::Succeeded, Some("c1")),
+            ended("r-live", None, RunStatus::Running, None),
+            ended("r-stop", Some("stopped"), RunStatus::Cancelled, None),
+            job_rank,
+        ];
+        let obs = statuses(&runs);
+        assert_eq!(pick_resume(&runs, &obs, "sweep", Some("stopped")).expect("named").run_id, "r-stop");
+        for (wanted, why) in [("fast", "--resume-from"), ("r-live", "still reports"), ("r-rank", "managed job")] {
+            let e = pick_resume(&runs, &obs, "sweep", Some(wanted)).expect_err(wanted).to_string();
+            assert!(e.contains(why), "{wanted}: {e}");
+        }
+        let e = pick_resume(&runs, &obs, "sweep", Some("r-")).expect_err("prefix of four").to_string();
+        assert!(e.contains("fits 4 runs"), "{e}");
+        let e = pick_resume(&runs, &obs, "sweep", Some("nope")).expect_err("unknown").to_string();
+        assert!(e.starts_with("no run \"nope\" in experiment sweep"), "{e}");
+        assert_eq!(find_run(&runs, "sweep", "r-l").expect("unique prefix").run_id, "r-live");
+    }
+
+    #[test]
+    fn an_earlier_releases_resume_chain_is_one_training() {
+        // Format 1: `--resume` made a new record naming the one it resumed.
+        let first = ended("r-1", None, RunStatus::Interrupted, Some("r-1-0003"));
+        let mut second = ended("r-2", None, RunStatus::Interrupted, Some("r-2-0001"));
+        second.resumed_from = Some("r-1".into());
+        let runs = vec![second, first];
+        let picked = pick_resume(&runs, &statuses(&runs), "sweep", None).expect("the chain's end");
+        assert_eq!(picked.run_id, "r-2");
+    }
+
+    #[test]
+    fn an_attempt_moves_the_latest_into_the_history() {
+        let mut r = ended("r-1", None, RunStatus::Running, Some("r-1-0002"));
+        r.exit_code = None;
+        r.restored = None;
+        r.interruption = Some(Interruption {
+            kind: "spot-interruption".into(),
+            reason: "reclaim".into(),
+            noticed_ms: 5,
+            deadline_ms: None,
+            verdict: None,
+        });
+        let start = AttemptStart {
+            host: "h2".into(),
+            instance_id: Some("i-2".into()),
+            started_ms: 9_000,
+            supervisor: None,
+            node_rank: None,
+            job_attempt: None,
+        };
+        r.begin_attempt(RunStatus::Lost, start);
+        assert_eq!(r.attempt(), 2);
+        assert_eq!((r.status, r.host.as_str(), r.interruption.is_none()), (RunStatus::Running, "h2", true));
+        assert_eq!(r.checkpoint.as_deref(), Some("r-1-0002"), "the run keeps its checkpoints");
+        let all = r.all_attempts(RunStatus::Running);
+        assert_eq!(
+            all.iter().map(|a| (a.number, a.status)).collect::<Vec<_>>(),
+            [(1, RunStatus::Lost), (2, RunStatus::Running)]
+        );
+        assert_eq!((all[0].started_ms, all[1].started_ms), (1_000, 9_000));
+        assert_eq!(all[0].interruption.as_ref().map(|i| i.kind.as_str()), Some("spot-interruption"));
+        let back: Run = decode_run(&serde_json::to_string(&r).expect("json")).expect("reads");
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn records_of_the_previous_format_read_as_one_attempt_and_newer_ones_are_refused() {
+        let v1 = r#"{"experiment_id":"e","run_id":"r","status":"interrupted","command":["x"],"host":"h",
+            "instance_id":null,"started_ms":1,"ended_ms":2,"hparams":{"lr":{"value":"0.1","version":3}},
+            "exit_code":0,"signal":null,"checkpoint":"r-0001","resumed_from":null,"final_metrics":{},
+            "metric_points":4}"#;
+        let r = decode_run(v1).expect("format 1 reads");
+        assert_eq!((r.format, r.attempt(), r.hparams["lr"].source), (1, 1, ParamSource::Default));
+        let newer = v1.replacen('{', r#"{"format":3,"#, 1);
+        let e = decode_run(&newer).expect_err("newer").to_string();
+        assert!(e.contains("format 3, written by a newer tap"), "{e}");
+    }
+
+    #[test]
+    fn a_step_computed_again_keeps_the_later_value_and_is_counted() {
+        let p = |step, value, ts_ms| MetricPoint { step, name: "loss".into(), value, ts_ms };
+        let s = series(vec![p(1, 1.0, 10), p(2, 0.9, 20), p(3, 0.8, 30), p(3, 0.7, 50), p(2, 0.6, 40)]);
+        assert_eq!(s.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(), [(1, 1.0), (2, 0.6), (3, 0.7)]);
+        assert_eq!(recomputed_steps(Some(20), Some(24)), 4, "steps 21-24 again");
+        assert_eq!(recomputed_steps(Some(20), Some(20)), 0, "the final checkpoint made it");
+        assert_eq!(recomputed_steps(None, Some(9)), 9, "from scratch: steps 1-9 again");
+        assert_eq!(recomputed_steps(None, None), 0);
     }
 
     proptest! {

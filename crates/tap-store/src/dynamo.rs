@@ -57,7 +57,7 @@ pub fn decode_run(item: &HashMap<String, AttributeValue>) -> Result<(Run, u64)> 
         .get("body")
         .and_then(|v| v.as_s().ok())
         .ok_or_else(|| StoreError::Corrupt { what: "run item without body".into(), source: None })?;
-    let run: Run = serde_json::from_str(body).map_err(|e| StoreError::corrupt("corrupt run record", e))?;
+    let run: Run = tap_core::runs::decode_run(body).map_err(|e| StoreError::corrupt(e.to_string(), e))?;
     let version = item
         .get("version")
         .and_then(|v| v.as_n().ok())

@@ -172,4 +172,7 @@ pub trait ParamStore: Send + Sync {
     fn set_param(&self, name: &str, value: &str) -> impl Future<Output = Result<Param>> + Send;
     /// Every version, oldest first.
     fn param_history(&self, name: &str) -> impl Future<Output = Result<Vec<Param>>> + Send;
+    /// Removes the parameter with its history; whether it existed. Runs keep the values
+    /// they recorded.
+    fn unset_param(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
 }

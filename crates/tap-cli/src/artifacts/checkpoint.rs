@@ -3,11 +3,14 @@
 //! Layout under the object store (S3 bucket or local directory):
 //!   checkpoints/<experiment>/objects/<sha256>          file contents (deduplicated)
 //!   checkpoints/<experiment>/manifests/<id>.json       the manifest of checkpoint <id>
-//!   checkpoints/<experiment>/LATEST                    {"checkpoint_id": .., "run_id": ..}
+//!   checkpoints/<experiment>/runs/<run>/LATEST         {"checkpoint_id": .., "run_id": ..}
+//!   checkpoints/<experiment>/LATEST                    the experiment's newest, for browsing
 //!
-//! LATEST is written last, after every object and the manifest are stored and verified, so a
-//! reader never sees a checkpoint that is partly uploaded: an interrupted upload leaves the
-//! previous checkpoint as the latest.
+//! Each run has its own LATEST: `tap run --resume` restores only the run's own checkpoints,
+//! so parallel runs of one experiment never see each other's; contents stay deduplicated
+//! across the experiment. Both pointers are written last, after every object and the
+//! manifest are stored and verified, so a reader never sees a checkpoint that is partly
+//! uploaded: an interrupted upload leaves the previous checkpoint as the latest.
 
 use std::path::{Path, PathBuf};
 
@@ -81,6 +84,11 @@ pub fn manifest_key_in(space: Space, name: &str, id: &str) -> String {
 
 pub fn latest_key_in(space: Space, name: &str) -> String {
     format!("{}/{name}/LATEST", space.root())
+}
+
+/// The LATEST pointer of one run's checkpoints.
+pub fn run_latest_key(experiment: &str, run_id: &str) -> String {
+    format!("{}/{experiment}/runs/{run_id}/LATEST", Space::Checkpoints.root())
 }
 
 pub fn object_key(experiment: &str, sha256: &str) -> String {
@@ -288,8 +296,68 @@ pub async fn upload_hashed<S: ObjectStore>(
     let latest = latest_key_in(space, experiment);
     // Regression (issue 14): a pointer that failed to serialise was written as an empty LATEST.
     let bytes = serde_json::to_vec(&pointer).map_err(|e| ObjectError::caused(format!("{latest}: pointer"), e))?;
+    // The run's own pointer first: it is what a resume reads.
+    if space == Space::Checkpoints {
+        store.put_bytes(&run_latest_key(experiment, run_id), &bytes).await?;
+    }
     store.put_bytes(&latest, &bytes).await?;
     Ok(manifest)
+}
+
+/// The manifest of checkpoint `id` of `experiment`.
+pub async fn manifest<S: ObjectStore>(store: &S, experiment: &str, id: &str) -> Result<Manifest> {
+    let key = manifest_key(experiment, id);
+    let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key.clone()))?;
+    Manifest::parse(&bytes)
+        .map_err(|e| CheckpointError::Manifest(tap_core::manifest::ManifestError(format!("{key}: {}", e.0))))
+}
+
+/// The latest committed checkpoint of run `run_id`: its own LATEST; for a run recorded by a
+/// release without per-run pointers, the checkpoint its record names (`recorded`). Never
+/// another run's.
+pub async fn of_run<S: ObjectStore>(
+    store: &S,
+    experiment: &str,
+    run_id: &str,
+    recorded: Option<&str>,
+) -> Result<Option<Manifest>> {
+    let key = run_latest_key(experiment, run_id);
+    let id = match store.get_bytes(&key).await? {
+        Some(bytes) => {
+            let pointer: Pointer = serde_json::from_slice(&bytes)
+                .map_err(|e| CheckpointError::Manifest(tap_core::manifest::ManifestError(format!("{key}: {e}"))))?;
+            pointer.checkpoint_id
+        }
+        None => match recorded {
+            Some(id) => id.to_owned(),
+            None => return Ok(None),
+        },
+    };
+    let m = manifest(store, experiment, &id).await?;
+    if m.run_id != run_id {
+        return Err(CheckpointError::Refused(format!(
+            "checkpoint {id} belongs to run {}, not to run {run_id}; tap restores only a run's own checkpoints",
+            m.run_id
+        )));
+    }
+    Ok(Some(m))
+}
+
+/// Every committed checkpoint of run `run_id`, oldest first (manifests whose ids start with
+/// the run's id and name it as their run).
+pub async fn list_of_run<S: ObjectStore>(store: &S, experiment: &str, run_id: &str) -> Result<Vec<Manifest>> {
+    let prefix = format!("{}/{experiment}/manifests/{run_id}-", Space::Checkpoints.root());
+    let listed = store.list(&prefix).await?;
+    let mut out = Vec::new();
+    for o in listed {
+        let Some(id) = o.key.rsplit('/').next().and_then(|n| n.strip_suffix(".json")) else { continue };
+        let m = manifest(store, experiment, id).await?;
+        if m.run_id == run_id {
+            out.push(m);
+        }
+    }
+    out.sort_by(|a, b| (a.created_ms, &a.checkpoint_id).cmp(&(b.created_ms, &b.checkpoint_id)));
+    Ok(out)
 }
 
 /// The latest complete checkpoint of an experiment, if any.

@@ -1,4 +1,14 @@
-//! `tap checkpoints latest EXPERIMENT`: the checkpoint a `--resume` would start from.
+//! `tap checkpoints latest|list|pull`: an experiment's newest checkpoint, a run's own
+//! checkpoints, and fetching one (verified) without recording a run.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tap_core::commit::Verdict;
+use tap_core::manifest::Manifest;
+use tap_core::runs::Run;
+
+use crate::store::RunStore;
 
 use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint;
@@ -26,4 +36,105 @@ pub async fn latest<O: ObjectStore>(
         }
     }
     Ok(())
+}
+
+/// The verdict on `id` when it was an attempt's final checkpoint after a notice.
+fn verdict_of<'a>(run: &'a Run, id: &str) -> Option<&'a Verdict> {
+    std::iter::once(run.interruption.as_ref())
+        .chain(run.attempts.iter().map(|a| a.interruption.as_ref()))
+        .flatten()
+        .filter_map(|i| i.verdict.as_ref())
+        .find(|v| matches!(v, Verdict::Committed { checkpoint, .. } | Verdict::Late { checkpoint, .. } if checkpoint == id))
+}
+
+/// `tap checkpoints list RUN`.
+pub async fn list<O: ObjectStore>(objects: &O, run: &Run, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let all = checkpoint::list_of_run(objects, &run.experiment_id, &run.run_id).await?;
+    match output {
+        Output::Json => {
+            let rows: Vec<serde_json::Value> = all
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "checkpoint_id": m.checkpoint_id,
+                        "run_id": m.run_id,
+                        "step": m.step,
+                        "bytes": m.total_bytes(),
+                        "files": m.files.len(),
+                        "created_ms": m.created_ms,
+                        "verdict": verdict_of(run, &m.checkpoint_id),
+                    })
+                })
+                .collect();
+            json(out, &rows)?;
+        }
+        Output::Text if all.is_empty() => writeln!(out, "run {} has no committed checkpoint", run.run_id)?,
+        Output::Text => {
+            writeln!(out, "{:<40} {:>8} {:>10} {:<22} VERDICT", "CHECKPOINT", "STEP", "SIZE", "CREATED")?;
+            for m in &all {
+                writeln!(
+                    out,
+                    "{:<40} {:>8} {:>10} {:<22} {}",
+                    m.checkpoint_id,
+                    m.step.map_or("-".into(), |s| s.to_string()),
+                    tap_core::commit::bytes(m.total_bytes()),
+                    tap_core::time::rfc3339(m.created_ms),
+                    verdict_of(run, &m.checkpoint_id).map_or_else(|| "-".to_owned(), Verdict::line)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tap checkpoints pull RUN|CHECKPOINT DIR`: a run's latest checkpoint, or a checkpoint by
+/// id (in any experiment), restored into DIR (which must be empty or new).
+pub async fn pull<R: RunStore, O: ObjectStore>(
+    runs: &R,
+    objects: &O,
+    what: &str,
+    dir: &Path,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let m = find_checkpoint(runs, objects, what).await?;
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::bail!("{} is not empty; pull into a new or empty directory", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    checkpoint::restore(objects, &m, dir).await?;
+    match output {
+        Output::Json => json(out, &m)?,
+        Output::Text => writeln!(
+            out,
+            "pulled checkpoint {} of run {} ({} files, {}, every file verified) into {}",
+            m.checkpoint_id,
+            m.run_id,
+            m.files.len(),
+            tap_core::commit::bytes(m.total_bytes()),
+            dir.display()
+        )?,
+    }
+    Ok(())
+}
+
+/// A checkpoint by run (its latest) or by id: runs first, then checkpoint ids in each
+/// experiment that has runs.
+async fn find_checkpoint<R: RunStore, O: ObjectStore>(runs: &R, objects: &O, what: &str) -> anyhow::Result<Manifest> {
+    match crate::commands::find_run(runs, what).await {
+        Ok(run) => checkpoint::of_run(objects, &run.experiment_id, &run.run_id, run.checkpoint.as_deref())
+            .await?
+            .with_context(|| format!("run {} has no committed checkpoint", run.run_id)),
+        Err(not_a_run) => {
+            let listing = runs.list_runs(None).await?;
+            let experiments: std::collections::BTreeSet<&str> =
+                listing.runs.iter().map(|r| r.experiment_id.as_str()).collect();
+            for e in experiments {
+                if let Ok(m) = checkpoint::manifest(objects, e, what).await {
+                    return Ok(m);
+                }
+            }
+            Err(not_a_run.context(format!("{what:?} is neither a run nor a checkpoint id")))
+        }
+    }
 }

@@ -148,7 +148,9 @@ pub async fn run_jobs(
             }
         }
         JobsCommand::Show { job_id } => {
-            let job = get(&s.jobs, job_id).await?;
+            let mut job = get(&s.jobs, job_id).await?;
+            let ranks = s.runs.list_runs(Some(&job.spec.experiment)).await?;
+            tap_core::jobs::restored_by_ranks(&mut job, &ranks.runs);
             match output {
                 Output::Json => json(out, &serde_json::json!({ "job": job, "downtimes_ms": job.downtimes_ms() }))?,
                 Output::Text => out.write_all(crate::render::job_story(&job, now_ms()).as_bytes())?,

@@ -145,16 +145,25 @@ pub(crate) fn listed(listing: crate::store::Runs) -> Vec<Run> {
     listing.runs
 }
 
-/// A run by id, in any experiment.
-pub(crate) async fn find_run<R: RunStore>(runs: &R, run_id: &str) -> anyhow::Result<Run> {
+/// A run by id, name or unique id prefix, in any experiment (the first of those that fits).
+pub(crate) async fn find_run<R: RunStore>(runs: &R, wanted: &str) -> anyhow::Result<Run> {
     let mut all = listed(runs.list_runs(None).await?);
     crate::liveness::observe(&mut all);
-    let matches: Vec<Run> = all.into_iter().filter(|r| r.run_id == run_id).collect();
-    match matches.len() {
-        0 => bail!("no run {run_id} (see `tap runs list`)"),
-        1 => Ok(matches.into_iter().next().context("run")?),
-        n => bail!("run id {run_id} exists in {n} experiments"),
+    let fits: [&dyn Fn(&Run) -> bool; 3] = [&|r| r.run_id == wanted, &|r| r.name.as_deref() == Some(wanted), &|r| {
+        !wanted.is_empty() && r.run_id.starts_with(wanted)
+    }];
+    for fit in fits {
+        let mut matches: Vec<Run> = all.iter().filter(|r| fit(r)).cloned().collect();
+        match matches.len() {
+            0 => continue,
+            1 => return matches.pop().context("run"),
+            n => {
+                let which: Vec<String> = matches.iter().map(|r| format!("{}/{}", r.experiment_id, r.run_id)).collect();
+                bail!("{wanted:?} fits {n} runs: {}; give a longer id", which.join(", "))
+            }
+        }
     }
+    bail!("no run {wanted:?} (an id, a unique id prefix or a name; see `tap runs list`)")
 }
 
 /// The stores a command works on: the stack's, or the local ones.
@@ -196,6 +205,13 @@ where
         Command::Artifacts(a) => artifacts::run(objects, a, output, out).await?,
         Command::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
             checkpoints::latest(objects, experiment, output, out).await?;
+        }
+        Command::Checkpoints(CheckpointsCommand::List { run }) => {
+            let run = find_run(runs, run).await?;
+            checkpoints::list(objects, &run, output, out).await?;
+        }
+        Command::Checkpoints(CheckpointsCommand::Pull { what, dir }) => {
+            checkpoints::pull(runs, objects, what, dir, output, out).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

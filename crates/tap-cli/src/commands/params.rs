@@ -1,4 +1,4 @@
-//! `tap params list|get|set|history`: the hyperparameters (SSM Parameter Store on a stack,
+//! `tap params list|get|set|unset|history`: the hyperparameters (SSM Parameter Store on a stack,
 //! SQLite locally), each version kept.
 
 use anyhow::{Context, bail};
@@ -26,7 +26,22 @@ pub async fn run<P: ParamStore>(
                     .with_context(|| format!("no hyperparameter {name} (see `tap params list`)"))?,
             ]
         }
-        ParamsCommand::Set { name, value } => {
+        ParamsCommand::Unset { name } => {
+            if !store.unset_param(name).await? {
+                bail!("no hyperparameter {name} (see `tap params list`)");
+            }
+            match output {
+                Output::Json => json(out, &serde_json::json!({ "unset": name }))?,
+                Output::Text => writeln!(out, "unset {name}; runs keep the values they recorded")?,
+            }
+            return Ok(());
+        }
+        ParamsCommand::Set { name, value, allow_empty } => {
+            if value.is_empty() && !allow_empty {
+                bail!(
+                    "tap params set {name} \"\": the value is empty (an unset shell variable?); --allow-empty stores it"
+                );
+            }
             // Regression: `a.b` and `a_b` were both accepted and shadowed each other as
             // TAP_HP_A_B in the command's environment.
             let existing = store.list_params().await?;

@@ -26,7 +26,7 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
         }
         RunsCommand::Show { run_id } => {
             let run = find_run(runs, run_id).await?;
-            let points = runs.metrics(&run.experiment_id, &run.run_id).await?;
+            let points = tap_core::runs::series(runs.metrics(&run.experiment_id, &run.run_id).await?);
             match output {
                 Output::Json => json(out, &serde_json::json!({ "run": run, "metrics": points }))?,
                 Output::Text => out.write_all(render::run_details(&run, &points).as_bytes())?,
@@ -65,8 +65,8 @@ async fn plot<R: RunStore>(runs: &R, s: &PlotSettings<'_>, output: Output, out: 
     let mut data = Vec::new();
     for id in s.run_ids {
         let run = find_run(runs, id).await?;
-        let points = runs.metrics(&run.experiment_id, &run.run_id).await?;
-        data.push(plot::RunMetrics { run_id: run.run_id, points });
+        let points = tap_core::runs::series(runs.metrics(&run.experiment_id, &run.run_id).await?);
+        data.push(plot::RunMetrics { run_id: run.label().to_owned(), points });
     }
     let panels = plot::panels(&data, s.metrics)?;
     let title = format!("tap runs: {}", s.run_ids.join(", "));

@@ -7,7 +7,11 @@ use super::{LogLine, LogStore, ParamStore, RunStore, StoreError, Stream};
 pub fn run(exp: &str, id: &str, started: i64) -> Run {
     Run {
         instance_id: Some("i-0abc".into()),
-        hparams: [("lr".to_owned(), HparamUse { value: "0.1".into(), version: 3 })].into(),
+        hparams: [(
+            "lr".to_owned(),
+            HparamUse { value: "0.1".into(), version: 3, source: tap_core::runs::ParamSource::Override },
+        )]
+        .into(),
         ..Run::new(exp, id, vec!["python3".into(), "train.py".into()], "node-1", started)
     }
 }

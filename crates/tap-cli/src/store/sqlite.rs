@@ -30,6 +30,10 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const OPEN_BUSY_RETRIES: u32 = 100;
 const OPEN_BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The local store's version (`PRAGMA user_version`): 2 since runs have attempts (run bodies
+/// of [`tap_core::runs::RUN_FORMAT`] 2). 0: a store of an earlier release, read as it is.
+pub const STORE_VERSION: u32 = tap_core::runs::RUN_FORMAT;
+
 /// Run after [`BUSY_TIMEOUT`] is set; retried while another connection creates the database
 /// (see `open`).
 const SCHEMA: &str = "
@@ -78,6 +82,20 @@ impl SqliteStore {
                 Err(e) => return Err(local(path.display(), e)),
             }
         }
+        // The store's version (SQLite's user_version): 0 for a store of a release before
+        // versions, which this one reads as it is (run bodies carry their own format).
+        let found: u32 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| local(path.display(), e))?;
+        if found > STORE_VERSION {
+            return Err(StoreError::message(format!(
+                "local store {}: version {found}, written by a newer tap (this one knows up to {STORE_VERSION}); upgrade tap",
+                path.display()
+            )));
+        }
+        if found < STORE_VERSION {
+            conn.execute_batch(&format!("PRAGMA user_version = {STORE_VERSION}"))
+                .map_err(|e| local(path.display(), e))?;
+        }
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -107,7 +125,7 @@ impl SqliteStore {
 }
 
 fn decode(body: &str) -> rusqlite::Result<Run> {
-    serde_json::from_str(body)
+    tap_core::runs::decode_run(body)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
@@ -309,6 +327,11 @@ impl ParamStore for SqliteStore {
             Ok(Param { name, value, version: version as u64, modified_ms: now })
         })
         .await
+    }
+
+    async fn unset_param(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.with(move |c| Ok(c.execute("DELETE FROM params WHERE name = ?1", params![name])? > 0)).await
     }
 
     async fn param_history(&self, name: &str) -> Result<Vec<Param>> {

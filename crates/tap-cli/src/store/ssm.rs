@@ -98,6 +98,14 @@ impl ParamStore for SsmParams {
         })
     }
 
+    async fn unset_param(&self, name: &str) -> Result<bool> {
+        match self.client.delete_parameter().name(self.path(name)).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(false),
+            Err(e) => Err(sdk_error("SSM DeleteParameter", e).into()),
+        }
+    }
+
     async fn param_history(&self, name: &str) -> Result<Vec<Param>> {
         let mut out = Vec::new();
         let mut token = None;

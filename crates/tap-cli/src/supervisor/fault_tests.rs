@@ -184,7 +184,9 @@ impl Env {
     fn opts(&self, experiment: &str, script: &str) -> RunOptions {
         RunOptions {
             experiment: experiment.into(),
-            resume: false,
+            resume: crate::supervisor::Resume::No,
+            name: None,
+            overrides: Default::default(),
             command: vec!["sh".into(), "-c".into(), script.into()],
             interrupt_signal: Signal::SIGUSR1,
             checkpoint_deadline: Duration::from_secs(30),
@@ -246,18 +248,24 @@ async fn a_notice_during_the_restore_exits_75_and_leaves_nothing() {
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("model.bin"), b"weights").expect("write");
     crate::artifacts::checkpoint::save(&plain, "r", "old", "old-0001", Some(3), &src).await.expect("save");
+    let mut old = tap_core::runs::Run::new("r", "old", vec!["true".into()], "test", 1);
+    old.status = tap_core::runs::RunStatus::Interrupted;
+    old.checkpoint = Some("old-0001".into());
+    crate::store::RunStore::create_run(&env.store, &old).await.expect("the interrupted run");
     let objects = Faulty { inner: plain, fault: Fault::HangGetAfterNotice { notice: env.path("notice") } };
     let mut opts = env.opts("r", "echo should not run; exit 1");
-    opts.resume = true;
+    opts.resume = crate::supervisor::Resume::Run("old".into());
     let out = tokio::time::timeout(PROOF_WAIT, run(&env.store, &env.store, &env.store, &objects, &opts))
         .await
         .expect("the notice ends the restore")
         .expect("run");
     assert_eq!(out.exit_code, EXIT_INTERRUPTED);
     assert!(out.run.is_none());
-    assert!(
-        env.store.list_runs(Some("r")).await.expect("list").runs.is_empty(),
-        "no record of a run that never started"
+    let runs = env.store.list_runs(Some("r")).await.expect("list").runs;
+    assert_eq!(
+        runs.iter().map(|r| (r.run_id.as_str(), r.attempt(), r.status)).collect::<Vec<_>>(),
+        [("old", 1, tap_core::runs::RunStatus::Interrupted)],
+        "no record of an attempt that never started"
     );
     let left: Vec<_> =
         std::fs::read_dir(env.path("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();

@@ -42,8 +42,10 @@ use crate::store::{LogStore, ParamStore, RunStore, Stream};
 mod recorder;
 mod snapshot;
 mod supervision;
+pub mod target;
 use recorder::Recorder;
 use supervision::{Readers, Setting, Supervision};
+pub use target::{JobRank, Resume, Target};
 
 /// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
 pub const EXIT_INTERRUPTED: u8 = 75;
@@ -57,7 +59,12 @@ const OUTPUT_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub experiment: String,
-    pub resume: bool,
+    /// `--resume [RUN]` or `--resume-from`.
+    pub resume: Resume,
+    /// `--name`: unique in the experiment.
+    pub name: Option<String>,
+    /// `--param` and `--params-file`: this run's own values over the stored defaults.
+    pub overrides: BTreeMap<String, String>,
     pub command: Vec<String>,
     /// Signal the child gets on an interruption notice.
     pub interrupt_signal: Signal,
@@ -157,6 +164,10 @@ enum Event {
     JobStop(String),
 }
 
+/// Log lines of attempt N are numbered from (N-1)·2^40: the lines of all attempts form the
+/// run's log, and no attempt's line replaces another's (a store keeps one line per number).
+const LOG_SEQ_ATTEMPT_SHIFT: u32 = 40;
+
 /// How often a rank of a managed job reads its job's record for a stop (one GetItem): the
 /// fleet's controller cancels the SSM commands too, but SSM does not promise to stop the
 /// processes under them, and a survivor must not wait on its dead peer for NCCL's timeout.
@@ -195,21 +206,22 @@ async fn watch_job<R: RunStore>(
 /// only the newest waits, since the directory holds only the newest checkpoint anyway.
 #[derive(Debug)]
 struct UploadQueue {
-    run_id: String,
+    /// Checkpoint ids are `<prefix>-0001`, … (the owner's id, and `-a<N>` from attempt 2).
+    prefix: String,
     count: u32,
     busy: bool,
     pending: Option<u64>,
 }
 
 impl UploadQueue {
-    fn new(run_id: &str) -> UploadQueue {
-        UploadQueue { run_id: run_id.to_owned(), count: 0, busy: false, pending: None }
+    fn new(prefix: &str) -> UploadQueue {
+        UploadQueue { prefix: prefix.to_owned(), count: 0, busy: false, pending: None }
     }
 
     /// The id of the next checkpoint of this run.
     fn next_id(&mut self) -> String {
         self.count += 1;
-        format!("{}-{:04}", self.run_id, self.count)
+        format!("{}-{:04}", self.prefix, self.count)
     }
 
     /// A checkpoint at `step` was announced: the upload to start now, if any.
@@ -532,26 +544,28 @@ fn write_time(files: &[PathBuf]) -> f64 {
 
 /// What `tap run` prepares before the command starts (and may be cancelled during).
 struct Prepared {
+    target: Target,
     hparams: BTreeMap<String, HparamUse>,
     flat: BTreeMap<String, String>,
-    resumed: Option<Manifest>,
 }
 
-async fn prepare<P: ParamStore, O: ObjectStore>(
+/// Decides the training ([`target::decide`]), its hyperparameters, and restores its
+/// checkpoint into `dirs.checkpoint`.
+async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
+    store: &R,
     params: &P,
     objects: &O,
     opts: &RunOptions,
-    ckpt_dir: &Path,
-    hparams_file: &Path,
+    dirs: &WorkDir,
+    job: Option<JobRank>,
 ) -> anyhow::Result<Prepared> {
-    let dir = ckpt_dir.to_owned();
+    let target = target::decide(store, objects, &opts.experiment, &opts.resume, opts.name.as_deref(), job).await?;
+    let hparams = target::hparams(params, &target, &opts.overrides).await?;
+    let dir = dirs.checkpoint.clone();
     crate::blocking::run(move |_| std::fs::create_dir_all(&dir))
         .await
-        .with_context(|| format!("creating {}", ckpt_dir.display()))?;
-    let params = params.list_params().await?;
-    let hparams: BTreeMap<String, HparamUse> =
-        params.iter().map(|p| (p.name.clone(), HparamUse { value: p.value.clone(), version: p.version })).collect();
-    let flat: BTreeMap<String, String> = params.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+        .with_context(|| format!("creating {}", dirs.checkpoint.display()))?;
+    let flat: BTreeMap<String, String> = hparams.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
     for (env, names) in hparam_env_collisions(flat.keys().map(String::as_str)) {
         crate::say!(
             "tap: hyperparameters {} are all {env}; the command's {env} is {}'s value (TAP_HPARAMS_FILE has each)",
@@ -560,29 +574,101 @@ async fn prepare<P: ParamStore, O: ObjectStore>(
         );
     }
     let body = serde_json::to_vec_pretty(&flat)?;
-    let file = hparams_file.to_owned();
+    let file = dirs.hparams.clone();
     crate::blocking::run(move |_| std::fs::write(&file, body))
         .await
-        .with_context(|| format!("writing {}", hparams_file.display()))?;
-    let mut resumed = None;
-    if opts.resume {
-        match checkpoint::latest(objects, &opts.experiment).await? {
-            Some(m) => {
-                crate::say!(
-                    "tap: restoring checkpoint {} of run {} ({} files, {})",
-                    m.checkpoint_id,
-                    m.run_id,
-                    m.files.len(),
-                    commit::bytes(m.total_bytes())
-                );
-                checkpoint::restore(objects, &m, ckpt_dir).await?;
-                crate::say!("tap: resuming from checkpoint {} of run {}", m.checkpoint_id, m.run_id);
-                resumed = Some(m);
-            }
-            None => crate::say!("tap: no checkpoint of experiment {} yet; starting fresh", opts.experiment),
+        .with_context(|| format!("writing {}", dirs.hparams.display()))?;
+    match target.checkpoint() {
+        Some(m) => {
+            crate::say!(
+                "tap: restoring checkpoint {} of run {} ({} files, {})",
+                m.checkpoint_id,
+                m.run_id,
+                m.files.len(),
+                commit::bytes(m.total_bytes())
+            );
+            checkpoint::restore(objects, m, &dirs.checkpoint).await?;
+            crate::say!("tap: resuming from checkpoint {} of run {}", m.checkpoint_id, m.run_id);
         }
+        None => match &target {
+            Target::Continue { run, .. } => {
+                crate::say!("tap: run {} has no committed checkpoint; its new attempt starts fresh", run.run_id);
+            }
+            Target::Rank { job, .. } if opts.resume != Resume::No => {
+                crate::say!("tap: job {} has no checkpoint of its own yet; starting fresh", job.group);
+            }
+            _ => {}
+        },
     }
-    Ok(Prepared { hparams, flat, resumed })
+    Ok(Prepared { target, hparams, flat })
+}
+
+/// The run record this process works on: a new record (a new run, a fork, a job's rank) or
+/// the next attempt of a run; stored before the command starts.
+async fn begin_record<R: RunStore>(
+    store: &R,
+    opts: &RunOptions,
+    run_id: &str,
+    started: i64,
+    prepared: &Prepared,
+) -> anyhow::Result<Run> {
+    let restored = prepared.target.checkpoint();
+    let supervisor = crate::liveness::this_process();
+    let job = match &prepared.target {
+        Target::Rank { job, .. } => Some(job),
+        _ => None,
+    };
+    if let Target::Continue { run, ended_as, last_step, .. } = &prepared.target {
+        let start = tap_core::runs::AttemptStart {
+            host: opts.host.clone(),
+            instance_id: opts.instance_id.clone(),
+            started_ms: started,
+            supervisor: supervisor.clone(),
+            node_rank: None,
+            job_attempt: None,
+        };
+        let attempts_before = run.attempts.len();
+        let (ended_as, last_step) = (*ended_as, *last_step);
+        let restored_id = restored.map(|m| m.checkpoint_id.clone());
+        let restored_step = restored.and_then(|m| m.step);
+        let stored = store
+            .update_run(&opts.experiment, &run.run_id, |r| {
+                // Only the attempt we decided on: a second `tap run --resume` of the same run
+                // that got there first has changed the record.
+                if r.attempts.len() != attempts_before || r.status == RunStatus::Running && ended_as != RunStatus::Lost
+                {
+                    return;
+                }
+                r.begin_attempt(ended_as, start.clone());
+                r.restored.clone_from(&restored_id);
+                r.restored_step = restored_step;
+                r.recomputed_steps = tap_core::runs::recomputed_steps(restored_step, last_step);
+            })
+            .await?;
+        if stored.attempts.len() != attempts_before + 1 || stored.supervisor != supervisor {
+            bail!("run {} was resumed by another tap run at the same time; it runs there", run.run_id);
+        }
+        return Ok(stored);
+    }
+    let parent = match &prepared.target {
+        Target::New { parent } => parent.as_ref(),
+        _ => None,
+    };
+    let record = Run {
+        instance_id: opts.instance_id.clone(),
+        name: opts.name.clone(),
+        hparams: prepared.hparams.clone(),
+        resumed_from: parent.map(|m| m.run_id.clone()),
+        parent_checkpoint: parent.map(|m| m.checkpoint_id.clone()),
+        restored: restored.map(|m| m.checkpoint_id.clone()),
+        restored_step: restored.and_then(|m| m.step),
+        group: job.map(|j| j.group.clone()),
+        node_rank: job.map(|j| j.rank),
+        job_attempt: job.map(|j| j.attempt),
+        supervisor,
+        ..Run::new(&opts.experiment, run_id, opts.command.clone(), &opts.host, started)
+    };
+    Ok(store.create_run(&record).await?)
 }
 
 /// Stops what the cancelled start-up left running and removes the run's scratch directory:
@@ -716,14 +802,17 @@ where
     let notice_file = opts.notice_file.clone().or_else(|| opts.runtime.as_ref().map(RuntimeDir::notice_path));
     let mut signals = Signals::install(notice_file.clone())?;
     let started = now_ms();
-    let run_id = new_run_id(started, fastrand::u32(..));
-    let dirs = WorkDir::new(&opts.runs_dir, &run_id);
-    let (work, ckpt_dir, metrics_file, hparams_file) = (&dirs.root, &dirs.checkpoint, &dirs.metrics, &dirs.hparams);
+    let job = JobRank::from_env();
+    // The run and the attempt are known once the store is read; the scratch directory and
+    // the registration need a name before that: this process's own.
+    let process_id = new_run_id(started, fastrand::u32(..));
+    let dirs = WorkDir::new(&opts.runs_dir, &process_id);
+    let work = &dirs.root;
 
     // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
     // before we registered is found by the notice-file poll (it fires at once).
     let _registered = Registered(opts.runtime.as_ref().and_then(|rt| {
-        rt.register(&Registration::this_process(&run_id, &opts.experiment, started))
+        rt.register(&Registration::this_process(&process_id, &opts.experiment, started))
             .map_err(|e| {
                 crate::say!(
                     "tap: not registered with tap-agent ({}: {e}); notices reach this run only by signal",
@@ -733,9 +822,9 @@ where
             .ok()
     }));
 
-    // Start-up (hyperparameters, the restore): a notice or a stop ends it cleanly.
+    // Start-up (the store, hyperparameters, the restore): a notice or a stop ends it cleanly.
     let prepared = tokio::select! {
-        p = prepare(params, objects, opts, ckpt_dir, hparams_file) => match p {
+        p = prepare(store, params, objects, opts, &dirs, job) => match p {
             Ok(p) => p,
             Err(e) => {
                 abandon(work).await;
@@ -744,30 +833,37 @@ where
         },
         sig = signals.next(true) => {
             abandon(work).await;
-            let what = if opts.resume { "the checkpoint restore" } else { "start-up" };
+            let what = if opts.resume == Resume::No { "start-up" } else { "the checkpoint restore" };
             let why = match sig { Sig::Notice => "an interruption notice", Sig::Int => "SIGINT", Sig::Term => "SIGTERM" };
             crate::say!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
             return Ok(Outcome { run: None, exit_code: sig.exit_code() });
         }
     };
-    let Prepared { hparams, flat, resumed } = prepared;
-
-    let record = Run {
-        instance_id: opts.instance_id.clone(),
-        hparams,
-        resumed_from: resumed.as_ref().map(|m| m.run_id.clone()),
-        group: std::env::var("TAP_RUN_GROUP").ok().filter(|g| tap_core::runs::valid_name(g)),
-        node_rank: std::env::var("NODE_RANK").ok().and_then(|r| r.parse().ok()),
-        job_attempt: std::env::var("TAP_JOB_ATTEMPT").ok().and_then(|a| a.parse().ok()),
-        supervisor: crate::liveness::this_process(),
-        ..Run::new(&opts.experiment, &run_id, opts.command.clone(), &opts.host, started)
+    let run_id = match &prepared.target {
+        Target::Continue { run, .. } => run.run_id.clone(),
+        _ => process_id.clone(),
     };
-    if let Err(e) = store.create_run(&record).await {
-        abandon(work).await;
-        return Err(e.into());
-    }
+    let record = match begin_record(store, opts, &run_id, started, &prepared).await {
+        Ok(r) => r,
+        Err(e) => {
+            abandon(work).await;
+            return Err(e);
+        }
+    };
+    let resumed = prepared.target.checkpoint().cloned();
+    let Prepared { flat, target, .. } = prepared;
+    // Whose checkpoints these are: the run's; a managed job's rank 0 commits the job's (a
+    // relaunch restores them); from attempt 2 on, ids carry the attempt.
+    let (owner, attempt) = match &target {
+        Target::Rank { job, .. } if job.rank == 0 => (job.group.clone(), job.attempt),
+        _ => (run_id.clone(), record.attempt()),
+    };
+    let ckpt_prefix = if attempt > 1 { format!("{owner}-a{attempt}") } else { owner.clone() };
     tell_job(store, &record).await;
-    crate::say!("tap: run {}/{run_id} started", opts.experiment);
+    match record.attempt() {
+        1 => crate::say!("tap: run {}/{run_id} started", opts.experiment),
+        n => crate::say!("tap: run {}/{run_id} attempt {n} started", opts.experiment),
+    }
 
     let mut cmd = command(program, args, opts, &run_id, &dirs, &flat, resumed.as_ref());
     // tapml, the training script's side (python/tapml), the copy that matches this tap.
@@ -804,12 +900,21 @@ where
         let readers = Readers {
             stdout: tokio::spawn(pipe_lines(child.stdout.take().context("child stdout")?, Stream::Stdout, tx.clone())),
             stderr: tokio::spawn(pipe_lines(child.stderr.take().context("child stderr")?, Stream::Stderr, tx.clone())),
-            metrics: tokio::spawn(tail_metrics(metrics_file.clone(), tx.clone(), stop_rx)),
+            metrics: tokio::spawn(tail_metrics(dirs.metrics.clone(), tx.clone(), stop_rx)),
             stop_metrics,
             job_done,
         };
-        let setting =
-            Setting { opts, objects, run_id: &run_id, dirs: &dirs, notice_file: notice_file.as_deref(), pid, tx };
+        let setting = Setting {
+            opts,
+            objects,
+            ckpt_owner: &owner,
+            ckpt_prefix: &ckpt_prefix,
+            first_log_seq: u64::from(record.attempt() - 1) << LOG_SEQ_ATTEMPT_SHIFT,
+            dirs: &dirs,
+            notice_file: notice_file.as_deref(),
+            pid,
+            tx,
+        };
         let mut supervision = Supervision::new(setting, recorder, record, resumed);
         supervision.drive(&mut child, &mut rx, &mut signals, &readers).await?;
         supervision.wind_up(&mut signals).await;

@@ -132,7 +132,8 @@ struct InFlight {
 pub(super) struct Supervision<'a, O> {
     opts: &'a RunOptions,
     objects: &'a O,
-    run_id: &'a str,
+    /// The run whose checkpoints these are (a managed job's rank 0: the job's).
+    ckpt_owner: &'a str,
     dirs: &'a WorkDir,
     notice_file: Option<&'a Path>,
     pid: Pid,
@@ -144,6 +145,8 @@ pub(super) struct Supervision<'a, O> {
     phase: Phase,
     /// SIGINTs and SIGTERMs to tap so far (and a job stop, as one).
     stop_asked: u32,
+    /// The user stopped the run (SIGINT or SIGTERM to tap): it ends `cancelled`.
+    user_stop: bool,
     /// The next log line's number.
     seq: u64,
     /// The command's step, as its metrics say.
@@ -166,7 +169,11 @@ pub(super) struct Supervision<'a, O> {
 pub(super) struct Setting<'a, O> {
     pub opts: &'a RunOptions,
     pub objects: &'a O,
-    pub run_id: &'a str,
+    pub ckpt_owner: &'a str,
+    /// Checkpoint ids start with it (see `UploadQueue`).
+    pub ckpt_prefix: &'a str,
+    /// The number of this attempt's first log line.
+    pub first_log_seq: u64,
     pub dirs: &'a WorkDir,
     pub notice_file: Option<&'a Path>,
     pub pid: Pid,
@@ -183,7 +190,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         Supervision {
             opts: s.opts,
             objects: s.objects,
-            run_id: s.run_id,
+            ckpt_owner: s.ckpt_owner,
             dirs: s.dirs,
             notice_file: s.notice_file,
             pid: s.pid,
@@ -193,9 +200,10 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             echo: crate::term::Echo::default(),
             phase: Phase::Running,
             stop_asked: 0,
-            seq: 0,
+            user_stop: false,
+            seq: s.first_log_seq,
             step: 0,
-            uploads: UploadQueue::new(s.run_id),
+            uploads: UploadQueue::new(s.ckpt_prefix),
             in_flight: None,
             pending_snapshot: None,
             snapshot_seq: 0,
@@ -410,6 +418,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     /// SIGINT or SIGTERM to tap: forwarded once; a second one kills the command's group.
     fn on_stop(&mut self, sig: Sig) {
         self.stop_asked += 1;
+        self.user_stop = true;
         let forward = if sig == Sig::Int { Signal::SIGINT } else { Signal::SIGTERM };
         let Some((phase, act)) = self.phase.after_stop(self.stop_asked, forward, Instant::now()) else { return };
         match act {
@@ -454,7 +463,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let moved_before = self.objects.bytes_moved();
         let objects = self.objects.clone();
         let exp = self.opts.experiment.clone();
-        let run_id = self.run_id.to_owned();
+        let run_id = self.ckpt_owner.to_owned();
         let live = self.dirs.checkpoint.clone();
         let warned = self.snapshot_warned.clone();
         let previous = self.last_manifest.clone();
@@ -504,7 +513,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let mut sync = Box::pin(commit_checkpoint(
             self.objects,
             &self.opts.experiment,
-            self.run_id,
+            self.ckpt_owner,
             &id,
             self.step,
             &self.dirs.checkpoint,
@@ -568,6 +577,8 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let record = &mut self.record;
         record.status = if record.interruption.is_some() {
             RunStatus::Interrupted
+        } else if self.user_stop {
+            RunStatus::Cancelled
         } else if status.success() {
             RunStatus::Succeeded
         } else {
