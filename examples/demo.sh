@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tap's main job on its embedded default, no AWS account needed: a tracked training run that a
-# (simulated) spot interruption notice stops mid-training, then resumes from its checkpoint.
+# tap's main job on its embedded default, no AWS account needed: a sweep of two tracked
+# trainings, one of which a (simulated) spot interruption notice stops mid-training; it then
+# resumes from its own checkpoint, as a second attempt of the same run.
 # State goes to $TAP_HOME (default ./.tap-demo, recreated each time).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,33 +21,35 @@ echo "== hyperparameters (versioned; on a stack they live in SSM /ml/hparams)"
 "$tap" params set checkpoint_every 25 >/dev/null
 "$tap" params list
 
-echo; echo "== tap run: training starts"
+echo; echo "== a sweep: two trainings of one experiment at once, each with its own learning rate"
 export TAP_EXAMPLE_STEP_SECONDS=0.03
-"$tap" run --experiment demo -- python3 examples/train.py &
+"$tap" run --experiment demo --name base -- python3 examples/train.py &
 pid=$!
-for _ in $(seq 1 300); do # wait (at most 30 s) until it has trained a while
-  points=$("$tap" runs list -o json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[0]["metric_points"] if r else 0)')
+"$tap" run --experiment demo --name hot --param learning_rate=0.2 -- python3 examples/train.py >/dev/null 2>&1 &
+hot=$!
+for _ in $(seq 1 300); do # wait (at most 30 s) until "base" has trained a while
+  points=$("$tap" runs show base -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["run"]["metric_points"])' || echo 0)
   [[ "$points" -ge 240 ]] && break
   sleep 0.1
 done
-echo; echo "== spot interruption notice (what tap-agent relays from EC2): SIGUSR1 to tap run"
+echo; echo "== spot interruption notice for \"base\" (what tap-agent relays from EC2): SIGUSR1 to its tap run"
 kill -USR1 "$pid"
 status=0; wait "$pid" || status=$?
 echo "tap run exited $status (75 = interrupted, resumable)"
+wait "$hot"
+echo "\"hot\" finished: it holds the experiment's newest checkpoint, which base must never take"
 
-echo; echo "== a second node resumes the experiment from its latest checkpoint"
-"$tap" run --experiment demo --resume -- python3 examples/train.py
+echo; echo "== a second node resumes \"base\": its own checkpoint, its own hyperparameters, a new attempt"
+"$tap" run --experiment demo --resume base -- python3 examples/train.py
 
-echo; echo "== tap runs list"
+echo; echo "== tap runs list: one row per training"
 "$tap" runs list
-second=$("$tap" runs list -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["run_id"])')
-first=$("$tap" runs list -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[1]["run_id"])')
-echo; echo "== tap runs show $second"
-"$tap" runs show "$second"
-echo; echo "== tap runs compare"
-"$tap" runs compare "$first" "$second"
-echo; echo "== tap runs plot: both halves of the run in one picture"
-"$tap" runs plot "$first" "$second" --metric loss --log-y --out "$TAP_HOME/loss.png"
-echo; echo "== tap checkpoints latest -e demo"
-"$tap" checkpoints latest -e demo
+echo; echo "== tap runs show base: both attempts, one metric series"
+"$tap" runs show base
+echo; echo "== tap runs compare base hot"
+"$tap" runs compare base hot
+echo; echo "== tap runs plot: one curve per run"
+"$tap" runs plot base hot --metric loss --log-y --out "$TAP_HOME/loss.png"
+echo; echo "== tap checkpoints list base"
+"$tap" checkpoints list base
 echo; echo "State is in $TAP_HOME; try: TAP_HOME=$TAP_HOME $tap runs list --output json"

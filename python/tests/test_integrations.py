@@ -75,8 +75,10 @@ def test_hf_trainer_is_interrupted_and_resumed_with_every_step_exactly_once(tap)
     second = tap("run", "-e", "hf", "--resume", "--", sys.executable, str(EXAMPLES / "hf_train.py"))
     assert f"resuming from the checkpoint of step {stopped}" in second.stdout, second.stdout
     assert "done at step 1000" in second.stdout
-    rest = tap.steps(tap.runs()[0]["run_id"])
-    assert done + rest == list(range(1, 1001)), "every step exactly once, the Trainer's own step counter restored"
+    again = tap.runs()[0]
+    assert again["run_id"] == run["run_id"] and len(again["attempts"]) == 1, "attempt 2 of the same run"
+    assert "recomputed_steps" not in again, again
+    assert tap.steps(run["run_id"]) == list(range(1, 1001)), "every step once, the Trainer's own step counter restored"
     assert "TapmlWarning" not in second.stderr, second.stderr
 
 
@@ -132,5 +134,7 @@ def test_lightning_is_interrupted_and_resumed_with_every_step_exactly_once(tap, 
     second = tap("run", "-e", "pl", "--resume", "--", sys.executable, str(s))
     assert f"last.ckpt {stopped}" in second.stdout, second.stdout
     assert "done at step 300" in second.stdout, second.stdout
-    rest = tap.steps(tap.runs()[0]["run_id"])
-    assert done + rest == list(range(1, 301)), "every step exactly once, Lightning's loops restored"
+    again = tap.runs()[0]
+    assert again["run_id"] == run["run_id"] and len(again["attempts"]) == 1, "attempt 2 of the same run"
+    assert "recomputed_steps" not in again, again
+    assert tap.steps(run["run_id"]) == list(range(1, 301)), "every step once, Lightning's loops restored"

@@ -35,9 +35,14 @@ def test_train_py_is_interrupted_and_resumed_with_every_step_exactly_once(tap):
 
     second = tap("run", "-e", "spot", "--resume", "--", sys.executable, str(EXAMPLES / "train.py"))
     assert f"resumed at step {last}" in second.stdout, second.stdout
-    again = tap.runs()[0]
-    assert again["status"] == "succeeded" and again["resumed_from"] == run["run_id"]
-    assert done + tap.steps(again["run_id"]) == list(range(1, 101)), "every step exactly once across the two runs"
+    runs = tap.runs()
+    assert len(runs) == 1, "a resume is a new attempt of the same run, never a second run"
+    again = runs[0]
+    assert again["run_id"] == run["run_id"] and again["status"] == "succeeded", again
+    assert [a["status"] for a in again["attempts"]] == ["interrupted"], again["attempts"]
+    assert again["restored_step"] == last and "recomputed_steps" not in again, again
+    assert tap.steps(again["run_id"]) == list(range(1, 101)), "one series over both attempts"
+    assert again["metric_points"] == 300, "every step exactly once (loss, w, b per step)"
 
 
 def test_tap_run_provides_its_own_tapml_with_no_install_step(tap, tmp_path):

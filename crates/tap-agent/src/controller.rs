@@ -391,7 +391,7 @@ impl Controller {
                 if job.state.holds_nodes() {
                     let all: Vec<u32> =
                         job.current().map(|a| a.nodes.iter().map(|n| n.rank).collect()).unwrap_or_default();
-                    self.stop_attempt(&job, "cancelled (tap jobs cancel)").await;
+                    self.stop_attempt(&job, tap_core::runs::STOP_CANCELLED).await;
                     self.cancel_ranks(&job, &all).await;
                 }
                 jobs::cancel(&mut job, now);

@@ -593,17 +593,19 @@ mod moto {
             tap_run(&node_b.join("run"), &home, QUICK_STEP_S, &["--resume"]).wait_with_output().expect("B runs");
         assert!(run_b.status.success(), "{}", String::from_utf8_lossy(&run_b.stderr));
         let runs = tap_json(&home, &["runs", "list"]);
+        assert_eq!(runs.as_array().map(Vec::len), Some(1), "B's resume is attempt 2 of A's run: {runs}");
         assert_eq!(
-            (runs[0]["status"].as_str(), runs[0]["resumed_from"].as_str()),
-            (Some("succeeded"), Some(run_a_id.as_str()))
+            (runs[0]["status"].as_str(), runs[0]["run_id"].as_str(), runs[0]["attempts"][0]["status"].as_str()),
+            (Some("succeeded"), Some(run_a_id.as_str()), Some("interrupted"))
         );
-        let b_steps =
-            tap_test_support::loss_steps(&tap_json(&home, &["runs", "show", runs[0]["run_id"].as_str().expect("id")]));
-        let resumed_at = b_steps.first().copied().expect("B trained") - 1;
+        let resumed_at = runs[0]["restored_step"].as_u64().expect("B recorded its restore");
         assert_eq!(resumed_at, ckpt_step, "B starts from A's last checkpoint");
         let redone = a_last.saturating_sub(ckpt_step);
-        let all: Vec<u64> = a_steps.iter().filter(|&&s| s <= ckpt_step).chain(&b_steps).copied().collect();
-        assert_eq!(all, (1..=200).collect::<Vec<u64>>(), "every step of the job exactly once");
+        let shown = tap_json(&home, &["runs", "show", &run_a_id]);
+        assert_eq!(tap_test_support::loss_steps(&shown), (1..=200).collect::<Vec<u64>>(), "one series, every step");
+        let names: std::collections::BTreeSet<&str> =
+            shown["metrics"].as_array().expect("metrics").iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(runs[0]["metric_points"].as_u64(), Some(200 * names.len() as u64), "every step exactly once");
         assert_eq!(redone, 0, "no step was lost beyond the last checkpoint");
 
         let notice: tap_core::notice::Notice =

@@ -85,6 +85,10 @@ pub enum Command {
     /// 60 s of SIGTERM. What the command leaves in its process group ends with it. If the
     /// store fails mid-run, output and metrics are buffered and retried; the command goes on.
     /// A run whose tap died without recording an end shows as `lost` everywhere.
+    ///
+    /// A run is one training: `tap run --resume RUN` continues it as a new attempt, with its
+    /// own checkpoint and the hyperparameters it started with (`--name` gives it a name to use
+    /// there); a run stopped by SIGINT/SIGTERM ends `cancelled`.
     Run(RunArgs),
     /// Runs: list, show, compare, plot.
     #[command(subcommand)]

@@ -614,7 +614,7 @@ mod local {
         assert!(err.contains("SIGTERM forwarded") && err.contains("SIGKILL"), "{err}");
         let grandchild = std::fs::read_to_string(&pidfile).expect("pid");
         assert!(!alive(grandchild.trim()), "the process group is gone");
-        assert_eq!(json(home.path(), &["runs", "list"])[0]["status"], "failed");
+        assert_eq!(json(home.path(), &["runs", "list"])[0]["status"], "cancelled", "the user's stop, not a failure");
     }
 
     /// SIGTERM during the final upload (a checkpoint the command wrote without announcing it):
@@ -1071,6 +1071,44 @@ mod stack {
 
     fn loss_steps(env: &Env, run_id: &str) -> Vec<u64> {
         super::loss_steps(&env.json(&["runs", "show", run_id]))
+    }
+
+    /// Regression (issue 21) on the stack (DynamoDB, S3 on moto): in a sweep, `--resume` took
+    /// the experiment's latest checkpoint, another training's. Run "slow" is interrupted, run
+    /// "fast" (another learning rate) finishes after it, and `--resume` continues "slow" from its
+    /// own checkpoint as attempt 2 of the same run.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sweep_resume_continues_its_own_training_on_the_stack() {
+        let env = stack().await;
+        for (k, v) in [("epochs", "2"), ("steps_per_epoch", "50"), ("checkpoint_every", "10")] {
+            assert!(env.tap(&["params", "set", k, v]).status.success());
+        }
+        let slow = env
+            .command(&["run", "-e", "sweep", "--name", "slow", "--param", "learning_rate=0.01", "--", "python3", TRAIN])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        let out = super::interrupt_after_progress(slow, || env.json(&["runs", "list"]));
+        assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+        let fast =
+            env.tap(&["run", "-e", "sweep", "--name", "fast", "--param", "learning_rate=0.3", "--", "python3", TRAIN]);
+        assert!(fast.status.success(), "{}", String::from_utf8_lossy(&fast.stderr));
+        let slow_run = env.json(&["runs", "show", "slow"])["run"].clone();
+        let slow_id = slow_run["run_id"].as_str().expect("id").to_owned();
+        let resumed = env.tap(&["run", "-e", "sweep", "--resume", "--", "python3", TRAIN]);
+        let (out, err) = (String::from_utf8_lossy(&resumed.stdout), String::from_utf8_lossy(&resumed.stderr));
+        assert!(resumed.status.success(), "{out}\n{err}");
+        let own = slow_run["checkpoint"].as_str().expect("slow's final checkpoint");
+        assert!(err.contains(&format!("restoring checkpoint {own} of run {slow_id}")), "{err}");
+        let runs = env.json(&["runs", "list", "-e", "sweep"]);
+        assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
+        let after = env.json(&["runs", "show", "slow"]);
+        assert_eq!(after["run"]["status"], "succeeded");
+        assert_eq!(after["run"]["hparams"]["learning_rate"]["value"], "0.01");
+        assert_eq!(loss_steps(&env, &slow_id), (1..=100).collect::<Vec<u64>>());
+        let listed = env.json(&["checkpoints", "list", "slow"]);
+        assert!(listed.as_array().expect("list").iter().all(|c| c["run_id"] == slow_id.as_str()), "{listed}");
     }
 
     /// The previous release's items in the experiment table (fixtures/store-v1, made by

@@ -845,6 +845,30 @@ mod tests {
         JobRecord::new(id, spec(nodes), "me@laptop", submitted)
     }
 
+    /// Regression (issue 21): rank 0's node died hard and the job's record said "fresh start"
+    /// for an attempt that resumed; each attempt's checkpoint comes from its rank 0's restore.
+    #[test]
+    fn each_attempt_shows_what_its_rank_0_restored() {
+        let nodes = vec![node("i-a", 1), node("i-b", 2)];
+        let mut j = job("job-k", 2, 0);
+        begin_attempt(&mut j, &nodes, None, "i-a#1", 5);
+        begin_attempt(&mut j, &nodes, None, "i-a#1", 50);
+        begin_attempt(&mut j, &nodes, Some("planned".into()), "i-a#1", 90);
+        let rank_run = |attempt: u32, rank: u32, restored: Option<&str>| {
+            let mut r = crate::runs::Run::new("llm", &format!("r-{attempt}-{rank}"), vec![], "h", 1);
+            (r.group, r.job_attempt, r.node_rank) = (Some("job-k".into()), Some(attempt), Some(rank));
+            r.restored = restored.map(str::to_owned);
+            r
+        };
+        let mut other_job = rank_run(2, 0, Some("other-0009"));
+        other_job.group = Some("job-z".into());
+        let runs =
+            vec![rank_run(1, 0, None), rank_run(2, 1, Some("rank-1s")), rank_run(2, 0, Some("job-k-0004")), other_job];
+        restored_by_ranks(&mut j, &runs);
+        let shown: Vec<Option<&str>> = j.attempts.iter().map(|a| a.resumed_from.as_deref()).collect();
+        assert_eq!(shown, [None, Some("job-k-0004"), Some("planned")], "attempt 3 has no rank 0 run yet: the plan");
+    }
+
     #[test]
     fn specs_that_cannot_run_are_refused_in_one_line() {
         assert_eq!(spec(2).problem(), None);

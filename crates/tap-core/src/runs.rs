@@ -290,6 +290,15 @@ pub struct Job {
     pub stop: Option<String>,
 }
 
+/// The stop reason the job controller records when `tap jobs cancel` ends a job: its ranks
+/// end `cancelled`, not failed.
+pub const STOP_CANCELLED: &str = "cancelled (tap jobs cancel)";
+
+/// Whether the job's stop of attempt `attempt` is a cancel ([`STOP_CANCELLED`]).
+pub fn cancelled_by_job(job_run: &Run, attempt: u32) -> bool {
+    job_run.job.as_ref().is_some_and(|j| j.attempt == attempt && j.stop.as_deref() == Some(STOP_CANCELLED))
+}
+
 /// Why a rank of attempt `attempt` must stop, from its job's record: the attempt was ended,
 /// or a newer one started.
 pub fn stop_for(job_run: &Run, attempt: u32) -> Option<String> {
@@ -775,6 +784,9 @@ mod tests {
         assert_eq!(stop_for(&job, 1).as_deref(), Some("job g-1 started attempt 2 (this rank is of attempt 1)"));
         assert_eq!(stop_for(&job, 2), None);
         assert_eq!(stop_for(&Run::new("e", "r", vec![], "h", 0), 1), None, "not a job record");
+        assert!(!cancelled_by_job(&job, 2), "a reclaim's stop is not a cancel");
+        job.job.as_mut().expect("job").stop = Some(STOP_CANCELLED.into());
+        assert!(cancelled_by_job(&job, 2) && !cancelled_by_job(&job, 1), "a cancel of attempt 2");
     }
 
     #[test]

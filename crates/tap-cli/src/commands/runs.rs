@@ -28,7 +28,10 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
             let run = find_run(runs, run_id).await?;
             let points = tap_core::runs::series(runs.metrics(&run.experiment_id, &run.run_id).await?);
             match output {
-                Output::Json => json(out, &serde_json::json!({ "run": run, "metrics": points }))?,
+                Output::Json => json(
+                    out,
+                    &serde_json::json!({ "run": run, "attempts": run.all_attempts(run.status), "metrics": points }),
+                )?,
                 Output::Text => out.write_all(render::run_details(&run, &points).as_bytes())?,
             }
         }

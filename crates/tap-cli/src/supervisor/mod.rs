@@ -161,7 +161,8 @@ enum Event {
     Uploaded(String, u64, Result<Option<Committed>, String>),
     /// This rank's managed job moved on (its attempt was ended by the fleet's controller, or
     /// a newer one started): stop the command as on SIGTERM, so no rank hangs on a lost peer.
-    JobStop(String),
+    /// Its second field: the stop is `tap jobs cancel` (the rank ends `cancelled`).
+    JobStop(String, bool),
 }
 
 /// Log lines of attempt N are numbered from (N-1)·2^40: the lines of all attempts form the
@@ -196,7 +197,8 @@ async fn watch_job<R: RunStore>(
             tokio::time::timeout(recorder::STORE_CALL_LIMIT, store.get_run(experiment, &group)).await
             && let Some(why) = tap_core::runs::stop_for(&record, attempt)
         {
-            let _ = tx.send(Event::JobStop(why)).await;
+            let cancel = tap_core::runs::cancelled_by_job(&record, attempt);
+            let _ = tx.send(Event::JobStop(why, cancel)).await;
             return;
         }
     }

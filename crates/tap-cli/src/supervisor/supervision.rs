@@ -145,7 +145,8 @@ pub(super) struct Supervision<'a, O> {
     phase: Phase,
     /// SIGINTs and SIGTERMs to tap so far (and a job stop, as one).
     stop_asked: u32,
-    /// The user stopped the run (SIGINT or SIGTERM to tap): it ends `cancelled`.
+    /// The user stopped the run (SIGINT or SIGTERM to tap, or `tap jobs cancel` of its job):
+    /// it ends `cancelled`.
     user_stop: bool,
     /// The next log line's number.
     seq: u64,
@@ -287,7 +288,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             }
             Event::Metrics(line, end) => self.on_metrics(line, end),
             Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
-            Event::JobStop(why) => self.on_job_stop(&why),
+            Event::JobStop(why, cancel) => self.on_job_stop(&why, cancel),
             Event::Uploaded(id, step, result) => self.on_uploaded(id, step, result)?,
         }
         Ok(())
@@ -322,10 +323,11 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     }
 
     /// The job this rank belongs to moved on: stop the command as on SIGTERM.
-    fn on_job_stop(&mut self, why: &str) {
+    fn on_job_stop(&mut self, why: &str, cancel: bool) {
         if self.stop_asked > 0 {
             return;
         }
+        self.user_stop = cancel;
         if let Some((phase, act)) = self.phase.after_stop(1, Signal::SIGTERM, Instant::now()) {
             self.stop_asked = 1;
             crate::say!("tap: {why}: stopping this rank (SIGTERM; {TERM_GRACE:?} to exit)");

@@ -53,8 +53,9 @@ pub enum Target {
     /// A new attempt of `run` (whose latest attempt ended as `ended_as`), from its own
     /// latest checkpoint when it has one.
     Continue { run: Box<Run>, ended_as: RunStatus, checkpoint: Option<Manifest>, last_step: Option<u64> },
-    /// A rank of a managed job; a relaunch restores the job's own latest checkpoint.
-    Rank { job: JobRank, checkpoint: Option<Manifest> },
+    /// A rank of a managed job; a relaunch restores the job's own latest checkpoint and
+    /// gets the hyperparameters the job's first attempt recorded (`first`: that rank run).
+    Rank { job: JobRank, checkpoint: Option<Manifest>, first: Option<Box<Run>> },
 }
 
 impl Target {
@@ -99,7 +100,18 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
             let recorded = store.get_run(experiment, &job.group).await?.and_then(|r| r.checkpoint);
             checkpoint::of_run(objects, experiment, &job.group, recorded.as_deref()).await?
         };
-        return Ok(Target::Rank { job, checkpoint });
+        let first = if job.attempt > 1 {
+            let listing = store.list_runs(Some(experiment)).await?;
+            listing
+                .runs
+                .into_iter()
+                .filter(|r| r.group.as_deref() == Some(job.group.as_str()) && r.job_attempt.is_some())
+                .min_by_key(|r| (r.job_attempt, r.node_rank, r.started_ms))
+                .map(Box::new)
+        } else {
+            None
+        };
+        return Ok(Target::Rank { job, checkpoint, first });
     }
     if let Some(n) = name {
         let all = observed_runs(store, experiment).await?;
@@ -149,8 +161,8 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
 }
 
 /// The hyperparameters a run gets: for a new run, the stored defaults with `overrides`
-/// applied (each recorded with its source); for a continued run, what its first attempt
-/// recorded, whatever the defaults became since (a changed default is mentioned, once, never
+/// applied (each recorded with its source); for a continued run (and a managed job's
+/// relaunch), what its first attempt recorded, whatever the defaults became since (a changed default is mentioned, once, never
 /// applied; overrides are refused: a training's hyperparameters are fixed for its life).
 pub async fn hparams<P: ParamStore>(
     params: &P,
@@ -158,7 +170,12 @@ pub async fn hparams<P: ParamStore>(
     overrides: &BTreeMap<String, String>,
 ) -> anyhow::Result<BTreeMap<String, HparamUse>> {
     let defaults = params.list_params().await?;
-    if let Target::Continue { run, .. } = target {
+    let continued = match target {
+        Target::Continue { run, .. } => Some(run),
+        Target::Rank { first: Some(run), .. } => Some(run),
+        _ => None,
+    };
+    if let Some(run) = continued {
         if !overrides.is_empty() {
             let names: Vec<&str> = overrides.keys().map(String::as_str).collect();
             anyhow::bail!(

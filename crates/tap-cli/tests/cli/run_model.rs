@@ -67,16 +67,6 @@ fn interrupted(home: &Path, name: &str, flags: &[&str]) -> String {
     json(home, &["runs", "show", name])["run"]["run_id"].as_str().expect("id").to_owned()
 }
 
-fn steps(shown: &serde_json::Value) -> Vec<u64> {
-    shown["metrics"]
-        .as_array()
-        .expect("metrics")
-        .iter()
-        .filter(|p| p["name"] == "loss")
-        .map(|p| p["step"].as_u64().expect("step"))
-        .collect()
-}
-
 /// Regression (issue 21): in a sweep, `--resume` took the experiment's latest checkpoint —
 /// the other training's — and the interrupted training "resumed" with its weights at its
 /// final step. Now each training resumes its own checkpoint with its own learning rate, as
@@ -106,7 +96,10 @@ fn sweep_resume_continues_its_own_training_not_the_experiments_latest() {
     assert!(run["restored"].as_str().is_some_and(|c| c.starts_with(&slow)), "{run}");
     assert_eq!(run["hparams"]["learning_rate"]["value"], "0.1");
     assert_eq!(run["hparams"]["learning_rate"]["source"], "override");
-    assert_eq!(steps(&shown), (1..=60).collect::<Vec<u64>>(), "one series over both attempts");
+    assert_eq!(tap_test_support::loss_steps(&shown), (1..=60).collect::<Vec<u64>>(), "one series over both attempts");
+    let attempts: Vec<&str> =
+        shown["attempts"].as_array().expect("all attempts").iter().filter_map(|a| a["status"].as_str()).collect();
+    assert_eq!(attempts, ["interrupted", "succeeded"]);
     let text_view = text(&tap(h, &["runs", "show", "slow"]).stdout);
     assert!(text_view.contains("attempts:    2") && text_view.contains("fresh start"), "{text_view}");
     let table = text(&tap(h, &["runs", "list"]).stdout);
@@ -290,4 +283,123 @@ fn a_local_store_of_the_previous_release_opens_and_resumes() {
     );
     assert_eq!(after["restored"], c_ckpt);
     assert_eq!(json(h, &["runs", "list", "-e", "legacy"]).as_array().map(Vec::len), Some(3), "no new record");
+}
+
+/// `tap run` as a managed job's rank runs it on a node (what the fleet's job controller
+/// sends: `tap run --experiment E [--resume] -- CMD` under these variables).
+/// `lr`: the job's own learning rate (the tests' stand-in for what a job is submitted with;
+/// a relaunch is given none, as the controller gives none).
+fn rank(home: &Path, job: &str, attempt: u32, resume: bool, lr: Option<&str>, step_seconds: &str) -> Child {
+    let lr = lr.map(|lr| format!("learning_rate={lr}"));
+    let mut args = vec!["run", "-e", "jobs"];
+    if let Some(lr) = &lr {
+        args.extend_from_slice(&["--param", lr]);
+    }
+    if resume {
+        args.push("--resume");
+    }
+    args.extend_from_slice(&["--", "python3", JOB]);
+    Command::new(env!("CARGO_BIN_EXE_tap"))
+        .args(&args)
+        .env("TAP_HOME", home)
+        .env_remove("TAP_OUTPUT")
+        .env_remove("TAP_EXPERIMENT")
+        .env("TAP_RUN_GROUP", job)
+        .env("TAP_JOB_ATTEMPT", attempt.to_string())
+        .env("NODE_RANK", "0")
+        .env("SWEEP_STEP_SECONDS", step_seconds)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tap starts")
+}
+
+/// The rank-0 run of attempt `attempt` of `job`.
+fn rank_run(home: &Path, job: &str, attempt: u32) -> serde_json::Value {
+    let runs = json(home, &["runs", "list", "-e", "jobs", "--group", job]);
+    runs.as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["job_attempt"] == attempt && r["node_rank"] == 0)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until attempt `attempt` of `job` has committed a checkpoint and ten steps.
+fn wait_checkpointed(home: &Path, job: &str, attempt: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = rank_run(home, job, attempt);
+        if r["checkpoint"].is_string() && r["metric_points"].as_u64().unwrap_or(0) >= 10 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{job} #{attempt} made no checkpoint: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Regression (issue 21): a managed job's relaunch ran `tap run --resume`, which restored the
+/// experiment's latest checkpoint — another job's. Two jobs of one experiment: job-b is
+/// reclaimed (its rank 0 gets the notice), job-a then finishes and holds the experiment's
+/// newest checkpoint; job-b's relaunch restores job-b's own.
+#[test]
+fn job_relaunch_restores_its_own_checkpoint_not_another_jobs() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let b1 = rank(h, "job-b", 1, false, Some("0.2"), "0.1");
+    wait_checkpointed(h, "job-b", 1);
+    assert!(Command::new("kill").args(["-USR1", &b1.id().to_string()]).status().expect("kill").success());
+    assert_eq!(b1.wait_with_output().expect("wait").status.code(), Some(75));
+    let a1 = rank(h, "job-a", 1, false, Some("0.9"), "0.01").wait_with_output().expect("job-a");
+    assert!(a1.status.success(), "{}", text(&a1.stderr));
+
+    let b2 = rank(h, "job-b", 2, true, None, "0.01").wait_with_output().expect("job-b #2");
+    let (out, err) = (text(&b2.stdout), text(&b2.stderr));
+    assert!(b2.status.success(), "{out}\n{err}");
+    assert!(out.contains("resumed lr=0.2 step=") && out.contains("(given lr=0.2)"), "its own state and values: {out}");
+    assert!(err.contains("of run job-b"), "the job's own checkpoint: {err}");
+    let r2 = rank_run(h, "job-b", 2);
+    assert!(r2["restored"].as_str().is_some_and(|c| c.starts_with("job-b-")), "recorded from the restore: {r2}");
+}
+
+/// Regression (issue 21): a job whose node was lost before its first checkpoint restored,
+/// at its relaunch, whatever the experiment's latest was — another job's, even a finished
+/// one — and could end `succeeded` having trained a few of its steps. It starts fresh.
+#[test]
+fn job_lost_before_its_first_checkpoint_starts_fresh() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let other = rank(h, "job-done", 1, false, Some("0.9"), "0.01").wait_with_output().expect("job-done");
+    assert!(other.status.success(), "{}", text(&other.stderr));
+    let relaunch = rank(h, "job-new", 2, true, None, "0.01").wait_with_output().expect("job-new #2");
+    let (out, err) = (text(&relaunch.stdout), text(&relaunch.stderr));
+    assert!(relaunch.status.success(), "{out}\n{err}");
+    assert!(!out.contains("resumed") && out.contains("done lr=0.05 step=60"), "trained every step: {out}");
+    assert!(err.contains("job job-new has no checkpoint of its own yet; starting fresh"), "{err}");
+    assert!(rank_run(h, "job-new", 2)["restored"].is_null());
+}
+
+/// Regression (issue 21): when rank 0's node died hard (no notice, no final record), the
+/// job's record lost which checkpoint the relaunch restored ("fresh start" for an attempt
+/// that resumed). The relaunched rank 0 records what its restore took, and `tap jobs show`
+/// reads it from there (tap_core::jobs::restored_by_ranks).
+#[test]
+fn rank0_lost_without_a_notice_then_the_relaunch_records_its_restore() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let mut r1 = rank(h, "job-k", 1, false, Some("0.4"), "0.1");
+    wait_checkpointed(h, "job-k", 1);
+    // The node is gone: tap run and its command die at once, nothing more is recorded.
+    let group = r1.id().to_string();
+    assert!(Command::new("kill").args(["-KILL", &group]).status().expect("kill").success());
+    r1.wait().expect("wait");
+    std::thread::sleep(Duration::from_millis(300));
+    let committed = rank_run(h, "job-k", 1)["checkpoint"].as_str().expect("a committed checkpoint").to_owned();
+    let r2 = rank(h, "job-k", 2, true, None, "0.01").wait_with_output().expect("relaunch");
+    assert!(r2.status.success(), "{}", text(&r2.stderr));
+    let run2 = rank_run(h, "job-k", 2);
+    let restored = run2["restored"].as_str().expect("restored recorded");
+    assert!(restored.starts_with("job-k-"), "{run2}");
+    assert!(restored >= committed.as_str(), "at least the last checkpoint the record saw ({committed}): {restored}");
+    assert!(run2["restored_step"].as_u64().is_some_and(|s| s >= 10), "{run2}");
 }
