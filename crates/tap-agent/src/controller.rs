@@ -536,8 +536,25 @@ impl Controller {
             stop: None,
         };
         if self.runs.get_run(&job.spec.experiment, &job.id).await?.is_some() {
+            // A relaunch is the next attempt of the job's one run (recorded once, however
+            // often this write is repeated).
+            let start = tap_core::runs::AttemptStart {
+                host: format!("fleet {fleet_id}"),
+                instance_id: None,
+                started_ms: a.started_ms,
+                supervisor: None,
+                node_rank: None,
+                job_attempt: None,
+            };
+            let number = a.number;
             self.runs
                 .update_run(&job.spec.experiment, &job.id, |r| {
+                    if r.job.as_ref().is_some_and(|j| j.attempt < number) {
+                        let ended_as = r.status;
+                        r.begin_attempt(ended_as, start.clone());
+                        // A job's record has no supervisor of its own: its ranks report.
+                        r.heartbeat_ms = None;
+                    }
                     r.job = Some(record.clone());
                     r.status = RunStatus::Queued;
                     r.ended_ms = None;

@@ -174,7 +174,7 @@ pub fn compare(runs: &[Run]) -> String {
     let mt: BTreeSet<&str> = runs.iter().flat_map(|r| r.final_metrics.keys().map(String::as_str)).collect();
     let mut s = format!("{:<24}", "");
     for r in runs {
-        s.push_str(&format!(" {:>26}", r.run_id));
+        s.push_str(&format!(" {:>26}", r.label()));
     }
     s.push('\n');
     let mut row = |label: String, cell: &dyn Fn(&Run) -> String| {

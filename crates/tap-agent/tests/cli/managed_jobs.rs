@@ -493,6 +493,14 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     assert!(logs.contains("rank 0: resumed at step") && logs.contains("rank 0: done at step 400"), "{logs}");
     let show = String::from_utf8_lossy(&f.tap(&["jobs", "show", "job-reclaim"]).stdout).into_owned();
     assert!(show.contains("spot reclaim of rank 1's node") && show.contains("downtime"), "{show}");
+    // The job is one run; its relaunch is attempt 2 of it, which restored the job's own
+    // checkpoint (as its rank 0 recorded from the restore itself).
+    let job_run = f.runs.get_run(&done.spec.experiment, "job-reclaim").await.expect("get").expect("the job's run");
+    assert_eq!((job_run.attempt(), job_run.attempts[0].number), (2, 1), "{job_run:?}");
+    let restored = job_run.restored.as_deref().expect("attempt 2 restored a checkpoint");
+    assert!(restored.starts_with("job-reclaim-"), "the job's own checkpoint: {restored}");
+    assert_eq!(run2.restored.as_deref(), Some(restored));
+    assert!(show.contains(&format!("resumed from {restored}")), "{show}");
     // The idle controller (the job is over): every request it makes over one minute.
     let (idle_from, t0) = (f.controller_requests(), Instant::now());
     tokio::time::sleep(Duration::from_secs(60)).await;

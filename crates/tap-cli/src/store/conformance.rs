@@ -47,6 +47,29 @@ pub async fn runs<S: RunStore>(s: &S) {
     assert_eq!(updated.status, RunStatus::Succeeded);
     assert_eq!(s.get_run("exp-a", "r1").await.expect("get").map(|r| r.exit_code), Some(Some(0)));
     assert!(matches!(s.update_run("exp-a", "nope", |_| {}).await, Err(StoreError::NotFound(_))));
+    // A run's second attempt, with its name and restore, round-trips whole.
+    let start = tap_core::runs::AttemptStart {
+        host: "node-3".into(),
+        instance_id: Some("i-0def".into()),
+        started_ms: 5_000,
+        supervisor: None,
+        node_rank: None,
+        job_attempt: None,
+    };
+    let resumed = s
+        .update_run("exp-a", "r1", |r| {
+            r.name = Some("first".into());
+            r.begin_attempt(RunStatus::Interrupted, start.clone());
+            r.restored = Some("r1-0004".into());
+            r.restored_step = Some(40);
+            r.recomputed_steps = 2;
+        })
+        .await
+        .expect("a new attempt");
+    assert_eq!(resumed.attempt(), 2);
+    assert_eq!(s.get_run("exp-a", "r1").await.expect("get"), Some(resumed.clone()), "attempts round-trip");
+    let all = resumed.all_attempts(resumed.status);
+    assert_eq!(all.iter().map(|a| (a.number, a.host.as_str())).collect::<Vec<_>>(), [(1, "node-1"), (2, "node-3")]);
 }
 
 pub async fn metrics<S: RunStore>(s: &S) {

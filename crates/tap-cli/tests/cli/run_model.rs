@@ -102,6 +102,9 @@ fn sweep_resume_continues_its_own_training_not_the_experiments_latest() {
     assert_eq!(attempts, ["interrupted", "succeeded"]);
     let text_view = text(&tap(h, &["runs", "show", "slow"]).stdout);
     assert!(text_view.contains("attempts:    2") && text_view.contains("fresh start"), "{text_view}");
+    let log = text(&tap(h, &["logs", "slow"]).stdout);
+    let (cut, done) = (log.find("notice: checkpointed at step"), log.find("done lr=0.1 step=60"));
+    assert!(cut.is_some() && done.is_some() && cut < done, "both attempts' output, in order: {log}");
     let table = text(&tap(h, &["runs", "list"]).stdout);
     assert!(table.contains("ATTEMPTS") && table.contains("slow"), "{table}");
 
