@@ -85,6 +85,12 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         (Some(r), None) => s.push_str(&format!("resumed from run {r} (an attempt of its training)\n")),
         _ => {}
     }
+    if !run.legacy_records.is_empty() {
+        s.push_str(&format!(
+            "records:     {} (an earlier release's --resume chain: one training)\n",
+            run.legacy_records.join(", ")
+        ));
+    }
     s.push_str(&attempts_table(run));
     if let Some(g) = &run.group {
         let rank = run.node_rank.map(|r| format!(" (node rank {r})")).unwrap_or_default();

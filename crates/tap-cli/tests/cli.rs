@@ -1113,8 +1113,8 @@ mod stack {
 
     /// The previous release's items in the experiment table (fixtures/store-v1, made by
     /// scripts/make-store-fixtures.py with that release against moto) read as one-attempt
-    /// runs; its `--resume` chain reads as one training (the chain's start is not offered to
-    /// `--resume`); a finished run is not resumed; new runs are written beside them.
+    /// runs; its `--resume` chain reads as one training of two attempts (the chain's start is
+    /// not offered to `--resume`); a finished run is not resumed; new runs go beside them.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_table_of_the_previous_release_opens() {
         use aws_sdk_dynamodb::types::AttributeValue;
@@ -1137,12 +1137,17 @@ mod stack {
         }
         let runs = env.json(&["runs", "list", "-e", "legacy"]);
         let runs = runs.as_array().expect("runs");
-        assert_eq!(runs.len(), 3, "{runs:?}");
-        assert!(runs.iter().all(|r| r["attempts"].is_null() && r["status"] != "running"), "{runs:?}");
-        let (c, b, a) = (&runs[0], &runs[1], &runs[2]);
-        assert_eq!(b["resumed_from"], a["run_id"]);
-        let shown = env.tap(&["runs", "show", b["run_id"].as_str().expect("id")]);
-        assert!(String::from_utf8_lossy(&shown.stdout).contains("(an attempt of its training)"));
+        assert_eq!(runs.len(), 2, "the chain A <- B is one run: {runs:?}");
+        let (c, a) = (&runs[0], &runs[1]);
+        assert!(c["attempts"].is_null() && c["status"] == "interrupted", "{c}");
+        assert_eq!(
+            (a["status"].as_str(), a["attempts"][0]["status"].as_str()),
+            (Some("succeeded"), Some("interrupted"))
+        );
+        let b_id = a["legacy_records"][1].as_str().expect("B, folded in");
+        let shown = env.tap(&["runs", "show", b_id]);
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.contains("attempts:    2") && shown.contains("an earlier release's --resume chain"), "{shown}");
         // `--resume` takes C, the one unfinished training, and restores only its own
         // checkpoint: the bucket of this test does not hold it, and tap says which it wanted.
         let resumed = env.tap(&["run", "-e", "legacy", "--resume", "--", "true"]);
@@ -1150,11 +1155,11 @@ mod stack {
         let wanted = c["checkpoint"].as_str().expect("checkpoint");
         assert_eq!(resumed.status.code(), Some(1), "{err}");
         assert!(err.contains(wanted) && err.lines().count() == 1, "{err}");
-        let finished = env.tap(&["run", "-e", "legacy", "--resume", b["run_id"].as_str().expect("id"), "--", "true"]);
+        let finished = env.tap(&["run", "-e", "legacy", "--resume", a["run_id"].as_str().expect("id"), "--", "true"]);
         assert!(String::from_utf8_lossy(&finished.stderr).contains("succeeded: nothing is left to do"));
         let fresh = env.tap(&["run", "-e", "legacy", "--name", "new", "--", "true"]);
         assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
-        assert_eq!(env.json(&["runs", "list", "-e", "legacy"]).as_array().map(Vec::len), Some(4));
+        assert_eq!(env.json(&["runs", "list", "-e", "legacy"]).as_array().map(Vec::len), Some(3));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -163,6 +163,10 @@ pub struct Run {
     /// Steps the latest attempt computes again (see [`Attempt::recomputed_steps`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recomputed_steps: u64,
+    /// Readers only, never stored: the records of a format-1 `--resume` chain that
+    /// [`fold_legacy_chains`] shows as this one run, oldest first (their metrics are its).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_records: Vec<String>,
     /// The last value of every metric.
     pub final_metrics: BTreeMap<String, f64>,
     /// Number of metric points recorded.
@@ -399,6 +403,7 @@ impl Run {
             restored: None,
             restored_step: None,
             recomputed_steps: 0,
+            legacy_records: Vec::new(),
             final_metrics: BTreeMap::new(),
             metric_points: 0,
             interruption: None,
@@ -512,6 +517,96 @@ pub struct AttemptStart {
     pub job_attempt: Option<u32>,
 }
 
+/// The record that continued `r` by a format-1 `tap run --resume` (which made a new record
+/// naming the one it resumed; a fork names a checkpoint too, and is a run of its own).
+pub fn legacy_continuation<'a>(runs: &'a [Run], r: &Run) -> Option<&'a Run> {
+    runs.iter()
+        .filter(|o| {
+            o.experiment_id == r.experiment_id
+                && o.resumed_from.as_deref() == Some(r.run_id.as_str())
+                && o.parent_checkpoint.is_none()
+                && o.group.is_none()
+        })
+        .min_by_key(|o| (o.started_ms, o.run_id.clone()))
+}
+
+/// The format-1 chain that starts at `head`: it, then each record that continued the one
+/// before (bounded by the number of records, so a cycle in corrupt data ends).
+pub fn legacy_chain<'a>(runs: &'a [Run], head: &'a Run) -> Vec<&'a Run> {
+    let mut chain = vec![head];
+    while let Some(next) = chain.last().and_then(|r| legacy_continuation(runs, r)) {
+        if chain.len() > runs.len() || chain.iter().any(|c| std::ptr::eq(*c, next)) {
+            break;
+        }
+        chain.push(next);
+    }
+    chain
+}
+
+/// Runs as one training each: a format-1 `--resume` chain (records A ← B ← C) reads as run A
+/// with the chain's records as its attempts, in order; its latest attempt, status,
+/// checkpoint and metrics summary are the chain's last record's. Other runs are as they are.
+/// Order (newest first) follows the chain's start.
+pub fn fold_legacy_chains(runs: Vec<Run>) -> Vec<Run> {
+    // A managed job's rank runs are the job's attempts already (an earlier release's
+    // relaunched ranks name rank 0's run): never folded.
+    let continued: std::collections::BTreeSet<(String, String)> = runs
+        .iter()
+        .filter(|r| r.parent_checkpoint.is_none() && r.group.is_none())
+        .filter_map(|r| r.resumed_from.as_ref().map(|p| (r.experiment_id.clone(), p.clone())))
+        .filter(|(e, p)| runs.iter().any(|h| &h.experiment_id == e && &h.run_id == p))
+        .collect();
+    let is_member = |r: &Run| {
+        r.parent_checkpoint.is_none()
+            && r.group.is_none()
+            && r.resumed_from
+                .as_ref()
+                .is_some_and(|p| runs.iter().any(|h| h.experiment_id == r.experiment_id && &h.run_id == p))
+    };
+    let mut out = Vec::new();
+    for r in &runs {
+        if is_member(r) {
+            continue;
+        }
+        if !continued.contains(&(r.experiment_id.clone(), r.run_id.clone())) {
+            out.push(r.clone());
+            continue;
+        }
+        let chain = legacy_chain(&runs, r);
+        let Some((last, earlier)) = chain.split_last() else { continue };
+        let mut attempts = Vec::new();
+        for (i, e) in earlier.iter().enumerate() {
+            attempts.extend(e.attempts.iter().cloned());
+            let mut a = e.latest_attempt(e.status);
+            // A format-1 resume restored the checkpoint of the record it names.
+            if i > 0 && a.restored.is_none() {
+                a.restored.clone_from(&earlier[i - 1].checkpoint);
+            }
+            attempts.push(a);
+        }
+        attempts.extend(last.attempts.iter().cloned());
+        for (i, a) in attempts.iter_mut().enumerate() {
+            a.number = i as u32 + 1;
+        }
+        let mut f = (*last).clone();
+        if f.restored.is_none() && f.attempts.is_empty() {
+            f.restored = earlier.last().and_then(|e| e.checkpoint.clone());
+        }
+        f.attempts = attempts;
+        f.attempt_started_ms = Some(last.attempt_started_ms.unwrap_or(last.started_ms));
+        f.run_id.clone_from(&r.run_id);
+        f.name.clone_from(&r.name);
+        f.started_ms = r.started_ms;
+        f.hparams.clone_from(&r.hparams);
+        f.resumed_from.clone_from(&r.resumed_from);
+        f.parent_checkpoint.clone_from(&r.parent_checkpoint);
+        f.metric_points = chain.iter().map(|c| c.metric_points).sum();
+        f.legacy_records = chain.iter().map(|c| c.run_id.clone()).collect();
+        out.push(f);
+    }
+    out
+}
+
 /// Why a run named on the command line was not found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FindError {
@@ -584,9 +679,7 @@ pub fn pick_resume<'a>(
     };
     // A format-1 record that a later record resumed (`resumed_from` without a fork's
     // checkpoint) was continued there: it is an earlier attempt of that training.
-    let continued = |r: &Run| {
-        runs.iter().any(|o| o.resumed_from.as_deref() == Some(r.run_id.as_str()) && o.parent_checkpoint.is_none())
-    };
+    let continued = |r: &Run| legacy_continuation(runs, r).is_some();
     let Some(wanted) = wanted else {
         let candidates: Vec<&Run> =
             runs.iter().zip(observed).filter(|(r, s)| r.resumable(**s) && !continued(r)).map(|(r, _)| r).collect();
@@ -599,7 +692,9 @@ pub fn pick_resume<'a>(
             }),
         };
     };
-    let run = find_run(runs, experiment, wanted)?;
+    let named = find_run(runs, experiment, wanted)?;
+    // A format-1 chain is one training: naming any of its records continues its last.
+    let run = legacy_chain(runs, named).last().copied().unwrap_or(named);
     let status = status_of(run);
     let refuse = |why| Err(ResumeError::NotResumable { run: run.run_id.clone(), status: status.as_str(), why });
     if run.job.is_some() || run.group.is_some() {
@@ -984,6 +1079,44 @@ mod tests {
         let runs = vec![second, first];
         let picked = pick_resume(&runs, &statuses(&runs), "sweep", None).expect("the chain's end");
         assert_eq!(picked.run_id, "r-2");
+    }
+
+    #[test]
+    fn an_earlier_releases_resume_chain_reads_as_one_run_with_its_records_as_attempts() {
+        let mut a = ended("r-1", Some("first"), RunStatus::Interrupted, Some("r-1-0003"));
+        a.metric_points = 30;
+        let mut b = ended("r-2", None, RunStatus::Interrupted, Some("r-2-0002"));
+        (b.resumed_from, b.started_ms, b.metric_points) = (Some("r-1".into()), 2_000, 20);
+        let mut c = ended("r-3", None, RunStatus::Succeeded, Some("r-3-0001"));
+        (c.resumed_from, c.started_ms, c.metric_points) = (Some("r-2".into()), 3_000, 10);
+        let mut fork = ended("r-4", None, RunStatus::Succeeded, Some("r-4-0001"));
+        (fork.resumed_from, fork.parent_checkpoint) = (Some("r-3".into()), Some("r-3-0001".into()));
+        let lone = ended("r-5", None, RunStatus::Failed, None);
+        let mut rank = ended("r-6", None, RunStatus::Succeeded, None);
+        (rank.resumed_from, rank.group) = (Some("r-5".into()), Some("job-1".into()));
+        let folded = fold_legacy_chains(vec![fork.clone(), c, lone.clone(), rank, b, a]);
+        assert_eq!(
+            folded.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["r-4", "r-5", "r-6", "r-1"],
+            "a job's rank run is never folded"
+        );
+        assert_eq!((&folded[0], &folded[1]), (&fork, &lone), "a fork and a lone run are as stored");
+        let one = &folded[3];
+        assert_eq!((one.status, one.attempt(), one.metric_points), (RunStatus::Succeeded, 3, 60));
+        assert_eq!(
+            (one.name.as_deref(), one.started_ms, one.checkpoint.as_deref()),
+            (Some("first"), 1_000, Some("r-3-0001"))
+        );
+        assert_eq!(one.legacy_records, ["r-1", "r-2", "r-3"]);
+        let restored: Vec<Option<String>> = one.all_attempts(one.status).into_iter().map(|a| a.restored).collect();
+        assert_eq!(
+            restored,
+            [None, Some("r-1-0003".to_owned()), Some("r-2-0002".to_owned())],
+            "each resumed its predecessor's checkpoint"
+        );
+        // Naming any record of the chain continues its last one.
+        let runs = vec![one.clone()];
+        assert_eq!(legacy_chain(&runs, &runs[0]).len(), 1);
     }
 
     #[test]

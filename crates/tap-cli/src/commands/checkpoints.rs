@@ -49,7 +49,14 @@ fn verdict_of<'a>(run: &'a Run, id: &str) -> Option<&'a Verdict> {
 
 /// `tap checkpoints list RUN`.
 pub async fn list<O: ObjectStore>(objects: &O, run: &Run, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
-    let all = checkpoint::list_of_run(objects, &run.experiment_id, &run.run_id).await?;
+    let mut all = Vec::new();
+    if run.legacy_records.is_empty() {
+        all = checkpoint::list_of_run(objects, &run.experiment_id, &run.run_id).await?;
+    }
+    // A folded format-1 chain: every record's checkpoints, in order.
+    for id in &run.legacy_records {
+        all.extend(checkpoint::list_of_run(objects, &run.experiment_id, id).await?);
+    }
     match output {
         Output::Json => {
             let rows: Vec<serde_json::Value> = all
@@ -122,9 +129,15 @@ pub async fn pull<R: RunStore, O: ObjectStore>(
 /// experiment that has runs.
 async fn find_checkpoint<R: RunStore, O: ObjectStore>(runs: &R, objects: &O, what: &str) -> anyhow::Result<Manifest> {
     match crate::commands::find_run(runs, what).await {
-        Ok(run) => checkpoint::of_run(objects, &run.experiment_id, &run.run_id, run.checkpoint.as_deref())
-            .await?
-            .with_context(|| format!("run {} has no committed checkpoint", run.run_id)),
+        // A folded format-1 chain's latest checkpoint is its last record's.
+        Ok(run) => checkpoint::of_run(
+            objects,
+            &run.experiment_id,
+            run.legacy_records.last().unwrap_or(&run.run_id),
+            run.checkpoint.as_deref(),
+        )
+        .await?
+        .with_context(|| format!("run {} has no committed checkpoint", run.run_id)),
         Err(not_a_run) => {
             let listing = runs.list_runs(None).await?;
             let experiments: std::collections::BTreeSet<&str> =

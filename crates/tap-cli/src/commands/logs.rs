@@ -30,6 +30,14 @@ pub async fn print_logs<R: RunStore, L: LogStore>(
         run =
             crate::liveness::observed(runs.get_run(&run.experiment_id, &rank0).await?.context("the job's rank 0 run")?);
     }
+    // A folded format-1 chain: the earlier records' output first, then its last record's.
+    if let Some((last, earlier)) = run.legacy_records.clone().split_last() {
+        for id in earlier {
+            let lines = logs.logs(&run.experiment_id, id).await?;
+            print_lines(&lines, output, out)?;
+        }
+        run.run_id.clone_from(last);
+    }
     let mut printed = 0;
     // Bounded: a followed run that never ends is given up on after a week.
     for _ in 0..(7 * 24 * 3600 / 2) {
@@ -40,15 +48,7 @@ pub async fn print_logs<R: RunStore, L: LogStore>(
                 !matches!(r.status, tap_core::runs::RunStatus::Running | tap_core::runs::RunStatus::Queued)
             });
         let lines = logs.logs(&run.experiment_id, &run.run_id).await?;
-        match output {
-            Output::Json => json(out, &lines.iter().skip(printed).collect::<Vec<_>>())?,
-            Output::Text => {
-                for l in lines.iter().skip(printed) {
-                    let tag = if l.stream == crate::store::Stream::Stderr { "[stderr] " } else { "" };
-                    writeln!(out, "{tag}{}", l.text)?;
-                }
-            }
-        }
+        print_lines(lines.get(printed..).unwrap_or_default(), output, out)?;
         printed = printed.max(lines.len());
         if done && follow && lost {
             match output {
@@ -56,8 +56,8 @@ pub async fn print_logs<R: RunStore, L: LogStore>(
                 Output::Text => writeln!(
                     out,
                     "tap: run {} is lost: its tap run stopped without recording an end (killed, or its node \
-                         went away); `tap run --resume -e {}` continues from its last checkpoint",
-                    run.run_id, run.experiment_id
+                         went away); `tap run -e {} --resume {}` continues from its last checkpoint",
+                    run.run_id, run.experiment_id, run.run_id
                 )?,
             }
         }
@@ -68,4 +68,18 @@ pub async fn print_logs<R: RunStore, L: LogStore>(
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Output lines as `tap logs` prints them: stderr tagged in text, a JSON array otherwise.
+fn print_lines(lines: &[crate::store::LogLine], output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    match output {
+        Output::Json => json(out, &lines)?,
+        Output::Text => {
+            for l in lines {
+                let tag = if l.stream == crate::store::Stream::Stderr { "[stderr] " } else { "" };
+                writeln!(out, "{tag}{}", l.text)?;
+            }
+        }
+    }
+    Ok(())
 }

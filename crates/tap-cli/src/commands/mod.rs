@@ -145,13 +145,35 @@ pub(crate) fn listed(listing: crate::store::Runs) -> Vec<Run> {
     listing.runs
 }
 
+/// Runs as readers show them: one per training (a format-1 `--resume` chain folded into
+/// one run), each with its observed status.
+pub(crate) async fn trainings<R: RunStore>(runs: &R, experiment: Option<&str>) -> anyhow::Result<Vec<Run>> {
+    let mut all = listed(runs.list_runs(experiment).await?);
+    crate::liveness::observe(&mut all);
+    Ok(tap_core::runs::fold_legacy_chains(all))
+}
+
+/// A run's one metric series: every record's points (a folded format-1 chain has several),
+/// a step computed again keeping its later value.
+pub(crate) async fn series<R: RunStore>(runs: &R, run: &Run) -> anyhow::Result<Vec<tap_core::runs::MetricPoint>> {
+    let mut points = Vec::new();
+    if run.legacy_records.is_empty() {
+        points = runs.metrics(&run.experiment_id, &run.run_id).await?;
+    }
+    for id in &run.legacy_records {
+        points.extend(runs.metrics(&run.experiment_id, id).await?);
+    }
+    Ok(tap_core::runs::series(points))
+}
+
 /// A run by id, name or unique id prefix, in any experiment (the first of those that fits).
 pub(crate) async fn find_run<R: RunStore>(runs: &R, wanted: &str) -> anyhow::Result<Run> {
-    let mut all = listed(runs.list_runs(None).await?);
-    crate::liveness::observe(&mut all);
-    let fits: [&dyn Fn(&Run) -> bool; 3] = [&|r| r.run_id == wanted, &|r| r.name.as_deref() == Some(wanted), &|r| {
-        !wanted.is_empty() && r.run_id.starts_with(wanted)
-    }];
+    let all = trainings(runs, None).await?;
+    let fits: [&dyn Fn(&Run) -> bool; 3] = [
+        &|r| r.run_id == wanted || r.legacy_records.iter().any(|id| id == wanted),
+        &|r| r.name.as_deref() == Some(wanted),
+        &|r| !wanted.is_empty() && r.run_id.starts_with(wanted),
+    ];
     for fit in fits {
         let mut matches: Vec<Run> = all.iter().filter(|r| fit(r)).cloned().collect();
         match matches.len() {

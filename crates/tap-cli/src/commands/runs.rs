@@ -6,15 +6,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::cli::{Output, RunsCommand};
-use crate::commands::{find_run, json, listed};
+use crate::commands::{find_run, json, series, trainings};
 use crate::store::RunStore;
 use crate::{plot, render};
 
 pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         RunsCommand::List { experiment, group } => {
-            let mut list = listed(runs.list_runs(experiment.as_deref()).await?);
-            crate::liveness::observe(&mut list);
+            let mut list = trainings(runs, experiment.as_deref()).await?;
             if let Some(g) = group {
                 // The job's own record and its node runs.
                 list.retain(|r| r.group.as_ref() == Some(g) || (r.job.is_some() && &r.run_id == g));
@@ -26,7 +25,7 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
         }
         RunsCommand::Show { run_id } => {
             let run = find_run(runs, run_id).await?;
-            let points = tap_core::runs::series(runs.metrics(&run.experiment_id, &run.run_id).await?);
+            let points = series(runs, &run).await?;
             match output {
                 Output::Json => json(
                     out,
@@ -68,7 +67,7 @@ async fn plot<R: RunStore>(runs: &R, s: &PlotSettings<'_>, output: Output, out: 
     let mut data = Vec::new();
     for id in s.run_ids {
         let run = find_run(runs, id).await?;
-        let points = tap_core::runs::series(runs.metrics(&run.experiment_id, &run.run_id).await?);
+        let points = series(runs, &run).await?;
         data.push(plot::RunMetrics { run_id: run.label().to_owned(), points });
     }
     let panels = plot::panels(&data, s.metrics)?;

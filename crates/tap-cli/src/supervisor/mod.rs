@@ -813,7 +813,7 @@ where
 
     // Registered from the start: tap-agent's SIGUSR1 reaches a restore too. A notice written
     // before we registered is found by the notice-file poll (it fires at once).
-    let _registered = Registered(opts.runtime.as_ref().and_then(|rt| {
+    let registered = Registered(opts.runtime.as_ref().and_then(|rt| {
         rt.register(&Registration::this_process(&process_id, &opts.experiment, started))
             .map_err(|e| {
                 crate::say!(
@@ -845,6 +845,13 @@ where
         Target::Continue { run, .. } => run.run_id.clone(),
         _ => process_id.clone(),
     };
+    // The registration (one file per pid) names the run once it is known: an attempt of an
+    // earlier run has that run's id.
+    if run_id != process_id
+        && let (Some(rt), Some(_)) = (&opts.runtime, &registered.0)
+    {
+        let _ = rt.register(&Registration::this_process(&run_id, &opts.experiment, started));
+    }
     let record = match begin_record(store, opts, &run_id, started, &prepared).await {
         Ok(r) => r,
         Err(e) => {

@@ -253,8 +253,9 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// The previous release's local store (fixtures/store-v1/local, made by
 /// scripts/make-store-fixtures.py with that release): its runs read as one-attempt runs, its
-/// `--resume` chain (B resumed from A) reads as one training, and `--resume` continues the
-/// one unfinished training (C) from the checkpoint its record names, as attempt 2.
+/// `--resume` chain (B resumed from A) reads as one training with two attempts, and
+/// `--resume` continues the one unfinished training (C) from the checkpoint its record
+/// names, as attempt 2.
 #[test]
 fn a_local_store_of_the_previous_release_opens_and_resumes() {
     let home = tempfile::tempdir().expect("tempdir");
@@ -262,14 +263,25 @@ fn a_local_store_of_the_previous_release_opens_and_resumes() {
     copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1/local"), h);
     let runs = json(h, &["runs", "list", "-e", "legacy"]);
     let runs = runs.as_array().expect("runs");
-    assert_eq!(runs.len(), 3, "{runs:?}");
-    assert!(runs.iter().all(|r| r["attempts"].is_null()), "one attempt each");
-    let (c, b, a) = (&runs[0], &runs[1], &runs[2]);
-    assert_eq!((a["status"].as_str(), c["status"].as_str()), (Some("interrupted"), Some("interrupted")));
-    assert_eq!(b["resumed_from"], a["run_id"]);
-    let b_id = b["run_id"].as_str().expect("id");
-    let shown = text(&tap(h, &["runs", "show", b_id]).stdout);
-    assert!(shown.contains("(an attempt of its training)"), "{shown}");
+    assert_eq!(runs.len(), 2, "the chain A <- B is one run: {runs:?}");
+    let (c, a) = (&runs[0], &runs[1]);
+    assert_eq!((a["status"].as_str(), c["status"].as_str()), (Some("succeeded"), Some("interrupted")));
+    assert!(c["attempts"].is_null(), "one attempt");
+    let a_id = a["run_id"].as_str().expect("id");
+    let records = a["legacy_records"].as_array().expect("the chain's records");
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0], a_id);
+    assert_eq!(a["attempts"][0]["status"], "interrupted", "{a}");
+    let shown = json(h, &["runs", "show", a_id]);
+    let statuses: Vec<&str> =
+        shown["attempts"].as_array().expect("attempts").iter().filter_map(|x| x["status"].as_str()).collect();
+    assert_eq!(statuses, ["interrupted", "succeeded"]);
+    assert_eq!(tap_test_support::loss_steps(&shown), (1..=40).collect::<Vec<u64>>(), "one series over both records");
+    let b_id = records[1].as_str().expect("id");
+    let b_shown = text(&tap(h, &["runs", "show", b_id]).stdout);
+    assert!(b_shown.contains(&format!("run:         {a_id}")) && b_shown.contains("attempts:    2"), "{b_shown}");
+    let ckpts = json(h, &["checkpoints", "list", a_id]);
+    assert!(ckpts.as_array().expect("list").iter().any(|m| m["run_id"] == b_id), "{ckpts}");
 
     let train = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/train.py");
     let resumed = tap(h, &["run", "-e", "legacy", "--resume", "--", "python3", train]);
@@ -285,7 +297,13 @@ fn a_local_store_of_the_previous_release_opens_and_resumes() {
         (Some("succeeded"), Some("interrupted"))
     );
     assert_eq!(after["restored"], c_ckpt);
-    assert_eq!(json(h, &["runs", "list", "-e", "legacy"]).as_array().map(Vec::len), Some(3), "no new record");
+    assert_eq!(json(h, &["runs", "list", "-e", "legacy"]).as_array().map(Vec::len), Some(2), "no new record");
+    let finished = tap(h, &["run", "-e", "legacy", "--resume", a_id, "--", "true"]);
+    assert!(
+        text(&finished.stderr).contains("succeeded: nothing is left to do"),
+        "the chain ended: {}",
+        text(&finished.stderr)
+    );
 }
 
 /// `tap run` as a managed job's rank runs it on a node (what the fleet's job controller
