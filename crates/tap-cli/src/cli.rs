@@ -285,8 +285,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "CHECKPOINT|RUN")]
     pub resume_from: Option<String>,
 
-    /// A name for the run, unique in its experiment, usable wherever its id is.
-    #[arg(long, value_parser = parse_name)]
+    /// A name for the run, unique in its experiment, usable wherever its id is (a resumed
+    /// run keeps its own: --resume NAME).
+    #[arg(long, value_parser = parse_name, conflicts_with = "resume")]
     pub name: Option<String>,
 
     /// This run's value of hyperparameter NAME, over the stored default (repeatable). The run

@@ -115,8 +115,7 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
     }
     if let Some(n) = name {
         let all = observed_runs(store, experiment).await?;
-        let resuming_it = matches!(resume, Resume::Run(w) if w == n);
-        if !resuming_it && all.iter().any(|(r, _)| r.name.as_deref() == Some(n)) {
+        if all.iter().any(|(r, _)| r.name.as_deref() == Some(n)) {
             anyhow::bail!(
                 "experiment {experiment} already has a run named {n:?}; names are unique in an experiment \
                  (continue it with --resume {n})"

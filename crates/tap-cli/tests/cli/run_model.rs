@@ -167,6 +167,9 @@ fn resume_without_a_run_refuses_zero_and_two_candidates() {
     } else {
         assert!(by_prefix.status.success(), "{}", text(&by_prefix.stderr));
     }
+    // A resumed run keeps its name.
+    let renamed = tap(h, &run_args(&["--resume", "a", "--name", "z"]));
+    assert_eq!(renamed.status.code(), Some(2), "{}", text(&renamed.stderr));
     // A name is unique in its experiment.
     let dup = tap(h, &run_args(&["--name", "a"]));
     assert_eq!(dup.status.code(), Some(1));
