@@ -449,6 +449,17 @@ impl Run {
         all
     }
 
+    /// The stored records the run reads from, oldest first: its own, or the records of a
+    /// folded format-1 chain ([`fold_legacy_chains`]). The last is the one that holds its
+    /// latest attempt.
+    pub fn records(&self) -> Vec<&str> {
+        if self.legacy_records.is_empty() {
+            vec![self.run_id.as_str()]
+        } else {
+            self.legacy_records.iter().map(String::as_str).collect()
+        }
+    }
+
     /// The name shown for the run: its name, else its id.
     pub fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.run_id)
@@ -480,10 +491,11 @@ impl Run {
         self.job_attempt = start.job_attempt;
     }
 
-    /// Whether `tap run --resume` without a run takes this one: a training of its own (not a
-    /// job's record or one of its ranks), unfinished, with a committed checkpoint.
-    pub fn resumable(&self, observed: RunStatus) -> bool {
-        self.job.is_none() && self.group.is_none() && observed.is_unfinished() && self.checkpoint.is_some()
+    /// Whether `tap run --resume` without a run takes this one (its status as observed): a
+    /// training of its own (not a job's record or one of its ranks), unfinished, with a
+    /// committed checkpoint.
+    pub fn resumable(&self) -> bool {
+        self.job.is_none() && self.group.is_none() && self.status.is_unfinished() && self.checkpoint.is_some()
     }
 }
 
@@ -658,44 +670,35 @@ pub enum ResumeError {
     NotResumable { run: String, status: &'static str, why: &'static str },
 }
 
-/// One line per candidate: `id (name) interrupted at step 20`.
-fn candidate_line(r: &Run, status: RunStatus) -> String {
+/// One line per candidate: `id (name) interrupted`.
+fn candidate_line(r: &Run) -> String {
     let name = r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
-    format!("{}{name} {}", r.run_id, status.as_str())
+    format!("{}{name} {}", r.run_id, r.status.as_str())
 }
 
-/// The run `tap run --resume [wanted]` continues, from `runs` of one experiment with their
-/// observed statuses. Without `wanted`: the one resumable run ([`Run::resumable`]); none
-/// or several refuse, naming the candidates. With it: that run, unless it runs, succeeded or
-/// is a managed job's (whose controller resumes it).
-pub fn pick_resume<'a>(
-    runs: &'a [Run],
-    observed: &[RunStatus],
-    experiment: &str,
-    wanted: Option<&str>,
-) -> Result<&'a Run, ResumeError> {
-    let status_of = |r: &Run| {
-        runs.iter().position(|x| std::ptr::eq(x, r)).and_then(|i| observed.get(i).copied()).unwrap_or(r.status)
-    };
+/// The run `tap run --resume [wanted]` continues, from `runs` of one experiment as readers
+/// see them (statuses observed: [`observe_all`]). Without `wanted`: the one resumable run
+/// ([`Run::resumable`]); none or several refuse, naming the candidates. With it: that run,
+/// unless it runs, succeeded or is a managed job's (whose controller resumes it).
+pub fn pick_resume<'a>(runs: &'a [Run], experiment: &str, wanted: Option<&str>) -> Result<&'a Run, ResumeError> {
     // A format-1 record that a later record resumed (`resumed_from` without a fork's
     // checkpoint) was continued there: it is an earlier attempt of that training.
     let continued = |r: &Run| legacy_continuation(runs, r).is_some();
     let Some(wanted) = wanted else {
-        let candidates: Vec<&Run> =
-            runs.iter().zip(observed).filter(|(r, s)| r.resumable(**s) && !continued(r)).map(|(r, _)| r).collect();
+        let candidates: Vec<&Run> = runs.iter().filter(|r| r.resumable() && !continued(r)).collect();
         return match candidates.as_slice() {
             [one] => Ok(one),
             [] => Err(ResumeError::NoCandidate { experiment: experiment.to_owned() }),
             many => Err(ResumeError::Ambiguous {
                 experiment: experiment.to_owned(),
-                candidates: many.iter().map(|r| candidate_line(r, status_of(r))).collect(),
+                candidates: many.iter().map(|r| candidate_line(r)).collect(),
             }),
         };
     };
     let named = find_run(runs, experiment, wanted)?;
     // A format-1 chain is one training: naming any of its records continues its last.
     let run = legacy_chain(runs, named).last().copied().unwrap_or(named);
-    let status = status_of(run);
+    let status = run.status;
     let refuse = |why| Err(ResumeError::NotResumable { run: run.run_id.clone(), status: status.as_str(), why });
     if run.job.is_some() || run.group.is_some() {
         return refuse("it belongs to a managed job, whose controller resumes it (tap jobs show)");
@@ -1019,10 +1022,6 @@ mod tests {
         r
     }
 
-    fn statuses(runs: &[Run]) -> Vec<RunStatus> {
-        runs.iter().map(|r| r.status).collect()
-    }
-
     #[test]
     fn resume_without_a_run_takes_the_one_unfinished_run_with_a_checkpoint() {
         let runs = vec![
@@ -1031,19 +1030,19 @@ mod tests {
             ended("r-early", None, RunStatus::Failed, None),
             ended("r-stop", None, RunStatus::Cancelled, Some("r-stop-0001")),
         ];
-        let picked = pick_resume(&runs, &statuses(&runs), "sweep", None).expect("one candidate");
+        let picked = pick_resume(&runs, "sweep", None).expect("one candidate");
         assert_eq!(picked.run_id, "r-cut", "never the experiment's newest checkpoint (r-done's)");
 
         let mut two = runs.clone();
+        // Stored as running, observed lost (its supervisor vanished).
         two.push(ended("r-lost", None, RunStatus::Running, Some("r-lost-0001")));
-        let mut observed = statuses(&two);
-        *observed.last_mut().expect("last") = RunStatus::Lost;
-        let e = pick_resume(&two, &observed, "sweep", None).expect_err("two candidates").to_string();
+        observe_all(&mut two, i64::MAX, |_| Liveness::Unknown);
+        let e = pick_resume(&two, "sweep", None).expect_err("two candidates").to_string();
         assert_eq!(
             e,
             "experiment sweep has 2 runs to resume: r-cut (slow) interrupted, r-lost lost; name one: --resume RUN"
         );
-        let none = pick_resume(&runs[..1], &statuses(&runs[..1]), "sweep", None).expect_err("none");
+        let none = pick_resume(&runs[..1], "sweep", None).expect_err("none");
         assert!(matches!(none, ResumeError::NoCandidate { .. }), "{none}");
     }
 
@@ -1057,15 +1056,14 @@ mod tests {
             ended("r-stop", Some("stopped"), RunStatus::Cancelled, None),
             job_rank,
         ];
-        let obs = statuses(&runs);
-        assert_eq!(pick_resume(&runs, &obs, "sweep", Some("stopped")).expect("named").run_id, "r-stop");
+        assert_eq!(pick_resume(&runs, "sweep", Some("stopped")).expect("named").run_id, "r-stop");
         for (wanted, why) in [("fast", "--resume-from"), ("r-live", "still reports"), ("r-rank", "managed job")] {
-            let e = pick_resume(&runs, &obs, "sweep", Some(wanted)).expect_err(wanted).to_string();
+            let e = pick_resume(&runs, "sweep", Some(wanted)).expect_err(wanted).to_string();
             assert!(e.contains(why), "{wanted}: {e}");
         }
-        let e = pick_resume(&runs, &obs, "sweep", Some("r-")).expect_err("prefix of four").to_string();
+        let e = pick_resume(&runs, "sweep", Some("r-")).expect_err("prefix of four").to_string();
         assert!(e.contains("fits 4 runs"), "{e}");
-        let e = pick_resume(&runs, &obs, "sweep", Some("nope")).expect_err("unknown").to_string();
+        let e = pick_resume(&runs, "sweep", Some("nope")).expect_err("unknown").to_string();
         assert!(e.starts_with("no run \"nope\" in experiment sweep"), "{e}");
         assert_eq!(find_run(&runs, "sweep", "r-l").expect("unique prefix").run_id, "r-live");
     }
@@ -1077,7 +1075,7 @@ mod tests {
         let mut second = ended("r-2", None, RunStatus::Interrupted, Some("r-2-0001"));
         second.resumed_from = Some("r-1".into());
         let runs = vec![second, first];
-        let picked = pick_resume(&runs, &statuses(&runs), "sweep", None).expect("the chain's end");
+        let picked = pick_resume(&runs, "sweep", None).expect("the chain's end");
         assert_eq!(picked.run_id, "r-2");
     }
 

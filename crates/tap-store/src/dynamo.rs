@@ -57,7 +57,10 @@ pub fn decode_run(item: &HashMap<String, AttributeValue>) -> Result<(Run, u64)> 
         .get("body")
         .and_then(|v| v.as_s().ok())
         .ok_or_else(|| StoreError::Corrupt { what: "run item without body".into(), source: None })?;
-    let run: Run = tap_core::runs::decode_run(body).map_err(|e| StoreError::corrupt(e.to_string(), e))?;
+    let run: Run = tap_core::runs::decode_run(body).map_err(|e| match e {
+        tap_core::runs::DecodeError::Json(j) => StoreError::corrupt("corrupt run record", j),
+        newer @ tap_core::runs::DecodeError::Newer(_) => StoreError::Corrupt { what: newer.to_string(), source: None },
+    })?;
     let version = item
         .get("version")
         .and_then(|v| v.as_n().ok())

@@ -304,12 +304,32 @@ pub async fn upload_hashed<S: ObjectStore>(
     Ok(manifest)
 }
 
+/// A pointer or manifest of `space` that does not parse: a checkpoint's speaks of
+/// checkpoints, an artifact's of artifacts.
+fn corrupt_in(space: Space, what: String) -> CheckpointError {
+    match space {
+        Space::Checkpoints => CheckpointError::Manifest(tap_core::manifest::ManifestError(what)),
+        Space::Artifacts => CheckpointError::Artifact(what),
+    }
+}
+
+/// The checkpoint id a LATEST pointer at `key` names; None while there is none.
+async fn pointer_at<S: ObjectStore>(store: &S, space: Space, key: &str) -> Result<Option<String>> {
+    let Some(bytes) = store.get_bytes(key).await? else { return Ok(None) };
+    let pointer: Pointer = serde_json::from_slice(&bytes).map_err(|e| corrupt_in(space, format!("{key}: {e}")))?;
+    Ok(Some(pointer.checkpoint_id))
+}
+
+/// The manifest of `id` of `name` in `space`.
+async fn manifest_in<S: ObjectStore>(store: &S, space: Space, name: &str, id: &str) -> Result<Manifest> {
+    let key = manifest_key_in(space, name, id);
+    let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key.clone()))?;
+    Manifest::parse(&bytes).map_err(|e| corrupt_in(space, format!("{key}: {}", e.0)))
+}
+
 /// The manifest of checkpoint `id` of `experiment`.
 pub async fn manifest<S: ObjectStore>(store: &S, experiment: &str, id: &str) -> Result<Manifest> {
-    let key = manifest_key(experiment, id);
-    let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key.clone()))?;
-    Manifest::parse(&bytes)
-        .map_err(|e| CheckpointError::Manifest(tap_core::manifest::ManifestError(format!("{key}: {}", e.0))))
+    manifest_in(store, Space::Checkpoints, experiment, id).await
 }
 
 /// The latest committed checkpoint of run `run_id`: its own LATEST; for a run recorded by a
@@ -321,18 +341,8 @@ pub async fn of_run<S: ObjectStore>(
     run_id: &str,
     recorded: Option<&str>,
 ) -> Result<Option<Manifest>> {
-    let key = run_latest_key(experiment, run_id);
-    let id = match store.get_bytes(&key).await? {
-        Some(bytes) => {
-            let pointer: Pointer = serde_json::from_slice(&bytes)
-                .map_err(|e| CheckpointError::Manifest(tap_core::manifest::ManifestError(format!("{key}: {e}"))))?;
-            pointer.checkpoint_id
-        }
-        None => match recorded {
-            Some(id) => id.to_owned(),
-            None => return Ok(None),
-        },
-    };
+    let pointed = pointer_at(store, Space::Checkpoints, &run_latest_key(experiment, run_id)).await?;
+    let Some(id) = pointed.or_else(|| recorded.map(str::to_owned)) else { return Ok(None) };
     let m = manifest(store, experiment, &id).await?;
     if m.run_id != run_id {
         return Err(CheckpointError::Refused(format!(
@@ -366,17 +376,8 @@ pub async fn latest<S: ObjectStore>(store: &S, experiment: &str) -> Result<Optio
 }
 
 pub async fn latest_in<S: ObjectStore>(store: &S, space: Space, name: &str) -> Result<Option<Manifest>> {
-    let corrupt = |e: tap_core::manifest::ManifestError| match space {
-        Space::Checkpoints => CheckpointError::Manifest(e),
-        Space::Artifacts => CheckpointError::Artifact(e.0),
-    };
-    let latest = latest_key_in(space, name);
-    let Some(bytes) = store.get_bytes(&latest).await? else { return Ok(None) };
-    let pointer: Pointer = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(tap_core::manifest::ManifestError(format!("{latest}: {e}"))))?;
-    let key = manifest_key_in(space, name, &pointer.checkpoint_id);
-    let bytes = store.get_bytes(&key).await?.ok_or(ObjectError::NotFound(key.clone()))?;
-    Manifest::parse(&bytes).map(Some).map_err(|e| corrupt(tap_core::manifest::ManifestError(format!("{key}: {}", e.0))))
+    let Some(id) = pointer_at(store, space, &latest_key_in(space, name)).await? else { return Ok(None) };
+    manifest_in(store, space, name, &id).await.map(Some)
 }
 
 /// Writes every file of `manifest` under `dest`, each verified against its digest.

@@ -13,7 +13,7 @@ use crate::commands::json;
 
 /// Shows a byte progress bar (with throughput) on stderr while `work` runs; hidden when
 /// stderr is not a terminal.
-async fn with_progress<O: ObjectStore, T>(
+pub(crate) async fn with_progress<O: ObjectStore, T>(
     objects: &O,
     total: u64,
     label: &str,

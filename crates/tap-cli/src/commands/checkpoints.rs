@@ -49,12 +49,9 @@ fn verdict_of<'a>(run: &'a Run, id: &str) -> Option<&'a Verdict> {
 
 /// `tap checkpoints list RUN`.
 pub async fn list<O: ObjectStore>(objects: &O, run: &Run, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut all = Vec::new();
-    if run.legacy_records.is_empty() {
-        all = checkpoint::list_of_run(objects, &run.experiment_id, &run.run_id).await?;
-    }
     // A folded format-1 chain: every record's checkpoints, in order.
-    for id in &run.legacy_records {
+    let mut all = Vec::new();
+    for id in run.records() {
         all.extend(checkpoint::list_of_run(objects, &run.experiment_id, id).await?);
     }
     match output {
@@ -109,7 +106,9 @@ pub async fn pull<R: RunStore, O: ObjectStore>(
         anyhow::bail!("{} is not empty; pull into a new or empty directory", dir.display());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    checkpoint::restore(objects, &m, dir).await?;
+    let label = format!("pull {}", m.checkpoint_id);
+    crate::commands::artifacts::with_progress(objects, m.total_bytes(), &label, checkpoint::restore(objects, &m, dir))
+        .await?;
     match output {
         Output::Json => json(out, &m)?,
         Output::Text => writeln!(
@@ -133,7 +132,7 @@ async fn find_checkpoint<R: RunStore, O: ObjectStore>(runs: &R, objects: &O, wha
         Ok(run) => checkpoint::of_run(
             objects,
             &run.experiment_id,
-            run.legacy_records.last().unwrap_or(&run.run_id),
+            run.records().last().copied().unwrap_or(&run.run_id),
             run.checkpoint.as_deref(),
         )
         .await?

@@ -31,7 +31,8 @@ pub async fn print_logs<R: RunStore, L: LogStore>(
             crate::liveness::observed(runs.get_run(&run.experiment_id, &rank0).await?.context("the job's rank 0 run")?);
     }
     // A folded format-1 chain: the earlier records' output first, then its last record's.
-    if let Some((last, earlier)) = run.legacy_records.clone().split_last() {
+    let records: Vec<String> = run.records().into_iter().map(str::to_owned).collect();
+    if let Some((last, earlier)) = records.split_last() {
         for id in earlier {
             let lines = logs.logs(&run.experiment_id, id).await?;
             print_lines(&lines, output, out)?;

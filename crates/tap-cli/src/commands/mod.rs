@@ -157,10 +157,7 @@ pub(crate) async fn trainings<R: RunStore>(runs: &R, experiment: Option<&str>) -
 /// a step computed again keeping its later value.
 pub(crate) async fn series<R: RunStore>(runs: &R, run: &Run) -> anyhow::Result<Vec<tap_core::runs::MetricPoint>> {
     let mut points = Vec::new();
-    if run.legacy_records.is_empty() {
-        points = runs.metrics(&run.experiment_id, &run.run_id).await?;
-    }
-    for id in &run.legacy_records {
+    for id in run.records() {
         points.extend(runs.metrics(&run.experiment_id, id).await?);
     }
     Ok(tap_core::runs::series(points))

@@ -620,7 +620,7 @@ async fn begin_record<R: RunStore>(
         Target::Rank { job, .. } => Some(job),
         _ => None,
     };
-    if let Target::Continue { run, ended_as, last_step, .. } = &prepared.target {
+    if let Target::Continue { run, last_step, .. } = &prepared.target {
         let start = tap_core::runs::AttemptStart {
             host: opts.host.clone(),
             instance_id: opts.instance_id.clone(),
@@ -630,7 +630,8 @@ async fn begin_record<R: RunStore>(
             job_attempt: None,
         };
         let attempts_before = run.attempts.len();
-        let (ended_as, last_step) = (*ended_as, *last_step);
+        // The observed status: `lost` when its supervisor vanished.
+        let (ended_as, last_step) = (run.status, *last_step);
         let restored_id = restored.map(|m| m.checkpoint_id.clone());
         let restored_step = restored.and_then(|m| m.step);
         let stored = store

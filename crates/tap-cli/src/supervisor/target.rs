@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use tap_core::manifest::Manifest;
-use tap_core::runs::{self, HparamUse, ParamSource, Run, RunStatus};
+use tap_core::runs::{self, HparamUse, ParamSource, Run};
 
 use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint;
@@ -50,9 +50,9 @@ impl JobRank {
 pub enum Target {
     /// A new run; `parent` for a fork: the run and the checkpoint it starts from.
     New { parent: Option<Manifest> },
-    /// A new attempt of `run` (whose latest attempt ended as `ended_as`), from its own
-    /// latest checkpoint when it has one.
-    Continue { run: Box<Run>, ended_as: RunStatus, checkpoint: Option<Manifest>, last_step: Option<u64> },
+    /// A new attempt of `run` (its status as observed: how its latest attempt ended), from
+    /// its own latest checkpoint when it has one.
+    Continue { run: Box<Run>, checkpoint: Option<Manifest>, last_step: Option<u64> },
     /// A rank of a managed job; a relaunch restores the job's own latest checkpoint and
     /// gets the hyperparameters the job's first attempt recorded (`first`: that rank run).
     Rank { job: JobRank, checkpoint: Option<Manifest>, first: Option<Box<Run>> },
@@ -68,18 +68,12 @@ impl Target {
     }
 }
 
-/// One experiment's runs with their observed statuses (lost derived from heartbeats).
-async fn observed_runs<R: RunStore>(store: &R, experiment: &str) -> anyhow::Result<Vec<(Run, RunStatus)>> {
-    let listing = store.list_runs(Some(experiment)).await?;
-    let now = crate::now_ms();
-    Ok(listing
-        .runs
-        .into_iter()
-        .map(|r| {
-            let s = runs::observed_status(&r, now, crate::liveness::probe);
-            (r, s)
-        })
-        .collect())
+/// One experiment's runs as readers see them (statuses observed: lost where the
+/// supervisor is gone).
+async fn observed_runs<R: RunStore>(store: &R, experiment: &str) -> anyhow::Result<Vec<Run>> {
+    let mut list = store.list_runs(Some(experiment)).await?.runs;
+    crate::liveness::observe(&mut list);
+    Ok(list)
 }
 
 /// Decides the target from the flags and the store.
@@ -113,42 +107,37 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
         };
         return Ok(Target::Rank { job, checkpoint, first });
     }
-    if let Some(n) = name {
-        let all = observed_runs(store, experiment).await?;
-        if all.iter().any(|(r, _)| r.name.as_deref() == Some(n)) {
-            anyhow::bail!(
-                "experiment {experiment} already has a run named {n:?}; names are unique in an experiment \
-                 (continue it with --resume {n})"
-            );
-        }
+    // The experiment's runs, read once, when a flag needs them.
+    let all = match (name, resume) {
+        (None, Resume::No) => Vec::new(),
+        _ => observed_runs(store, experiment).await?,
+    };
+    if let Some(n) = name
+        && all.iter().any(|r| r.name.as_deref() == Some(n))
+    {
+        anyhow::bail!(
+            "experiment {experiment} already has a run named {n:?}; names are unique in an experiment \
+             (continue it with --resume {n})"
+        );
     }
     match resume {
         Resume::No => Ok(Target::New { parent: None }),
         Resume::Latest | Resume::Run(_) => {
-            let all = observed_runs(store, experiment).await?;
-            let (list, observed): (Vec<Run>, Vec<RunStatus>) = all.into_iter().unzip();
             let wanted = match resume {
                 Resume::Run(w) => Some(w.as_str()),
                 _ => None,
             };
-            let run = runs::pick_resume(&list, &observed, experiment, wanted)?;
-            let ended_as = list
-                .iter()
-                .position(|r| std::ptr::eq(r, run))
-                .and_then(|i| observed.get(i).copied())
-                .unwrap_or(run.status);
+            let run = runs::pick_resume(&all, experiment, wanted)?;
             let checkpoint = checkpoint::of_run(objects, experiment, &run.run_id, run.checkpoint.as_deref()).await?;
             let last_step = store.metrics(experiment, &run.run_id).await?.iter().map(|p| p.step).max();
-            Ok(Target::Continue { run: Box::new(run.clone()), ended_as, checkpoint, last_step })
+            Ok(Target::Continue { run: Box::new(run.clone()), checkpoint, last_step })
         }
         Resume::From(what) => {
             // A checkpoint id first, then a run (its latest checkpoint).
             if let Ok(m) = checkpoint::manifest(objects, experiment, what).await {
                 return Ok(Target::New { parent: Some(m) });
             }
-            let all = observed_runs(store, experiment).await?;
-            let list: Vec<Run> = all.into_iter().map(|(r, _)| r).collect();
-            let run = runs::find_run(&list, experiment, what).with_context(|| {
+            let run = runs::find_run(&all, experiment, what).with_context(|| {
                 format!("--resume-from {what:?}: not a checkpoint of experiment {experiment}, nor a run")
             })?;
             let m = checkpoint::of_run(objects, experiment, &run.run_id, run.checkpoint.as_deref())
@@ -161,8 +150,9 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
 
 /// The hyperparameters a run gets: for a new run, the stored defaults with `overrides`
 /// applied (each recorded with its source); for a continued run (and a managed job's
-/// relaunch), what its first attempt recorded, whatever the defaults became since (a changed default is mentioned, once, never
-/// applied; overrides are refused: a training's hyperparameters are fixed for its life).
+/// relaunch), what its first attempt recorded, whatever the defaults became since (a changed
+/// default is mentioned, once, never applied; overrides are refused: a training's
+/// hyperparameters are fixed for its life).
 pub async fn hparams<P: ParamStore>(
     params: &P,
     target: &Target,
