@@ -61,6 +61,11 @@ pub struct JobSpec {
     /// job waits for its turn however long it takes).
     #[serde(default = "default_wait_s")]
     pub wait_s: u32,
+    /// `--allow-cross-az`: the ranks may span Availability Zones when no one AZ has enough
+    /// nodes (every byte of the collective that crosses is billed, [`CROSS_AZ_USD_PER_GB`]).
+    /// Without it a multi-node job waits for one AZ that can hold it.
+    #[serde(default)]
+    pub allow_cross_az: bool,
 }
 
 /// A relaunch waits for replacements this long unless `--wait` says otherwise: EC2 usually
@@ -296,6 +301,88 @@ pub struct Attempt {
     pub resumed_from: Option<String>,
     /// The controller (instance id and lease epoch) that launched it.
     pub launched_by: String,
+    /// Its ranks span more than one Availability Zone (only with `--allow-cross-az`).
+    #[serde(default)]
+    pub cross_az: bool,
+    /// The network bytes its ranks' nodes sent and received while it ran, from tap-agent's
+    /// interface counters (the `NetworkBytesIn`/`NetworkBytesOut` metrics); None until the
+    /// controller first read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Vec<RankTraffic>>,
+}
+
+/// One rank's node's network bytes during an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankTraffic {
+    pub rank: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What AWS bills for data that crosses Availability Zones in one region: $0.01 per GB out
+/// of one AZ and $0.01 per GB into the other (EC2 pricing, "Data Transfer within the same AWS
+/// Region"), so each gigabyte that crosses costs twice this.
+pub const CROSS_AZ_USD_PER_GB_EACH_WAY: f64 = 0.01;
+/// Each gigabyte (10^9 bytes, as AWS bills) that crosses an AZ boundary: out and in.
+pub const CROSS_AZ_USD_PER_GB: f64 = 2.0 * CROSS_AZ_USD_PER_GB_EACH_WAY;
+/// Bytes in a billed gigabyte.
+pub const GB: f64 = 1e9;
+
+impl Attempt {
+    /// The Availability Zones its ranks ran in, in rank order without repeats (a node whose
+    /// AZ EC2 did not say counts as "unknown").
+    pub fn zones(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for n in &self.nodes {
+            let z = n.availability_zone.as_deref().unwrap_or("unknown");
+            if !out.contains(&z) {
+                out.push(z);
+            }
+        }
+        out
+    }
+
+    /// The bytes of its collective traffic that crossed an AZ, estimated from each node's
+    /// interface counters: the ring all-reduce that NCCL and Gloo run over the nodes in rank
+    /// order sends each rank's bytes to the next rank, so a rank's bytes out cross when the
+    /// next rank (rank 0 after the last) is in another AZ. Zero when placed in one AZ; None
+    /// before any traffic was read.
+    pub fn cross_az_bytes(&self) -> Option<u64> {
+        let traffic = self.traffic.as_ref()?;
+        let zone = |rank: u32| {
+            self.nodes.iter().find(|n| n.rank == rank).and_then(|n| n.availability_zone.as_deref()).unwrap_or("unknown")
+        };
+        let n = self.nodes.len() as u32;
+        if n < 2 {
+            return Some(0);
+        }
+        Some(
+            traffic
+                .iter()
+                .filter(|t| zone(t.rank) != zone((t.rank + 1) % n))
+                .map(|t| t.bytes_out)
+                .sum(),
+        )
+    }
+}
+
+/// The dollars `bytes` that crossed an AZ cost.
+pub fn cross_az_usd(bytes: u64) -> f64 {
+    bytes as f64 / GB * CROSS_AZ_USD_PER_GB
+}
+
+/// How many of a ring's hops cross an AZ when `nodes` ranks span `zones` AZs with each AZ's
+/// ranks next to each other (as [`place`] orders them): one hop into each AZ.
+pub fn crossing_hops(nodes: u32, zones: u32) -> u32 {
+    let k = zones.min(nodes);
+    if k < 2 { 0 } else { k }
+}
+
+/// What crossing AZs costs a job an hour: `bytes_per_rank_per_hour` each rank sends (a ring
+/// all-reduce sends 2·(N−1)/N × the gradient bytes per step), of which the crossing hops'
+/// share crosses.
+pub fn cross_az_usd_per_hour(nodes: u32, zones: u32, bytes_per_rank_per_hour: f64) -> f64 {
+    f64::from(crossing_hops(nodes, zones)) * bytes_per_rank_per_hour / GB * CROSS_AZ_USD_PER_GB
 }
 
 /// Each attempt's checkpoint as its rank 0 restored it, from the rank's own run record
@@ -383,20 +470,99 @@ impl JobRecord {
 /// How a job's nodes look to the controller, one line when they cannot take it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// These nodes (rank order: oldest first, so rank 0 is the most proven node).
+    /// These nodes, in rank order: within an AZ oldest first, so rank 0 is the most proven
+    /// node; across AZs (only `--allow-cross-az`) each AZ's ranks next to each other.
     Nodes(Vec<NodeInfo>),
     Wait(String),
 }
 
-/// Picks `needed` fit nodes not held by another job, oldest first, or says in one line why
-/// the job waits: "needs 4 healthy nodes, fleet has 2 (1 booting, 1 busy)".
-pub fn place(needed: u32, nodes: &[NodeInfo], busy: &BTreeSet<String>) -> Placement {
+/// What a placement must respect beyond the node count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Constraints<'a> {
+    /// The job may span AZs when no one AZ holds it (`--allow-cross-az`).
+    pub allow_cross_az: bool,
+    /// The AZ of the job's previous attempt: a relaunch goes back there when it can, where
+    /// its data (and its previous nodes' caches) are.
+    pub previous_zone: Option<&'a str>,
+}
+
+impl<'a> Constraints<'a> {
+    pub fn of(job: &'a JobRecord) -> Constraints<'a> {
+        let previous_zone = job.current().and_then(|a| match a.zones().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        });
+        Constraints { allow_cross_az: job.spec.allow_cross_az, previous_zone }
+    }
+}
+
+/// A node's AZ for placement ("unknown" when EC2 did not say: never mixed with a known one).
+fn zone_of(n: &NodeInfo) -> &str {
+    n.availability_zone.as_deref().unwrap_or("unknown")
+}
+
+/// Picks `needed` fit nodes not held by another job, all in one Availability Zone, or says in
+/// one line why the job waits.
+///
+/// Which AZ, when several can hold the job: the previous attempt's (a relaunch stays where
+/// its data is); else the best fit, the AZ with the fewest free fit nodes that still holds it,
+/// so the AZ with the most nodes stays free for a bigger job; ties go to the AZ whose oldest
+/// free node is oldest, then by name. Within the AZ, oldest nodes first.
+///
+/// When no AZ can: with `allow_cross_az` the fewest AZs that hold it (most free nodes first,
+/// each AZ's ranks together, so the ring crosses an AZ as few times as it can); without,
+/// "needs 4 healthy nodes in one AZ: us-east-1a has 2, us-east-1b 1, us-east-1c 1". A fleet
+/// with too few fit nodes in all says what the others are doing: "needs 4 healthy nodes,
+/// fleet has 2 (1 booting, 1 busy)".
+pub fn place(needed: u32, nodes: &[NodeInfo], busy: &BTreeSet<String>, c: Constraints<'_>) -> Placement {
     let mut fit: Vec<&NodeInfo> =
         nodes.iter().filter(|n| n.unfit().is_none() && !busy.contains(n.instance_id.as_str())).collect();
-    if fit.len() >= needed as usize {
-        fit.sort_by(|a, b| a.seniority().cmp(&b.seniority()));
-        return Placement::Nodes(fit[..needed as usize].iter().map(|&n| n.clone()).collect());
+    fit.sort_by(|a, b| a.seniority().cmp(&b.seniority()));
+    let need = needed as usize;
+    if fit.len() < need {
+        return Placement::Wait(short_of_nodes(needed, fit.len(), nodes, busy));
     }
+    // Free fit nodes by AZ (each AZ's nodes oldest first).
+    let mut by_zone: BTreeMap<&str, Vec<&NodeInfo>> = BTreeMap::new();
+    for n in &fit {
+        by_zone.entry(zone_of(n)).or_default().push(n);
+    }
+    let take = |v: &[&NodeInfo], k: usize| v[..k].iter().map(|&n| n.clone()).collect::<Vec<_>>();
+    if need <= 1 {
+        return Placement::Nodes(take(&fit, need));
+    }
+    if let Some(prev) = c.previous_zone
+        && let Some(v) = by_zone.get(prev).filter(|v| v.len() >= need)
+    {
+        return Placement::Nodes(take(v, need));
+    }
+    let best = by_zone
+        .iter()
+        .filter(|(_, v)| v.len() >= need)
+        .min_by(|(za, a), (zb, b)| (a.len(), a[0].seniority(), *za).cmp(&(b.len(), b[0].seniority(), *zb)));
+    if let Some((_, v)) = best {
+        return Placement::Nodes(take(v, need));
+    }
+    if c.allow_cross_az {
+        let mut zones: Vec<(&str, &Vec<&NodeInfo>)> = by_zone.iter().map(|(z, v)| (*z, v)).collect();
+        // The previous AZ first, then the AZs with the most free nodes (the fewest AZs).
+        zones.sort_by(|(za, a), (zb, b)| {
+            (Some(*za) != c.previous_zone, std::cmp::Reverse(a.len()), a[0].seniority())
+                .cmp(&(Some(*zb) != c.previous_zone, std::cmp::Reverse(b.len()), b[0].seniority()))
+        });
+        let chosen: Vec<NodeInfo> = zones.iter().flat_map(|(_, v)| v.iter()).take(need).map(|&n| n.clone()).collect();
+        return Placement::Nodes(chosen);
+    }
+    let counts: Vec<String> = by_zone
+        .iter()
+        .enumerate()
+        .map(|(i, (z, v))| if i == 0 { format!("{z} has {}", v.len()) } else { format!("{z} {}", v.len()) })
+        .collect();
+    Placement::Wait(format!("needs {needed} healthy nodes in one AZ: {}", counts.join(", ")))
+}
+
+/// The line of a job that waits because the fleet has fewer than `needed` fit free nodes.
+fn short_of_nodes(needed: u32, fit: usize, nodes: &[NodeInfo], busy: &BTreeSet<String>) -> String {
     let count = |f: &dyn Fn(&NodeInfo) -> bool| nodes.iter().filter(|n| f(n)).count();
     let booting = count(&|n| {
         n.state == crate::fleet::InstanceState::Pending
@@ -417,12 +583,11 @@ pub fn place(needed: u32, nodes: &[NodeInfo], busy: &BTreeSet<String>) -> Placem
         }
     }
     let s = |k: usize| if k == 1 { "" } else { "s" };
-    Placement::Wait(format!(
-        "needs {needed} healthy node{}, fleet has {}{}",
+    format!(
+        "needs {needed} healthy node{}, fleet has {fit}{}",
         s(needed as usize),
-        fit.len(),
         if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
-    ))
+    )
 }
 
 /// The queue's verdict for each job that needs nodes, in FIFO order (submission time, then
@@ -440,7 +605,7 @@ pub fn schedule<'a>(jobs: &'a [JobRecord], nodes: &[NodeInfo]) -> Vec<(&'a JobRe
             out.push((j, Placement::Wait(format!("waits behind job {first} (first in, first out)"))));
             continue;
         }
-        let p = place(j.spec.nodes, nodes, &busy);
+        let p = place(j.spec.nodes, nodes, &busy, Constraints::of(j));
         match &p {
             Placement::Nodes(chosen) => busy.extend(chosen.iter().map(|n| n.instance_id.clone())),
             Placement::Wait(_) => blocked = Some(&j.id),
@@ -713,7 +878,12 @@ pub fn begin_attempt(job: &mut JobRecord, nodes: &[NodeInfo], resumed_from: Opti
         end: None,
         resumed_from,
         launched_by: by.to_owned(),
+        cross_az: false,
+        traffic: None,
     });
+    if let Some(a) = job.attempts.last_mut() {
+        a.cross_az = a.zones().len() > 1;
+    }
     job.state = JobState::Starting;
     job.waiting = None;
     job.updated_ms = now_ms;
@@ -824,6 +994,7 @@ mod tests {
             timeout_s: 86_400,
             resume: false,
             wait_s: DEFAULT_WAIT_S,
+            allow_cross_az: false,
         }
     }
 
@@ -900,17 +1071,190 @@ mod tests {
         pending.state = "pending".into();
         let nodes = vec![node("i-c", 3), sick, node("i-a", 2), booting, pending, node("i-b", 4)];
         let busy = BTreeSet::from(["i-b".to_owned()]);
-        match place(2, &nodes, &busy) {
+        match place(2, &nodes, &busy, Constraints::default()) {
             Placement::Nodes(n) => {
                 assert_eq!(n.iter().map(|n| n.instance_id.as_str()).collect::<Vec<_>>(), ["i-a", "i-c"]);
             }
             p => panic!("{p:?}"),
         }
         assert_eq!(
-            place(4, &nodes, &busy),
+            place(4, &nodes, &busy, Constraints::default()),
             Placement::Wait("needs 4 healthy nodes, fleet has 2 (2 booting, 1 busy, 1 GPU-unhealthy)".into())
         );
-        assert_eq!(place(1, &[], &BTreeSet::new()), Placement::Wait("needs 1 healthy node, fleet has 0".into()));
+        assert_eq!(place(1, &[], &BTreeSet::new(), Constraints::default()), Placement::Wait("needs 1 healthy node, fleet has 0".into()));
+    }
+
+    fn in_zone(id: &str, launched: i64, zone: &str) -> NodeInfo {
+        NodeInfo { availability_zone: Some(zone.into()), ..node(id, launched) }
+    }
+
+    fn ids(p: &Placement) -> Vec<&str> {
+        match p {
+            Placement::Nodes(n) => n.iter().map(|n| n.instance_id.as_str()).collect(),
+            Placement::Wait(w) => panic!("waits: {w}"),
+        }
+    }
+
+    /// Issue 22: a 4-node job on a fleet split 2/1/1 over three AZs waits, with the line
+    /// that says where the nodes are, instead of spanning AZs.
+    #[test]
+    fn a_split_fleet_makes_a_multi_node_job_wait_with_the_count_per_az() {
+        let nodes = vec![
+            in_zone("i-c1", 4, "us-east-1c"),
+            in_zone("i-a1", 1, "us-east-1a"),
+            in_zone("i-b1", 2, "us-east-1b"),
+            in_zone("i-a2", 3, "us-east-1a"),
+        ];
+        assert_eq!(
+            place(4, &nodes, &BTreeSet::new(), Constraints::default()),
+            Placement::Wait("needs 4 healthy nodes in one AZ: us-east-1a has 2, us-east-1b 1, us-east-1c 1".into())
+        );
+        // Busy and unfit nodes are not counted in their AZ.
+        let busy = BTreeSet::from(["i-a2".to_owned()]);
+        let mut sick = in_zone("i-b2", 5, "us-east-1b");
+        sick.unhealthy = Some(true);
+        let mut more = nodes.clone();
+        more.push(sick);
+        more.push(in_zone("i-c2", 6, "us-east-1c"));
+        assert_eq!(
+            place(3, &more, &busy, Constraints::default()),
+            Placement::Wait("needs 3 healthy nodes in one AZ: us-east-1a has 1, us-east-1b 1, us-east-1c 2".into())
+        );
+        assert_eq!(ids(&place(2, &more, &busy, Constraints::default())), ["i-c1", "i-c2"]);
+        // Too few fit nodes in all: the fleet-wide line, as before.
+        assert_eq!(
+            place(6, &more, &busy, Constraints::default()),
+            Placement::Wait("needs 6 healthy nodes, fleet has 4 (1 busy, 1 GPU-unhealthy)".into())
+        );
+    }
+
+    #[test]
+    fn the_best_fit_az_is_chosen_and_ties_go_to_the_oldest_node() {
+        let nodes = vec![
+            in_zone("i-a1", 1, "us-east-1a"),
+            in_zone("i-a2", 2, "us-east-1a"),
+            in_zone("i-a3", 3, "us-east-1a"),
+            in_zone("i-b1", 5, "us-east-1b"),
+            in_zone("i-b2", 4, "us-east-1b"),
+            in_zone("i-c1", 7, "us-east-1c"),
+            in_zone("i-c2", 6, "us-east-1c"),
+        ];
+        // b and c hold 2 each (the fewest that fit); b's oldest node (4) is older than c's (6).
+        assert_eq!(ids(&place(2, &nodes, &BTreeSet::new(), Constraints::default())), ["i-b2", "i-b1"]);
+        assert_eq!(ids(&place(3, &nodes, &BTreeSet::new(), Constraints::default())), ["i-a1", "i-a2", "i-a3"]);
+        // One node: the oldest fit node anywhere (no AZ to keep together).
+        assert_eq!(ids(&place(1, &nodes, &BTreeSet::new(), Constraints::default())), ["i-a1"]);
+        // A node whose AZ is unknown is never placed with a known AZ's nodes.
+        let unknown = vec![in_zone("i-a1", 1, "us-east-1a"), NodeInfo { availability_zone: None, ..node("i-x", 2) }];
+        assert_eq!(
+            place(2, &unknown, &BTreeSet::new(), Constraints::default()),
+            Placement::Wait("needs 2 healthy nodes in one AZ: unknown has 1, us-east-1a 1".into())
+        );
+    }
+
+    #[test]
+    fn a_relaunch_goes_back_to_its_previous_az_when_it_can() {
+        let nodes = vec![
+            in_zone("i-a1", 1, "us-east-1a"),
+            in_zone("i-a2", 2, "us-east-1a"),
+            in_zone("i-c1", 3, "us-east-1c"),
+            in_zone("i-c2", 4, "us-east-1c"),
+            in_zone("i-c3", 5, "us-east-1c"),
+        ];
+        let mut j = job("j", 2, 0);
+        begin_attempt(&mut j, &nodes[2..4], None, "x", 1);
+        assert!(!j.current().expect("attempt").cross_az);
+        end_attempt(&mut j, AttemptEnd::SpotReclaim { rank: 1, instance_id: "i-c2".into() }, 2);
+        let c = Constraints::of(&j);
+        assert_eq!(c.previous_zone, Some("us-east-1c"));
+        // Without the previous AZ the best fit would be us-east-1a (2 nodes).
+        assert_eq!(ids(&place(2, &nodes, &BTreeSet::new(), Constraints::default())), ["i-a1", "i-a2"]);
+        assert_eq!(ids(&place(2, &nodes, &BTreeSet::new(), c)), ["i-c1", "i-c2"]);
+        // The previous AZ lost its nodes: another AZ that holds the job.
+        let busy = BTreeSet::from(["i-c2".to_owned(), "i-c3".to_owned()]);
+        assert_eq!(ids(&place(2, &nodes, &busy, c)), ["i-a1", "i-a2"]);
+        let jobs = vec![j];
+        let verdicts = schedule(&jobs, &nodes);
+        assert_eq!(ids(&verdicts[0].1), ["i-c1", "i-c2"], "the queue places with the job's own constraints");
+    }
+
+    #[test]
+    fn allow_cross_az_spans_the_fewest_azs_with_each_azs_ranks_together() {
+        let nodes = vec![
+            in_zone("i-c1", 1, "us-east-1c"),
+            in_zone("i-a1", 2, "us-east-1a"),
+            in_zone("i-b1", 3, "us-east-1b"),
+            in_zone("i-a2", 4, "us-east-1a"),
+            in_zone("i-b2", 5, "us-east-1b"),
+            in_zone("i-a3", 6, "us-east-1a"),
+        ];
+        let c = Constraints { allow_cross_az: true, previous_zone: None };
+        // a holds 3, b 2, c 1: a first, then b.
+        assert_eq!(ids(&place(5, &nodes, &BTreeSet::new(), c)), ["i-a1", "i-a2", "i-a3", "i-b1", "i-b2"]);
+        // One AZ still wins when one can hold it.
+        assert_eq!(ids(&place(3, &nodes, &BTreeSet::new(), c)), ["i-a1", "i-a2", "i-a3"]);
+        let mut j = job("x", 5, 0);
+        j.spec.allow_cross_az = true;
+        let Placement::Nodes(chosen) = place(5, &nodes, &BTreeSet::new(), Constraints::of(&j)) else { panic!() };
+        begin_attempt(&mut j, &chosen, None, "x", 1);
+        let a = j.current().expect("attempt");
+        assert!(a.cross_az, "the record says it crossed");
+        assert_eq!(a.zones(), ["us-east-1a", "us-east-1b"]);
+        let text = serde_json::to_string(&j).expect("json");
+        assert!(text.contains("\"cross_az\":true") && text.contains("\"allow_cross_az\":true"), "{text}");
+    }
+
+    /// A job record of the previous release (no allow_cross_az, cross_az or traffic) reads.
+    #[test]
+    fn a_job_record_of_the_previous_release_reads() {
+        let mut j = job("old", 2, 0);
+        begin_attempt(&mut j, &[node("i-a", 1), node("i-b", 2)], None, "x", 1);
+        let mut v = serde_json::to_value(&j).expect("json");
+        v["spec"].as_object_mut().expect("spec").remove("allow_cross_az");
+        v["attempts"][0].as_object_mut().expect("attempt").remove("cross_az");
+        let back: JobRecord = serde_json::from_value(v).expect("reads");
+        assert!(!back.spec.allow_cross_az && !back.attempts[0].cross_az && back.attempts[0].traffic.is_none());
+    }
+
+    #[test]
+    fn cross_az_bytes_count_the_ring_hops_that_cross() {
+        let nodes = vec![
+            in_zone("i-a1", 1, "us-east-1a"),
+            in_zone("i-a2", 2, "us-east-1a"),
+            in_zone("i-b1", 3, "us-east-1b"),
+            in_zone("i-b2", 4, "us-east-1b"),
+        ];
+        let mut j = job("x", 4, 0);
+        begin_attempt(&mut j, &nodes, None, "x", 1);
+        let a = j.attempts.last_mut().expect("attempt");
+        assert_eq!(a.cross_az_bytes(), None, "not read yet");
+        a.traffic = Some(
+            (0..4).map(|rank| RankTraffic { rank, bytes_in: 7, bytes_out: (u64::from(rank) + 1) * 1_000_000_000 }).collect(),
+        );
+        // Rank 1 (a) sends to rank 2 (b); rank 3 (b) sends to rank 0 (a).
+        assert_eq!(a.cross_az_bytes(), Some(2_000_000_000 + 4_000_000_000));
+        assert!((cross_az_usd(6_000_000_000) - 0.12).abs() < 1e-9);
+        let mut one = job("y", 2, 0);
+        begin_attempt(&mut one, &nodes[..2], None, "x", 1);
+        let a = one.attempts.last_mut().expect("attempt");
+        a.traffic = Some(vec![
+            RankTraffic { rank: 0, bytes_in: 5, bytes_out: 9_000_000_000 },
+            RankTraffic { rank: 1, bytes_in: 5, bytes_out: 9_000_000_000 },
+        ]);
+        assert_eq!(a.cross_az_bytes(), Some(0), "one AZ: nothing crosses");
+    }
+
+    /// The issue's arithmetic: DDP of a 1.3 B-parameter model in fp16 on 6 nodes spread 2/2/2,
+    /// a step every 4 s: ≈ $230 an hour of crossing.
+    #[test]
+    fn crossing_costs_what_the_issue_computed() {
+        let per_rank_per_step = 2.0 * 5.0 / 6.0 * 2.6e9;
+        let usd = cross_az_usd_per_hour(6, 3, per_rank_per_step * 3600.0 / 4.0);
+        assert!((usd - 234.0).abs() < 1.0, "{usd}");
+        assert_eq!(crossing_hops(6, 3), 3);
+        assert_eq!(crossing_hops(2, 3), 2);
+        assert_eq!(crossing_hops(1, 3), 0);
+        assert_eq!(crossing_hops(6, 1), 0);
     }
 
     #[test]
