@@ -211,6 +211,21 @@ pub struct LaunchArgs {
     /// Extra environment for the command on every node (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Let the ranks span Availability Zones when no one AZ has enough healthy nodes.
+    /// Without it a multi-node job waits for one AZ that holds it: the collective's traffic
+    /// between AZs is billed at $0.01/GB each way and adds a hop to every all-reduce. Prints
+    /// what crossing would cost an hour (from --traffic-per-step, or the traffic measured
+    /// on the experiment's last job); `tap jobs show` says where each attempt ran.
+    #[arg(long)]
+    pub allow_cross_az: bool,
+    /// The bytes each rank sends per training step, for the crossing's cost (a DDP ring
+    /// all-reduce sends 2·(N−1)/N × the gradients' bytes: 4.3GB for 1.3 B fp16 parameters
+    /// on 6 nodes). Decimal units: 4.3GB, 800MB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_traffic, requires_all = ["allow_cross_az", "step_time"])]
+    pub traffic_per_step: Option<f64>,
+    /// How long one training step takes, with --traffic-per-step (e.g. 4s, 800ms).
+    #[arg(long, value_parser = parse_duration, requires = "traffic_per_step")]
+    pub step_time: Option<Duration>,
     /// Watch the job after submitting it: state changes, each attempt, rank 0's output.
     /// Ctrl-C stops watching, never the job.
     #[arg(long, short)]
@@ -497,6 +512,33 @@ fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
     name.parse().map_err(|_| format!("{s:?} is not a signal name (e.g. SIGUSR1, SIGTERM)"))
 }
 
+/// A traffic volume in bytes: `4.3GB`, `800MB`, `2.6e9`, `1.5GiB` (decimal units as AWS
+/// bills them; binary ones too).
+pub fn parse_traffic(s: &str) -> Result<f64, String> {
+    let bad = || format!("{s:?} is not a byte count like 4.3GB, 800MB or 2.6e9");
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let v = n * mult;
+    // More than a petabyte a step is a typo, not a model.
+    if !v.is_finite() || v <= 0.0 || v > 1e15 {
+        return Err(format!("{s:?}: give the bytes one rank sends per step (more than 0, at most 1PB)"));
+    }
+    Ok(v)
+}
+
 /// `64MiB`, `8M`, `1GiB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let err = || format!("{s:?} is not a size like 64MiB, 8M or 1GiB");
@@ -589,6 +631,34 @@ mod tests {
 
     /// clap checks its own definitions (unique short flags, …) only when asked: ask, so a clash
     /// fails this test instead of panicking in a user's hands.
+    #[test]
+    fn traffic_volumes_read_in_decimal_and_binary_units() {
+        assert_eq!(parse_traffic("4.3GB"), Ok(4.3e9));
+        assert_eq!(parse_traffic("800MB"), Ok(8e8));
+        assert_eq!(parse_traffic("2.6e9"), Ok(2.6e9));
+        assert_eq!(parse_traffic("1GiB"), Ok(1_073_741_824.0));
+        for bad in ["", "GB", "-1GB", "0", "4.3 parsecs", "NaN", "inf", "2e20"] {
+            let e = parse_traffic(bad).expect_err(bad);
+            assert!(e.contains(&format!("{bad:?}")) && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn launch_takes_the_crossing_flags_only_together_and_with_allow_cross_az() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["tap", "launch", "--nodes", "2"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["--", "true"]);
+            Cli::try_parse_from(args)
+        };
+        assert!(parse(&["--allow-cross-az", "--traffic-per-step", "4.3GB", "--step-time", "4s"]).is_ok());
+        assert!(parse(&["--allow-cross-az"]).is_ok());
+        assert!(parse(&["--traffic-per-step", "4.3GB", "--step-time", "4s"]).is_err(), "needs --allow-cross-az");
+        assert!(parse(&["--allow-cross-az", "--traffic-per-step", "4.3GB"]).is_err(), "needs --step-time");
+        assert!(parse(&["--allow-cross-az", "--step-time", "4s"]).is_err(), "needs --traffic-per-step");
+    }
+
     #[test]
     fn command_definitions_are_consistent() {
         use clap::CommandFactory;

@@ -239,6 +239,32 @@ pub fn jobs_table(jobs: &[tap_core::jobs::JobRecord]) -> String {
 }
 
 /// `tap jobs show`: the job's story, attempt by attempt.
+/// Where a job's attempts ran, in one line.
+fn placement(j: &tap_core::jobs::JobRecord) -> String {
+    let allowed = if j.spec.allow_cross_az { "; --allow-cross-az" } else { "" };
+    if j.attempts.is_empty() {
+        return if j.spec.nodes > 1 && !j.spec.allow_cross_az {
+            "one AZ (every rank in one Availability Zone)".into()
+        } else {
+            format!("not placed yet{allowed}")
+        };
+    }
+    let crossed: Vec<String> =
+        j.attempts.iter().filter(|a| a.cross_az).map(|a| format!("#{} {}", a.number, a.zones().join("+"))).collect();
+    if crossed.is_empty() {
+        let mut zones: Vec<&str> = j.attempts.iter().flat_map(|a| a.zones()).collect();
+        zones.dedup();
+        format!("one AZ per attempt ({}){allowed}", zones.join(", then "))
+    } else {
+        format!("crossed AZs: {} (--allow-cross-az)", crossed.join("; "))
+    }
+}
+
+/// Bytes in gigabytes (10^9, as AWS bills them).
+fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / tap_core::jobs::GB)
+}
+
 pub fn job_story(j: &tap_core::jobs::JobRecord, now_ms: i64) -> String {
     let mut s = format!("job:         {} ({})\n", j.id, j.state.as_str());
     s.push_str(&format!("experiment:  {}\n", j.spec.experiment));
@@ -252,6 +278,20 @@ pub fn job_story(j: &tap_core::jobs::JobRecord, now_ms: i64) -> String {
         "restarts:    {} of {} used (reclaims, lost nodes, GPU faults); error retries {} of {}\n",
         j.restarts_used, j.spec.restarts, j.error_retries_used, j.spec.retry_on_error
     ));
+    s.push_str(&format!("placement:   {}\n", placement(j)));
+    let net = j.network();
+    if net.measured_attempts > 0 {
+        s.push_str(&format!(
+            "network:     {} out, {} in; cross-AZ {} (${:.2} at ${}/GB each way)\n",
+            gb(net.bytes_out),
+            gb(net.bytes_in),
+            gb(net.cross_az_bytes),
+            net.cross_az_usd,
+            tap_core::jobs::CROSS_AZ_USD_PER_GB_EACH_WAY
+        ));
+    } else if !j.attempts.is_empty() {
+        s.push_str("network:     not read yet (tap-agent's NetworkBytesIn/Out of its nodes)\n");
+    }
     if let Some(w) = j.waiting.as_ref().filter(|_| !j.state.is_final()) {
         s.push_str(&format!("waiting:     {w}\n"));
     }
@@ -279,6 +319,19 @@ pub fn job_story(j: &tap_core::jobs::JobRecord, now_ms: i64) -> String {
         s.push_str(&format!("  #{:<3} {} -> {end}{why}\n", a.number, rfc3339(a.started_ms)));
         let from = a.resumed_from.as_deref().unwrap_or("nothing (fresh start)");
         s.push_str(&format!("       resumed from {from}; launched by {}\n", a.launched_by));
+        let zones = a.zones().join(", ");
+        let net = match (&a.traffic, a.cross_az_bytes()) {
+            (Some(t), Some(cross)) => format!(
+                "; network {} out, {} in, cross-AZ {} (${:.2})",
+                gb(t.iter().map(|r| r.bytes_out).sum()),
+                gb(t.iter().map(|r| r.bytes_in).sum()),
+                gb(cross),
+                tap_core::jobs::cross_az_usd(cross)
+            ),
+            _ => String::new(),
+        };
+        let crossed = if a.cross_az { " (crosses AZs: --allow-cross-az)" } else { "" };
+        s.push_str(&format!("       in {zones}{crossed}{net}\n"));
         for n in &a.nodes {
             s.push_str(&format!(
                 "       rank {:<3} {:<20} {:<14} {:<12} {}\n",
@@ -324,6 +377,7 @@ mod tests {
             timeout_s: 3600,
             resume: false,
             wait_s: jobs::DEFAULT_WAIT_S,
+            allow_cross_az: true,
         };
         let mut j = JobRecord::new("job-1", spec, "me@laptop", 0);
         let waiting = jobs_table(std::slice::from_ref(&j));
@@ -333,6 +387,10 @@ mod tests {
         jobs::begin_attempt(&mut j, &[a.clone(), b], None, "i-a#1", 60_000);
         jobs::commands_sent(&mut j, &[("i-a".into(), "cmd-a".into()), ("i-b".into(), "cmd-b".into())], 61_000);
         jobs::end_attempt(&mut j, AttemptEnd::SpotReclaim { rank: 1, instance_id: "i-b".into() }, 3_660_000);
+        j.attempts[0].traffic = Some(vec![
+            jobs::RankTraffic { rank: 0, bytes_in: 40_000_000_000, bytes_out: 50_000_000_000 },
+            jobs::RankTraffic { rank: 1, bytes_in: 50_000_000_000, bytes_out: 40_000_000_000 },
+        ]);
         jobs::begin_attempt(&mut j, &[a, c], Some("ckpt-7".into()), "i-a#1", 3_681_000);
         let story = job_story(&j, 3_721_000);
         for want in [
@@ -343,6 +401,9 @@ mod tests {
             "    downtime 0m21s\n",
             "  #2   1970-01-01T01:01:21Z -> running (0m40s)\n",
             "       resumed from ckpt-7; launched by i-a#1\n",
+            "placement:   crossed AZs: #1 us-east-1a+us-east-1b; #2 us-east-1a+us-east-1c (--allow-cross-az)\n",
+            "network:     90.00 GB out, 90.00 GB in; cross-AZ 90.00 GB ($1.80 at $0.01/GB each way)\n",
+            "       in us-east-1a, us-east-1b (crosses AZs: --allow-cross-az); network 90.00 GB out, 90.00 GB in, cross-AZ 90.00 GB ($1.80)\n",
             "       rank 1   i-c                  p3.2xlarge     us-east-1c   (command not sent)\n",
         ] {
             assert!(story.contains(want), "{want:?} in\n{story}");

@@ -366,6 +366,21 @@ impl Attempt {
     }
 }
 
+/// A job's network over its attempts (`tap jobs show`; the goodput's dollars include it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Network {
+    /// Attempts whose traffic was read (the others count nothing).
+    pub measured_attempts: u32,
+    /// What its ranks' nodes received and sent (interface counters, every peer included).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// What crossed an AZ ([`Attempt::cross_az_bytes`]): 0 for a job placed in one AZ.
+    pub cross_az_bytes: u64,
+    pub cross_az_usd: f64,
+    /// Some attempt spanned AZs (`--allow-cross-az`).
+    pub crossed: bool,
+}
+
 /// The dollars `bytes` that crossed an AZ cost.
 pub fn cross_az_usd(bytes: u64) -> f64 {
     bytes as f64 / GB * CROSS_AZ_USD_PER_GB
@@ -458,6 +473,21 @@ impl JobRecord {
             .filter(|_| self.state.holds_nodes())
             .into_iter()
             .flat_map(|a| a.nodes.iter().map(|n| n.instance_id.as_str()))
+    }
+
+    /// The network its attempts used, summed over the attempts whose traffic was read.
+    pub fn network(&self) -> Network {
+        let mut n = Network::default();
+        for a in &self.attempts {
+            let Some(t) = &a.traffic else { continue };
+            n.measured_attempts += 1;
+            n.bytes_in += t.iter().map(|r| r.bytes_in).sum::<u64>();
+            n.bytes_out += t.iter().map(|r| r.bytes_out).sum::<u64>();
+            n.cross_az_bytes += a.cross_az_bytes().unwrap_or(0);
+        }
+        n.cross_az_usd = cross_az_usd(n.cross_az_bytes);
+        n.crossed = self.attempts.iter().any(|a| a.cross_az);
+        n
     }
 
     /// The downtime before each attempt after the first: from the previous attempt's end to

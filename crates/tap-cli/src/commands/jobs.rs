@@ -38,7 +38,11 @@ pub fn settings(a: &LaunchArgs) -> anyhow::Result<JobSpec> {
         timeout_s: u32::try_from(a.timeout.as_secs()).unwrap_or(u32::MAX),
         resume: a.resume,
         wait_s: u32::try_from(a.wait.as_secs()).unwrap_or(u32::MAX),
+        allow_cross_az: a.allow_cross_az,
     };
+    if a.step_time.is_some_and(|t| t.is_zero()) {
+        bail!("--step-time must be more than 0");
+    }
     if let Some(problem) = spec.problem() {
         bail!("{problem}");
     }
@@ -96,6 +100,9 @@ pub async fn launch(
             );
         }
     }
+    if spec.allow_cross_az && spec.nodes > 1 {
+        eprintln!("tap: {}", crossing_estimate(&s.jobs, &spec, a).await?);
+    }
     let now = now_ms();
     let id = a.group.clone().unwrap_or_else(|| tap_core::runs::new_run_id(now, fastrand::u32(..)));
     let by =
@@ -152,7 +159,10 @@ pub async fn run_jobs(
             let ranks = s.runs.list_runs(Some(&job.spec.experiment)).await?;
             tap_core::jobs::restored_by_ranks(&mut job, &ranks.runs);
             match output {
-                Output::Json => json(out, &serde_json::json!({ "job": job, "downtimes_ms": job.downtimes_ms() }))?,
+                Output::Json => json(
+                    out,
+                    &serde_json::json!({ "job": job, "downtimes_ms": job.downtimes_ms(), "network": job.network() }),
+                )?,
                 Output::Text => out.write_all(crate::render::job_story(&job, now_ms()).as_bytes())?,
             }
         }
@@ -183,6 +193,68 @@ pub async fn run_jobs(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// AZs a region has at least (the stack's three private subnets).
+const STACK_AZS: u32 = 3;
+
+/// What crossing AZs would cost the job an hour at worst (its ranks over the stack's three
+/// AZs), from `--traffic-per-step` and `--step-time`, or from the traffic measured on the
+/// experiment's latest job that has any.
+async fn crossing_estimate(jobs: &JobStore, spec: &JobSpec, a: &LaunchArgs) -> anyhow::Result<String> {
+    let zones = STACK_AZS.min(spec.nodes);
+    let hops = tap_core::jobs::crossing_hops(spec.nodes, zones);
+    let head = format!(
+        "--allow-cross-az: if its {} ranks span {zones} AZs, {hops} of the ring's {} hops cross an AZ",
+        spec.nodes, spec.nodes
+    );
+    let per_rank_hour = match (a.traffic_per_step, a.step_time) {
+        (Some(bytes), Some(step)) => Some((
+            bytes * 3600.0 / step.as_secs_f64(),
+            format!("{:.2} GB per rank per step, a step every {:.2} s", bytes / tap_core::jobs::GB, step.as_secs_f64()),
+        )),
+        _ => measured_rate(jobs, &spec.experiment).await?,
+    };
+    Ok(match per_rank_hour {
+        Some((rate, from)) => format!(
+            "{head}: ≈ ${:.2}/hour at ${}/GB each way ({from}); it runs in one AZ whenever one AZ has {} healthy nodes",
+            tap_core::jobs::cross_az_usd_per_hour(spec.nodes, zones, rate),
+            tap_core::jobs::CROSS_AZ_USD_PER_GB_EACH_WAY,
+            spec.nodes
+        ),
+        None => format!(
+            "{head}, at ${}/GB each way; its cost per hour is unknown until you pass --traffic-per-step and --step-time, or a job of experiment {} has run",
+            tap_core::jobs::CROSS_AZ_USD_PER_GB_EACH_WAY,
+            spec.experiment
+        ),
+    })
+}
+
+/// Bytes per rank per hour that the experiment's latest job with measured traffic sent, and
+/// where that figure comes from.
+async fn measured_rate(jobs: &JobStore, experiment: &str) -> anyhow::Result<Option<(f64, String)>> {
+    let mut latest: Option<JobRecord> = None;
+    for e in jobs.list(false).await? {
+        if let JobEntry::Job { job, .. } = e
+            && job.spec.experiment == experiment
+            && job.network().measured_attempts > 0
+            && latest.as_ref().is_none_or(|l| l.submitted_ms < job.submitted_ms)
+        {
+            latest = Some(*job);
+        }
+    }
+    let Some(job) = latest else { return Ok(None) };
+    let (mut bytes, mut rank_ms) = (0u64, 0i64);
+    for at in job.attempts.iter().filter(|at| at.traffic.is_some()) {
+        let ran = at.ended_ms.unwrap_or(job.updated_ms) - at.started_ms;
+        bytes += at.traffic.iter().flatten().map(|t| t.bytes_out).sum::<u64>();
+        rank_ms += ran.max(0) * at.nodes.len() as i64;
+    }
+    if rank_ms < 60_000 {
+        return Ok(None);
+    }
+    let rate = bytes as f64 * 3_600_000.0 / rank_ms as f64;
+    Ok(Some((rate, format!("{:.2} GB per rank per hour measured on job {}", rate / tap_core::jobs::GB, job.id))))
 }
 
 async fn get(jobs: &JobStore, id: &str) -> anyhow::Result<JobRecord> {
