@@ -518,6 +518,7 @@ locals {
       gpu      = ["Environment", "InstanceId", "GpuUuid"]
       instance = ["Environment", "InstanceId"]
       fleet    = ["Environment"]
+      zone     = ["Environment", "AvailabilityZone", "InstanceId"]
     }
     metrics = {
       gpu_utilization          = { name = "GPUUtilization", unit = "Percent", sets = ["gpu", "instance", "fleet"] }
@@ -537,6 +538,8 @@ locals {
       spot_interruption_notice = { name = "SpotInterruptionNotice", unit = "Count", sets = ["instance", "fleet"] }
       rebalance_recommendation = { name = "RebalanceRecommendation", unit = "Count", sets = ["instance", "fleet"] }
       fleet_scaled_to_zero     = { name = "FleetScaledToZero", unit = "Count", sets = ["fleet"] }
+      network_bytes_in         = { name = "NetworkBytesIn", unit = "Bytes", sets = ["zone"] }
+      network_bytes_out        = { name = "NetworkBytesOut", unit = "Bytes", sets = ["zone"] }
     }
   }
   # Host metrics of the CloudWatch agent go to their own namespace (PutMetricData is conditioned on both).

@@ -44,7 +44,7 @@ fn per_sample(reader: &mut dyn GpuReader, iterations: usize) -> Duration {
 }
 
 fn labels() -> Labels {
-    Labels { environment: "bench".into(), instance_id: "i-0bench".into() }
+    Labels { environment: "bench".into(), instance_id: "i-0bench".into(), availability_zone: "us-east-1a".into() }
 }
 
 /// A stand-in `nvidia-smi`: a shell script that prints the CSV of 8 V100s. Real nvidia-smi

@@ -111,7 +111,14 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
         publish_interval: Duration::from_secs(u64::from(m.publish_interval_seconds)),
         window: daemon::window_length(Duration::from_secs(u64::from(m.publish_interval_seconds))),
         high_resolution: m.high_resolution,
-        labels: metrics::Labels { environment: m.environment.clone(), instance_id: id.instance_id.clone() },
+        labels: metrics::Labels {
+            environment: m.environment.clone(),
+            instance_id: id.instance_id.clone(),
+            availability_zone: identity::availability_zone(config.spot.imds_endpoint.as_deref())
+                .await
+                .unwrap_or_else(|| "unknown".into()),
+        },
+        net_counters: Some(std::path::PathBuf::from(crate::net::PROC_NET_DEV)),
         shutdown_grace: Duration::from_secs(20),
         snapshot,
     };

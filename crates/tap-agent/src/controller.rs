@@ -42,6 +42,9 @@ pub const RETRY_MS: i64 = 5_000;
 pub const FOLLOW_UP_MS: i64 = 1_000;
 /// A controller task that panicked starts again after this.
 pub const RESTART_AFTER: Duration = Duration::from_secs(30);
+/// How often the holder reads a running attempt's network bytes into the job's record (and
+/// once when the attempt ends): one GetMetricData of two metrics per rank.
+pub const TRAFFIC_EVERY_MS: i64 = 300_000;
 /// The SSM command's own timeout beyond the job's, for the restore and the final upload.
 pub const COMMAND_SLACK_S: u32 = 600;
 
@@ -85,6 +88,8 @@ struct Holding {
     succession: Option<Vec<String>>,
     /// When each (job, attempt, rank)'s command was first seen final (epoch ms).
     final_since: HashMap<(String, u32, u32), i64>,
+    /// When each (job, attempt)'s network bytes were last read (epoch ms).
+    traffic_read: HashMap<(String, u32), i64>,
 }
 
 impl Controller {
@@ -207,6 +212,7 @@ impl Controller {
                 next_view: sent,
                 succession: None,
                 final_since: HashMap::new(),
+                traffic_read: HashMap::new(),
             }))),
             Ok(None) => Ok(Contended::Wait(lease::poll_every_ms(position))),
             Err(e) => Err(format!("lease not taken: {}", chain(&e))),
@@ -365,7 +371,16 @@ impl Controller {
             }
             Step::Watch => {
                 let ranks = self.observe(h, &job, fleet, now).await?;
-                match jobs::watch(&ranks, now) {
+                let verdict = jobs::watch(&ranks, now);
+                let key = (job.id.clone(), job.current().map_or(0, |a| a.number));
+                let due = h.traffic_read.get(&key).is_none_or(|t| now - t >= TRAFFIC_EVERY_MS);
+                if (due || verdict != Watch::Wait) && self.read_traffic(&mut job, now).await {
+                    h.traffic_read.insert(key, now);
+                    if verdict == Watch::Wait {
+                        version = self.jobs.write_fenced(&job, version, &h.fence).await?;
+                    }
+                }
+                match verdict {
                     Watch::Wait => {}
                     Watch::Succeeded => {
                         jobs::end_attempt(&mut job, AttemptEnd::Succeeded, now);
@@ -384,6 +399,7 @@ impl Controller {
                             self.end_job_record(&job).await;
                         }
                         h.final_since.retain(|(id, _, _), _| *id != job.id);
+                        h.traffic_read.retain(|(id, _), _| *id != job.id);
                     }
                 }
             }
@@ -420,6 +436,35 @@ impl Controller {
             }
         }
         Ok(job.state)
+    }
+
+    /// Reads the current attempt's network bytes into it (true when they were read). A read
+    /// that fails is logged and leaves the record as it was: the job does not depend on it.
+    async fn read_traffic(&self, job: &mut JobRecord, now: i64) -> bool {
+        let Some(a) = job.attempts.last_mut() else { return false };
+        let nodes: Vec<(String, String)> = a
+            .nodes
+            .iter()
+            .map(|n| (n.instance_id.clone(), n.availability_zone.clone().unwrap_or_else(|| "unknown".into())))
+            .collect();
+        match self.fleet.traffic(&nodes, a.started_ms, now).await {
+            Ok(bytes) => {
+                a.traffic = Some(
+                    a.nodes
+                        .iter()
+                        .map(|n| {
+                            let (bytes_in, bytes_out) = bytes.get(&n.instance_id).copied().unwrap_or((0, 0));
+                            jobs::RankTraffic { rank: n.rank, bytes_in, bytes_out }
+                        })
+                        .collect(),
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %chain(&e), "the attempt's network bytes were not read");
+                false
+            }
+        }
     }
 
     /// Every rank of the running attempt as observed now.

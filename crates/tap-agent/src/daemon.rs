@@ -41,6 +41,9 @@ pub struct DaemonOptions {
     pub shutdown_grace: Duration,
     /// Where the latest sample goes for the Prometheus endpoint, when it is on.
     pub snapshot: Option<crate::prometheus::Shared>,
+    /// The kernel's interface counters (`/proc/net/dev`), read with every sample for the
+    /// network series (None: not published).
+    pub net_counters: Option<PathBuf>,
 }
 
 /// The statistic-set window: the publish interval, but at most one minute.
@@ -239,8 +242,14 @@ where
             }
             _ = sample_tick.tick() => {
                 let at = now_ms();
-                // NVML answers in microseconds; nvidia-smi may block, so leave the worker.
-                let result = tokio::task::block_in_place(|| reader.read());
+                // NVML answers in microseconds; nvidia-smi may block, so leave the worker
+                // (procfs's counters too: a read is a syscall).
+                let (result, net) = tokio::task::block_in_place(|| {
+                    (reader.read(), opts.net_counters.as_deref().and_then(crate::net::read))
+                });
+                if let Some(c) = net {
+                    agg.add_network(c);
+                }
                 if let Some(shared) = &opts.snapshot
                     && let Ok(mut snap) = shared.lock()
                 {
@@ -315,7 +324,8 @@ mod tests {
             publish_interval: Duration::from_millis(100),
             window: Duration::from_millis(100),
             high_resolution: false,
-            labels: Labels { environment: "dev".into(), instance_id: "i-test".into() },
+            labels: Labels { environment: "dev".into(), instance_id: "i-test".into(), availability_zone: "us-east-1a".into() },
+            net_counters: None,
             shutdown_grace: Duration::from_secs(5),
             snapshot: Some(Default::default()),
         }

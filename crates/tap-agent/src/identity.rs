@@ -40,6 +40,23 @@ pub async fn instance_type(client: &imds::Client) -> Option<String> {
     client.get("/latest/meta-data/instance-type").await.ok().map(|v| v.as_ref().to_owned())
 }
 
+/// The node's Availability Zone from IMDSv2 (`placement/availability-zone`), at `endpoint`
+/// when the config names one (tests do), else the default one unless metadata is disabled.
+/// None when metadata cannot say: the network's series then carry `unknown`.
+pub async fn availability_zone(endpoint: Option<&str>) -> Option<String> {
+    if endpoint.is_none() && imds_disabled() {
+        return None;
+    }
+    let client = imds_client(endpoint).ok()?;
+    match client.get("/latest/meta-data/placement/availability-zone").await {
+        Ok(v) => Some(v.as_ref().to_owned()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the node's Availability Zone is unknown (instance metadata); its network series say \"unknown\"");
+            None
+        }
+    }
+}
+
 /// Resolves the identity. Instance id: IMDSv2, else `aws.instance_id`. Region:
 /// `aws.region`, else `AWS_REGION`/`AWS_DEFAULT_REGION`, else IMDSv2.
 pub async fn resolve(config: &AgentConfig, origin: &str) -> anyhow::Result<Identity> {

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod idle;
 pub mod install;
 pub mod metrics;
+pub mod net;
 pub mod prometheus;
 pub mod publish;
 mod report;

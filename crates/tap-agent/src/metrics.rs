@@ -71,6 +71,8 @@ impl Datum {
 pub struct Labels {
     pub environment: String,
     pub instance_id: String,
+    /// The node's Availability Zone (`unknown` when instance metadata could not say).
+    pub availability_zone: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -100,7 +102,9 @@ pub fn sampled_value(metric: Metric, s: &GpuSample) -> Option<f64> {
         | Metric::SpoolDroppedDatapoints
         | Metric::SpotInterruptionNotice
         | Metric::RebalanceRecommendation
-        | Metric::FleetScaledToZero => None,
+        | Metric::FleetScaledToZero
+        | Metric::NetworkBytesIn
+        | Metric::NetworkBytesOut => None,
     }
 }
 
@@ -113,6 +117,9 @@ pub struct Aggregator {
     ecc_last: HashMap<String, (Option<u64>, Option<u64>)>,
     /// ECC counters at the start of the window.
     ecc_base: HashMap<String, (Option<u64>, Option<u64>)>,
+    /// The interface counters at the start of the window and last seen.
+    net_base: Option<crate::net::Counters>,
+    net_last: Option<crate::net::Counters>,
     samples: u64,
 }
 
@@ -155,6 +162,13 @@ impl Aggregator {
             });
             self.ecc_last.insert(r.gpu.uuid.clone(), now);
         }
+    }
+
+    /// Adds one reading of the node's interface counters: the window publishes how far they
+    /// moved (none for bytes before the agent's first reading).
+    pub fn add_network(&mut self, c: crate::net::Counters) {
+        self.net_base.get_or_insert(c);
+        self.net_last = Some(c);
     }
 
     /// Adds one sample of GPU health: GPUUnhealthy per GPU, and for the node and the fleet.
@@ -201,6 +215,12 @@ impl Aggregator {
                 }
             }
         }
+        if let (Some(base), Some(last)) = (self.net_base, self.net_last) {
+            let d = crate::net::delta(base, last);
+            self.add(Metric::NetworkBytesIn, DimensionSet::Zone, None, d.bytes_in as f64);
+            self.add(Metric::NetworkBytesOut, DimensionSet::Zone, None, d.bytes_out as f64);
+            self.net_base = Some(last);
+        }
         self.samples = 0;
         std::mem::take(&mut self.series)
             .into_iter()
@@ -215,6 +235,7 @@ impl Aggregator {
                             Dimension::Environment => labels.environment.clone(),
                             Dimension::InstanceId => labels.instance_id.clone(),
                             Dimension::GpuUuid => key.gpu.clone().unwrap_or_default(),
+                            Dimension::AvailabilityZone => labels.availability_zone.clone(),
                         };
                         (d.name().to_owned(), v)
                     })
@@ -260,7 +281,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn labels() -> Labels {
-        Labels { environment: "dev".into(), instance_id: "i-0123456789abcdef0".into() }
+        Labels {
+            environment: "dev".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            availability_zone: "us-east-1a".into(),
+        }
     }
 
     fn find<'a>(d: &'a [Datum], metric: &str, dims: usize, gpu: Option<&str>) -> Option<&'a Datum> {
@@ -346,6 +371,30 @@ mod tests {
         let t1 = find(&d, "GPUTemperature", 3, Some("GPU-SIMULATED-0001")).expect("series");
         assert_eq!(t1.stats.count, 6.0);
         assert!(t1.stats.min >= 45.0, "no zero was recorded");
+    }
+
+    /// Issue 22: the node's network bytes go out per window with its AZ, as deltas of the
+    /// kernel's counters (none for bytes before the agent's first reading; a reset counts
+    /// from zero).
+    #[test]
+    fn network_counters_become_per_window_bytes_with_the_nodes_az() {
+        use crate::net::Counters;
+        let mut agg = Aggregator::new();
+        agg.add_sample(1_000, &[]);
+        agg.add_network(Counters { bytes_in: 1_000, bytes_out: 5_000 });
+        agg.add_network(Counters { bytes_in: 1_500, bytes_out: 9_000 });
+        let d = agg.finish(2_000, &labels(), 0, false);
+        let bytes_in = find(&d, "NetworkBytesIn", 3, None).expect("bytes in");
+        assert_eq!((bytes_in.stats.sum, bytes_in.unit.as_str()), (500.0, "Bytes"));
+        assert_eq!(find(&d, "NetworkBytesOut", 3, None).map(|x| x.stats.sum), Some(4_000.0));
+        assert!(bytes_in.dimensions.contains(&("AvailabilityZone".to_owned(), "us-east-1a".to_owned())));
+        assert!(bytes_in.dimensions.contains(&("InstanceId".to_owned(), "i-0123456789abcdef0".to_owned())));
+        agg.add_network(Counters { bytes_in: 100, bytes_out: 9_100 });
+        let d = agg.finish(3_000, &labels(), 0, false);
+        assert_eq!(find(&d, "NetworkBytesIn", 3, None).map(|x| x.stats.sum), Some(100.0), "reset: from zero");
+        assert_eq!(find(&d, "NetworkBytesOut", 3, None).map(|x| x.stats.sum), Some(100.0));
+        let mut none = Aggregator::new();
+        assert!(find(&none.finish(1, &labels(), 0, false), "NetworkBytesIn", 3, None).is_none(), "no reading, no bytes");
     }
 
     #[test]

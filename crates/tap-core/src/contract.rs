@@ -20,6 +20,8 @@ pub enum Dimension {
     InstanceId,
     /// NVML UUID of the GPU (`GPU-…`): stable across reboots and index reordering.
     GpuUuid,
+    /// The node's Availability Zone (`us-east-1a`), from IMDSv2: traffic between AZs is billed.
+    AvailabilityZone,
 }
 
 impl Dimension {
@@ -28,6 +30,7 @@ impl Dimension {
             Dimension::Environment => "Environment",
             Dimension::InstanceId => "InstanceId",
             Dimension::GpuUuid => "GpuUuid",
+            Dimension::AvailabilityZone => "AvailabilityZone",
         }
     }
 }
@@ -43,10 +46,13 @@ pub enum DimensionSet {
     /// One series per environment: every instance publishes its datapoints here too, so
     /// CloudWatch's statistics span the fleet. The stack's alarms watch this set.
     Fleet,
+    /// One series per instance with its Availability Zone: the network's bytes, which cost
+    /// money when they cross an AZ (a dashboard sums them per AZ with SEARCH).
+    Zone,
 }
 
 impl DimensionSet {
-    pub const ALL: [DimensionSet; 3] = [DimensionSet::Gpu, DimensionSet::Instance, DimensionSet::Fleet];
+    pub const ALL: [DimensionSet; 4] = [DimensionSet::Gpu, DimensionSet::Instance, DimensionSet::Fleet, DimensionSet::Zone];
 
     /// The key of this set in the stack's `local.metric_contract.dimension_sets`.
     pub const fn key(self) -> &'static str {
@@ -54,6 +60,7 @@ impl DimensionSet {
             DimensionSet::Gpu => "gpu",
             DimensionSet::Instance => "instance",
             DimensionSet::Fleet => "fleet",
+            DimensionSet::Zone => "zone",
         }
     }
 
@@ -63,6 +70,7 @@ impl DimensionSet {
             DimensionSet::Gpu => &[Dimension::Environment, Dimension::InstanceId, Dimension::GpuUuid],
             DimensionSet::Instance => &[Dimension::Environment, Dimension::InstanceId],
             DimensionSet::Fleet => &[Dimension::Environment],
+            DimensionSet::Zone => &[Dimension::Environment, Dimension::AvailabilityZone, Dimension::InstanceId],
         }
     }
 }
@@ -72,6 +80,7 @@ impl DimensionSet {
 pub enum Unit {
     Percent,
     Megabytes,
+    Bytes,
     Count,
     /// CloudWatch has no unit for °C, W or MHz; the metric name says which it is.
     None,
@@ -82,6 +91,7 @@ impl Unit {
         match self {
             Unit::Percent => "Percent",
             Unit::Megabytes => "Megabytes",
+            Unit::Bytes => "Bytes",
             Unit::Count => "Count",
             Unit::None => "None",
         }
@@ -109,6 +119,8 @@ pub enum Metric {
     SpotInterruptionNotice,
     RebalanceRecommendation,
     FleetScaledToZero,
+    NetworkBytesIn,
+    NetworkBytesOut,
 }
 
 /// What the contract says about one metric.
@@ -125,10 +137,10 @@ pub struct MetricSpec {
     pub description: &'static str,
 }
 
-use DimensionSet::{Fleet, Gpu, Instance};
+use DimensionSet::{Fleet, Gpu, Instance, Zone};
 
 impl Metric {
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 19] = [
         Metric::GpuUtilization,
         Metric::MemoryUtilization,
         Metric::MemoryUsed,
@@ -146,6 +158,8 @@ impl Metric {
         Metric::SpotInterruptionNotice,
         Metric::RebalanceRecommendation,
         Metric::FleetScaledToZero,
+        Metric::NetworkBytesIn,
+        Metric::NetworkBytesOut,
     ];
 
     pub const fn spec(self) -> MetricSpec {
@@ -254,6 +268,20 @@ impl Metric {
                 Unit::Count,
                 &[Fleet],
                 "1 when the fleet was scaled to zero on purpose, 0 when capacity is wanted again",
+            ),
+            Metric::NetworkBytesIn => m(
+                "network_bytes_in",
+                "NetworkBytesIn",
+                Unit::Bytes,
+                &[Zone],
+                "bytes the node's network interfaces received in the window (kernel counters, loopback and virtual interfaces left out)",
+            ),
+            Metric::NetworkBytesOut => m(
+                "network_bytes_out",
+                "NetworkBytesOut",
+                Unit::Bytes,
+                &[Zone],
+                "bytes the node's network interfaces sent in the window: a job's collective traffic, billed when it crosses an AZ",
             ),
         }
     }

@@ -320,6 +320,60 @@ impl Fleet {
         Ok(out)
     }
 
+    /// The bytes each node's interfaces received and sent from `start_ms` to `end_ms`
+    /// (tap-agent's `NetworkBytesIn`/`NetworkBytesOut`, published with the node's AZ), keyed
+    /// by instance id; a node with no datapoints is absent. `nodes`: (instance id, AZ).
+    pub async fn traffic(
+        &self,
+        nodes: &[(String, String)],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<HashMap<String, (u64, u64)>> {
+        let metrics = [ContractMetric::NetworkBytesIn, ContractMetric::NetworkBytesOut];
+        let pairs: Vec<(usize, &(String, String))> =
+            (0..metrics.len()).flat_map(|m| nodes.iter().map(move |n| (m, n))).collect();
+        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+        // CloudWatch's periods start on the minute: from the minute the attempt started in.
+        let start = start_ms - start_ms.rem_euclid(60_000);
+        for chunk in pairs.chunks(QUERIES_PER_GET_METRIC_DATA) {
+            let queries: Vec<MetricDataQuery> = chunk
+                .iter()
+                .enumerate()
+                .map(|(q, &(m, (id, az)))| {
+                    let dims = [("Environment", self.environment.as_str()), ("AvailabilityZone", az), ("InstanceId", id)];
+                    query(&format!("q{q}"), metrics[m], &dims, "Sum")
+                })
+                .collect();
+            let res = self
+                .cloudwatch
+                .get_metric_data()
+                .set_metric_data_queries(Some(queries))
+                .start_time(DateTime::from_millis(start))
+                .end_time(DateTime::from_millis(end_ms.max(start + 60_000)))
+                .send()
+                .await
+                .map_err(|e| sdk_error("CloudWatch GetMetricData", e))?;
+            for r in res.metric_data_results() {
+                let Some(&(m, (id, _))) =
+                    r.id().and_then(|q| q.strip_prefix('q')?.parse::<usize>().ok()).and_then(|q| chunk.get(q))
+                else {
+                    continue;
+                };
+                if r.values().is_empty() {
+                    continue;
+                }
+                let bytes = r.values().iter().sum::<f64>().max(0.0) as u64;
+                let e = out.entry(id.clone()).or_default();
+                if m == 0 {
+                    e.0 += bytes;
+                } else {
+                    e.1 += bytes;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The fleet-wide sum of `metric` over the last `minutes`.
     pub async fn fleet_sum(&self, metric: ContractMetric, now_ms: i64, minutes: i64) -> Result<f64> {
         let res = self

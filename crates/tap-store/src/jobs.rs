@@ -463,6 +463,7 @@ mod tests {
             timeout_s: 3600,
             resume: false,
             wait_s: tap_core::jobs::DEFAULT_WAIT_S,
+            allow_cross_az: false,
         };
         JobRecord::new(id, spec, "me@laptop", 1000)
     }

@@ -303,6 +303,8 @@ pub struct ImdsState {
     pub instance_id: String,
     pub instance_type: String,
     pub region: String,
+    /// `placement/availability-zone`.
+    pub availability_zone: String,
     /// Body of `spot/instance-action` (None: 404, no notice).
     pub instance_action: Option<String>,
     /// Body of `events/recommendations/rebalance` (None: 404).
@@ -330,6 +332,7 @@ impl FakeImds {
             instance_id: instance_id.to_owned(),
             instance_type: instance_type.to_owned(),
             region: "us-east-1".to_owned(),
+            availability_zone: "us-east-1a".to_owned(),
             instance_action: None,
             rebalance: None,
             requests: Vec::new(),
@@ -369,6 +372,9 @@ impl FakeImds {
                         ("GET", "/latest/meta-data/instance-id") => ("200 OK", Some(g.instance_id.clone())),
                         ("GET", "/latest/meta-data/instance-type") => ("200 OK", Some(g.instance_type.clone())),
                         ("GET", "/latest/meta-data/placement/region") => ("200 OK", Some(g.region.clone())),
+                        ("GET", "/latest/meta-data/placement/availability-zone") => {
+                            ("200 OK", Some(g.availability_zone.clone()))
+                        }
                         ("GET", "/latest/meta-data/spot/instance-action") => match &g.instance_action {
                             Some(b) => ("200 OK", Some(b.clone())),
                             None => ("404 Not Found", None),
