@@ -143,13 +143,36 @@ variable "target_capacity" {
 }
 
 variable "spot_allocation_strategy" {
-  description = "EC2 Fleet spot allocation strategy. price-capacity-optimized (AWS's recommendation) picks the deepest pools among the cheapest, which lowers interruption rates. Only capacity-optimized-prioritized honours the order of instance_types (override priority 1, 2, ...); the others ignore it."
+  description = "EC2 Fleet spot allocation strategy. capacity-optimized-prioritized (default) picks the pools with the most spare capacity and, among pools alike, honours the override priorities: the home AZ (home_availability_zone) first, then the order of instance_types. price-capacity-optimized (AWS's recommendation for single-node work) picks the deepest pools among the cheapest but ignores priorities, so it cannot keep the fleet in one AZ: it needs home_availability_zone = \"none\"."
   type        = string
-  default     = "price-capacity-optimized"
+  default     = "capacity-optimized-prioritized"
 
   validation {
     condition     = contains(["price-capacity-optimized", "capacity-optimized", "capacity-optimized-prioritized", "lowest-price", "diversified"], var.spot_allocation_strategy)
     error_message = "spot_allocation_strategy must be price-capacity-optimized, capacity-optimized, capacity-optimized-prioritized, lowest-price or diversified."
+  }
+}
+
+variable "home_availability_zone" {
+  description = <<-EOT
+    The AZ where the fleet's nodes gather, so that a multi-node job (which tap places in one AZ:
+    traffic between AZs is billed at $0.01/GB each way) finds its nodes together. Its subnet's
+    fleet overrides get the best priorities and the other two AZs stay as fallback when the home
+    AZ has no spot capacity. "" (default): the first of the fleet's three AZs. An AZ name: one of
+    them. "none": no home; the fleet spreads over the three AZs by the allocation strategy alone
+    (fine for single-node work; multi-node jobs then wait more often for one AZ to hold them).
+  EOT
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.home_availability_zone == "" || var.home_availability_zone == "none" || can(regex("^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$", var.home_availability_zone))
+    error_message = "home_availability_zone must be \"\" (the first of the fleet's AZs), \"none\" or an AZ name such as us-east-1b."
+  }
+
+  validation {
+    condition     = var.home_availability_zone == "none" || var.spot_allocation_strategy == "capacity-optimized-prioritized"
+    error_message = "home_availability_zone needs spot_allocation_strategy = \"capacity-optimized-prioritized\", the only spot strategy that reads override priorities; set home_availability_zone = \"none\" to spread the fleet by another strategy."
   }
 }
 
@@ -554,15 +577,22 @@ locals {
   # ec2 only where the agents call it (the idle rule's DescribeFleets and ModifyFleet).
   interface_endpoints = coalesce(var.enable_interface_endpoints, var.nat_gateway_mode == "none") ? toset(concat(["ssm", "ssmmessages", "ec2messages", "logs", "monitoring"], var.scale_to_zero_after_idle_minutes > 0 ? ["ec2"] : [])) : toset([])
 
-  # One fleet override per (instance type, private subnet); priority follows instance_types order,
-  # starting at 1: the provider drops `priority = 0` from the request (it sends only non-zero
-  # values, internal/service/ec2/ec2_fleet.go expandFleetLaunchTemplateOverridesRequest), which
-  # would give the first type the lowest priority. Only capacity-optimized-prioritized reads it.
+  # The home AZ's index among the three (-1: named but not one of them, refused by the fleet's
+  # precondition; null: no home AZ).
+  home_az_index = var.home_availability_zone == "none" ? null : (var.home_availability_zone == "" ? 0 : try(index(local.azs, var.home_availability_zone), -1))
+  home_az       = local.home_az_index == null ? null : try(local.azs[local.home_az_index], null)
+
+  # One fleet override per (instance type, private subnet). Priority: the home AZ's subnet first
+  # (1 .. number of types, in instance_types order), then the other two AZs alike (after every
+  # home pool), so the fleet fills the home AZ while it has spot capacity and falls back to the
+  # others when it has not. Priorities start at 1: the provider drops `priority = 0` from the
+  # request (it sends only non-zero values, internal/service/ec2/ec2_fleet.go
+  # expandFleetLaunchTemplateOverridesRequest). Only capacity-optimized-prioritized reads them.
   fleet_overrides = [
     for pair in setproduct(range(length(var.instance_types)), range(3)) : {
       instance_type = var.instance_types[pair[0]]
       subnet_id     = aws_subnet.private[pair[1]].id
-      priority      = pair[0] + 1
+      priority      = pair[0] + 1 + (local.home_az_index == null || local.home_az_index == pair[1] ? 0 : length(var.instance_types))
     }
   ]
 
@@ -1697,8 +1727,9 @@ data "aws_iam_roles" "ec2_fleet_service_linked" {
 }
 
 # Spot only, type maintain: EC2 replaces every interrupted or unhealthy instance. The
-# allocation strategy (var.spot_allocation_strategy, default price-capacity-optimized) picks
-# among the (type, subnet) pools below the ones with most spare capacity at a low price.
+# allocation strategy (var.spot_allocation_strategy, default capacity-optimized-prioritized)
+# picks among the (type, subnet) pools below the ones with most spare capacity, the home AZ's
+# first (local.fleet_overrides): a multi-node job's ranks must share one AZ.
 # Capacity rebalancing (launch-before-terminate) launches a replacement as soon as EC2 signals
 # elevated interruption risk and terminates the old node rebalance_termination_delay_seconds
 # later. Not "launch": the provider always sends TerminationDelay (0 when unset), which AWS
@@ -1752,6 +1783,10 @@ resource "aws_ec2_fleet" "this" {
   tags = merge(local.tags, { Name = "${local.name}-fleet" })
 
   lifecycle {
+    precondition {
+      condition     = coalesce(local.home_az_index, 0) >= 0
+      error_message = "home_availability_zone = \"${var.home_availability_zone}\" is not one of the fleet's AZs (${join(", ", local.azs)}): name one of them, \"\" for the first, or \"none\"."
+    }
     precondition {
       condition     = var.create_ec2_fleet_service_linked_role || length(data.aws_iam_roles.ec2_fleet_service_linked.names) > 0
       error_message = "This account has no AWSServiceRoleForEC2Fleet service-linked role, which EC2 Fleet needs before its first CreateFleet: run `aws iam create-service-linked-role --aws-service-name ec2fleet.amazonaws.com` once, or set create_ec2_fleet_service_linked_role = true."
@@ -1838,6 +1873,11 @@ output "metric_namespace" {
 output "vpc_id" {
   description = "VPC of the stack."
   value       = aws_vpc.this.id
+}
+
+output "home_availability_zone" {
+  description = "The AZ the fleet fills first (null: home_availability_zone = \"none\"): a multi-node job runs in one AZ, so its nodes gather here."
+  value       = local.home_az
 }
 
 output "private_subnet_ids" {

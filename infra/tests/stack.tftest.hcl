@@ -191,8 +191,18 @@ run "fleet" {
     error_message = "The EC2 Fleet service-linked role is not created by default (one per account; the precondition checks it exists)."
   }
   assert {
-    condition     = aws_ec2_fleet.this.spot_options[0].allocation_strategy == "price-capacity-optimized"
-    error_message = "Default allocation strategy is price-capacity-optimized."
+    condition     = aws_ec2_fleet.this.spot_options[0].allocation_strategy == "capacity-optimized-prioritized"
+    error_message = "Default allocation strategy is capacity-optimized-prioritized, the only one that reads the home AZ's priorities."
+  }
+  # Issue 22: the fleet gathers in one home AZ (the first by default) so a multi-node job finds
+  # its nodes together; the other two AZs stay as fallback, after every home pool.
+  assert {
+    condition     = output.home_availability_zone == "us-east-1a" && aws_subnet.private[0].availability_zone == "us-east-1a"
+    error_message = "The home AZ is the first of the fleet's AZs by default."
+  }
+  assert {
+    condition     = alltrue([for o in aws_ec2_fleet.this.launch_template_config[0].override : o.priority == (o.subnet_id == aws_subnet.private[0].id ? 1 : 2)])
+    error_message = "The home AZ's subnet gets priority 1, the other two AZs priority 2."
   }
   assert {
     condition     = length(aws_ec2_fleet.this.launch_template_config[0].override) == 3 && toset(aws_ec2_fleet.this.launch_template_config[0].override[*].subnet_id) == toset(aws_subnet.private[*].id) && alltrue([for o in aws_ec2_fleet.this.launch_template_config[0].override : o.instance_type == "p3.2xlarge"])
@@ -215,8 +225,45 @@ run "fleet_diversified" {
     error_message = "One override per (instance type, private subnet)."
   }
   assert {
-    condition     = toset([for o in aws_ec2_fleet.this.launch_template_config[0].override : "${o.instance_type}/${o.priority}"]) == toset(["p3.2xlarge/1", "g5.2xlarge/2"])
-    error_message = "Override priority follows the order of instance_types."
+    condition     = toset([for o in aws_ec2_fleet.this.launch_template_config[0].override : "${o.instance_type}/${o.priority}" if o.subnet_id == aws_subnet.private[0].id]) == toset(["p3.2xlarge/1", "g5.2xlarge/2"])
+    error_message = "In the home AZ, override priority follows the order of instance_types."
+  }
+  assert {
+    condition     = toset([for o in aws_ec2_fleet.this.launch_template_config[0].override : "${o.instance_type}/${o.priority}" if o.subnet_id != aws_subnet.private[0].id]) == toset(["p3.2xlarge/3", "g5.2xlarge/4"])
+    error_message = "The other AZs come after every home pool, in instance_types order."
+  }
+}
+
+run "fleet_home_az_named" {
+  command = apply
+  variables {
+    home_availability_zone = "us-east-1b"
+  }
+
+  assert {
+    condition     = output.home_availability_zone == "us-east-1b"
+    error_message = "The named home AZ is the output's."
+  }
+  assert {
+    condition     = alltrue([for o in aws_ec2_fleet.this.launch_template_config[0].override : o.priority == (o.subnet_id == aws_subnet.private[1].id ? 1 : 2)])
+    error_message = "The named home AZ's subnet (the second) gets priority 1."
+  }
+}
+
+run "fleet_spread_without_home_az" {
+  command = apply
+  variables {
+    home_availability_zone   = "none"
+    spot_allocation_strategy = "price-capacity-optimized"
+  }
+
+  assert {
+    condition     = output.home_availability_zone == null && aws_ec2_fleet.this.spot_options[0].allocation_strategy == "price-capacity-optimized"
+    error_message = "No home AZ: the fleet spreads by the strategy alone."
+  }
+  assert {
+    condition     = alltrue([for o in aws_ec2_fleet.this.launch_template_config[0].override : o.priority == 1])
+    error_message = "Without a home AZ every subnet has the same priority."
   }
 }
 

@@ -82,6 +82,24 @@ run "allocation_strategy_unknown" {
   expect_failures = [var.spot_allocation_strategy]
 }
 
+run "home_az_malformed" {
+  command = plan
+  variables { home_availability_zone = "home" }
+  expect_failures = [var.home_availability_zone]
+}
+
+run "home_az_needs_the_prioritized_strategy" {
+  command = plan
+  variables { spot_allocation_strategy = "price-capacity-optimized" }
+  expect_failures = [var.home_availability_zone]
+}
+
+run "home_az_not_one_of_the_fleets" {
+  command = plan
+  variables { home_availability_zone = "us-west-2a" }
+  expect_failures = [aws_ec2_fleet.this]
+}
+
 run "custom_ami_malformed" {
   command = plan
   variables { custom_ami_id = "ami-xyz" }
