@@ -200,3 +200,55 @@ async fn scale_publishes_the_fleets_intent_around_modify_fleet() {
     );
     assert_eq!(intent(aws_sdk_cloudwatch::types::Statistic::Minimum).await, [(Some(0.0), None)]);
 }
+
+/// Issue 22: the controller reads each rank's network bytes over its attempt from the series
+/// tap-agent publishes with the node's AZ; bytes outside the window or of another AZ's series
+/// are not counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_is_read_per_node_from_its_zone_series_over_the_window() {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    let moto = Moto::from_env(free_port());
+    let sdk = sdk(moto.port);
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let fleet = Fleet::connect(&sdk, "fleet-none", "ci", "/tap/ci/training");
+    let now = now_ms();
+    let start = now - 30 * 60_000;
+    let put = |metric: &'static str, id: &'static str, az: &'static str, v: f64, ts: i64| {
+        let cloudwatch = cloudwatch.clone();
+        async move {
+            let dims = [("Environment", "ci"), ("AvailabilityZone", az), ("InstanceId", id)];
+            cloudwatch
+                .put_metric_data()
+                .namespace(tap_core::contract::NAMESPACE)
+                .metric_data(
+                    MetricDatum::builder()
+                        .metric_name(metric)
+                        .unit(StandardUnit::Bytes)
+                        .value(v)
+                        .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_millis(ts))
+                        .set_dimensions(Some(
+                            dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect(),
+                        ))
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("PutMetricData");
+        }
+    };
+    put("NetworkBytesOut", "i-a", "us-east-1a", 4e9, start + 5 * 60_000).await;
+    put("NetworkBytesOut", "i-a", "us-east-1a", 1e9, start + 15 * 60_000).await;
+    put("NetworkBytesIn", "i-a", "us-east-1a", 2e9, start + 15 * 60_000).await;
+    put("NetworkBytesOut", "i-a", "us-east-1a", 7e9, start - 20 * 60_000).await; // before the attempt
+    put("NetworkBytesOut", "i-b", "us-east-1b", 3e9, start + 10 * 60_000).await;
+    put("NetworkBytesOut", "i-b", "us-east-1a", 9e9, start + 10 * 60_000).await; // not i-b's AZ
+    let nodes = [
+        ("i-a".to_owned(), "us-east-1a".to_owned()),
+        ("i-b".to_owned(), "us-east-1b".to_owned()),
+        ("i-c".to_owned(), "us-east-1c".to_owned()),
+    ];
+    let got = fleet.traffic(&nodes, start, now).await.expect("GetMetricData");
+    assert_eq!(got.get("i-a"), Some(&(2_000_000_000, 5_000_000_000)));
+    assert_eq!(got.get("i-b"), Some(&(0, 3_000_000_000)));
+    assert_eq!(got.get("i-c"), None, "no datapoints: absent");
+}

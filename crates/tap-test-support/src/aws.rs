@@ -53,10 +53,19 @@ pub async fn create_stack(sdk: &aws_types::SdkConfig, table: &str) {
 
 /// A launch template and a spot fleet of type maintain with `n` nodes, as the stack makes.
 pub async fn make_fleet(sdk: &aws_types::SdkConfig, n: i32) -> String {
+    make_fleet_in(sdk, n, &[]).await
+}
+
+/// A maintain fleet of `n` instances with one override per named AZ (moto's default subnet
+/// there) and the `diversified` strategy, which moto fills round robin: the first instance in
+/// the first AZ, the second in the next, …; a later scale-up starts again at the first AZ.
+/// No AZ: moto's default placement, as [`make_fleet`].
+pub async fn make_fleet_in(sdk: &aws_types::SdkConfig, n: i32, zones: &[&str]) -> String {
+    use aws_sdk_ec2::types::{Filter, FleetLaunchTemplateOverridesRequest, SpotAllocationStrategy};
     let ec2 = aws_sdk_ec2::Client::new(sdk);
     let lt = ec2
         .create_launch_template()
-        .launch_template_name("tap-test-node")
+        .launch_template_name(format!("tap-test-node-{}", zones.join("-")))
         .launch_template_data(
             RequestLaunchTemplateData::builder()
                 .image_id("ami-12c6146b")
@@ -67,10 +76,26 @@ pub async fn make_fleet(sdk: &aws_types::SdkConfig, n: i32) -> String {
         .await
         .expect("CreateLaunchTemplate");
     let lt_id = lt.launch_template().and_then(|t| t.launch_template_id()).expect("id").to_owned();
+    let mut overrides = Vec::new();
+    for zone in zones {
+        let subnets = ec2
+            .describe_subnets()
+            .filters(Filter::builder().name("availability-zone").values(*zone).build())
+            .filters(Filter::builder().name("default-for-az").values("true").build())
+            .send()
+            .await
+            .expect("DescribeSubnets");
+        let subnet = subnets.subnets().first().and_then(|s| s.subnet_id()).expect("moto's default subnet");
+        overrides.push(FleetLaunchTemplateOverridesRequest::builder().subnet_id(subnet).build());
+    }
+    let mut spot = SpotOptionsRequest::builder();
+    if !zones.is_empty() {
+        spot = spot.allocation_strategy(SpotAllocationStrategy::Diversified);
+    }
     let fleet = ec2
         .create_fleet()
         .r#type(FleetType::Maintain)
-        .spot_options(SpotOptionsRequest::builder().build())
+        .spot_options(spot.build())
         .target_capacity_specification(
             TargetCapacitySpecificationRequest::builder()
                 .total_target_capacity(n)
@@ -86,6 +111,7 @@ pub async fn make_fleet(sdk: &aws_types::SdkConfig, n: i32) -> String {
                         .version("$Latest")
                         .build(),
                 )
+                .set_overrides((!overrides.is_empty()).then_some(overrides))
                 .build(),
         )
         .send()

@@ -78,6 +78,11 @@ struct Fleet {
 impl Fleet {
     /// Moto with the stack's resources, a maintain fleet of `n` instances, tap's config.
     async fn new(n: i32) -> Fleet {
+        Fleet::new_in(n, &[]).await
+    }
+
+    /// [`Fleet::new`] with one fleet override per AZ (moto fills them round robin).
+    async fn new_in(n: i32, zones: &[&str]) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let requests = dir.path().join("requests.log");
         let moto = Moto::from_env_with(
@@ -87,7 +92,7 @@ impl Fleet {
         let sdk = tap_test_support::aws::sdk_config(&endpoint(moto.port));
         tap_test_support::aws::create_stack(&sdk, TABLE).await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let fleet_id = tap_test_support::aws::make_fleet(&sdk, n).await;
+        let fleet_id = tap_test_support::aws::make_fleet_in(&sdk, n, zones).await;
         let f = Fleet {
             jobs: JobStore::new(dynamo.clone(), TABLE),
             runs: tap_store::dynamo::DynamoStore::new(dynamo, TABLE),
@@ -164,9 +169,17 @@ impl Fleet {
 
     /// Starts the agent and the SSM stand-in of instance `id`.
     fn start_node(&mut self, id: &str) {
+        self.start_node_in(id, None);
+    }
+
+    /// [`Fleet::start_node`] with the AZ its instance metadata says (None: the fake's default).
+    fn start_node_in(&mut self, id: &str, zone: Option<&str>) {
         let dir = self.dir.path().join(id);
         std::fs::create_dir_all(dir.join("run")).expect("node dir");
         let imds = FakeImds::start(id, "p3.2xlarge");
+        if let Some(z) = zone {
+            imds.state.lock().expect("imds").availability_zone = z.to_owned();
+        }
         let config = dir.join("agent.toml");
         std::fs::write(
             &config,
@@ -675,4 +688,69 @@ async fn managed_job_two_leaders_launch_once() {
         (t_takeover - t_stop) / 1000,
         sends(),
     );
+}
+
+/// Issue 22: a 2-node job on a fleet with one node in each of two AZs waits with the line that
+/// says so, instead of spanning them; a second node in one AZ lets it start there, every rank
+/// in that AZ, and its record carries the network its ranks used (nothing crossed).
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_job_waits_for_one_az_then_starts_there() {
+    let mut f = Fleet::new_in(2, &["us-east-1a", "us-east-1b"]).await;
+    let nodes = f.instances().await;
+    let mut zones: Vec<&str> = nodes.iter().filter_map(|n| n.availability_zone.as_deref()).collect();
+    zones.sort_unstable();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b"], "one node in each AZ: {nodes:?}");
+    for n in &nodes {
+        f.start_node_in(&n.instance_id, n.availability_zone.as_deref());
+    }
+    wait_until(&f, "a node takes the lease", Duration::from_secs(60), async || holder(&f.jobs).await.is_some()).await;
+    f.submit("job-az", "mj4");
+    let line = "needs 2 healthy nodes in one AZ: us-east-1a has 1, us-east-1b 1";
+    let waiting = f
+        .wait_job("job-az", "the job to wait for one AZ", Duration::from_secs(90), |j| {
+            j.waiting.as_deref() == Some(line)
+        })
+        .await;
+    assert_eq!((waiting.state, waiting.attempts.len()), (JobState::Queued, 0), "{waiting:#?}");
+    let shown = f.tap(&["jobs", "show", "job-az"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(&format!("waiting:     {line}\n")), "{text}");
+
+    // One more node: moto's diversified fleet starts again at its first override, us-east-1a.
+    let out = f.tap(&["fleet", "scale", "3", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let third = f
+        .instances()
+        .await
+        .into_iter()
+        .find(|n| !nodes.iter().any(|o| o.instance_id == n.instance_id))
+        .expect("a third instance");
+    assert_eq!(third.availability_zone.as_deref(), Some("us-east-1a"));
+    f.start_node_in(&third.instance_id, Some("us-east-1a"));
+    let job =
+        f.wait_job("job-az", "the job to start in one AZ", Duration::from_secs(120), |j| j.state == JobState::Running).await;
+    let a = job.current().expect("attempt");
+    assert!(
+        a.nodes.iter().all(|n| n.availability_zone.as_deref() == Some("us-east-1a")) && !a.cross_az,
+        "every rank in us-east-1a: {a:#?}"
+    );
+    assert!(a.nodes.iter().any(|n| n.instance_id == third.instance_id));
+    let job = f
+        .wait_job("job-az", "the attempt's network read", Duration::from_secs(60), |j| {
+            j.current().and_then(|a| a.traffic.as_ref()).is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    assert_eq!(job.network().cross_az_bytes, 0, "one AZ: nothing crossed");
+    let done = f.wait_job("job-az", "the job to end", Duration::from_secs(120), |j| j.state.is_final()).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    let shown = f.tap(&["jobs", "show", "job-az"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("placement:   one AZ per attempt (us-east-1a)\n") && text.contains("; cross-AZ 0.00 GB ($0.00 "),
+        "{text}"
+    );
+    let json = f.tap(&["jobs", "show", "job-az", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v["network"]["cross_az_bytes"], 0);
+    assert_eq!(v["job"]["attempts"][0]["cross_az"], false);
 }
