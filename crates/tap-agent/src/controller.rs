@@ -71,7 +71,7 @@ enum Contended {
 
 enum Role {
     Contender { sighting: Option<Sighting> },
-    Holder(Holding),
+    Holder(Box<Holding>),
 }
 
 struct Holding {
@@ -117,7 +117,7 @@ impl Controller {
                             "job controller: took the lease; this node runs the fleet's jobs"
                         );
                         last_error.clear();
-                        role = Role::Holder(*h);
+                        role = Role::Holder(h);
                         0
                     }
                     Ok(Contended::Wait(ms)) => {

@@ -324,7 +324,11 @@ mod tests {
             publish_interval: Duration::from_millis(100),
             window: Duration::from_millis(100),
             high_resolution: false,
-            labels: Labels { environment: "dev".into(), instance_id: "i-test".into(), availability_zone: "us-east-1a".into() },
+            labels: Labels {
+                environment: "dev".into(),
+                instance_id: "i-test".into(),
+                availability_zone: "us-east-1a".into(),
+            },
             net_counters: None,
             shutdown_grace: Duration::from_secs(5),
             snapshot: Some(Default::default()),

@@ -394,7 +394,10 @@ mod tests {
         assert_eq!(find(&d, "NetworkBytesIn", 3, None).map(|x| x.stats.sum), Some(100.0), "reset: from zero");
         assert_eq!(find(&d, "NetworkBytesOut", 3, None).map(|x| x.stats.sum), Some(100.0));
         let mut none = Aggregator::new();
-        assert!(find(&none.finish(1, &labels(), 0, false), "NetworkBytesIn", 3, None).is_none(), "no reading, no bytes");
+        assert!(
+            find(&none.finish(1, &labels(), 0, false), "NetworkBytesIn", 3, None).is_none(),
+            "no reading, no bytes"
+        );
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub enum DimensionSet {
 }
 
 impl DimensionSet {
-    pub const ALL: [DimensionSet; 4] = [DimensionSet::Gpu, DimensionSet::Instance, DimensionSet::Fleet, DimensionSet::Zone];
+    pub const ALL: [DimensionSet; 4] =
+        [DimensionSet::Gpu, DimensionSet::Instance, DimensionSet::Fleet, DimensionSet::Zone];
 
     /// The key of this set in the stack's `local.metric_contract.dimension_sets`.
     pub const fn key(self) -> &'static str {

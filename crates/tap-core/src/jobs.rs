@@ -356,13 +356,7 @@ impl Attempt {
         if n < 2 {
             return Some(0);
         }
-        Some(
-            traffic
-                .iter()
-                .filter(|t| zone(t.rank) != zone((t.rank + 1) % n))
-                .map(|t| t.bytes_out)
-                .sum(),
-        )
+        Some(traffic.iter().filter(|t| zone(t.rank) != zone((t.rank + 1) % n)).map(|t| t.bytes_out).sum())
     }
 }
 
@@ -577,8 +571,11 @@ pub fn place(needed: u32, nodes: &[NodeInfo], busy: &BTreeSet<String>, c: Constr
         let mut zones: Vec<(&str, &Vec<&NodeInfo>)> = by_zone.iter().map(|(z, v)| (*z, v)).collect();
         // The previous AZ first, then the AZs with the most free nodes (the fewest AZs).
         zones.sort_by(|(za, a), (zb, b)| {
-            (Some(*za) != c.previous_zone, std::cmp::Reverse(a.len()), a[0].seniority())
-                .cmp(&(Some(*zb) != c.previous_zone, std::cmp::Reverse(b.len()), b[0].seniority()))
+            (Some(*za) != c.previous_zone, std::cmp::Reverse(a.len()), a[0].seniority()).cmp(&(
+                Some(*zb) != c.previous_zone,
+                std::cmp::Reverse(b.len()),
+                b[0].seniority(),
+            ))
         });
         let chosen: Vec<NodeInfo> = zones.iter().flat_map(|(_, v)| v.iter()).take(need).map(|&n| n.clone()).collect();
         return Placement::Nodes(chosen);
@@ -1111,7 +1108,10 @@ mod tests {
             place(4, &nodes, &busy, Constraints::default()),
             Placement::Wait("needs 4 healthy nodes, fleet has 2 (2 booting, 1 busy, 1 GPU-unhealthy)".into())
         );
-        assert_eq!(place(1, &[], &BTreeSet::new(), Constraints::default()), Placement::Wait("needs 1 healthy node, fleet has 0".into()));
+        assert_eq!(
+            place(1, &[], &BTreeSet::new(), Constraints::default()),
+            Placement::Wait("needs 1 healthy node, fleet has 0".into())
+        );
     }
 
     fn in_zone(id: &str, launched: i64, zone: &str) -> NodeInfo {
@@ -1259,7 +1259,9 @@ mod tests {
         let a = j.attempts.last_mut().expect("attempt");
         assert_eq!(a.cross_az_bytes(), None, "not read yet");
         a.traffic = Some(
-            (0..4).map(|rank| RankTraffic { rank, bytes_in: 7, bytes_out: (u64::from(rank) + 1) * 1_000_000_000 }).collect(),
+            (0..4)
+                .map(|rank| RankTraffic { rank, bytes_in: 7, bytes_out: (u64::from(rank) + 1) * 1_000_000_000 })
+                .collect(),
         );
         // Rank 1 (a) sends to rank 2 (b); rank 3 (b) sends to rank 0 (a).
         assert_eq!(a.cross_az_bytes(), Some(2_000_000_000 + 4_000_000_000));

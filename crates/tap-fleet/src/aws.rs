@@ -340,7 +340,8 @@ impl Fleet {
                 .iter()
                 .enumerate()
                 .map(|(q, &(m, (id, az)))| {
-                    let dims = [("Environment", self.environment.as_str()), ("AvailabilityZone", az), ("InstanceId", id)];
+                    let dims =
+                        [("Environment", self.environment.as_str()), ("AvailabilityZone", az), ("InstanceId", id)];
                     query(&format!("q{q}"), metrics[m], &dims, "Sum")
                 })
                 .collect();

@@ -727,8 +727,9 @@ async fn managed_job_waits_for_one_az_then_starts_there() {
         .expect("a third instance");
     assert_eq!(third.availability_zone.as_deref(), Some("us-east-1a"));
     f.start_node_in(&third.instance_id, Some("us-east-1a"));
-    let job =
-        f.wait_job("job-az", "the job to start in one AZ", Duration::from_secs(120), |j| j.state == JobState::Running).await;
+    let job = f
+        .wait_job("job-az", "the job to start in one AZ", Duration::from_secs(120), |j| j.state == JobState::Running)
+        .await;
     let a = job.current().expect("attempt");
     assert!(
         a.nodes.iter().all(|n| n.availability_zone.as_deref() == Some("us-east-1a")) && !a.cross_az,
