@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """moto_server (moto 5.2.5) plus the two calls tap uses that moto does not implement:
 EC2 ModifyFleet (changes a fleet's target capacity and, as EC2 does for a fleet of type
-`maintain`, launches or terminates instances to match; termination policy: terminate the
-excess) and SSM CancelCommand (marks the command and its invocations Cancelled). Everything
+`maintain`, launches or terminates instances to match; ExcessCapacityTerminationPolicy
+`termination` terminates the excess, `no-termination` keeps it) and SSM CancelCommand (marks the command and its invocations Cancelled). Everything
 else is moto's own. Started by the tests through TAP_MOTO_SERVER, with
 moto_server's arguments (-H 127.0.0.1 -p PORT).
 
@@ -40,14 +40,16 @@ def modify_fleet(self):
         from moto.ec2.exceptions import InvalidParameterValueErrorUnknownAttribute
 
         raise InvalidParameterValueErrorUnknownAttribute(f"fleet {fleet_id}")
+    policy = self._get_param("ExcessCapacityTerminationPolicy") or "termination"
     target = int(spec.get("TotalTargetCapacity", fleet.target_capacity))
     fleet.target_capacity = target
     fleet.target_capacity_specification["TotalTargetCapacity"] = target
     if target > fleet.fulfilled_capacity:
         fleet.create_spot_requests(target - fleet.fulfilled_capacity)
-    elif target < fleet.fulfilled_capacity:
+    elif target < fleet.fulfilled_capacity and policy == "termination":
         fleet.terminate_instances()
         fleet.fulfilled_capacity = target
+    # no-termination: EC2 keeps every running instance (and replaces none below the new target).
     return ActionResult({"Return": True})
 
 

@@ -107,9 +107,101 @@ impl NodeInfo {
     }
 }
 
+/// Which nodes a partial scale-down to `target` nodes terminates (EC2 would pick by pool
+/// capacity, whatever the AZ), so that the nodes left stay together for multi-node jobs,
+/// which run in one AZ. The AZ kept is the one with the most live (pending or running)
+/// nodes — the home AZ, where the fleet's priorities gather them — ties to the AZ of the
+/// oldest node. Terminated first: nodes no job holds (a held node's job would be
+/// interrupted), outside the kept AZ (the smallest AZ groups first), pending before running,
+/// the newest first.
+pub fn scale_down_victims(nodes: &[NodeInfo], held: &std::collections::BTreeSet<String>, target: usize) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let live: Vec<&NodeInfo> =
+        nodes.iter().filter(|n| matches!(n.state, InstanceState::Pending | InstanceState::Running)).collect();
+    let excess = live.len().saturating_sub(target);
+    if excess == 0 {
+        return Vec::new();
+    }
+    let zone = |n: &NodeInfo| n.availability_zone.clone().unwrap_or_else(|| "unknown".into());
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &live {
+        *count.entry(zone(n)).or_default() += 1;
+    }
+    let oldest_zone = live.iter().min_by(|a, b| a.seniority().cmp(&b.seniority())).map(|n| zone(n));
+    let keep = count
+        .iter()
+        .max_by(|(za, a), (zb, b)| {
+            (**a, Some(*za) == oldest_zone.as_ref(), std::cmp::Reverse(*za)).cmp(&(
+                **b,
+                Some(*zb) == oldest_zone.as_ref(),
+                std::cmp::Reverse(*zb),
+            ))
+        })
+        .map(|(z, _)| z.clone());
+    let mut order = live;
+    order.sort_by_key(|n| {
+        let z = zone(n);
+        (
+            held.contains(&n.instance_id),
+            Some(&z) == keep.as_ref(),
+            count.get(&z).copied().unwrap_or(0),
+            n.state != InstanceState::Pending,
+            std::cmp::Reverse(n.launch_time_ms),
+            n.instance_id.clone(),
+        )
+    });
+    order.into_iter().take(excess).map(|n| n.instance_id.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::InstanceState;
+
+    fn node(id: &str, zone: &str, launched: i64, state: &str) -> super::NodeInfo {
+        super::NodeInfo {
+            instance_id: id.into(),
+            instance_type: Some("p3.2xlarge".into()),
+            availability_zone: Some(zone.into()),
+            private_ip: Some("10.0.0.1".into()),
+            state: state.into(),
+            launch_time_ms: Some(launched),
+            heartbeat_age_s: Some(10),
+            unhealthy: Some(false),
+            interrupting: None,
+        }
+    }
+
+    /// Issue 22: a scale-down keeps the nodes of the biggest (home) AZ together and never
+    /// takes a node a job holds while a free one can go.
+    #[test]
+    fn a_scale_down_terminates_outside_the_kept_az_free_and_newest_first() {
+        use std::collections::BTreeSet;
+        let nodes = vec![
+            node("i-a1", "us-east-1a", 1, "running"),
+            node("i-a2", "us-east-1a", 2, "running"),
+            node("i-a3", "us-east-1a", 9, "running"),
+            node("i-b1", "us-east-1b", 3, "running"),
+            node("i-b2", "us-east-1b", 4, "running"),
+            node("i-c1", "us-east-1c", 5, "running"),
+            node("i-gone", "us-east-1c", 6, "terminated"),
+        ];
+        let free = BTreeSet::new();
+        assert_eq!(super::scale_down_victims(&nodes, &free, 6), Vec::<String>::new());
+        assert_eq!(super::scale_down_victims(&nodes, &free, 5), ["i-c1"], "the smallest AZ group first");
+        assert_eq!(super::scale_down_victims(&nodes, &free, 3), ["i-c1", "i-b2", "i-b1"]);
+        assert_eq!(super::scale_down_victims(&nodes, &free, 2), ["i-c1", "i-b2", "i-b1", "i-a3"], "then the newest");
+        let held = BTreeSet::from(["i-b1".to_owned(), "i-b2".to_owned()]);
+        assert_eq!(super::scale_down_victims(&nodes, &held, 3), ["i-c1", "i-a3", "i-a2"], "a job's nodes last");
+        // A pending node goes before a running one of its group; a tie of sizes keeps the
+        // oldest node's AZ.
+        let tie = vec![
+            node("i-b1", "us-east-1b", 1, "running"),
+            node("i-a1", "us-east-1a", 2, "running"),
+            node("i-a2", "us-east-1a", 3, "pending"),
+            node("i-b2", "us-east-1b", 4, "running"),
+        ];
+        assert_eq!(super::scale_down_victims(&tie, &free, 2), ["i-a2", "i-a1"]);
+    }
 
     #[test]
     fn instance_states_read_and_print_as_ec2_spells_them() {

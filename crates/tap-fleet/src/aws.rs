@@ -452,6 +452,36 @@ impl Fleet {
         Ok(())
     }
 
+    /// A partial scale-down that terminates these nodes (tap_core::fleet::scale_down_victims)
+    /// instead of EC2's pick: ModifyFleet to `target` keeping every instance
+    /// (`no-termination`), then TerminateInstances on `victims` — the maintain fleet, now at
+    /// its target, does not replace them. No victims: [`Fleet::scale`].
+    pub async fn scale_down_to(&self, target: i32, victims: &[String]) -> Result<()> {
+        use aws_sdk_ec2::types::{FleetExcessCapacityTerminationPolicy, TargetCapacitySpecificationRequest};
+        if victims.is_empty() || target <= 0 {
+            return self.scale(target).await;
+        }
+        let spec = TargetCapacitySpecificationRequest::builder().total_target_capacity(target).build();
+        self.ec2
+            .modify_fleet()
+            .fleet_id(&self.fleet_id)
+            .target_capacity_specification(spec)
+            .excess_capacity_termination_policy(FleetExcessCapacityTerminationPolicy::NoTermination)
+            .send()
+            .await
+            .map_err(|e| sdk_error("EC2 ModifyFleet", e))?;
+        self.ec2.terminate_instances().set_instance_ids(Some(victims.to_vec())).send().await.map_err(|e| {
+            FleetError::Partly {
+                what: format!(
+                    "the fleet's target is now {target}, but {} were not terminated: they run (and bill) until `tap fleet scale {target}` again or EC2 terminates them",
+                    victims.join(", ")
+                ),
+                source: Box::new(FleetError::from(sdk_error("EC2 TerminateInstances", e))),
+            }
+        })?;
+        Ok(())
+    }
+
     async fn publish_intent(&self, intent: ScaleIntent) -> Result<()> {
         use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
         let spec = ContractMetric::FleetScaledToZero.spec();

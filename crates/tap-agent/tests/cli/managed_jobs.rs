@@ -754,4 +754,14 @@ async fn managed_job_waits_for_one_az_then_starts_there() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["network"]["cross_az_bytes"], 0);
     assert_eq!(v["job"]["attempts"][0]["cross_az"], false);
+
+    // A scale-down keeps the nodes together: the one outside us-east-1a goes (EC2 would pick
+    // by pool capacity, whatever the AZ), and the fleet does not replace it.
+    let out = f.tap(&["fleet", "scale", "2", "--yes"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("(us-east-1b) (the nodes left stay together)"), "{said}");
+    let left = f.instances().await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|n| n.availability_zone.as_deref() == Some("us-east-1a")), "{left:?}");
 }

@@ -17,6 +17,19 @@ async fn fleet(stack: &StackConfig) -> Fleet {
     Fleet::new(&crate::commands::sdk_for(stack).await, stack)
 }
 
+/// The instances the stack's active jobs hold now (a scale-down takes them last).
+async fn held_nodes(stack: &StackConfig) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let sdk = crate::commands::sdk_for(stack).await;
+    let jobs = tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
+    let mut held = std::collections::BTreeSet::new();
+    for e in jobs.list(true).await? {
+        if let tap_store::jobs::JobEntry::Job { job, .. } = e {
+            held.extend(job.held_nodes().map(str::to_owned));
+        }
+    }
+    Ok(held)
+}
+
 /// Asks on the terminal; `false` when stdin is not a terminal (scripts pass --yes).
 pub(super) fn confirm(question: &str) -> bool {
     use std::io::IsTerminal;
@@ -47,10 +60,29 @@ pub async fn run_fleet(
             let s = f.describe().await?; // EC2 alone: the target and the running nodes
             let current = s.target_capacity.unwrap_or(0);
             let target = i32::try_from(*target).context("target capacity")?;
+            // A partial scale-down picks its nodes (EC2 would pick by pool capacity, whatever
+            // the AZ): free nodes outside the AZ where the fleet's nodes gather go first.
+            let victims = if target > 0 && target < current {
+                let held = held_nodes(stack).await?;
+                tap_core::fleet::scale_down_victims(&s.nodes, &held, target as usize)
+            } else {
+                Vec::new()
+            };
+            let named = |ids: &[String]| -> String {
+                ids.iter()
+                    .map(|id| {
+                        let az =
+                            s.nodes.iter().find(|n| n.instance_id == *id).and_then(|n| n.availability_zone.clone());
+                        format!("{id} ({})", az.as_deref().unwrap_or("AZ unknown"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             if target < current && !yes {
                 let running = s.nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).count();
+                let which = if victims.is_empty() { String::new() } else { format!(" ({})", named(&victims)) };
                 let q = format!(
-                    "scale fleet {} from {current} to {target}: up to {} running node(s) will be terminated (their runs are interrupted). Go on?",
+                    "scale fleet {} from {current} to {target}: up to {} running node(s) will be terminated{which} (their runs are interrupted). Go on?",
                     s.fleet_id,
                     running.saturating_sub(target as usize)
                 );
@@ -58,9 +90,20 @@ pub async fn run_fleet(
                     bail!("not scaled down: confirm on a terminal, or pass --yes");
                 }
             }
-            f.scale(target).await?;
+            f.scale_down_to(target, &victims).await?;
             let msg = if target == 0 { " (no GPU nodes, no spot charges)" } else { "" };
-            writeln!(out, "fleet {}: target capacity {current} -> {target}{msg}", s.fleet_id)?;
+            match output {
+                Output::Json => json(
+                    out,
+                    &serde_json::json!({ "fleet": s.fleet_id, "from": current, "to": target, "terminated": victims }),
+                )?,
+                Output::Text => {
+                    writeln!(out, "fleet {}: target capacity {current} -> {target}{msg}", s.fleet_id)?;
+                    if !victims.is_empty() {
+                        writeln!(out, "  terminated {} (the nodes left stay together)", named(&victims))?;
+                    }
+                }
+            }
         }
         FleetCommand::Idle { minutes, below_percent } => {
             let rule = IdleRule { minutes: i64::from(*minutes), below_percent: *below_percent };
