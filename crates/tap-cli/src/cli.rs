@@ -122,6 +122,10 @@ pub enum Command {
     /// health or disappears, cancels the other ranks and relaunches every rank from the
     /// latest checkpoint. Nothing needs to stay running here: close the laptop.
     ///
+    /// Every rank runs in one Availability Zone (traffic between AZs is billed at $0.01/GB
+    /// each way): a fleet split over AZs makes the job wait, saying how many healthy nodes
+    /// each AZ has, until one AZ holds it; --allow-cross-az lets it span them.
+    ///
     /// Each node runs `tap run` with torchrun's rendezvous variables: MASTER_ADDR,
     /// MASTER_PORT, NNODES, NODE_RANK and RDZV_ID/TAP_RUN_GROUP (the job id). In the command,
     /// $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT and $RDZV_ID are expanded on each node
