@@ -28,7 +28,7 @@ pid=$!
 "$tap" run --experiment demo --name hot --param learning_rate=0.2 -- python3 examples/train.py >/dev/null 2>&1 &
 hot=$!
 for _ in $(seq 1 300); do # wait (at most 30 s) until "base" has trained a while
-  points=$("$tap" runs show base -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["run"]["metric_points"])' || echo 0)
+  points=$("$tap" runs show base -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["run"]["metric_points"])' 2>/dev/null || echo 0)
   [[ "$points" -ge 240 ]] && break
   sleep 0.1
 done

@@ -20,11 +20,6 @@ impl LocalStore {
         LocalStore { root: root.to_owned(), moved: Default::default() }
     }
 
-    fn count(&self, file: &Path) {
-        let n = fs::metadata(file).map_or(0, |m| m.len());
-        self.moved.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-
     fn path(&self, key: &str) -> Result<PathBuf> {
         if !valid_key(key) {
             return Err(ObjectError::BadKey(key.to_owned()));
@@ -36,8 +31,16 @@ impl LocalStore {
 /// Copies `src` to a temporary file beside `dest` while hashing, checks the digest, syncs,
 /// then renames into place: `dest` is either absent, the old file, or the complete new one.
 /// Blocking: call it inside [`crate::blocking::run`]; it stops (removing its temporary file)
-/// at the next chunk once `cancel` is set.
-pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str, cancel: &Cancel) -> Result<()> {
+/// at the next chunk once `cancel` is set. Each chunk copied is added to `moved` as it lands,
+/// so a progress bar moves with the copy (regression: it sat at 0 B until the end).
+pub fn copy_verified(
+    key: &str,
+    src: &Path,
+    dest: &Path,
+    sha256: &str,
+    cancel: &Cancel,
+    moved: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
     cancel.check().map_err(io(dest))?;
     let tmp = super::temp_beside(dest, "tmp")?;
     let result = (|| {
@@ -53,6 +56,7 @@ pub fn copy_verified(key: &str, src: &Path, dest: &Path, sha256: &str, cancel: &
             }
             h.update(&buf[..n]);
             out.write_all(&buf[..n]).map_err(io(&tmp))?;
+            moved.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let actual = hex(&h.finalize());
         if actual != sha256 {
@@ -72,12 +76,7 @@ impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
         let (key, src, dest, sha256) = (key.to_owned(), src.to_owned(), self.path(key)?, sha256.to_owned());
         let me = self.clone();
-        blocking::run(move |cancel| {
-            copy_verified(&key, &src, &dest, &sha256, cancel)?;
-            me.count(&src);
-            Ok(())
-        })
-        .await
+        blocking::run(move |cancel| copy_verified(&key, &src, &dest, &sha256, cancel, &me.moved)).await
     }
 
     async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
@@ -87,9 +86,7 @@ impl ObjectStore for LocalStore {
             if !path.exists() {
                 return Err(ObjectError::NotFound(key));
             }
-            copy_verified(&key, &path, &dest, &sha256, cancel)?;
-            me.count(&dest);
-            Ok(())
+            copy_verified(&key, &path, &dest, &sha256, cancel, &me.moved)
         })
         .await
     }
@@ -162,4 +159,43 @@ fn list_under(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 23): `tap artifacts push` of 300 MiB showed `0 B/300.00 MiB` for the
+    /// whole transfer, because the local store counted a file's bytes only once it was in
+    /// place. They count as each chunk lands.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn progress_sat_at_zero_until_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("big.bin");
+        let total: u64 = 48 << 20;
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut f = fs::File::create(&src).expect("create");
+        for _ in 0..(total >> 20) {
+            f.write_all(&chunk).expect("write");
+        }
+        drop(f);
+        let (sha, size) = super::super::sha256_file(&src).expect("hash");
+        assert_eq!(size, total);
+        let store = LocalStore::new(&dir.path().join("store"));
+        let put = {
+            let (store, src) = (store.clone(), src.clone());
+            tokio::spawn(async move { store.put_file("a/big.bin", &src, &sha).await })
+        };
+        let mut between = Vec::new();
+        while !put.is_finished() {
+            let m = store.bytes_moved();
+            if m > 0 && m < total {
+                between.push(m);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        put.await.expect("joined").expect("stored");
+        assert_eq!(store.bytes_moved(), total);
+        assert!(!between.is_empty(), "no sample between 0 and {total} bytes: the count jumped at the end");
+    }
 }
