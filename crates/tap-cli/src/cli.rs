@@ -151,6 +151,39 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// clap's definition of `tap` as it parses: every option that takes a value takes a
+    /// negative number as that value, so `--concurrency -1` is refused for its value ("-1 is
+    /// not in 1..=64") instead of read as an unknown flag `-1` with a tip that does not work
+    /// (issue 23: fixed for every option at once, not flag by flag).
+    pub fn definition() -> clap::Command {
+        fn negatives(cmd: clap::Command) -> clap::Command {
+            cmd.mut_args(|a| {
+                if a.get_action().takes_values() && !a.is_positional() { a.allow_negative_numbers(true) } else { a }
+            })
+            .mut_subcommands(negatives)
+        }
+        negatives(<Cli as clap::CommandFactory>::command())
+    }
+
+    /// Parses `args` (the program name first) with [`Cli::definition`].
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let mut cmd = Cli::definition();
+        let mut m = cmd.try_get_matches_from_mut(args)?;
+        Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd))
+    }
+
+    /// Parses the process's arguments; on a bad one prints clap's message and exits (2).
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Target and fulfilled capacity, every instance (type, AZ, IP, state, age, agent
@@ -649,12 +682,11 @@ mod tests {
 
     #[test]
     fn launch_takes_the_crossing_flags_only_together_and_with_allow_cross_az() {
-        use clap::Parser;
         let parse = |extra: &[&str]| {
             let mut args = vec!["tap", "launch", "--nodes", "2"];
             args.extend_from_slice(extra);
             args.extend_from_slice(&["--", "true"]);
-            Cli::try_parse_from(args)
+            Cli::try_parse_args(args)
         };
         assert!(parse(&["--allow-cross-az", "--traffic-per-step", "4.3GB", "--step-time", "4s"]).is_ok());
         assert!(parse(&["--allow-cross-az"]).is_ok());
@@ -663,9 +695,44 @@ mod tests {
         assert!(parse(&["--allow-cross-az", "--step-time", "4s"]).is_err(), "needs --traffic-per-step");
     }
 
+    /// Regression (issue 23): `--concurrency -1` was read as an unknown flag `-1`, with
+    /// clap's tip to write `-- -1`, which does not work. Every option that takes a value takes
+    /// a negative number as the value, and its own check refuses it.
+    #[test]
+    fn negative_numbers_given_to_numeric_flags_are_taken_for_flags() {
+        for args in [
+            &["tap", "artifacts", "push", "x", "--concurrency", "-1"][..],
+            &["tap", "fleet", "idle", "--minutes", "-5"][..],
+            &["tap", "launch", "--nodes", "-2", "--", "true"][..],
+            &["tap", "fleet", "scale", "1", "--yes"][..],
+        ] {
+            match Cli::try_parse_args(args) {
+                Ok(_) => assert_eq!(args[1..3], ["fleet", "scale"], "{args:?} parsed"),
+                Err(e) => {
+                    assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}: {e}");
+                    let text = e.to_string();
+                    assert!(text.contains("invalid value '-"), "{text}");
+                    assert!(!text.contains("unexpected argument") && !text.contains("-- -"), "{text}");
+                }
+            }
+        }
+        fn check(cmd: &clap::Command, path: &str) {
+            for a in cmd.get_arguments() {
+                if a.get_action().takes_values() && !a.is_positional() {
+                    assert!(a.is_allow_negative_numbers_set(), "{path} --{:?}", a.get_long());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::definition(), "tap");
+    }
+
     #[test]
     fn command_definitions_are_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        Cli::definition().debug_assert();
     }
 }

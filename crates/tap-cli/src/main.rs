@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    tap_cli::main_with(tap_cli::cli::Cli::parse())
+    tap_cli::main_with(tap_cli::cli::Cli::parse_args())
 }
