@@ -156,14 +156,24 @@ impl Cli {
     /// negative number as that value, so `--concurrency -1` is refused for its value ("-1 is
     /// not in 1..=64") instead of read as an unknown flag `-1` with a tip that does not work
     /// (issue 23: fixed for every option at once, not flag by flag).
+    ///
+    /// An environment variable that stands for an option (`TAP_EXPERIMENT`, `TAP_OUTPUT`, …)
+    /// and is set but empty counts as unset, as a shell's `VAR=` means: its option takes its
+    /// default instead of failing on `''` with a message about a flag nobody typed (issue 23).
     pub fn definition() -> clap::Command {
-        fn negatives(cmd: clap::Command) -> clap::Command {
+        fn adjust(cmd: clap::Command) -> clap::Command {
             cmd.mut_args(|a| {
-                if a.get_action().takes_values() && !a.is_positional() { a.allow_negative_numbers(true) } else { a }
+                let a = if a.get_action().takes_values() && !a.is_positional() {
+                    a.allow_negative_numbers(true)
+                } else {
+                    a
+                };
+                let empty = a.get_env().is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+                if empty { a.env(None::<&str>) } else { a }
             })
-            .mut_subcommands(negatives)
+            .mut_subcommands(adjust)
         }
-        negatives(<Cli as clap::CommandFactory>::command())
+        adjust(<Cli as clap::CommandFactory>::command())
     }
 
     /// Parses `args` (the program name first) with [`Cli::definition`].

@@ -69,6 +69,52 @@ fn huge_durations_are_refused_in_one_line() {
     }
 }
 
+/// Regression (issue 23): `TAP_EXPERIMENT=` (set, empty) failed with "invalid value '' for
+/// '--experiment'", a flag the user never typed. An empty variable counts as unset.
+#[test]
+fn an_empty_environment_variable_blamed_on_a_flag_the_user_never_typed() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+        .args(["run", "--", "true"])
+        .env("TAP_HOME", home.path())
+        .env("TAP_EXPERIMENT", "")
+        .env("TAP_OUTPUT", "")
+        .output()
+        .expect("tap runs");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("--experiment") && stderr.contains("run default/"), "{stderr}");
+}
+
+/// Regression (issue 23): an existing file as a pull destination was reported as "File
+/// exists (os error 17)". Both pulls say what is wrong with the destination, in one line.
+#[test]
+fn an_existing_file_as_a_pull_destination() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let src = home.path().join("weights.bin");
+    std::fs::write(&src, b"w").expect("write");
+    let file = home.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let tap_in = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tap")).args(args).env("TAP_HOME", home.path()).output().expect("tap runs")
+    };
+    assert!(tap_in(&["artifacts", "push", src.to_str().expect("utf-8")]).status.success());
+    let run = tap_in(&["run", "-e", "e", "--name", "r", "--", "sh", "-c", "echo 1 > \"$TAP_CHECKPOINT_DIR/c\""]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let dest = file.to_str().expect("utf-8");
+    for args in [&["artifacts", "pull", "weights.bin", dest][..], &["checkpoints", "pull", "r", dest][..]] {
+        let out = tap_in(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("tap: error: {dest} is a file, not a directory: pull into a new or empty directory\n"),
+            "{args:?}"
+        );
+        assert_eq!(std::fs::read(&file).expect("still there"), b"x", "the file is left as it was");
+    }
+}
+
 #[test]
 fn unknown_command_fails() {
     let out = tap(&["launch-rockets"]);

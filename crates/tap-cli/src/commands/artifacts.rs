@@ -98,6 +98,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                 .await?
                 .with_context(|| format!("no artifact {name} (see `tap artifacts ls`)"))?;
             let dest = dest.clone().unwrap_or_else(|| std::path::PathBuf::from(name));
+            crate::commands::pull_destination(&dest, false)?;
             let started = std::time::Instant::now();
             with_progress(
                 objects,

@@ -102,9 +102,7 @@ pub async fn pull<R: RunStore, O: ObjectStore>(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let m = find_checkpoint(runs, objects, what).await?;
-    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-        anyhow::bail!("{} is not empty; pull into a new or empty directory", dir.display());
-    }
+    crate::commands::pull_destination(dir, true)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let label = format!("pull {}", m.checkpoint_id);
     crate::commands::artifacts::with_progress(objects, m.total_bytes(), &label, checkpoint::restore(objects, &m, dir))

@@ -235,3 +235,25 @@ where
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Checks a pull's destination directory before anything is fetched: an existing file (or
+/// anything that is not a directory) is refused in one line naming it, instead of the
+/// "File exists (os error 17)" of the first write into it; with `must_be_empty`, so is a
+/// directory that holds anything.
+pub fn pull_destination(dest: &std::path::Path, must_be_empty: bool) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", dest.display())),
+        Ok(m) if m.is_file() => {
+            anyhow::bail!("{} is a file, not a directory: pull into a new or empty directory", dest.display())
+        }
+        Ok(m) if !m.is_dir() && !dest.is_dir() => anyhow::bail!(
+            "{} is not a directory (a link, FIFO, socket or device): pull into a new or empty directory",
+            dest.display()
+        ),
+        Ok(_) if must_be_empty && std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_some()) => {
+            anyhow::bail!("{} is not empty; pull into a new or empty directory", dest.display())
+        }
+        Ok(_) => Ok(()),
+    }
+}
