@@ -116,7 +116,7 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
             instance_id: id.instance_id.clone(),
             availability_zone: identity::availability_zone(config.spot.imds_endpoint.as_deref())
                 .await
-                .unwrap_or_else(|| "unknown".into()),
+                .unwrap_or_else(|| tap_core::fleet::UNKNOWN_AZ.into()),
         },
         net_counters: Some(std::path::PathBuf::from(crate::net::PROC_NET_DEV)),
         shutdown_grace: Duration::from_secs(20),

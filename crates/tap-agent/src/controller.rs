@@ -442,11 +442,8 @@ impl Controller {
     /// that fails is logged and leaves the record as it was: the job does not depend on it.
     async fn read_traffic(&self, job: &mut JobRecord, now: i64) -> bool {
         let Some(a) = job.attempts.last_mut() else { return false };
-        let nodes: Vec<(String, String)> = a
-            .nodes
-            .iter()
-            .map(|n| (n.instance_id.clone(), n.availability_zone.clone().unwrap_or_else(|| "unknown".into())))
-            .collect();
+        let nodes: Vec<(String, String)> =
+            a.nodes.iter().map(|n| (n.instance_id.clone(), n.zone().to_owned())).collect();
         match self.fleet.traffic(&nodes, a.started_ms, now).await {
             Ok(bytes) => {
                 a.traffic = Some(

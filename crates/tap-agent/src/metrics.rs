@@ -206,9 +206,8 @@ impl Aggregator {
         for (uuid, base) in std::mem::take(&mut self.ecc_base) {
             let last = self.ecc_last.get(&uuid).copied().unwrap_or(base);
             for (metric, b, l) in [(Metric::EccCorrected, base.0, last.0), (Metric::EccUncorrected, base.1, last.1)] {
-                // A counter that went down was reset by a driver reload: count from zero.
                 let (Some(b), Some(l)) = (b, l) else { continue };
-                let delta = if l >= b { l - b } else { l } as f64;
+                let delta = counter_delta(b, l) as f64;
                 for &set in metric.spec().sets {
                     let gpu = (set == DimensionSet::Gpu).then_some(uuid.as_str());
                     self.add(metric, set, gpu, delta);
@@ -251,6 +250,13 @@ impl Aggregator {
             })
             .collect()
     }
+}
+
+/// How far a counter moved from `before` to `after`. One that went down was reset (a driver
+/// reload for ECC counters, an interface that came back for network bytes) and counts from
+/// zero: no negative delta, and no bytes or errors invented.
+pub fn counter_delta(before: u64, after: u64) -> u64 {
+    if after >= before { after - before } else { after }
 }
 
 /// Splits datums, in order, into the fewest requests within CloudWatch's limits.

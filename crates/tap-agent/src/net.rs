@@ -49,11 +49,14 @@ pub fn read(path: &Path) -> Option<Counters> {
     std::fs::read_to_string(path).ok().as_deref().and_then(parse)
 }
 
-/// What the counters moved by from `before` to `after`; a counter that went down was reset
-/// (an interface that came back, a 32-bit wrap) and counts from zero.
+/// What the counters moved by from `before` to `after` (an interface that came back, a
+/// 32-bit wrap: [`crate::metrics::counter_delta`]'s reset rule).
 pub fn delta(before: Counters, after: Counters) -> Counters {
-    let d = |b: u64, a: u64| if a >= b { a - b } else { a };
-    Counters { bytes_in: d(before.bytes_in, after.bytes_in), bytes_out: d(before.bytes_out, after.bytes_out) }
+    use crate::metrics::counter_delta;
+    Counters {
+        bytes_in: counter_delta(before.bytes_in, after.bytes_in),
+        bytes_out: counter_delta(before.bytes_out, after.bytes_out),
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ impl std::fmt::Display for InstanceState {
     }
 }
 
+/// The Availability Zone tap names when neither EC2 nor instance metadata says one: the
+/// agent publishes its network series under it, the controller queries them under it, and
+/// placement never groups such a node with a known AZ's.
+pub const UNKNOWN_AZ: &str = "unknown";
+
 /// Heartbeats older than this mean the agent (or the node) is gone.
 pub const HEARTBEAT_STALE_S: i64 = 300;
 
@@ -101,6 +106,11 @@ impl NodeInfo {
 }
 
 impl NodeInfo {
+    /// Its Availability Zone, [`UNKNOWN_AZ`] when EC2 did not say.
+    pub fn zone(&self) -> &str {
+        self.availability_zone.as_deref().unwrap_or(UNKNOWN_AZ)
+    }
+
     /// The order every node agrees on: oldest launch first, then instance id.
     pub fn seniority(&self) -> (Option<i64>, &str) {
         (self.launch_time_ms, &self.instance_id)
@@ -122,7 +132,7 @@ pub fn scale_down_victims(nodes: &[NodeInfo], held: &std::collections::BTreeSet<
     if excess == 0 {
         return Vec::new();
     }
-    let zone = |n: &NodeInfo| n.availability_zone.clone().unwrap_or_else(|| "unknown".into());
+    let zone = |n: &NodeInfo| n.zone().to_owned();
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for n in &live {
         *count.entry(zone(n)).or_default() += 1;

@@ -195,6 +195,13 @@ pub struct AttemptNode {
     pub command_id: Option<String>,
 }
 
+impl AttemptNode {
+    /// Its Availability Zone, [`crate::fleet::UNKNOWN_AZ`] when EC2 did not say.
+    pub fn zone(&self) -> &str {
+        self.availability_zone.as_deref().unwrap_or(crate::fleet::UNKNOWN_AZ)
+    }
+}
+
 /// Why an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "why", rename_all = "snake_case")]
@@ -330,11 +337,11 @@ pub const GB: f64 = 1e9;
 
 impl Attempt {
     /// The Availability Zones its ranks ran in, in rank order without repeats (a node whose
-    /// AZ EC2 did not say counts as "unknown").
+    /// AZ EC2 did not say counts as [`crate::fleet::UNKNOWN_AZ`]).
     pub fn zones(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for n in &self.nodes {
-            let z = n.availability_zone.as_deref().unwrap_or("unknown");
+            let z = n.zone();
             if !out.contains(&z) {
                 out.push(z);
             }
@@ -349,9 +356,8 @@ impl Attempt {
     /// before any traffic was read.
     pub fn cross_az_bytes(&self) -> Option<u64> {
         let traffic = self.traffic.as_ref()?;
-        let zone = |rank: u32| {
-            self.nodes.iter().find(|n| n.rank == rank).and_then(|n| n.availability_zone.as_deref()).unwrap_or("unknown")
-        };
+        let zone =
+            |rank: u32| self.nodes.iter().find(|n| n.rank == rank).map_or(crate::fleet::UNKNOWN_AZ, AttemptNode::zone);
         let n = self.nodes.len() as u32;
         if n < 2 {
             return Some(0);
@@ -520,11 +526,6 @@ impl<'a> Constraints<'a> {
     }
 }
 
-/// A node's AZ for placement ("unknown" when EC2 did not say: never mixed with a known one).
-fn zone_of(n: &NodeInfo) -> &str {
-    n.availability_zone.as_deref().unwrap_or("unknown")
-}
-
 /// Picks `needed` fit nodes not held by another job, all in one Availability Zone, or says in
 /// one line why the job waits.
 ///
@@ -549,7 +550,7 @@ pub fn place(needed: u32, nodes: &[NodeInfo], busy: &BTreeSet<String>, c: Constr
     // Free fit nodes by AZ (each AZ's nodes oldest first).
     let mut by_zone: BTreeMap<&str, Vec<&NodeInfo>> = BTreeMap::new();
     for n in &fit {
-        by_zone.entry(zone_of(n)).or_default().push(n);
+        by_zone.entry(n.zone()).or_default().push(n);
     }
     let take = |v: &[&NodeInfo], k: usize| v[..k].iter().map(|&n| n.clone()).collect::<Vec<_>>();
     if need <= 1 {

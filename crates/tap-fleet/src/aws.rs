@@ -271,9 +271,48 @@ impl Fleet {
         })
     }
 
+    /// The datapoints (time, value) of each query (metric, its dimensions, statistic) from
+    /// `start_ms` to `end_ms`, in the queries' order (None: CloudWatch returned no result for
+    /// it), fetched in as few GetMetricData requests
+    /// as its limit of 500 queries allows.
+    async fn datapoints(
+        &self,
+        queries: &[SeriesQuery<'_>],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Option<Vec<(i64, f64)>>>> {
+        let mut out = vec![None; queries.len()];
+        for (c, chunk) in queries.chunks(QUERIES_PER_GET_METRIC_DATA).enumerate() {
+            let built: Vec<MetricDataQuery> = chunk
+                .iter()
+                .enumerate()
+                .map(|(q, (metric, dims, stat))| query(&format!("q{q}"), *metric, dims, stat))
+                .collect();
+            let res = self
+                .cloudwatch
+                .get_metric_data()
+                .set_metric_data_queries(Some(built))
+                .start_time(DateTime::from_millis(start_ms))
+                .end_time(DateTime::from_millis(end_ms))
+                .send()
+                .await
+                .map_err(|e| sdk_error("CloudWatch GetMetricData", e))?;
+            for r in res.metric_data_results() {
+                let Some(q) =
+                    r.id().and_then(|q| q.strip_prefix('q')?.parse::<usize>().ok()).filter(|q| *q < chunk.len())
+                else {
+                    continue;
+                };
+                let points =
+                    r.timestamps().iter().zip(r.values()).filter_map(|(t, v)| t.to_millis().ok().map(|t| (t, *v)));
+                out[c * QUERIES_PER_GET_METRIC_DATA + q].get_or_insert_with(Vec::new).extend(points);
+            }
+        }
+        Ok(out)
+    }
+
     /// The datapoints (time, value) of each (metric, statistic) for each instance over the
-    /// last `minutes`, fetched in as few GetMetricData requests as its limit of 500 queries
-    /// allows. Keyed by (index into `series`, instance id).
+    /// last `minutes`. Keyed by (index into `series`, instance id).
     pub async fn per_instance(
         &self,
         series: &[(ContractMetric, &str)],
@@ -281,43 +320,20 @@ impl Fleet {
         now_ms: i64,
         minutes: i64,
     ) -> Result<HashMap<(usize, String), Vec<(i64, f64)>>> {
-        let pairs: Vec<(usize, &String)> =
+        let keys: Vec<(usize, &String)> =
             (0..series.len()).flat_map(|m| instances.iter().map(move |id| (m, id))).collect();
-        let mut out = HashMap::new();
-        for chunk in pairs.chunks(QUERIES_PER_GET_METRIC_DATA) {
-            let queries: Vec<MetricDataQuery> = chunk
-                .iter()
-                .enumerate()
-                .map(|(q, &(m, id))| {
-                    let (metric, stat) = series[m];
-                    query(&format!("q{q}"), metric, &[("Environment", &self.environment), ("InstanceId", id)], stat)
-                })
-                .collect();
-            let res = self
-                .cloudwatch
-                .get_metric_data()
-                .set_metric_data_queries(Some(queries))
-                .start_time(DateTime::from_millis(now_ms - minutes * 60_000))
-                .end_time(DateTime::from_millis(now_ms + 60_000))
-                .send()
-                .await
-                .map_err(|e| sdk_error("CloudWatch GetMetricData", e))?;
-            for r in res.metric_data_results() {
-                let Some(&(m, id)) =
-                    r.id().and_then(|q| q.strip_prefix('q')?.parse::<usize>().ok()).and_then(|q| chunk.get(q))
-                else {
-                    continue;
-                };
-                let points: Vec<(i64, f64)> = r
-                    .timestamps()
-                    .iter()
-                    .zip(r.values())
-                    .filter_map(|(t, v)| t.to_millis().ok().map(|t| (t, *v)))
-                    .collect();
-                out.entry((m, id.clone())).or_insert_with(Vec::new).extend(points);
-            }
-        }
-        Ok(out)
+        let queries: Vec<_> = keys
+            .iter()
+            .map(|&(m, id)| {
+                (
+                    series[m].0,
+                    vec![("Environment", self.environment.as_str()), ("InstanceId", id.as_str())],
+                    series[m].1,
+                )
+            })
+            .collect();
+        let points = self.datapoints(&queries, now_ms - minutes * 60_000, now_ms + 60_000).await?;
+        Ok(keys.into_iter().zip(points).filter_map(|((m, id), p)| Some(((m, id.clone()), p?))).collect())
     }
 
     /// The bytes each node's interfaces received and sent from `start_ms` to `end_ms`
@@ -330,46 +346,31 @@ impl Fleet {
         end_ms: i64,
     ) -> Result<HashMap<String, (u64, u64)>> {
         let metrics = [ContractMetric::NetworkBytesIn, ContractMetric::NetworkBytesOut];
-        let pairs: Vec<(usize, &(String, String))> =
+        let keys: Vec<(usize, &(String, String))> =
             (0..metrics.len()).flat_map(|m| nodes.iter().map(move |n| (m, n))).collect();
-        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+        let queries: Vec<_> = keys
+            .iter()
+            .map(|&(m, (id, az))| {
+                let dims = vec![
+                    ("Environment", self.environment.as_str()),
+                    ("AvailabilityZone", az.as_str()),
+                    ("InstanceId", id.as_str()),
+                ];
+                (metrics[m], dims, "Sum")
+            })
+            .collect();
         // CloudWatch's periods start on the minute: from the minute the attempt started in.
         let start = start_ms - start_ms.rem_euclid(60_000);
-        for chunk in pairs.chunks(QUERIES_PER_GET_METRIC_DATA) {
-            let queries: Vec<MetricDataQuery> = chunk
-                .iter()
-                .enumerate()
-                .map(|(q, &(m, (id, az)))| {
-                    let dims =
-                        [("Environment", self.environment.as_str()), ("AvailabilityZone", az), ("InstanceId", id)];
-                    query(&format!("q{q}"), metrics[m], &dims, "Sum")
-                })
-                .collect();
-            let res = self
-                .cloudwatch
-                .get_metric_data()
-                .set_metric_data_queries(Some(queries))
-                .start_time(DateTime::from_millis(start))
-                .end_time(DateTime::from_millis(end_ms.max(start + 60_000)))
-                .send()
-                .await
-                .map_err(|e| sdk_error("CloudWatch GetMetricData", e))?;
-            for r in res.metric_data_results() {
-                let Some(&(m, (id, _))) =
-                    r.id().and_then(|q| q.strip_prefix('q')?.parse::<usize>().ok()).and_then(|q| chunk.get(q))
-                else {
-                    continue;
-                };
-                if r.values().is_empty() {
-                    continue;
-                }
-                let bytes = r.values().iter().sum::<f64>().max(0.0) as u64;
-                let e = out.entry(id.clone()).or_default();
-                if m == 0 {
-                    e.0 += bytes;
-                } else {
-                    e.1 += bytes;
-                }
+        let points = self.datapoints(&queries, start, end_ms.max(start + 60_000)).await?;
+        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+        for ((m, (id, _)), p) in keys.into_iter().zip(points) {
+            let Some(p) = p.filter(|p| !p.is_empty()) else { continue };
+            let bytes = p.iter().map(|(_, v)| v).sum::<f64>().max(0.0) as u64;
+            let e = out.entry(id.clone()).or_default();
+            if m == 0 {
+                e.0 += bytes;
+            } else {
+                e.1 += bytes;
             }
         }
         Ok(out)
@@ -427,20 +428,12 @@ impl Fleet {
     /// after a successful scale-up. ModifyFleet sets only the total, as Terraform does, so the
     /// next plan is an in-place update of total_target_capacity, never a replacement.
     pub async fn scale(&self, target: i32) -> Result<()> {
-        use aws_sdk_ec2::types::{FleetExcessCapacityTerminationPolicy, TargetCapacitySpecificationRequest};
+        use aws_sdk_ec2::types::FleetExcessCapacityTerminationPolicy;
         let intent = ScaleIntent::of(target);
         if intent == ScaleIntent::Empty {
             self.publish_intent(intent).await?;
         }
-        let spec = TargetCapacitySpecificationRequest::builder().total_target_capacity(target).build();
-        self.ec2
-            .modify_fleet()
-            .fleet_id(&self.fleet_id)
-            .target_capacity_specification(spec)
-            .excess_capacity_termination_policy(FleetExcessCapacityTerminationPolicy::Termination)
-            .send()
-            .await
-            .map_err(|e| sdk_error("EC2 ModifyFleet", e))?;
+        self.modify_target(target, FleetExcessCapacityTerminationPolicy::Termination).await?;
         if intent == ScaleIntent::Run {
             self.publish_intent(intent).await.map_err(|e| FleetError::Partly {
                 what: format!(
@@ -457,19 +450,11 @@ impl Fleet {
     /// (`no-termination`), then TerminateInstances on `victims` — the maintain fleet, now at
     /// its target, does not replace them. No victims: [`Fleet::scale`].
     pub async fn scale_down_to(&self, target: i32, victims: &[String]) -> Result<()> {
-        use aws_sdk_ec2::types::{FleetExcessCapacityTerminationPolicy, TargetCapacitySpecificationRequest};
+        use aws_sdk_ec2::types::FleetExcessCapacityTerminationPolicy;
         if victims.is_empty() || target <= 0 {
             return self.scale(target).await;
         }
-        let spec = TargetCapacitySpecificationRequest::builder().total_target_capacity(target).build();
-        self.ec2
-            .modify_fleet()
-            .fleet_id(&self.fleet_id)
-            .target_capacity_specification(spec)
-            .excess_capacity_termination_policy(FleetExcessCapacityTerminationPolicy::NoTermination)
-            .send()
-            .await
-            .map_err(|e| sdk_error("EC2 ModifyFleet", e))?;
+        self.modify_target(target, FleetExcessCapacityTerminationPolicy::NoTermination).await?;
         self.ec2.terminate_instances().set_instance_ids(Some(victims.to_vec())).send().await.map_err(|e| {
             FleetError::Partly {
                 what: format!(
@@ -479,6 +464,26 @@ impl Fleet {
                 source: Box::new(FleetError::from(sdk_error("EC2 TerminateInstances", e))),
             }
         })?;
+        Ok(())
+    }
+
+    /// ModifyFleet of the total target capacity only (as Terraform sets it), with what EC2
+    /// does with instances above the new target.
+    async fn modify_target(
+        &self,
+        target: i32,
+        excess: aws_sdk_ec2::types::FleetExcessCapacityTerminationPolicy,
+    ) -> Result<()> {
+        let spec =
+            aws_sdk_ec2::types::TargetCapacitySpecificationRequest::builder().total_target_capacity(target).build();
+        self.ec2
+            .modify_fleet()
+            .fleet_id(&self.fleet_id)
+            .target_capacity_specification(spec)
+            .excess_capacity_termination_policy(excess)
+            .send()
+            .await
+            .map_err(|e| sdk_error("EC2 ModifyFleet", e))?;
         Ok(())
     }
 
@@ -556,6 +561,9 @@ impl Fleet {
 fn dimensions(dims: &[(&str, &str)]) -> Vec<Dimension> {
     dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect()
 }
+
+/// One series GetMetricData reads: the metric, its dimensions (name, value) and statistic.
+type SeriesQuery<'a> = (ContractMetric, Vec<(&'a str, &'a str)>, &'a str);
 
 fn query(id: &str, metric: ContractMetric, dims: &[(&str, &str)], stat: &str) -> MetricDataQuery {
     let m = Metric::builder()
