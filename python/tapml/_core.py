@@ -63,12 +63,38 @@ DEFAULT_INTERRUPT_SIGNAL = "SIGUSR1"
 #: How long a checkpoint waits, at most, for tap to have taken the previous one (its snapshot
 #: takes milliseconds once tap read the line, which it does every 50 ms).
 ACK_WAIT_S = 10.0
-#: tap's rule for metric names (``tap_core::runs::valid_name``).
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: The longest metric, tag or hyperparameter name, in bytes (``tap_core::names::MAX_NAME_LEN``).
+MAX_NAME_LEN = 256
+_NAME_PUNCTUATION = "_.-/@:+%()[]"
 #: A decimal number as a hyperparameter's text: ``3``, ``-2``, ``0.05``, ``1e-4`` (not
 #: ``inf``, ``nan``, ``1_000`` or `` 3``, which stay text).
 _INT = re.compile(r"^[+-]?[0-9]+$")
 _FLOAT = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why tap refuses ``name`` as a metric, tag or hyperparameter name, or None when it
+    takes it. The one rule of ``tap_core::names``: 1-256 of ``A-Z a-z 0-9 _ . - / @ : + % ( )
+    [ ]``, not starting with ``-``, ``/`` only between segments that are not ``.`` or ``..``
+    (``train/loss``, ``eval/acc@1``, ``lr-AdamW`` are names). Both sides are tested against
+    the same vectors, ``spec/names.json``."""
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    for i, c in enumerate(name):
+        if not ((c.isascii() and c.isalnum()) or c in _NAME_PUNCTUATION):
+            if c.isspace():
+                return f"it holds white space ({c!r}) at character {i + 1}"
+            return f"it holds {c!r} at character {i + 1}"
+    if len(name) > MAX_NAME_LEN:
+        return f"it is {len(name)} bytes long, more than {MAX_NAME_LEN}"
+    if name.startswith("-"):
+        return "it starts with '-'"
+    for seg in name.split("/"):
+        if seg == "":
+            return "it has an empty segment ('/' at its start or end, or '//')"
+        if seg in (".", ".."):
+            return f"it has a segment {seg!r}"
+    return None
 
 
 def _env(name: str) -> Optional[str]:
@@ -121,6 +147,8 @@ class _Metrics:
         self._dropped = 0
         self._failing: Optional[str] = None
         self.last_step: Optional[int] = None
+        #: Refused metric names already warned about.
+        self.refused_names: set = set()
         #: Offset in TAP_METRICS_FILE just past this process's last checkpoint line.
         self.announced_end: Optional[int] = None
 
@@ -202,6 +230,8 @@ def _shown(line: str) -> str:
 
 
 _metrics = _Metrics()
+#: At most this many distinct refused names are warned about.
+_MAX_REFUSED_NAMES_SAID = 100
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_metrics._reset_after_fork)
 atexit.register(lambda: _metrics.flush())
@@ -263,13 +293,16 @@ def log(step: Optional[int] = None, **metrics: Any) -> None:
         step = 0 if _metrics.last_step is None else _metrics.last_step + 1
     record: Dict[str, Any] = {"step": step}
     for name, value in metrics.items():
-        if name in ("step", "checkpoint") or not _NAME.match(name):
-            warnings.warn(
-                f"tapml.log: metric name {name!r} is not one tap can store "
-                "(1-128 letters, digits, '_', '.' or '-'; not 'step' or 'checkpoint'); skipped",
-                TapmlWarning,
-                stacklevel=2,
-            )
+        problem = "it is reserved" if name in ("step", "checkpoint") else name_problem(name)
+        if problem is not None:
+            # Said once per name (a training loop logs the same names every step).
+            if name not in _metrics.refused_names and len(_metrics.refused_names) < _MAX_REFUSED_NAMES_SAID:
+                _metrics.refused_names.add(name)
+                warnings.warn(
+                    f"tapml.log: metric name {name[:80]!r} is refused: {problem}; skipped (the other values are kept)",
+                    TapmlWarning,
+                    stacklevel=2,
+                )
             continue
         f = _number(name, value)
         if f is not None:

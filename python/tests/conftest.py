@@ -106,6 +106,7 @@ def tapml_clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     _core._metrics.flush()
     _core._metrics.last_step = None
     _core._metrics.announced_end = None
+    _core._metrics.refused_names.clear()
     monkeypatch.setattr(_core, "_published", False)
     yield tapml
     _core._metrics.flush()

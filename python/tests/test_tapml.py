@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOUND_S, PYTHON_DIR
+from conftest import BOUND_S, PYTHON_DIR, REPO
 
 
 def lines(path: Path) -> list:
@@ -77,13 +77,44 @@ def test_a_bad_metric_value_is_skipped_with_a_warning_naming_it(under_tap, value
     assert lines(run / "metrics.jsonl") == [{"step": 1, "loss": 0.5}], "the good metric is kept, the bad one skipped"
 
 
-@pytest.mark.parametrize("name", ["a b", "x" * 129, "checkpoint", "ünïcode"])
+@pytest.mark.parametrize("name", ["a b", "x" * 257, "checkpoint", "ünïcode", "..", "train//loss"])
 def test_a_metric_name_tap_cannot_store_is_skipped_with_a_warning(under_tap, name):
     tapml, run = under_tap
-    with pytest.warns(tapml.TapmlWarning, match="is not one tap can store"):
+    with pytest.warns(tapml.TapmlWarning, match="is refused"):
         tapml.log(1, **{name: 1.0})
     tapml.flush()
     assert lines(run / "metrics.jsonl") == []
+
+
+def test_the_shared_name_vectors_hold(tapml_clean):
+    """spec/names.json is read by the Rust tests too (tap_core::names): one rule, two sides."""
+    vectors = json.loads((REPO / "spec" / "names.json").read_text())
+    assert len(vectors["accepted"]) >= 10 and len(vectors["refused"]) >= 10
+    for name in vectors["accepted"]:
+        assert tapml_clean.name_problem(name) is None, name
+    for r in vectors["refused"]:
+        problem = tapml_clean.name_problem(r["name"])
+        assert problem is not None and r["why"] in problem, (r, problem)
+
+
+def test_train_slash_loss_was_refused_and_the_run_had_no_metrics(under_tap):
+    tapml, run = under_tap
+    tapml.log(step=1, **{"train/loss": 0.5, "eval/acc@1": 0.9, "lr-AdamW": 1e-3, "val_loss/dataloader_idx_0": 0.7})
+    tapml.flush()
+    assert lines(run / "metrics.jsonl") == [
+        {"step": 1, "train/loss": 0.5, "eval/acc@1": 0.9, "lr-AdamW": 1e-3, "val_loss/dataloader_idx_0": 0.7}
+    ]
+
+
+def test_one_refused_name_is_skipped_alone_and_said_once(under_tap):
+    tapml, run = under_tap
+    with pytest.warns(tapml.TapmlWarning) as said:
+        for step in range(3):
+            tapml.log(step, loss=0.5, **{"accé": 1.0, "..": 2.0})
+    tapml.flush()
+    assert lines(run / "metrics.jsonl") == [{"step": s, "loss": 0.5} for s in range(3)]
+    refused = [str(w.message) for w in said if "is refused" in str(w.message)]
+    assert len(refused) == 2, refused
 
 
 def test_numpy_like_scalars_are_numbers(under_tap):

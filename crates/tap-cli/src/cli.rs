@@ -228,7 +228,7 @@ pub struct LaunchArgs {
     /// finding, not running another job).
     #[arg(long, short)]
     pub nodes: u32,
-    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_name)]
+    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_id)]
     pub experiment: String,
     /// The first attempt restores the experiment's latest checkpoint too (relaunches always do).
     #[arg(long)]
@@ -240,7 +240,7 @@ pub struct LaunchArgs {
     #[arg(long, default_value = "ubuntu")]
     pub user: String,
     /// The job's id, also the run group of its node runs (default: a new one).
-    #[arg(long, value_parser = parse_name)]
+    #[arg(long, value_parser = parse_id)]
     pub group: Option<String>,
     /// How long each attempt may run (its commands' SSM executionTimeout, plus 10 min for
     /// the restore and the final upload).
@@ -332,7 +332,7 @@ pub enum ConfigCommand {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Experiment the run belongs to.
-    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_name)]
+    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_id)]
     pub experiment: String,
 
     /// Continue run RUN (id, unique id prefix or name) as a new attempt: its own latest
@@ -349,7 +349,7 @@ pub struct RunArgs {
 
     /// A name for the run, unique in its experiment, usable wherever its id is (a resumed
     /// run keeps its own: --resume NAME).
-    #[arg(long, value_parser = parse_name, conflicts_with = "resume")]
+    #[arg(long, value_parser = parse_id, conflicts_with = "resume")]
     pub name: Option<String>,
 
     /// This run's value of hyperparameter NAME, over the stored default (repeatable). The run
@@ -391,10 +391,10 @@ pub enum RunsCommand {
     /// Runs, newest first.
     List {
         /// Only this experiment.
-        #[arg(long, short, value_parser = parse_name)]
+        #[arg(long, short, value_parser = parse_id)]
         experiment: Option<String>,
         /// Only this multi-node job: its own record and its node runs (the id `tap launch` printed).
-        #[arg(long, short, value_parser = parse_name)]
+        #[arg(long, short, value_parser = parse_id)]
         group: Option<String>,
     },
     /// One run: status, command, hyperparameters, final metrics and a sparkline per metric.
@@ -412,7 +412,7 @@ pub enum RunsCommand {
         #[arg(required = true, num_args = 1..)]
         run_ids: Vec<String>,
         /// Only this metric (repeat for several; default: every metric the runs recorded).
-        #[arg(long, short, value_parser = parse_name)]
+        #[arg(long, short, value_parser = parse_key)]
         metric: Vec<String>,
         /// Where to write the PNG (default: ./<first run id>.png).
         #[arg(long, value_name = "FILE.png")]
@@ -432,13 +432,13 @@ pub enum ParamsCommand {
     List,
     /// One hyperparameter's latest value.
     Get {
-        #[arg(value_parser = parse_name)]
+        #[arg(value_parser = parse_key)]
         name: String,
     },
     /// Store a new version of a hyperparameter: the default every new run gets (runs
     /// started before keep the values they recorded).
     Set {
-        #[arg(value_parser = parse_name)]
+        #[arg(value_parser = parse_key)]
         name: String,
         value: String,
         /// Store an empty value (refused otherwise: an empty value is nearly always a shell
@@ -448,12 +448,12 @@ pub enum ParamsCommand {
     },
     /// Remove a hyperparameter and its history; runs keep the values they recorded.
     Unset {
-        #[arg(value_parser = parse_name)]
+        #[arg(value_parser = parse_key)]
         name: String,
     },
     /// Every version of a hyperparameter.
     History {
-        #[arg(value_parser = parse_name)]
+        #[arg(value_parser = parse_key)]
         name: String,
     },
 }
@@ -464,14 +464,14 @@ pub enum ArtifactsCommand {
     Push {
         path: PathBuf,
         /// Artifact name (default: the file or directory name).
-        #[arg(long, short, value_parser = parse_name)]
+        #[arg(long, short, value_parser = parse_id)]
         name: Option<String>,
         #[command(flatten)]
         transfer: TransferArgs,
     },
     /// Download the latest version of artifact NAME into DEST (default: ./NAME).
     Pull {
-        #[arg(value_parser = parse_name)]
+        #[arg(value_parser = parse_id)]
         name: String,
         dest: Option<PathBuf>,
         #[command(flatten)]
@@ -495,7 +495,7 @@ pub struct TransferArgs {
 pub enum CheckpointsCommand {
     /// The newest checkpoint of an experiment (of any of its runs) and its files.
     Latest {
-        #[arg(long, short, default_value = "default", value_parser = parse_name)]
+        #[arg(long, short, default_value = "default", value_parser = parse_id)]
         experiment: String,
     },
     /// A run's committed checkpoints, oldest first: step, size, time, and the verdict on
@@ -510,19 +510,23 @@ pub enum CheckpointsCommand {
     },
 }
 
-fn parse_name(s: &str) -> Result<String, String> {
-    if tap_core::runs::valid_name(s) {
+/// An experiment, artifact, group or run name ([`tap_core::runs::valid_id`]).
+fn parse_id(s: &str) -> Result<String, String> {
+    if tap_core::runs::valid_id(s) {
         Ok(s.to_owned())
     } else {
-        Err(format!("{s:?} must be {}", tap_core::runs::NAME_RULE))
+        Err(format!("{s:?} must be {}", tap_core::runs::ID_RULE))
     }
+}
+
+/// A metric, tag or hyperparameter name ([`tap_core::names`]).
+fn parse_key(s: &str) -> Result<String, String> {
+    tap_core::names::checked("name", s).map(str::to_owned)
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
-    if !tap_core::runs::valid_name(k) {
-        return Err(format!("parameter name {k:?} must be {}", tap_core::runs::NAME_RULE));
-    }
+    tap_core::names::checked("parameter name", k)?;
     if v.is_empty() {
         return Err(format!("{s:?}: the value is empty"));
     }

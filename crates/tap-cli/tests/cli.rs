@@ -220,7 +220,7 @@ mod local {
             let out = tap_in(h, args);
             let err = text(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-            assert!(err.contains("not only dots"), "{args:?}: {err}");
+            assert!(err.contains("not only dots") || err.contains("segment \"..\""), "{args:?}: {err}");
         }
         assert!(
             !h.join("runs").exists() || std::fs::read_dir(h.join("runs")).expect("runs").next().is_none(),
@@ -353,6 +353,52 @@ mod local {
         }
         assert!(tap_in(h, &["params", "set", "a.b", "3"]).status.success(), "a new version of the same name is fine");
         assert_eq!(json(h, &["params", "list"]).as_array().map(Vec::len), Some(1));
+    }
+
+    /// Regression (hyperparameters whose environment names collide still shadowed each other
+    /// when they came from `--param`, `--params-file` and the store together): no command
+    /// starts with one variable for two names, whichever path brought them.
+    #[test]
+    fn hyperparameters_whose_environment_names_collide_on_any_path_are_refused() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        assert!(tap_in(h, &["params", "set", "train/lr", "1"]).status.success());
+        let file = h.join("p.json");
+        std::fs::write(&file, r#"{"model.depth": 3}"#).expect("write");
+        let file = file.to_str().expect("utf-8");
+        for args in [
+            &["run", "--param", "train_lr=2", "--", "true"][..],
+            &["run", "--param", "Train.LR=2", "--", "true"],
+            &["run", "--params-file", file, "--param", "model_depth=4", "--", "true"],
+        ] {
+            let out = tap_in(h, args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("would all be TAP_HP_") && err.contains("rename one"), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        assert!(json(h, &["runs", "list"]).as_array().is_some_and(Vec::is_empty), "nothing ran");
+        let ok = tap_in(h, &["run", "--param", "train/lr=5", "--", "sh", "-c", "echo lr=$TAP_HP_TRAIN_LR"]);
+        assert!(text(&ok.stdout).contains("lr=5"), "a namespaced name is a variable: {}", text(&ok.stderr));
+    }
+
+    /// Regression (an argument list too long for the kernel, made so by hyperparameter values,
+    /// was blamed on the command: "cannot start sh: Argument list too long"): the message
+    /// names the TAP_HP_ variables and the largest value.
+    #[test]
+    fn an_argument_list_too_long_is_blamed_on_the_hyperparameters() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let file = h.join("big.json");
+        // Over Linux's 128 KiB limit on one string and, together, on the whole environment.
+        let body: serde_json::Map<String, serde_json::Value> =
+            (0..40).map(|i| (format!("blob{i}"), serde_json::Value::from("x".repeat(200_000)))).collect();
+        std::fs::write(&file, serde_json::to_string(&body).expect("json")).expect("write");
+        let out = tap_in(h, &["run", "--params-file", file.to_str().expect("utf-8"), "--", "true"]);
+        let err = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains("TAP_HP_ variables add") && err.contains("blob"), "{err}");
+        assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
     }
 
     /// Regressions: pushing a FIFO said "Not a directory"; an empty directory was pushed and
@@ -496,6 +542,35 @@ mod local {
         let run = &json(home.path(), &["runs", "list"])[0];
         assert_eq!(run["final_metrics"]["acc"], 0.75);
         assert_eq!(run["hparams"]["learning_rate"]["version"], 1);
+    }
+
+    /// Regression (`train/loss` was refused, and one refused name dropped its whole line:
+    /// `loss` beside `acc\xc3\xa9` or `..` was lost): namespaced names are recorded, a
+    /// refused name is skipped alone and said once per run, and a huge name is not echoed.
+    #[test]
+    fn one_refused_name_dropped_the_whole_metrics_line() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let long = "n".repeat(5000);
+        let script = format!(
+            r#"for s in 1 2 3; do printf '{{"step": %s, "train/loss": 0.5, "eval/acc@1": 0.9, "loss": 0.25, "acc\303\251": 1, "..": 2, "{long}": 3}}\n' $s >> "$TAP_METRICS_FILE"; done"#
+        );
+        let out = tap_in(home.path(), &["run", "--", "sh", "-c", &script]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stderr.matches("skipping metric \"acc\u{e9}\"").count(), 1, "once per run: {stderr}");
+        assert_eq!(stderr.matches("skipping metric \"..\"").count(), 1, "{stderr}");
+        assert!(!stderr.contains(&long), "a long name is clipped: {} bytes of stderr", stderr.len());
+        let run = &json(home.path(), &["runs", "list"])[0];
+        let finals = &run["final_metrics"];
+        assert_eq!((finals["train/loss"].as_f64(), finals["eval/acc@1"].as_f64()), (Some(0.5), Some(0.9)), "{run}");
+        assert_eq!(finals["loss"], 0.25, "the other values of the line are kept: {run}");
+        assert_eq!(finals.as_object().map(|o| o.len()), Some(3), "{run}");
+        let id = run["run_id"].as_str().expect("id").to_owned();
+        assert_eq!(steps(home.path(), &id), [1, 2, 3]);
+        let plot = home.path().join("p.png");
+        let shown =
+            tap_in(home.path(), &["runs", "plot", &id, "-m", "train/loss", "--out", plot.to_str().expect("utf-8")]);
+        assert!(shown.status.success(), "a namespaced metric plots: {}", text(&shown.stderr));
     }
 
     /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::NodeInfo;
-use crate::runs::{RunStatus, valid_name};
+use crate::runs::{RunStatus, valid_id};
 
 /// The most nodes a job may ask for: the stack's `target_capacity` validation
 /// (`infra/tap-stack.tf`, 0 to 500) bounds the fleet, so a bigger job could never run.
@@ -82,11 +82,11 @@ impl JobSpec {
         if !self.experiment.is_empty() && self.experiment.chars().all(|c| c == '.') {
             return Some(format!("experiment {:?} is not a name", self.experiment));
         }
-        if !valid_name(&self.experiment) {
+        if !valid_id(&self.experiment) {
             return Some(format!(
                 "experiment {:?}: use {}",
                 crate::text::clip(&self.experiment, 60),
-                crate::runs::NAME_RULE
+                crate::runs::ID_RULE
             ));
         }
         if self.nodes == 0 {

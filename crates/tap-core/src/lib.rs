@@ -8,6 +8,7 @@ pub mod fsutil;
 pub mod jobs;
 pub mod lease;
 pub mod manifest;
+pub mod names;
 pub mod notice;
 pub mod runs;
 pub mod stack_config;

@@ -72,7 +72,7 @@ impl Manifest {
         for (what, v) in
             [("checkpoint_id", &self.checkpoint_id), ("experiment_id", &self.experiment_id), ("run_id", &self.run_id)]
         {
-            if !crate::runs::valid_name(v) {
+            if !crate::runs::valid_id(v) {
                 return bad(format!("{what} {v:?} is not a valid name"));
             }
         }

@@ -768,15 +768,15 @@ pub struct MetricPoint {
 /// Experiment ids and names of parameters and metrics: safe in S3 keys, DynamoDB keys,
 /// environment variable names, SSM paths and file paths (`.` and `..` are not names: an
 /// experiment `..` was accepted and then failed at every checkpoint).
-pub fn valid_name(s: &str) -> bool {
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         && !s.chars().all(|c| c == '.')
 }
 
-/// What [`valid_name`] asks for, for messages.
-pub const NAME_RULE: &str = "1-128 letters, digits, '_', '.' or '-', not only dots";
+/// What [`valid_id`] asks for, for messages.
+pub const ID_RULE: &str = "1-128 letters, digits, '_', '.' or '-', not only dots";
 
 /// A new run id: sortable by start time, unique across nodes (`20261127T012437Z-3f9a1c`).
 pub fn new_run_id(now_ms: i64, entropy: u32) -> String {
@@ -786,17 +786,31 @@ pub fn new_run_id(now_ms: i64, entropy: u32) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}", rem / 3600, rem % 3600 / 60, rem % 60, entropy & 0xff_ffff)
 }
 
-/// What one line of `TAP_METRICS_FILE` says.
+/// What one line of `TAP_METRICS_FILE` says: `{"step": 10, "loss": 0.31, "train/acc": 0.9}`
+/// (every other field is a metric), and with `"checkpoint": true` that a complete checkpoint
+/// is in `TAP_CHECKPOINT_DIR` for tap to upload.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MetricsLine {
-    /// `{"step": 10, "loss": 0.31, "accuracy": 0.9}`: every other numeric field is a metric.
-    Metrics { step: Option<u64>, values: Vec<(String, f64)> },
-    /// `{"checkpoint": true}` (optionally with metrics): a complete checkpoint is in
-    /// `TAP_CHECKPOINT_DIR`; tap uploads it.
-    Checkpoint { step: Option<u64>, values: Vec<(String, f64)> },
+pub struct MetricsLine {
+    pub step: Option<u64>,
+    pub checkpoint: bool,
+    pub values: Vec<(String, f64)>,
+    /// Fields skipped alone (a refused name, a value that is not a finite number); the
+    /// line's other values are kept. The name is clipped to [`SHOWN_NAME_CHARS`].
+    pub skipped: Vec<SkippedMetric>,
 }
 
-/// Parses one line the training process wrote. Errors say what is wrong with the line.
+/// A field of a metrics line that was not recorded, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedMetric {
+    pub name: String,
+    pub why: String,
+}
+
+/// How much of a skipped field's name messages show.
+pub const SHOWN_NAME_CHARS: usize = 80;
+
+/// Parses one line the training process wrote. An error (the line is not a JSON object, or
+/// its `step` or `checkpoint` is malformed) drops the line; a bad metric drops itself only.
 pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, String> {
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
@@ -810,17 +824,34 @@ pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, String> {
         Some(_) => return Err("\"checkpoint\" must be true or false".to_owned()),
     };
     let mut values = Vec::new();
+    let mut skipped = Vec::new();
     for (k, v) in obj {
         if k == "step" || k == "checkpoint" {
             continue;
         }
-        if !valid_name(k) {
-            return Err(format!("metric name {k:?} must be {NAME_RULE}"));
+        let skip = |why: String| SkippedMetric { name: crate::text::clip(k, SHOWN_NAME_CHARS), why };
+        if let Err(e) = crate::names::check_name(k) {
+            skipped.push(skip(format!("the name is refused: {e}")));
+            continue;
         }
-        let f = v.as_f64().filter(|f| f.is_finite()).ok_or_else(|| format!("metric {k:?} is not a finite number"))?;
-        values.push((k.clone(), f));
+        match v.as_f64() {
+            Some(f) if f.is_finite() => values.push((k.clone(), f)),
+            Some(_) => skipped.push(skip("not a finite number".into())),
+            None => skipped.push(skip(format!("{} is not a number", json_kind(v)))),
+        }
     }
-    Ok(if checkpoint { MetricsLine::Checkpoint { step, values } } else { MetricsLine::Metrics { step, values } })
+    Ok(MetricsLine { step, checkpoint, values, skipped })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number out of range",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 #[cfg(test)]
@@ -864,10 +895,10 @@ mod tests {
     #[test]
     fn dots_alone_are_not_names() {
         for bad in [".", "..", "...", "", "a/b", "a b"] {
-            assert!(!valid_name(bad), "{bad:?}");
+            assert!(!valid_id(bad), "{bad:?}");
         }
         for good in ["a..b", ".hidden", "v1.2", "x-y_z"] {
-            assert!(valid_name(good), "{good:?}");
+            assert!(valid_id(good), "{good:?}");
         }
     }
 
@@ -985,21 +1016,40 @@ mod tests {
         assert!(new_run_id(1_000, 5) < new_run_id(2_000, 1));
     }
 
+    fn line(step: Option<u64>, checkpoint: bool, values: &[(&str, f64)]) -> MetricsLine {
+        MetricsLine {
+            step,
+            checkpoint,
+            values: values.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            skipped: vec![],
+        }
+    }
+
     #[test]
     fn metrics_lines() {
-        assert_eq!(
-            parse_metrics_line(r#"{"step": 3, "loss": 0.5}"#),
-            Ok(MetricsLine::Metrics { step: Some(3), values: vec![("loss".into(), 0.5)] })
-        );
-        assert_eq!(
-            parse_metrics_line(r#"{"checkpoint": true, "step": 7}"#),
-            Ok(MetricsLine::Checkpoint { step: Some(7), values: vec![] })
-        );
+        assert_eq!(parse_metrics_line(r#"{"step": 3, "loss": 0.5}"#), Ok(line(Some(3), false, &[("loss", 0.5)])));
+        assert_eq!(parse_metrics_line(r#"{"checkpoint": true, "step": 7}"#), Ok(line(Some(7), true, &[])));
         assert!(parse_metrics_line("loss=1").expect_err("rejected").starts_with("not JSON"));
-        assert!(parse_metrics_line(r#"{"loss": "high"}"#).expect_err("rejected").contains("not a finite number"));
         assert!(parse_metrics_line(r#"{"step": -1}"#).expect_err("rejected").contains("step"));
-        assert!(parse_metrics_line(r#"{"a b": 1}"#).expect_err("rejected").contains("metric name"));
         assert!(parse_metrics_line("[1]").expect_err("rejected").contains("object"));
+        assert_eq!(
+            parse_metrics_line(r#"{"step": 1, "train/loss": 0.5, "eval/acc@1": 0.9}"#),
+            Ok(line(Some(1), false, &[("eval/acc@1", 0.9), ("train/loss", 0.5)]))
+        );
+    }
+
+    #[test]
+    fn one_refused_name_dropped_the_whole_metrics_line() {
+        let long = "x".repeat(10_000);
+        let text =
+            serde_json::json!({"step": 4, "loss": 0.25, "acc\u{e9}": 1, "..": 2, "note": "high", &long: 3}).to_string();
+        let got = parse_metrics_line(&text).expect("kept");
+        assert_eq!(got.values, vec![("loss".to_owned(), 0.25)]);
+        let skipped: Vec<&str> = got.skipped.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(skipped.len(), 4, "{skipped:?}");
+        assert!(skipped.contains(&"acc\u{e9}") && skipped.contains(&"..") && skipped.contains(&"note"));
+        assert!(got.skipped.iter().all(|s| s.name.len() <= SHOWN_NAME_CHARS + 3), "a long name is clipped");
+        assert!(got.skipped.iter().any(|s| s.name == "note" && s.why.contains("string")));
     }
 
     #[test]
@@ -1186,7 +1236,7 @@ mod tests {
         fn numeric_fields_become_metrics(step in 0u64..1_000_000, v in -1e9f64..1e9, name in "[a-z][a-z0-9_]{0,20}") {
             prop_assume!(name != "step" && name != "checkpoint");
             let line = serde_json::json!({"step": step, name.clone(): v}).to_string();
-            prop_assert_eq!(parse_metrics_line(&line), Ok(MetricsLine::Metrics { step: Some(step), values: vec![(name, v)] }));
+            prop_assert_eq!(parse_metrics_line(&line), Ok(MetricsLine { step: Some(step), checkpoint: false, values: vec![(name, v)], skipped: vec![] }));
         }
 
     }

@@ -6,7 +6,7 @@
 //!   hyperparameters, last value per metric);
 //! - its step metrics in chunk items beside it: `run_id` = `<run id>#m#<time>-<random>`,
 //!   `kind` = "metrics", `points` = compact JSON of at most [`POINTS_PER_ITEM`] points
-//!   (≤ ~170 KB even with 128-character metric names). One query reads them back in order.
+//!   (≤ ~300 KB even with 256-character metric names). One query reads them back in order.
 
 use std::collections::HashMap;
 
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn worst_case_metric_item_fits() {
-        let long = "m".repeat(128);
+        let long = "m".repeat(tap_core::names::MAX_NAME_LEN);
         let points: Vec<MetricPoint> = (0..POINTS_PER_ITEM as u64)
             .map(|s| MetricPoint {
                 step: u64::MAX - s,

@@ -54,7 +54,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                 None => path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .filter(|n| tap_core::runs::valid_name(n))
+                    .filter(|n| tap_core::runs::valid_id(n))
                     .context("give the artifact a --name (letters, digits, '_', '.' or '-')")?
                     .to_owned(),
             };

@@ -18,9 +18,7 @@ use crate::supervisor::{self, Resume, RunOptions};
 pub fn parse_params_file(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let mut put = |k: &str, v: String| -> Result<(), String> {
-        if !tap_core::runs::valid_name(k) {
-            return Err(format!("parameter name {k:?} must be {}", tap_core::runs::NAME_RULE));
-        }
+        tap_core::names::checked("parameter name", k)?;
         if v.is_empty() {
             return Err(format!("parameter {k:?} has an empty value"));
         }

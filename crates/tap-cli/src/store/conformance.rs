@@ -76,12 +76,14 @@ pub async fn metrics<S: RunStore>(s: &S) {
     s.create_run(&run("exp-m", "r1", 1)).await.expect("create");
     let points: Vec<MetricPoint> = (0..250)
         .flat_map(|step| {
-            [("loss", 1.0 / (step as f64 + 1.0)), ("acc", step as f64 / 250.0)].map(|(n, v)| MetricPoint {
-                step,
-                name: n.into(),
-                value: v,
-                ts_ms: step as i64,
-            })
+            // Names the ecosystem writes, as long as the rule allows (regression: `train/loss`
+            // was refused).
+            let long = format!("eval/{}", "x".repeat(tap_core::names::MAX_NAME_LEN - 5));
+            [("train/loss", 1.0 / (step as f64 + 1.0)), ("eval/acc@1", step as f64 / 250.0)]
+                .map(|(n, v)| (n.to_owned(), v))
+                .into_iter()
+                .chain([(long, 1.0)])
+                .map(move |(n, v)| MetricPoint { step, name: n, value: v, ts_ms: step as i64 })
         })
         .collect();
     s.append_metrics("exp-m", "r1", &points[..100]).await.expect("append");
@@ -112,11 +114,20 @@ pub async fn params<S: ParamStore>(s: &S) {
     let v1 = s.set_param("learning_rate", "0.001").await.expect("set");
     let v2 = s.set_param("learning_rate", "0.0005").await.expect("set");
     s.set_param("batch_size", "32").await.expect("set");
+    s.set_param("optim/lr-AdamW@1", "3e-4").await.expect("a name SSM cannot hold as it is");
     assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(s.get_param("optim/lr-AdamW@1").await.expect("get").map(|p| p.value), Some("3e-4".into()));
     assert_eq!(s.get_param("learning_rate").await.expect("get").map(|p| p.value), Some("0.0005".into()));
     let listed: Vec<(String, String, u64)> =
         s.list_params().await.expect("list").into_iter().map(|p| (p.name, p.value, p.version)).collect();
-    assert_eq!(listed, [("batch_size".into(), "32".into(), 1), ("learning_rate".into(), "0.0005".into(), 2)]);
+    assert_eq!(
+        listed,
+        [
+            ("batch_size".into(), "32".into(), 1),
+            ("learning_rate".into(), "0.0005".into(), 2),
+            ("optim/lr-AdamW@1".into(), "3e-4".into(), 1)
+        ]
+    );
     let history: Vec<String> =
         s.param_history("learning_rate").await.expect("history").into_iter().map(|p| p.value).collect();
     assert_eq!(history, ["0.001", "0.0005"]);

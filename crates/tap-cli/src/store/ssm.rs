@@ -1,4 +1,8 @@
-//! Hyperparameters in SSM Parameter Store: `<prefix>/<name>` SecureStrings, versioned by SSM.
+//! Hyperparameters in SSM Parameter Store: SecureStrings, versioned by SSM, at
+//! `<prefix>/<name>` when the name is made of characters SSM takes in one path segment
+//! (`learning_rate`), else at `<prefix>/_enc/<hex of the name>` (`train/lr`, `eval/acc@1`:
+//! SSM refuses `@ : + % ( ) [ ]`, and a `/` would make levels of a hierarchy that is capped at
+//! 15). Every parameter's description is its name, so the console shows it either way.
 
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::types::{Parameter, ParameterType};
@@ -27,19 +31,55 @@ impl SsmParams {
     }
 
     fn path(&self, name: &str) -> String {
-        format!("{}/{name}", self.prefix)
+        format!("{}/{}", self.prefix, ssm_key(name))
     }
 
     /// A parameter from SSM's answer; one without a name or a value is an error (SSM always
     /// sends both), not an empty hyperparameter.
     fn to_param(&self, p: &Parameter) -> Result<Param> {
         let full = p.name().ok_or_else(|| StoreError::message("SSM answered with a parameter without a name"))?;
+        let rel = full.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(full);
         Ok(Param {
-            name: full.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(full).to_owned(),
+            name: name_of_key(rel)
+                .ok_or_else(|| StoreError::message(format!("SSM parameter {full} is not one of tap's")))?,
             value: p.value().ok_or_else(|| missing_value(full))?.to_owned(),
             version: p.version() as u64,
             modified_ms: millis(p.last_modified_date()),
         })
+    }
+}
+
+impl SsmParams {
+    fn is_ours(&self, full: &str) -> bool {
+        full.strip_prefix(&format!("{}/", self.prefix)).and_then(name_of_key).is_some()
+    }
+}
+
+/// The segment under which names SSM cannot hold as they are live.
+const ENCODED: &str = "_enc";
+
+/// Where `name` lives under the prefix.
+pub fn ssm_key(name: &str) -> String {
+    if tap_core::runs::valid_id(name) {
+        name.to_owned()
+    } else {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{ENCODED}/{hex}")
+    }
+}
+
+/// The name stored at `key` (None: not a key [`ssm_key`] makes).
+pub fn name_of_key(key: &str) -> Option<String> {
+    match key.strip_prefix(ENCODED).and_then(|k| k.strip_prefix('/')) {
+        Some(hex) => {
+            if hex.len() % 2 != 0 {
+                return None;
+            }
+            let bytes: Option<Vec<u8>> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+            String::from_utf8(bytes?).ok().filter(|n| !tap_core::runs::valid_id(n))
+        }
+        None => Some(key.to_owned()).filter(|k| tap_core::runs::valid_id(k)),
     }
 }
 
@@ -52,13 +92,14 @@ impl ParamStore for SsmParams {
                 .client
                 .get_parameters_by_path()
                 .path(&self.prefix)
-                .recursive(false)
+                .recursive(true)
                 .with_decryption(true)
                 .set_next_token(token.take())
                 .send()
                 .await
                 .map_err(|e| sdk_error("SSM GetParametersByPath", e))?;
-            for p in page.parameters() {
+            // Deeper parameters that are not tap's encoded names belong to someone else.
+            for p in page.parameters().iter().filter(|p| p.name().is_some_and(|n| self.is_ours(n))) {
                 out.push(self.to_param(p)?);
             }
             match page.next_token() {
@@ -83,6 +124,7 @@ impl ParamStore for SsmParams {
             .client
             .put_parameter()
             .name(self.path(name))
+            .description(name)
             .value(value)
             .r#type(ParameterType::SecureString)
             .set_key_id(self.kms_key_id.clone())
@@ -138,5 +180,24 @@ impl ParamStore for SsmParams {
         }
         out.sort_by_key(|p| p.version);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_ssm_cannot_hold_round_trip_through_their_key() {
+        for name in ["learning_rate", "train/lr", "eval/acc@1", "opt:beta(1)", "_enc", "a".repeat(256).as_str()] {
+            let key = ssm_key(name);
+            assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c)), "{key}");
+            assert!(key.len() <= 1011 - 64, "SSM's name limit leaves room for the prefix: {}", key.len());
+            assert_eq!(name_of_key(&key).as_deref(), Some(name), "{key}");
+        }
+        assert_eq!(ssm_key("learning_rate"), "learning_rate", "plain names stay readable and as before");
+        for foreign in ["a/b", "_enc/zz", "_enc/6", "_enc/6c72"] {
+            assert_eq!(name_of_key(foreign), None, "{foreign}");
+        }
     }
 }

@@ -113,6 +113,24 @@ pub fn hparam_env_collisions<'a>(names: impl IntoIterator<Item = &'a str>) -> Ve
         .collect()
 }
 
+/// Why the command could not start, in one line. The kernel refuses arguments and environment
+/// together (E2BIG, "Argument list too long"); when the hyperparameters' variables are a large
+/// part of it, they are named as the cause rather than the command.
+fn spawn_failure(program: &str, e: &std::io::Error, flat: &BTreeMap<String, String>) -> String {
+    if e.raw_os_error() == Some(nix::libc::E2BIG) {
+        let hp_bytes: usize = flat.iter().map(|(k, v)| hparam_env_name(k).len() + v.len() + 2).sum();
+        let (big, len) = flat.iter().map(|(k, v)| (k.as_str(), v.len())).max_by_key(|(_, n)| *n).unwrap_or(("", 0));
+        if hp_bytes > 0 {
+            return format!(
+                "cannot start {program}: its arguments and environment are too long for the kernel; the hyperparameters' TAP_HP_ variables add {} (the largest, {big}, is {}): pass large values in a file (TAP_HPARAMS_FILE has every value) or shorten them",
+                tap_core::commit::bytes(hp_bytes as u64),
+                tap_core::commit::bytes(len as u64)
+            );
+        }
+    }
+    format!("cannot start {program}: {e}")
+}
+
 /// How long the child gets for its final checkpoint: the configured deadline, but when the
 /// notice says how long the node has, no more than that less a reserve for the upload (a
 /// third of what is left, at least 20 s). EC2's two minutes leave the child about 80 s.
@@ -568,11 +586,13 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
         .await
         .with_context(|| format!("creating {}", dirs.checkpoint.display()))?;
     let flat: BTreeMap<String, String> = hparams.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
-    for (env, names) in hparam_env_collisions(flat.keys().map(String::as_str)) {
-        crate::say!(
-            "tap: hyperparameters {} are all {env}; the command's {env} is {}'s value (TAP_HPARAMS_FILE has each)",
-            names.join(", "),
-            names.last().map_or("", |n| n)
+    // Regression: names that share one variable shadowed each other, with a warning on some
+    // paths and silently on others; now no path starts a command that would get one of two
+    // values under one name.
+    if let Some((env, names)) = hparam_env_collisions(flat.keys().map(String::as_str)).into_iter().next() {
+        bail!(
+            "hyperparameters {} would all be {env} in the command's environment, each shadowing the other; rename one (--param, --params-file or `tap params unset`)",
+            names.join(" and ")
         );
     }
     let body = serde_json::to_vec_pretty(&flat)?;
@@ -887,7 +907,7 @@ where
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!("cannot start {program}: {e}");
+            let msg = spawn_failure(program, &e, &flat);
             store
                 .update_run(&opts.experiment, &run_id, |r| {
                     r.status = RunStatus::Failed;

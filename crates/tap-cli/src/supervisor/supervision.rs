@@ -129,6 +129,10 @@ struct InFlight {
 }
 
 /// What `tap run` knows of its command while it runs; see the module's doc.
+/// At most this many distinct skipped metric names are reported (a command that writes a new
+/// bad name every step would otherwise fill the terminal).
+const MAX_SKIPPED_NAMES_SAID: usize = 100;
+
 pub(super) struct Supervision<'a, O> {
     opts: &'a RunOptions,
     objects: &'a O,
@@ -157,6 +161,8 @@ pub(super) struct Supervision<'a, O> {
     /// The snapshot of the newest checkpoint announced while an upload was in flight.
     pending_snapshot: Option<Snapshot>,
     snapshot_seq: u32,
+    /// Metric names already reported as skipped: each is said once per run.
+    skipped_said: std::collections::BTreeSet<String>,
     snapshot_warned: Arc<AtomicBool>,
     ack: Ack,
     last_manifest: Option<Manifest>,
@@ -208,6 +214,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             in_flight: None,
             pending_snapshot: None,
             snapshot_seq: 0,
+            skipped_said: Default::default(),
             snapshot_warned: Arc::new(AtomicBool::new(false)),
             ack: Ack::new(s.dirs.ack.clone()),
             last_manifest: resumed,
@@ -297,10 +304,16 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     /// A metrics line: recorded; a checkpoint announcement is snapshotted at once and
     /// uploaded now, or after the upload in flight.
     fn on_metrics(&mut self, line: MetricsLine, end: u64) {
-        let (s, values, is_ckpt) = match line {
-            MetricsLine::Metrics { step, values } => (step, values, false),
-            MetricsLine::Checkpoint { step, values } => (step, values, true),
-        };
+        let MetricsLine { step: s, checkpoint: is_ckpt, values, skipped } = line;
+        for skip in skipped {
+            if self.skipped_said.len() < MAX_SKIPPED_NAMES_SAID && self.skipped_said.insert(skip.name.clone()) {
+                crate::say!(
+                    "tap: skipping metric {:?} (the line's other values are kept; said once per run): {}",
+                    skip.name,
+                    skip.why
+                );
+            }
+        }
         self.step = s.unwrap_or(self.step + u64::from(!values.is_empty()));
         for (name, value) in values {
             self.record.final_metrics.insert(name.clone(), value);
