@@ -403,25 +403,46 @@ def _renameat2_exchange() -> Optional[Callable[[str, str], None]]:
 _exchange = _renameat2_exchange()
 
 
-def _refuse_unstorable(stage: Path) -> None:
-    """tap stores regular files only: a link or a special file in a checkpoint is refused by
-    path; hidden and ``.tmp`` files (which tap skips) get a warning."""
+#: Checkpoint entries already warned about (said once per process, as tap says them once per run).
+_warned_entries: set = set()
+
+
+def _warn_unstorable(stage: Path) -> None:
+    """tap stores regular files (and links to files inside the checkpoint, as those files): a
+    link that leaves the checkpoint, a FIFO, socket or device is left out by tap while every
+    other file is stored, and recorded in the checkpoint's manifest. Each gets one warning per
+    process here, as do hidden and ``.tmp`` files (which tap does not store)."""
+    root = stage.resolve()
+
+    def warn(rel: Path, why: str) -> None:
+        key = str(rel)
+        if key not in _warned_entries and len(_warned_entries) < 1000:
+            _warned_entries.add(key)
+            warnings.warn(f"tapml.checkpoint: {rel} {why}", TapmlWarning, stacklevel=5)
+
     for dirpath, dirnames, filenames in os.walk(stage):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             rel = p.relative_to(stage)
             if p.is_symlink():
-                raise ValueError(f"tapml.checkpoint: {rel} is a symbolic link; tap stores regular files only (copy the file instead)")
-            if name in filenames and not p.is_file():
-                raise ValueError(f"tapml.checkpoint: {rel} is not a regular file; tap stores regular files only")
-            if name in filenames and (name.startswith(".") or name.endswith(".tmp")):
-                warnings.warn(f"tapml.checkpoint: {rel} is hidden or ends in .tmp, which tap does not store", TapmlWarning, stacklevel=4)
+                target = p.resolve()
+                inside = target.is_file() and (target == root or root in target.parents)
+                if not inside:
+                    warn(rel, "is a symbolic link to something that is not a file inside the checkpoint; tap leaves it out (copy the file instead)")
+            elif name in filenames and not p.is_file():
+                warn(rel, "is not a regular file (a FIFO, socket or device); tap leaves it out")
+            elif name in filenames and (name.startswith(".") or name.endswith(".tmp")):
+                warn(rel, "is hidden or ends in .tmp, which tap does not store")
 
 
 def _fsync_tree(root: Path) -> None:
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            path = os.path.join(dirpath, name)
+            # Only regular files: opening a FIFO would block, and a link's target is not ours.
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
@@ -530,7 +551,7 @@ def checkpoint(step: int) -> Iterator[Path]:
             yield stage
             publishing = rank() == 0
             if publishing:
-                _refuse_unstorable(stage)
+                _warn_unstorable(stage)
                 if not any(stage.iterdir()):
                     warnings.warn(f"tapml.checkpoint({step}): the block wrote nothing; nothing published", TapmlWarning, stacklevel=3)
                     publishing = False

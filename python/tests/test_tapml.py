@@ -336,23 +336,27 @@ def test_a_second_checkpoint_while_one_is_open_is_refused(under_tap):
         (d / "b").write_text("b")
 
 
-def test_a_link_in_a_checkpoint_is_refused_by_path_and_nothing_is_published(under_tap):
+def test_a_checkpoint_was_refused_whole_for_one_link_or_fifo(under_tap):
+    """A link leaving the checkpoint and a FIFO are warned about once each and the rest is
+    published (tap leaves them out and records them in the manifest)."""
     tapml, run = under_tap
-    with pytest.raises(ValueError, match="sub/escape is a symbolic link"):
-        with tapml.checkpoint(1) as d:
-            (d / "sub").mkdir()
-            (d / "model.pt").write_text("w")
-            (d / "sub" / "escape").symlink_to("/etc/passwd")
-    assert not any((run / "checkpoint").iterdir())
-    assert lines(run / "metrics.jsonl") == []
+    from tapml import _core
 
-
-def test_a_fifo_in_a_checkpoint_is_refused(under_tap):
-    tapml, run = under_tap
-    with pytest.raises(ValueError, match="pipe is not a regular file"):
-        with tapml.checkpoint(1) as d:
-            os.mkfifo(d / "pipe")
-    assert not any((run / "checkpoint").iterdir())
+    _core._warned_entries.clear()
+    with pytest.warns(tapml.TapmlWarning) as said:
+        for step in (1, 2):
+            with tapml.checkpoint(step) as d:
+                (d / "sub").mkdir()
+                (d / "model.pt").write_text(f"w{step}")
+                (d / "sub" / "escape").symlink_to("/etc/passwd")
+                (d / "inside").symlink_to("model.pt")
+                os.mkfifo(d / "pipe")
+    messages = [str(w.message) for w in said]
+    assert sum("sub/escape is a symbolic link" in m for m in messages) == 1, messages
+    assert sum("pipe is not a regular file" in m for m in messages) == 1, messages
+    assert not any(m.startswith("tapml.checkpoint: inside ") for m in messages), "a link to a file inside is stored as that file"
+    assert (run / "checkpoint" / "model.pt").read_text() == "w2"
+    assert [line.get("step") for line in lines(run / "metrics.jsonl") if line.get("checkpoint")] == [1, 2]
 
 
 def test_an_empty_checkpoint_is_not_published(under_tap):

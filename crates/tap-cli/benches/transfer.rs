@@ -168,7 +168,8 @@ impl Case {
 /// Byte-for-byte equality of two files or two directory trees.
 fn same_content(a: &Path, b: &Path) -> bool {
     if a.is_dir() {
-        let list = |d: &Path| checkpoint::list_files(d).expect("list").into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+        let list =
+            |d: &Path| checkpoint::list_files(d).expect("list").files.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
         let files = list(a);
         return b.is_dir() && files == list(b) && files.iter().all(|r| same_content(&a.join(r), &b.join(r)));
     }

@@ -125,6 +125,9 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         s.push_str(&format!("lost:        its tap run stopped without recording an end (last heartbeat {seen})\n"));
     }
     s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));
+    for e in &run.checkpoint_left_out {
+        s.push_str(&format!("left out:    {} ({})\n", e.path, e.why));
+    }
     if !run.hparams.is_empty() {
         s.push_str("hyperparameters:\n");
         for (k, h) in &run.hparams {

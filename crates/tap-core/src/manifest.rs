@@ -29,6 +29,51 @@ pub struct Manifest {
     pub created_ms: i64,
     pub step: Option<u64>,
     pub files: Vec<ManifestFile>,
+    /// Entries of the directory tap could not store (a link leaving it, a FIFO), left out
+    /// while every other file was stored (regression: one such entry made tap refuse the whole
+    /// checkpoint, and the run still ended `succeeded` with nothing stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// An entry of a checkpoint or artifact directory that was left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedEntry {
+    /// Relative path inside the directory, `/`-separated.
+    pub path: String,
+    pub why: String,
+}
+
+/// The most skipped entries a manifest records (the count beyond is said in the last one).
+pub const MAX_SKIPPED_RECORDED: usize = 1000;
+
+/// `2 entries (pw, pipe)`: what was left out, for one-line messages (None: nothing).
+pub fn left_out_summary(entries: &[SkippedEntry]) -> Option<String> {
+    let n = entries.len();
+    if n == 0 {
+        return None;
+    }
+    let names: Vec<&str> = entries.iter().take(5).map(|e| e.path.as_str()).collect();
+    Some(format!(
+        "{n} {} ({}{})",
+        if n == 1 { "entry" } else { "entries" },
+        names.join(", "),
+        if n > 5 { ", ..." } else { "" }
+    ))
+}
+
+/// `skipped` bounded to [`MAX_SKIPPED_RECORDED`] entries, sorted; what is beyond is counted in
+/// a last entry.
+pub fn bounded_skipped(mut skipped: Vec<SkippedEntry>) -> Vec<SkippedEntry> {
+    skipped.sort();
+    skipped.dedup();
+    if skipped.len() > MAX_SKIPPED_RECORDED {
+        let more = skipped.len() - (MAX_SKIPPED_RECORDED - 1);
+        skipped.truncate(MAX_SKIPPED_RECORDED - 1);
+        skipped.push(SkippedEntry { path: "...".into(), why: format!("{more} more entries left out") });
+    }
+    skipped
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +121,12 @@ impl Manifest {
                 return bad(format!("{what} {v:?} is not a valid name"));
             }
         }
+        if self.skipped.len() > MAX_SKIPPED_RECORDED {
+            return bad(format!("{} skipped entries (at most {MAX_SKIPPED_RECORDED})", self.skipped.len()));
+        }
+        if let Some(e) = self.skipped.iter().find(|e| e.path.len() > 4096 || e.why.len() > 1024) {
+            return bad(format!("a skipped entry over 4 KiB: {:?}", crate::text::clip(&e.path, 80)));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.files {
             if !safe_relative_path(&f.path) {
@@ -106,6 +157,7 @@ mod tests {
             created_ms: 1,
             step: Some(100),
             files,
+            skipped: vec![],
         }
     }
 

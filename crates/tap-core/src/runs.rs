@@ -171,6 +171,10 @@ pub struct Run {
     pub final_metrics: BTreeMap<String, f64>,
     /// Number of metric points recorded.
     pub metric_points: u64,
+    /// Entries of the checkpoint directory its checkpoints left out (a link leaving it, a
+    /// FIFO), each once, with why: the rest was stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_left_out: Vec<crate::manifest::SkippedEntry>,
     /// Why and when the run was told to stop early (spot notice, GPU fault, operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interruption: Option<Interruption>,
@@ -406,6 +410,7 @@ impl Run {
             legacy_records: Vec::new(),
             final_metrics: BTreeMap::new(),
             metric_points: 0,
+            checkpoint_left_out: Vec::new(),
             interruption: None,
             group: None,
             node_rank: None,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
-use tap_core::manifest::{MANIFEST_VERSION, Manifest, ManifestFile};
+use tap_core::manifest::{MANIFEST_VERSION, Manifest, ManifestFile, SkippedEntry};
 
 use super::{ObjectError, ObjectStore, sha256_file};
 
@@ -103,14 +103,23 @@ pub fn latest_key(experiment: &str) -> String {
     latest_key_in(Space::Checkpoints, experiment)
 }
 
+/// What [`list_files`] found: the files to store, and the entries left out.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Sorted `/`-separated relative paths and where they are.
+    pub files: Vec<(String, PathBuf)>,
+    pub skipped: Vec<SkippedEntry>,
+}
+
 /// Every regular file below `dir`, as sorted `/`-separated relative paths (files starting
-/// with `.` or ending in `.tmp` skipped). A symbolic link to a regular file inside `dir` is
-/// stored as that file's content under the link's path; a link that leaves `dir` (or dangles,
-/// or names a directory) and a FIFO, socket or device are refused with their path
-/// (regression: they were left out without a word).
-pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// with `.` or ending in `.tmp` are the training process's work in progress, not listed). A
+/// symbolic link to a regular file inside `dir` is stored as that file's content under the
+/// link's path. A link that leaves `dir` (or dangles, or names a directory) and a FIFO,
+/// socket or device are left out and listed in `skipped` with why (regression: one such entry
+/// made tap refuse the whole checkpoint, every periodic one and the final one).
+pub fn list_files(dir: &Path) -> Result<Listing> {
     let root = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let entries = std::fs::read_dir(&d).map_err(|e| io(&d, e))?;
@@ -121,50 +130,43 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             let Ok(rel) = path.strip_prefix(dir) else { continue };
             let rel = rel.to_string_lossy().replace('\\', "/");
             // Files being written by the training process (tmp-then-rename) are skipped.
-            let skipped = rel.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.ends_with(".tmp"));
+            let in_progress = rel.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.ends_with(".tmp"));
             if kind.is_dir() {
                 stack.push(path);
+            } else if in_progress {
+                continue;
             } else if kind.is_file() {
-                if !skipped {
-                    out.push((rel, path));
-                }
+                out.files.push((rel, path));
             } else if kind.is_symlink() {
-                let target = std::fs::canonicalize(&path).ok().filter(|t| t.starts_with(&root) && t.is_file());
-                match target {
-                    Some(_) if skipped => {}
-                    Some(_) => out.push((rel, path)),
+                match std::fs::canonicalize(&path).ok().filter(|t| t.starts_with(&root) && t.is_file()) {
+                    Some(_) => out.files.push((rel, path)),
                     None => {
                         let to = std::fs::read_link(&path).map_or_else(|_| "?".into(), |t| t.display().to_string());
-                        return Err(CheckpointError::Refused(format!(
-                            "{}: a symbolic link to {to}, which is not a file inside {}; tap stores only files \
-                             (and links to files inside the directory, as those files)",
-                            path.display(),
-                            dir.display()
-                        )));
+                        let why = format!("a symbolic link to {to}, which is not a file inside the directory");
+                        out.skipped.push(SkippedEntry { path: rel, why });
                     }
                 }
             } else {
-                return Err(CheckpointError::Refused(format!(
-                    "{}: not a regular file (a FIFO, socket or device); tap stores only files",
-                    path.display()
-                )));
+                let why = "not a regular file (a FIFO, socket or device)".to_owned();
+                out.skipped.push(SkippedEntry { path: rel, why });
             }
         }
     }
-    out.sort();
+    out.files.sort();
+    out.skipped = tap_core::manifest::bounded_skipped(out.skipped);
     Ok(out)
 }
 
 /// Hard links of every file [`list_files`] finds below `dir`, in `into` (a new directory on
 /// the same filesystem): the checkpoint as the command announced it, which no later write of
 /// the command can change when it writes files anew and renames them into place (tmp then
-/// rename, as tapml and the protocol do). Takes milliseconds, copies nothing. On an error
-/// `into` is removed and the caller uploads from `dir` itself.
-pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<()> {
+/// rename, as tapml and the protocol do). Takes milliseconds, copies nothing. Returns what was
+/// left out. On an error `into` is removed and the caller uploads from `dir` itself.
+pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<Vec<SkippedEntry>> {
     let result = (|| {
-        let files = list_files(dir).map_err(|e| std::io::Error::other(tap_core::text::chain(&e).to_string()))?;
+        let listing = list_files(dir).map_err(|e| std::io::Error::other(tap_core::text::chain(&e).to_string()))?;
         std::fs::create_dir_all(into)?;
-        for (rel, path) in files {
+        for (rel, path) in listing.files {
             let target = into.join(&rel);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -174,7 +176,7 @@ pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<()> {
             let src = if path.is_symlink() { std::fs::canonicalize(&path)? } else { path };
             std::fs::hard_link(&src, &target).map_err(|e| std::io::Error::new(e.kind(), format!("{rel}: {e}")))?;
         }
-        Ok(())
+        Ok(listing.skipped)
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(into);
@@ -214,7 +216,8 @@ pub async fn save_in<S: ObjectStore>(
             .ok_or_else(|| CheckpointError::Refused(format!("{}: not a UTF-8 name", dir.display())))?;
         let file = dir.to_owned();
         let (sha256, size) = crate::blocking::run(move |_| sha256_file(&file)).await.map_err(|e| io(dir, e))?;
-        (dir.parent().unwrap_or(Path::new(".")).to_owned(), vec![ManifestFile { path: name.to_owned(), size, sha256 }])
+        let files = vec![ManifestFile { path: name.to_owned(), size, sha256 }];
+        (dir.parent().unwrap_or(Path::new(".")).to_owned(), Hashed { files, skipped: vec![] })
     } else {
         (dir.to_owned(), hash_files(dir).await?)
     };
@@ -233,19 +236,28 @@ pub async fn save_if_changed<S: ObjectStore>(
     dir: &Path,
     previous: Option<&Manifest>,
 ) -> Result<Option<Manifest>> {
-    let files = hash_files(dir).await?;
-    if files.is_empty() || previous.is_some_and(|p| p.files == files) {
+    let hashed = hash_files(dir).await?;
+    if hashed.files.is_empty() || previous.is_some_and(|p| p.files == hashed.files) {
         return Ok(None);
     }
-    upload_hashed(store, Space::Checkpoints, experiment, run_id, id, step, dir, files).await.map(Some)
+    upload_hashed(store, Space::Checkpoints, experiment, run_id, id, step, dir, hashed).await.map(Some)
+}
+
+/// The files of a directory with their digests, and the entries left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hashed {
+    pub files: Vec<ManifestFile>,
+    pub skipped: Vec<SkippedEntry>,
 }
 
 /// Every file of `dir` with its SHA-256, hashed on the blocking pool, [`FILES_IN_FLIGHT`]
 /// files at a time (a checkpoint of many shards hashes on every core).
-pub async fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
+pub async fn hash_files(dir: &Path) -> Result<Hashed> {
     let root = dir.to_owned();
     let listed = crate::blocking::run(move |_| list_files(&root)).await?;
+    let skipped = listed.skipped;
     let hashes: Vec<_> = listed
+        .files
         .into_iter()
         .map(|(rel, path)| async move {
             let shown = path.clone();
@@ -258,7 +270,8 @@ pub async fn hash_files(dir: &Path) -> Result<Vec<ManifestFile>> {
             Ok::<_, CheckpointError>(ManifestFile { path: rel, size, sha256 })
         })
         .collect();
-    stream::iter(hashes).buffered(FILES_IN_FLIGHT).try_collect().await
+    let files = stream::iter(hashes).buffered(FILES_IN_FLIGHT).try_collect().await?;
+    Ok(Hashed { files, skipped })
 }
 
 /// Uploads the already hashed `files` of `dir` as checkpoint `id`, then moves LATEST to it.
@@ -271,8 +284,9 @@ pub async fn upload_hashed<S: ObjectStore>(
     id: &str,
     step: Option<u64>,
     dir: &Path,
-    files: Vec<ManifestFile>,
+    hashed: Hashed,
 ) -> Result<Manifest> {
+    let Hashed { files, skipped } = hashed;
     // Many small files go FILES_IN_FLIGHT at a time (big ones are parallel inside put_file).
     let mut unique: Vec<&ManifestFile> = files.iter().collect();
     unique.sort_by(|a, b| a.sha256.cmp(&b.sha256));
@@ -289,6 +303,7 @@ pub async fn upload_hashed<S: ObjectStore>(
         created_ms: crate::now_ms(),
         step,
         files,
+        skipped: tap_core::manifest::bounded_skipped(skipped),
     };
     manifest.validate()?;
     store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()?).await?;
@@ -414,41 +429,74 @@ async fn put_one<S: ObjectStore>(store: &S, space: Space, name: &str, dir: &Path
     Ok(())
 }
 
+/// Fetches one file, verified against its digest and against the size the manifest records
+/// (regression: a manifest whose sizes disagreed with its objects restored without a word,
+/// and every size and total it showed was untrue).
 async fn get_one<S: ObjectStore>(store: &S, space: Space, name: &str, dest: &Path, f: &ManifestFile) -> Result<()> {
-    Ok(store.get_file(&object_key_in(space, name, &f.sha256), &dest.join(&f.path), &f.sha256).await?)
+    let path = dest.join(&f.path);
+    store.get_file(&object_key_in(space, name, &f.sha256), &path, &f.sha256).await?;
+    let shown = path.clone();
+    let got =
+        crate::blocking::run(move |_| std::fs::metadata(&shown).map(|m| m.len())).await.map_err(|e| io(&path, e))?;
+    if got != f.size {
+        let _ = std::fs::remove_file(&path);
+        return Err(corrupt_in(
+            space,
+            format!("{}: the manifest says {} bytes, its object holds {got}", f.path, f.size),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
 
-    /// Regression (links and special files in a checkpoint or artifact were left out without
-    /// a word): a link to a file inside is stored as that file; one that leaves the directory,
-    /// dangles or names a directory, and a FIFO, are refused with their path.
+    /// Regressions: links and special files in a checkpoint or artifact were left out without
+    /// a word; then one of them refused the whole checkpoint. A link to a file inside is stored
+    /// as that file; one that leaves the directory, dangles or names a directory, and a FIFO,
+    /// are left out, each listed with why.
     #[test]
-    fn links_inside_are_files_and_links_outside_or_fifos_are_refused_by_path() {
+    fn a_checkpoint_was_refused_whole_for_one_link_or_fifo() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().join("ckpt");
         std::fs::create_dir_all(d.join("sub")).expect("mkdir");
         std::fs::write(d.join("model.pt"), b"w").expect("write");
         std::os::unix::fs::symlink("../model.pt", d.join("sub/last.pt")).expect("link");
-        let listed: Vec<String> = list_files(&d).expect("list").into_iter().map(|(r, _)| r).collect();
+        let listed: Vec<String> = list_files(&d).expect("list").files.into_iter().map(|(r, _)| r).collect();
         assert_eq!(listed, ["model.pt", "sub/last.pt"]);
         let snap = dir.path().join("snap");
-        link_snapshot(&d, &snap).expect("snapshot");
+        assert_eq!(link_snapshot(&d, &snap).expect("snapshot"), []);
         assert_eq!(std::fs::read(snap.join("sub/last.pt")).expect("read"), b"w");
         assert!(!snap.join("sub/last.pt").is_symlink(), "the snapshot holds the file");
 
         std::fs::write(dir.path().join("secret"), b"s").expect("write");
-        for (name, target) in [("out", "../../secret"), ("dangling", "nowhere"), ("dirlink", ".")] {
-            let link = d.join(name);
-            std::os::unix::fs::symlink(target, &link).expect("link");
-            let err = list_files(&d).expect_err("refused").to_string();
-            assert!(err.contains(&format!("{}: a symbolic link to {target}", link.display())), "{err}");
-            std::fs::remove_file(&link).expect("rm");
+        for (name, target) in
+            [("out", "../../secret"), ("dangling", "nowhere"), ("dirlink", "."), ("pw", "/etc/passwd")]
+        {
+            std::os::unix::fs::symlink(target, d.join(name)).expect("link");
         }
         nix::unistd::mkfifo(&d.join("pipe"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
-        let err = list_files(&d).expect_err("refused").to_string();
-        assert!(err.contains("pipe: not a regular file (a FIFO, socket or device)"), "{err}");
+        let listing = list_files(&d).expect("the rest is listed");
+        let files: Vec<&str> = listing.files.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(files, ["model.pt", "sub/last.pt"]);
+        let skipped: Vec<(&str, &str)> = listing.skipped.iter().map(|e| (e.path.as_str(), e.why.as_str())).collect();
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
+        assert!(skipped.contains(&("pw", "a symbolic link to /etc/passwd, which is not a file inside the directory")));
+        assert!(skipped.contains(&("pipe", "not a regular file (a FIFO, socket or device)")));
+        let snap2 = dir.path().join("snap2");
+        assert_eq!(link_snapshot(&d, &snap2).expect("snapshot"), listing.skipped, "the snapshot says what it left out");
+    }
+
+    #[tokio::test]
+    async fn a_saved_checkpoint_records_what_it_left_out() {
+        let (_root, store, src) = fixture();
+        write(src.path(), "model.pt", b"weights");
+        std::os::unix::fs::symlink("/etc/passwd", src.path().join("pw")).expect("link");
+        let m = save(&store, "exp", "r", "r-0001", Some(1), src.path()).await.expect("saved, less the link");
+        assert_eq!(m.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["model.pt"]);
+        assert_eq!(m.skipped.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["pw"]);
+        let back = manifest(&store, "exp", "r-0001").await.expect("manifest");
+        assert_eq!(back.skipped, m.skipped, "the manifest keeps the list");
     }
 
     use super::*;
@@ -506,7 +554,7 @@ mod tests {
         );
         let dest = tempfile::tempdir().expect("tempdir");
         restore(&store, &m, dest.path()).await.expect("restore");
-        assert_eq!(list_files(dest.path()).expect("list").len(), 1500);
+        assert_eq!(list_files(dest.path()).expect("list").files.len(), 1500);
         assert_eq!(std::fs::read_to_string(dest.path().join("shard-26/f01247.json")).expect("read"), "{\"i\": 47}");
     }
 
@@ -520,6 +568,18 @@ mod tests {
         let e = restore(&store, &m, dest.path()).await.expect_err("refused").to_string();
         assert!(e.contains("checksum mismatch"), "{e}");
         assert!(!dest.path().join("w.bin").exists(), "nothing half-written");
+    }
+
+    #[tokio::test]
+    async fn a_manifests_recorded_sizes_not_checked_against_what_is_restored() {
+        let (_root, store, src) = fixture();
+        write(src.path(), "w.bin", b"weights");
+        let mut m = save(&store, "e", "r", "r-1", None, src.path()).await.expect("save");
+        m.files[0].size = 1 << 30;
+        let dest = tempfile::tempdir().expect("tempdir");
+        let e = restore(&store, &m, dest.path()).await.expect_err("refused").to_string();
+        assert!(e.contains("w.bin: the manifest says 1073741824 bytes, its object holds 7"), "{e}");
+        assert!(!dest.path().join("w.bin").exists(), "nothing that disagrees with its record is left");
     }
 
     #[tokio::test]

@@ -70,11 +70,17 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                 );
             }
             let total = if path.is_dir() {
-                let files = checkpoint::list_files(path)?;
-                if files.is_empty() {
+                let dir = path.clone();
+                let listing = crate::blocking::run(move |_| checkpoint::list_files(&dir)).await?;
+                if listing.files.is_empty() {
                     bail!("{}: an empty directory (or only hidden and .tmp files): nothing to push", path.display());
                 }
-                files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
+                // Regression: one link leaving the directory, or one FIFO, refused the whole
+                // push; now it is left out, said here, and recorded in the manifest.
+                for e in &listing.skipped {
+                    crate::say!("tap: leaving out {}/{}: {}", path.display(), e.path, e.why);
+                }
+                listing.files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
             } else {
                 std::fs::metadata(path).map_or(0, |m| m.len())
             };
@@ -90,7 +96,9 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             match output {
                 Output::Json => json(out, &m)?,
-                Output::Text => writeln!(out, "pushed {name} version {version}: {}", transfer_summary(&m, secs))?,
+                Output::Text => {
+                    writeln!(out, "pushed {name} version {version}: {}{}", transfer_summary(&m, secs), left_out(&m))?
+                }
             }
         }
         ArtifactsCommand::Pull { name, dest, .. } => {
@@ -112,10 +120,11 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                 Output::Json => json(out, &m)?,
                 Output::Text => writeln!(
                     out,
-                    "pulled {name} version {} into {}: {}, all verified",
+                    "pulled {name} version {} into {}: {}, all verified{}",
                     m.checkpoint_id,
                     dest.display(),
-                    transfer_summary(&m, secs)
+                    transfer_summary(&m, secs),
+                    left_out(&m)
                 )?,
             }
         }
@@ -166,4 +175,11 @@ fn transfer_summary(m: &tap_core::manifest::Manifest, secs: f64) -> String {
         m.total_bytes(),
         m.total_bytes() as f64 / secs / 1e6
     )
+}
+
+/// `; 2 entries (pw, pipe) left out when it was stored` for a manifest that skipped some.
+pub fn left_out(m: &tap_core::manifest::Manifest) -> String {
+    tap_core::manifest::left_out_summary(&m.skipped)
+        .map(|s| format!("; {s} left out when it was stored"))
+        .unwrap_or_default()
 }

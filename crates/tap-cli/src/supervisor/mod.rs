@@ -498,7 +498,8 @@ struct Committed {
 }
 
 /// Hashes `dir`, and unless nothing changed since `previous`, uploads it as checkpoint `id`
-/// and moves LATEST to it, measuring each part for the planner.
+/// and moves LATEST to it, measuring each part for the planner. `left_out`: entries the
+/// snapshot `dir` was taken from left out (recorded in the manifest with those of `dir`).
 #[allow(clippy::too_many_arguments)]
 async fn commit_checkpoint<O: ObjectStore>(
     objects: &O,
@@ -507,13 +508,16 @@ async fn commit_checkpoint<O: ObjectStore>(
     id: &str,
     step: u64,
     dir: &Path,
+    left_out: Vec<tap_core::manifest::SkippedEntry>,
     previous: Option<&Manifest>,
     to_send: &AtomicU64,
 ) -> Result<Option<Committed>, checkpoint::CheckpointError> {
     let t0 = Instant::now();
-    let files = checkpoint::hash_files(dir).await?;
+    let mut hashed = checkpoint::hash_files(dir).await?;
+    hashed.skipped.extend(left_out);
     let hash_s = t0.elapsed().as_secs_f64();
-    if files.is_empty() || previous.is_some_and(|p| p.files == files) {
+    let files = &hashed.files;
+    if files.is_empty() || previous.is_some_and(|p| p.files == *files) {
         return Ok(None);
     }
     let known: std::collections::HashSet<&str> =
@@ -533,7 +537,7 @@ async fn commit_checkpoint<O: ObjectStore>(
         id,
         Some(step),
         dir,
-        files,
+        hashed,
     )
     .await?;
     let up_s = t1.elapsed().as_secs_f64();
@@ -951,12 +955,20 @@ where
         let outcome = supervision.finish().await?;
         if let Some(run) = &outcome.run {
             tell_job(store, run).await;
-            crate::say!("tap: run {}/{run_id} {}", opts.experiment, run.status.as_str());
+            crate::say!("tap: run {}/{run_id} {}{}", opts.experiment, run.status.as_str(), left_out(run));
         }
         Ok(outcome)
     };
     let (outcome, (), ()) = tokio::join!(supervise, recorder_task.run(store, logs_store), job_watch);
     outcome
+}
+
+/// `; its checkpoints left out what tap cannot store: 1 entry (pw)`: the end line says what the
+/// store does not hold.
+fn left_out(run: &Run) -> String {
+    tap_core::manifest::left_out_summary(&run.checkpoint_left_out)
+        .map(|s| format!("; its checkpoints left out what tap cannot store: {s}"))
+        .unwrap_or_default()
 }
 
 /// Tells the multi-node job this run is a node of (its record, which `tap launch` writes;

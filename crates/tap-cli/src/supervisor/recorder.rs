@@ -92,6 +92,7 @@ fn apply(stored: &mut Run, mine: &Run, points: u64, heartbeat_ms: i64) {
     stored.exit_code = mine.exit_code;
     stored.signal = mine.signal;
     stored.checkpoint.clone_from(&mine.checkpoint);
+    stored.checkpoint_left_out.clone_from(&mine.checkpoint_left_out);
     stored.final_metrics.clone_from(&mine.final_metrics);
     stored.interruption.clone_from(&mine.interruption);
     stored.forecast.clone_from(&mine.forecast);

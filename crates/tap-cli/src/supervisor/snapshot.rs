@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tap_core::manifest::SkippedEntry;
+
 use crate::artifacts::checkpoint;
 
 /// The checkpoint directory as the command announced it: hard links taken when tap read the
@@ -13,7 +15,7 @@ use crate::artifacts::checkpoint;
 /// over the files (by renaming new ones into place) in the meantime.
 pub(super) struct Snapshot {
     dir: PathBuf,
-    taken: tokio::task::JoinHandle<std::io::Result<()>>,
+    taken: tokio::task::JoinHandle<std::io::Result<Vec<SkippedEntry>>>,
 }
 
 impl Snapshot {
@@ -29,11 +31,12 @@ impl Snapshot {
     }
 
     /// The directory to upload (the snapshot, or `live` where links could not be made, said
-    /// once per run) and a guard that removes the snapshot when dropped.
-    pub(super) async fn ready(self, live: &Path, warned: &AtomicBool) -> (PathBuf, SnapshotGuard) {
+    /// once per run), a guard that removes the snapshot when dropped, and what the snapshot
+    /// left out (`live` lists its own when it is uploaded in place).
+    pub(super) async fn ready(self, live: &Path, warned: &AtomicBool) -> (PathBuf, SnapshotGuard, Vec<SkippedEntry>) {
         let guard = SnapshotGuard(Some(self.dir.clone()));
         match self.taken.await {
-            Ok(Ok(())) => (self.dir, guard),
+            Ok(Ok(skipped)) => (self.dir, guard, skipped),
             Ok(Err(e)) => {
                 if !warned.swap(true, Ordering::Relaxed) {
                     crate::say!(
@@ -41,9 +44,9 @@ impl Snapshot {
                          (a file the command replaces during the upload fails that upload)"
                     );
                 }
-                (live.to_owned(), guard)
+                (live.to_owned(), guard, vec![])
             }
-            Err(_) => (live.to_owned(), guard),
+            Err(_) => (live.to_owned(), guard, vec![]),
         }
     }
 

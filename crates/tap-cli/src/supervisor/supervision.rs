@@ -379,6 +379,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     self.warned_forecast = true;
                     crate::say!("tap: warning: {w}");
                 }
+                self.note_left_out(&c.manifest);
                 self.record.checkpoint = Some(id.clone());
                 self.last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(ckpt_step) });
                 self.last_manifest = Some(c.manifest);
@@ -487,9 +488,19 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let sending = to_send.clone();
         let upload_id = id.clone();
         let task = tokio::spawn(async move {
-            let (dir, _guard) = snap.ready(&live, &warned).await;
-            let result =
-                commit_checkpoint(&objects, &exp, &run_id, &upload_id, step, &dir, previous.as_ref(), &sending).await;
+            let (dir, _guard, left_out) = snap.ready(&live, &warned).await;
+            let result = commit_checkpoint(
+                &objects,
+                &exp,
+                &run_id,
+                &upload_id,
+                step,
+                &dir,
+                left_out,
+                previous.as_ref(),
+                &sending,
+            )
+            .await;
             let _ = tx
                 .send(Event::Uploaded(upload_id, step, result.map_err(|e| tap_core::text::chain(&e).to_string())))
                 .await;
@@ -532,6 +543,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             &id,
             self.step,
             &self.dirs.checkpoint,
+            vec![],
             self.last_manifest.as_ref(),
             &sending,
         ));
@@ -554,6 +566,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     c.manifest.files.len(),
                     commit::bytes(c.sample.sent_bytes)
                 );
+                self.note_left_out(&c.manifest);
                 self.record.checkpoint = Some(id.clone());
                 self.last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(self.step) });
                 true
@@ -570,6 +583,24 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 );
                 crate::blocking::settle(Duration::from_secs(5)).await;
                 false
+            }
+        }
+    }
+
+    /// Entries a committed checkpoint left out: each said once per run, naming it, and kept in
+    /// the record (bounded as a manifest's list is).
+    fn note_left_out(&mut self, m: &tap_core::manifest::Manifest) {
+        for e in &m.skipped {
+            if !self.record.checkpoint_left_out.contains(e)
+                && self.record.checkpoint_left_out.len() < tap_core::manifest::MAX_SKIPPED_RECORDED
+            {
+                crate::say!(
+                    "tap: warning: checkpoint {} left out {}: {} (every other file was stored; said once per run)",
+                    m.checkpoint_id,
+                    e.path,
+                    e.why
+                );
+                self.record.checkpoint_left_out.push(e.clone());
             }
         }
     }
