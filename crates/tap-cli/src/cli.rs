@@ -265,6 +265,10 @@ pub struct LaunchArgs {
     /// on the experiment's last job); `tap jobs show` says where each attempt ran.
     #[arg(long)]
     pub allow_cross_az: bool,
+    /// A label for the job and every rank's run, to find them by (`tap runs list --tag`);
+    /// repeat for several.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
     /// The bytes each rank sends per training step, for the crossing's cost (a DDP ring
     /// all-reduce sends 2·(N−1)/N × the gradients' bytes: 4.3GB for 1.3 B fp16 parameters
     /// on 6 nodes). Decimal units: 4.3GB, 800MB.
@@ -357,6 +361,11 @@ pub struct RunArgs {
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
 
+    /// A label to find the run by (`tap runs list --tag team=nlp`, `--where tag.team=nlp`);
+    /// repeat for several. `tap runs tag` adds more later.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+
     /// Hyperparameters for this run from a file: a JSON object ({"lr": 0.1, ...}) or
     /// NAME=VALUE lines; --param wins over it.
     #[arg(long, value_name = "FILE")]
@@ -388,7 +397,17 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// Runs, newest first.
+    /// Runs, newest first: filtered, sorted and cut to what you ask.
+    ///
+    /// A FIELD is a final metric or a hyperparameter by its name (`loss`, `train/loss`, `lr`;
+    /// a metric wins), or `metric.NAME`, `param.NAME`, `tag.KEY`, or one of `id`, `name`,
+    /// `experiment`, `status`, `started`, `duration` (seconds), `attempts`.
+    ///
+    /// Examples:
+    ///   tap runs list --where 'loss<0.1' --where tag.team=nlp
+    ///   tap runs list -e sweep --sort loss --limit 1          # the lowest final loss
+    ///   tap runs list --status failed,lost --tag owner=ana
+    ///   tap runs list --columns loss,eval/acc@1,lr
     List {
         /// Only this experiment.
         #[arg(long, short, value_parser = parse_id)]
@@ -396,7 +415,43 @@ pub enum RunsCommand {
         /// Only this multi-node job: its own record and its node runs (the id `tap launch` printed).
         #[arg(long, short, value_parser = parse_id)]
         group: Option<String>,
+        /// Only runs in one of these states (comma-separated or repeated): queued, running,
+        /// succeeded, failed, interrupted, lost, cancelled.
+        #[arg(long, value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<tap_core::runs::RunStatus>,
+        /// Only runs with this tag (repeat: all of them).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Only runs where FIELD OP VALUE holds (repeat: all of them). OP: < <= > >= = !=.
+        #[arg(long = "where", value_name = "EXPR", value_parser = parse_condition)]
+        conditions: Vec<tap_core::query::Condition>,
+        /// Order by FIELD, ascending; -FIELD for descending (default: newest first). Runs
+        /// without the field come last.
+        #[arg(long, value_name = "[-]FIELD", value_parser = parse_sort, allow_hyphen_values = true)]
+        sort: Option<tap_core::query::Sort>,
+        /// At most N runs (after sorting).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// The metric, hyperparameter and tag columns of the table, comma-separated (FIELDs as
+        /// above; default: the first four final metrics).
+        #[arg(long, value_delimiter = ',', value_parser = parse_field)]
+        columns: Vec<String>,
     },
+    /// Add or change tags of a run: `tap runs tag RUN team=nlp stage=baseline`.
+    Tag {
+        /// Id, unique id prefix or name.
+        run: String,
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+    },
+    /// Remove tags of a run by key.
+    Untag {
+        run: String,
+        #[arg(required = true, value_name = "KEY", value_parser = parse_key)]
+        keys: Vec<String>,
+    },
+    /// Set a run's note (free text; "" clears it).
+    Note { run: String, text: String },
     /// One run: status, command, hyperparameters, final metrics and a sparkline per metric.
     Show { run_id: String },
     /// Runs side by side: hyperparameters and final metrics.
@@ -531,6 +586,29 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?}: the value is empty"));
     }
     Ok((k.to_owned(), v.to_owned()))
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    tap_core::query::parse_tag(s)
+}
+
+fn parse_status(s: &str) -> Result<tap_core::runs::RunStatus, String> {
+    tap_core::runs::RunStatus::parse(s.trim()).ok_or_else(|| {
+        format!("{s:?} is not a run status (queued, running, succeeded, failed, interrupted, lost, cancelled)")
+    })
+}
+
+fn parse_condition(s: &str) -> Result<tap_core::query::Condition, String> {
+    tap_core::query::Condition::parse(s)
+}
+
+fn parse_sort(s: &str) -> Result<tap_core::query::Sort, String> {
+    tap_core::query::Sort::parse(s)
+}
+
+/// A `--columns` field, checked (kept as its text: the header shows it).
+fn parse_field(s: &str) -> Result<String, String> {
+    tap_core::query::Field::parse(s.trim()).map(|_| s.trim().to_owned())
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -37,26 +37,70 @@ fn duration(run: &Run) -> String {
     }
 }
 
-pub fn runs_table(runs: &[Run]) -> String {
-    let mut s = format!(
-        "{:<26} {:<16} {:<16} {:<12} {:>8} {:>9} {:<22} {}\n",
-        "RUN", "NAME", "EXPERIMENT", "STATUS", "ATTEMPTS", "DURATION", "STARTED", "METRICS"
+/// `tap runs list`: a row per run; `columns` are FIELDs (`loss`, `tag.team`, `lr`) shown one
+/// column each, else up to four final metrics and the tags in one column.
+pub fn runs_table(runs: &[Run], columns: &[String], now_ms: i64) -> String {
+    let fields: Vec<tap_core::query::Field> =
+        columns.iter().filter_map(|c| tap_core::query::Field::parse(c).ok()).collect();
+    let cells = |r: &Run| -> Vec<String> {
+        if fields.is_empty() {
+            let metrics = r.final_metrics.iter().take(4).map(|(k, v)| format!("{k}={}", number(*v)));
+            let tags = r.tags.iter().map(|(k, v)| format!("tag.{k}={v}"));
+            return vec![metrics.chain(tags).collect::<Vec<_>>().join(" ")];
+        }
+        fields
+            .iter()
+            .map(|f| match f.value(r, now_ms) {
+                Some(tap_core::query::Value::Number(n)) => number(n),
+                Some(v) => v.to_string(),
+                None => "-".into(),
+            })
+            .collect()
+    };
+    let heads: Vec<String> =
+        if fields.is_empty() { vec!["METRICS".into()] } else { columns.iter().map(|c| c.to_uppercase()).collect() };
+    let rows: Vec<Vec<String>> = runs.iter().map(cells).collect();
+    let widths: Vec<usize> = (0..heads.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([heads[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |fixed: String, extra: &[String]| -> String {
+        let extra: Vec<String> = extra.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{fixed} {}", extra.join(" ")).trim_end().to_owned() + "\n"
+    };
+    let mut s = line(
+        format!(
+            "{:<26} {:<16} {:<16} {:<12} {:>8} {:>9} {:<22}",
+            "RUN", "NAME", "EXPERIMENT", "STATUS", "ATTEMPTS", "DURATION", "STARTED"
+        ),
+        &heads,
     );
-    for r in runs {
-        let metrics: Vec<String> = r.final_metrics.iter().take(4).map(|(k, v)| format!("{k}={v:.4}")).collect();
-        s.push_str(&format!(
-            "{:<26} {:<16} {:<16} {:<12} {:>8} {:>9} {:<22} {}\n",
-            r.run_id,
-            r.name.as_deref().unwrap_or("-"),
-            r.experiment_id,
-            r.status.as_str(),
-            r.attempt(),
-            duration(r),
-            rfc3339(r.started_ms),
-            metrics.join(" ")
+    for (r, row) in runs.iter().zip(&rows) {
+        s.push_str(&line(
+            format!(
+                "{:<26} {:<16} {:<16} {:<12} {:>8} {:>9} {:<22}",
+                r.run_id,
+                r.name.as_deref().unwrap_or("-"),
+                r.experiment_id,
+                r.status.as_str(),
+                r.attempt(),
+                duration(r),
+                rfc3339(r.started_ms),
+            ),
+            row,
         ));
     }
     s
+}
+
+/// A metric as tables show it: 4 significant digits, without noise (`0.05`, `1.235e-5`).
+fn number(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) {
+        format!("{v:.3e}")
+    } else {
+        let s = format!("{v:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() || s == "-" { "0".into() } else { s.to_owned() }
+    }
 }
 
 pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
@@ -72,6 +116,13 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         rfc3339(run.started_ms),
         duration(run),
     );
+    if !run.tags.is_empty() {
+        let tags: Vec<String> = run.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s.push_str(&format!("tags:        {}\n", tags.join(" ")));
+    }
+    if let Some(n) = &run.note {
+        s.push_str(&format!("note:        {}\n", n.replace('\n', "\n             ")));
+    }
     if let Some(c) = run.exit_code {
         s.push_str(&format!("exit code:   {c}\n"));
     }
@@ -381,6 +432,7 @@ mod tests {
             resume: false,
             wait_s: jobs::DEFAULT_WAIT_S,
             allow_cross_az: true,
+            tags: BTreeMap::new(),
         };
         let mut j = JobRecord::new("job-1", spec, "me@laptop", 0);
         let waiting = jobs_table(std::slice::from_ref(&j));

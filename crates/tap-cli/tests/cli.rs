@@ -609,6 +609,85 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
         assert!(shown.status.success(), "a namespaced metric plots: {}", text(&shown.stderr));
     }
 
+    /// Regression ("which run had the lowest loss" needed JSON and a script; no names, tags or
+    /// notes; `runs list` could not filter, sort or limit): a sweep of four runs found by tag,
+    /// by `--where` on metrics, hyperparameters and tags, sorted and cut, with chosen columns.
+    #[test]
+    fn runs_list_could_not_filter_sort_or_limit() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        for (name, lr, loss, team) in
+            [("a", "0.1", "0.5", "nlp"), ("b", "0.01", "0.05", "vision"), ("c", "0.001", "0.08", "nlp")]
+        {
+            let script = format!(r#"echo '{{"step": 1, "train/loss": {loss}}}' >> "$TAP_METRICS_FILE""#);
+            let out = tap_in(
+                h,
+                &[
+                    "run",
+                    "-e",
+                    "sweep",
+                    "--name",
+                    name,
+                    "--param",
+                    &format!("lr={lr}"),
+                    "--tag",
+                    &format!("team={team}"),
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ],
+            );
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        assert!(!tap_in(h, &["run", "-e", "sweep", "--name", "d", "--", "false"]).status.success());
+        let names = |args: &[&str]| -> Vec<String> {
+            let mut all = vec!["runs", "list"];
+            all.extend_from_slice(args);
+            let listed = json(h, &all);
+            listed.as_array().expect("array").iter().map(|r| r["name"].as_str().unwrap_or("?").to_owned()).collect()
+        };
+        assert_eq!(names(&["--sort", "train/loss", "--limit", "1"]), ["b"], "the lowest loss");
+        assert_eq!(names(&["--sort", "-train/loss"]), ["a", "c", "b", "d"], "d has no loss: last");
+        assert_eq!(names(&["--where", "train/loss<0.1", "--where", "tag.team=nlp"]), ["c"]);
+        assert_eq!(names(&["--where", "lr>=0.01", "--sort", "lr"]), ["b", "a"]);
+        assert_eq!(names(&["--tag", "team=nlp", "--sort", "name"]), ["a", "c"]);
+        assert_eq!(names(&["--status", "failed"]), ["d"]);
+        assert_eq!(names(&["--status", "failed,succeeded", "--limit", "2"]).len(), 2);
+
+        let table = text(&tap_in(h, &["runs", "list", "--columns", "train/loss,lr,tag.team", "--sort", "name"]).stdout);
+        let head = table.lines().next().unwrap_or_default();
+        assert!(head.contains("TRAIN/LOSS") && head.contains("LR") && head.contains("TAG.TEAM"), "{table}");
+        let row_b = table.lines().find(|l| l.contains(" b ")).unwrap_or_default();
+        assert!(row_b.contains("0.05") && row_b.contains("0.01") && row_b.contains("vision"), "{table}");
+
+        // Tags, untags and notes by name and by unique id prefix.
+        let tagged = tap_in(h, &["runs", "tag", "b", "stage=best", "team=core"]);
+        assert!(tagged.status.success(), "{}", text(&tagged.stderr));
+        assert_eq!(names(&["--tag", "stage=best"]), ["b"]);
+        let id = json(h, &["runs", "list", "--tag", "stage=best"])[0]["run_id"].as_str().expect("id").to_owned();
+        assert!(tap_in(h, &["runs", "untag", &id[..id.len() - 2], "stage"]).status.success(), "by prefix");
+        assert!(names(&["--tag", "stage=best"]).is_empty());
+        let missing = tap_in(h, &["runs", "untag", "b", "stage"]);
+        assert!(text(&missing.stderr).contains("has no tag stage"), "{}", text(&missing.stderr));
+        assert!(tap_in(h, &["runs", "note", "b", "lr 0.01 wins; try warmup"]).status.success());
+        let shown = text(&tap_in(h, &["runs", "show", "b"]).stdout);
+        assert!(shown.contains("tags:        team=core") && shown.contains("note:        lr 0.01 wins"), "{shown}");
+
+        for (args, says) in [
+            (&["runs", "list", "--where", "loss"][..], "is not FIELD<VALUE"),
+            (&["runs", "list", "--where", "loss<low"], "compares numbers"),
+            (&["runs", "list", "--status", "done"], "not a run status"),
+            (&["runs", "list", "--sort", "a b"], "white space"),
+            (&["runs", "tag", "b", "team="], "untag"),
+        ] {
+            let out = tap_in(h, args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+
     /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then
     /// died of SIGPIPE, exit 141, run failed, output lost): the issue's reproduction, and the
     /// same on stderr.

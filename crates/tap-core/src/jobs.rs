@@ -66,6 +66,9 @@ pub struct JobSpec {
     /// Without it a multi-node job waits for one AZ that can hold it.
     #[serde(default)]
     pub allow_cross_az: bool,
+    /// `--tag KEY=VALUE`: on the job's record and every rank's run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A relaunch waits for replacements this long unless `--wait` says otherwise: EC2 usually
@@ -1023,6 +1026,7 @@ mod tests {
             resume: false,
             wait_s: DEFAULT_WAIT_S,
             allow_cross_az: false,
+            tags: BTreeMap::new(),
         }
     }
 

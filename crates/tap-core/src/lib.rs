@@ -10,6 +10,7 @@ pub mod lease;
 pub mod manifest;
 pub mod names;
 pub mod notice;
+pub mod query;
 pub mod runs;
 pub mod stack_config;
 pub mod text;

@@ -24,6 +24,21 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Lost,
+        RunStatus::Cancelled,
+    ];
+
+    /// The status [`RunStatus::as_str`] names.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
@@ -127,6 +142,12 @@ pub struct Run {
     /// `--name`: unique in its experiment, usable wherever the id is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `--tag KEY=VALUE` and `tap runs tag`: labels to find runs by (`tap runs list --tag`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// `tap runs note`: free text about the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The latest attempt's status (a run's status is its latest attempt's).
     pub status: RunStatus,
     pub command: Vec<String>,
@@ -411,6 +432,8 @@ impl Run {
             final_metrics: BTreeMap::new(),
             metric_points: 0,
             checkpoint_left_out: Vec::new(),
+            tags: BTreeMap::new(),
+            note: None,
             interruption: None,
             group: None,
             node_rank: None,

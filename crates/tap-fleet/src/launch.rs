@@ -39,6 +39,8 @@ pub struct LaunchSpec {
     pub attempt: u32,
     /// Extra environment for the command (names checked by `JobSpec::problem`).
     pub env: Vec<(String, String)>,
+    /// `--tag KEY=VALUE` for every node's `tap run`.
+    pub tags: Vec<(String, String)>,
 }
 
 impl LaunchSpec {
@@ -56,6 +58,7 @@ impl LaunchSpec {
             run_as: s.user.clone(),
             attempt,
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 }
@@ -104,6 +107,9 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     let mut tap = vec!["tap".to_owned(), "run".into(), "--experiment".into(), spec.experiment.clone()];
     if spec.resume {
         tap.push("--resume".into());
+    }
+    for (k, v) in &spec.tags {
+        tap.extend(["--tag".to_owned(), format!("{k}={v}")]);
     }
     tap.push("--".into());
     tap.extend(spec.command.iter().cloned());
@@ -223,6 +229,7 @@ mod tests {
             run_as: "ubuntu".into(),
             attempt: 1,
             env: vec![("HF_HOME".into(), "/data/hf cache".into())],
+            tags: vec![("team".into(), "nlp $HOME".into())],
         }
     }
 
@@ -277,7 +284,7 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "<run><--experiment><llm><--resume><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123 config=/etc/tap/config.toml hf=/data/hf cache"
+            "<run><--experiment><llm><--resume><--tag><team=nlp $HOME><--><torchrun><--nnodes=3><--rdzv-endpoint=10.0.0.1:29500><train.py><it's $HOME> rank=2 of 3 at 10.0.0.1:29500 id=20261127T030000Z-abc123 config=/etc/tap/config.toml hf=/data/hf cache"
         );
     }
 

@@ -50,6 +50,7 @@ async fn status_scale_and_launch_against_moto() {
         run_as: "ubuntu".into(),
         attempt: 1,
         env: Vec::new(),
+        tags: Vec::new(),
     };
     let e = launch::plan(&s.nodes, &spec(2)).expect_err("one healthy node");
     assert!(e.starts_with("1 healthy node of 2 in the fleet, 2 asked; not fit: i-"), "{e}");

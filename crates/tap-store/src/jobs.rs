@@ -464,6 +464,7 @@ mod tests {
             resume: false,
             wait_s: tap_core::jobs::DEFAULT_WAIT_S,
             allow_cross_az: false,
+            tags: Default::default(),
         };
         JobRecord::new(id, spec, "me@laptop", 1000)
     }

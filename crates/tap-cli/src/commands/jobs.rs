@@ -39,6 +39,7 @@ pub fn settings(a: &LaunchArgs) -> anyhow::Result<JobSpec> {
         resume: a.resume,
         wait_s: u32::try_from(a.wait.as_secs()).unwrap_or(u32::MAX),
         allow_cross_az: a.allow_cross_az,
+        tags: a.tags.iter().cloned().collect(),
     };
     if a.step_time.is_some_and(|t| t.is_zero()) {
         bail!("--step-time must be more than 0");

@@ -71,6 +71,7 @@ async fn settings(a: &RunArgs, home: &Path) -> anyhow::Result<RunOptions> {
         experiment: a.experiment.clone(),
         resume,
         name: a.name.clone(),
+        tags: a.tags.clone(),
         overrides,
         command: a.command.clone(),
         interrupt_signal: a.interrupt_signal,

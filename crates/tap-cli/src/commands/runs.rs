@@ -1,9 +1,11 @@
-//! `tap runs list|show|compare|plot`: the recorded runs, their metrics and curves.
+//! `tap runs list|show|compare|plot|tag|untag|note`: the recorded runs, their metrics and
+//! curves, and the labels that find them.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use tap_core::query::Query;
 
 use crate::cli::{Output, RunsCommand};
 use crate::commands::{find_run, json, series, trainings};
@@ -12,16 +14,58 @@ use crate::{plot, render};
 
 pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
-        RunsCommand::List { experiment, group } => {
+        RunsCommand::List { experiment, group, status, tags, conditions, sort, limit, columns } => {
             let mut list = trainings(runs, experiment.as_deref()).await?;
             if let Some(g) = group {
                 // The job's own record and its node runs.
                 list.retain(|r| r.group.as_ref() == Some(g) || (r.job.is_some() && &r.run_id == g));
             }
+            let query = Query {
+                status: status.clone(),
+                tags: tags.clone(),
+                conditions: conditions.clone(),
+                sort: sort.clone(),
+                limit: *limit,
+            };
+            let list = query.apply(list, crate::now_ms());
             match output {
                 Output::Json => json(out, &list)?,
-                Output::Text => out.write_all(render::runs_table(&list).as_bytes())?,
+                Output::Text => out.write_all(render::runs_table(&list, columns, crate::now_ms()).as_bytes())?,
             }
+        }
+        RunsCommand::Tag { run, tags } => {
+            let found = find_run(runs, run).await?;
+            tap_core::query::merged_tags(&found.tags, tags)
+                .map_err(|e| anyhow::anyhow!("run {}: {e}", found.run_id))?;
+            let stored = runs
+                .update_run(&found.experiment_id, &found.run_id, |r| {
+                    // Tags another writer added meanwhile count too: past the bound, none is added.
+                    let _ = tap_core::query::add_tags(r, tags);
+                })
+                .await?;
+            said(out, output, &stored, format!("tagged {}: {}", stored.run_id, tag_list(&stored)))?;
+        }
+        RunsCommand::Untag { run, keys } => {
+            let found = find_run(runs, run).await?;
+            if let Some(k) = keys.iter().find(|k| !found.tags.contains_key(*k)) {
+                bail!("run {} has no tag {k} (it has: {})", found.run_id, tag_list(&found));
+            }
+            let stored = runs
+                .update_run(&found.experiment_id, &found.run_id, |r| {
+                    for k in keys {
+                        r.tags.remove(k);
+                    }
+                })
+                .await?;
+            said(out, output, &stored, format!("untagged {}: {}", stored.run_id, tag_list(&stored)))?;
+        }
+        RunsCommand::Note { run, text } => {
+            tap_core::query::check_note(text).map_err(anyhow::Error::msg)?;
+            let found = find_run(runs, run).await?;
+            let note = Some(text.clone()).filter(|t| !t.is_empty());
+            let stored = runs.update_run(&found.experiment_id, &found.run_id, |r| r.note.clone_from(&note)).await?;
+            let what = if stored.note.is_some() { "noted" } else { "cleared the note of" };
+            said(out, output, &stored, format!("{what} {}", stored.run_id))?;
         }
         RunsCommand::Show { run_id } => {
             let run = find_run(runs, run_id).await?;
@@ -48,6 +92,23 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
             let settings = PlotSettings { run_ids, metrics: metric, file: file.clone(), size: *size, log_y: *log_y };
             plot(runs, &settings, output, out).await?;
         }
+    }
+    Ok(())
+}
+
+/// `team=nlp stage=baseline`, or `none`.
+fn tag_list(run: &tap_core::runs::Run) -> String {
+    if run.tags.is_empty() {
+        return "no tags".into();
+    }
+    run.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+/// A change to a run: the record as stored (JSON), or one line.
+fn said(out: &mut dyn Write, output: Output, run: &tap_core::runs::Run, line: String) -> anyhow::Result<()> {
+    match output {
+        Output::Json => json(out, run)?,
+        Output::Text => writeln!(out, "{line}")?,
     }
     Ok(())
 }

@@ -186,6 +186,7 @@ impl Env {
             experiment: experiment.into(),
             resume: crate::supervisor::Resume::No,
             name: None,
+            tags: Vec::new(),
             overrides: Default::default(),
             command: vec!["sh".into(), "-c".into(), script.into()],
             interrupt_signal: Signal::SIGUSR1,

@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub resume: Resume,
     /// `--name`: unique in the experiment.
     pub name: Option<String>,
+    /// `--tag KEY=VALUE`: added to the run's tags (a new attempt adds to what it has).
+    pub tags: Vec<(String, String)>,
     /// `--param` and `--params-file`: this run's own values over the stored defaults.
     pub overrides: BTreeMap<String, String>,
     pub command: Vec<String>,
@@ -667,6 +669,8 @@ async fn begin_record<R: RunStore>(
                     return;
                 }
                 r.begin_attempt(ended_as, start.clone());
+                // Bounded by MAX_TAGS; past it the attempt keeps the tags it had.
+                let _ = tap_core::query::add_tags(r, &opts.tags);
                 r.restored.clone_from(&restored_id);
                 r.restored_step = restored_step;
                 r.recomputed_steps = tap_core::runs::recomputed_steps(restored_step, last_step);
@@ -681,9 +685,11 @@ async fn begin_record<R: RunStore>(
         Target::New { parent } => parent.as_ref(),
         _ => None,
     };
+    let tags = tap_core::query::merged_tags(&BTreeMap::new(), &opts.tags).map_err(anyhow::Error::msg)?;
     let record = Run {
         instance_id: opts.instance_id.clone(),
         name: opts.name.clone(),
+        tags,
         hparams: prepared.hparams.clone(),
         resumed_from: parent.map(|m| m.run_id.clone()),
         parent_checkpoint: parent.map(|m| m.checkpoint_id.clone()),
