@@ -1195,6 +1195,20 @@ resource "aws_dynamodb_table" "experiments" {
     name = "run_id"
     type = "S"
   }
+  attribute {
+    name = "started_ms"
+    type = "N"
+  }
+
+  # Runs of an experiment by start time, without the metric chunks that share their
+  # partition: only run items carry started_ms, so the index is sparse and `tap runs list`
+  # reads run records alone (a run with 10 chunks of metrics costs one item here, not 11).
+  global_secondary_index {
+    name            = "runs_by_start"
+    hash_key        = "experiment_id"
+    range_key       = "started_ms"
+    projection_type = "ALL"
+  }
 
   point_in_time_recovery {
     enabled = true
@@ -1290,7 +1304,7 @@ data "aws_iam_policy_document" "node" {
   statement {
     sid       = "ExperimentTable"
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"]
-    resources = [aws_dynamodb_table.experiments.arn]
+    resources = [aws_dynamodb_table.experiments.arn, "${aws_dynamodb_table.experiments.arn}/index/runs_by_start"]
   }
 
   statement {

@@ -308,7 +308,7 @@ run "tracking_and_hparams" {
   command = apply
 
   assert {
-    condition     = aws_dynamodb_table.experiments.billing_mode == "PAY_PER_REQUEST" && aws_dynamodb_table.experiments.hash_key == "experiment_id" && aws_dynamodb_table.experiments.range_key == "run_id"
+    condition     = aws_dynamodb_table.experiments.billing_mode == "PAY_PER_REQUEST" && aws_dynamodb_table.experiments.hash_key == "experiment_id" && aws_dynamodb_table.experiments.range_key == "run_id" && one(aws_dynamodb_table.experiments.global_secondary_index).name == "runs_by_start" && one(aws_dynamodb_table.experiments.global_secondary_index).range_key == "started_ms"
     error_message = "Table: on-demand, experiment_id / run_id."
   }
   assert {
@@ -353,8 +353,8 @@ run "iam" {
     error_message = "Parameter reads are scoped to the hyperparameter path."
   }
   assert {
-    condition     = one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "ExperimentTable"]).resources == toset([aws_dynamodb_table.experiments.arn])
-    error_message = "Table access is scoped to the experiment table."
+    condition     = one([for s in data.aws_iam_policy_document.node.statement : s if s.sid == "ExperimentTable"]).resources == toset([aws_dynamodb_table.experiments.arn, "${aws_dynamodb_table.experiments.arn}/index/runs_by_start"])
+    error_message = "Table access is scoped to the experiment table and its runs index."
   }
   assert {
     condition     = aws_iam_role_policy_attachment.ssm_core.policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"

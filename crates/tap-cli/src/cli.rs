@@ -452,6 +452,9 @@ pub enum RunsCommand {
     },
     /// Set a run's note (free text; "" clears it).
     Note { run: String, text: String },
+    /// What differs between two runs: hyperparameters, code (git commit, branch, dirty),
+    /// environment (tap, Python and its packages, instance type, AMI), tags and final metrics.
+    Diff { a: String, b: String },
     /// One run: status, command, hyperparameters, final metrics and a sparkline per metric.
     Show { run_id: String },
     /// Runs side by side: hyperparameters and final metrics.

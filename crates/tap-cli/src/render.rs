@@ -92,6 +92,52 @@ pub fn runs_table(runs: &[Run], columns: &[String], now_ms: i64) -> String {
     s
 }
 
+/// The `code:`, `tap:`, `python:` and `node:` lines of `tap runs show`.
+fn provenance(p: &tap_core::runs::Provenance) -> String {
+    let mut s = String::new();
+    if let Some(g) = &p.git {
+        let branch = g.branch.as_deref().unwrap_or("detached");
+        let dirty = if g.dirty { ", dirty: uncommitted changes" } else { "" };
+        s.push_str(&format!("code:        git {} ({branch}{dirty})\n", g.commit));
+    }
+    s.push_str(&format!("tap:         {}\n", p.tap_version));
+    if let Some(py) = &p.python {
+        s.push_str(&format!(
+            "python:      {} ({}), {} packages, list sha256 {}\n",
+            py.version,
+            py.executable,
+            py.packages,
+            &py.packages_sha256[..py.packages_sha256.len().min(16)]
+        ));
+    }
+    if let Some(n) = &p.node {
+        s.push_str(&format!(
+            "node:        {} {} {} {}\n",
+            n.instance_id, n.instance_type, n.availability_zone, n.ami_id
+        ));
+    }
+    s
+}
+
+/// `tap runs diff A B`: a line per field that differs, by section.
+pub fn diff(a: &Run, b: &Run, differences: &[tap_core::diff::Difference]) -> String {
+    if differences.is_empty() {
+        return format!(
+            "{} and {} do not differ in parameters, code, environment, tags or final metrics\n",
+            a.label(),
+            b.label()
+        );
+    }
+    let width = differences.iter().map(|d| d.field.chars().count()).max().unwrap_or(0).max(5);
+    let col = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let wa = differences.iter().map(|d| col(&d.a).chars().count()).max().unwrap_or(0).max(a.label().chars().count());
+    let mut s = format!("{:<12} {:<width$} {:<wa$} {}\n", "", "", a.label(), b.label());
+    for d in differences {
+        s.push_str(&format!("{:<12} {:<width$} {:<wa$} {}\n", d.section.as_str(), d.field, col(&d.a), col(&d.b)));
+    }
+    s
+}
+
 /// A metric as tables show it: 4 significant digits, without noise (`0.05`, `1.235e-5`).
 fn number(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) {
@@ -116,6 +162,9 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         rfc3339(run.started_ms),
         duration(run),
     );
+    if let Some(p) = &run.provenance {
+        s.push_str(&provenance(p));
+    }
     if !run.tags.is_empty() {
         let tags: Vec<String> = run.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         s.push_str(&format!("tags:        {}\n", tags.join(" ")));

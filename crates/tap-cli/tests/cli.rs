@@ -688,6 +688,77 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
         }
     }
 
+    /// Regression (nothing said which code a run ran: no git commit, no dirty flag, no
+    /// environment): two runs in a repository, the second after a commit and with an edit,
+    /// on an EC2 node (IMDS on loopback); `runs show` and `runs diff` tell them apart.
+    #[test]
+    fn nothing_said_which_code_a_run_ran() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let repo = h.join("repo");
+        std::fs::create_dir(&repo).expect("mkdir");
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(&repo)
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+            text(&out.stdout).trim().to_owned()
+        };
+        git(&["init", "-q"]);
+        std::fs::write(repo.join("train.py"), "print('v1')\n").expect("write");
+        git(&["add", "."]);
+        git(&["commit", "-qm", "v1"]);
+        let first = git(&["rev-parse", "HEAD"]);
+        let imds = tap_test_support::FakeImds::start("i-0abc", "g5.xlarge");
+        let run = |name: &str, lr: &str| {
+            let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+                .args(["run", "--name", name, "--param", &format!("lr={lr}"), "--", "python3", "train.py"])
+                .current_dir(&repo)
+                .env("TAP_HOME", h)
+                .env_remove("TAP_EXPERIMENT")
+                .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://127.0.0.1:{}", imds.port))
+                .output()
+                .expect("tap");
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        };
+        run("one", "0.1");
+        std::fs::write(repo.join("train.py"), "print('v2')\n").expect("write");
+        git(&["commit", "-qam", "v2"]);
+        std::fs::write(repo.join("train.py"), "print('v3, not committed')\n").expect("write");
+        run("two", "0.01");
+
+        let shown = json(h, &["runs", "show", "one"]);
+        let p = &shown["run"]["provenance"];
+        assert_eq!(p["git"]["commit"], first.as_str(), "{p}");
+        assert_eq!((p["git"]["branch"].as_str(), p["git"]["dirty"].as_bool()), (Some("main"), Some(false)), "{p}");
+        assert_eq!(p["tap_version"], env!("CARGO_PKG_VERSION"));
+        assert!(p["python"]["version"].as_str().is_some_and(|v| v.starts_with('3')), "{p}");
+        assert_eq!(p["python"]["packages_sha256"].as_str().map(str::len), Some(64), "{p}");
+        assert_eq!(p["node"]["instance_type"], "g5.xlarge", "{p}");
+        assert_eq!(p["node"]["ami_id"], tap_test_support::FAKE_AMI, "{p}");
+        assert_eq!(p["node"]["availability_zone"], "us-east-1a", "{p}");
+        let text_two = text(&tap_in(h, &["runs", "show", "two"]).stdout);
+        assert!(text_two.contains("(main, dirty: uncommitted changes)"), "{text_two}");
+        assert!(text_two.contains("node:        i-0abc g5.xlarge us-east-1a"), "{text_two}");
+
+        let d = json(h, &["runs", "diff", "one", "two"]);
+        let fields: Vec<&str> =
+            d["differences"].as_array().expect("array").iter().filter_map(|x| x["field"].as_str()).collect();
+        assert_eq!(fields, ["lr", "git.commit", "git.dirty"], "{d}");
+        let table = text(&tap_in(h, &["runs", "diff", "one", "two"]).stdout);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("code") && l.contains("git.dirty") && l.contains("false") && l.contains("true")),
+            "{table}"
+        );
+        let same = text(&tap_in(h, &["runs", "diff", "one", "one"]).stdout);
+        assert!(same.contains("do not differ"), "{same}");
+    }
+
     /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then
     /// died of SIGPIPE, exit 141, run failed, output lost): the issue's reproduction, and the
     /// same on stderr.

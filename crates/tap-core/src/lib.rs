@@ -3,6 +3,7 @@
 pub mod agent_config;
 pub mod commit;
 pub mod contract;
+pub mod diff;
 pub mod fleet;
 pub mod fsutil;
 pub mod jobs;

@@ -148,6 +148,10 @@ pub struct Run {
     /// `tap runs note`: free text about the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What ran: the code, tap, the Python environment and the node, as the latest attempt
+    /// found them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
     /// The latest attempt's status (a run's status is its latest attempt's).
     pub status: RunStatus,
     pub command: Vec<String>,
@@ -434,6 +438,7 @@ impl Run {
             checkpoint_left_out: Vec::new(),
             tags: BTreeMap::new(),
             note: None,
+            provenance: None,
             interruption: None,
             group: None,
             node_rank: None,
@@ -782,6 +787,52 @@ pub struct Interruption {
     /// How the final checkpoint fared against EC2's deadline (set when the run ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<crate::commit::Verdict>,
+}
+
+/// What a run ran ([`Run::provenance`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The version of the `tap` that supervised it.
+    pub tap_version: String,
+    /// The working directory's git repository, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitState>,
+    /// The command's Python, when the command is Python (`python3 …`, `torchrun …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonEnv>,
+    /// The EC2 node, on EC2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeIdentity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitState {
+    pub commit: String,
+    /// None: a detached HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Tracked files differ from the commit.
+    pub dirty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonEnv {
+    /// `3.11.7`.
+    pub version: String,
+    /// The interpreter the command runs.
+    pub executable: String,
+    /// SHA-256 of the sorted `name==version` list of installed distributions: equal hashes,
+    /// equal packages.
+    pub packages_sha256: String,
+    pub packages: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub availability_zone: String,
+    pub ami_id: String,
 }
 
 /// One metric value at one step.

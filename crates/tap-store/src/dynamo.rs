@@ -27,7 +27,16 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Set once the table turned out to have no [`RUNS_INDEX`] (a stack from before it):
+    /// listings read the base table from then on.
+    no_index: std::sync::atomic::AtomicBool,
 }
+
+/// The sparse index of run items by start time (`infra/tap-stack.tf`): only run items carry
+/// `started_ms`, so a listing reads run records alone, never the metric chunks that share
+/// their partition. Eventually consistent (a run started within the last second may not be
+/// listed yet); reads of one run stay strongly consistent on the table.
+pub const RUNS_INDEX: &str = "runs_by_start";
 
 /// A metric point as stored: `[step, name, value, ts_ms]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,9 +125,34 @@ pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
         .sum()
 }
 
+/// The most pages one listing reads (1 MB each: far beyond 10,000 runs).
+const MAX_PAGES: usize = 100_000;
+
+/// Why reading [`RUNS_INDEX`] failed: it does not exist, or the read did.
+enum IndexRead {
+    Missing,
+    Failed(StoreError),
+}
+
+impl IndexRead {
+    fn of<E, R>(call: &str, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> IndexRead
+    where
+        E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        // DynamoDB says ValidationException ("The table does not have the specified index"),
+        // moto ResourceNotFoundException ("Invalid index"); a missing table says no "index".
+        let missing = e.as_service_error().is_some_and(|s| {
+            matches!(s.code(), Some("ValidationException" | "ResourceNotFoundException"))
+                && s.message().is_some_and(|m| m.to_ascii_lowercase().contains("index"))
+        });
+        if missing { IndexRead::Missing } else { IndexRead::Failed(sdk_error(call, e).into()) }
+    }
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: &str) -> DynamoStore {
-        DynamoStore { client, table: table.to_owned() }
+        DynamoStore { client, table: table.to_owned(), no_index: std::sync::atomic::AtomicBool::new(false) }
     }
 
     async fn read(&self, experiment: &str, run_id: &str) -> Result<Option<(Run, u64)>> {
@@ -133,6 +167,68 @@ impl DynamoStore {
             .await
             .map_err(|e| sdk_error("DynamoDB GetItem", e))?;
         out.item().map(decode_run).transpose()
+    }
+
+    /// Every run item of `experiment` (None: of every experiment), newest first, from
+    /// [`RUNS_INDEX`]; from the table itself where the index does not exist.
+    async fn run_items(&self, experiment: Option<&str>) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        use std::sync::atomic::Ordering;
+        if !self.no_index.load(Ordering::Relaxed) {
+            match self.indexed_run_items(experiment).await {
+                Ok(items) => return Ok(items),
+                Err(IndexRead::Missing) => self.no_index.store(true, Ordering::Relaxed),
+                Err(IndexRead::Failed(e)) => return Err(e),
+            }
+        }
+        self.items(experiment, None, "run").await
+    }
+
+    async fn indexed_run_items(
+        &self,
+        experiment: Option<&str>,
+    ) -> std::result::Result<Vec<HashMap<String, AttributeValue>>, IndexRead> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        for _ in 0..MAX_PAGES {
+            let (items, next) = match experiment {
+                Some(exp) => {
+                    let r = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .index_name(RUNS_INDEX)
+                        .key_condition_expression("experiment_id = :e")
+                        .expression_attribute_values(":e", AttributeValue::S(exp.to_owned()))
+                        .scan_index_forward(false)
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| IndexRead::of("DynamoDB Query", e))?;
+                    (r.items().to_vec(), r.last_evaluated_key().cloned())
+                }
+                None => {
+                    let r = self
+                        .client
+                        .scan()
+                        .table_name(&self.table)
+                        .index_name(RUNS_INDEX)
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| IndexRead::of("DynamoDB Scan", e))?;
+                    (r.items().to_vec(), r.last_evaluated_key().cloned())
+                }
+            };
+            // Only run items carry started_ms; anything else that does is not a run.
+            out.extend(
+                items.into_iter().filter(|i| i.get("kind").and_then(|k| k.as_s().ok()).is_some_and(|k| k == "run")),
+            );
+            match next {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+        Err(IndexRead::Failed(StoreError::message(format!("DynamoDB {RUNS_INDEX}: more than {MAX_PAGES} pages"))))
     }
 
     /// All items of a query or scan, following pagination.
@@ -254,7 +350,7 @@ impl RunStore for DynamoStore {
 
     async fn list_runs(&self, experiment: Option<&str>) -> Result<crate::Runs> {
         let mut listing = crate::Runs::default();
-        for item in self.items(experiment, None, "run").await? {
+        for item in self.run_items(experiment).await? {
             match decode_run(&item) {
                 Ok((run, _)) => listing.runs.push(run),
                 Err(e) => listing.skipped.push(crate::Skipped {

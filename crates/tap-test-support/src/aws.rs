@@ -1,7 +1,10 @@
 //! The stack's resources on moto, as `infra/tap-stack.tf` creates them, for tests against moto
 //! on loopback: SDK settings, the experiment table, the spot fleet and the agent's metrics.
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
+};
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateSpecificationRequest, FleetType,
     RequestLaunchTemplateData, SpotOptionsRequest, TargetCapacitySpecificationRequest,
@@ -18,23 +21,40 @@ pub fn sdk_config(endpoint: &str) -> aws_types::SdkConfig {
         .build()
 }
 
-/// The experiment table: `experiment_id` / `run_id`, on demand (infra/tap-stack.tf).
+/// The experiment table: `experiment_id` / `run_id`, on demand, with the sparse
+/// `runs_by_start` index (`experiment_id` / `started_ms`), as infra/tap-stack.tf makes it.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
-    let attr = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr")
-    };
+    create_table_with(client, name, true).await;
+}
+
+/// The experiment table of a stack from before the `runs_by_start` index.
+pub async fn create_table_without_index(client: &aws_sdk_dynamodb::Client, name: &str) {
+    create_table_with(client, name, false).await;
+}
+
+async fn create_table_with(client: &aws_sdk_dynamodb::Client, name: &str, index: bool) {
+    let attr = |n: &str, t| AttributeDefinition::builder().attribute_name(n).attribute_type(t).build().expect("attr");
     let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("key");
-    client
+    let mut create = client
         .create_table()
         .table_name(name)
-        .attribute_definitions(attr("experiment_id"))
-        .attribute_definitions(attr("run_id"))
+        .attribute_definitions(attr("experiment_id", ScalarAttributeType::S))
+        .attribute_definitions(attr("run_id", ScalarAttributeType::S))
         .key_schema(key("experiment_id", KeyType::Hash))
         .key_schema(key("run_id", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("CreateTable");
+        .billing_mode(BillingMode::PayPerRequest);
+    if index {
+        create = create.attribute_definitions(attr("started_ms", ScalarAttributeType::N)).global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("runs_by_start")
+                .key_schema(key("experiment_id", KeyType::Hash))
+                .key_schema(key("started_ms", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .expect("index"),
+        );
+    }
+    create.send().await.expect("CreateTable");
 }
 
 /// The stack's storage as `tap-dev` creates it: the experiment table `table`, the bucket

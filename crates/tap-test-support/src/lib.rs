@@ -315,6 +315,9 @@ pub struct ImdsState {
 
 /// IMDSv2 on 127.0.0.1, as EC2 serves it: `PUT /latest/api/token` hands out a token and
 /// every metadata GET without it gets 401. Stops when dropped.
+/// The AMI id [`FakeImds`] answers with.
+pub const FAKE_AMI: &str = "ami-0123456789abcdef0";
+
 pub struct FakeImds {
     pub port: u16,
     pub state: std::sync::Arc<std::sync::Mutex<ImdsState>>,
@@ -372,6 +375,7 @@ impl FakeImds {
                         ("GET", "/latest/meta-data/instance-id") => ("200 OK", Some(g.instance_id.clone())),
                         ("GET", "/latest/meta-data/instance-type") => ("200 OK", Some(g.instance_type.clone())),
                         ("GET", "/latest/meta-data/placement/region") => ("200 OK", Some(g.region.clone())),
+                        ("GET", "/latest/meta-data/ami-id") => ("200 OK", Some(FAKE_AMI.to_owned())),
                         ("GET", "/latest/meta-data/placement/availability-zone") => {
                             ("200 OK", Some(g.availability_zone.clone()))
                         }

@@ -67,6 +67,7 @@ async fn settings(a: &RunArgs, home: &Path) -> anyhow::Result<RunOptions> {
         overrides = parse_params_file(&text).map_err(|e| anyhow::anyhow!("--params-file {}: {e}", f.display()))?;
     }
     overrides.extend(a.params.iter().cloned());
+    let node = supervisor::provenance::node_identity().await;
     Ok(RunOptions {
         experiment: a.experiment.clone(),
         resume,
@@ -80,7 +81,8 @@ async fn settings(a: &RunArgs, home: &Path) -> anyhow::Result<RunOptions> {
         runtime: supervisor::runtime_dir(a.runtime_dir.as_deref()),
         runs_dir: supervisor::default_runs_dir(home),
         host: supervisor::hostname(),
-        instance_id: supervisor::instance_id().await,
+        instance_id: node.as_ref().map(|n| n.instance_id.clone()),
+        node,
     })
 }
 

@@ -59,6 +59,16 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
                 .await?;
             said(out, output, &stored, format!("untagged {}: {}", stored.run_id, tag_list(&stored)))?;
         }
+        RunsCommand::Diff { a, b } => {
+            let (ra, rb) = (find_run(runs, a).await?, find_run(runs, b).await?);
+            let differences = tap_core::diff::diff(&ra, &rb);
+            match output {
+                Output::Json => {
+                    json(out, &serde_json::json!({ "a": ra.run_id, "b": rb.run_id, "differences": differences }))?
+                }
+                Output::Text => out.write_all(render::diff(&ra, &rb, &differences).as_bytes())?,
+            }
+        }
         RunsCommand::Note { run, text } => {
             tap_core::query::check_note(text).map_err(anyhow::Error::msg)?;
             let found = find_run(runs, run).await?;

@@ -40,6 +40,17 @@ mod aws_tests {
         conformance::concurrent_updates(&store, &other).await;
     }
 
+    /// A stack from before the runs index: listings read the table itself.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dynamodb_without_the_runs_index_lists_from_the_table() {
+        let moto = Moto::from_env(free_port());
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&moto));
+        tap_test_support::aws::create_table_without_index(&client, "tap-test-old").await;
+        let store = DynamoStore::new(client, "tap-test-old");
+        conformance::runs(&store).await;
+        conformance::metrics(&store).await;
+    }
+
     /// Regression: one corrupt run item made every listing fail without naming it.
     #[tokio::test(flavor = "multi_thread")]
     async fn dynamodb_a_corrupt_run_item_is_left_out_and_named() {
@@ -56,6 +67,7 @@ mod aws_tests {
             .item("experiment_id", V::S("e".into()))
             .item("run_id", V::S("bad".into()))
             .item("kind", V::S("run".into()))
+            .item("started_ms", V::N("2".into()))
             .item("body", V::S("{not json".into()))
             .item("version", V::N("1".into()))
             .send()

@@ -196,6 +196,7 @@ impl Env {
             runs_dir: self.path("runs"),
             host: "test".into(),
             instance_id: None,
+            node: None,
         }
     }
 }

@@ -39,6 +39,7 @@ use crate::artifacts::checkpoint;
 use crate::now_ms;
 use crate::store::{LogStore, ParamStore, RunStore, Stream};
 
+pub mod provenance;
 mod recorder;
 mod snapshot;
 mod supervision;
@@ -81,6 +82,8 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     pub host: String,
     pub instance_id: Option<String>,
+    /// This node on EC2 (instance, type, AZ, AMI), for the run's provenance.
+    pub node: Option<tap_core::runs::NodeIdentity>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -642,6 +645,8 @@ async fn begin_record<R: RunStore>(
 ) -> anyhow::Result<Run> {
     let restored = prepared.target.checkpoint();
     let supervisor = crate::liveness::this_process();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let provenance = Some(provenance::collect(&opts.command, &cwd, opts.node.clone()).await);
     let job = match &prepared.target {
         Target::Rank { job, .. } => Some(job),
         _ => None,
@@ -669,6 +674,7 @@ async fn begin_record<R: RunStore>(
                     return;
                 }
                 r.begin_attempt(ended_as, start.clone());
+                r.provenance.clone_from(&provenance);
                 // Bounded by MAX_TAGS; past it the attempt keeps the tags it had.
                 let _ = tap_core::query::add_tags(r, &opts.tags);
                 r.restored.clone_from(&restored_id);
@@ -690,6 +696,7 @@ async fn begin_record<R: RunStore>(
         instance_id: opts.instance_id.clone(),
         name: opts.name.clone(),
         tags,
+        provenance,
         hparams: prepared.hparams.clone(),
         resumed_from: parent.map(|m| m.run_id.clone()),
         parent_checkpoint: parent.map(|m| m.checkpoint_id.clone()),
@@ -1063,25 +1070,6 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
-/// The EC2 instance id of this node, for run records: from IMDSv2, asked only on EC2 (DMI
-/// says "Amazon EC2") so a laptop never waits on a metadata timeout.
-pub async fn instance_id() -> Option<String> {
-    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-        return None;
-    }
-    let vendor = std::fs::read_to_string("/sys/devices/virtual/dmi/id/board_vendor").unwrap_or_default();
-    let hypervisor = std::fs::read_to_string("/sys/hypervisor/uuid").unwrap_or_default();
-    if vendor.trim() != "Amazon EC2" && !hypervisor.starts_with("ec2") {
-        return None;
-    }
-    let client = aws_config::imds::Client::builder()
-        .max_attempts(1)
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(1))
-        .build();
-    client.get("/latest/meta-data/instance-id").await.ok().map(|s| s.as_ref().to_owned())
-}
-
 pub fn default_runs_dir(home: &Path) -> PathBuf {
     home.join("runs")
 }
@@ -1095,8 +1083,10 @@ mod tests {
 
     #[tokio::test]
     async fn no_instance_id_off_ec2() {
-        if !std::path::Path::new("/sys/hypervisor/uuid").exists() {
-            assert_eq!(instance_id().await, None);
+        if !std::path::Path::new("/sys/hypervisor/uuid").exists()
+            && std::env::var_os("AWS_EC2_METADATA_SERVICE_ENDPOINT").is_none()
+        {
+            assert_eq!(provenance::node_identity().await, None);
         }
     }
 
