@@ -90,9 +90,26 @@ pub enum Command {
     /// own checkpoint and the hyperparameters it started with (`--name` gives it a name to use
     /// there); a run stopped by SIGINT/SIGTERM ends `cancelled`.
     Run(RunArgs),
-    /// Runs: list, show, compare, plot.
+    /// Runs: list, show, compare, diff, plot, tag, note, delete.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Free storage: checkpoints beyond the newest N of each run, artifact versions beyond
+    /// the newest N, and every stored object that nothing names any more. Checkpoints that a
+    /// LATEST pointer or a run names are always kept; an experiment with a running run is left
+    /// alone. Prints what it frees.
+    ///
+    /// Example: tap gc --keep-checkpoints 3 --keep-artifact-versions 5 --dry-run
+    Gc {
+        /// Keep the newest N checkpoints of each run (default: keep them all).
+        #[arg(long, value_name = "N")]
+        keep_checkpoints: Option<usize>,
+        /// Keep the newest N versions of each artifact (default: keep them all).
+        #[arg(long, value_name = "N")]
+        keep_artifact_versions: Option<usize>,
+        /// Say what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Hyperparameters: list, get, set, history.
     #[command(subcommand)]
     Params(ParamsCommand),
@@ -379,6 +396,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "90s", value_parser = parse_checkpoint_deadline)]
     pub checkpoint_deadline: Duration,
 
+    /// Disk space set aside at the start (a preallocated file in TAP_HOME/runs) and given back
+    /// when the disk fills, so the run's end and its buffered output and metrics are still
+    /// recorded; beyond it, tap says what the store does not hold and exits 74. 0: none.
+    #[arg(long, env = "TAP_DISK_RESERVE", default_value = "64MiB", value_parser = parse_reserve, value_name = "SIZE")]
+    pub disk_reserve: u64,
+
     /// A file whose appearance is an interruption notice (any file; default: notice.json in
     /// the runtime directory).
     #[arg(long, env = "TAP_NOTICE_FILE", value_name = "PATH")]
@@ -449,6 +472,16 @@ pub enum RunsCommand {
         run: String,
         #[arg(required = true, value_name = "KEY", value_parser = parse_key)]
         keys: Vec<String>,
+    },
+    /// Delete runs: their checkpoints (and the objects no other checkpoint shares), output,
+    /// metrics and record. A running run is refused.
+    Delete {
+        /// Ids, unique id prefixes or names.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// Say what would go, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Set a run's note (free text; "" clears it).
     Note { run: String, text: String },
@@ -673,6 +706,27 @@ pub fn parse_traffic(s: &str) -> Result<f64, String> {
 
 /// `64MiB`, `8M`, `1GiB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s)?;
+    if !(5 << 20..=5 << 30).contains(&v) {
+        return Err(format!("{s:?}: S3 parts must be between 5MiB and 5GiB"));
+    }
+    Ok(v)
+}
+
+/// `--disk-reserve`: 0 to [`MAX_DISK_RESERVE`].
+pub fn parse_reserve(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s)?;
+    if v > MAX_DISK_RESERVE {
+        return Err(format!("{s:?}: at most 16GiB (the reserve holds a run's end, not its data)"));
+    }
+    Ok(v)
+}
+
+/// The largest `--disk-reserve`.
+pub const MAX_DISK_RESERVE: u64 = 16 << 30;
+
+/// A byte count: `64MiB`, `8M`, `1GiB`, `4096`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let err = || format!("{s:?} is not a size like 64MiB, 8M or 1GiB");
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -684,11 +738,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" | "gb" => 1 << 30,
         _ => return Err(err()),
     };
-    let v = n.checked_mul(mult).ok_or_else(err)?;
-    if !(5 << 20..=5 << 30).contains(&v) {
-        return Err(format!("{s:?}: S3 parts must be between 5MiB and 5GiB"));
-    }
-    Ok(v)
+    n.checked_mul(mult).ok_or_else(err)
 }
 
 /// The longest duration any flag takes: SSM Run Command's longest executionTimeout

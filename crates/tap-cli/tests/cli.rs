@@ -310,7 +310,9 @@ mod local {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let id = json(h, &["runs", "list"])[0]["run_id"].as_str().expect("id").to_owned();
         let work = h.join("runs").join(&id);
-        assert!(work.is_dir() && !work.join("checkpoint").exists(), "the scratch checkpoint is removed");
+        // Regression too: each run kept its raw metrics file beside the store (195 MB from one
+        // long run); the whole scratch directory goes once the store holds the run.
+        assert!(!work.exists(), "the scratch directory is removed: {:?}", std::fs::read_dir(&work).map(|d| d.count()));
         let latest = json(h, &["checkpoints", "latest", "-e", "scratch"]);
         let files: Vec<&str> =
             latest["files"].as_array().expect("files").iter().map(|f| f["path"].as_str().expect("path")).collect();
@@ -759,6 +761,95 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
         assert!(same.contains("do not differ"), "{same}");
     }
 
+    /// Regression (the store only grew: no `runs delete`, no way to drop old checkpoints or
+    /// artifact versions): a run is deleted with its checkpoints, logs and metrics while the
+    /// objects another run shares stay; a running run is refused; `tap gc` keeps the newest N
+    /// and what is named, and says what it frees.
+    #[test]
+    fn the_store_only_grew() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        let ckpts = |n: u32| {
+            format!(
+                r#"echo shared > "$TAP_CHECKPOINT_DIR/base.bin"; for s in $(seq 1 {n}); do head -c 100000 /dev/urandom > "$TAP_CHECKPOINT_DIR/w.bin"; echo "{{\"step\": $s, \"loss\": 1, \"checkpoint\": true}}" >> "$TAP_METRICS_FILE"; sleep 0.3; done; echo out"#
+            )
+        };
+        for (name, n) in [("a", 3), ("b", 2)] {
+            let out = tap_in(h, &["run", "-e", "sweep", "--name", name, "--", "sh", "-c", &ckpts(n)]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        let objects = |h: &Path| -> usize {
+            std::fs::read_dir(h.join("artifacts/checkpoints/sweep/objects")).map_or(0, |d| d.count())
+        };
+        let before = objects(h);
+        let dry = tap_in(h, &["runs", "delete", "a", "--dry-run"]);
+        assert!(
+            text(&dry.stdout).contains("would remove 3 checkpoints/versions and 3 objects"),
+            "{}",
+            text(&dry.stdout)
+        );
+        assert_eq!(objects(h), before, "a dry run deletes nothing");
+        let gone = tap_in(h, &["runs", "delete", "a"]);
+        assert!(gone.status.success(), "{}", text(&gone.stderr));
+        assert!(text(&gone.stdout).contains("run sweep/"), "{}", text(&gone.stdout));
+        assert_eq!(json(h, &["runs", "list"]).as_array().map(Vec::len), Some(1), "only b is left");
+        assert!(!tap_in(h, &["logs", "a"]).status.success(), "its output went with it");
+        assert_eq!(objects(h), before - 3, "a's own objects went; the shared one stayed");
+        let dest = h.join("b-restored");
+        let pulled = tap_in(h, &["checkpoints", "pull", "b", dest.to_str().expect("utf-8")]);
+        assert!(pulled.status.success(), "b's checkpoint is whole: {}", text(&pulled.stderr));
+        assert_eq!(std::fs::read(dest.join("base.bin")).expect("shared"), b"shared\n");
+
+        // A running run is refused.
+        let mut running = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(["run", "-e", "sweep", "--name", "live", "--", "sleep", "30"])
+            .env("TAP_HOME", h)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tap run");
+        let listed = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            json(h, &["runs", "list", "--status", "running"]).as_array().is_some_and(|a| !a.is_empty())
+        });
+        assert!(listed, "the live run registered");
+        let refused = tap_in(h, &["runs", "delete", "live"]);
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.id() as i32), nix::sys::signal::Signal::SIGINT);
+        let _ = running.wait();
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            text(&refused.stderr).contains("is running") && text(&refused.stderr).contains("stop it first"),
+            "{}",
+            text(&refused.stderr)
+        );
+
+        // gc: b keeps its newest checkpoint; artifacts keep their newest version.
+        let data = one_file_dir(h, "data");
+        for v in ["1", "2", "3"] {
+            std::fs::write(data.join("f"), v.repeat(1000)).expect("write");
+            assert!(tap_in(h, &["artifacts", "push", data.to_str().expect("utf-8"), "--name", "ds"]).status.success());
+        }
+        let plan = json(
+            h,
+            &["--output", "json", "gc", "--keep-checkpoints", "1", "--keep-artifact-versions", "1", "--dry-run"],
+        );
+        assert_eq!(plan["dry_run"], true);
+        assert!(plan["freed_bytes"].as_u64().is_some_and(|b| b >= 100_000 + 2000), "{plan}");
+        let freed = text(&tap_in(h, &["gc", "--keep-checkpoints", "1", "--keep-artifact-versions", "1"]).stdout);
+        assert!(
+            freed.contains("checkpoints/sweep: removed 1 checkpoints/versions")
+                && freed.contains("artifacts/ds: removed 2"),
+            "{freed}"
+        );
+        assert!(freed.contains("freed "), "{freed}");
+        let back = h.join("ds-back");
+        assert!(tap_in(h, &["artifacts", "pull", "ds", back.to_str().expect("utf-8")]).status.success());
+        assert_eq!(std::fs::read_to_string(back.join("f")).expect("f"), "3".repeat(1000));
+        let again = text(&tap_in(h, &["gc", "--keep-checkpoints", "1", "--keep-artifact-versions", "1"]).stdout);
+        assert!(again.contains("freed 0 B"), "nothing more to free: {again}");
+    }
+
     /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then
     /// died of SIGPIPE, exit 141, run failed, output lost): the issue's reproduction, and the
     /// same on stderr.
@@ -1016,7 +1107,7 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
         assert!(!text(&out.stdout).contains("started"), "the command did not run");
         assert_eq!(json(h, &["runs", "list"]).as_array().expect("list").len(), 1, "no record for it");
         let scratch: Vec<_> = std::fs::read_dir(h.join("runs")).expect("runs").flatten().collect();
-        assert_eq!(scratch.len(), 1, "only the first run's scratch directory: {scratch:?}");
+        assert!(scratch.is_empty(), "the first run's went once recorded, this one left none: {scratch:?}");
     }
 
     /// The final checkpoint's verdict and the planner's forecast, in `runs show` and JSON:

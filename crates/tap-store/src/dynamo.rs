@@ -125,6 +125,9 @@ pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
         .sum()
 }
 
+/// Items one BatchWriteItem request takes (DynamoDB's limit).
+const BATCH_WRITE_ITEMS: usize = 25;
+
 /// The most pages one listing reads (1 MB each: far beyond 10,000 runs).
 const MAX_PAGES: usize = 100_000;
 
@@ -374,6 +377,63 @@ impl RunStore for DynamoStore {
                 .map_err(|e| sdk_error("DynamoDB PutItem", e))?;
         }
         Ok(())
+    }
+
+    async fn delete_run(&self, experiment: &str, run_id: &str) -> Result<bool> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        let key = |sk: &str| {
+            HashMap::from([
+                ("experiment_id".to_owned(), AttributeValue::S(experiment.to_owned())),
+                ("run_id".to_owned(), AttributeValue::S(sk.to_owned())),
+            ])
+        };
+        let chunks: Vec<String> = self
+            .items(Some(experiment), Some(&metrics_prefix(run_id)), "metrics")
+            .await?
+            .iter()
+            .filter_map(|i| i.get("run_id").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        for batch in chunks.chunks(BATCH_WRITE_ITEMS) {
+            let mut requests: Vec<WriteRequest> = batch
+                .iter()
+                .map(|sk| {
+                    let delete = DeleteRequest::builder().set_key(Some(key(sk))).build();
+                    delete.map(|d| WriteRequest::builder().delete_request(d).build())
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| StoreError::backend("DynamoDB BatchWriteItem", e))?;
+            // Unprocessed deletes (throttling) are sent again, a bounded number of times.
+            for attempt in 0..MAX_UPDATE_ATTEMPTS {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DynamoDB BatchWriteItem", e))?;
+                requests = out.unprocessed_items().and_then(|u| u.get(&self.table)).cloned().unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                after_lost_write(attempt).await;
+            }
+            if !requests.is_empty() {
+                return Err(StoreError::message(format!(
+                    "DynamoDB BatchWriteItem: {} metric chunks of {experiment}/{run_id} not deleted",
+                    requests.len()
+                )));
+            }
+        }
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(run_id)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB DeleteItem", e))?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
     }
 
     async fn metrics(&self, experiment: &str, run_id: &str) -> Result<Vec<MetricPoint>> {

@@ -145,6 +145,9 @@ pub trait RunStore: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Every metric point of a run, in step order (points of one step in recording order).
     fn metrics(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<Vec<MetricPoint>>> + Send;
+    /// Removes the run's metric points, then its record (so a failure part-way leaves the
+    /// record, and the delete can be said again). Whether there was a record.
+    fn delete_run(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// A run's output lines (SQLite locally; CloudWatch Logs on a stack).
@@ -153,6 +156,8 @@ pub trait LogStore: Send + Sync {
     fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine])
     -> impl Future<Output = Result<()>> + Send;
     fn logs(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<Vec<LogLine>>> + Send;
+    /// Removes every line of the run (none: nothing to do).
+    fn delete_logs(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// A hyperparameter version.

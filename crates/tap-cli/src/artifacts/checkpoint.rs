@@ -342,6 +342,73 @@ async fn manifest_in<S: ObjectStore>(store: &S, space: Space, name: &str, id: &s
     Manifest::parse(&bytes).map_err(|e| corrupt_in(space, format!("{key}: {}", e.0)))
 }
 
+/// Everything stored under `name` in `space` for [`super::gc`]: its manifests (None when one
+/// does not parse: then no object of `name` may be judged unreferenced), its objects, and the
+/// ids its LATEST pointers name.
+pub async fn stored<S: ObjectStore>(store: &S, space: Space, name: &str) -> Result<Option<super::gc::Stored>> {
+    let prefix = format!("{}/{name}/", space.root());
+    let mut out = super::gc::Stored::default();
+    let mut unreadable = false;
+    for o in store.list(&prefix).await? {
+        let rest = &o.key[prefix.len()..];
+        if rest.starts_with("objects/") {
+            out.objects.push(o);
+        } else if rest.starts_with("manifests/") && rest.ends_with(".json") {
+            // A manifest gone since the listing has nothing to keep.
+            let Some(b) = store.get_bytes(&o.key).await? else { continue };
+            match Manifest::parse(&b) {
+                Ok(m) => out.manifests.push((o.key.clone(), m)),
+                Err(e) => {
+                    crate::say!("tap: {}: {} (its objects are kept)", o.key, e.0);
+                    unreadable = true;
+                }
+            }
+        } else if rest.ends_with("LATEST") {
+            out.named.extend(pointer_at(store, space, &o.key).await?);
+        }
+    }
+    Ok((!unreadable).then_some(out))
+}
+
+/// Names every experiment (or artifact) with something stored in `space`.
+pub async fn names<S: ObjectStore>(store: &S, space: Space) -> Result<Vec<String>> {
+    let prefix = format!("{}/", space.root());
+    let mut names: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.key[prefix.len()..].split('/').next().map(str::to_owned))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Moves `space`/`name`'s LATEST to the newest of `remaining` (or removes it when none is
+/// left) when it names one of `removed`.
+pub async fn repoint_latest<S: ObjectStore>(
+    store: &S,
+    space: Space,
+    name: &str,
+    removed: &std::collections::BTreeSet<String>,
+    remaining: &[&Manifest],
+) -> Result<()> {
+    let key = latest_key_in(space, name);
+    let Some(current) = pointer_at(store, space, &key).await? else { return Ok(()) };
+    if !removed.contains(&current) {
+        return Ok(());
+    }
+    match remaining.iter().max_by_key(|m| (m.created_ms, m.checkpoint_id.clone())) {
+        Some(m) => {
+            let pointer = Pointer { checkpoint_id: m.checkpoint_id.clone(), run_id: m.run_id.clone() };
+            let bytes = serde_json::to_vec(&pointer).map_err(|e| ObjectError::caused(format!("{key}: pointer"), e))?;
+            store.put_bytes(&key, &bytes).await?;
+        }
+        None => store.delete(&[key]).await?,
+    }
+    Ok(())
+}
+
 /// The manifest of checkpoint `id` of `experiment`.
 pub async fn manifest<S: ObjectStore>(store: &S, experiment: &str, id: &str) -> Result<Manifest> {
     manifest_in(store, Space::Checkpoints, experiment, id).await

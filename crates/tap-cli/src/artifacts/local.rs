@@ -123,6 +123,21 @@ impl ObjectStore for LocalStore {
         self.moved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        let paths: Vec<std::path::PathBuf> = keys.iter().map(|k| self.path(k)).collect::<Result<_>>()?;
+        blocking::run(move |_| {
+            for p in &paths {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(p)(e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.path(key)?.is_file())
     }
@@ -152,7 +167,12 @@ fn list_under(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
                 let key = rel.to_string_lossy().replace('\\', "/");
                 let temporary = key.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.contains(".tmp-"));
                 if key.starts_with(prefix) && !temporary {
-                    out.push(ObjectInfo { key, size: meta.len() });
+                    let modified_ms = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_millis() as i64);
+                    out.push(ObjectInfo { key, size: meta.len(), modified_ms });
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! here; S3 is the stack's backend) and checkpoints built on it.
 
 pub mod checkpoint;
+pub mod gc;
 pub mod local;
 pub mod s3;
 pub mod transfer;
@@ -62,6 +63,8 @@ pub type Result<T> = std::result::Result<T, ObjectError>;
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When it was last written (epoch ms).
+    pub modified_ms: i64,
 }
 
 pub trait ObjectStore: Send + Sync {
@@ -74,6 +77,8 @@ pub trait ObjectStore: Send + Sync {
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Objects under `prefix`, by key.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectInfo>>> + Send;
+    /// Removes the objects (a key that is not there is no error).
+    fn delete(&self, keys: &[String]) -> impl Future<Output = Result<()>> + Send;
     /// Bytes this store has moved so far (progress bars).
     fn bytes_moved(&self) -> u64;
 }

@@ -69,6 +69,9 @@ impl S3Store {
     }
 }
 
+/// Keys one DeleteObjects request takes (S3's limit).
+const S3_DELETE_BATCH: usize = 1000;
+
 impl ObjectStore for S3Store {
     async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
         let key = self.key(key)?;
@@ -173,6 +176,47 @@ impl ObjectStore for S3Store {
         self.progress.load(Ordering::Relaxed)
     }
 
+    /// DeleteObjects, 1,000 keys a request (S3's limit). In the stack's versioned buckets this
+    /// leaves delete markers; the bucket's lifecycle expires the old versions.
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for chunk in keys.chunks(S3_DELETE_BATCH) {
+            let ids = chunk
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(self.key(k)?)
+                        .build()
+                        .map_err(|e| ObjectError::caused("S3 DeleteObjects", e))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| ObjectError::caused("S3 DeleteObjects", e))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| sdk_error(format!("S3 DeleteObjects {}", self.bucket), e))?;
+            if let Some(e) = out.errors().first() {
+                return Err(ObjectError::message(format!(
+                    "S3 DeleteObjects {}: {} of {} keys not deleted, first {}: {}",
+                    self.bucket,
+                    out.errors().len(),
+                    chunk.len(),
+                    e.key().unwrap_or("?"),
+                    e.message().unwrap_or("no reason given")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
         match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
@@ -205,6 +249,7 @@ impl ObjectStore for S3Store {
                 out.push(ObjectInfo {
                     key: key.strip_prefix(&strip).unwrap_or(key).to_owned(),
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    modified_ms: o.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0),
                 });
             }
             match page.next_continuation_token() {

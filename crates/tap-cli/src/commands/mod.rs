@@ -9,6 +9,7 @@ mod checkpoints;
 pub(crate) mod contract;
 #[cfg(feature = "fleet")]
 mod fleet;
+mod gc;
 #[cfg(feature = "fleet")]
 mod jobs;
 mod logs;
@@ -219,6 +220,12 @@ where
             return logs::print_logs(runs, logs, run_id, *follow, output, out).await;
         }
         Command::Run(a) => return run::run(a, home, b).await,
+        Command::Runs(crate::cli::RunsCommand::Delete { runs: wanted, dry_run }) => {
+            gc::delete_runs(runs, logs, objects, wanted, *dry_run, output, out).await?;
+        }
+        Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => {
+            gc::gc(runs, objects, *keep_checkpoints, *keep_artifact_versions, *dry_run, output, out).await?;
+        }
         Command::Runs(cmd) => runs::run(runs, cmd, output, out).await?,
         Command::Params(p) => params::run(params_store, p, output, out).await?,
         Command::Artifacts(a) => artifacts::run(objects, a, output, out).await?,

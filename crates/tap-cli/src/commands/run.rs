@@ -73,6 +73,7 @@ async fn settings(a: &RunArgs, home: &Path) -> anyhow::Result<RunOptions> {
         resume,
         name: a.name.clone(),
         tags: a.tags.clone(),
+        disk_reserve: a.disk_reserve,
         overrides,
         command: a.command.clone(),
         interrupt_signal: a.interrupt_signal,

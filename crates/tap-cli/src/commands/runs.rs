@@ -59,6 +59,7 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
                 .await?;
             said(out, output, &stored, format!("untagged {}: {}", stored.run_id, tag_list(&stored)))?;
         }
+        RunsCommand::Delete { .. } => unreachable!("tap runs delete needs every store; commands::gc runs it"),
         RunsCommand::Diff { a, b } => {
             let (ra, rb) = (find_run(runs, a).await?, find_run(runs, b).await?);
             let differences = tap_core::diff::diff(&ra, &rb);

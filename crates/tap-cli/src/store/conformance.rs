@@ -92,6 +92,14 @@ pub async fn metrics<S: RunStore>(s: &S) {
     assert!(s.metrics("exp-m", "other").await.expect("metrics").is_empty());
     let listed = s.list_runs(Some("exp-m")).await.expect("list").runs;
     assert_eq!(listed.len(), 1, "metric storage does not show up as runs");
+    // `tap runs delete`: the points and the record go; another run's stay.
+    s.create_run(&run("exp-m", "r2", 2)).await.expect("create");
+    s.append_metrics("exp-m", "r2", &points[..10]).await.expect("append");
+    assert!(s.delete_run("exp-m", "r1").await.expect("delete"));
+    assert_eq!(s.get_run("exp-m", "r1").await.expect("get"), None);
+    assert!(s.metrics("exp-m", "r1").await.expect("metrics").is_empty());
+    assert_eq!(s.metrics("exp-m", "r2").await.expect("metrics").len(), 10, "another run's points stay");
+    assert!(!s.delete_run("exp-m", "r1").await.expect("again"), "a second delete finds nothing");
 }
 
 pub async fn logs<S: LogStore>(s: &S) {
@@ -107,6 +115,9 @@ pub async fn logs<S: LogStore>(s: &S) {
     s.append_logs("exp-m", "r1", &lines[..3]).await.expect("logs");
     s.append_logs("exp-m", "r1", &lines[2..]).await.expect("re-sending a line is harmless");
     assert_eq!(s.logs("exp-m", "r1").await.expect("logs"), lines);
+    s.delete_logs("exp-m", "r1").await.expect("delete");
+    assert!(s.logs("exp-m", "r1").await.expect("logs").is_empty());
+    s.delete_logs("exp-m", "r1").await.expect("deleting nothing is fine");
 }
 
 pub async fn params<S: ParamStore>(s: &S) {

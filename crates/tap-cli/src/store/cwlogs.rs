@@ -83,6 +83,19 @@ impl CloudWatchLogs {
 }
 
 impl LogStore for CloudWatchLogs {
+    async fn delete_logs(&self, experiment: &str, run_id: &str) -> Result<()> {
+        let stream = stream_name(experiment, run_id);
+        match self.client.delete_log_stream().log_group_name(&self.group).log_stream_name(&stream).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(sdk_error("CloudWatch Logs DeleteLogStream", e).into()),
+        }
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.remove(&stream);
+        }
+        Ok(())
+    }
+
     async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
         let stream = stream_name(experiment, run_id);
         let high =

@@ -122,6 +122,7 @@ mod aws_tests {
         let listed = crate::artifacts::ObjectStore::list(&store, "checkpoints/exp/objects/").await.expect("list");
         assert_eq!(listed.len(), 3, "two objects and the big one's part-checksum sidecar");
         assert!(listed.iter().any(|o| o.size == big.len() as u64), "the multipart object is whole");
+        assert!(listed.iter().all(|o| o.modified_ms > 0), "listings say when (tap gc's grace period)");
         let dest = tempfile::tempdir().expect("tempdir");
         checkpoint::restore(&store, &m, dest.path()).await.expect("restore");
         assert_eq!(std::fs::read(dest.path().join("model.pt")).expect("read"), big);
@@ -142,6 +143,12 @@ mod aws_tests {
         let uploads =
             client.list_multipart_uploads().bucket("ml-model-artifacts-test").send().await.expect("list uploads");
         assert!(uploads.uploads().is_empty());
+        // `tap gc` and `tap runs delete`: DeleteObjects takes keys as tap names them.
+        let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
+        crate::artifacts::ObjectStore::delete(&store, &keys).await.expect("DeleteObjects");
+        crate::artifacts::ObjectStore::delete(&store, &keys).await.expect("deleting what is gone is fine");
+        let left = crate::artifacts::ObjectStore::list(&store, "checkpoints/exp/objects/").await.expect("list");
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// An upload killed midway resumes with the parts S3 already has; a download verifies

@@ -154,6 +154,13 @@ impl RunStore for SqliteStore {
         }
     }
 
+    async fn delete_run(&self, experiment: &str, run_id: &str) -> Result<bool> {
+        self.delete_where("DELETE FROM metrics WHERE experiment_id = ?1 AND run_id = ?2", experiment, run_id).await?;
+        let n =
+            self.delete_where("DELETE FROM runs WHERE experiment_id = ?1 AND run_id = ?2", experiment, run_id).await?;
+        Ok(n > 0)
+    }
+
     async fn get_run(&self, experiment: &str, run_id: &str) -> Result<Option<Run>> {
         let (e, id) = (experiment.to_owned(), run_id.to_owned());
         Ok(self.with(move |c| Self::read_run(c, &e, &id)).await?.map(|(r, _)| r))
@@ -242,6 +249,13 @@ impl RunStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn delete_where(&self, sql: &'static str, experiment: &str, run_id: &str) -> Result<usize> {
+        let (e, id) = (experiment.to_owned(), run_id.to_owned());
+        self.with(move |c| c.execute(sql, params![e, id])).await
+    }
+}
+
 impl LogStore for SqliteStore {
     async fn append_logs(&self, experiment: &str, run_id: &str, lines: &[LogLine]) -> Result<()> {
         let (experiment, run_id, lines) = (experiment.to_owned(), run_id.to_owned(), lines.to_vec());
@@ -258,6 +272,11 @@ impl LogStore for SqliteStore {
             tx.commit()
         })
         .await
+    }
+
+    async fn delete_logs(&self, experiment: &str, run_id: &str) -> Result<()> {
+        self.delete_where("DELETE FROM logs WHERE experiment_id = ?1 AND run_id = ?2", experiment, run_id).await?;
+        Ok(())
     }
 
     async fn logs(&self, experiment: &str, run_id: &str) -> Result<Vec<LogLine>> {

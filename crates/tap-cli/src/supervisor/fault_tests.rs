@@ -101,6 +101,9 @@ impl ObjectStore for Faulty {
     async fn list(&self, prefix: &str) -> ObjResult<Vec<ObjectInfo>> {
         self.inner.list(prefix).await
     }
+    async fn delete(&self, keys: &[String]) -> ObjResult<()> {
+        self.inner.delete(keys).await
+    }
     fn bytes_moved(&self) -> u64 {
         self.inner.bytes_moved()
     }
@@ -152,6 +155,10 @@ impl RunStore for Flaky {
     async fn metrics(&self, e: &str, id: &str) -> StoreResult<Vec<MetricPoint>> {
         self.inner.metrics(e, id).await
     }
+    async fn delete_run(&self, e: &str, id: &str) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.delete_run(e, id).await
+    }
 }
 
 impl LogStore for Flaky {
@@ -161,6 +168,10 @@ impl LogStore for Flaky {
     }
     async fn logs(&self, e: &str, id: &str) -> StoreResult<Vec<LogLine>> {
         self.inner.logs(e, id).await
+    }
+    async fn delete_logs(&self, e: &str, id: &str) -> StoreResult<()> {
+        self.check()?;
+        self.inner.delete_logs(e, id).await
     }
 }
 
@@ -187,6 +198,7 @@ impl Env {
             resume: crate::supervisor::Resume::No,
             name: None,
             tags: Vec::new(),
+            disk_reserve: 0,
             overrides: Default::default(),
             command: vec!["sh".into(), "-c".into(), script.into()],
             interrupt_signal: Signal::SIGUSR1,
@@ -348,9 +360,12 @@ put v1; echo '{{"checkpoint": true, "step": 1}}' >> "$TAP_METRICS_FILE"
 n=0; while [ ! -e {started} ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done
 put v2; echo '{{"checkpoint": true, "step": 2}}' >> "$TAP_METRICS_FILE"
 sleep 0.5
+wc -c < "$TAP_METRICS_FILE" | tr -d ' \n' > {len}; cat "$TAP_CHECKPOINT_ACK" > {ack}
 put v3; touch {until}; exit 0"#,
         started = sh_path(&started),
-        until = sh_path(&until)
+        until = sh_path(&until),
+        len = sh_path(&env.path("metrics-len")),
+        ack = sh_path(&env.path("ack-seen"))
     );
     let out = tokio::time::timeout(
         PROOF_WAIT * 2,
@@ -380,11 +395,10 @@ put v3; touch {until}; exit 0"#,
         "checkpoints 1 and 2 as announced; the final sync has what the command left"
     );
     let work = env.path("runs").join(&run.run_id);
-    assert!(!work.join("snapshots").exists(), "snapshots are removed once uploaded");
-    let metrics_len = std::fs::metadata(work.join("metrics.jsonl")).expect("metrics").len();
+    assert!(!work.exists(), "the scratch directory (snapshots, TAP_METRICS_FILE) goes once the store holds the run");
     assert_eq!(
-        std::fs::read_to_string(work.join("checkpoint-ack")).expect("ack"),
-        metrics_len.to_string(),
+        std::fs::read_to_string(env.path("ack-seen")).expect("ack"),
+        std::fs::read_to_string(env.path("metrics-len")).expect("metrics length"),
         "TAP_CHECKPOINT_ACK is past the last checkpoint line once its snapshot was taken"
     );
 }

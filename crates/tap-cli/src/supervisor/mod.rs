@@ -41,6 +41,7 @@ use crate::store::{LogStore, ParamStore, RunStore, Stream};
 
 pub mod provenance;
 mod recorder;
+pub mod reserve;
 mod snapshot;
 mod supervision;
 pub mod target;
@@ -66,6 +67,8 @@ pub struct RunOptions {
     pub name: Option<String>,
     /// `--tag KEY=VALUE`: added to the run's tags (a new attempt adds to what it has).
     pub tags: Vec<(String, String)>,
+    /// `--disk-reserve`: bytes set aside for the run's end ([`reserve::Reserve`]).
+    pub disk_reserve: u64,
     /// `--param` and `--params-file`: this run's own values over the stored defaults.
     pub overrides: BTreeMap<String, String>,
     pub command: Vec<String>,
@@ -88,10 +91,19 @@ pub struct RunOptions {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// The run as recorded; None when tap stopped before the command started.
+    /// The run as recorded (as it ended here when `recorded` is false); None when tap stopped
+    /// before the command started.
     pub run: Option<Run>,
     pub exit_code: u8,
+    /// The store holds the run's end.
+    pub recorded: bool,
+    /// What the store does not hold.
+    pub lost: recorder::Lost,
 }
+
+/// tap's exit status when the store could not record a run's end (sysexits' EX_IOERR): the
+/// command's own status would say something the store does not.
+pub const EXIT_UNRECORDED: u8 = 74;
 
 /// `TAP_HP_LEARNING_RATE` for `learning_rate`.
 pub fn hparam_env_name(name: &str) -> String {
@@ -876,7 +888,7 @@ where
             let what = if opts.resume == Resume::No { "start-up" } else { "the checkpoint restore" };
             let why = match sig { Sig::Notice => "an interruption notice", Sig::Int => "SIGINT", Sig::Term => "SIGTERM" };
             crate::say!("tap: {why} during {what}; the command was not started and nothing was recorded (exit {})", sig.exit_code());
-            return Ok(Outcome { run: None, exit_code: sig.exit_code() });
+            return Ok(Outcome { run: None, exit_code: sig.exit_code(), recorded: true, lost: recorder::Lost::default() });
         }
     };
     let run_id = match &prepared.target {
@@ -937,7 +949,24 @@ where
     // Never 0: kill(0, ..) would signal tap's own process group.
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
 
-    let (recorder, recorder_task) = Recorder::new(&record);
+    let reserve = match opts.disk_reserve {
+        0 => None,
+        bytes => {
+            let dir = opts.runs_dir.clone();
+            match crate::blocking::run(move |_| reserve::Reserve::create(&dir, bytes)).await {
+                Ok(r) => Some(std::sync::Arc::new(r)),
+                Err(e) => {
+                    crate::say!(
+                        "tap: warning: could not set {} aside in {} ({e}); a full disk may keep the run's end from the store",
+                        commit::bytes(bytes),
+                        opts.runs_dir.display()
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let (recorder, recorder_task) = Recorder::new(&record, reserve);
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let (job_done, job_done_rx) = tokio::sync::watch::channel(false);
     let job = record.group.clone().zip(record.job_attempt);
@@ -965,10 +994,32 @@ where
         let mut supervision = Supervision::new(setting, recorder, record, resumed);
         supervision.drive(&mut child, &mut rx, &mut signals, &readers).await?;
         supervision.wind_up(&mut signals).await;
-        let outcome = supervision.finish().await?;
+        let mut outcome = supervision.finish().await?;
         if let Some(run) = &outcome.run {
             tell_job(store, run).await;
-            crate::say!("tap: run {}/{run_id} {}{}", opts.experiment, run.status.as_str(), left_out(run));
+            let lost = if outcome.lost.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the store does not hold {} metric points and {} output lines",
+                    outcome.lost.points, outcome.lost.lines
+                )
+            };
+            if outcome.recorded {
+                crate::say!("tap: run {}/{run_id} {}{}{lost}", opts.experiment, run.status.as_str(), left_out(run));
+                tidy_scratch(work, &dirs).await;
+            } else {
+                // Regression: "could not record the end", then "run … succeeded" and exit 0,
+                // while the store showed the run lost. The last line and the status say what
+                // the store holds; the scratch directory (with TAP_METRICS_FILE) stays.
+                crate::say!(
+                    "tap: run {}/{run_id} ended {} here, but the store could not record its end: readers show it as lost{lost}; {} keeps its metrics file (exit {EXIT_UNRECORDED})",
+                    opts.experiment,
+                    run.status.as_str(),
+                    work.display()
+                );
+                outcome.exit_code = EXIT_UNRECORDED;
+            }
         }
         Ok(outcome)
     };
@@ -982,6 +1033,26 @@ fn left_out(run: &Run) -> String {
     tap_core::manifest::left_out_summary(&run.checkpoint_left_out)
         .map(|s| format!("; its checkpoints left out what tap cannot store: {s}"))
         .unwrap_or_default()
+}
+
+/// After a run whose end the store holds: its scratch directory goes (TAP_METRICS_FILE,
+/// TAP_HPARAMS_FILE, tapml's copy), but for a checkpoint directory the store may not hold
+/// (wind-up keeps it and says so). Regression: every run kept its raw metrics file beside the
+/// store (195 MB from one long run).
+async fn tidy_scratch(work: &Path, dirs: &WorkDir) {
+    let keep = [dirs.checkpoint.clone(), crate::tapml::staging_dir(&dirs.checkpoint)];
+    let work = work.to_owned();
+    let _ = crate::blocking::run(move |_| {
+        for entry in std::fs::read_dir(&work)?.flatten() {
+            let path = entry.path();
+            if keep.contains(&path) {
+                continue;
+            }
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+        std::fs::remove_dir(&work)
+    })
+    .await;
 }
 
 /// Tells the multi-node job this run is a node of (its record, which `tap launch` writes;

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tap_core::runs::{HEARTBEAT_INTERVAL_MS, MetricPoint, Run};
+
+use super::reserve::Reserve;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -33,7 +36,7 @@ enum Msg {
     Point(MetricPoint),
     /// The supervisor's view of the record; the recorder writes the fields the supervisor owns.
     Record(Box<Run>),
-    Finish(oneshot::Sender<Option<Run>>),
+    Finish(oneshot::Sender<Finished>),
 }
 
 /// The supervisor's handle: sending never blocks and never fails.
@@ -57,9 +60,11 @@ impl Task {
 
 impl Recorder {
     /// A recorder for a run that the store already holds as `record`.
-    pub fn new(record: &Run) -> (Recorder, Task) {
+    pub fn new(record: &Run, reserve: Option<Arc<Reserve>>) -> (Recorder, Task) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Recorder { tx }, Task { state: State::new(record.clone()), rx })
+        let mut state = State::new(record.clone());
+        state.reserve = reserve;
+        (Recorder { tx }, Task { state, rx })
     }
 
     pub fn line(&self, line: LogLine) {
@@ -74,13 +79,36 @@ impl Recorder {
         let _ = self.tx.send(Msg::Record(Box::new(r.clone())));
     }
 
-    /// Writes everything left and the final record (retried up to [`FINAL_RECORD_LIMIT`]);
-    /// the record as stored, or None when the store could not take it.
-    pub async fn finish(self, last: &Run) -> Option<Run> {
+    /// Writes everything left and the final record (retried up to [`FINAL_RECORD_LIMIT`]):
+    /// the record as stored, or what could not be recorded.
+    pub async fn finish(self, last: &Run) -> Finished {
         self.record(last);
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Finish(tx));
-        rx.await.ok().flatten()
+        rx.await.unwrap_or(Finished { stored: None, lost: Lost::default() })
+    }
+}
+
+/// How the recorder's last write went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The final record as stored; None when the store did not take it.
+    pub stored: Option<Run>,
+    /// What the store does not hold.
+    pub lost: Lost,
+}
+
+/// Output lines and metric points the store does not hold: dropped from a full buffer while
+/// the store failed, or still pending when it failed at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lost {
+    pub lines: u64,
+    pub points: u64,
+}
+
+impl Lost {
+    pub fn is_empty(self) -> bool {
+        self.lines == 0 && self.points == 0
     }
 }
 
@@ -106,6 +134,9 @@ struct State {
     points: std::collections::VecDeque<MetricPoint>,
     dropped_lines: u64,
     dropped_points: u64,
+    /// Over the whole run (the two above count since the store last came back).
+    total_dropped_lines: u64,
+    total_dropped_points: u64,
     recorded_points: u64,
     dirty: bool,
     last_write_ms: i64,
@@ -115,6 +146,8 @@ struct State {
     late_points: u64,
     next_try: Instant,
     stored: Option<Run>,
+    /// Given back the first time the store says the disk is full.
+    reserve: Option<Arc<Reserve>>,
 }
 
 impl State {
@@ -127,21 +160,25 @@ impl State {
             points: Default::default(),
             dropped_lines: 0,
             dropped_points: 0,
+            total_dropped_lines: 0,
+            total_dropped_points: 0,
             dirty: false,
             failing: None,
             late_lines: 0,
             late_points: 0,
             next_try: Instant::now(),
             stored: None,
+            reserve: None,
         }
     }
 
-    fn take(&mut self, msg: Msg) -> Option<oneshot::Sender<Option<Run>>> {
+    fn take(&mut self, msg: Msg) -> Option<oneshot::Sender<Finished>> {
         match msg {
             Msg::Line(l) => {
                 if self.lines.len() >= MAX_BUFFERED_LINES {
                     self.lines.pop_front();
                     self.dropped_lines += 1;
+                    self.total_dropped_lines += 1;
                 }
                 self.lines.push_back(l);
             }
@@ -149,6 +186,7 @@ impl State {
                 if self.points.len() >= MAX_BUFFERED_POINTS {
                     self.points.pop_front();
                     self.dropped_points += 1;
+                    self.total_dropped_points += 1;
                 }
                 self.points.push_back(p);
             }
@@ -182,9 +220,13 @@ impl State {
             let _ = self.take(m);
         }
         let until = Instant::now() + FINAL_RECORD_LIMIT;
+        let mut recorded = false;
         loop {
             let e = match self.write(store, logs, true).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    recorded = true;
+                    break;
+                }
                 Err(e) => e,
             };
             let wait = self.next_try.min(until).saturating_duration_since(Instant::now());
@@ -200,8 +242,27 @@ impl State {
             tokio::time::sleep(wait).await;
         }
         if let Some(done) = finish {
-            let _ = done.send(self.stored.take());
+            let lost = Lost {
+                lines: self.total_dropped_lines + self.lines.len() as u64,
+                points: self.total_dropped_points + self.points.len() as u64,
+            };
+            let _ = done.send(Finished { stored: if recorded { self.stored.take() } else { None }, lost });
         }
+    }
+
+    /// When `e` says the disk is full and the reserve is still held: gives it back (the next
+    /// write goes at once) and says so.
+    fn release_reserve(&self, e: &StoreError) -> bool {
+        let chain = tap_core::text::chain(e).to_string();
+        let Some(r) = self.reserve.as_ref().filter(|_| super::reserve::is_disk_full(&chain)) else { return false };
+        if !r.release() {
+            return false;
+        }
+        crate::say!(
+            "tap: the disk is full ({chain}); gave back the {} set aside at the start so the run's output, metrics and end are recorded",
+            tap_core::commit::bytes(r.bytes())
+        );
+        true
     }
 
     /// One write of everything pending; `force` writes the record even when unchanged.
@@ -233,6 +294,7 @@ impl State {
                     (self.late_lines, self.late_points, self.dropped_lines, self.dropped_points) = (0, 0, 0, 0);
                 }
             }
+            Err(e) if self.release_reserve(e) => self.next_try = Instant::now(),
             Err(e) => {
                 let tries = match &mut self.failing {
                     None => {

@@ -638,8 +638,9 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         record.exit_code = status.code();
         record.signal = status.signal();
         let record = self.record;
-        let stored = self.recorder.finish(&record).await;
-        Ok(Outcome { run: Some(stored.unwrap_or(record)), exit_code })
+        let finished = self.recorder.finish(&record).await;
+        let recorded = finished.stored.is_some();
+        Ok(Outcome { run: Some(finished.stored.unwrap_or(record)), exit_code, recorded, lost: finished.lost })
     }
 }
 
