@@ -850,6 +850,98 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
         assert!(again.contains("freed 0 B"), "nothing more to free: {again}");
     }
 
+    /// Runs `script` in a private mount namespace (`unshare`, so the tmpfs it mounts never
+    /// outlives it) with TAP_BIN and OUT set; what it leaves in OUT (outside the tmpfs) is
+    /// read afterwards.
+    fn in_tmpfs(script: &str, out: &Path) -> Output {
+        Command::new("unshare")
+            .args(["--mount", "--map-root-user", "sh", "-c", script])
+            .env("TAP_BIN", env!("CARGO_BIN_EXE_tap"))
+            .env("OUT", out)
+            .env_remove("TAP_HOME")
+            .env_remove("TAP_EXPERIMENT")
+            .output()
+            .expect("unshare")
+    }
+
+    /// The command of both full-disk runs: 50 steps, then the disk fills (`fill1`), then lines
+    /// up to LAST; with FILLS=2 `fill2` fills it again after tap gave its reserve back.
+    const FILLING_RUN: &str = r#"$TAP_BIN run --disk-reserve 2MiB -- sh -c '
+for i in $(seq 1 50); do echo "{\"step\": $i, \"loss\": 1}" >> "$TAP_METRICS_FILE"; echo "line $i"; done
+sleep 1.5
+dd if=/dev/zero of=$T/fill1 bs=64k 2>/dev/null
+sleep 2.5
+[ "$FILLS" = 2 ] && dd if=/dev/zero of=$T/fill2 bs=64k 2>/dev/null
+for i in $(seq 51 $LAST); do echo "line $i padded to a hundred bytes so that the store has to grow to hold them ........"; done
+sleep 1.5' > $OUT/stdout 2> $OUT/stderr; echo $? > $OUT/rc"#;
+
+    fn full_disk_script(fills: u32, last: u32) -> String {
+        format!(
+            r#"set -u; T=$OUT/t; mkdir -p $T && mount -t tmpfs -o size=6m tmpfs $T || exit 99
+export TAP_HOME=$T/home FILLS={fills} T LAST={last}
+{FILLING_RUN}
+rm -f $T/fill1 $T/fill2
+$TAP_BIN --output json runs list > $OUT/runs.json
+id=$($TAP_BIN --output json runs list | sed -n 's/.*"run_id": *"\([^"]*\)".*/\1/p' | head -1)
+$TAP_BIN logs "$id" > $OUT/logs.txt 2>&1
+true"#
+        )
+    }
+
+    /// Regression (a full disk mid-run: tap warned, then printed "could not record the end …
+    /// readers will show it as lost" and "run … succeeded" and exited 0; the store then showed
+    /// `lost`, no metric points, 171 of 301 lines, and nothing said what was dropped). On a
+    /// small tmpfs, as the newcomer did: the disk fills mid-run; tap gives back its reserve and
+    /// records everything; the last line, the exit status and the store agree.
+    #[test]
+    fn a_full_disk_made_the_record_contradict_the_last_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path();
+        let ran = in_tmpfs(&full_disk_script(1, 100), out);
+        assert!(ran.status.success(), "{}", text(&ran.stderr));
+        let stderr = std::fs::read_to_string(out.join("stderr")).expect("stderr");
+        let rc = std::fs::read_to_string(out.join("rc")).expect("rc");
+        assert!(stderr.contains("the disk is full") && stderr.contains("gave back the 2.0 MiB"), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        let runs: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("runs.json")).expect("runs")).expect("json");
+        let run = &runs[0];
+        assert_eq!((rc.trim(), run["status"].as_str()), ("0", Some("succeeded")), "{last}\n{stderr}");
+        assert!(last.ends_with("succeeded"), "the last line agrees with the store: {last}");
+        assert_eq!(run["metric_points"], 50, "{run}");
+        let logs = std::fs::read_to_string(out.join("logs.txt")).expect("logs");
+        assert_eq!(logs.lines().filter(|l| l.starts_with("line ")).count(), 100, "every line recorded: {logs}");
+    }
+
+    /// Beyond the reserve: the disk fills again after tap gave its reserve back. The end
+    /// cannot be recorded; tap's last line says so and what the store does not hold, and it
+    /// exits 74 — as the store shows the run (lost), with exactly the lines it says it has.
+    #[test]
+    fn a_full_disk_beyond_the_reserve_is_said_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path();
+        let ran = in_tmpfs(&full_disk_script(2, 30_000), out);
+        assert!(ran.status.success(), "{}", text(&ran.stderr));
+        let stderr = std::fs::read_to_string(out.join("stderr")).expect("stderr");
+        let rc = std::fs::read_to_string(out.join("rc")).expect("rc");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert_eq!(rc.trim(), "74", "{stderr}");
+        assert!(last.contains("the store could not record its end: readers show it as lost"), "{last}");
+        let runs: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("runs.json")).expect("runs")).expect("json");
+        assert_eq!(runs[0]["status"], "lost", "{}", runs[0]);
+        let logs = std::fs::read_to_string(out.join("logs.txt")).expect("logs");
+        let recorded = logs.lines().filter(|l| l.starts_with("line ")).count();
+        let said: usize = last
+            .split("does not hold ")
+            .nth(1)
+            .and_then(|r| r.split(" metric points and ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the last line counts the lines: {last}"));
+        assert_eq!(recorded + said, 30_000, "it says exactly what it dropped: {last}");
+    }
+
     /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then
     /// died of SIGPIPE, exit 141, run failed, output lost): the issue's reproduction, and the
     /// same on stderr.

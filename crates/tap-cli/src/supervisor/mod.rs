@@ -1013,7 +1013,7 @@ where
                 // while the store showed the run lost. The last line and the status say what
                 // the store holds; the scratch directory (with TAP_METRICS_FILE) stays.
                 crate::say!(
-                    "tap: run {}/{run_id} ended {} here, but the store could not record its end: readers show it as lost{lost}; {} keeps its metrics file (exit {EXIT_UNRECORDED})",
+                    "tap: run {}/{run_id} {} here, but the store could not record its end: readers show it as lost{lost}; {} keeps its metrics file (exit {EXIT_UNRECORDED})",
                     opts.experiment,
                     run.status.as_str(),
                     work.display()
