@@ -942,6 +942,37 @@ true"#
         assert_eq!(recorded + said, 30_000, "it says exactly what it dropped: {last}");
     }
 
+    /// Regression (a read-only copy of a store — a mounted snapshot, a colleague's directory —
+    /// could not even be listed: "unable to open database file"): on a file system remounted
+    /// read-only, every read command works and every write says in one line that the store is
+    /// read-only.
+    #[test]
+    fn a_read_only_copy_of_a_store_could_not_even_be_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ran = in_tmpfs(READ_ONLY_SCRIPT, dir.path());
+        let said = text(&ran.stdout) + &text(&ran.stderr);
+        assert!(ran.status.success(), "{said}");
+        assert!(!said.contains("FAIL"), "every read works: {said}");
+        assert_eq!(said.matches("is read-only: tap reads it, but cannot record anything there").count(), 3, "{said}");
+        assert_eq!(said.matches("rc=1").count(), 3, "{said}");
+        assert!(!said.contains("os error"), "{said}");
+    }
+
+    const READ_ONLY_SCRIPT: &str = r#"set -u; T=$OUT/t; mkdir -p $T && mount -t tmpfs -o size=16m tmpfs $T || exit 99
+export TAP_HOME=$T/home
+$TAP_BIN run --name r1 --tag team=nlp -- sh -c 'echo "{\\"step\\": 1, \\"loss\\": 0.5}" >> $TAP_METRICS_FILE; echo hi; echo w > $TAP_CHECKPOINT_DIR/m.bin; echo "{\\"checkpoint\\": true, \\"step\\": 1}" >> $TAP_METRICS_FILE; sleep 0.3' >/dev/null 2>&1
+$TAP_BIN params set lr 0.1 >/dev/null
+mkdir -p $OUT/data && echo d > $OUT/data/f && $TAP_BIN artifacts push $OUT/data --name ds >/dev/null 2>&1
+mount -o remount,ro $T || exit 98
+for c in "runs list" "runs show r1" "logs r1" "artifacts ls" "checkpoints list r1" "params list" "runs list --where loss<1"; do
+  $TAP_BIN $c > /dev/null 2> $OUT/err || { echo "FAIL: $c: $(cat $OUT/err)"; }
+done
+$TAP_BIN artifacts pull ds $OUT/back >/dev/null 2>&1 || echo "FAIL: artifacts pull"
+$TAP_BIN runs tag r1 a=b; echo "rc=$?"
+$TAP_BIN run -- true; echo "rc=$?"
+$TAP_BIN params set lr 0.2; echo "rc=$?"
+"#;
+
     /// Regression (a byte that is not UTF-8 made tap stop reading that pipe; the command then
     /// died of SIGPIPE, exit 141, run failed, output lost): the issue's reproduction, and the
     /// same on stderr.

@@ -119,6 +119,11 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
         }
         None => {
             let store = SqliteStore::open(&home.join("tap.db"))?;
+            // `tap run` writes its scratch directory before its record: on a read-only store
+            // it is refused first, with the store's one line, not the file system's.
+            if let (Command::Run(_), Some(why)) = (&cli.command, store.read_only()) {
+                bail!("{why}");
+            }
             let objects = LocalStore::new(&home.join("artifacts"));
             execute(cli, home, &Backends { runs: &store, params: &store, logs: &store, objects: &objects }, out).await
         }

@@ -15,11 +15,38 @@ use super::{
 /// runs on the blocking pool (crate::blocking), never on an async worker.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Where it is, for messages.
+    path: Arc<std::path::PathBuf>,
 }
 
 /// A failure of the local store: what it was doing, and SQLite's (or the file system's) error.
 fn local(what: impl std::fmt::Display, e: impl Into<tap_store::BoxError>) -> StoreError {
     StoreError::backend(format!("local store: {what}"), e)
+}
+
+fn read_only_message(path: &Path) -> String {
+    format!(
+        "the local store {} is read-only: tap reads it, but cannot record anything there (copy it, or set TAP_HOME to a writable directory)",
+        path.display()
+    )
+}
+
+/// Whether this process cannot write `path` or its directory (permissions, or a read-only
+/// file system: root passes permission checks, not EROFS).
+fn cannot_write(path: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    read_only_fs(path)
+        || access(path, AccessFlags::W_OK).is_err()
+        || path.parent().is_some_and(|d| access(d, AccessFlags::W_OK).is_err())
+}
+
+fn read_only_fs(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// `path` for an SQLite URI: `%`, `?` and `#` escaped.
+fn uri_path(path: &Path) -> String {
+    path.to_string_lossy().replace('%', "%25").replace('?', "%3f").replace('#', "%23")
 }
 
 /// How long a statement waits for another connection's lock (SQLite's busy timeout).
@@ -56,7 +83,49 @@ CREATE TABLE IF NOT EXISTS params (
 ";
 
 impl SqliteStore {
+    /// Opens (creating) the store at `path`; a store tap cannot write (a mounted snapshot, a
+    /// colleague's directory, a read-only file system) is opened read-only: every read works,
+    /// and a write says in one line that the store is read-only.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        match Self::open_rw(path) {
+            Err(e) if path.is_file() && cannot_write(path) => {
+                Self::open_ro(path).map_err(|ro| StoreError::message(format!("{e} (read-only: {ro})")))
+            }
+            other => other,
+        }
+    }
+
+    /// Read-only: `mode=ro` where SQLite can still make its shared-memory file beside the
+    /// database (a WAL database needs one), else `immutable=1` (the directory cannot change,
+    /// so neither can the file).
+    fn open_ro(path: &Path) -> Result<SqliteStore> {
+        use rusqlite::OpenFlags;
+        let dir_writable =
+            path.parent().is_some_and(|d| nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok())
+                && !read_only_fs(path);
+        let mode = if dir_writable { "mode=ro" } else { "immutable=1" };
+        let uri = format!("file:{}?{mode}", uri_path(path));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags).map_err(|e| local(path.display(), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| local(path.display(), e))?;
+        let found: u32 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| local(path.display(), e))?;
+        if found > STORE_VERSION {
+            return Err(StoreError::message(format!(
+                "local store {}: version {found}, written by a newer tap (this one knows up to {STORE_VERSION}); upgrade tap",
+                path.display()
+            )));
+        }
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
+    }
+
+    /// Why nothing can be recorded here (None: the store is writable).
+    pub fn read_only(&self) -> Option<String> {
+        let conn = self.conn.lock().ok()?;
+        conn.is_readonly(rusqlite::MAIN_DB).ok().filter(|ro| *ro).map(|_| read_only_message(&self.path))
+    }
+
+    fn open_rw(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| local(dir.display(), e))?;
         }
@@ -96,7 +165,7 @@ impl SqliteStore {
             conn.execute_batch(&format!("PRAGMA user_version = {STORE_VERSION}"))
                 .map_err(|e| local(path.display(), e))?;
         }
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T>
@@ -104,10 +173,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let (conn, path) = (self.conn.clone(), self.path.clone());
         crate::blocking::run(move |_| {
             let mut conn = conn.lock().map_err(|_| StoreError::message("local store: lock poisoned"))?;
-            f(&mut conn).map_err(|e| StoreError::backend("local store", e))
+            f(&mut conn).map_err(|e| {
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+                    StoreError::message(read_only_message(&path))
+                } else {
+                    StoreError::backend("local store", e)
+                }
+            })
         })
         .await
     }
