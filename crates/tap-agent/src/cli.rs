@@ -37,6 +37,27 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parses `args` (the program name first) as tap does its own ([`tap_core::args`]):
+    /// negative numbers are values, an empty environment variable is unset, a bad one is
+    /// blamed on the variable.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let mut cmd = tap_core::args::adjusted(<Cli as clap::CommandFactory>::command());
+        let mut m = tap_core::args::matches(&mut cmd, args.into_iter().map(Into::into).collect())?;
+        Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd))
+    }
+
+    /// Parses the process's arguments; on a bad one prints clap's message and exits (2).
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: sample, publish to CloudWatch, spool while it is unreachable.
@@ -92,5 +113,15 @@ mod tests {
     fn command_definitions_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Issue 23's class, on tap-agent's command line too: `--seconds -1` is refused for its
+    /// value, not read as an unknown flag.
+    #[test]
+    fn negative_numbers_given_to_numeric_flags_are_taken_for_flags() {
+        let e = super::Cli::try_parse_args(["tap-agent", "events", "--seconds", "-1"]).expect_err("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        assert!(e.to_string().contains("invalid value '-1' for '--seconds"), "{e}");
+        assert!(super::Cli::try_parse_args(["tap-agent", "events", "--seconds", "5"]).is_ok());
     }
 }

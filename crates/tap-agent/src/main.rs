@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    tap_agent::main_with(tap_agent::cli::Cli::parse())
+    tap_agent::main_with(tap_agent::cli::Cli::parse_args())
 }

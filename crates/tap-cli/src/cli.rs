@@ -178,19 +178,7 @@ impl Cli {
     /// and is set but empty counts as unset, as a shell's `VAR=` means: its option takes its
     /// default instead of failing on `''` with a message about a flag nobody typed (issue 23).
     pub fn definition() -> clap::Command {
-        fn adjust(cmd: clap::Command) -> clap::Command {
-            cmd.mut_args(|a| {
-                let a = if a.get_action().takes_values() && !a.is_positional() {
-                    a.allow_negative_numbers(true)
-                } else {
-                    a
-                };
-                let empty = a.get_env().is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
-                if empty { a.env(None::<&str>) } else { a }
-            })
-            .mut_subcommands(adjust)
-        }
-        adjust(<Cli as clap::CommandFactory>::command())
+        tap_core::args::adjusted(<Cli as clap::CommandFactory>::command())
     }
 
     /// Parses `args` (the program name first) with [`Cli::definition`].
@@ -200,8 +188,9 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::FromArgMatches;
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let mut cmd = Cli::definition();
-        let mut m = cmd.try_get_matches_from_mut(args)?;
+        let mut m = tap_core::args::matches(&mut cmd, args)?;
         Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd))
     }
 

@@ -86,6 +86,37 @@ fn an_empty_environment_variable_blamed_on_a_flag_the_user_never_typed() {
     assert!(!stderr.contains("--experiment") && stderr.contains("run default/"), "{stderr}");
 }
 
+/// The same class: a bad value in an environment variable that stands for an option is
+/// blamed on the variable, not on a flag nobody typed; a bad value typed on the command line is
+/// still blamed on the flag.
+#[test]
+fn a_bad_environment_variable_blamed_on_a_flag_the_user_never_typed() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = |vars: &[(&str, &str)], args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+            .args(args)
+            .env("TAP_HOME", home.path())
+            .env_remove("TAP_EXPERIMENT")
+            .env_remove("TAP_OUTPUT")
+            .envs(vars.iter().copied())
+            .output()
+            .expect("tap runs");
+        (out.status.code(), text(&out.stderr))
+    };
+    for (var, value, says) in [
+        ("TAP_EXPERIMENT", " ", "TAP_EXPERIMENT=\" \" in the environment (it stands for --experiment): "),
+        ("TAP_OUTPUT", "xml", "TAP_OUTPUT=\"xml\" in the environment (it stands for --output): it takes text, json"),
+        ("TAP_DISK_RESERVE", "lots", "TAP_DISK_RESERVE=\"lots\" in the environment (it stands for --disk-reserve)"),
+    ] {
+        let (code, err) = run(&[(var, value)], &["run", "--", "true"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.starts_with(&format!("error: {says}")) && err.trim_end().lines().count() == 1, "{err}");
+    }
+    let (code, err) = run(&[("TAP_EXPERIMENT", "fine")], &["run", "-e", " ", "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'--experiment <EXPERIMENT>'"), "typed: the flag is blamed: {err}");
+}
+
 /// Regression (issue 23): an existing file as a pull destination was reported as "File
 /// exists (os error 17)". Both pulls say what is wrong with the destination, in one line.
 #[test]
@@ -112,6 +143,18 @@ fn an_existing_file_as_a_pull_destination() {
             "{args:?}"
         );
         assert_eq!(std::fs::read(&file).expect("still there"), b"x", "the file is left as it was");
+    }
+    // The same class: a destination under a file said "Not a directory (os error 20)".
+    let under = format!("{dest}/sub/dir");
+    for args in [&["artifacts", "pull", "weights.bin", &under][..], &["checkpoints", "pull", "r", &under][..]] {
+        let stderr = text(&tap_in(args).stderr);
+        assert_eq!(
+            stderr,
+            format!(
+                "tap: error: {dest} is a file, so {under} cannot be made under it: pull into a new or empty directory\n"
+            ),
+            "{args:?}"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! Shared pieces of tap: the metric contract with the stack and the configuration formats.
 
 pub mod agent_config;
+pub mod args;
 pub mod commit;
 pub mod contract;
 pub mod diff;

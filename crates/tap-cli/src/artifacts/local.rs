@@ -28,8 +28,19 @@ impl LocalStore {
     }
 }
 
-/// Copies `src` to a temporary file beside `dest` while hashing, checks the digest, syncs,
-/// then renames into place: `dest` is either absent, the old file, or the complete new one.
+/// When a copy is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before the rename: the store's own objects.
+    Now,
+    /// No fsync per file: a pull flushes its whole file system once when every file is in
+    /// place (checkpoint::restore_in), instead of once per file (regression: a pull of many
+    /// files paid one fsync each although the code promised one flush).
+    Deferred,
+}
+
+/// Copies `src` to a temporary file beside `dest` while hashing, checks the digest, syncs
+/// (with [`Durability::Now`]), then renames into place: `dest` is either absent, the old file, or the complete new one.
 /// Blocking: call it inside [`crate::blocking::run`]; it stops (removing its temporary file)
 /// at the next chunk once `cancel` is set. Each chunk copied is added to `moved` as it lands,
 /// so a progress bar moves with the copy (regression: it sat at 0 B until the end).
@@ -40,6 +51,7 @@ pub fn copy_verified(
     sha256: &str,
     cancel: &Cancel,
     moved: &std::sync::atomic::AtomicU64,
+    durability: Durability,
 ) -> Result<()> {
     cancel.check().map_err(io(dest))?;
     let tmp = super::temp_beside(dest, "tmp")?;
@@ -62,7 +74,9 @@ pub fn copy_verified(
         if actual != sha256 {
             return Err(ObjectError::Checksum { key: key.to_owned(), expected: sha256.to_owned(), actual });
         }
-        out.sync_all().map_err(io(&tmp))?;
+        if durability == Durability::Now {
+            out.sync_all().map_err(io(&tmp))?;
+        }
         fs::rename(&tmp, dest).map_err(io(dest))
     })();
     if result.is_err() {
@@ -76,7 +90,7 @@ impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
         let (key, src, dest, sha256) = (key.to_owned(), src.to_owned(), self.path(key)?, sha256.to_owned());
         let me = self.clone();
-        blocking::run(move |cancel| copy_verified(&key, &src, &dest, &sha256, cancel, &me.moved)).await
+        blocking::run(move |cancel| copy_verified(&key, &src, &dest, &sha256, cancel, &me.moved, Durability::Now)).await
     }
 
     async fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> Result<()> {
@@ -86,7 +100,7 @@ impl ObjectStore for LocalStore {
             if !path.exists() {
                 return Err(ObjectError::NotFound(key));
             }
-            copy_verified(&key, &path, &dest, &sha256, cancel, &me.moved)
+            copy_verified(&key, &path, &dest, &sha256, cancel, &me.moved, Durability::Deferred)
         })
         .await
     }

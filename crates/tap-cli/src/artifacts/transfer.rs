@@ -411,9 +411,12 @@ pub async fn download(
         while let Some(r) = tasks.join_next().await {
             r.map_err(|e| ObjectError::caused("download task", e))??;
         }
-        file.sync_all().map_err(io(&tmp))?;
+        // No fsync here: the pull flushes its file system once at the end (restore_in). The
+        // whole-file digest reads the file back on the blocking pool, not on this task.
+        drop(file);
         if let Some(expected) = expected_sha256 {
-            let (actual, _) = super::sha256_file(&tmp).map_err(io(&tmp))?;
+            let path = tmp.clone();
+            let (actual, _) = crate::blocking::run(move |_| super::sha256_file(&path)).await.map_err(io(&tmp))?;
             if actual != expected {
                 return Err(ObjectError::Checksum { key: key.to_owned(), expected: expected.to_owned(), actual });
             }

@@ -253,6 +253,15 @@ where
 /// "File exists (os error 17)" of the first write into it; with `must_be_empty`, so is a
 /// directory that holds anything.
 pub fn pull_destination(dest: &std::path::Path, must_be_empty: bool) -> anyhow::Result<()> {
+    // Regression: a destination under a file (`f/sub`) said "Not a directory (os error 20)".
+    if let Some(file) = dest.ancestors().skip(1).find(|a| std::fs::symlink_metadata(a).is_ok()).filter(|a| !a.is_dir())
+    {
+        anyhow::bail!(
+            "{} is a file, so {} cannot be made under it: pull into a new or empty directory",
+            file.display(),
+            dest.display()
+        );
+    }
     match std::fs::symlink_metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(anyhow::anyhow!("{}: {e}", dest.display())),
