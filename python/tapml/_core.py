@@ -280,9 +280,10 @@ def _check_step(what: str, step: Any) -> int:
 def log(step: Optional[int] = None, **metrics: Any) -> None:
     """Records ``metrics`` at ``step`` (the previous step + 1 when None).
 
-    Values are ints, floats, numpy scalars or one-element tensors. A value that is not a
-    finite number, or a name tap cannot store (1-128 of ``A-Z a-z 0-9 _ . -``), is skipped
-    with a :class:`TapmlWarning`; training never stops for a metric. Lines are buffered and
+    Names are what the ecosystem writes (``train/loss``, ``eval/acc@1``; the rule is
+    :func:`name_problem`). A value that is not a finite number, or a name tap refuses, is
+    skipped alone with a :class:`TapmlWarning` (once per name); the line's other values are
+    kept and training never stops for a metric. Lines are buffered and
     written at least every second and at exit. Only rank 0 (see :func:`rank`) records.
     """
     if step is not None:

@@ -1675,6 +1675,60 @@ mod stack {
         assert!(listed.as_array().expect("list").iter().all(|c| c["run_id"] == slow_id.as_str()), "{listed}");
     }
 
+    /// Issue 23 on the stack (DynamoDB with its runs index, S3, CloudWatch Logs, SSM on
+    /// moto): namespaced names, tags, `--where`/`--sort`/`--limit`, `runs diff`, `runs delete`
+    /// and `gc`, as on the local store.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_tracker_basics_work_on_the_stack() {
+        let env = stack().await;
+        assert!(env.tap(&["params", "set", "optim/lr@1", "3e-4"]).status.success(), "a name SSM cannot hold as it is");
+        assert_eq!(env.tap(&["params", "get", "optim/lr@1"]).stdout, b"3e-4\n");
+        let script = |loss: &str| {
+            format!(
+                r#"echo w$RANDOM > "$TAP_CHECKPOINT_DIR/w.bin"; echo '{{"step": 1, "train/loss": {loss}, "acc\303\251": 1, "checkpoint": true}}' >> "$TAP_METRICS_FILE"; sleep 0.5; echo out"#
+            )
+        };
+        for (name, loss, team) in [("a", "0.5", "nlp"), ("b", "0.05", "vision")] {
+            let out = env.tap(&[
+                "run",
+                "-e",
+                "sweep",
+                "--name",
+                name,
+                "--tag",
+                &format!("team={team}"),
+                "--",
+                "sh",
+                "-c",
+                &script(loss),
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{err}");
+            assert!(err.contains("skipping metric \"acc\u{e9}\""), "{err}");
+        }
+        let names = |args: &[&str]| -> Vec<String> {
+            let listed = env.json(&[&["runs", "list", "-e", "sweep"], args].concat());
+            listed.as_array().expect("array").iter().map(|r| r["name"].as_str().unwrap_or("?").to_owned()).collect()
+        };
+        assert_eq!(names(&["--sort", "train/loss", "--limit", "1"]), ["b"]);
+        assert_eq!(names(&["--where", "tag.team=nlp"]), ["a"]);
+        assert_eq!(names(&["--where", "train/loss<0.1"]), ["b"]);
+        assert!(env.tap(&["runs", "tag", "a", "stage=old"]).status.success());
+        let diff = env.json(&["runs", "diff", "a", "b"]);
+        let fields: Vec<&str> =
+            diff["differences"].as_array().expect("array").iter().filter_map(|d| d["field"].as_str()).collect();
+        assert!(fields.contains(&"stage") && fields.contains(&"team") && fields.contains(&"train/loss"), "{diff}");
+        let gone = env.tap(&["runs", "delete", "a"]);
+        assert!(gone.status.success(), "{}", String::from_utf8_lossy(&gone.stderr));
+        assert_eq!(names(&[]), ["b"]);
+        assert!(!env.tap(&["logs", "a"]).status.success(), "its log stream went with it");
+        let dest = env.dir.path().join("b");
+        let pulled = env.tap(&["checkpoints", "pull", "b", dest.to_str().expect("utf-8")]);
+        assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+        let gc = env.json(&["gc", "--keep-checkpoints", "1", "--dry-run"]);
+        assert_eq!(gc["dry_run"], true, "{gc}");
+    }
+
     /// The previous release's items in the experiment table (fixtures/store-v1, made by
     /// scripts/make-store-fixtures.py with that release against moto) read as one-attempt
     /// runs; its `--resume` chain reads as one training of two attempts (the chain's start is

@@ -138,17 +138,19 @@ enum IndexRead {
 }
 
 impl IndexRead {
-    fn of<E, R>(call: &str, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> IndexRead
+    /// `e` of a read of `index` (None: of the table itself).
+    fn of<E, R>(index: Option<&str>, call: &str, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> IndexRead
     where
         E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
         R: std::fmt::Debug,
     {
         // DynamoDB says ValidationException ("The table does not have the specified index"),
         // moto ResourceNotFoundException ("Invalid index"); a missing table says no "index".
-        let missing = e.as_service_error().is_some_and(|s| {
-            matches!(s.code(), Some("ValidationException" | "ResourceNotFoundException"))
-                && s.message().is_some_and(|m| m.to_ascii_lowercase().contains("index"))
-        });
+        let missing = index.is_some()
+            && e.as_service_error().is_some_and(|s| {
+                matches!(s.code(), Some("ValidationException" | "ResourceNotFoundException"))
+                    && s.message().is_some_and(|m| m.to_ascii_lowercase().contains("index"))
+            });
         if missing { IndexRead::Missing } else { IndexRead::Failed(sdk_error(call, e).into()) }
     }
 }
@@ -190,48 +192,7 @@ impl DynamoStore {
         &self,
         experiment: Option<&str>,
     ) -> std::result::Result<Vec<HashMap<String, AttributeValue>>, IndexRead> {
-        let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        for _ in 0..MAX_PAGES {
-            let (items, next) = match experiment {
-                Some(exp) => {
-                    let r = self
-                        .client
-                        .query()
-                        .table_name(&self.table)
-                        .index_name(RUNS_INDEX)
-                        .key_condition_expression("experiment_id = :e")
-                        .expression_attribute_values(":e", AttributeValue::S(exp.to_owned()))
-                        .scan_index_forward(false)
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(|e| IndexRead::of("DynamoDB Query", e))?;
-                    (r.items().to_vec(), r.last_evaluated_key().cloned())
-                }
-                None => {
-                    let r = self
-                        .client
-                        .scan()
-                        .table_name(&self.table)
-                        .index_name(RUNS_INDEX)
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(|e| IndexRead::of("DynamoDB Scan", e))?;
-                    (r.items().to_vec(), r.last_evaluated_key().cloned())
-                }
-            };
-            // Only run items carry started_ms; anything else that does is not a run.
-            out.extend(
-                items.into_iter().filter(|i| i.get("kind").and_then(|k| k.as_s().ok()).is_some_and(|k| k == "run")),
-            );
-            match next {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
-        Err(IndexRead::Failed(StoreError::message(format!("DynamoDB {RUNS_INDEX}: more than {MAX_PAGES} pages"))))
+        self.read_pages(experiment, Some(RUNS_INDEX), None, "run").await
     }
 
     /// All items of a query or scan, following pagination.
@@ -241,28 +202,48 @@ impl DynamoStore {
         sk_prefix: Option<&str>,
         kind: &str,
     ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        self.read_pages(experiment, None, sk_prefix, kind).await.map_err(|e| match e {
+            IndexRead::Failed(e) => e,
+            IndexRead::Missing => StoreError::message("DynamoDB: an index was read without being asked for"),
+        })
+    }
+
+    /// Every item of `kind` in `experiment`'s partition (None: a scan of every partition),
+    /// from the table (strongly consistent, `sk_prefix` as a key condition) or from `index`
+    /// (newest first), following pagination for at most [`MAX_PAGES`] pages.
+    async fn read_pages(
+        &self,
+        experiment: Option<&str>,
+        index: Option<&str>,
+        sk_prefix: Option<&str>,
+        kind: &str,
+    ) -> std::result::Result<Vec<HashMap<String, AttributeValue>>, IndexRead> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = match experiment {
+        let kind = AttributeValue::S(kind.to_owned());
+        for _ in 0..MAX_PAGES {
+            let (items, next) = match experiment {
                 Some(exp) => {
-                    let mut q = self
+                    let q = self
                         .client
                         .query()
                         .table_name(&self.table)
+                        .set_index_name(index.map(str::to_owned))
                         .expression_attribute_values(":e", AttributeValue::S(exp.to_owned()))
-                        .expression_attribute_values(":k", AttributeValue::S(kind.to_owned()))
+                        .expression_attribute_values(":k", kind.clone())
                         .expression_attribute_names("#k", "kind")
                         .filter_expression("#k = :k")
-                        .consistent_read(true)
+                        // An index is eventually consistent; the table is read consistently.
+                        .set_consistent_read(index.is_none().then_some(true))
+                        .scan_index_forward(index.is_none())
                         .set_exclusive_start_key(start.take());
-                    q = match sk_prefix {
+                    let q = match sk_prefix {
                         Some(p) => q
                             .key_condition_expression("experiment_id = :e AND begins_with(run_id, :p)")
                             .expression_attribute_values(":p", AttributeValue::S(p.to_owned())),
                         None => q.key_condition_expression("experiment_id = :e"),
                     };
-                    let r = q.send().await.map_err(|e| sdk_error("DynamoDB Query", e))?;
+                    let r = q.send().await.map_err(|e| IndexRead::of(index, "DynamoDB Query", e))?;
                     (r.items().to_vec(), r.last_evaluated_key().cloned())
                 }
                 None => {
@@ -270,22 +251,27 @@ impl DynamoStore {
                         .client
                         .scan()
                         .table_name(&self.table)
-                        .expression_attribute_values(":k", AttributeValue::S(kind.to_owned()))
+                        .set_index_name(index.map(str::to_owned))
+                        .expression_attribute_values(":k", kind.clone())
                         .expression_attribute_names("#k", "kind")
                         .filter_expression("#k = :k")
                         .set_exclusive_start_key(start.take())
                         .send()
                         .await
-                        .map_err(|e| sdk_error("DynamoDB Scan", e))?;
+                        .map_err(|e| IndexRead::of(index, "DynamoDB Scan", e))?;
                     (r.items().to_vec(), r.last_evaluated_key().cloned())
                 }
             };
-            out.extend(page.0);
-            match page.1 {
+            out.extend(items);
+            match next {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),
             }
         }
+        Err(IndexRead::Failed(StoreError::message(format!(
+            "DynamoDB read of {}: more than {MAX_PAGES} pages",
+            self.table
+        ))))
     }
 }
 

@@ -13,12 +13,14 @@
 //! uploaded: an interrupted upload leaves the previous checkpoint as the latest.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use tap_core::manifest::{MANIFEST_VERSION, Manifest, ManifestFile, SkippedEntry};
 
-use super::{ObjectError, ObjectStore, sha256_file};
+use super::{ObjectError, ObjectStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -208,20 +210,27 @@ pub async fn save_in<S: ObjectStore>(
     step: Option<u64>,
     dir: &Path,
 ) -> Result<Manifest> {
-    // A single file is stored as a one-file set.
-    let (base, files) = if dir.is_file() {
-        let name = dir
+    let (base, files) = hash_path(dir, Arc::new(AtomicU64::new(0))).await?;
+    upload_hashed(store, space, name, run_id, id, step, &base, files).await
+}
+
+/// A file (stored as a one-file set) or a directory, hashed, counting the bytes read into
+/// `hashed`: the directory the manifest's paths are relative to, and the files.
+pub async fn hash_path(path: &Path, hashed: Arc<AtomicU64>) -> Result<(PathBuf, Hashed)> {
+    if path.is_file() {
+        let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| CheckpointError::Refused(format!("{}: not a UTF-8 name", dir.display())))?;
-        let file = dir.to_owned();
-        let (sha256, size) = crate::blocking::run(move |_| sha256_file(&file)).await.map_err(|e| io(dir, e))?;
+            .ok_or_else(|| CheckpointError::Refused(format!("{}: not a UTF-8 name", path.display())))?;
+        let file = path.to_owned();
+        let (sha256, size) = crate::blocking::run(move |_| super::sha256_file_counting(&file, &hashed))
+            .await
+            .map_err(|e| io(path, e))?;
         let files = vec![ManifestFile { path: name.to_owned(), size, sha256 }];
-        (dir.parent().unwrap_or(Path::new(".")).to_owned(), Hashed { files, skipped: vec![] })
+        Ok((path.parent().unwrap_or(Path::new(".")).to_owned(), Hashed { files, skipped: vec![] }))
     } else {
-        (dir.to_owned(), hash_files(dir).await?)
-    };
-    upload_hashed(store, space, name, run_id, id, step, &base, files).await
+        Ok((path.to_owned(), hash_files_counting(path, hashed).await?))
+    }
 }
 
 /// Like [`save`], but does nothing (`None`) when `dir` is empty or holds exactly the files of
@@ -253,21 +262,29 @@ pub struct Hashed {
 /// Every file of `dir` with its SHA-256, hashed on the blocking pool, [`FILES_IN_FLIGHT`]
 /// files at a time (a checkpoint of many shards hashes on every core).
 pub async fn hash_files(dir: &Path) -> Result<Hashed> {
+    hash_files_counting(dir, Arc::new(AtomicU64::new(0))).await
+}
+
+/// [`hash_files`], adding the bytes read to `hashed` as they are read.
+pub async fn hash_files_counting(dir: &Path, hashed: Arc<AtomicU64>) -> Result<Hashed> {
     let root = dir.to_owned();
     let listed = crate::blocking::run(move |_| list_files(&root)).await?;
     let skipped = listed.skipped;
     let hashes: Vec<_> = listed
         .files
         .into_iter()
-        .map(|(rel, path)| async move {
-            let shown = path.clone();
-            let (sha256, size) = crate::blocking::run(move |cancel| {
-                cancel.check()?;
-                sha256_file(&path)
-            })
-            .await
-            .map_err(|e| io(&shown, e))?;
-            Ok::<_, CheckpointError>(ManifestFile { path: rel, size, sha256 })
+        .map(|(rel, path)| {
+            let hashed = hashed.clone();
+            async move {
+                let shown = path.clone();
+                let (sha256, size) = crate::blocking::run(move |cancel| {
+                    cancel.check()?;
+                    super::sha256_file_counting(&path, &hashed)
+                })
+                .await
+                .map_err(|e| io(&shown, e))?;
+                Ok::<_, CheckpointError>(ManifestFile { path: rel, size, sha256 })
+            }
         })
         .collect();
     let files = stream::iter(hashes).buffered(FILES_IN_FLIGHT).try_collect().await?;

@@ -104,6 +104,12 @@ pub fn valid_key(key: &str) -> bool {
 
 /// Streams a file through SHA-256: (hex digest, size).
 pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    sha256_file_counting(path, &std::sync::atomic::AtomicU64::new(0))
+}
+
+/// [`sha256_file`], adding each chunk's bytes to `hashed` as it is read (a progress bar of
+/// the hashing before an upload moves with it).
+pub fn sha256_file_counting(path: &Path, hashed: &std::sync::atomic::AtomicU64) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -115,6 +121,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
         }
         h.update(&buf[..n]);
         size += n as u64;
+        hashed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
     Ok((hex(&h.finalize()), size))
 }

@@ -19,6 +19,18 @@ pub(crate) async fn with_progress<O: ObjectStore, T>(
     label: &str,
     work: impl std::future::Future<Output = T>,
 ) -> T {
+    let start = objects.bytes_moved();
+    progress_of(total, label, || objects.bytes_moved() - start, work).await
+}
+
+/// A progress bar of `total` bytes that shows `done()` every 100 ms while `work` runs, with
+/// throughput and ETA.
+pub(crate) async fn progress_of<T>(
+    total: u64,
+    label: &str,
+    done: impl Fn() -> u64,
+    work: impl std::future::Future<Output = T>,
+) -> T {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -28,13 +40,12 @@ pub(crate) async fn with_progress<O: ObjectStore, T>(
         .progress_chars("=> "),
     );
     bar.set_message(label.to_owned());
-    let start = objects.bytes_moved();
     tokio::pin!(work);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let result = loop {
         tokio::select! {
             r = &mut work => break r,
-            _ = tick.tick() => bar.set_position((objects.bytes_moved() - start).min(total)),
+            _ = tick.tick() => bar.set_position(done().min(total)),
         }
     };
     bar.finish_and_clear();
@@ -86,11 +97,22 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
             };
             let version = tap_core::runs::new_run_id(crate::now_ms(), fastrand::u32(..));
             let started = std::time::Instant::now();
+            // Hashing reads everything once before the upload: its own bar (regression: a push
+            // showed 0 B for as long as it hashed).
+            let hashed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counter = hashed.clone();
+            let (base, files) = progress_of(
+                total,
+                &format!("hash {name}"),
+                || counter.load(std::sync::atomic::Ordering::Relaxed),
+                checkpoint::hash_path(path, hashed),
+            )
+            .await?;
             let m = with_progress(
                 objects,
                 total,
                 &format!("push {name}"),
-                checkpoint::save_in(objects, Space::Artifacts, &name, "push", &version, None, path),
+                checkpoint::upload_hashed(objects, Space::Artifacts, &name, "push", &version, None, &base, files),
             )
             .await?;
             let secs = started.elapsed().as_secs_f64().max(1e-3);

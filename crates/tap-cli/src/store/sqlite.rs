@@ -24,6 +24,18 @@ fn local(what: impl std::fmt::Display, e: impl Into<tap_store::BoxError>) -> Sto
     StoreError::backend(format!("local store: {what}"), e)
 }
 
+/// The store's version (SQLite's user_version); one of a newer tap is refused in one line.
+fn store_version(conn: &Connection, path: &Path) -> Result<u32> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| local(path.display(), e))?;
+    if found > STORE_VERSION {
+        return Err(StoreError::message(format!(
+            "local store {}: version {found}, written by a newer tap (this one knows up to {STORE_VERSION}); upgrade tap",
+            path.display()
+        )));
+    }
+    Ok(found)
+}
+
 fn read_only_message(path: &Path) -> String {
     format!(
         "the local store {} is read-only: tap reads it, but cannot record anything there (copy it, or set TAP_HOME to a writable directory)",
@@ -108,14 +120,7 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(uri, flags).map_err(|e| local(path.display(), e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| local(path.display(), e))?;
-        let found: u32 =
-            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| local(path.display(), e))?;
-        if found > STORE_VERSION {
-            return Err(StoreError::message(format!(
-                "local store {}: version {found}, written by a newer tap (this one knows up to {STORE_VERSION}); upgrade tap",
-                path.display()
-            )));
-        }
+        store_version(&conn, path)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
     }
 
@@ -153,14 +158,7 @@ impl SqliteStore {
         }
         // The store's version (SQLite's user_version): 0 for a store of a release before
         // versions, which this one reads as it is (run bodies carry their own format).
-        let found: u32 =
-            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| local(path.display(), e))?;
-        if found > STORE_VERSION {
-            return Err(StoreError::message(format!(
-                "local store {}: version {found}, written by a newer tap (this one knows up to {STORE_VERSION}); upgrade tap",
-                path.display()
-            )));
-        }
+        let found = store_version(&conn, path)?;
         if found < STORE_VERSION {
             conn.execute_batch(&format!("PRAGMA user_version = {STORE_VERSION}"))
                 .map_err(|e| local(path.display(), e))?;
