@@ -75,7 +75,9 @@ fn check_config_names_file_and_key_of_an_error() {
 fn check_config_reports_a_missing_file() {
     let out = agent(&["--check-config", "--config", "/nonexistent/tap/agent.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("/nonexistent/tap/agent.toml: cannot read"));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("/nonexistent/tap/agent.toml: cannot read"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "the cause once: {stderr}");
 }
 
 #[test]

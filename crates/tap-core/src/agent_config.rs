@@ -247,7 +247,9 @@ pub struct JobsSection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    /// The cause is the source, printed once by the error chain (regression: it was printed
+    /// twice, "…: No such file or directory (os error 2): No such file or directory (os error 2)").
+    #[error("{path}: cannot read")]
     Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
