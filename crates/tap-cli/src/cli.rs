@@ -459,7 +459,8 @@ pub enum RunsCommand {
     /// Remove tags of a run by key.
     Untag {
         run: String,
-        #[arg(required = true, value_name = "KEY", value_parser = parse_key)]
+        /// Tag keys (`team`; `team=nlp` is read as its key, as `tap runs tag` wrote it).
+        #[arg(required = true, value_name = "KEY", value_parser = parse_tag_key)]
         keys: Vec<String>,
     },
     /// Delete runs: their checkpoints (and the objects no other checkpoint shares), output,
@@ -615,6 +616,10 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
     tap_core::query::parse_tag(s)
+}
+
+fn parse_tag_key(s: &str) -> Result<String, String> {
+    parse_key(s.split_once('=').map_or(s, |(k, _)| k))
 }
 
 fn parse_status(s: &str) -> Result<tap_core::runs::RunStatus, String> {

@@ -713,6 +713,8 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
         let id = json(h, &["runs", "list", "--tag", "stage=best"])[0]["run_id"].as_str().expect("id").to_owned();
         assert!(tap_in(h, &["runs", "untag", &id[..id.len() - 2], "stage"]).status.success(), "by prefix");
         assert!(names(&["--tag", "stage=best"]).is_empty());
+        assert!(tap_in(h, &["runs", "tag", "b", "tmp=1"]).status.success());
+        assert!(tap_in(h, &["runs", "untag", "b", "tmp=1"]).status.success(), "KEY=VALUE names its key");
         let missing = tap_in(h, &["runs", "untag", "b", "stage"]);
         assert!(text(&missing.stderr).contains("has no tag stage"), "{}", text(&missing.stderr));
         assert!(tap_in(h, &["runs", "note", "b", "lr 0.01 wins; try warmup"]).status.success());
