@@ -60,6 +60,14 @@ pub struct Pointer {
     pub run_id: String,
 }
 
+impl Pointer {
+    /// The pointer as stored at `key`. Regression (issue 14): a pointer that failed to
+    /// serialise was written as an empty LATEST; now the write fails, naming `key`.
+    fn to_bytes(&self, key: &str) -> std::result::Result<Vec<u8>, ObjectError> {
+        serde_json::to_vec(self).map_err(|e| ObjectError::caused(format!("{key}: pointer"), e))
+    }
+}
+
 /// Checkpoints (per experiment) and artifacts (per name) share one layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
@@ -324,10 +332,8 @@ pub async fn upload_hashed<S: ObjectStore>(
     };
     manifest.validate()?;
     store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()?).await?;
-    let pointer = Pointer { checkpoint_id: id.to_owned(), run_id: run_id.to_owned() };
     let latest = latest_key_in(space, experiment);
-    // Regression (issue 14): a pointer that failed to serialise was written as an empty LATEST.
-    let bytes = serde_json::to_vec(&pointer).map_err(|e| ObjectError::caused(format!("{latest}: pointer"), e))?;
+    let bytes = Pointer { checkpoint_id: id.to_owned(), run_id: run_id.to_owned() }.to_bytes(&latest)?;
     // The run's own pointer first: it is what a resume reads.
     if space == Space::Checkpoints {
         store.put_bytes(&run_latest_key(experiment, run_id), &bytes).await?;
@@ -364,9 +370,39 @@ async fn manifest_in<S: ObjectStore>(store: &S, space: Space, name: &str, id: &s
 /// ids its LATEST pointers name.
 pub async fn stored<S: ObjectStore>(store: &S, space: Space, name: &str) -> Result<Option<super::gc::Stored>> {
     let prefix = format!("{}/{name}/", space.root());
+    let listed = store.list(&prefix).await?;
+    classify(store, space, &prefix, listed).await
+}
+
+/// [`stored`] for every name in `space`, from one listing of it.
+pub async fn stored_all<S: ObjectStore>(store: &S, space: Space) -> Result<Vec<(String, Option<super::gc::Stored>)>> {
+    let root = format!("{}/", space.root());
+    let mut by_name: std::collections::BTreeMap<String, Vec<super::ObjectInfo>> = Default::default();
+    for o in store.list(&root).await? {
+        if let Some(name) = o.key[root.len()..].split('/').next() {
+            by_name.entry(name.to_owned()).or_default().push(o);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, listed) in by_name {
+        let prefix = format!("{root}{name}/");
+        let stored = classify(store, space, &prefix, listed).await?;
+        out.push((name, stored));
+    }
+    Ok(out)
+}
+
+/// The objects under `prefix` sorted into manifests (read and parsed), objects and the ids
+/// the LATEST pointers name; None when a manifest does not parse.
+async fn classify<S: ObjectStore>(
+    store: &S,
+    space: Space,
+    prefix: &str,
+    listed: Vec<super::ObjectInfo>,
+) -> Result<Option<super::gc::Stored>> {
     let mut out = super::gc::Stored::default();
     let mut unreadable = false;
-    for o in store.list(&prefix).await? {
+    for o in listed {
         let rest = &o.key[prefix.len()..];
         if rest.starts_with("objects/") {
             out.objects.push(o);
@@ -418,8 +454,7 @@ pub async fn repoint_latest<S: ObjectStore>(
     match remaining.iter().max_by_key(|m| (m.created_ms, m.checkpoint_id.clone())) {
         Some(m) => {
             let pointer = Pointer { checkpoint_id: m.checkpoint_id.clone(), run_id: m.run_id.clone() };
-            let bytes = serde_json::to_vec(&pointer).map_err(|e| ObjectError::caused(format!("{key}: pointer"), e))?;
-            store.put_bytes(&key, &bytes).await?;
+            store.put_bytes(&key, &pointer.to_bytes(&key)?).await?;
         }
         None => store.delete(&[key]).await?,
     }

@@ -151,15 +151,8 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
             }
         }
         ArtifactsCommand::Ls => {
-            let mut names: Vec<String> = objects
-                .list("artifacts/")
-                .await?
-                .into_iter()
-                .filter_map(|o| o.key.strip_prefix("artifacts/").and_then(|k| k.split('/').next()).map(str::to_owned))
-                .collect();
-            names.dedup();
             let mut latest = Vec::new();
-            for n in names {
+            for n in checkpoint::names(objects, Space::Artifacts).await? {
                 // Regression: one corrupt manifest made `artifacts ls` fail without naming it.
                 match checkpoint::latest_in(objects, Space::Artifacts, &n).await {
                     Ok(Some(m)) => latest.push(m),

@@ -61,9 +61,13 @@ pub async fn delete_runs<R: RunStore, L: LogStore, O: ObjectStore>(
             targets.push(run);
         }
     }
+    // Read once: which runs are running, for every target's experiment.
+    let all = trainings(runs, None).await?;
     let mut report = Vec::new();
     for run in &targets {
-        report.push(delete_one(runs, logs, objects, run, dry_run).await?);
+        let others_running =
+            all.iter().any(|r| r.experiment_id == run.experiment_id && r.run_id != run.run_id && running(r));
+        report.push(delete_one(runs, logs, objects, run, others_running, dry_run).await?);
     }
     render(&report, dry_run, output, out)
 }
@@ -73,6 +77,7 @@ async fn delete_one<R: RunStore, L: LogStore, O: ObjectStore>(
     logs: &L,
     objects: &O,
     run: &Run,
+    others_running: bool,
     dry_run: bool,
 ) -> anyhow::Result<Removed> {
     let exp = &run.experiment_id;
@@ -82,7 +87,6 @@ async fn delete_one<R: RunStore, L: LogStore, O: ObjectStore>(
     if let Some(stored) = checkpoint::stored(objects, Space::Checkpoints, exp).await? {
         let mine: BTreeSet<&str> =
             stored.manifests.iter().filter(|(_, m)| records.contains(&m.run_id)).map(|(k, _)| k.as_str()).collect();
-        let others_running = trainings(runs, Some(exp)).await?.iter().any(|r| running(r) && r.run_id != run.run_id);
         // An object shared with a running run's next upload could be deleted under it: then
         // the objects wait for `tap gc`.
         let plan = if others_running { gc::Plan::default() } else { gc::without(&stored, &mine, i64::MAX) };
@@ -132,7 +136,7 @@ pub async fn gc<R: RunStore, O: ObjectStore>(
     let now = crate::now_ms();
     let mut report = Vec::new();
     let all = trainings(runs, None).await?;
-    for exp in checkpoint::names(objects, Space::Checkpoints).await? {
+    for (exp, stored) in checkpoint::stored_all(objects, Space::Checkpoints).await? {
         let mut removed = Removed { what: format!("checkpoints/{exp}"), ..Removed::default() };
         let in_exp: Vec<&Run> = all.iter().filter(|r| r.experiment_id == exp).collect();
         if let Some(r) = in_exp.iter().find(|r| running(r)) {
@@ -140,7 +144,7 @@ pub async fn gc<R: RunStore, O: ObjectStore>(
             report.push(removed);
             continue;
         }
-        let Some(mut stored) = checkpoint::stored(objects, Space::Checkpoints, &exp).await? else {
+        let Some(mut stored) = stored else {
             removed.kept = Some("a manifest does not parse: nothing of the experiment is removed".into());
             report.push(removed);
             continue;
@@ -153,9 +157,9 @@ pub async fn gc<R: RunStore, O: ObjectStore>(
         apply(objects, &plan, dry_run, &mut removed).await?;
         report.push(removed);
     }
-    for name in checkpoint::names(objects, Space::Artifacts).await? {
+    for (name, stored) in checkpoint::stored_all(objects, Space::Artifacts).await? {
         let mut removed = Removed { what: format!("artifacts/{name}"), ..Removed::default() };
-        let Some(stored) = checkpoint::stored(objects, Space::Artifacts, &name).await? else {
+        let Some(stored) = stored else {
             removed.kept = Some("a manifest does not parse: nothing of the artifact is removed".into());
             report.push(removed);
             continue;

@@ -46,10 +46,17 @@ fn read_only_message(path: &Path) -> String {
 /// Whether this process cannot write `path` or its directory (permissions, or a read-only
 /// file system: root passes permission checks, not EROFS).
 fn cannot_write(path: &Path) -> bool {
-    use nix::unistd::{AccessFlags, access};
-    read_only_fs(path)
-        || access(path, AccessFlags::W_OK).is_err()
-        || path.parent().is_some_and(|d| access(d, AccessFlags::W_OK).is_err())
+    !writable(path) || !dir_writable(path)
+}
+
+/// Whether this process may write `path` (permissions and the file system).
+fn writable(path: &Path) -> bool {
+    !read_only_fs(path) && nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// Whether SQLite could make files beside `path` (its WAL shared-memory file).
+fn dir_writable(path: &Path) -> bool {
+    path.parent().is_some_and(writable)
 }
 
 fn read_only_fs(path: &Path) -> bool {
@@ -112,10 +119,7 @@ impl SqliteStore {
     /// so neither can the file).
     fn open_ro(path: &Path) -> Result<SqliteStore> {
         use rusqlite::OpenFlags;
-        let dir_writable =
-            path.parent().is_some_and(|d| nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok())
-                && !read_only_fs(path);
-        let mode = if dir_writable { "mode=ro" } else { "immutable=1" };
+        let mode = if dir_writable(path) { "mode=ro" } else { "immutable=1" };
         let uri = format!("file:{}?{mode}", uri_path(path));
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(uri, flags).map_err(|e| local(path.display(), e))?;
