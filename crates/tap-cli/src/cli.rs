@@ -166,6 +166,28 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Shell completions for tap, generated from its own definition (every command and flag).
+    ///
+    ///   bash: tap completions bash > ~/.local/share/bash-completion/completions/tap
+    ///   zsh:  tap completions zsh > ~/.zfunc/_tap      (with `fpath+=~/.zfunc` before compinit)
+    ///   fish: tap completions fish > ~/.config/fish/completions/tap.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// tap's manual page (roff), generated from its own definition.
+    ///
+    ///   tap man > ~/.local/share/man/man1/tap.1 && man tap
+    ///   tap man --dir ~/.local/share/man/man1     tap.1 and one page per command (tap-run.1, ...)
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Write tap.1 and a page for every command (tap-run.1, tap-runs-list.1, ...) into DIR
+        /// instead of printing tap.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 impl Cli {

@@ -35,10 +35,10 @@ pub fn main_with(cli: Cli) -> ExitCode {
 }
 
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    if let Command::Contract = cli.command {
-        commands::contract::run(cli.global.output, out)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+    let command = match commands::route(&cli.command) {
+        commands::Route::Plain(plain) => return commands::plain(plain, cli.global.output, out),
+        commands::Route::Stored(command) => command,
+    };
     let home = home(cli.global.home.clone())?;
     // Regression: a TAP_HOME that is a file said only "File exists", from deep in the store.
     if home.exists() && !home.is_dir() {
@@ -59,7 +59,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         if let Command::Run(_) = cli.command {
             supervisor::install_signal_handlers().context("installing signal handlers")?;
         }
-        commands::dispatch(cli, &home, out).await
+        commands::dispatch(cli, command, &home, out).await
     });
     // Blocking work nobody waits for any more (a cancelled copy) is told to stop; tap does not
     // wait for it longer than this.

@@ -1370,6 +1370,31 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         }
     }
 
+    /// Completions and the man page come from the binary itself; regression:
+    /// `tap completions bash | head` panicked (clap_complete's writer) instead of ending quietly.
+    #[test]
+    fn completions_and_the_man_page_and_a_closed_pipe() {
+        for shell in ["bash", "zsh", "fish"] {
+            let out = crate::tap(&["completions", shell]);
+            assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+            assert!(text(&out.stdout).contains("checkpoints"), "{shell}");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_tap"));
+            cmd.args(["completions", shell]);
+            let (status, err) = into_a_closed_pipe(&mut cmd);
+            assert_eq!((status.code(), err.as_str()), (Some(0), ""), "tap completions {shell} into a closed pipe");
+        }
+        let bad = crate::tap(&["completions", "cmd.exe"]);
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(text(&bad.stderr).contains("possible values: bash"), "{}", text(&bad.stderr));
+        let man = crate::tap(&["man"]);
+        assert!(man.status.success() && text(&man.stdout).contains(".TH tap 1"), "{}", text(&man.stderr));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pages = dir.path().join("man1");
+        let out = crate::tap(&["man", "--dir", pages.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(pages.join("tap-runs-list.1").is_file() && pages.join("tap.1").is_file());
+    }
+
     /// Regression class (a line without an end grew tap's memory without bound): output lines
     /// come in pieces of at most 1 MiB, and an overlong metrics line is reported and skipped.
     #[test]

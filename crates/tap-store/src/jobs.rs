@@ -524,7 +524,7 @@ mod aws_tests {
         let (winner, loser, lease) = match (a, b) {
             (Some(l), None) => ("i-a", "i-b", l),
             (None, Some(l)) => ("i-b", "i-a", l),
-            _ => unreachable!(),
+            other => panic!("exactly one takes a free lease: {other:?}"),
         };
         assert_eq!((lease.holder.as_deref(), lease.epoch, lease.queue_seq), (Some(winner), 1, 1));
 

@@ -13,6 +13,7 @@ mod gc;
 #[cfg(feature = "fleet")]
 mod jobs;
 mod logs;
+mod manual;
 mod params;
 mod run;
 mod runs;
@@ -34,7 +35,12 @@ use crate::artifacts::ObjectStore;
 use crate::artifacts::local::LocalStore;
 use crate::artifacts::s3::S3Store;
 use crate::artifacts::transfer::TransferOptions;
-use crate::cli::{ArtifactsCommand, CheckpointsCommand, Cli, Command, ConfigCommand, StackCommand};
+use crate::cli::{
+    ArtifactsCommand, CheckpointsCommand, Cli, Command, ConfigCommand, Output, ParamsCommand, RunArgs, RunsCommand,
+    StackCommand,
+};
+#[cfg(feature = "fleet")]
+use crate::cli::{FleetCommand, JobsCommand, LaunchArgs};
 use crate::config::{self, TapConfig};
 use crate::store::cwlogs::CloudWatchLogs;
 use crate::store::dynamo::DynamoStore;
@@ -51,16 +57,90 @@ pub(crate) fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> anyhow::Re
 /// Object keys of the stack's artifacts bucket live under this prefix.
 pub const BUCKET_PREFIX: &str = "tap";
 
-pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+/// What a command needs before it can run; [`route`] is the one place that knows, and each
+/// later step matches only the commands that reach it.
+pub enum Route<'a> {
+    /// Nothing but its arguments: no home, no config, no runtime.
+    Plain(Plain),
+    /// The config file, a stack, or a store.
+    Stored(Stored<'a>),
+}
+
+pub enum Plain {
+    Contract,
+    Completions(clap_complete::Shell),
+    Man(Option<std::path::PathBuf>),
+}
+
+pub enum Stored<'a> {
+    Stack(&'a StackCommand),
+    Config(&'a ConfigCommand),
+    #[cfg(feature = "fleet")]
+    Fleet(&'a FleetCommand),
+    #[cfg(feature = "fleet")]
+    Launch(&'a LaunchArgs),
+    #[cfg(feature = "fleet")]
+    Jobs(&'a JobsCommand),
+    /// A command on the runs, parameters, logs and objects of one store (local or the stack's).
+    Store(StoreCommand<'a>),
+}
+
+pub enum StoreCommand<'a> {
+    Run(&'a RunArgs),
+    Runs(&'a RunsCommand),
+    Params(&'a ParamsCommand),
+    Artifacts(&'a ArtifactsCommand),
+    Checkpoints(&'a CheckpointsCommand),
+    Logs { run_id: &'a str, follow: bool },
+    Gc { keep_checkpoints: Option<usize>, keep_artifact_versions: Option<usize>, dry_run: bool },
+}
+
+pub fn route(command: &Command) -> Route<'_> {
+    let store = |c| Route::Stored(Stored::Store(c));
+    match command {
+        Command::Contract => Route::Plain(Plain::Contract),
+        Command::Completions { shell } => Route::Plain(Plain::Completions(*shell)),
+        Command::Man { dir } => Route::Plain(Plain::Man(dir.clone())),
+        Command::Stack(c) => Route::Stored(Stored::Stack(c)),
+        Command::Config(c) => Route::Stored(Stored::Config(c)),
+        #[cfg(feature = "fleet")]
+        Command::Fleet(c) => Route::Stored(Stored::Fleet(c)),
+        #[cfg(feature = "fleet")]
+        Command::Launch(a) => Route::Stored(Stored::Launch(a)),
+        #[cfg(feature = "fleet")]
+        Command::Jobs(c) => Route::Stored(Stored::Jobs(c)),
+        Command::Run(a) => store(StoreCommand::Run(a)),
+        Command::Runs(c) => store(StoreCommand::Runs(c)),
+        Command::Params(c) => store(StoreCommand::Params(c)),
+        Command::Artifacts(c) => store(StoreCommand::Artifacts(c)),
+        Command::Checkpoints(c) => store(StoreCommand::Checkpoints(c)),
+        Command::Logs { run_id, follow } => store(StoreCommand::Logs { run_id, follow: *follow }),
+        Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => store(StoreCommand::Gc {
+            keep_checkpoints: *keep_checkpoints,
+            keep_artifact_versions: *keep_artifact_versions,
+            dry_run: *dry_run,
+        }),
+    }
+}
+
+/// The commands that need nothing but their arguments.
+pub fn plain(command: Plain, output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    match command {
+        Plain::Contract => contract::run(output, out)?,
+        Plain::Completions(shell) => manual::completions(shell, out)?,
+        Plain::Man(dir) => manual::man(dir.as_deref(), out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let config_path = config::path(cli.global.config.clone())?;
     // Regression: a broken config file blocked the two ways out of it too. `stack import` and
     // `stack forget` replace the file whatever it holds, and `--local` does not read it.
-    let reads_config = match &cli.command {
-        Command::Stack(_) => false,
-        #[cfg(feature = "fleet")]
-        Command::Fleet(_) | Command::Launch(_) | Command::Jobs(_) => true,
-        Command::Config(_) => true,
-        _ => !cli.global.local,
+    let reads_config = match &command {
+        Stored::Stack(_) => false,
+        Stored::Store(_) => !cli.global.local,
+        _ => true,
     };
     let config = if reads_config {
         config::load(&config_path).map_err(|e| {
@@ -69,30 +149,30 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
     } else {
         TapConfig::default()
     };
-    match &cli.command {
-        Command::Stack(StackCommand::Import { file }) => return stack::import(file, &config_path, out),
-        Command::Stack(StackCommand::Forget) => return stack::forget(&config_path, home, out),
-        Command::Config(ConfigCommand::Show) => {
+    let command = match command {
+        Stored::Stack(StackCommand::Import { file }) => return stack::import(file, &config_path, out),
+        Stored::Stack(StackCommand::Forget) => return stack::forget(&config_path, home, out),
+        Stored::Config(ConfigCommand::Show) => {
             show_config::run(&config, &config_path, home, cli.global.local, cli.global.output, out)?;
             return Ok(ExitCode::SUCCESS);
         }
         #[cfg(feature = "fleet")]
-        Command::Fleet(f) => {
+        Stored::Fleet(f) => {
             let stack = need_stack(config.stack.as_ref(), "tap fleet")?;
             return fleet::run_fleet(stack, f, cli.global.output, out).await;
         }
         #[cfg(feature = "fleet")]
-        Command::Launch(a) => {
+        Stored::Launch(a) => {
             let stack = need_stack(config.stack.as_ref(), "tap launch")?;
             return jobs::launch(stack, a, cli.global.output, out).await;
         }
         #[cfg(feature = "fleet")]
-        Command::Jobs(j) => {
+        Stored::Jobs(j) => {
             let stack = need_stack(config.stack.as_ref(), "tap jobs")?;
             return jobs::run_jobs(stack, j, cli.global.output, out).await;
         }
-        _ => {}
-    }
+        Stored::Store(command) => command,
+    };
     match config.stack.filter(|_| !cli.global.local) {
         Some(stack) => {
             let sdk = sdk_for(&stack).await;
@@ -104,8 +184,8 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
             let runs = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
             let params = SsmParams::new(aws_sdk_ssm::Client::new(&sdk), &stack.hparam_prefix, None);
             let logs = CloudWatchLogs::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), &stack.log_group);
-            let transfer = match &cli.command {
-                Command::Artifacts(
+            let transfer = match command {
+                StoreCommand::Artifacts(
                     ArtifactsCommand::Push { transfer, .. } | ArtifactsCommand::Pull { transfer, .. },
                 ) => TransferOptions { part_size: transfer.part_size, concurrency: usize::from(transfer.concurrency) },
                 _ => TransferOptions::default(),
@@ -115,17 +195,19 @@ pub async fn dispatch(cli: &Cli, home: &Path, out: &mut dyn Write) -> anyhow::Re
                 transfer,
                 &home.join("transfers"),
             );
-            execute(cli, home, &Backends { runs: &runs, params: &params, logs: &logs, objects: &objects }, out).await
+            let b = Backends { runs: &runs, params: &params, logs: &logs, objects: &objects };
+            execute(command, cli.global.output, home, &b, out).await
         }
         None => {
             let store = SqliteStore::open(&home.join("tap.db"))?;
             // `tap run` writes its scratch directory before its record: on a read-only store
             // it is refused first, with the store's one line, not the file system's.
-            if let (Command::Run(_), Some(why)) = (&cli.command, store.read_only()) {
+            if let (StoreCommand::Run(_), Some(why)) = (&command, store.read_only()) {
                 bail!("{why}");
             }
             let objects = LocalStore::new(&home.join("artifacts"));
-            execute(cli, home, &Backends { runs: &store, params: &store, logs: &store, objects: &objects }, out).await
+            let b = Backends { runs: &store, params: &store, logs: &store, objects: &objects };
+            execute(command, cli.global.output, home, &b, out).await
         }
     }
 }
@@ -200,7 +282,8 @@ pub(crate) struct Backends<'a, R, P, L, O> {
 }
 
 async fn execute<R, P, L, O>(
-    cli: &Cli,
+    command: StoreCommand<'_>,
+    output: Output,
     home: &Path,
     b: &Backends<'_, R, P, L, O>,
     out: &mut dyn Write,
@@ -211,37 +294,26 @@ where
     L: LogStore,
     O: ObjectStore + Clone + 'static,
 {
-    let output = cli.global.output;
     let Backends { runs, params: params_store, logs, objects } = *b;
-    match &cli.command {
-        Command::Contract | Command::Stack(_) | Command::Config(_) => {
-            unreachable!("handled before a backend is chosen")
+    match command {
+        StoreCommand::Logs { run_id, follow } => {
+            return logs::print_logs(runs, logs, run_id, follow, output, out).await;
         }
-        #[cfg(feature = "fleet")]
-        Command::Fleet(_) | Command::Launch(_) | Command::Jobs(_) => {
-            unreachable!("handled before a backend is chosen")
+        StoreCommand::Run(a) => return run::run(a, home, b).await,
+        StoreCommand::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => {
+            gc::gc(runs, objects, keep_checkpoints, keep_artifact_versions, dry_run, output, out).await?;
         }
-        Command::Logs { run_id, follow } => {
-            return logs::print_logs(runs, logs, run_id, *follow, output, out).await;
-        }
-        Command::Run(a) => return run::run(a, home, b).await,
-        Command::Runs(crate::cli::RunsCommand::Delete { runs: wanted, dry_run }) => {
-            gc::delete_runs(runs, logs, objects, wanted, *dry_run, output, out).await?;
-        }
-        Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => {
-            gc::gc(runs, objects, *keep_checkpoints, *keep_artifact_versions, *dry_run, output, out).await?;
-        }
-        Command::Runs(cmd) => runs::run(runs, cmd, output, out).await?,
-        Command::Params(p) => params::run(params_store, p, output, out).await?,
-        Command::Artifacts(a) => artifacts::run(objects, a, output, out).await?,
-        Command::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
+        StoreCommand::Runs(cmd) => runs::run(b, cmd, output, out).await?,
+        StoreCommand::Params(p) => params::run(params_store, p, output, out).await?,
+        StoreCommand::Artifacts(a) => artifacts::run(objects, a, output, out).await?,
+        StoreCommand::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
             checkpoints::latest(objects, experiment, output, out).await?;
         }
-        Command::Checkpoints(CheckpointsCommand::List { run }) => {
+        StoreCommand::Checkpoints(CheckpointsCommand::List { run }) => {
             let run = find_run(runs, run).await?;
             checkpoints::list(objects, &run, output, out).await?;
         }
-        Command::Checkpoints(CheckpointsCommand::Pull { what, dir }) => {
+        StoreCommand::Checkpoints(CheckpointsCommand::Pull { what, dir }) => {
             checkpoints::pull(runs, objects, what, dir, output, out).await?;
         }
     }

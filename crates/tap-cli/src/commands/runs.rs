@@ -7,12 +7,24 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use tap_core::query::Query;
 
+use crate::artifacts::ObjectStore;
 use crate::cli::{Output, RunsCommand};
-use crate::commands::{find_run, json, series, trainings};
-use crate::store::RunStore;
+use crate::commands::{Backends, find_run, json, series, trainings};
+use crate::store::{LogStore, RunStore};
 use crate::{plot, render};
 
-pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn run<R, P, L, O>(
+    b: &Backends<'_, R, P, L, O>,
+    cmd: &RunsCommand,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()>
+where
+    R: RunStore,
+    L: LogStore,
+    O: ObjectStore,
+{
+    let runs = b.runs;
     match cmd {
         RunsCommand::List { experiment, group, status, tags, conditions, sort, limit, columns } => {
             let mut list = trainings(runs, experiment.as_deref()).await?;
@@ -59,7 +71,10 @@ pub async fn run<R: RunStore>(runs: &R, cmd: &RunsCommand, output: Output, out: 
                 .await?;
             said(out, output, &stored, format!("untagged {}: {}", stored.run_id, tag_list(&stored)))?;
         }
-        RunsCommand::Delete { .. } => unreachable!("tap runs delete needs every store; commands::gc runs it"),
+        // Deleting a run takes its logs and stored objects with it.
+        RunsCommand::Delete { runs: wanted, dry_run } => {
+            crate::commands::gc::delete_runs(runs, b.logs, b.objects, wanted, *dry_run, output, out).await?;
+        }
         RunsCommand::Diff { a, b } => {
             let (ra, rb) = (find_run(runs, a).await?, find_run(runs, b).await?);
             let differences = tap_core::diff::diff(&ra, &rb);
