@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use tap_core::command_env as env;
 
 pub use tap_core::fleet::{HEARTBEAT_STALE_S, NodeInfo};
 
@@ -115,15 +116,16 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     tap.extend(spec.command.iter().cloned());
     let inner: Vec<String> = tap.iter().map(|a| node_arg(a)).collect();
     let mut s = String::from("set -eu\n");
-    for (k, v) in [
-        ("MASTER_ADDR", master.to_owned()),
-        ("MASTER_PORT", spec.master_port.to_string()),
-        ("NNODES", spec.nodes.to_string()),
-        ("NODE_RANK", rank.to_string()),
-        ("TAP_RUN_GROUP", spec.group.clone()),
-        ("RDZV_ID", spec.group.clone()),
-        ("TAP_JOB_ATTEMPT", spec.attempt.to_string()),
-    ] {
+    let values = [
+        master.to_owned(),
+        spec.master_port.to_string(),
+        spec.nodes.to_string(),
+        rank.to_string(),
+        spec.group.clone(),
+        spec.group.clone(),
+        spec.attempt.to_string(),
+    ];
+    for (k, v) in env::NODE.iter().zip(values) {
         let _ = writeln!(s, "export {k}={}", shell_quote(&v));
     }
     let mut passed = String::new();
@@ -133,10 +135,10 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
     }
     // A login shell of the job's user (its PATH, its Python), with the stack's tap config that
     // the node's user_data wrote.
+    let node: String = env::NODE.iter().map(|k| format!(" {k}=\"${k}\"")).collect();
     let _ = write!(
         s,
-        "exec runuser -u {} -- env TAP_CONFIG={NODE_TAP_CONFIG} MASTER_ADDR=\"$MASTER_ADDR\" MASTER_PORT=\"$MASTER_PORT\" \
-         NNODES=\"$NNODES\" NODE_RANK=\"$NODE_RANK\" TAP_RUN_GROUP=\"$TAP_RUN_GROUP\" RDZV_ID=\"$RDZV_ID\" TAP_JOB_ATTEMPT=\"$TAP_JOB_ATTEMPT\"{passed} bash -lc {}",
+        "exec runuser -u {} -- env TAP_CONFIG={NODE_TAP_CONFIG}{node}{passed} bash -lc {}",
         shell_quote(&spec.run_as),
         shell_quote(&inner.join(" "))
     );
@@ -144,7 +146,7 @@ pub fn script(spec: &LaunchSpec, master: &str, rank: usize) -> String {
 }
 
 /// The rendezvous variables, expanded on the node where an argument names them.
-pub const NODE_VARS: [&str; 6] = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "TAP_RUN_GROUP", "RDZV_ID"];
+pub const NODE_VARS: [&str; 6] = env::RENDEZVOUS;
 
 /// Quotes one argument of the user's command for the node's shell: literally, except that
 /// `$NNODES`, `${NODE_RANK}`, … (the [`NODE_VARS`]) are expanded there. Nothing else is.

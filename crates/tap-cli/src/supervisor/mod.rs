@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tap_core::command_env as env;
 use tap_core::commit;
 use tap_core::manifest::Manifest;
 use tap_core::notice::{Registration, RuntimeDir};
@@ -105,12 +106,8 @@ pub struct Outcome {
 /// command's own status would say something the store does not.
 pub const EXIT_UNRECORDED: u8 = 74;
 
-/// `TAP_HP_LEARNING_RATE` for `learning_rate`.
-pub fn hparam_env_name(name: &str) -> String {
-    let upper: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-    format!("TAP_HP_{upper}")
-}
+/// `TAP_HP_LEARNING_RATE` for `learning_rate` (the shared definition: `tap_core::command_env`).
+pub use tap_core::command_env::hparam_variable as hparam_env_name;
 
 /// Names that share one `TAP_HP_` variable (`a.b`, `a_b` and `A_B` are all `TAP_HP_A_B`):
 /// each group with more than one name, sorted, so the last is the one whose value the
@@ -808,15 +805,15 @@ fn command(
 ) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .env("TAP_EXPERIMENT", &opts.experiment)
-        .env("TAP_RUN_ID", run_id)
-        .env("TAP_CHECKPOINT_DIR", &dirs.checkpoint)
-        .env("TAP_METRICS_FILE", &dirs.metrics)
-        .env("TAP_HPARAMS_FILE", &dirs.hparams)
-        .env("TAP_INTERRUPT_SIGNAL", opts.interrupt_signal.as_str())
-        .env("TAP_CHECKPOINT_DEADLINE_S", opts.checkpoint_deadline.as_secs().to_string())
-        .env("TAP_NOTICE_INFO", &dirs.notice_info)
-        .env("TAP_CHECKPOINT_ACK", &dirs.ack)
+        .env(env::EXPERIMENT, &opts.experiment)
+        .env(env::RUN_ID, run_id)
+        .env(env::CHECKPOINT_DIR, &dirs.checkpoint)
+        .env(env::METRICS_FILE, &dirs.metrics)
+        .env(env::HPARAMS_FILE, &dirs.hparams)
+        .env(env::INTERRUPT_SIGNAL, opts.interrupt_signal.as_str())
+        .env(env::CHECKPOINT_DEADLINE_S, opts.checkpoint_deadline.as_secs().to_string())
+        .env(env::NOTICE_INFO, &dirs.notice_info)
+        .env(env::CHECKPOINT_ACK, &dirs.ack)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -827,9 +824,9 @@ fn command(
         cmd.env(hparam_env_name(name), value);
     }
     if let Some(m) = resumed {
-        cmd.env("TAP_RESTORED_CHECKPOINT", &m.checkpoint_id).env("TAP_RESUMED_FROM", &m.run_id);
+        cmd.env(env::RESTORED_CHECKPOINT, &m.checkpoint_id).env(env::RESUMED_FROM, &m.run_id);
         if let Some(step) = m.step {
-            cmd.env("TAP_RESTORED_STEP", step.to_string());
+            cmd.env(env::RESTORED_STEP, step.to_string());
         }
     }
     cmd
@@ -1059,7 +1056,7 @@ async fn tidy_scratch(work: &Path, dirs: &WorkDir) {
 /// `TAP_JOB_ATTEMPT` says which attempt this node belongs to) how the run is doing. A job
 /// without a record is fine; a store error is reported, never fatal to the run.
 async fn tell_job<R: RunStore>(store: &R, run: &Run) {
-    let attempt = std::env::var("TAP_JOB_ATTEMPT").ok().and_then(|a| a.parse::<u32>().ok());
+    let attempt = std::env::var(env::JOB_ATTEMPT).ok().and_then(|a| a.parse::<u32>().ok());
     let (Some(group), Some(attempt)) = (&run.group, attempt) else { return };
     let node = run.clone();
     match store

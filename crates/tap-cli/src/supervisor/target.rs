@@ -38,9 +38,9 @@ pub struct JobRank {
 
 impl JobRank {
     pub fn from_env() -> Option<JobRank> {
-        let group = std::env::var("TAP_RUN_GROUP").ok().filter(|g| runs::valid_id(g))?;
-        let attempt = std::env::var("TAP_JOB_ATTEMPT").ok()?.parse().ok()?;
-        let rank = std::env::var("NODE_RANK").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+        let group = std::env::var(tap_core::command_env::RUN_GROUP).ok().filter(|g| runs::valid_id(g))?;
+        let attempt = std::env::var(tap_core::command_env::JOB_ATTEMPT).ok()?.parse().ok()?;
+        let rank = std::env::var(tap_core::command_env::NODE_RANK).ok().and_then(|r| r.parse().ok()).unwrap_or(0);
         Some(JobRank { group, attempt, rank })
     }
 }
