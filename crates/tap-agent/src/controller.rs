@@ -487,7 +487,7 @@ impl Controller {
                 status: tap_core::runs::observed_status(&r, now, |_| Liveness::Unknown),
                 exit_code: r.exit_code,
                 signal: r.signal,
-                interruption: r.interruption.as_ref().map(|i| (i.kind.clone(), i.reason.clone())),
+                interruption: r.interruption.as_ref().map(|i| (i.kind, i.reason.clone())),
             });
             let command = match &n.command_id {
                 Some(c) => match self.fleet.invocation_status(c, &n.instance_id).await {

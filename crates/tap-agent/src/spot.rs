@@ -1,6 +1,6 @@
 //! The spot interruption watcher: polls IMDSv2 (the SDK's client: session token fetched and
 //! refreshed for us) for `spot/instance-action` and the rebalance recommendation. On a notice
-//! it tells the runs on the node (`health::policy::notify_runs`: notice file, then SIGUSR1),
+//! it tells the runs on the node (`notify::notify_runs`: notice file, then SIGUSR1),
 //! marks the node as taking no new work, and reports it to the daemon for the metric.
 //!
 //! The IMDS paths answer 404 until there is something to say. Malformed JSON at the
@@ -13,7 +13,7 @@ use aws_config::imds;
 use tap_core::notice::{self, Notice, NoticeKind, RuntimeDir};
 use tokio::sync::mpsc;
 
-use crate::health::policy::notify_runs;
+use crate::notify::notify_runs;
 
 pub const INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
 pub const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         let SpotEvent::Interruption(notice) = &events[0] else { panic!("{events:?}") };
         assert_eq!(notice.deadline_ms, at / 1000 * 1000, "a sane time is trusted (to the second)");
-        assert_eq!(w.runtime.read_notice(), Ok(Some(notice.clone())), "the notice file is written");
+        assert_eq!(w.runtime.read_notice().expect("readable"), Some(notice.clone()), "the notice file is written");
         assert!(w.runtime.draining().is_some(), "the node takes no new work");
         assert!(w.runtime.rebalance_path().exists());
         assert!(w.poll_once(&mut n, &mut r).await.is_empty(), "reported once");

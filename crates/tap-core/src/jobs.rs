@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::NodeInfo;
+use crate::notice::NoticeKind;
 use crate::runs::{RunStatus, valid_id};
 
 /// The most nodes a job may ask for: the stack's `target_capacity` validation
@@ -700,7 +701,7 @@ pub struct RankRun {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     /// The interruption's kind (`spot-interruption`, `gpu-fatal`, `signal`) and reason.
-    pub interruption: Option<(String, String)>,
+    pub interruption: Option<(NoticeKind, String)>,
 }
 
 /// Everything the controller observed about one rank of the running attempt.
@@ -740,8 +741,8 @@ fn rank_end(r: &RankView, now_ms: i64) -> Option<AttemptEnd> {
         return match run.status {
             RunStatus::Succeeded => None,
             RunStatus::Interrupted => Some(match &run.interruption {
-                Some((kind, _)) if kind == "spot-interruption" => AttemptEnd::SpotReclaim { rank, instance_id },
-                Some((kind, reason)) if kind == "gpu-fatal" => {
+                Some((NoticeKind::SpotInterruption, _)) => AttemptEnd::SpotReclaim { rank, instance_id },
+                Some((NoticeKind::GpuFatal, reason)) => {
                     AttemptEnd::GpuFault { rank, instance_id, detail: reason.clone() }
                 }
                 Some((kind, reason)) => {
@@ -1331,12 +1332,12 @@ mod tests {
             .collect()
     }
 
-    fn ended(r: &mut RankView, status: RunStatus, code: Option<i32>, interruption: Option<(&str, &str)>) {
+    fn ended(r: &mut RankView, status: RunStatus, code: Option<i32>, interruption: Option<(NoticeKind, &str)>) {
         r.run = Some(RankRun {
             status,
             exit_code: code,
             signal: None,
-            interruption: interruption.map(|(k, v)| (k.to_owned(), v.to_owned())),
+            interruption: interruption.map(|(k, v)| (k, v.to_owned())),
         });
         r.command = Some(if code == Some(0) { CommandState::Success } else { CommandState::Failed });
         r.command_final_since_ms = Some(0);
@@ -1346,7 +1347,12 @@ mod tests {
     fn a_reclaimed_rank_ends_the_attempt_and_the_others_are_cancelled() {
         let mut r = ranks(3);
         assert_eq!(watch(&r, 0), Watch::Wait);
-        ended(&mut r[1], RunStatus::Interrupted, Some(75), Some(("spot-interruption", "EC2 terminates at 12:00")));
+        ended(
+            &mut r[1],
+            RunStatus::Interrupted,
+            Some(75),
+            Some((NoticeKind::SpotInterruption, "EC2 terminates at 12:00")),
+        );
         // The survivor that already crashed in NCCL is not the cause.
         ended(&mut r[2], RunStatus::Failed, Some(1), None);
         assert_eq!(
@@ -1358,7 +1364,7 @@ mod tests {
     #[test]
     fn gpu_faults_errors_lost_nodes_and_timeouts_are_told_apart() {
         let mut r = ranks(2);
-        ended(&mut r[0], RunStatus::Interrupted, Some(75), Some(("gpu-fatal", "XID 79 on GPU-1234")));
+        ended(&mut r[0], RunStatus::Interrupted, Some(75), Some((NoticeKind::GpuFatal, "XID 79 on GPU-1234")));
         assert!(
             matches!(watch(&r, 0), Watch::Ended { end: AttemptEnd::GpuFault { ref detail, .. }, .. } if detail == "XID 79 on GPU-1234")
         );

@@ -28,11 +28,8 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/tap";
 /// EC2 gives a spot instance two minutes between the notice and the interruption.
 pub const SPOT_NOTICE_MS: i64 = 120_000;
 
-/// The runtime directory: `TAP_RUNTIME_DIR`, else [`DEFAULT_RUNTIME_DIR`].
-pub fn runtime_dir() -> PathBuf {
-    std::env::var_os("TAP_RUNTIME_DIR").filter(|v| !v.is_empty()).map_or_else(|| DEFAULT_RUNTIME_DIR.into(), Into::into)
-}
-
+/// Why a run is told to stop: the kind of a notice tap-agent writes, and in a run's record
+/// ([`crate::runs::Interruption::kind`]) also how the notice reached `tap run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoticeKind {
@@ -40,6 +37,13 @@ pub enum NoticeKind {
     SpotInterruption,
     /// tap-agent found a fatal GPU fault and takes the node out of service.
     GpuFatal,
+    /// A run's record only: SIGUSR1 reached `tap run` and there was no notice file to read.
+    Signal,
+    /// A run's record only: the notice file was there but could not be read.
+    NoticeFile,
+    /// A run's record only: a kind this version of tap does not know (a newer one wrote it).
+    #[serde(other)]
+    Other,
 }
 
 impl NoticeKind {
@@ -47,8 +51,44 @@ impl NoticeKind {
         match self {
             NoticeKind::SpotInterruption => "spot-interruption",
             NoticeKind::GpuFatal => "gpu-fatal",
+            NoticeKind::Signal => "signal",
+            NoticeKind::NoticeFile => "notice-file",
+            NoticeKind::Other => "other",
         }
     }
+
+    /// Whether tap-agent writes notices of this kind (the others only describe a run).
+    pub fn is_written_by_the_agent(self) -> bool {
+        matches!(self, NoticeKind::SpotInterruption | NoticeKind::GpuFatal)
+    }
+}
+
+impl std::fmt::Display for NoticeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is wrong with a notice.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    #[error("not a tap notice")]
+    Malformed(#[source] serde_json::Error),
+    #[error("its kind, {0}, is not one tap-agent writes")]
+    Kind(NoticeKind),
+    #[error("deadline {deadline_ms} is before detection {detected_ms}")]
+    DeadlineBeforeDetection { deadline_ms: i64, detected_ms: i64 },
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+}
+
+/// A notice file that is there but is not a notice, with its path.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", path.display())]
+pub struct NoticeFileError {
+    pub path: PathBuf,
+    #[source]
+    pub problem: NoticeError,
 }
 
 /// "This node is going away": what `tap run` needs to checkpoint in time.
@@ -69,22 +109,23 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// Parses a notice file; the error names what is wrong.
-    pub fn parse(bytes: &[u8]) -> Result<Notice, String> {
-        let n: Notice = serde_json::from_slice(bytes).map_err(|e| format!("not a tap notice: {e}"))?;
+    /// Parses a notice file; the error says what is wrong.
+    pub fn parse(bytes: &[u8]) -> Result<Notice, NoticeError> {
+        let n: Notice = serde_json::from_slice(bytes).map_err(NoticeError::Malformed)?;
+        if !n.kind.is_written_by_the_agent() {
+            return Err(NoticeError::Kind(n.kind));
+        }
         if n.deadline_ms < n.detected_ms {
-            return Err(format!("deadline {} is before detection {}", n.deadline_ms, n.detected_ms));
+            return Err(NoticeError::DeadlineBeforeDetection {
+                deadline_ms: n.deadline_ms,
+                detected_ms: n.detected_ms,
+            });
         }
         Ok(n)
     }
 
     pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
         Ok(serde_json::to_vec_pretty(self)?)
-    }
-
-    /// Milliseconds left until the deadline at `now_ms` (0 when past).
-    pub fn remaining_ms(&self, now_ms: i64) -> u64 {
-        (self.deadline_ms - now_ms).max(0) as u64
     }
 }
 
@@ -188,7 +229,7 @@ impl RuntimeDir {
     }
 
     /// The notice, if one was written. A file that is not a notice is an error naming it.
-    pub fn read_notice(&self) -> Result<Option<Notice>, String> {
+    pub fn read_notice(&self) -> Result<Option<Notice>, NoticeFileError> {
         read_notice_file(&self.notice_path())
     }
 
@@ -209,13 +250,26 @@ impl RuntimeDir {
         std::fs::read(self.drain_path()).ok().map(|b| String::from_utf8_lossy(&b).trim().to_owned())
     }
 
+    /// Where the run of process `pid` registers.
+    fn registration_path(&self, pid: u32) -> PathBuf {
+        self.runs_dir().join(format!("{pid}.json"))
+    }
+
     /// Registers a running `tap run`; returns the file to remove at exit.
     pub fn register(&self, r: &Registration) -> std::io::Result<PathBuf> {
-        let dir = self.runs_dir();
-        self.ensure(&dir)?;
-        let path = dir.join(format!("{}.json", r.pid));
+        self.ensure(&self.runs_dir())?;
+        let path = self.registration_path(r.pid);
         write_atomic(&path, &serde_json::to_vec(r)?)?;
         Ok(path)
+    }
+
+    /// Removes the registration of a run that ended without removing it (it crashed); its pid
+    /// may belong to another process now.
+    pub fn forget(&self, r: &Registration) -> std::io::Result<()> {
+        match std::fs::remove_file(self.registration_path(r.pid)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The registered runs (unreadable or foreign files are skipped).
@@ -233,12 +287,16 @@ impl RuntimeDir {
 }
 
 /// Reads a notice file: `Ok(None)` while there is none.
-pub fn read_notice_file(path: &Path) -> Result<Option<Notice>, String> {
-    match std::fs::read(path) {
-        Ok(b) => Notice::parse(&b).map(Some).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+pub fn read_notice_file(path: &Path) -> Result<Option<Notice>, NoticeFileError> {
+    let problem = match std::fs::read(path) {
+        Ok(b) => match Notice::parse(&b) {
+            Ok(n) => return Ok(Some(n)),
+            Err(problem) => problem,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => NoticeError::Read(e),
+    };
+    Err(NoticeFileError { path: path.to_owned(), problem })
 }
 
 /// The deadline of a spot notice on this node's clock. EC2 says when (`time`, its clock);
@@ -285,13 +343,19 @@ mod tests {
     fn first_notice_wins_and_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = RuntimeDir::new(dir.path().join("tap"));
-        assert_eq!(rt.read_notice(), Ok(None));
+        assert!(rt.read_notice().expect("none yet").is_none());
         assert!(rt.write_notice(&notice(121_000)).expect("write"));
         assert!(!rt.write_notice(&notice(500_000)).expect("second"), "the first notice stays");
-        assert_eq!(rt.read_notice(), Ok(Some(notice(121_000))));
+        assert_eq!(rt.read_notice().expect("readable"), Some(notice(121_000)));
         std::fs::write(rt.notice_path(), b"{\"kind\": \"meteor\"}").expect("corrupt");
-        let e = rt.read_notice().expect_err("corrupt");
+        let e = crate::text::chain(&rt.read_notice().expect_err("corrupt")).to_string();
         assert!(e.contains("notice.json: not a tap notice"), "{e}");
+        // A kind that only describes a run is not a notice.
+        let mut signal = serde_json::to_value(notice(1_000)).expect("json");
+        signal["kind"] = "signal".into();
+        std::fs::write(rt.notice_path(), signal.to_string()).expect("write");
+        let e = rt.read_notice().expect_err("not the agent's kind");
+        assert!(matches!(e.problem, NoticeError::Kind(NoticeKind::Signal)), "{e:?}");
     }
 
     #[test]
@@ -305,10 +369,12 @@ mod tests {
         assert_eq!(mode & 0o7777, 0o1777);
         let r = Registration { pid: 42, run_id: "r1".into(), experiment: "e".into(), started_ms: 5, start_ticks: None };
         let path = rt.register(&r).expect("register");
+        assert!(path.is_file());
         std::fs::write(rt.runs_dir().join("junk.json"), b"][").expect("junk");
-        assert_eq!(rt.registered(), vec![r]);
-        std::fs::remove_file(path).expect("unregister");
-        assert!(rt.registered().is_empty());
+        assert_eq!(rt.registered(), vec![r.clone()]);
+        rt.forget(&r).expect("forget");
+        assert!(rt.registered().is_empty() && !path.exists());
+        rt.forget(&r).expect("forgetting twice is fine");
         rt.set_drain("GPU-1 XID 79").expect("drain");
         assert_eq!(rt.draining().as_deref(), Some("GPU-1 XID 79"));
     }

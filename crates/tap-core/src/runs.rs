@@ -777,8 +777,9 @@ pub fn series(points: Vec<MetricPoint>) -> Vec<MetricPoint> {
 /// An interruption notice as a run received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interruption {
-    /// `spot-interruption`, `gpu-fatal`, or `signal` (SIGUSR1 from someone else).
-    pub kind: String,
+    /// `spot-interruption`, `gpu-fatal` (a notice tap-agent wrote), `signal` (SIGUSR1 with
+    /// no notice file) or `notice-file` (one tap could not read).
+    pub kind: crate::notice::NoticeKind,
     pub reason: String,
     /// When the run got it (epoch ms).
     pub noticed_ms: i64,
@@ -1252,7 +1253,7 @@ mod tests {
         r.exit_code = None;
         r.restored = None;
         r.interruption = Some(Interruption {
-            kind: "spot-interruption".into(),
+            kind: crate::notice::NoticeKind::SpotInterruption,
             reason: "reclaim".into(),
             noticed_ms: 5,
             deadline_ms: None,
@@ -1277,6 +1278,8 @@ mod tests {
         );
         assert_eq!((all[0].started_ms, all[1].started_ms), (1_000, 9_000));
         assert_eq!(all[0].interruption.as_ref().map(|i| i.kind.as_str()), Some("spot-interruption"));
+        let json = serde_json::to_value(&all[0]).expect("json");
+        assert_eq!(json["interruption"]["kind"], "spot-interruption", "stored as before");
         let back: Run = decode_run(&serde_json::to_string(&r).expect("json")).expect("reads");
         assert_eq!(back, r);
     }

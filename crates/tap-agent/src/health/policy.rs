@@ -1,36 +1,12 @@
-//! What the agent does when the node must stop: tell the `tap run`s on it (the notice
-//! protocol of `tap_core::notice`), take no new work, and — on a fatal GPU finding with
+//! What the agent does when the node must stop: tell the `tap run`s on it
+//! ([`crate::notify::notify_runs`]), take no new work, and — on a fatal GPU finding with
 //! `on_fatal = "replace"` — power the node off once the runs are done or the deadline passed,
 //! so the fleet (type `maintain`, shutdown behaviour `terminate`) replaces it.
 
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tap_core::agent_config::OnFatal;
 use tap_core::notice::{Notice, NoticeKind, RuntimeDir};
-
-/// Writes the notice (the first one stays) and sends SIGUSR1 to every live registered run.
-/// Returns the pids signalled.
-pub fn notify_runs(runtime: &RuntimeDir, notice: &Notice) -> std::io::Result<Vec<u32>> {
-    runtime.write_notice(notice)?;
-    let mut signalled = Vec::new();
-    for r in runtime.registered() {
-        if !r.alive() {
-            // A run that crashed without unregistering; its pid may belong to someone else now.
-            let _ = std::fs::remove_file(runtime.runs_dir().join(format!("{}.json", r.pid)));
-            continue;
-        }
-        match i32::try_from(r.pid).map(|p| kill(Pid::from_raw(p), Signal::SIGUSR1)) {
-            Ok(Ok(())) => signalled.push(r.pid),
-            Ok(Err(e)) => {
-                tracing::warn!(pid = r.pid, run = %r.run_id, error = %e, "cannot signal a run; it polls the notice file")
-            }
-            Err(_) => {}
-        }
-    }
-    Ok(signalled)
-}
 
 /// The policy on a fatal finding.
 #[derive(Debug, Clone)]
@@ -78,7 +54,7 @@ impl Policy {
             deadline_ms: now_ms + self.drain_deadline.as_millis() as i64,
             instance_id: Some(self.instance_id.clone()),
         };
-        let signalled = notify_runs(&self.runtime, &notice)?;
+        let signalled = crate::notify::notify_runs(&self.runtime, &notice)?;
         tracing::error!(reason, signalled = ?signalled, deadline_s = self.drain_deadline.as_secs(), action = self.on_fatal.as_str(),
             "fatal GPU finding: node takes no new work; runs asked to checkpoint and stop");
         let until = tokio::time::Instant::now() + self.drain_deadline;
@@ -166,7 +142,7 @@ mod tests {
         let p = policy(&dir.path().join("run"), OnFatal::DryRun, &marker);
         let out = p.take_out_of_service("XID 79", 0, Duration::from_millis(10)).await.expect("policy");
         assert!(!out.powered_off && !marker.exists());
-        assert!(p.runtime.draining().is_none() && p.runtime.read_notice() == Ok(None));
+        assert!(p.runtime.draining().is_none() && p.runtime.read_notice().expect("readable").is_none());
     }
 
     #[tokio::test]
@@ -194,29 +170,5 @@ mod tests {
         assert_eq!(out.signalled, vec![pid]);
         assert_eq!((out.runs_left, out.powered_off), (1, false), "deadline passed, drain never powers off");
         assert!(!marker.exists());
-    }
-
-    #[test]
-    fn stale_registrations_are_removed_not_signalled() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rt = RuntimeDir::new(dir.path());
-        let stale = Registration {
-            pid: u32::MAX - 1,
-            run_id: "gone".into(),
-            experiment: "e".into(),
-            started_ms: 0,
-            start_ticks: Some(1),
-        };
-        rt.register(&stale).expect("register");
-        let n = Notice {
-            kind: NoticeKind::SpotInterruption,
-            action: "terminate".into(),
-            reason: "test".into(),
-            detected_ms: 0,
-            deadline_ms: 1,
-            instance_id: None,
-        };
-        assert_eq!(notify_runs(&rt, &n).expect("notify"), Vec::<u32>::new());
-        assert!(rt.registered().is_empty());
     }
 }

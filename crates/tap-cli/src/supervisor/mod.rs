@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use tap_core::command_env as env;
 use tap_core::commit;
 use tap_core::manifest::Manifest;
-use tap_core::notice::{Registration, RuntimeDir};
+use tap_core::notice::{NoticeKind, Registration, RuntimeDir};
 use tap_core::runs::{HparamUse, Interruption, MetricsLine, Run, RunStatus, new_run_id, parse_metrics_line};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::process::Command;
@@ -1078,18 +1078,19 @@ fn notice(pid: Option<Pid>, opts: &RunOptions, file: Option<&Path>, info: &Path)
     let n = file.map(tap_core::notice::read_notice_file);
     let i = match n {
         Some(Ok(Some(n))) => Interruption {
-            kind: n.kind.as_str().to_owned(),
+            kind: n.kind,
             reason: n.reason,
             noticed_ms: now,
             deadline_ms: Some(n.deadline_ms),
             verdict: None,
         },
         Some(Err(e)) => {
+            let e = tap_core::text::chain(&e).to_string();
             crate::say!("tap: the notice file is unreadable ({e}); acting on it anyway");
-            Interruption { kind: "notice-file".into(), reason: e, noticed_ms: now, deadline_ms: None, verdict: None }
+            Interruption { kind: NoticeKind::NoticeFile, reason: e, noticed_ms: now, deadline_ms: None, verdict: None }
         }
         Some(Ok(None)) | None => Interruption {
-            kind: "signal".into(),
+            kind: NoticeKind::Signal,
             reason: "SIGUSR1 to tap run".into(),
             noticed_ms: now,
             deadline_ms: None,
