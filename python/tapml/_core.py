@@ -598,8 +598,6 @@ class _Notice:
     def __init__(self) -> None:
         self.at: Optional[float] = None  # time.monotonic() of the notice
         self.installed: Optional[Callable[..., Any]] = None
-        self.previous: Any = None
-        self.signum: Optional[int] = None
         self.warned = False
 
 
@@ -640,7 +638,7 @@ def _install() -> None:
             previous(sig, frame)
 
     signal.signal(signum, on_notice)
-    _notice.installed, _notice.previous, _notice.signum = on_notice, previous, signum
+    _notice.installed = on_notice
 
 
 def _notice_info() -> Optional[dict]:

@@ -504,16 +504,10 @@ impl Controller {
                 Some(c) if c.is_final() => Some(*h.final_since.entry(key).or_insert(now)),
                 _ => None,
             };
+            // The fitness rule's reasons that lose a rank (tap_core::fleet::Unfit).
             let node_gone = match fleet.nodes.iter().find(|x| x.instance_id == n.instance_id) {
                 None => Some("no longer in the fleet".to_owned()),
-                Some(x) if x.state != tap_core::fleet::InstanceState::Running => {
-                    Some(format!("its instance is {}", x.state))
-                }
-                Some(x) if x.unhealthy == Some(true) => Some("a fatal GPU finding stands".to_owned()),
-                Some(x) if x.heartbeat_age_s.is_some_and(|a| a > tap_fleet::launch::HEARTBEAT_STALE_S) => {
-                    Some(format!("last tap-agent heartbeat {} s ago", x.heartbeat_age_s.unwrap_or(0)))
-                }
-                Some(_) => None,
+                Some(x) => x.unfit().filter(|u| u.loses_its_rank()).map(|u| u.to_string()),
             };
             out.push(RankView {
                 rank: n.rank,
@@ -672,7 +666,7 @@ impl Controller {
     }
 }
 
-/// The fit running nodes in the order every node agrees on (oldest first).
+/// The running nodes in the order every node agrees on (oldest first).
 fn seniority(nodes: &[NodeInfo]) -> Vec<String> {
     let mut fit: Vec<&NodeInfo> = nodes.iter().filter(|n| n.state == tap_core::fleet::InstanceState::Running).collect();
     fit.sort_by(|a, b| a.seniority().cmp(&b.seniority()));

@@ -312,9 +312,6 @@ pub struct LaunchArgs {
     /// Do not ask before raising the fleet's target capacity (for scripts).
     #[arg(long, short)]
     pub yes: bool,
-    /// Accepted for scripts written for earlier versions (submitting never follows now).
-    #[arg(long, hide = true)]
-    pub no_follow: bool,
     /// The training command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -82,26 +82,62 @@ pub const UNKNOWN_AZ: &str = "unknown";
 /// Heartbeats older than this mean the agent (or the node) is gone.
 pub const HEARTBEAT_STALE_S: i64 = 300;
 
-impl NodeInfo {
-    /// Why this node cannot take a job, if it cannot.
-    pub fn unfit(&self) -> Option<String> {
-        if self.state != InstanceState::Running {
-            return Some(format!("state {}", self.state));
+/// Why a node cannot take a job: the one fitness rule, used by placement, launch, the fleet's
+/// listing and the controller (which also asks [`Unfit::loses_its_rank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    NotRunning(InstanceState),
+    NoPrivateIp,
+    GpuFatal,
+    Interrupting,
+    NoHeartbeat,
+    /// The last heartbeat is this many seconds old (over [`HEARTBEAT_STALE_S`]).
+    StaleHeartbeat(i64),
+}
+
+impl Unfit {
+    /// Whether a node unfit for this reason has also lost the rank it runs. A node under a
+    /// spot notice still runs its rank until the rank checkpoints and ends (the rank's own
+    /// record says so); a new node has no heartbeat yet and no private IP may be a moment's.
+    pub fn loses_its_rank(self) -> bool {
+        matches!(self, Unfit::NotRunning(_) | Unfit::GpuFatal | Unfit::StaleHeartbeat(_))
+    }
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::NotRunning(state) => write!(f, "state {state}"),
+            Unfit::NoPrivateIp => f.write_str("no private IP"),
+            Unfit::GpuFatal => f.write_str("a fatal GPU finding stands"),
+            Unfit::Interrupting => f.write_str("a spot interruption notice stands"),
+            Unfit::NoHeartbeat => f.write_str("no tap-agent heartbeat"),
+            Unfit::StaleHeartbeat(age) => write!(f, "last tap-agent heartbeat {age} s ago"),
         }
-        if self.private_ip.is_none() {
-            return Some("no private IP".into());
+    }
+}
+
+impl NodeInfo {
+    /// Why this node cannot take a job, if it cannot. The reasons that also lose a rank
+    /// ([`Unfit::loses_its_rank`]) are asked first, so a node that has one says it.
+    pub fn unfit(&self) -> Option<Unfit> {
+        if self.state != InstanceState::Running {
+            return Some(Unfit::NotRunning(self.state));
         }
         if self.unhealthy == Some(true) {
-            return Some("a fatal GPU finding stands".into());
-        }
-        if self.interrupting == Some(true) {
-            return Some("a spot interruption notice stands".into());
+            return Some(Unfit::GpuFatal);
         }
         match self.heartbeat_age_s {
-            None => Some("no tap-agent heartbeat".into()),
-            Some(a) if a > HEARTBEAT_STALE_S => Some(format!("last tap-agent heartbeat {a} s ago")),
-            Some(_) => None,
+            Some(a) if a > HEARTBEAT_STALE_S => return Some(Unfit::StaleHeartbeat(a)),
+            _ => {}
         }
+        if self.private_ip.is_none() {
+            return Some(Unfit::NoPrivateIp);
+        }
+        if self.interrupting == Some(true) {
+            return Some(Unfit::Interrupting);
+        }
+        self.heartbeat_age_s.is_none().then_some(Unfit::NoHeartbeat)
     }
 }
 

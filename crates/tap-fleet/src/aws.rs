@@ -260,7 +260,7 @@ impl Fleet {
                 });
             }
         }
-        nodes.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
+        nodes.sort_by(|a, b| a.seniority().cmp(&b.seniority()));
         Ok(FleetStatus {
             fleet_id: self.fleet_id.clone(),
             state,

@@ -127,7 +127,7 @@ pub fn leader(status: &FleetStatus) -> Option<&NodeInfo> {
         .nodes
         .iter()
         .filter(|n| n.state == tap_core::fleet::InstanceState::Running)
-        .min_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)))
+        .min_by(|a, b| a.seniority().cmp(&b.seniority()))
 }
 
 /// The verdict for the fleet as `me` sees it (`me`: None judges without electing, as

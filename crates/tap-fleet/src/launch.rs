@@ -64,32 +64,6 @@ impl LaunchSpec {
     }
 }
 
-/// Picks `spec.nodes` fit nodes (oldest first: they have proven stable, and the order is the
-/// same on every call) and builds each one's script. Rank 0 is the rendezvous master.
-pub fn plan(all: &[NodeInfo], spec: &LaunchSpec) -> Result<Vec<NodeCommand>, String> {
-    if spec.nodes == 0 {
-        return Err("--nodes must be at least 1".into());
-    }
-    if spec.command.is_empty() {
-        return Err("no command given: tap launch --nodes N -- <command...>".into());
-    }
-    let mut fit: Vec<&NodeInfo> = all.iter().filter(|n| n.unfit().is_none()).collect();
-    if fit.len() < spec.nodes {
-        let why: Vec<String> =
-            all.iter().filter_map(|n| n.unfit().map(|w| format!("{} ({w})", n.instance_id))).collect();
-        return Err(format!(
-            "{} healthy node{} of {} in the fleet, {} asked{}",
-            fit.len(),
-            if fit.len() == 1 { "" } else { "s" },
-            all.len(),
-            spec.nodes,
-            if why.is_empty() { String::new() } else { format!("; not fit: {}", why.join(", ")) }
-        ));
-    }
-    fit.sort_by(|a, b| (a.launch_time_ms, &a.instance_id).cmp(&(b.launch_time_ms, &b.instance_id)));
-    Ok(commands(spec, &fit[..spec.nodes]))
-}
-
 /// Each chosen node's command, in rank order: rank 0 (the first) is the rendezvous master.
 pub fn commands(spec: &LaunchSpec, chosen: &[&NodeInfo]) -> Vec<NodeCommand> {
     let master = chosen.first().and_then(|n| n.private_ip.clone()).unwrap_or_default();
@@ -236,26 +210,12 @@ mod tests {
     }
 
     #[test]
-    fn picks_healthy_nodes_oldest_first_and_rank_0_is_master() {
-        let mut sick = node("i-sick", "10.0.0.9", 0);
-        sick.unhealthy = Some(true);
-        let mut silent = node("i-silent", "10.0.0.8", 0);
-        silent.heartbeat_age_s = Some(900);
-        let all =
-            [node("i-b", "10.0.0.2", 200), sick, node("i-a", "10.0.0.1", 100), silent, node("i-c", "10.0.0.3", 300)];
-        let plan = plan(&all, &spec(2)).expect("plan");
+    fn rank_0_is_the_master_and_every_node_gets_the_rendezvous() {
+        let (a, b) = (node("i-a", "10.0.0.1", 100), node("i-b", "10.0.0.2", 200));
+        let plan = commands(&spec(2), &[&a, &b]);
         assert_eq!(plan.iter().map(|c| (c.instance_id.as_str(), c.rank)).collect::<Vec<_>>(), [("i-a", 0), ("i-b", 1)]);
         assert!(plan[1].script.contains("export MASTER_ADDR=10.0.0.1\n"), "{}", plan[1].script);
         assert!(plan[1].script.contains("export NODE_RANK=1\n") && plan[1].script.contains("export NNODES=2\n"));
-    }
-
-    #[test]
-    fn too_few_healthy_nodes_is_one_clear_error() {
-        let mut sick = node("i-sick", "10.0.0.9", 0);
-        sick.unhealthy = Some(true);
-        let e = plan(&[node("i-a", "10.0.0.1", 0), sick], &spec(2)).expect_err("too few");
-        assert_eq!(e, "1 healthy node of 2 in the fleet, 2 asked; not fit: i-sick (a fatal GPU finding stands)");
-        assert!(plan(&[], &spec(0)).is_err());
     }
 
     /// The script really runs in a shell: the command's arguments arrive intact, the

@@ -83,7 +83,7 @@ fn row(n: &NodeInfo, now_ms: i64) -> String {
         age(n.launch_time_ms, now_ms),
         n.heartbeat_age_s.map_or("-".into(), |a| format!("{a}s ago")),
         gpu,
-        n.unfit().unwrap_or_default()
+        n.unfit().map(|u| u.to_string()).unwrap_or_default()
     )
 }
 

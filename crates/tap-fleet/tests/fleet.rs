@@ -52,9 +52,13 @@ async fn status_scale_and_launch_against_moto() {
         env: Vec::new(),
         tags: Vec::new(),
     };
-    let e = launch::plan(&s.nodes, &spec(2)).expect_err("one healthy node");
-    assert!(e.starts_with("1 healthy node of 2 in the fleet, 2 asked; not fit: i-"), "{e}");
-    let plan = launch::plan(&s.nodes, &spec(1)).expect("plan");
+    // Placement as the controller does it (tap_core::jobs::place), then the nodes' scripts.
+    use tap_core::jobs::{Constraints, Placement, place};
+    let none = std::collections::BTreeSet::new();
+    let Placement::Wait(e) = place(2, &s.nodes, &none, Constraints::default()) else { panic!("one healthy node") };
+    assert!(e.starts_with("needs 2 healthy nodes, fleet has 1"), "{e}");
+    let Placement::Nodes(chosen) = place(1, &s.nodes, &none, Constraints::default()) else { panic!("one node") };
+    let plan = launch::commands(&spec(1), &chosen.iter().collect::<Vec<_>>());
     let sent = fleet.send(&plan, "tap launch g-1", 3600).await.expect("SendCommand");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, first);

@@ -241,25 +241,6 @@ pub async fn hash_path(path: &Path, hashed: Arc<AtomicU64>) -> Result<(PathBuf, 
     }
 }
 
-/// Like [`save`], but does nothing (`None`) when `dir` is empty or holds exactly the files of
-/// `previous`.
-#[allow(clippy::too_many_arguments)]
-pub async fn save_if_changed<S: ObjectStore>(
-    store: &S,
-    experiment: &str,
-    run_id: &str,
-    id: &str,
-    step: Option<u64>,
-    dir: &Path,
-    previous: Option<&Manifest>,
-) -> Result<Option<Manifest>> {
-    let hashed = hash_files(dir).await?;
-    if hashed.files.is_empty() || previous.is_some_and(|p| p.files == hashed.files) {
-        return Ok(None);
-    }
-    upload_hashed(store, Space::Checkpoints, experiment, run_id, id, step, dir, hashed).await.map(Some)
-}
-
 /// The files of a directory with their digests, and the entries left out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hashed {
