@@ -11,7 +11,9 @@ use tap_core::agent_config::AgentConfig;
 
 use crate::cli::RunArgs;
 use crate::gpu::{self, GpuReader, GpuReading, ReaderKind};
-use crate::{cloudwatch, controller, daemon, health, identity, idle, metrics, prometheus, publish, spool, spot};
+use crate::{
+    cloudwatch, controller, daemon, health, identity, idle, metrics, node_fleet, prometheus, publish, spool, spot,
+};
 
 /// A reader for a machine without a usable driver: no GPUs (the agent still publishes its
 /// heartbeat and `GPUsVisible = 0`), and every minute it tries the hardware again, since
@@ -123,13 +125,27 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
         snapshot,
     };
     let node = node(&config, &id, reader.kind(), a.simulate.is_some()).await?;
-    if config.idle.scale_to_zero {
+    // Set when the node goes away (a spot notice, SIGTERM): the job controller hands its
+    // lease over, and the search for the node's fleet stops.
+    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
+    let mut node = node;
+    if let Some(rx) = node.spot.take() {
+        node.spot = Some(tee_spot(rx, leaving_tx.clone()));
+    }
+    // The node's fleet, found once for the idle rule and the job controller alike.
+    let node_fleet = if config.idle.scale_to_zero || config.jobs.controller {
+        let sdk = cloudwatch::sdk_config(&id.region).await;
+        Some(node_fleet::find(sdk, id.instance_id.clone(), config.node.fleet_id.clone(), leaving.clone()))
+    } else {
+        None
+    };
+    if let (true, Some(fleet)) = (config.idle.scale_to_zero, &node_fleet) {
         let i = &config.idle;
         let rule = tap_fleet::idle::IdleRule { minutes: i64::from(i.minutes), below_percent: i.below_percent };
         tracing::info!(
             minutes = i.minutes,
             below_percent = i.below_percent,
-            fleet = i.fleet_id.as_deref(),
+            fleet = config.node.fleet_id.as_deref(),
             "idle rule on: the fleet scales to zero once every GPU of it idled"
         );
         let sdk = cloudwatch::sdk_config(&id.region).await;
@@ -139,21 +155,14 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
             &m.environment,
             rule,
             Duration::from_secs(u64::from(i.check_seconds)),
-            i.fleet_id.clone(),
+            fleet.clone(),
         );
         if let Some(table) = &config.jobs.table {
             watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
         }
         tokio::spawn(watch.run());
     }
-    // Set when the node goes away (a spot notice, SIGTERM): the job controller hands its
-    // lease over.
-    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
-    let mut node = node;
-    if let Some(rx) = node.spot.take() {
-        node.spot = Some(tee_spot(rx, leaving_tx.clone()));
-    }
-    if config.jobs.controller {
+    if let (true, Some(fleet)) = (config.jobs.controller, node_fleet) {
         // Its own app name in every request's User-Agent (CloudTrail; the tests count its
         // requests by it).
         let sdk = cloudwatch::sdk_config(&id.region)
@@ -168,9 +177,7 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
         tracing::info!(table = %table, "job controller on: contending for the fleet's lease");
         let rx = leaving.clone();
         tokio::spawn(async move {
-            // The fleet is found in the background: EC2 being unreachable at boot must not
-            // keep the agent from its telemetry.
-            let Some(fleet_id) = controller::find_fleet(&sdk, &me, j.fleet_id, rx.clone()).await else { return };
+            let Some(fleet_id) = node_fleet::known(fleet).await else { return };
             let watching = rx.clone();
             let make = move || {
                 let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
@@ -243,7 +250,7 @@ async fn node(
         if endpoint.is_none() && identity::imds_disabled() {
             return Ok(None);
         }
-        identity::imds_client(endpoint).map(Some)
+        Ok(Some(identity::imds_client(endpoint)?))
     };
     let h = &config.health;
     if h.enabled {

@@ -714,46 +714,6 @@ impl std::fmt::Display for RoundError {
     }
 }
 
-/// How often the fleet of this node is looked for, while it cannot be found.
-pub const FIND_FLEET_EVERY: Duration = Duration::from_secs(60);
-
-/// The EC2 Fleet whose jobs this node's controller runs: the configured one, or the one this
-/// instance belongs to (retried every [`FIND_FLEET_EVERY`], reported once; None: the node
-/// is leaving).
-pub async fn find_fleet(
-    sdk: &aws_config::SdkConfig,
-    me: &str,
-    configured: Option<String>,
-    mut leaving: watch::Receiver<bool>,
-) -> Option<String> {
-    if let Some(f) = configured {
-        return Some(f);
-    }
-    let mut last = String::new();
-    loop {
-        match Fleet::fleet_of(sdk, me).await {
-            Ok(Some(id)) => {
-                tracing::info!(fleet = %id, "job controller: this node's fleet");
-                return Some(id);
-            }
-            Ok(None) => report(
-                &mut last,
-                &format!(
-                    "job controller: {me} belongs to no active EC2 Fleet (set jobs.fleet_id); looking again every minute"
-                ),
-            ),
-            Err(e) => report(
-                &mut last,
-                &format!("job controller: this node's fleet not found ({}); looking again every minute", chain(&e)),
-            ),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(FIND_FLEET_EVERY) => {}
-            _ = leaving.changed() => return None,
-        }
-    }
-}
-
 /// Runs the controller under supervision: a panic is logged and the controller starts
 /// again after [`RESTART_AFTER`]; the rest of the agent never notices.
 pub async fn supervise(make: impl Fn() -> Controller + Send + 'static, mut leaving: watch::Receiver<bool>) {

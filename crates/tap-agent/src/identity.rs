@@ -1,8 +1,6 @@
 //! Who and where this node is: region and instance id, from configuration, the environment
 //! and IMDSv2 (never from `ec2-metadata`, which Ubuntu lacks).
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use aws_config::imds;
 use tap_core::agent_config::AgentConfig;
@@ -13,31 +11,20 @@ pub struct Identity {
     pub instance_id: String,
 }
 
-/// `AWS_EC2_METADATA_DISABLED=true` turns instance metadata off, as in the AWS SDKs.
-pub fn imds_disabled() -> bool {
-    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-}
+pub use tap_aws::imds::disabled as imds_disabled;
 
 fn env_region() -> Option<String> {
     ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
 }
 
-/// An IMDSv2 client with short timeouts (the endpoint follows
-/// `AWS_EC2_METADATA_SERVICE_ENDPOINT` unless `endpoint` is given).
-pub fn imds_client(endpoint: Option<&str>) -> anyhow::Result<imds::Client> {
-    let mut b = imds::Client::builder()
-        .max_attempts(2)
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(2));
-    if let Some(e) = endpoint {
-        b = b.endpoint(e).map_err(|e| anyhow::anyhow!("instance metadata endpoint: {e}"))?;
-    }
-    Ok(b.build())
+/// The agent's IMDSv2 client (tap_aws::imds, with the patience of something it needs).
+pub fn imds_client(endpoint: Option<&str>) -> Result<imds::Client, tap_aws::imds::ImdsError> {
+    tap_aws::imds::client(endpoint, tap_aws::imds::Patience::NEEDED)
 }
 
 /// The instance type from IMDSv2 (`p3.2xlarge`), `None` when metadata cannot say.
 pub async fn instance_type(client: &imds::Client) -> Option<String> {
-    client.get("/latest/meta-data/instance-type").await.ok().map(|v| v.as_ref().to_owned())
+    tap_aws::imds::require(client, tap_aws::imds::INSTANCE_TYPE).await.ok()
 }
 
 /// The node's Availability Zone from IMDSv2 (`placement/availability-zone`), at `endpoint`
@@ -48,10 +35,10 @@ pub async fn availability_zone(endpoint: Option<&str>) -> Option<String> {
         return None;
     }
     let client = imds_client(endpoint).ok()?;
-    match client.get("/latest/meta-data/placement/availability-zone").await {
-        Ok(v) => Some(v.as_ref().to_owned()),
+    match tap_aws::imds::require(&client, tap_aws::imds::AVAILABILITY_ZONE).await {
+        Ok(zone) => Some(zone),
         Err(e) => {
-            tracing::warn!(error = %e, "the node's Availability Zone is unknown (instance metadata); its network series say \"unknown\"");
+            tracing::warn!(error = %tap_core::text::chain(&e), "the node's Availability Zone is unknown (instance metadata); its network series say \"unknown\"");
             None
         }
     }
@@ -71,12 +58,12 @@ pub async fn resolve_with(
     client: Option<imds::Client>,
     env_region: Option<String>,
 ) -> anyhow::Result<Identity> {
-    let from_imds = async |path: &str| -> Option<Result<String, String>> {
+    let from_imds = async |path: &'static str| -> Option<Result<String, String>> {
         let c = client.as_ref()?;
-        Some(c.get(path).await.map(|v| v.as_ref().to_owned()).map_err(|e| e.to_string()))
+        Some(tap_aws::imds::require(c, path).await.map_err(|e| tap_core::text::chain(&e).to_string()))
     };
 
-    let instance_id = match (from_imds("/latest/meta-data/instance-id").await, &config.aws.instance_id) {
+    let instance_id = match (from_imds(tap_aws::imds::INSTANCE_ID).await, &config.aws.instance_id) {
         (Some(Ok(id)), _) => id,
         (_, Some(id)) => id.clone(),
         (Some(Err(e)), None) => {
@@ -88,7 +75,7 @@ pub async fn resolve_with(
     };
     let region = match config.aws.region.clone().or(env_region) {
         Some(r) => r,
-        None => from_imds("/latest/meta-data/placement/region")
+        None => from_imds(tap_aws::imds::REGION)
             .await
             .context("no region: set aws.region in the config or AWS_REGION")?
             .map_err(|e| anyhow::anyhow!("no region: aws.region is not set and instance metadata failed: {e}"))?,

@@ -16,8 +16,8 @@ pub struct IdleWatch {
     environment: String,
     rule: IdleRule,
     every: Duration,
-    /// The fleet the config names (None: found on the first check).
-    configured: Option<String>,
+    /// The node's fleet as it becomes known (crate::node_fleet).
+    node_fleet: crate::node_fleet::NodeFleet,
     /// Once known.
     fleet: Option<Fleet>,
     /// The managed jobs (the experiment table), when the stack runs them: while one is
@@ -32,7 +32,7 @@ impl IdleWatch {
         environment: &str,
         rule: IdleRule,
         every: Duration,
-        fleet_id: Option<String>,
+        node_fleet: crate::node_fleet::NodeFleet,
     ) -> IdleWatch {
         IdleWatch {
             sdk,
@@ -40,7 +40,7 @@ impl IdleWatch {
             environment: environment.to_owned(),
             rule,
             every,
-            configured: fleet_id,
+            node_fleet,
             fleet: None,
             jobs: None,
         }
@@ -57,12 +57,9 @@ impl IdleWatch {
         let fleet = match self.fleet.take() {
             Some(f) => f,
             None => {
-                let id = match &self.configured {
-                    Some(id) => id.clone(),
-                    None => Fleet::fleet_of(&self.sdk, &self.instance_id).await?.ok_or_else(|| {
-                        anyhow::anyhow!("{} belongs to no active EC2 Fleet (set idle.fleet_id)", self.instance_id)
-                    })?,
-                };
+                let id = crate::node_fleet::now(&self.node_fleet).ok_or_else(|| {
+                    anyhow::anyhow!("the fleet of {} is not known yet (set node.fleet_id)", self.instance_id)
+                })?;
                 Fleet::connect(&self.sdk, &id, &self.environment, "")
             }
         };

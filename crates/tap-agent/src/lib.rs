@@ -13,6 +13,7 @@ pub mod idle;
 pub mod install;
 pub mod metrics;
 pub mod net;
+pub mod node_fleet;
 pub mod notify;
 pub mod prometheus;
 pub mod publish;

@@ -15,8 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::notify::notify_runs;
 
-pub const INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
-pub const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
+pub use tap_aws::imds::{REBALANCE, SPOT_INSTANCE_ACTION as INSTANCE_ACTION};
 
 /// What the watcher saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,16 +24,31 @@ pub enum SpotEvent {
     Rebalance { notice_time_ms: Option<i64> },
 }
 
+/// What is wrong with a `spot/instance-action` body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceActionError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no \"action\"")]
+    NoAction,
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    #[error("no \"time\"")]
+    NoTime,
+    #[error("unreadable time {0:?}")]
+    UnreadableTime(String),
+}
+
 /// `{"action": "terminate", "time": "2026-11-27T03:14:00Z"}` → (action, time); `Err` says
 /// what is wrong with it.
-pub fn parse_instance_action(body: &str) -> Result<(String, Option<i64>), String> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
-    let action = v.get("action").and_then(|a| a.as_str()).ok_or("no \"action\"")?;
+pub fn parse_instance_action(body: &str) -> Result<(String, Option<i64>), InstanceActionError> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| InstanceActionError::NotJson(e.to_string()))?;
+    let action = v.get("action").and_then(|a| a.as_str()).ok_or(InstanceActionError::NoAction)?;
     if !matches!(action, "terminate" | "stop" | "hibernate") {
-        return Err(format!("unknown action {action:?}"));
+        return Err(InstanceActionError::UnknownAction(action.to_owned()));
     }
-    let time = v.get("time").and_then(|t| t.as_str()).ok_or("no \"time\"")?;
-    let at = tap_core::time::parse_rfc3339(time).ok_or_else(|| format!("unreadable time {time:?}"))?;
+    let time = v.get("time").and_then(|t| t.as_str()).ok_or(InstanceActionError::NoTime)?;
+    let at = tap_core::time::parse_rfc3339(time).ok_or_else(|| InstanceActionError::UnreadableTime(time.to_owned()))?;
     Ok((action.to_owned(), Some(at)))
 }
 
@@ -44,14 +58,7 @@ pub fn parse_rebalance(body: &str) -> Option<i64> {
     tap_core::time::parse_rfc3339(v.get("noticeTime")?.as_str()?)
 }
 
-/// GET `path`: `Ok(None)` on 404 (nothing to say), the body on 200.
-async fn get(client: &imds::Client, path: &str) -> Result<Option<String>, String> {
-    match client.get(path).await {
-        Ok(v) => Ok(Some(v.as_ref().to_owned())),
-        Err(imds::client::error::ImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
+use tap_aws::imds::get;
 
 pub struct Watcher {
     pub client: imds::Client,
@@ -106,7 +113,9 @@ impl Watcher {
                     out.push(SpotEvent::Interruption(n));
                 }
                 Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "instance metadata: spot/instance-action"),
+                Err(e) => {
+                    tracing::debug!(error = %tap_core::text::chain(&e), "instance metadata: spot/instance-action")
+                }
             }
         }
         if !*seen_rebalance {
@@ -121,7 +130,7 @@ impl Watcher {
                     out.push(SpotEvent::Rebalance { notice_time_ms: t });
                 }
                 Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "instance metadata: rebalance"),
+                Err(e) => tracing::debug!(error = %tap_core::text::chain(&e), "instance metadata: rebalance"),
             }
         }
         out
@@ -166,7 +175,7 @@ mod tests {
             ("{\"action\": \"terminate\", \"time\": \"soon\"}", "unreadable time"),
             ("[1,2,3]", "no \"action\""),
         ] {
-            let e = parse_instance_action(body).expect_err(body);
+            let e = parse_instance_action(body).expect_err(body).to_string();
             assert!(e.contains(why), "{body}: {e}");
         }
         assert_eq!(parse_rebalance(r#"{"noticeTime": "2017-09-18T08:22:00Z"}"#), Some(1_505_722_920_000));

@@ -5,6 +5,8 @@
 //! (`tap: error: S3 PutObject ckpt/x: dispatch failure: io error: …`) and callers can still
 //! decide on the code or the kind.
 
+pub mod imds;
+
 use std::error::Error;
 use std::fmt;
 

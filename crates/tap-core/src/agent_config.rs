@@ -198,13 +198,20 @@ impl Default for SpotSection {
 pub struct NodeSection {
     /// Where the agent and `tap run` meet: notice.json, drain, runs/ (see tap_core::notice).
     pub runtime_dir: std::path::PathBuf,
+    /// The EC2 Fleet this node belongs to, for the idle rule and the job controller alike.
+    /// Absent: found once at start (the instance's `aws:ec2:fleet-id` tag, else the active
+    /// fleet that lists it).
+    pub fleet_id: Option<String>,
 }
 
 impl Default for NodeSection {
     fn default() -> Self {
-        NodeSection { runtime_dir: crate::notice::DEFAULT_RUNTIME_DIR.into() }
+        NodeSection { runtime_dir: crate::notice::DEFAULT_RUNTIME_DIR.into(), fleet_id: None }
     }
 }
+
+/// Where a fleet id set under `[idle]` or `[jobs]` (before there was one key) now goes.
+const FLEET_ID_MOVED: &str = "moved to [node] fleet_id, the one key for this node's fleet";
 
 /// Opt-in cost control: when every GPU of the fleet has idled for `minutes`, the fleet's
 /// oldest reporting node sets its target capacity to zero (ModifyFleet). The rule is
@@ -219,8 +226,8 @@ pub struct IdleSection {
     pub below_percent: f64,
     /// How often the rule is checked.
     pub check_seconds: u32,
-    /// The EC2 Fleet. Absent: the one this instance belongs to (its `aws:ec2:fleet-id` tag,
-    /// else the active fleet that lists it).
+    /// Refused: [`NodeSection::fleet_id`] is the one key (read only to say so).
+    #[serde(skip_serializing)]
     pub fleet_id: Option<String>,
 }
 
@@ -241,7 +248,8 @@ pub struct JobsSection {
     pub table: Option<String>,
     /// The training log group: each rank's SSM command output goes there.
     pub log_group: Option<String>,
-    /// The EC2 Fleet whose nodes run jobs. Absent: the one this instance belongs to.
+    /// Refused: [`NodeSection::fleet_id`] is the one key (read only to say so).
+    #[serde(skip_serializing)]
     pub fleet_id: Option<String>,
 }
 
@@ -385,16 +393,17 @@ impl AgentConfig {
         if !(p > 0.0 && p <= 100.0) {
             return invalid("idle.below_percent", format!("{p} is not a percentage in (0, 100]"));
         }
-        if let Some(id) = &self.idle.fleet_id
-            && !is_fleet_id(id)
-        {
-            return invalid("idle.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
+        if self.idle.fleet_id.is_some() {
+            return invalid("idle.fleet_id", FLEET_ID_MOVED.into());
         }
         let j = &self.jobs;
-        if let Some(id) = &j.fleet_id
+        if j.fleet_id.is_some() {
+            return invalid("jobs.fleet_id", FLEET_ID_MOVED.into());
+        }
+        if let Some(id) = &self.node.fleet_id
             && !is_fleet_id(id)
         {
-            return invalid("jobs.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
+            return invalid("node.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
         }
         match &j.table {
             // DynamoDB table names: 3-255 of [A-Za-z0-9_.-].
@@ -541,12 +550,12 @@ mod tests {
         let c = AgentConfig::parse("", "t").expect("empty");
         assert!(!c.idle.scale_to_zero);
         let c = AgentConfig::parse(
-            "[idle]\nscale_to_zero = true\nminutes = 30\nbelow_percent = 3\nfleet_id = \"fleet-0a1b2c3d-4e5f\"\n",
+            "[idle]\nscale_to_zero = true\nminutes = 30\nbelow_percent = 3\n[node]\nfleet_id = \"fleet-0a1b2c3d-4e5f\"\n",
             "t",
         )
         .expect("valid");
         assert_eq!(
-            (c.idle.scale_to_zero, c.idle.minutes, c.idle.below_percent, c.idle.fleet_id.as_deref()),
+            (c.idle.scale_to_zero, c.idle.minutes, c.idle.below_percent, c.node.fleet_id.as_deref()),
             (true, 30, 3.0, Some("fleet-0a1b2c3d-4e5f"))
         );
         let err = |t: &str| AgentConfig::parse(t, "a.toml").expect_err(t).to_string();
@@ -554,7 +563,11 @@ mod tests {
         assert_eq!(err("[idle]\nbelow_percent = 0\n"), "a.toml: idle.below_percent: 0 is not a percentage in (0, 100]");
         assert!(err("[idle]\nbelow_percent = 101.5\n").contains("idle.below_percent"));
         assert!(err("[idle]\ncheck_seconds = 0\n").contains("idle.check_seconds: 0 is not in 1..=3600"));
-        assert!(err("[idle]\nfleet_id = \"sfr-123\"\n").contains("idle.fleet_id: \"sfr-123\" is not an EC2 Fleet id"));
+        assert!(err("[node]\nfleet_id = \"sfr-123\"\n").contains("node.fleet_id: \"sfr-123\" is not an EC2 Fleet id"));
+        // One key for the node's fleet: the two it replaces say where it went.
+        for old in ["[idle]\nfleet_id = \"fleet-0a1b2c3d-4e5f\"\n", "[jobs]\nfleet_id = \"fleet-0a1b2c3d-4e5f\"\n"] {
+            assert!(err(old).contains("moved to [node] fleet_id"), "{}", err(old));
+        }
         assert!(err("[node]\nruntime_dir = \"run\"\n").contains("node.runtime_dir"));
     }
 

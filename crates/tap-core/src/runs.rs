@@ -889,19 +889,33 @@ pub struct SkippedMetric {
 /// How much of a skipped field's name messages show.
 pub const SHOWN_NAME_CHARS: usize = 80;
 
+/// Why a metrics line is dropped whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsLineError {
+    /// serde_json's words for what is wrong (kept as text: the line is reported, not handled).
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("\"step\" must be a non-negative integer")]
+    BadStep,
+    #[error("\"checkpoint\" must be true or false")]
+    BadCheckpoint,
+}
+
 /// Parses one line the training process wrote. An error (the line is not a JSON object, or
 /// its `step` or `checkpoint` is malformed) drops the line; a bad metric drops itself only.
-pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, String> {
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
+pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, MetricsLineError> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| MetricsLineError::NotJson(e.to_string()))?;
+    let obj = v.as_object().ok_or(MetricsLineError::NotAnObject)?;
     let step = match obj.get("step") {
         None | Some(serde_json::Value::Null) => None,
-        Some(s) => Some(s.as_u64().ok_or("\"step\" must be a non-negative integer")?),
+        Some(s) => Some(s.as_u64().ok_or(MetricsLineError::BadStep)?),
     };
     let checkpoint = match obj.get("checkpoint") {
         None => false,
         Some(serde_json::Value::Bool(b)) => *b,
-        Some(_) => return Err("\"checkpoint\" must be true or false".to_owned()),
+        Some(_) => return Err(MetricsLineError::BadCheckpoint),
     };
     let mut values = Vec::new();
     let mut skipped = Vec::new();
@@ -1109,9 +1123,12 @@ mod tests {
     fn metrics_lines() {
         assert_eq!(parse_metrics_line(r#"{"step": 3, "loss": 0.5}"#), Ok(line(Some(3), false, &[("loss", 0.5)])));
         assert_eq!(parse_metrics_line(r#"{"checkpoint": true, "step": 7}"#), Ok(line(Some(7), true, &[])));
-        assert!(parse_metrics_line("loss=1").expect_err("rejected").starts_with("not JSON"));
-        assert!(parse_metrics_line(r#"{"step": -1}"#).expect_err("rejected").contains("step"));
-        assert!(parse_metrics_line("[1]").expect_err("rejected").contains("object"));
+        assert!(parse_metrics_line("loss=1").expect_err("rejected").to_string().starts_with("not JSON"));
+        assert_eq!(parse_metrics_line(r#"{"step": -1}"#), Err(MetricsLineError::BadStep));
+        assert!(parse_metrics_line(r#"{"step": -1}"#).expect_err("rejected").to_string().contains("step"));
+        assert_eq!(parse_metrics_line("[1]"), Err(MetricsLineError::NotAnObject));
+        assert!(parse_metrics_line("[1]").expect_err("rejected").to_string().contains("object"));
+        assert_eq!(parse_metrics_line(r#"{"checkpoint": 1}"#), Err(MetricsLineError::BadCheckpoint));
         assert_eq!(
             parse_metrics_line(r#"{"step": 1, "train/loss": 0.5, "eval/acc@1": 0.9}"#),
             Ok(line(Some(1), false, &[("eval/acc@1", 0.9), ("train/loss", 0.5)]))

@@ -186,10 +186,10 @@ impl Fleet {
             format!(
                 "[aws]\nregion = \"us-east-1\"\ninstance_id = \"{id}\"\n\
                  [metrics]\nenvironment = \"dev\"\npublish_interval_seconds = 10\n\
-                 [spool]\ndir = \"{d}/spool\"\n[node]\nruntime_dir = \"{d}/run\"\n\
+                 [spool]\ndir = \"{d}/spool\"\n[node]\nruntime_dir = \"{d}/run\"\nfleet_id = \"{fleet}\"\n\
                  [health]\nstate_file = \"{d}/health.json\"\nkernel_log = \"{d}/kmsg\"\n\
                  [spot]\npoll_seconds = 1\nimds_endpoint = \"{imds}\"\n\
-                 [jobs]\ncontroller = true\ntable = \"{TABLE}\"\nlog_group = \"/tap/dev/training\"\nfleet_id = \"{fleet}\"\n",
+                 [jobs]\ncontroller = true\ntable = \"{TABLE}\"\nlog_group = \"/tap/dev/training\"\n",
                 d = dir.display(),
                 imds = imds.endpoint(),
                 fleet = self.fleet_id,

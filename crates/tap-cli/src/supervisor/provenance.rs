@@ -93,30 +93,18 @@ async fn python_env(command: &[String], cwd: &Path) -> Option<PythonEnv> {
 /// IMDS endpoint is named in AWS_EC2_METADATA_SERVICE_ENDPOINT) so a laptop never waits on a
 /// metadata timeout.
 pub async fn node_identity() -> Option<NodeIdentity> {
-    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+    use tap_aws::imds;
+    if !imds::worth_asking() {
         return None;
     }
-    let named = std::env::var_os("AWS_EC2_METADATA_SERVICE_ENDPOINT").is_some();
-    let vendor = std::fs::read_to_string("/sys/devices/virtual/dmi/id/board_vendor").unwrap_or_default();
-    let hypervisor = std::fs::read_to_string("/sys/hypervisor/uuid").unwrap_or_default();
-    if !named && vendor.trim() != "Amazon EC2" && !hypervisor.starts_with("ec2") {
-        return None;
-    }
-    let client = aws_config::imds::Client::builder()
-        .max_attempts(1)
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(1))
-        .build();
+    let client = imds::client(None, imds::Patience::NICE_TO_HAVE).ok()?;
     let get = |path: &'static str| {
         let client = client.clone();
-        async move { client.get(path).await.ok().map(|s| s.as_ref().trim().to_owned()) }
+        async move { imds::require(&client, path).await.ok() }
     };
-    let instance_id = get("/latest/meta-data/instance-id").await?;
-    let (instance_type, availability_zone, ami_id) = tokio::join!(
-        get("/latest/meta-data/instance-type"),
-        get("/latest/meta-data/placement/availability-zone"),
-        get("/latest/meta-data/ami-id")
-    );
+    let instance_id = get(imds::INSTANCE_ID).await?;
+    let (instance_type, availability_zone, ami_id) =
+        tokio::join!(get(imds::INSTANCE_TYPE), get(imds::AVAILABILITY_ZONE), get(imds::AMI_ID));
     let unknown = || "unknown".to_owned();
     Some(NodeIdentity {
         instance_id,
