@@ -256,7 +256,7 @@ pub struct LaunchArgs {
     /// finding, not running another job).
     #[arg(long, short)]
     pub nodes: u32,
-    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_id)]
+    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_experiment)]
     pub experiment: String,
     /// The first attempt restores the experiment's latest checkpoint too (relaunches always do).
     #[arg(long)]
@@ -361,7 +361,7 @@ pub enum ConfigCommand {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Experiment the run belongs to.
-    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_id)]
+    #[arg(long, short, env = "TAP_EXPERIMENT", default_value = "default", value_parser = parse_experiment)]
     pub experiment: String,
 
     /// Continue run RUN (id, unique id prefix or name) as a new attempt: its own latest
@@ -617,6 +617,15 @@ fn parse_id(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} must be {}", tap_core::runs::ID_RULE))
     }
+}
+
+/// An experiment: an id ([`parse_id`]) that is not one of the stack's own partitions.
+fn parse_experiment(s: &str) -> Result<String, String> {
+    let id = parse_id(s)?;
+    if tap_core::runs::reserved_partition(&id) {
+        return Err(format!("{s:?} is reserved for the stack's own records; choose another experiment name"));
+    }
+    Ok(id)
 }
 
 /// A metric, tag or hyperparameter name ([`tap_core::names`]).

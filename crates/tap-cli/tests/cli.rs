@@ -158,6 +158,20 @@ fn an_existing_file_as_a_pull_destination() {
     }
 }
 
+/// The stack's own partitions of the experiment table are not experiments.
+#[test]
+fn an_experiment_named_like_the_stacks_own_partition_is_refused() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_tap"))
+        .args(["run", "-e", "_tap-node", "--", "true"])
+        .env("TAP_HOME", home.path())
+        .output()
+        .expect("tap runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("\"_tap-node\" is reserved for the stack's own records"), "{err}");
+}
+
 #[test]
 fn unknown_command_fails() {
     let out = tap(&["launch-rockets"]);

@@ -93,6 +93,9 @@ impl JobSpec {
                 crate::runs::ID_RULE
             ));
         }
+        if crate::runs::reserved_partition(&self.experiment) {
+            return Some(format!("experiment {:?} is reserved for the stack's own records", self.experiment));
+        }
         if self.nodes == 0 {
             return Some("--nodes must be at least 1".into());
         }

@@ -855,6 +855,19 @@ pub fn valid_id(s: &str) -> bool {
         && !s.chars().all(|c| c == '.')
 }
 
+/// The experiment table's partition of the managed-job queue and its lease.
+pub const JOBS_PARTITION: &str = "#jobs";
+/// The experiment table's partition of what the nodes' boot counts (driver failures per AMI).
+pub const NODE_PARTITION: &str = "_tap-node";
+/// Partitions of the experiment table that hold the stack's own records, never runs: no
+/// listing shows them and no experiment may take their names.
+pub const RESERVED_PARTITIONS: [&str; 2] = [JOBS_PARTITION, NODE_PARTITION];
+
+/// Whether `experiment` names one of the [`RESERVED_PARTITIONS`].
+pub fn reserved_partition(experiment: &str) -> bool {
+    RESERVED_PARTITIONS.contains(&experiment)
+}
+
 /// What [`valid_id`] asks for, for messages.
 pub const ID_RULE: &str = "1-128 letters, digits, '_', '.' or '-', not only dots";
 

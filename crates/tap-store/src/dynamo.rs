@@ -339,7 +339,14 @@ impl RunStore for DynamoStore {
 
     async fn list_runs(&self, experiment: Option<&str>) -> Result<crate::Runs> {
         let mut listing = crate::Runs::default();
-        for item in self.run_items(experiment).await? {
+        if experiment.is_some_and(tap_core::runs::reserved_partition) {
+            return Ok(listing);
+        }
+        // The stack's own partitions (the job queue, the boot's counters) are never runs.
+        let reserved = |item: &HashMap<String, AttributeValue>| {
+            item.get("experiment_id").and_then(|v| v.as_s().ok()).is_some_and(|e| tap_core::runs::reserved_partition(e))
+        };
+        for item in self.run_items(experiment).await?.into_iter().filter(|i| !reserved(i)) {
             match decode_run(&item) {
                 Ok((run, _)) => listing.runs.push(run),
                 Err(e) => listing.skipped.push(crate::Skipped {

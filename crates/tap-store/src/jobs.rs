@@ -26,7 +26,7 @@ use tap_aws::sdk_error;
 use crate::{Result, StoreError};
 
 /// The partition of job items.
-pub const JOBS_PARTITION: &str = "#jobs";
+pub use tap_core::runs::JOBS_PARTITION;
 /// The lease item's key.
 pub const LEASE_PARTITION: &str = "#controller";
 pub const LEASE_SORT: &str = "lease";

@@ -51,6 +51,36 @@ mod aws_tests {
         conformance::metrics(&store).await;
     }
 
+    /// The stack's own partitions (the job queue, the boot's driver-failure counters) never
+    /// show in a listing, whatever their items look like.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dynamodb_listings_never_show_the_stacks_own_partitions() {
+        use crate::store::RunStore;
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let moto = Moto::from_env(free_port());
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&moto));
+        tap_test_support::aws::create_table(&client, "tap-test-reserved").await;
+        let store = DynamoStore::new(client.clone(), "tap-test-reserved");
+        store.create_run(&conformance::run("mnist", "r-1", 1)).await.expect("a real run");
+        for partition in tap_core::runs::RESERVED_PARTITIONS {
+            // Even an item shaped like a run is the stack's, not the user's.
+            store.create_run(&conformance::run(partition, "r-x", 2)).await.expect("an item there");
+            assert!(store.list_runs(Some(partition)).await.expect("list").runs.is_empty(), "{partition}");
+        }
+        client
+            .put_item()
+            .table_name("tap-test-reserved")
+            .item("experiment_id", V::S(tap_core::runs::NODE_PARTITION.into()))
+            .item("run_id", V::S("driver-failures/ami-0123".into()))
+            .item("failures", V::N("2".into()))
+            .send()
+            .await
+            .expect("the boot's counter");
+        let listed = store.list_runs(None).await.expect("list");
+        let ids: Vec<_> = listed.runs.iter().map(|r| format!("{}/{}", r.experiment_id, r.run_id)).collect();
+        assert_eq!((ids, listed.skipped.len()), (vec!["mnist/r-1".to_owned()], 0));
+    }
+
     /// Regression: one corrupt run item made every listing fail without naming it.
     #[tokio::test(flavor = "multi_thread")]
     async fn dynamodb_a_corrupt_run_item_is_left_out_and_named() {
