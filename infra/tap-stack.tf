@@ -621,7 +621,7 @@ locals {
     region              = var.aws_region
     training_bucket     = local.buckets.training_data
     artifacts_bucket    = local.buckets.model_artifacts
-    table_name          = "${local.name}-experiments"
+    table_name          = local.table_name
     log_group           = local.log_group_name
     hparam_prefix       = var.hparam_prefix
     metric_namespace    = local.metric_contract.namespace
@@ -636,6 +636,9 @@ locals {
     agent_binary_source = local.agent_source
   }
   log_group_name = "/${var.project}/${var.environment}/training"
+  # The experiment table (runs, jobs, the lease, the boot's counters): one name, used before
+  # the table exists (the node's config and user_data) and by the table itself.
+  table_name = "${local.name}-experiments"
 
   # tap-agent's configuration (format: crates/tap-core/src/agent_config.rs; a test parses this template).
   agent_config = <<-EOT
@@ -662,7 +665,7 @@ locals {
 
     [jobs]
     controller = true
-    table = "${local.name}-experiments"
+    table = local.table_name
     log_group = "${local.log_group_name}"
   EOT
 
@@ -714,7 +717,7 @@ locals {
     # Counts this AMI's driver failures fleet-wide; past the cap the node stays up (drained,
     # reported unhealthy) instead of powering off into another replacement.
     driver_failed() {
-      n=$(aws dynamodb update-item --region ${var.aws_region} --table-name ${local.name}-experiments --key '{"experiment_id":{"S":"_tap-node"},"run_id":{"S":"driver-failures/${local.ami_id}"}}' --update-expression 'ADD failures :one' --expression-attribute-values '{":one":{"N":"1"}}' --return-values UPDATED_NEW --query Attributes.failures.N --output text)
+      n=$(aws dynamodb update-item --region ${var.aws_region} --table-name ${local.table_name} --key '{"experiment_id":{"S":"_tap-node"},"run_id":{"S":"driver-failures/${local.ami_id}"}}' --update-expression 'ADD failures :one' --expression-attribute-values '{":one":{"N":"1"}}' --return-values UPDATED_NEW --query Attributes.failures.N --output text)
       fail "no working NVIDIA driver (failure $${n:-?} of ${local.ami_id}; the first ${var.max_driver_failures} are replaced)"
       [ "$${n:-x}" -le ${var.max_driver_failures} ] 2>/dev/null || hold=1
     }
@@ -1181,7 +1184,7 @@ resource "aws_s3_object" "agent" {
 ################################################################################
 
 resource "aws_dynamodb_table" "experiments" {
-  name                        = "${local.name}-experiments"
+  name                        = local.table_name
   billing_mode                = "PAY_PER_REQUEST"
   hash_key                    = "experiment_id"
   range_key                   = "run_id"
@@ -1219,7 +1222,7 @@ resource "aws_dynamodb_table" "experiments" {
     kms_key_arn = var.kms_key_arn
   }
 
-  tags = merge(local.tags, { Name = "${local.name}-experiments" })
+  tags = merge(local.tags, { Name = local.table_name })
 }
 
 ################################################################################
