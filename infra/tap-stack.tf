@@ -665,7 +665,7 @@ locals {
 
     [jobs]
     controller = true
-    table = local.table_name
+    table = "${local.table_name}"
     log_group = "${local.log_group_name}"
   EOT
 
@@ -693,72 +693,47 @@ locals {
     }
   })
 
-  # Kept short on purpose (a test bounds it well under AWS's 16 KiB): the logic lives in
-  # tap-agent. scripts/test-boot.sh runs this very script (rendered by terraform test) as root
-  # in a sandbox, on every path below.
+  # What a new node needs to know, read by `tap-agent bootstrap` (tap_core::boot::BootSettings;
+  # a tap-core test holds the keys together) from the artifacts bucket (aws_s3_object.node_boot).
+  node_boot_key = "tap/node/boot.json"
+  node_boot = {
+    version                 = 1
+    region                  = var.aws_region
+    table                   = local.table_name
+    ami_id                  = local.ami_id
+    max_driver_failures     = var.max_driver_failures
+    volta_driver_package    = var.volta_driver_package
+    cloudwatch_agent_url    = "https://amazoncloudwatch-agent-${var.aws_region}.s3.${var.aws_region}.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb"
+    cloudwatch_agent_config = local.cloudwatch_agent_config
+    agent_config            = local.agent_config
+    cli_source              = local.cli_source
+    tap_config              = local.node_tap_config
+  }
+
+  # Only what must happen before tap-agent exists: fetch it (retried for ten minutes, as the
+  # network of a new stack may still be settling) and run `tap-agent bootstrap`, which does the
+  # rest (crates/tap-agent/src/bootstrap.rs). scripts/test-boot.sh runs this very script
+  # (rendered by terraform test) as root in a sandbox, on every path. A test bounds it under 2 KB.
   user_data = <<-EOT
     #!/bin/bash
-    # tap node bootstrap. Idempotent: runs at first boot, and once more after the driver reboot.
-    # Failures are reported, never hidden: /var/lib/tap/bootstrap-failed, the console, the journal.
+    # tap node boot. Failures are reported, never hidden: /var/lib/tap/bootstrap-failed, the console, the journal.
     set -uo pipefail
     exec > >(tee -a /var/log/tap-bootstrap.log | logger -t tap-bootstrap) 2>&1
-    rc=0 hold=0 S=/var/lib/tap
-    fail() { echo "TAP BOOTSTRAP FAILED: $*" | tee /dev/console; echo "$*" >> $S/bootstrap-failed; rc=1; }
-    # Downloads retry for 10 minutes (60 x 10 s): the network of a new stack may still be settling.
-    fetch() {
-      for _ in $(seq 60); do
-        case "$1" in s3://*) aws s3 cp --only-show-errors "$1" "$2" ;; *) curl -fsS --connect-timeout 10 -o "$2" "$1" ;; esac && return 0
-        sleep 10
-      done
-      return 1
-    }
-    # unattended-upgrades may hold the dpkg lock at first boot: wait for it (10 minutes).
-    apt() { apt-get -q -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 "$@"; }
-    # Counts this AMI's driver failures fleet-wide; past the cap the node stays up (drained,
-    # reported unhealthy) instead of powering off into another replacement.
-    driver_failed() {
-      n=$(aws dynamodb update-item --region ${var.aws_region} --table-name ${local.table_name} --key '{"experiment_id":{"S":"_tap-node"},"run_id":{"S":"driver-failures/${local.ami_id}"}}' --update-expression 'ADD failures :one' --expression-attribute-values '{":one":{"N":"1"}}' --return-values UPDATED_NEW --query Attributes.failures.N --output text)
-      fail "no working NVIDIA driver (failure $${n:-?} of ${local.ami_id}; the first ${var.max_driver_failures} are replaced)"
-      [ "$${n:-x}" -le ${var.max_driver_failures} ] 2>/dev/null || hold=1
-    }
-    mkdir -p /etc/tap $S /var/log/tap && rm -f $S/bootstrap-failed
-    export DEBIAN_FRONTEND=noninteractive
-    # Volta (p3) needs NVIDIA's proprietary driver; the Ubuntu DLAMI ships the open modules.
-    if ! nvidia-smi -L; then
-      if [ ! -e $S/driver-rebooted ]; then
-        held=$(apt-mark showhold | grep -i nvidia); [ -z "$held" ] || apt-mark unhold $held
-        open=$(dpkg-query -W -f '$${db:Status-Abbrev} $${Package}\n' '*nvidia*open*' | awk '/^ii/ {print $2}')
-        [ -z "$open" ] || apt purge -y $open
-        if apt update && apt install -y ${var.volta_driver_package}; then
-          rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia; modprobe nvidia
-          if ! nvidia-smi -L; then # the module needs a reboot: once, then this script runs again
-            install -m 0700 "$0" $S/bootstrap.sh
-            printf '[Unit]\nAfter=network-online.target\nWants=network-online.target\n[Service]\nType=oneshot\nExecStart=%s\n[Install]\nWantedBy=multi-user.target\n' $S/bootstrap.sh > /etc/systemd/system/tap-bootstrap.service
-            systemctl enable tap-bootstrap.service && touch $S/driver-rebooted && { reboot; exit 0; }
-          fi
-        fi
-      fi
-      nvidia-smi -L || driver_failed
+    S=/var/lib/tap A=/usr/local/bin/tap-agent
+    mkdir -p /etc/tap $S && rm -f $S/bootstrap-failed
+    for i in $(seq 60); do
+      case '${local.agent_source}' in
+        s3://*) aws s3 cp --only-show-errors '${local.agent_source}' /tmp/tap-agent ;;
+        *) curl -fsS --connect-timeout 10 -o /tmp/tap-agent '${local.agent_source}' ;;
+      esac && install -m 0755 /tmp/tap-agent $A && break
+      [ $i = 60 ] || sleep 10
+    done
+    if [ ! -x $A ]; then
+      echo "TAP BOOTSTRAP FAILED: tap-agent download" | tee /dev/console
+      printf 'tap-agent download\ntap-agent service\n' >> $S/bootstrap-failed
+      exit 1
     fi
-    [ ! -e $S/driver-rebooted ] || systemctl disable tap-bootstrap.service
-    { fetch https://amazoncloudwatch-agent-${var.aws_region}.s3.${var.aws_region}.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb /tmp/cwa.deb && apt install -y /tmp/cwa.deb; } || fail "CloudWatch agent install"
-    cat > /etc/tap/cwagent.json <<'JSON'
-    ${local.cloudwatch_agent_config}
-    JSON
-    /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/etc/tap/cwagent.json || fail "CloudWatch agent start"
-    { fetch '${local.agent_source}' /tmp/tap-agent && install -m 0755 /tmp/tap-agent /usr/local/bin/tap-agent; } || fail "tap-agent download"
-    cat > /etc/tap/agent.toml <<'TOML'
-    ${local.agent_config}
-    TOML
-    [ $hold = 0 ] || sed -i 's/^on_fatal = "replace"/on_fatal = "drain"/' /etc/tap/agent.toml
-    tap-agent install --config /etc/tap/agent.toml || fail "tap-agent service"
-    # tap itself, for `tap launch` (it runs `tap run` here), configured for this stack.
-    { fetch '${local.cli_source}' /tmp/tap && install -m 0755 /tmp/tap /usr/local/bin/tap; } || fail "tap download"
-    cat > /etc/tap/tap_config.json <<'JSON'
-    ${jsonencode(local.node_tap_config)}
-    JSON
-    tap --config /etc/tap/config.toml stack import /etc/tap/tap_config.json && chmod 0644 /etc/tap/config.toml || fail "tap config"
-    exit $rc
+    exec $A bootstrap --settings 's3://${local.buckets.model_artifacts}/${local.node_boot_key}' --region ${var.aws_region}
   EOT
 }
 
@@ -1177,6 +1152,16 @@ resource "aws_s3_object" "agent" {
   source_hash = filemd5(var.agent_binary_path)
   kms_key_id  = var.kms_key_arn
   tags        = local.tags
+}
+
+# What a new node needs to know (local.node_boot), read by `tap-agent bootstrap`.
+resource "aws_s3_object" "node_boot" {
+  bucket         = aws_s3_bucket.this["model_artifacts"].bucket
+  key            = local.node_boot_key
+  content_base64 = base64encode(jsonencode(local.node_boot))
+  content_type   = "application/json"
+  kms_key_id     = var.kms_key_arn
+  tags           = local.tags
 }
 
 ################################################################################
@@ -1832,6 +1817,7 @@ resource "aws_ec2_fleet" "this" {
     aws_vpc_security_group_ingress_rule.nodes_self,
     aws_vpc_security_group_ingress_rule.endpoints_https,
     aws_s3_bucket_policy.this,
+    aws_s3_object.node_boot,
     aws_s3_object.agent,
     aws_s3_object.cli,
     aws_cloudwatch_log_group.training,

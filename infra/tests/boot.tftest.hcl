@@ -21,7 +21,7 @@ run "boot_custom_ami" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "driver-failures/ami-0fedcba9876543210")
+    condition     = jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).ami_id == "ami-0fedcba9876543210"
     error_message = "Driver failures are counted per AMI."
   }
 }
@@ -45,7 +45,7 @@ run "boot_agent_url" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "https://releases.example.com/tap")
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "https://releases.example.com/tap-agent-1.0.0") && jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cli_source == "https://releases.example.com/tap"
     error_message = "The binaries come from agent_binary_url."
   }
 }
@@ -57,7 +57,7 @@ run "boot_idle" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "scale_to_zero = true")
+    condition     = strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).agent_config, "scale_to_zero = true")
     error_message = "The idle rule is on in the agent config."
   }
 }

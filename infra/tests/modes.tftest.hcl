@@ -135,7 +135,7 @@ run "explicit_azs_and_names" {
     error_message = "target_capacity sizes the fleet."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "amazoncloudwatch-agent-eu-west-1.s3.eu-west-1.amazonaws.com")
+    condition     = strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cloudwatch_agent_url, "amazoncloudwatch-agent-eu-west-1.s3.eu-west-1.amazonaws.com")
     error_message = "The CloudWatch agent comes from the stack's region."
   }
   assert {
@@ -195,7 +195,7 @@ run "agent_from_url" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "fetch 'https://releases.example.com/tap-agent-1.0.0' /tmp/tap-agent") && strcontains(base64decode(aws_launch_template.node.user_data), "fetch 'https://releases.example.com/tap' /tmp/tap")
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "curl -fsS --connect-timeout 10 -o /tmp/tap-agent 'https://releases.example.com/tap-agent-1.0.0'") && jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cli_source == "https://releases.example.com/tap"
     error_message = "agent_binary_url replaces the S3 location."
   }
 }
@@ -229,7 +229,7 @@ run "idle_scale_to_zero_off_by_default" {
     error_message = "Without scale_to_zero_after_idle_minutes the nodes may not change the fleet."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "scale_to_zero = false")
+    condition     = strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).agent_config, "scale_to_zero = false")
     error_message = "The agent config says the idle rule is off."
   }
 }
@@ -243,7 +243,7 @@ run "idle_scale_to_zero_on" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "scale_to_zero = true\nminutes = 45\nbelow_percent = 3")
+    condition     = strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).agent_config, "scale_to_zero = true\nminutes = 45\nbelow_percent = 3")
     error_message = "The agent config carries the idle rule's window and threshold."
   }
   assert {

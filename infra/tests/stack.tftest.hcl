@@ -110,35 +110,39 @@ run "user_data" {
   command = apply
 
   assert {
-    condition     = length(base64decode(aws_launch_template.node.user_data)) < 8192
-    error_message = "user_data must stay well under AWS's 16 KiB (half of it)."
+    condition     = length(base64decode(aws_launch_template.node.user_data)) < 2048
+    error_message = "user_data stays a launcher under 2 KB: the boot itself is tap-agent bootstrap."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "nvidia-smi -L || driver_failed")
-    error_message = "user_data must verify the NVIDIA driver and report failure."
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "exec $A bootstrap --settings 's3://ml-model-artifacts-dev-123456789012-us-east-1/tap/node/boot.json' --region us-east-1")
+    error_message = "user_data hands the boot to tap-agent bootstrap with the stack's settings."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "apt install -y nvidia-driver-580-server")
-    error_message = "user_data must install the Volta-capable driver when nvidia-smi fails."
+    condition     = aws_s3_object.node_boot.key == "tap/node/boot.json" && aws_s3_object.node_boot.bucket == "ml-model-artifacts-dev-123456789012-us-east-1"
+    error_message = "The boot settings are stored where user_data tells tap-agent to read them."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb")
-    error_message = "user_data must install the CloudWatch agent from the regional bucket."
+    condition     = jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).volta_driver_package == "nvidia-driver-580-server" && jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).max_driver_failures == 3 && jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).ami_id == "ami-0123456789abcdef0" && jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).table == "tap-dev-experiments"
+    error_message = "The boot installs the Volta-capable driver when nvidia-smi fails and counts failures per AMI in the experiment table, capped at max_driver_failures."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "fetch 's3://ml-model-artifacts-dev-123456789012-us-east-1/tap/bin/tap-agent' /tmp/tap-agent")
+    condition     = jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cloudwatch_agent_url == "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb"
+    error_message = "The boot installs the CloudWatch agent from the regional bucket."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "aws s3 cp --only-show-errors 's3://ml-model-artifacts-dev-123456789012-us-east-1/tap/bin/tap-agent' /tmp/tap-agent")
     error_message = "tap-agent is fetched from the artifacts bucket by default."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "tap-agent install --config /etc/tap/agent.toml")
-    error_message = "user_data must install and enable the tap-agent service."
+    condition     = jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cli_source == "s3://ml-model-artifacts-dev-123456789012-us-east-1/tap/bin/tap"
+    error_message = "tap comes from beside tap-agent."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "namespace = \"Tap/GPU\"") && strcontains(base64decode(aws_launch_template.node.user_data), "environment = \"dev\"")
-    error_message = "The agent config written by user_data carries the contract namespace and the environment."
+    condition     = strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).agent_config, "namespace = \"Tap/GPU\"") && strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).agent_config, "environment = \"dev\"")
+    error_message = "The agent config the boot writes carries the contract namespace and the environment."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "\"file_path\":\"/var/log/tap/*.log\"") && strcontains(base64decode(aws_launch_template.node.user_data), "\"log_group_name\":\"/tap/dev/training\"")
+    condition     = strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cloudwatch_agent_config, "\"file_path\":\"/var/log/tap/*.log\"") && strcontains(jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).cloudwatch_agent_config, "\"log_group_name\":\"/tap/dev/training\"")
     error_message = "The CloudWatch agent ships the training logs to the log group."
   }
   assert {
@@ -146,16 +150,12 @@ run "user_data" {
     error_message = "No binary is uploaded unless agent_binary_path is set."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "for _ in $(seq 60); do") && strcontains(base64decode(aws_launch_template.node.user_data), "sleep 10") && !strcontains(base64decode(aws_launch_template.node.user_data), "--retry 5")
+    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "for i in $(seq 60); do") && strcontains(base64decode(aws_launch_template.node.user_data), "sleep 10") && !strcontains(base64decode(aws_launch_template.node.user_data), "--retry 5")
     error_message = "Downloads at boot retry for minutes (60 x 10 s), not curl's ~30 s: the network of a new stack may still be settling."
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "DPkg::Lock::Timeout=600") && strcontains(base64decode(aws_launch_template.node.user_data), "apt-mark unhold") && strcontains(base64decode(aws_launch_template.node.user_data), "apt purge -y $open")
-    error_message = "The driver install waits for the dpkg lock, releases holds and purges the open modules."
-  }
-  assert {
-    condition     = strcontains(base64decode(aws_launch_template.node.user_data), "touch $S/driver-rebooted && { reboot; exit 0; }") && strcontains(base64decode(aws_launch_template.node.user_data), "driver-failures/ami-0123456789abcdef0") && strcontains(base64decode(aws_launch_template.node.user_data), "-le 3 ]")
-    error_message = "A driver that needs a reboot gets one (once); failures are counted per AMI and capped at max_driver_failures."
+    condition     = jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).tap_config.table_name == "tap-dev-experiments" && jsondecode(base64decode(aws_s3_object.node_boot.content_base64)).tap_config.stack == "tap-dev"
+    error_message = "tap on the node is configured for the stack."
   }
 }
 

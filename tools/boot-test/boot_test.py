@@ -8,9 +8,12 @@ The sandbox is a private mount namespace (`unshare --mount`): copy-on-write over
 /etc, /var, /opt and /usr/local, whose writes land in the scenario's own directory (the host's
 files are never touched, and the test reads what the boot wrote from there), a tmpfs over /run
 and /tmp, and a file over /dev/console. Only what reaches the outside world is a stand-in
-(tools/boot-test/standins): nvidia-smi, apt-get, apt-mark, dpkg-query, curl, aws, systemctl,
-rmmod, modprobe, the CloudWatch agent's ctl, logger, reboot, and sleep (virtual time, so ten
-minutes of retries take none).
+(tools/boot-test/standins): nvidia-smi, apt-get, apt-mark, dpkg-query, curl, the aws CLI
+(user_data's `aws s3 cp` of tap-agent), systemctl, rmmod, modprobe, the CloudWatch agent's
+ctl, logger, reboot, and sleep (virtual time, so ten minutes of retries take none). What
+`tap-agent bootstrap` asks of AWS through the SDK (the settings document and `tap` from S3,
+the driver-failure counter in DynamoDB) it asks of moto on loopback (TAP_MOTO_SERVER), holding
+what the stack would: the settings the stack renders, the binaries, the experiment table.
 
 Usage: boot_test.py --tap-agent PATH --tap PATH   (root, unshare and overlayfs needed; where
 they are missing it says why and stops). Ends with `boot: N passed, M failed`.
@@ -27,7 +30,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,13 +50,17 @@ TABLE = "tap-dev-experiments"
 CWA_URL = f"https://amazoncloudwatch-agent-{REGION}.s3.{REGION}.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb"
 AGENT_URL = "https://releases.example.com/tap-agent-1.0.0"
 DRIVER = "nvidia-driver-580-server"
+SETTINGS_KEY = "tap/node/boot.json"
 # Bounds of one boot in the sandbox (real time; sleeps are virtual).
 BOOT_TIMEOUT_S = 120
 RENDER_TIMEOUT_S = 600
+MOTO_START_S = 60
+AWS_REQUEST_S = 60
 
 
-def render() -> dict[str, str]:
-    """user_data of every run of infra/tests/boot.tftest.hcl, by run name."""
+def render() -> dict[str, tuple[str, bytes]]:
+    """(user_data, boot settings document) of every run of infra/tests/boot.tftest.hcl, by run
+    name: what the launch template and aws_s3_object.node_boot hold."""
     out = subprocess.run(
         ["terraform", "test", "-no-color", "-verbose", "-filter=tests/boot.tftest.hcl"],
         cwd=REPO / "infra", capture_output=True, text=True, timeout=RENDER_TIMEOUT_S,
@@ -58,6 +68,7 @@ def render() -> dict[str, str]:
     if out.returncode != 0:
         sys.exit(f"boot: terraform test could not render user_data:\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
     scripts: dict[str, str] = {}
+    settings: dict[str, bytes] = {}
     run = None
     for line in out.stdout.splitlines():
         m = re.match(r'\s*run "(\w+)"\.\.\. ', line)
@@ -67,10 +78,80 @@ def render() -> dict[str, str]:
         m = re.match(r'\s*user_data\s+= "([A-Za-z0-9+/=]+)"$', line)
         if m and run and run not in scripts:
             scripts[run] = base64.b64decode(m.group(1)).decode()
+        m = re.match(r'\s*content_base64\s+= "([A-Za-z0-9+/=]+)"$', line)
+        if m and run and run not in settings:
+            settings[run] = base64.b64decode(m.group(1))
     want = {"boot_defaults", "boot_custom_ami", "boot_nat_none", "boot_agent_url", "boot_idle", "boot_kms"}
-    if set(scripts) != want:
-        sys.exit(f"boot: rendered user_data for {sorted(scripts)}, expected {sorted(want)}")
-    return scripts
+    if set(scripts) != want or set(settings) != want:
+        sys.exit(f"boot: rendered user_data for {sorted(scripts)} and settings for {sorted(settings)}, expected {sorted(want)}")
+    return {r: (scripts[r], settings[r]) for r in want}
+
+
+class Moto:
+    """moto_server on loopback, spoken to in plain HTTP (moto does not check signatures; the
+    Authorization header only names the service)."""
+
+    def __init__(self, exe: str) -> None:
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        until = time.monotonic() + MOTO_START_S
+        while time.monotonic() < until:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2)
+                return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        self.proc.kill()
+        raise SystemExit(f"boot: moto_server ({exe}) did not start in {MOTO_START_S} s")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def _request(self, method: str, path: str, service: str, body: bytes = b"", headers: dict | None = None) -> bytes:
+        h = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, "
+                              "SignedHeaders=host, Signature=0", **(headers or {})}
+        req = urllib.request.Request(f"{self.endpoint}{path}", data=body if method != "GET" else None, method=method, headers=h)
+        with urllib.request.urlopen(req, timeout=AWS_REQUEST_S) as r:
+            return r.read()
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=AWS_REQUEST_S)
+
+    def put_object(self, bucket: str, key: str, body: bytes) -> None:
+        # A content type of its own: urllib's default (a form) would have the body read as one.
+        self._request("PUT", f"/{bucket}/{key}", "s3", body, {"Content-Type": "application/octet-stream"})
+
+    def create_bucket(self, bucket: str) -> None:
+        self._request("PUT", f"/{bucket}", "s3")
+
+    def dynamodb(self, action: str, payload: dict) -> dict:
+        out = self._request("POST", "/", "dynamodb", json.dumps(payload).encode(),
+                            {"X-Amz-Target": f"DynamoDB_20120810.{action}", "Content-Type": "application/x-amz-json-1.0"})
+        return json.loads(out or b"{}")
+
+    def create_table(self, table: str) -> None:
+        self.dynamodb("CreateTable", {
+            "TableName": table, "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "experiment_id", "AttributeType": "S"},
+                                     {"AttributeName": "run_id", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "experiment_id", "KeyType": "HASH"},
+                          {"AttributeName": "run_id", "KeyType": "RANGE"}],
+        })
+
+    def counter(self, table: str, key: str) -> int | None:
+        item = self.dynamodb("GetItem", {"TableName": table, "Key": {"experiment_id": {"S": "_tap-node"}, "run_id": {"S": key}}})
+        n = item.get("Item", {}).get("failures", {}).get("N")
+        return int(n) if n is not None else None
+
+    def set_counter(self, table: str, key: str, n: int) -> None:
+        self.dynamodb("PutItem", {"TableName": table, "Item": {
+            "experiment_id": {"S": "_tap-node"}, "run_id": {"S": key}, "failures": {"N": str(n)}}})
 
 
 def sandbox_problem() -> str | None:
@@ -98,8 +179,10 @@ class Boot:
     """One scenario's sandbox: its state (read by the stand-ins), overlays and results."""
     root: Path
     script: str
+    settings: bytes
     tap_agent: Path
     tap: Path
+    moto: Moto
     runs: list[int] = field(default_factory=list)
 
     @property
@@ -118,21 +201,30 @@ class Boot:
         (s / "fail").mkdir(parents=True)
         (s / "driver").write_text(driver)
         (s / "driver-package").write_text(DRIVER)
-        (s / "table").write_text(TABLE)
         (s / "holds").write_text("".join(h + "\n" for h in holds or []))
         (s / "open-packages").write_text("".join(p + "\n" for p in open_packages or []))
         for name, n in (failures or {}).items():
             (s / "fail" / name).write_text(str(n))
-        (s / "ddb").mkdir()
-        for key, n in (counters or {}).items():
-            (s / "ddb" / key.replace("/", "_")).write_text(str(n))
+        # What the stack holds in AWS: the settings document and `tap` in the artifacts bucket
+        # (a download that always fails is an object that is not there), the experiment table
+        # (an unreachable one is a table that is not there) with the counters so far.
+        failing = failures or {}
+        self.moto.reset()
+        self.moto.create_bucket(BUCKET)
+        if failing.get("boot.json") != "always":
+            self.moto.put_object(BUCKET, SETTINGS_KEY, self.settings)
+        if failing.get("tap") != "always":
+            self.moto.put_object(BUCKET, "tap/bin/tap", self.tap.read_bytes())
+        if failing.get("dynamodb") != "always":
+            self.moto.create_table(TABLE)
+            for key, n in (counters or {}).items():
+                self.moto.set_counter(TABLE, key, n)
         (s / "cwa.deb").write_text("!<arch> amazon-cloudwatch-agent deb (stand-in)\n")
         served = {CWA_URL: s / "cwa.deb", **(urls or {})}
         (s / "urls").write_text("".join(f"{u} {p}\n" for u, p in served.items()))
         objects = s / "s3" / BUCKET / "tap" / "bin"
         objects.mkdir(parents=True)
         (objects / "tap-agent").symlink_to(self.tap_agent)
-        (objects / "tap").symlink_to(self.tap)
         for o in OVERLAID:
             name = o.strip("/").replace("/", "_")
             (self.root / "upper" / name).mkdir(parents=True)
@@ -163,6 +255,7 @@ class Boot:
 set +e
 export PATH={STANDINS}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export BOOT_STATE={self.state} HOME={r}/home TAP_HOME={r}/home/.tap
+export AWS_ENDPOINT_URL={self.moto.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 bash {script}
 echo $? > {r}/rc.{n}
 /bin/sleep 0.3  # lets the log pipe (tee | logger) drain
@@ -264,6 +357,7 @@ def mode_success(extra: Callable[[Boot], None] | None = None):
 
 def defaults_extra(b: Boot) -> None:
     expect(any(f"s3://{BUCKET}/tap/bin/tap-agent" in c for c in b.calls("aws")), "tap-agent comes from the artifacts bucket", b)
+    expect(len(b.script.encode()) < 2048, f"user_data is a launcher under 2 KB ({len(b.script.encode())} bytes)", b)
     toml = b.file("/etc/tap/agent.toml") or ""
     expect('on_fatal = "replace"' in toml and "scale_to_zero = false" in toml, "agent config from Terraform values", b)
 
@@ -322,7 +416,7 @@ def driver_install_fails(b: Boot) -> None:
     expect("TAP BOOTSTRAP FAILED" in (b.state / "journal.log").read_text(), "reported in the journal", b)
     installed_and_configured(b)
     expect('on_fatal = "replace"' in (b.file("/etc/tap/agent.toml") or ""), "below the cap the node is replaced", b)
-    expect((b.state / "ddb" / "driver-failures_ami-0123456789abcdef0").read_text().strip() == "1", "counted once", b)
+    expect(b.moto.counter(TABLE, "driver-failures/ami-0123456789abcdef0") == 1, "counted once", b)
     expect(b.calls("reboot") == [], "no reboot after a failed install", b)
 
 
@@ -376,6 +470,18 @@ def download_fails(what: str, failure: str, reported: list[str], binary_missing:
     return check
 
 
+def settings_unreadable(b: Boot) -> None:
+    b.setup(failures={"boot.json": "always"})
+    expect(b.boot() != 0, "non-zero exit", b)
+    failed = b.failed()
+    expect(len(failed) == 1 and failed[0].startswith(f"boot settings: s3://{BUCKET}/{SETTINGS_KEY}: "),
+           f"the settings named in bootstrap-failed: {failed}", b)
+    expect("NoSuchKey" in failed[0] or "does not exist" in failed[0], f"with S3's reason: {failed}", b)
+    expect(b.slept() >= 590, f"retried for ten minutes first (slept {b.slept()} s)", b)
+    console = (b.root / "console").read_text()
+    expect("TAP BOOTSTRAP FAILED: boot settings" in console, "reported on the console", b)
+
+
 def download_recovers_after_minutes(b: Boot) -> None:
     # S3 unreachable for 20 tries (200 s of a new stack's network coming up), then fine.
     b.setup(failures={"tap-agent": 20, "amazon-cloudwatch-agent.deb": 12})
@@ -407,6 +513,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Boot], None]]] = [
     ("tap download fails", "boot_defaults",
      download_fails("tap", "tap", ["tap download", "tap config"], "/usr/local/bin/tap")),
     ("downloads that succeed after minutes of failures", "boot_defaults", download_recovers_after_minutes),
+    ("the stack's boot settings cannot be read: reported", "boot_defaults", settings_unreadable),
 ]
 
 
@@ -424,12 +531,17 @@ def main() -> int:
         print("boot: 0 passed, 0 failed")
         return 0
     scripts = render()
+    moto_exe = os.environ.get("TAP_MOTO_SERVER")
+    if not moto_exe:
+        sys.exit("boot: TAP_MOTO_SERVER must name moto_server (scripts/tools.sh installs it)")
+    moto = Moto(moto_exe)
     passed = failed = 0
     for name, run, check in SCENARIOS:
         if a.k not in name:
             continue
         root = Path(tempfile.mkdtemp(prefix="boot-", dir=REPO / "target"))
-        b = Boot(root, scripts[run], a.tap_agent.resolve(), a.tap.resolve())
+        script, settings = scripts[run]
+        b = Boot(root, script, settings, a.tap_agent.resolve(), a.tap.resolve(), moto)
         try:
             check(b)
             passed += 1
@@ -443,6 +555,7 @@ def main() -> int:
                 print(f"        kept {root}")
             else:
                 shutil.rmtree(root, ignore_errors=True)
+    moto.stop()
     print(f"boot: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -21,6 +21,8 @@ use clap::{Parser, Subcommand};
 ///   sudo tap-agent install                      install and start the systemd service
 ///   tap-agent health                            the node's GPU health findings and verdict
 ///   tap-agent events --seconds 30               print XID events (NVML and kernel log) as they come
+///   tap-agent bootstrap --settings s3://B/tap/node/boot.json --region R
+///                                               the node's boot (the stack's user_data runs it)
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment, arg_required_else_help = true)]
 pub struct Cli {
@@ -71,6 +73,23 @@ pub enum Command {
     /// Subscribe to XID events (NVML's event API and the kernel log) for a while and print
     /// each as a JSON line: checks the event path on a real driver.
     Events(EventsArgs),
+    /// The node's boot, run by the stack's user_data once it has fetched tap-agent: makes the
+    /// GPU driver work (one reboot at most), installs the CloudWatch agent, writes this
+    /// agent's config and installs its service, installs `tap` for the stack. Every step that
+    /// fails is reported on the console, in the journal and in /var/lib/tap/bootstrap-failed,
+    /// and the others still run; the exit status is 1 when any failed.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// The stack's boot settings: s3://BUCKET/KEY (the stack writes tap/node/boot.json in its
+    /// artifacts bucket) or a file.
+    #[arg(long, value_name = "S3_URL|PATH")]
+    pub settings: String,
+    /// The stack's region (where the settings are read from).
+    #[arg(long)]
+    pub region: String,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,6 +1,7 @@
 //! tap-agent: GPU telemetry, health and spot-interruption handling on a tap node.
 
 mod app;
+pub mod bootstrap;
 pub mod cli;
 pub mod cloudwatch;
 pub mod controller;
@@ -77,6 +78,13 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 .context("starting the async runtime")?;
             let n = runtime.block_on(events::watch_events(&config.health.kernel_log, Duration::from_secs(a.seconds)));
             println!("{{\"events\": {n}, \"seconds\": {}}}", a.seconds);
+        }
+        Some(Command::Bootstrap(a)) => {
+            let boot = bootstrap::Boot::new(bootstrap::Layout::node(), &a.settings, &a.region)?;
+            return Ok(match boot.run() {
+                bootstrap::Ended::Done | bootstrap::Ended::Rebooting => ExitCode::SUCCESS,
+                bootstrap::Ended::Failed(_) => ExitCode::FAILURE,
+            });
         }
         Some(Command::Run(a)) if a.once => print!("{}", report::once(&mut *app::open_reader(a)?)?),
         Some(Command::Run(a)) => {

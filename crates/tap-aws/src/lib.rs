@@ -7,6 +7,12 @@
 
 pub mod imds;
 
+/// Whether S3 is reached at a local endpoint (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`: moto,
+/// MinIO), which has no per-bucket DNS names: its clients use path-style addresses.
+pub fn s3_path_style() -> bool {
+    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"].iter().any(|k| std::env::var_os(k).is_some())
+}
+
 use std::error::Error;
 use std::fmt;
 

@@ -594,7 +594,7 @@ mod tests {
             ("var.scale_to_zero_after_idle_minutes > 0", "false"),
             ("max(var.scale_to_zero_after_idle_minutes, 10)", "10"),
             ("var.idle_gpu_utilization_percent", "5"),
-            ("local.name", "tap-dev"),
+            ("local.table_name", "tap-dev-experiments"),
         ];
         let mut text = template.clone();
         for (expr, value) in values {

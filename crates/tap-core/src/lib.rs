@@ -2,6 +2,7 @@
 
 pub mod agent_config;
 pub mod args;
+pub mod boot;
 pub mod command_env;
 pub mod commit;
 pub mod contract;

@@ -113,6 +113,7 @@ mod tests {
             "aws_vpc_security_group_egress_rule.nodes_interface_endpoints",
             "aws_vpc_security_group_ingress_rule.endpoints_https",
             "aws_s3_bucket_policy.this",
+            "aws_s3_object.node_boot",
             "aws_s3_object.agent",
             "aws_s3_object.cli",
         ] {

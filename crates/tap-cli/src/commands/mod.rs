@@ -176,10 +176,8 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
     match config.stack.filter(|_| !cli.global.local) {
         Some(stack) => {
             let sdk = sdk_for(&stack).await;
-            // A local endpoint (moto, MinIO) has no per-bucket DNS names.
-            let path_style = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"].iter().any(|k| std::env::var_os(k).is_some());
             let s3 = aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build(),
+                aws_sdk_s3::config::Builder::from(&sdk).force_path_style(tap_aws::s3_path_style()).build(),
             );
             let runs = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table_name);
             let params = SsmParams::new(aws_sdk_ssm::Client::new(&sdk), &stack.hparam_prefix, None);
