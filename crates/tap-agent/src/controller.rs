@@ -260,13 +260,13 @@ impl Controller {
                         (false, _) => i64::MAX / 4,
                     };
                 }
-                Err(RoundError::Fenced(e)) => {
-                    tracing::warn!(error = %e, "job controller: fenced out");
+                Err(e @ RoundError::Fenced(_)) => {
+                    tracing::warn!(error = %chain(&e), "job controller: fenced out");
                     return Ok(false);
                 }
-                Err(RoundError::Other(e) | RoundError::Conflict(e)) => {
+                Err(e) => {
                     h.next_tick = now + RETRY_MS;
-                    return Err(e);
+                    return Err(chain(&e).to_string());
                 }
             }
             if now >= h.next_view {
@@ -290,8 +290,7 @@ impl Controller {
                 }
             }
         }
-        let status =
-            self.fleet.nodes(tap_core::time::now_ms()).await.map_err(|e| RoundError::Other(chain(&e).to_string()))?;
+        let status = self.fleet.nodes(tap_core::time::now_ms()).await?;
         let succession: Vec<String> = seniority(&status.nodes).into_iter().filter(|n| *n != self.me).collect();
         if succession != h.lease.succession {
             h.succession = Some(succession);
@@ -312,9 +311,9 @@ impl Controller {
                     still_active |= !after.is_final();
                     changed |= after != before;
                 }
-                Err(RoundError::Conflict(e)) => {
+                Err(e @ RoundError::Conflict(_)) => {
                     // Changed under us (a cancel): read again next round.
-                    tracing::info!(error = %e, "job controller: a job changed while acting on it");
+                    tracing::info!(error = %chain(&e), "job controller: a job changed while acting on it");
                     still_active = true;
                 }
                 Err(e) => return Err(e),
@@ -359,11 +358,7 @@ impl Controller {
                 let spec = LaunchSpec::for_job(&job, number);
                 let cmds = tap_fleet::launch::commands(&spec, &nodes.iter().collect::<Vec<_>>());
                 let timeout = job.spec.timeout_s.saturating_add(COMMAND_SLACK_S).min(jobs::MAX_TIMEOUT_S) as i32;
-                let sent = self
-                    .fleet
-                    .send(&cmds, &format!("tap job {} #{number}", job.id), timeout)
-                    .await
-                    .map_err(|e| RoundError::Other(chain(&e).to_string()))?;
+                let sent = self.fleet.send(&cmds, &format!("tap job {} #{number}", job.id), timeout).await?;
                 jobs::commands_sent(&mut job, &sent, tap_core::time::now_ms());
                 self.jobs.write_fenced(&job, version, &h.fence).await?;
                 self.note_commands(&job, &sent).await;
@@ -689,28 +684,35 @@ struct Progress {
     changed: bool,
 }
 
-#[derive(Debug)]
+/// Why a round of the controller stopped, the store's or AWS's error kept as the cause.
+#[derive(Debug, thiserror::Error)]
 enum RoundError {
-    Fenced(String),
-    Conflict(String),
-    Other(String),
+    /// Another node holds the lease now: this one stops acting.
+    #[error("fenced out")]
+    Fenced(#[source] StoreError),
+    /// A record changed under this round (a cancel): read again next round.
+    #[error("a record changed under this round")]
+    Conflict(#[source] StoreError),
+    #[error("the store failed")]
+    Store(#[source] StoreError),
+    /// EC2 or SSM Run Command failed (the fleet's view, sending a rank's command).
+    #[error("the fleet failed")]
+    Fleet(#[source] tap_fleet::aws::FleetError),
 }
 
 impl From<StoreError> for RoundError {
     fn from(e: StoreError) -> RoundError {
         match e {
-            StoreError::Fenced(m) => RoundError::Fenced(m),
-            StoreError::Conflict(m) => RoundError::Conflict(m),
-            e => RoundError::Other(chain(&e).to_string()),
+            StoreError::Fenced(_) => RoundError::Fenced(e),
+            StoreError::Conflict(_) => RoundError::Conflict(e),
+            e => RoundError::Store(e),
         }
     }
 }
 
-impl std::fmt::Display for RoundError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RoundError::Fenced(m) | RoundError::Conflict(m) | RoundError::Other(m) => f.write_str(m),
-        }
+impl From<tap_fleet::aws::FleetError> for RoundError {
+    fn from(e: tap_fleet::aws::FleetError) -> RoundError {
+        RoundError::Fleet(e)
     }
 }
 

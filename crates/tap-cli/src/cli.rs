@@ -578,7 +578,8 @@ pub enum ArtifactsCommand {
         transfer: TransferArgs,
     },
     /// Artifacts and their latest versions.
-    Ls,
+    #[command(visible_alias = "ls")]
+    List,
 }
 
 #[derive(Debug, Clone, Copy, clap::Args)]

@@ -1473,7 +1473,18 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         assert!(push.status.success(), "{}", text(&push.stderr));
         assert!(text(&push.stdout).starts_with("pushed ds version "), "{}", text(&push.stdout));
         let ls = json(h, &["artifacts", "ls"]);
-        assert_eq!((ls[0]["experiment_id"].as_str(), ls[0]["files"].as_array().map(Vec::len)), (Some("ds"), Some(2)));
+        assert_eq!((ls[0]["name"].as_str(), ls[0]["files"].as_array().map(Vec::len)), (Some("ds"), Some(2)));
+        // Regression (issue 24): an artifact was listed as a checkpoint, an experiment id and
+        // a run called "push"; it is its name and version, under `list` as under `ls`.
+        let listed = json(h, &["artifacts", "list"]);
+        assert_eq!(listed, ls);
+        let version = ls[0]["version"].as_str().expect("a version");
+        assert!(text(&push.stdout).starts_with(&format!("pushed ds version {version}")), "{}", text(&push.stdout));
+        for absent in ["experiment_id", "run_id", "checkpoint_id"] {
+            assert!(ls[0].get(absent).is_none(), "{absent} in {}", ls[0]);
+        }
+        let table = text(&tap_in(h, &["artifacts", "list"]).stdout);
+        assert!(table.contains("ds ") && table.contains(version) && !table.contains("push"), "{table}");
         let dest = data.path().join("back");
         let pull = tap_in(h, &["artifacts", "pull", "ds", dest.to_str().expect("utf-8")]);
         assert!(pull.status.success(), "{}", text(&pull.stderr));
@@ -2047,7 +2058,7 @@ mod stack {
         let pull = env.tap(&["artifacts", "pull", "weights.bin", dest.to_str().expect("utf-8")]);
         assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
         assert_eq!(std::fs::read(dest.join("weights.bin")).expect("read"), data);
-        assert_eq!(env.json(&["artifacts", "ls"])[0]["experiment_id"], "weights.bin");
+        assert_eq!(env.json(&["artifacts", "ls"])[0]["name"], "weights.bin");
     }
 
     #[tokio::test(flavor = "multi_thread")]

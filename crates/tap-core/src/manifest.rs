@@ -19,10 +19,30 @@ pub struct ManifestFile {
     pub sha256: String,
 }
 
+/// What a manifest describes: a run's checkpoint, or a version of an artifact (`tap artifacts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestKind {
+    /// Manifests written before there were kinds are checkpoints' or artifacts' by where they
+    /// are stored; they read as this.
+    #[default]
+    Checkpoint,
+    Artifact,
+}
+
+impl ManifestKind {
+    fn is_checkpoint(&self) -> bool {
+        *self == ManifestKind::Checkpoint
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub version: u32,
+    /// A checkpoint's (absent) or an artifact version's.
+    #[serde(default, skip_serializing_if = "ManifestKind::is_checkpoint")]
+    pub kind: ManifestKind,
     pub checkpoint_id: String,
     pub experiment_id: String,
     pub run_id: String,
@@ -94,6 +114,32 @@ pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A version of an artifact as people and scripts see it (`tap artifacts push|pull|list`): its
+/// name and version, not the checkpoint fields its manifest shares with checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArtifactVersion<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub created_ms: i64,
+    pub bytes: u64,
+    pub files: &'a [ManifestFile],
+    #[serde(skip_serializing_if = "<[SkippedEntry]>::is_empty")]
+    pub skipped: &'a [SkippedEntry],
+}
+
+impl<'a> From<&'a Manifest> for ArtifactVersion<'a> {
+    fn from(m: &'a Manifest) -> ArtifactVersion<'a> {
+        ArtifactVersion {
+            name: &m.experiment_id,
+            version: &m.checkpoint_id,
+            created_ms: m.created_ms,
+            bytes: m.total_bytes(),
+            files: &m.files,
+            skipped: &m.skipped,
+        }
+    }
+}
+
 impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
@@ -151,6 +197,7 @@ mod tests {
     fn manifest(files: Vec<ManifestFile>) -> Manifest {
         Manifest {
             version: 1,
+            kind: ManifestKind::Checkpoint,
             checkpoint_id: "c-0001".into(),
             experiment_id: "mnist".into(),
             run_id: "20261127T013757Z-3f9a1c".into(),

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
-use tap_core::manifest::{MANIFEST_VERSION, Manifest, ManifestFile, SkippedEntry};
+use tap_core::manifest::{MANIFEST_VERSION, Manifest, ManifestFile, ManifestKind, SkippedEntry};
 
 use super::{ObjectError, ObjectStore};
 
@@ -303,6 +303,10 @@ pub async fn upload_hashed<S: ObjectStore>(
     stream::iter(sends).buffer_unordered(FILES_IN_FLIGHT).try_collect::<()>().await?;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
+        kind: match space {
+            Space::Checkpoints => ManifestKind::Checkpoint,
+            Space::Artifacts => ManifestKind::Artifact,
+        },
         checkpoint_id: id.to_owned(),
         experiment_id: experiment.to_owned(),
         run_id: run_id.to_owned(),

@@ -100,6 +100,7 @@ mod tests {
     fn manifest(run: &str, id: &str, created: i64, shas: &[&str]) -> (String, Manifest) {
         let m = Manifest {
             version: MANIFEST_VERSION,
+            kind: tap_core::manifest::ManifestKind::Checkpoint,
             checkpoint_id: id.into(),
             experiment_id: "e".into(),
             run_id: run.into(),

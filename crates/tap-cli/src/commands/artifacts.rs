@@ -8,6 +8,8 @@ use crate::artifacts::checkpoint::{self, Space};
 use crate::cli::ArtifactsCommand;
 use std::io::Write;
 
+use tap_core::manifest::ArtifactVersion;
+
 use crate::cli::Output;
 use crate::commands::json;
 
@@ -117,7 +119,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
             .await?;
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             match output {
-                Output::Json => json(out, &m)?,
+                Output::Json => json(out, &ArtifactVersion::from(&m))?,
                 Output::Text => {
                     writeln!(out, "pushed {name} version {version}: {}{}", transfer_summary(&m, secs), left_out(&m))?
                 }
@@ -126,7 +128,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
         ArtifactsCommand::Pull { name, dest, .. } => {
             let m = checkpoint::latest_in(objects, Space::Artifacts, name)
                 .await?
-                .with_context(|| format!("no artifact {name} (see `tap artifacts ls`)"))?;
+                .with_context(|| format!("no artifact {name} (see `tap artifacts list`)"))?;
             let dest = dest.clone().unwrap_or_else(|| std::path::PathBuf::from(name));
             crate::commands::pull_destination(&dest, false)?;
             let started = std::time::Instant::now();
@@ -139,7 +141,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
             .await?;
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             match output {
-                Output::Json => json(out, &m)?,
+                Output::Json => json(out, &ArtifactVersion::from(&m))?,
                 Output::Text => writeln!(
                     out,
                     "pulled {name} version {} into {}: {}, all verified{}",
@@ -150,7 +152,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                 )?,
             }
         }
-        ArtifactsCommand::Ls => {
+        ArtifactsCommand::List => {
             let mut latest = Vec::new();
             for n in checkpoint::names(objects, Space::Artifacts).await? {
                 // Regression: one corrupt manifest made `artifacts ls` fail without naming it.
@@ -160,19 +162,20 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                     Err(e) => crate::say!("tap: warning: artifact {n}: {}; left out", tap_core::text::chain(&e)),
                 }
             }
+            let versions: Vec<ArtifactVersion<'_>> = latest.iter().map(ArtifactVersion::from).collect();
             match output {
-                Output::Json => json(out, &latest)?,
+                Output::Json => json(out, &versions)?,
                 Output::Text => {
                     writeln!(out, "{:<28} {:<26} {:>6} {:>14}  CREATED", "NAME", "VERSION", "FILES", "BYTES")?;
-                    for m in latest {
+                    for v in versions {
                         writeln!(
                             out,
                             "{:<28} {:<26} {:>6} {:>14}  {}",
-                            m.experiment_id,
-                            m.checkpoint_id,
-                            m.files.len(),
-                            m.total_bytes(),
-                            tap_core::time::rfc3339(m.created_ms)
+                            v.name,
+                            v.version,
+                            v.files.len(),
+                            v.bytes,
+                            tap_core::time::rfc3339(v.created_ms)
                         )?;
                     }
                 }

@@ -190,7 +190,7 @@ enum Event {
     BadMetricsLine(String),
     /// Upload `id` (of the checkpoint at a step) ended: the new checkpoint (None: the
     /// directory was unchanged), or why not.
-    Uploaded(String, u64, Result<Option<Committed>, String>),
+    Uploaded(String, u64, Result<Option<Committed>, checkpoint::CheckpointError>),
     /// This rank's managed job moved on (its attempt was ended by the fleet's controller, or
     /// a newer one started): stop the command as on SIGTERM, so no rank hangs on a lost peer.
     /// Its second field: the stop is `tap jobs cancel` (the rank ends `cancelled`).

@@ -352,7 +352,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         &mut self,
         id: String,
         ckpt_step: u64,
-        result: Result<Option<super::Committed>, String>,
+        result: Result<Option<super::Committed>, crate::artifacts::checkpoint::CheckpointError>,
     ) -> anyhow::Result<()> {
         let periodic = self.record.interruption.is_none();
         let current = self.in_flight.as_ref().is_some_and(|f| f.id == id);
@@ -386,7 +386,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 self.recorder.record(&self.record);
             }
             Ok(None) => {}
-            Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {e}"),
+            Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {}", tap_core::text::chain(&e)),
         }
         if current {
             self.in_flight = None;
@@ -501,9 +501,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 &sending,
             )
             .await;
-            let _ = tx
-                .send(Event::Uploaded(upload_id, step, result.map_err(|e| tap_core::text::chain(&e).to_string())))
-                .await;
+            let _ = tx.send(Event::Uploaded(upload_id, step, result)).await;
         });
         self.in_flight = Some(InFlight { id, task, started: Instant::now(), moved_before, to_send });
     }
