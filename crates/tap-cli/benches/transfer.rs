@@ -56,11 +56,15 @@ fn child(args: &[String]) {
     rt.block_on(async {
         match dir.as_str() {
             "up" => {
-                transfer::upload(&c, BUCKET, key, path, None, opts, state, progress).await.expect("upload");
+                transfer::upload(&c, transfer::S3Object { bucket: BUCKET, key }, path, None, opts, state, progress)
+                    .await
+                    .expect("upload");
             }
-            "down" => transfer::download(&c, BUCKET, key, path, None, opts, progress).await.expect("download"),
+            "down" => transfer::download(&c, transfer::S3Object { bucket: BUCKET, key }, path, None, opts, progress)
+                .await
+                .expect("download"),
             "push" => {
-                checkpoint::save_in(&store(), Space::Artifacts, key, "bench", "v1", None, path).await.expect("push");
+                checkpoint::save(&store(), &checkpoint::CheckpointTarget::artifact(key, "v1"), path).await.expect("push");
             }
             _ => {
                 let s = store();

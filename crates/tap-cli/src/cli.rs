@@ -730,7 +730,8 @@ pub fn parse_traffic(s: &str) -> Result<f64, String> {
 /// `64MiB`, `8M`, `1GiB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let v = parse_bytes(s)?;
-    if !(5 << 20..=5 << 30).contains(&v) {
+    use crate::artifacts::transfer::{S3_MAX_PART_SIZE, S3_MIN_PART_SIZE};
+    if !(S3_MIN_PART_SIZE..=S3_MAX_PART_SIZE).contains(&v) {
         return Err(format!("{s:?}: S3 parts must be between 5MiB and 5GiB"));
     }
     Ok(v)

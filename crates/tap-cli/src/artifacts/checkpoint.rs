@@ -194,32 +194,49 @@ pub fn link_snapshot(dir: &Path, into: &Path) -> std::io::Result<Vec<SkippedEntr
     result
 }
 
-/// Uploads `dir` as checkpoint `id` of `experiment`, then makes it the latest.
-/// Objects already stored (same content in an earlier checkpoint) are not sent again.
-pub async fn save<S: ObjectStore>(
-    store: &S,
-    experiment: &str,
-    run_id: &str,
-    id: &str,
-    step: Option<u64>,
-    dir: &Path,
-) -> Result<Manifest> {
-    save_in(store, Space::Checkpoints, experiment, run_id, id, step, dir).await
+/// What a set of files is stored as: in which space, under which name (the experiment, or
+/// the artifact), whose (the run), with which id, at which step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointTarget {
+    pub space: Space,
+    pub name: String,
+    pub run_id: String,
+    pub id: String,
+    pub step: Option<u64>,
 }
 
-/// [`save`] in any space (`tap artifacts push` uses [`Space::Artifacts`]).
-#[allow(clippy::too_many_arguments)]
-pub async fn save_in<S: ObjectStore>(
-    store: &S,
-    space: Space,
-    name: &str,
-    run_id: &str,
-    id: &str,
-    step: Option<u64>,
-    dir: &Path,
-) -> Result<Manifest> {
+/// The `run_id` an artifact version's manifest carries (artifacts have no run).
+pub const ARTIFACT_RUN: &str = "push";
+
+impl CheckpointTarget {
+    /// Checkpoint `id` of run `run_id` of `experiment`.
+    pub fn checkpoint(experiment: &str, run_id: &str, id: &str, step: Option<u64>) -> CheckpointTarget {
+        CheckpointTarget {
+            space: Space::Checkpoints,
+            name: experiment.to_owned(),
+            run_id: run_id.to_owned(),
+            id: id.to_owned(),
+            step,
+        }
+    }
+
+    /// Version `version` of artifact `name`.
+    pub fn artifact(name: &str, version: &str) -> CheckpointTarget {
+        CheckpointTarget {
+            space: Space::Artifacts,
+            name: name.to_owned(),
+            run_id: ARTIFACT_RUN.to_owned(),
+            id: version.to_owned(),
+            step: None,
+        }
+    }
+}
+
+/// Uploads `dir` as `target`, then makes it the latest. Objects already stored (same content
+/// in an earlier checkpoint) are not sent again.
+pub async fn save<S: ObjectStore>(store: &S, target: &CheckpointTarget, dir: &Path) -> Result<Manifest> {
     let (base, files) = hash_path(dir, Arc::new(AtomicU64::new(0))).await?;
-    upload_hashed(store, space, name, run_id, id, step, &base, files).await
+    upload_hashed(store, target, &base, files).await
 }
 
 /// A file (stored as a one-file set) or a directory, hashed, counting the bytes read into
@@ -281,17 +298,14 @@ pub async fn hash_files_counting(dir: &Path, hashed: Arc<AtomicU64>) -> Result<H
 }
 
 /// Uploads the already hashed `files` of `dir` as checkpoint `id`, then moves LATEST to it.
-#[allow(clippy::too_many_arguments)]
 pub async fn upload_hashed<S: ObjectStore>(
     store: &S,
-    space: Space,
-    experiment: &str,
-    run_id: &str,
-    id: &str,
-    step: Option<u64>,
+    target: &CheckpointTarget,
     dir: &Path,
     hashed: Hashed,
 ) -> Result<Manifest> {
+    let CheckpointTarget { space, name: experiment, run_id, id, step } = target;
+    let (space, step) = (*space, *step);
     let Hashed { files, skipped } = hashed;
     // Many small files go FILES_IN_FLIGHT at a time (big ones are parallel inside put_file).
     let mut unique: Vec<&ManifestFile> = files.iter().collect();
@@ -596,7 +610,9 @@ mod tests {
         let (_root, store, src) = fixture();
         write(src.path(), "model.pt", b"weights");
         std::os::unix::fs::symlink("/etc/passwd", src.path().join("pw")).expect("link");
-        let m = save(&store, "exp", "r", "r-0001", Some(1), src.path()).await.expect("saved, less the link");
+        let m = save(&store, &CheckpointTarget::checkpoint("exp", "r", "r-0001", Some(1)), src.path())
+            .await
+            .expect("saved, less the link");
         assert_eq!(m.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["model.pt"]);
         assert_eq!(m.skipped.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["pw"]);
         let back = manifest(&store, "exp", "r-0001").await.expect("manifest");
@@ -626,10 +642,14 @@ mod tests {
         write(src.path(), "opt/state.bin", b"optimizer");
         write(src.path(), ".model.pt.tmp", b"half-written");
         assert_eq!(latest(&store, "mnist").await.expect("latest"), None);
-        let m1 = save(&store, "mnist", "r1", "r1-0001", Some(10), src.path()).await.expect("save");
+        let m1 = save(&store, &CheckpointTarget::checkpoint("mnist", "r1", "r1-0001", Some(10)), src.path())
+            .await
+            .expect("save");
         assert_eq!(m1.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["model.pt", "opt/state.bin"]);
         write(src.path(), "opt/state.bin", b"optimizer v2");
-        let m2 = save(&store, "mnist", "r1", "r1-0002", Some(20), src.path()).await.expect("save");
+        let m2 = save(&store, &CheckpointTarget::checkpoint("mnist", "r1", "r1-0002", Some(20)), src.path())
+            .await
+            .expect("save");
         assert_eq!(latest(&store, "mnist").await.expect("latest"), Some(m2.clone()));
         let objects = store.list("checkpoints/mnist/objects/").await.expect("list");
         assert_eq!(objects.len(), 3, "the unchanged model is stored once");
@@ -649,7 +669,7 @@ mod tests {
                 format!("{{\"i\": {}}}", i % 1200).as_bytes(),
             );
         }
-        let m = save(&store, "many", "r", "r-1", None, src.path()).await.expect("save");
+        let m = save(&store, &CheckpointTarget::checkpoint("many", "r", "r-1", None), src.path()).await.expect("save");
         assert_eq!(m.files.len(), 1500);
         assert_eq!(
             store.list("checkpoints/many/objects/").await.expect("list").len(),
@@ -666,7 +686,7 @@ mod tests {
     async fn corrupt_object_is_refused_on_restore() {
         let (root, store, src) = fixture();
         write(src.path(), "w.bin", b"weights");
-        let m = save(&store, "e", "r", "r-1", None, src.path()).await.expect("save");
+        let m = save(&store, &CheckpointTarget::checkpoint("e", "r", "r-1", None), src.path()).await.expect("save");
         std::fs::write(root.path().join(object_key("e", &m.files[0].sha256)), b"bit rot").expect("corrupt");
         let dest = tempfile::tempdir().expect("tempdir");
         let e = restore(&store, &m, dest.path()).await.expect_err("refused").to_string();
@@ -678,7 +698,7 @@ mod tests {
     async fn a_manifests_recorded_sizes_not_checked_against_what_is_restored() {
         let (_root, store, src) = fixture();
         write(src.path(), "w.bin", b"weights");
-        let mut m = save(&store, "e", "r", "r-1", None, src.path()).await.expect("save");
+        let mut m = save(&store, &CheckpointTarget::checkpoint("e", "r", "r-1", None), src.path()).await.expect("save");
         m.files[0].size = 1 << 30;
         let dest = tempfile::tempdir().expect("tempdir");
         let e = restore(&store, &m, dest.path()).await.expect_err("refused").to_string();
@@ -700,12 +720,12 @@ mod tests {
     async fn an_upload_that_fails_midway_keeps_the_previous_latest() {
         let (root, store, src) = fixture();
         write(src.path(), "a.bin", b"first");
-        let m1 = save(&store, "e", "r", "r-1", None, src.path()).await.expect("save");
+        let m1 = save(&store, &CheckpointTarget::checkpoint("e", "r", "r-1", None), src.path()).await.expect("save");
         // A file the store cannot read midway (permission): the save fails before LATEST moves.
         write(src.path(), "b.bin", b"second");
         std::fs::create_dir_all(root.path().join(object_key("e", &crate::artifacts::sha256_bytes(b"second"))))
             .expect("block the object path with a directory");
-        assert!(save(&store, "e", "r", "r-2", None, src.path()).await.is_err());
+        assert!(save(&store, &CheckpointTarget::checkpoint("e", "r", "r-2", None), src.path()).await.is_err());
         assert_eq!(latest(&store, "e").await.expect("latest"), Some(m1));
     }
 }

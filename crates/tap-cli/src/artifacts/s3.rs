@@ -51,8 +51,8 @@ impl S3Store {
     /// Multipart threshold, part size and concurrency (S3 needs parts of at least 5 MiB but
     /// the last), and where resumable upload state is kept.
     pub fn with_transfer(mut self, single_put_max: u64, transfer: TransferOptions, state_dir: &Path) -> S3Store {
-        self.single_put_max = single_put_max.max(5 * 1024 * 1024);
-        self.transfer = TransferOptions { part_size: transfer.part_size.max(5 * 1024 * 1024), ..transfer };
+        self.single_put_max = single_put_max.max(transfer::S3_MIN_PART_SIZE);
+        self.transfer = TransferOptions { part_size: transfer.part_size.max(transfer::S3_MIN_PART_SIZE), ..transfer };
         self.state_dir = state_dir.to_owned();
         self
     }
@@ -78,7 +78,8 @@ impl ObjectStore for S3Store {
         let size = std::fs::metadata(src).map_err(io(src))?.len();
         if size > self.single_put_max {
             let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
-            transfer::upload(c, b, &key, src, Some(sha256), self.transfer, &self.state_dir, p).await?;
+            let to = transfer::S3Object { bucket: b, key: &key };
+            transfer::upload(c, to, src, Some(sha256), self.transfer, &self.state_dir, p).await?;
             return Ok(());
         }
         let file = src.to_owned();
@@ -118,7 +119,15 @@ impl ObjectStore for S3Store {
         if out.content_length().unwrap_or(0).max(0) as u64 > self.single_put_max {
             drop(out);
             let (c, b, p) = (&self.client, &self.bucket, self.progress.clone());
-            return transfer::download(c, b, &key, dest, Some(sha256), self.transfer, p).await;
+            return transfer::download(
+                c,
+                transfer::S3Object { bucket: b, key: &key },
+                dest,
+                Some(sha256),
+                self.transfer,
+                p,
+            )
+            .await;
         }
         let tmp = super::temp_beside(dest, "tmp")?;
         let result = async {

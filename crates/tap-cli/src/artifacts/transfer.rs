@@ -93,6 +93,8 @@ fn parts_of(size: u64, part_size: u64) -> u64 {
 
 /// Parts in one multipart upload, at most (Amazon S3 multipart upload limits).
 pub const S3_MAX_PARTS: u64 = 10_000;
+/// Size of every part but the last, at least (Amazon S3 multipart upload limits: 5 MiB).
+pub const S3_MIN_PART_SIZE: u64 = 5 << 20;
 /// Size of one part, at most (Amazon S3 multipart upload limits: 5 GiB).
 pub const S3_MAX_PART_SIZE: u64 = 5 << 30;
 
@@ -100,8 +102,22 @@ pub const S3_MAX_PART_SIZE: u64 = 5 << 30;
 /// as far as a file needs to fit in 10 000 parts — a 200 GB checkpoint at the default 16 MiB
 /// goes up in 20 MiB parts instead of failing.
 pub fn part_size_for(size: u64, requested: u64) -> u64 {
-    const MIB: u64 = 1 << 20;
     requested.max(size.div_ceil(S3_MAX_PARTS).div_ceil(MIB) * MIB)
+}
+
+const MIB: u64 = 1 << 20;
+
+/// The SDK's read buffer when it streams a part from the file.
+const PART_READ_BUFFER: usize = 256 * 1024;
+
+/// Downloads write to their file in batches of this much, on the blocking pool.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// An object of a bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct S3Object<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
 }
 
 /// CRC32C of a part, read in 1 MiB slices (and fed to `sha` when one is kept).
@@ -129,21 +145,27 @@ fn state_path(state_dir: &Path, bucket: &str, key: &str, src: &Path, meta: &std:
     state_dir.join(format!("upload-{}.json", &super::sha256_bytes(id.as_bytes())[..32]))
 }
 
-fn save_state(path: &Path, state: &UploadState) -> Result<()> {
+/// Writes the upload's state (flushed to disk) on the blocking pool.
+async fn save_state(path: &Path, state: &UploadState) -> Result<()> {
     let bytes =
         serde_json::to_vec(state).map_err(|e| ObjectError::caused(format!("{}: upload state", path.display()), e))?;
-    tap_core::fsutil::write_atomic(path, &bytes).map_err(io(path))
+    let path = path.to_owned();
+    crate::blocking::run(move |_| tap_core::fsutil::write_atomic(&path, &bytes).map_err(io(&path))).await
+}
+
+/// A previous attempt's state, if one was saved (and reads).
+async fn load_state(path: &Path) -> Option<UploadState> {
+    let path = path.to_owned();
+    crate::blocking::run(move |_| std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok())).await
 }
 
 /// Uploads `src` in parts. Parts are read (and SHA-256-hashed) in order and sent
 /// `concurrency` at a time; with `expected_sha256`, a file whose bytes do not hash to it is
 /// not completed (the upload is aborted). Finished parts are recorded in a state file as they
 /// come, so a later call for the same file resumes after a crash or a failed part.
-#[allow(clippy::too_many_arguments)]
 pub async fn upload(
     client: &Client,
-    bucket: &str,
-    key: &str,
+    to: S3Object<'_>,
     src: &Path,
     expected_sha256: Option<&str>,
     opts: TransferOptions,
@@ -153,8 +175,7 @@ pub async fn upload(
     let meta = std::fs::metadata(src).map_err(io(src))?;
     let size = meta.len();
     std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-    let state_file = state_path(state_dir, bucket, key, src, &meta);
-    let file = Arc::new(std::fs::File::open(src).map_err(io(src))?);
+    let state_file = state_path(state_dir, to.bucket, to.key, src, &meta);
     let opts = TransferOptions { part_size: part_size_for(size, opts.part_size), ..opts };
     let n_parts = parts_of(size, opts.part_size);
     if n_parts > S3_MAX_PARTS || opts.part_size > S3_MAX_PART_SIZE {
@@ -163,163 +184,230 @@ pub async fn upload(
             src.display()
         )));
     }
-
-    // Resume a previous attempt if S3 still has it (parts are re-checked below).
-    let mut state: Option<UploadState> = std::fs::read(&state_file).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(s) = &state {
-        // Only S3's own "no such upload" (aborted, expired by the lifecycle rule) means the
-        // upload is gone; anything else is left to the part uploads to report.
-        let gone = match client.list_parts().bucket(bucket).key(key).upload_id(&s.upload_id).max_parts(1).send().await {
-            Ok(_) => false,
-            Err(e) => e.as_service_error().is_some_and(|se| {
-                use aws_sdk_s3::error::ProvideErrorMetadata;
-                se.code() == Some("NoSuchUpload")
-            }),
-        };
-        let alive = !gone;
-        if !alive || s.part_size != opts.part_size || s.size != size {
-            state = None;
-        }
-    }
+    let u = Upload { client, to, src, size, opts, state_file: &state_file };
+    let mut state = u.resume_or_begin().await?;
+    save_state(&state_file, &state).await?;
     let mut report = UploadReport { parts: n_parts as u32, ..UploadReport::default() };
-    let mut state = match state {
-        Some(s) => s,
-        None => {
-            let r = client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                .send()
-                .await
-                .map_err(|e| sdk_error(format!("S3 CreateMultipartUpload {key}"), e))?;
-            UploadState {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                size,
-                part_size: opts.part_size,
-                // Regression: a missing id was taken as "", and every part then failed.
-                upload_id: r
-                    .upload_id()
-                    .ok_or_else(|| {
-                        ObjectError::message(format!("S3 CreateMultipartUpload {key}: the answer has no upload id"))
-                    })?
-                    .to_owned(),
-                done: BTreeMap::new(),
-            }
-        }
-    };
-    save_state(&state_file, &state)?;
-
-    // The whole-file SHA-256 only when the caller wants it checked (checkpoints do; raw
-    // transfers rely on the per-part CRC32C).
-    let mut sha = expected_sha256.map(|_| Sha256::new());
-    let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let mut tasks: JoinSet<Result<(i32, DonePart)>> = JoinSet::new();
-    for n in 1..=n_parts as i32 {
-        let offset = (n as u64 - 1) * opts.part_size;
-        let len = opts.part_size.min(size - offset) as usize;
-        let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::caused("upload task", e))?;
-        let f = file.clone();
-        // The checksums come from a first read in small slices; the part itself is streamed
-        // from the file by the SDK, so no part-sized buffer ever exists (S3 rejects the part
-        // if its bytes changed in between).
-        let (crc, sha_back) = tokio::task::spawn_blocking(move || {
-            let crc = part_crc(&f, offset, len as u64, sha.as_mut())?;
-            Ok::<_, std::io::Error>((crc, sha))
-        })
-        .await
-        .map_err(|e| ObjectError::caused("upload task", e))?
-        .map_err(|source| ObjectError::Io { what: format!("{}: reading part {n}", src.display()), source })?;
-        sha = sha_back;
-        if state.done.get(&n).is_some_and(|p| p.crc32c == crc) {
-            report.parts_resumed += 1;
-            progress.fetch_add(len as u64, Ordering::Relaxed);
-            continue;
-        }
-        let (client, progress) = (client.clone(), progress.clone());
-        let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), state.upload_id.clone());
-        let path = src.to_owned();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let body = ByteStream::read_from()
-                .path(&path)
-                .offset(offset)
-                .length(aws_sdk_s3::primitives::Length::Exact(len as u64))
-                .buffer_size(256 * 1024)
-                .build()
-                .await
-                .map_err(|e| ObjectError::caused(format!("{}: part {n}", path.display()), e))?;
-            // S3 checks the part against our CRC32C, so the SDK need not hash it again, nor
-            // sign its payload (TLS protects it on real S3).
-            let r = client
-                .upload_part()
-                .bucket(&bucket)
-                .key(&key)
-                .upload_id(&upload_id)
-                .part_number(n)
-                .checksum_crc32_c(crc_b64(crc))
-                .body(body)
-                .customize()
-                .disable_payload_signing()
-                .send()
-                .await
-                .map_err(|e| sdk_error(format!("S3 UploadPart {key}"), e))?;
-            progress.fetch_add(len as u64, Ordering::Relaxed);
-            let etag = r
-                .e_tag()
-                .ok_or_else(|| ObjectError::message(format!("S3 UploadPart {key}: part {n}'s answer has no ETag")))?;
-            Ok((n, DonePart { etag: etag.to_owned(), crc32c: crc }))
-        });
-        // Record finished parts as they come, so a crash loses at most the parts in flight.
-        while let Some(done) = tasks.try_join_next() {
-            record(&mut state, &state_file, &mut report, done)?;
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        record(&mut state, &state_file, &mut report, done)?;
-    }
+    let sha = u.send_parts(expected_sha256.is_some(), &mut state, &mut report, progress).await?;
     if let (Some(expected), Some(h)) = (expected_sha256, sha) {
         let actual = super::hex(&h.finalize());
         if actual != expected {
+            let (bucket, key) = (to.bucket, to.key);
             let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&state.upload_id).send().await;
             let _ = std::fs::remove_file(&state_file);
             return Err(ObjectError::Checksum { key: key.to_owned(), expected: expected.to_owned(), actual });
         }
     }
-
-    let parts: Vec<CompletedPart> = state
-        .done
-        .iter()
-        .map(|(n, p)| {
-            CompletedPart::builder().part_number(*n).e_tag(&p.etag).checksum_crc32_c(crc_b64(p.crc32c)).build()
-        })
-        .collect();
-    client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(&state.upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-        .send()
-        .await
-        .map_err(|e| sdk_error(format!("S3 CompleteMultipartUpload {key}"), e))?;
-    let sidecar = Sidecar { size, part_size: opts.part_size, crc32c: state.done.values().map(|p| p.crc32c).collect() };
-    let sidecar =
-        serde_json::to_vec(&sidecar).map_err(|e| ObjectError::caused(format!("{key}: checksum sidecar"), e))?;
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(sidecar_key(key))
-        .body(ByteStream::from(sidecar))
-        .send()
-        .await
-        .map_err(|e| sdk_error(format!("S3 PutObject {}", sidecar_key(key)), e))?;
+    u.complete(&state).await?;
     let _ = std::fs::remove_file(&state_file);
     Ok(report)
 }
 
-fn record(
+/// One multipart upload's fixed facts, for its phases.
+struct Upload<'a> {
+    client: &'a Client,
+    to: S3Object<'a>,
+    src: &'a Path,
+    size: u64,
+    opts: TransferOptions,
+    state_file: &'a Path,
+}
+
+impl Upload<'_> {
+    /// The saved state of an earlier attempt when S3 still has it (its parts are re-checked as
+    /// they are read), else a new multipart upload.
+    async fn resume_or_begin(&self) -> Result<UploadState> {
+        let S3Object { bucket, key } = self.to;
+        if let Some(s) = load_state(self.state_file).await {
+            // Only S3's own "no such upload" (aborted, expired by the lifecycle rule) means
+            // the upload is gone; anything else is left to the part uploads to report.
+            let listed = self.client.list_parts().bucket(bucket).key(key).upload_id(&s.upload_id).max_parts(1);
+            let gone = match listed.send().await {
+                Ok(_) => false,
+                Err(e) => e.as_service_error().is_some_and(|se| {
+                    use aws_sdk_s3::error::ProvideErrorMetadata;
+                    se.code() == Some("NoSuchUpload")
+                }),
+            };
+            if !gone && s.part_size == self.opts.part_size && s.size == self.size {
+                return Ok(s);
+            }
+        }
+        let r = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("S3 CreateMultipartUpload {key}"), e))?;
+        // Regression: a missing id was taken as "", and every part then failed.
+        let upload_id = r
+            .upload_id()
+            .ok_or_else(|| {
+                ObjectError::message(format!("S3 CreateMultipartUpload {key}: the answer has no upload id"))
+            })?
+            .to_owned();
+        Ok(UploadState {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size: self.size,
+            part_size: self.opts.part_size,
+            upload_id,
+            done: BTreeMap::new(),
+        })
+    }
+
+    /// Sends every part S3 does not already have, `concurrency` at a time, recording each as
+    /// it lands; with `keep_sha`, the whole file's SHA-256 (read with the checksums).
+    async fn send_parts(
+        &self,
+        keep_sha: bool,
+        state: &mut UploadState,
+        report: &mut UploadReport,
+        progress: Arc<AtomicU64>,
+    ) -> Result<Option<Sha256>> {
+        let (src, size, opts) = (self.src, self.size, self.opts);
+        let file = Arc::new(std::fs::File::open(src).map_err(io(src))?);
+        let mut sha = keep_sha.then(Sha256::new);
+        let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let mut tasks: JoinSet<Result<(i32, DonePart)>> = JoinSet::new();
+        for n in 1..=parts_of(size, opts.part_size) as i32 {
+            let offset = (n as u64 - 1) * opts.part_size;
+            let len = opts.part_size.min(size - offset);
+            let permit = limit.clone().acquire_owned().await.map_err(|e| ObjectError::caused("upload task", e))?;
+            let f = file.clone();
+            // The checksums come from a first read in small slices; the part itself is
+            // streamed from the file by the SDK, so no part-sized buffer ever exists (S3
+            // rejects the part if its bytes changed in between).
+            let (crc, sha_back) = crate::blocking::run(move |_| {
+                let crc = part_crc(&f, offset, len, sha.as_mut())?;
+                Ok::<_, std::io::Error>((crc, sha))
+            })
+            .await
+            .map_err(|source| ObjectError::Io { what: format!("{}: reading part {n}", src.display()), source })?;
+            sha = sha_back;
+            if state.done.get(&n).is_some_and(|p| p.crc32c == crc) {
+                report.parts_resumed += 1;
+                progress.fetch_add(len, Ordering::Relaxed);
+                continue;
+            }
+            tasks.spawn(send_part(
+                self.client.clone(),
+                self.owned_part(state, n, offset, len, crc),
+                permit,
+                progress.clone(),
+            ));
+            // Record finished parts as they come, so a crash loses at most the parts in flight.
+            while let Some(done) = tasks.try_join_next() {
+                record(state, self.state_file, report, done).await?;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            record(state, self.state_file, report, done).await?;
+        }
+        Ok(sha)
+    }
+
+    fn owned_part(&self, state: &UploadState, n: i32, offset: u64, len: u64, crc: u32) -> Part {
+        Part {
+            bucket: self.to.bucket.to_owned(),
+            key: self.to.key.to_owned(),
+            upload_id: state.upload_id.clone(),
+            path: self.src.to_owned(),
+            n,
+            offset,
+            len,
+            crc,
+        }
+    }
+
+    /// Completes the upload from its recorded parts and stores the checksum sidecar.
+    async fn complete(&self, state: &UploadState) -> Result<()> {
+        let S3Object { bucket, key } = self.to;
+        let parts: Vec<CompletedPart> = state
+            .done
+            .iter()
+            .map(|(n, p)| {
+                CompletedPart::builder().part_number(*n).e_tag(&p.etag).checksum_crc32_c(crc_b64(p.crc32c)).build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&state.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("S3 CompleteMultipartUpload {key}"), e))?;
+        let crc32c = state.done.values().map(|p| p.crc32c).collect();
+        let sidecar = Sidecar { size: self.size, part_size: self.opts.part_size, crc32c };
+        let sidecar =
+            serde_json::to_vec(&sidecar).map_err(|e| ObjectError::caused(format!("{key}: checksum sidecar"), e))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(sidecar_key(key))
+            .body(ByteStream::from(sidecar))
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("S3 PutObject {}", sidecar_key(key)), e))?;
+        Ok(())
+    }
+}
+
+/// One part to send, owned by its task.
+struct Part {
+    bucket: String,
+    key: String,
+    upload_id: String,
+    path: PathBuf,
+    n: i32,
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
+async fn send_part(
+    client: Client,
+    p: Part,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    progress: Arc<AtomicU64>,
+) -> Result<(i32, DonePart)> {
+    let _permit = permit;
+    let body = ByteStream::read_from()
+        .path(&p.path)
+        .offset(p.offset)
+        .length(aws_sdk_s3::primitives::Length::Exact(p.len))
+        .buffer_size(PART_READ_BUFFER)
+        .build()
+        .await
+        .map_err(|e| ObjectError::caused(format!("{}: part {}", p.path.display(), p.n), e))?;
+    // S3 checks the part against our CRC32C, so the SDK need not hash it again, nor sign its
+    // payload (TLS protects it on real S3).
+    let r = client
+        .upload_part()
+        .bucket(&p.bucket)
+        .key(&p.key)
+        .upload_id(&p.upload_id)
+        .part_number(p.n)
+        .checksum_crc32_c(crc_b64(p.crc))
+        .body(body)
+        .customize()
+        .disable_payload_signing()
+        .send()
+        .await
+        .map_err(|e| sdk_error(format!("S3 UploadPart {}", p.key), e))?;
+    progress.fetch_add(p.len, Ordering::Relaxed);
+    let etag = r
+        .e_tag()
+        .ok_or_else(|| ObjectError::message(format!("S3 UploadPart {}: part {}'s answer has no ETag", p.key, p.n)))?;
+    Ok((p.n, DonePart { etag: etag.to_owned(), crc32c: p.crc }))
+}
+
+async fn record(
     state: &mut UploadState,
     state_file: &Path,
     report: &mut UploadReport,
@@ -328,20 +416,20 @@ fn record(
     let (n, part) = done.map_err(|e| ObjectError::caused("upload task", e))??;
     state.done.insert(n, part);
     report.parts_sent += 1;
-    save_state(state_file, state)
+    save_state(state_file, state).await
 }
 
 /// Downloads `key` into `dest` with parallel ranged GETs, verified against the sidecar when
 /// there is one. `dest` appears only when complete.
 pub async fn download(
     client: &Client,
-    bucket: &str,
-    key: &str,
+    from: S3Object<'_>,
     dest: &Path,
     expected_sha256: Option<&str>,
     opts: TransferOptions,
     progress: Arc<AtomicU64>,
 ) -> Result<()> {
+    let S3Object { bucket, key } = from;
     let head = match client.head_object().bucket(bucket).key(key).send().await {
         Ok(h) => h,
         Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
@@ -381,18 +469,25 @@ pub async fn download(
                     .send()
                     .await
                     .map_err(|e| sdk_error(format!("S3 GetObject {key}"), e))?;
-                // Stream the range straight to its place in the file: no part-sized buffer.
+                // Stream the range to its place in the file in small batches, written on the
+                // blocking pool: no part-sized buffer, no file write on this task.
                 let mut body = o.body;
                 let (mut pos, mut crc) = (start, 0u32);
+                let mut batch = Vec::with_capacity(WRITE_BATCH);
+                let mut batch_at = start;
                 while let Some(chunk) =
                     body.try_next().await.map_err(|e| ObjectError::caused(format!("S3 GetObject {key}"), e))?
                 {
                     crc = crc32c::crc32c_append(crc, &chunk);
-                    file.write_all_at(&chunk, pos)
-                        .map_err(|source| ObjectError::Io { what: format!("writing part {}", i + 1), source })?;
+                    batch.extend_from_slice(&chunk);
                     pos += chunk.len() as u64;
                     progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if batch.len() >= WRITE_BATCH {
+                        write_at(&file, std::mem::take(&mut batch), batch_at, i + 1).await?;
+                        batch_at = pos;
+                    }
                 }
+                write_at(&file, batch, batch_at, i + 1).await?;
                 if pos != end + 1 {
                     return Err(ObjectError::message(format!("S3 GetObject {key}: short range {start}-{end}")));
                 }
@@ -428,6 +523,17 @@ pub async fn download(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes `bytes` at `at` on the blocking pool.
+async fn write_at(file: &Arc<std::fs::File>, bytes: Vec<u8>, at: u64, part: u64) -> Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let file = file.clone();
+    crate::blocking::run(move |_| file.write_all_at(&bytes, at))
+        .await
+        .map_err(|source| ObjectError::Io { what: format!("writing part {part}"), source })
 }
 
 #[cfg(test)]

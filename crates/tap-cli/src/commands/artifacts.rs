@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 
 use crate::artifacts::ObjectStore;
-use crate::artifacts::checkpoint::{self, Space};
+use crate::artifacts::checkpoint::{self, CheckpointTarget, Space};
 use crate::cli::ArtifactsCommand;
 use std::io::Write;
 
@@ -114,7 +114,7 @@ pub async fn run<O: ObjectStore + Clone + 'static>(
                 objects,
                 total,
                 &format!("push {name}"),
-                checkpoint::upload_hashed(objects, Space::Artifacts, &name, "push", &version, None, &base, files),
+                checkpoint::upload_hashed(objects, &CheckpointTarget::artifact(&name, &version), &base, files),
             )
             .await?;
             let secs = started.elapsed().as_secs_f64().max(1e-3);

@@ -147,7 +147,13 @@ mod aws_tests {
         std::fs::write(src.path().join("model.pt"), &big).expect("write");
         std::fs::create_dir_all(src.path().join("opt")).expect("mkdir");
         std::fs::write(src.path().join("opt/state.json"), b"{}").expect("write");
-        let m = checkpoint::save(&store, "exp", "run-1", "run-1-0001", Some(5), src.path()).await.expect("save");
+        let m = checkpoint::save(
+            &store,
+            &crate::artifacts::checkpoint::CheckpointTarget::checkpoint("exp", "run-1", "run-1-0001", Some(5)),
+            src.path(),
+        )
+        .await
+        .expect("save");
         assert_eq!(checkpoint::latest(&store, "exp").await.expect("latest"), Some(m.clone()));
         let listed = crate::artifacts::ObjectStore::list(&store, "checkpoints/exp/objects/").await.expect("list");
         assert_eq!(listed.len(), 3, "two objects and the big one's part-checksum sidecar");
@@ -209,16 +215,31 @@ mod aws_tests {
         let state = dir.path().join("state");
         let opts = TransferOptions { part_size: 5 * 1024 * 1024, concurrency: 1 };
         let progress = Arc::new(AtomicU64::new(0));
-        let first =
-            transfer::upload(&dying, "tap-transfer-test", "k/big.bin", &src, None, opts, &state, progress.clone())
-                .await;
+        let first = transfer::upload(
+            &dying,
+            transfer::S3Object { bucket: "tap-transfer-test", key: "k/big.bin" },
+            &src,
+            None,
+            opts,
+            &state,
+            progress.clone(),
+        )
+        .await;
         let e = first.expect_err("the first attempt dies after two parts");
         assert!(tap_core::text::chain(&e).to_string().contains("failure injection"), "{e}");
         assert!(parts_fail.seen() >= 3, "the third part was tried");
         assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 1, "progress is on disk");
-        let report = transfer::upload(&client, "tap-transfer-test", "k/big.bin", &src, None, opts, &state, progress)
-            .await
-            .expect("resumes");
+        let report = transfer::upload(
+            &client,
+            transfer::S3Object { bucket: "tap-transfer-test", key: "k/big.bin" },
+            &src,
+            None,
+            opts,
+            &state,
+            progress,
+        )
+        .await
+        .expect("resumes");
         assert_eq!((report.parts, report.parts_resumed, report.parts_sent), (5, 2, 3), "{report:?}");
         assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 0, "state removed when done");
         let dest = dir.path().join("back.bin");
@@ -226,8 +247,7 @@ mod aws_tests {
         let fast = TransferOptions { part_size: 5 * 1024 * 1024, concurrency: 4 };
         transfer::download(
             &client,
-            "tap-transfer-test",
-            "k/big.bin",
+            transfer::S3Object { bucket: "tap-transfer-test", key: "k/big.bin" },
             &dest,
             Some(&sha),
             fast,
@@ -250,8 +270,7 @@ mod aws_tests {
         let dest2 = dir.path().join("evil.bin");
         let e = transfer::download(
             &client,
-            "tap-transfer-test",
-            "k/big.bin",
+            transfer::S3Object { bucket: "tap-transfer-test", key: "k/big.bin" },
             &dest2,
             None,
             fast,

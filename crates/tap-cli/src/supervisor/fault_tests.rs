@@ -261,7 +261,13 @@ async fn a_notice_during_the_restore_exits_75_and_leaves_nothing() {
     let src = env.path("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("model.bin"), b"weights").expect("write");
-    crate::artifacts::checkpoint::save(&plain, "r", "old", "old-0001", Some(3), &src).await.expect("save");
+    crate::artifacts::checkpoint::save(
+        &plain,
+        &crate::artifacts::checkpoint::CheckpointTarget::checkpoint("r", "old", "old-0001", Some(3)),
+        &src,
+    )
+    .await
+    .expect("save");
     let mut old = tap_core::runs::Run::new("r", "old", vec!["true".into()], "test", 1);
     old.status = tap_core::runs::RunStatus::Interrupted;
     old.checkpoint = Some("old-0001".into());

@@ -511,16 +511,12 @@ struct Committed {
     sample: commit::Sample,
 }
 
-/// Hashes `dir`, and unless nothing changed since `previous`, uploads it as checkpoint `id`
-/// and moves LATEST to it, measuring each part for the planner. `left_out`: entries the
-/// snapshot `dir` was taken from left out (recorded in the manifest with those of `dir`).
-#[allow(clippy::too_many_arguments)]
+/// Hashes `dir`, and unless nothing changed since `previous`, uploads it as `target` and moves
+/// LATEST to it, measuring each part for the planner. `left_out`: entries the snapshot `dir`
+/// was taken from left out (recorded in the manifest with those of `dir`).
 async fn commit_checkpoint<O: ObjectStore>(
     objects: &O,
-    experiment: &str,
-    run_id: &str,
-    id: &str,
-    step: u64,
+    target: &checkpoint::CheckpointTarget,
     dir: &Path,
     left_out: Vec<tap_core::manifest::SkippedEntry>,
     previous: Option<&Manifest>,
@@ -543,17 +539,7 @@ async fn commit_checkpoint<O: ObjectStore>(
     let child_write_s = crate::blocking::run(move |_| write_time(&changed)).await;
     let moved = objects.bytes_moved();
     let t1 = Instant::now();
-    let manifest = checkpoint::upload_hashed(
-        objects,
-        checkpoint::Space::Checkpoints,
-        experiment,
-        run_id,
-        id,
-        Some(step),
-        dir,
-        hashed,
-    )
-    .await?;
+    let manifest = checkpoint::upload_hashed(objects, target, dir, hashed).await?;
     let up_s = t1.elapsed().as_secs_f64();
     let sent_bytes = objects.bytes_moved().saturating_sub(moved);
     let (send_s, other_s) = if sent_bytes > 0 { (up_s, 0.0) } else { (0.0, up_s) };

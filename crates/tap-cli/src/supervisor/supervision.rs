@@ -28,6 +28,7 @@ use super::{
     Signals, TERM_GRACE, UploadQueue, WorkDir, commit_checkpoint, notice, reap_group, signal_group,
 };
 use crate::artifacts::ObjectStore;
+use crate::artifacts::checkpoint::CheckpointTarget;
 use crate::now_ms;
 use crate::store::LogLine;
 
@@ -489,18 +490,8 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let upload_id = id.clone();
         let task = tokio::spawn(async move {
             let (dir, _guard, left_out) = snap.ready(&live, &warned).await;
-            let result = commit_checkpoint(
-                &objects,
-                &exp,
-                &run_id,
-                &upload_id,
-                step,
-                &dir,
-                left_out,
-                previous.as_ref(),
-                &sending,
-            )
-            .await;
+            let target = CheckpointTarget::checkpoint(&exp, &run_id, &upload_id, Some(step));
+            let result = commit_checkpoint(&objects, &target, &dir, left_out, previous.as_ref(), &sending).await;
             let _ = tx.send(Event::Uploaded(upload_id, step, result)).await;
         });
         self.in_flight = Some(InFlight { id, task, started: Instant::now(), moved_before, to_send });
@@ -534,12 +525,10 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let id = self.uploads.next_id();
         let sending = AtomicU64::new(0);
         // Boxed, so that dropping it on a cancel drops the upload (and cancels its copies).
+        let target = CheckpointTarget::checkpoint(&self.opts.experiment, self.ckpt_owner, &id, Some(self.step));
         let mut sync = Box::pin(commit_checkpoint(
             self.objects,
-            &self.opts.experiment,
-            self.ckpt_owner,
-            &id,
-            self.step,
+            &target,
             &self.dirs.checkpoint,
             vec![],
             self.last_manifest.as_ref(),
