@@ -64,7 +64,9 @@ fn child(args: &[String]) {
                 .await
                 .expect("download"),
             "push" => {
-                checkpoint::save(&store(), &checkpoint::CheckpointTarget::artifact(key, "v1"), path).await.expect("push");
+                checkpoint::save(&store(), &checkpoint::CheckpointTarget::artifact(key, "v1"), path)
+                    .await
+                    .expect("push");
             }
             _ => {
                 let s = store();

@@ -5,7 +5,7 @@
 //! ([`Supervision::drive`]) only waits for the next event and hands it over, so it is always
 //! free to read the command's output and react to a notice; nothing in a handler waits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,11 +21,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
+use super::child::{WorkDir, notice, reap_group, signal_group};
 use super::recorder::Recorder;
+use super::signals::{NEVER, Sig, Signals};
 use super::snapshot::{Ack, Snapshot};
+use super::uploads::{Committed, Upload, Uploads, commit_checkpoint};
 use super::{
-    EXIT_INTERRUPTED, Event, FINAL_UPLOAD_AFTER_TERM, NEVER, OUTPUT_DRAIN_AFTER_EXIT, Outcome, RunOptions, Sig,
-    Signals, TERM_GRACE, UploadQueue, WorkDir, commit_checkpoint, notice, reap_group, signal_group,
+    EXIT_INTERRUPTED, Event, FINAL_UPLOAD_AFTER_TERM, OUTPUT_DRAIN_AFTER_EXIT, Outcome, RunOptions, TERM_GRACE,
 };
 use crate::artifacts::ObjectStore;
 use crate::artifacts::checkpoint::CheckpointTarget;
@@ -129,21 +131,51 @@ struct InFlight {
     to_send: Arc<AtomicU64>,
 }
 
-/// What `tap run` knows of its command while it runs; see the module's doc.
+impl Upload for InFlight {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What an upload of this run is made from: where its files go and where it reports.
+struct UploadSource<'a, O> {
+    objects: &'a O,
+    experiment: String,
+    /// The run whose checkpoints these are (a managed job's rank 0: the job's).
+    owner: String,
+    /// The live checkpoint directory (a snapshot falls back to copying from it).
+    live: PathBuf,
+    snapshot_warned: Arc<AtomicBool>,
+    tx: mpsc::Sender<Event>,
+}
+
+impl<O: ObjectStore + Clone + 'static> UploadSource<'_, O> {
+    /// Uploads checkpoint `id` (at `step`) from its snapshot on a task of its own, which
+    /// reports back with [`Event::Uploaded`]; `previous`: the last committed manifest.
+    fn start(&self, id: String, step: u64, snap: Snapshot, previous: Option<Manifest>) -> InFlight {
+        let moved_before = self.objects.bytes_moved();
+        let objects = self.objects.clone();
+        let target = CheckpointTarget::checkpoint(&self.experiment, &self.owner, &id, Some(step));
+        let (live, warned, tx) = (self.live.clone(), self.snapshot_warned.clone(), self.tx.clone());
+        let to_send = Arc::new(AtomicU64::new(0));
+        let sending = to_send.clone();
+        let task = tokio::spawn(async move {
+            let (dir, _guard, left_out) = snap.ready(&live, &warned).await;
+            let result = commit_checkpoint(&objects, &target, &dir, left_out, previous.as_ref(), &sending).await;
+            let _ = tx.send(Event::Uploaded(target.id, step, result)).await;
+        });
+        InFlight { id, task, started: Instant::now(), moved_before, to_send }
+    }
+}
+
 /// At most this many distinct skipped metric names are reported (a command that writes a new
 /// bad name every step would otherwise fill the terminal).
 const MAX_SKIPPED_NAMES_SAID: usize = 100;
 
+/// What `tap run` knows of its command while it runs; see the module's doc.
 pub(super) struct Supervision<'a, O> {
-    opts: &'a RunOptions,
-    objects: &'a O,
-    /// The run whose checkpoints these are (a managed job's rank 0: the job's).
-    ckpt_owner: &'a str,
-    dirs: &'a WorkDir,
-    notice_file: Option<&'a Path>,
-    pid: Pid,
-    /// Where uploads report back.
-    tx: mpsc::Sender<Event>,
+    /// The run's settings, as one value: fixed while it runs.
+    run: Setting<'a, O>,
     recorder: Recorder,
     record: Run,
     echo: crate::term::Echo,
@@ -157,14 +189,11 @@ pub(super) struct Supervision<'a, O> {
     seq: u64,
     /// The command's step, as its metrics say.
     step: u64,
-    uploads: UploadQueue,
-    in_flight: Option<InFlight>,
-    /// The snapshot of the newest checkpoint announced while an upload was in flight.
-    pending_snapshot: Option<Snapshot>,
+    uploads: Uploads<InFlight, Snapshot>,
+    upload_source: UploadSource<'a, O>,
     snapshot_seq: u32,
     /// Metric names already reported as skipped: each is said once per run.
     skipped_said: std::collections::BTreeSet<String>,
-    snapshot_warned: Arc<AtomicBool>,
     ack: Ack,
     last_manifest: Option<Manifest>,
     last_commit: Option<commit::Commit>,
@@ -177,32 +206,32 @@ pub(super) struct Supervision<'a, O> {
 pub(super) struct Setting<'a, O> {
     pub opts: &'a RunOptions,
     pub objects: &'a O,
+    /// The run whose checkpoints these are (a managed job's rank 0: the job's).
     pub ckpt_owner: &'a str,
-    /// Checkpoint ids start with it (see `UploadQueue`).
+    /// Checkpoint ids start with it (see [`Uploads`]).
     pub ckpt_prefix: &'a str,
     /// The number of this attempt's first log line.
     pub first_log_seq: u64,
     pub dirs: &'a WorkDir,
     pub notice_file: Option<&'a Path>,
     pub pid: Pid,
-    pub tx: mpsc::Sender<Event>,
 }
 
 impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
-    pub(super) fn new(s: Setting<'a, O>, recorder: Recorder, record: Run, resumed: Option<Manifest>) -> Self {
+    /// `tx`: where uploads report back.
+    pub(super) fn new(
+        s: Setting<'a, O>,
+        tx: mpsc::Sender<Event>,
+        recorder: Recorder,
+        record: Run,
+        resumed: Option<Manifest>,
+    ) -> Self {
         let last_commit = resumed.as_ref().map(|m| commit::Commit {
             id: m.checkpoint_id.clone(),
             committed_ms: m.created_ms,
             step: m.step,
         });
         Supervision {
-            opts: s.opts,
-            objects: s.objects,
-            ckpt_owner: s.ckpt_owner,
-            dirs: s.dirs,
-            notice_file: s.notice_file,
-            pid: s.pid,
-            tx: s.tx,
             recorder,
             record,
             echo: crate::term::Echo::default(),
@@ -211,17 +240,23 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             user_stop: false,
             seq: s.first_log_seq,
             step: 0,
-            uploads: UploadQueue::new(s.ckpt_prefix),
-            in_flight: None,
-            pending_snapshot: None,
+            uploads: Uploads::new(s.ckpt_prefix),
+            upload_source: UploadSource {
+                objects: s.objects,
+                experiment: s.opts.experiment.clone(),
+                owner: s.ckpt_owner.to_owned(),
+                live: s.dirs.checkpoint.clone(),
+                snapshot_warned: Arc::new(AtomicBool::new(false)),
+                tx,
+            },
             snapshot_seq: 0,
             skipped_said: Default::default(),
-            snapshot_warned: Arc::new(AtomicBool::new(false)),
             ack: Ack::new(s.dirs.ack.clone()),
             last_manifest: resumed,
             last_commit,
             samples: Vec::new(),
             warned_forecast: false,
+            run: s,
         }
     }
 
@@ -264,7 +299,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 crate::say!(
                     "tap: the command exited, but a process it started still holds its output open; ending its process group"
                 );
-                reap_group(self.pid).await;
+                reap_group(self.run.pid).await;
                 readers.stdout.abort();
                 readers.stderr.abort();
                 self.phase = Phase::Exited { status, drain_until: None };
@@ -273,7 +308,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 && readers.pipes_closed()
                 && readers.metrics.is_finished()
                 && rx.is_empty()
-                && !self.uploads.busy
+                && !self.uploads.busy()
             {
                 return Ok(());
             }
@@ -323,15 +358,13 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         self.recorder.record(&self.record);
         if is_ckpt {
             self.snapshot_seq += 1;
-            let dir = self.dirs.snapshots.join(self.snapshot_seq.to_string());
-            let snap = Snapshot::take(&self.dirs.checkpoint, dir, self.ack.at(end));
-            match self.uploads.announce(self.step) {
-                Some(next) => self.start_upload(next, snap),
-                None => {
-                    if let Some(older) = self.pending_snapshot.replace(snap) {
-                        older.discard();
-                    }
-                }
+            let dir = self.run.dirs.snapshots.join(self.snapshot_seq.to_string());
+            let snap = Snapshot::take(&self.run.dirs.checkpoint, dir, self.ack.at(end));
+            let (source, previous) = (&self.upload_source, &self.last_manifest);
+            if let Some(older) =
+                self.uploads.announce(self.step, snap, |id, step, snap| source.start(id, step, snap, previous.clone()))
+            {
+                older.discard();
             }
         }
     }
@@ -353,10 +386,9 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         &mut self,
         id: String,
         ckpt_step: u64,
-        result: Result<Option<super::Committed>, crate::artifacts::checkpoint::CheckpointError>,
+        result: Result<Option<Committed>, crate::artifacts::checkpoint::CheckpointError>,
     ) -> anyhow::Result<()> {
         let periodic = self.record.interruption.is_none();
-        let current = self.in_flight.as_ref().is_some_and(|f| f.id == id);
         match result {
             Ok(Some(c)) => {
                 let s = &c.sample;
@@ -382,19 +414,16 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 }
                 self.note_left_out(&c.manifest);
                 self.record.checkpoint = Some(id.clone());
-                self.last_commit = Some(commit::Commit { id, committed_ms: now_ms(), step: Some(ckpt_step) });
+                self.last_commit =
+                    Some(commit::Commit { id: id.clone(), committed_ms: now_ms(), step: Some(ckpt_step) });
                 self.last_manifest = Some(c.manifest);
                 self.recorder.record(&self.record);
             }
             Ok(None) => {}
             Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {}", tap_core::text::chain(&e)),
         }
-        if current {
-            self.in_flight = None;
-            if let Some(next) = self.uploads.finished() {
-                self.start_waiting(next)?;
-            }
-        }
+        let (source, previous) = (&self.upload_source, &self.last_manifest);
+        self.uploads.finished(&id, |id, step, snap| source.start(id, step, snap, previous.clone()));
         Ok(())
     }
 
@@ -402,28 +431,27 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     /// only if it lands before that deadline.
     fn on_notice(&mut self) -> anyhow::Result<()> {
         let running = self.phase.exited().is_none();
-        let (i, budget) = notice(running.then_some(self.pid), self.opts, self.notice_file, &self.dirs.notice_info);
+        let (i, budget) =
+            notice(running.then_some(self.run.pid), self.run.opts, self.run.notice_file, &self.run.dirs.notice_info);
         if running {
             self.phase = Phase::Checkpointing { until: Instant::now() + budget };
         }
-        if let Some(f) = &self.in_flight {
+        if let Some(f) = self.uploads.in_flight() {
             let end = commit::deadline_ms(i.noticed_ms, i.deadline_ms);
             let left_s = (end - now_ms()) as f64 / 1000.0;
-            let moved = self.objects.bytes_moved().saturating_sub(f.moved_before);
+            let moved = self.run.objects.bytes_moved().saturating_sub(f.moved_before);
             let forecast = self.record.forecast.as_ref().map(|p| p.commit_s);
             let elapsed = f.started.elapsed().as_secs_f64();
             if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s) {
-                f.task.abort();
-                crate::say!(
-                    "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
-                     the final checkpoint goes first, LATEST stays on {}",
-                    f.id,
-                    self.record.checkpoint.as_deref().unwrap_or("the previous one")
-                );
-                self.in_flight = None;
-                self.uploads.busy = false;
-                if let Some(next) = self.uploads.pending.take().and_then(|s| self.uploads.announce(s)) {
-                    self.start_waiting(next)?;
+                let (source, previous) = (&self.upload_source, &self.last_manifest);
+                if let Some(f) = self.uploads.cancel(|id, step, snap| source.start(id, step, snap, previous.clone())) {
+                    f.task.abort();
+                    crate::say!(
+                        "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
+                         the final checkpoint goes first, LATEST stays on {}",
+                        f.id,
+                        self.record.checkpoint.as_deref().unwrap_or("the previous one")
+                    );
                 }
             }
         }
@@ -461,57 +489,27 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
 
     fn enter(&mut self, phase: Phase, act: Act) {
         match act {
-            Act::Send(s) => drop(kill(self.pid, s)),
-            Act::KillGroup => drop(signal_group(self.pid, Signal::SIGKILL)),
+            Act::Send(s) => drop(kill(self.run.pid, s)),
+            Act::KillGroup => drop(signal_group(self.run.pid, Signal::SIGKILL)),
         }
         self.phase = phase;
-    }
-
-    /// Starts the upload of the checkpoint that waited for the one in flight.
-    fn start_waiting(&mut self, next: (String, u64)) -> anyhow::Result<()> {
-        let snap = self.pending_snapshot.take().context("a waiting checkpoint without its snapshot")?;
-        self.start_upload(next, snap);
-        Ok(())
-    }
-
-    /// Uploads checkpoint `id` (at `step`) from its snapshot on a task of its own, which
-    /// reports back with [`Event::Uploaded`].
-    fn start_upload(&mut self, (id, step): (String, u64), snap: Snapshot) {
-        let moved_before = self.objects.bytes_moved();
-        let objects = self.objects.clone();
-        let exp = self.opts.experiment.clone();
-        let run_id = self.ckpt_owner.to_owned();
-        let live = self.dirs.checkpoint.clone();
-        let warned = self.snapshot_warned.clone();
-        let previous = self.last_manifest.clone();
-        let tx = self.tx.clone();
-        let to_send = Arc::new(AtomicU64::new(0));
-        let sending = to_send.clone();
-        let upload_id = id.clone();
-        let task = tokio::spawn(async move {
-            let (dir, _guard, left_out) = snap.ready(&live, &warned).await;
-            let target = CheckpointTarget::checkpoint(&exp, &run_id, &upload_id, Some(step));
-            let result = commit_checkpoint(&objects, &target, &dir, left_out, previous.as_ref(), &sending).await;
-            let _ = tx.send(Event::Uploaded(upload_id, step, result)).await;
-        });
-        self.in_flight = Some(InFlight { id, task, started: Instant::now(), moved_before, to_send });
     }
 
     /// After the loop: ends what the command left in its group, then a last sync of the
     /// checkpoint directory (the command may have saved without announcing it), bounded by
     /// a stop and cancelled by a second one; removes the scratch copy once the store holds it.
     pub(super) async fn wind_up(&mut self, signals: &mut Signals) {
-        reap_group(self.pid).await;
+        reap_group(self.run.pid).await;
         self.recorder.record(&self.record);
         // Every upload ended; what their guards have not removed yet goes now.
-        let leftover = self.dirs.snapshots.clone();
+        let leftover = self.run.dirs.snapshots.clone();
         let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(leftover)).await;
 
         let synced = self.stop_asked < 2 && self.final_sync(signals).await;
         // Regression: every run kept a full scratch copy of its checkpoint forever. Once the
         // store holds what the directory holds, it goes (with tapml's staging beside it);
         // otherwise it stays, and tap says where.
-        let ckpt_dir = &self.dirs.checkpoint;
+        let ckpt_dir = &self.run.dirs.checkpoint;
         let scratch = [ckpt_dir.clone(), crate::tapml::staging_dir(ckpt_dir)];
         if synced {
             let _ = crate::blocking::run(move |_| scratch.iter().for_each(|d| drop(std::fs::remove_dir_all(d)))).await;
@@ -525,11 +523,11 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let id = self.uploads.next_id();
         let sending = AtomicU64::new(0);
         // Boxed, so that dropping it on a cancel drops the upload (and cancels its copies).
-        let target = CheckpointTarget::checkpoint(&self.opts.experiment, self.ckpt_owner, &id, Some(self.step));
+        let target = CheckpointTarget::checkpoint(&self.run.opts.experiment, self.run.ckpt_owner, &id, Some(self.step));
         let mut sync = Box::pin(commit_checkpoint(
-            self.objects,
+            self.run.objects,
             &target,
-            &self.dirs.checkpoint,
+            &self.run.dirs.checkpoint,
             vec![],
             self.last_manifest.as_ref(),
             &sending,
