@@ -282,74 +282,111 @@ impl AgentConfig {
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| Err(ConfigError::Invalid { path: origin.to_owned(), key, message });
+        let checks: [fn(&Self) -> Result<(), Problem>; 5] = [
+            Self::validate_metrics,
+            Self::validate_local,
+            Self::validate_health,
+            Self::validate_node,
+            Self::validate_jobs,
+        ];
+        checks.iter().try_for_each(|check| check(self)).map_err(|Problem { key, message }| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            message,
+        })
+    }
+
+    /// `[metrics]`: the contract's namespace, the environment, the intervals.
+    fn validate_metrics(&self) -> Result<(), Problem> {
         let m = &self.metrics;
         if m.namespace != NAMESPACE {
-            return invalid(
+            return Err(Problem::new(
                 "metrics.namespace",
                 format!(
                     "\"{}\" is not the contract namespace \"{NAMESPACE}\" that the stack's alarms watch",
                     m.namespace
                 ),
-            );
+            ));
         }
         if m.environment.is_empty()
             || m.environment.len() > 255
             || !m.environment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return invalid(
+            return Err(Problem::new(
                 "metrics.environment",
                 format!("\"{}\" must be 1-255 letters, digits, '-' or '_'", m.environment),
-            );
+            ));
         }
         if !(1..=60).contains(&m.sample_interval_seconds) {
-            return invalid(
+            return Err(Problem::new(
                 "metrics.sample_interval_seconds",
                 format!("{} is not in 1..=60", m.sample_interval_seconds),
-            );
+            ));
         }
         if !PUBLISH_INTERVALS.contains(&m.publish_interval_seconds) {
-            return invalid(
+            return Err(Problem::new(
                 "metrics.publish_interval_seconds",
                 format!("{} is not one of {PUBLISH_INTERVALS:?}", m.publish_interval_seconds),
-            );
+            ));
         }
         if m.publish_interval_seconds < m.sample_interval_seconds {
-            return invalid(
+            return Err(Problem::new(
                 "metrics.publish_interval_seconds",
                 format!(
                     "{} is shorter than sample_interval_seconds ({})",
                     m.publish_interval_seconds, m.sample_interval_seconds
                 ),
-            );
+            ));
         }
+        Ok(())
+    }
+
+    /// `[aws]`, `[spool]`, `[prometheus]`, `[logs]`: who the node is and what it keeps locally.
+    fn validate_local(&self) -> Result<(), Problem> {
         if let Some(region) = &self.aws.region
             && !is_region(region)
         {
-            return invalid("aws.region", format!("\"{region}\" does not look like an AWS region (e.g. us-east-1)"));
+            return Err(Problem::new(
+                "aws.region",
+                format!("\"{region}\" does not look like an AWS region (e.g. us-east-1)"),
+            ));
         }
         if let Some(id) = &self.aws.instance_id
             && (id.is_empty() || id.len() > 255 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         {
-            return invalid("aws.instance_id", format!("\"{id}\" must be 1-255 letters, digits, '-', '_' or '.'"));
+            return Err(Problem::new(
+                "aws.instance_id",
+                format!("\"{id}\" must be 1-255 letters, digits, '-', '_' or '.'"),
+            ));
         }
         if self.spool.max_bytes < 1024 * 1024 {
-            return invalid("spool.max_bytes", format!("{} is below the minimum of 1 MiB", self.spool.max_bytes));
+            return Err(Problem::new(
+                "spool.max_bytes",
+                format!("{} is below the minimum of 1 MiB", self.spool.max_bytes),
+            ));
         }
         if !self.spool.dir.is_absolute() {
-            return invalid("spool.dir", format!("\"{}\" must be an absolute path", self.spool.dir.display()));
+            return Err(Problem::new(
+                "spool.dir",
+                format!("\"{}\" must be an absolute path", self.spool.dir.display()),
+            ));
         }
         if self.prometheus.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid(
+            return Err(Problem::new(
                 "prometheus.listen",
                 format!("\"{}\" is not an address:port such as 127.0.0.1:9400", self.prometheus.listen),
-            );
+            ));
         }
         if let Some(group) = &self.logs.group
             && (group.is_empty() || group.len() > 512)
         {
-            return invalid("logs.group", "must be 1-512 characters".to_owned());
+            return Err(Problem::new("logs.group", "must be 1-512 characters".to_owned()));
         }
+        Ok(())
+    }
+
+    /// `[health]`, and the ranges of `[spot]` and `[idle]`: paths absolute, every bound named.
+    fn validate_health(&self) -> Result<(), Problem> {
         let h = &self.health;
         for (key, path) in [
             ("health.kernel_log", &h.kernel_log),
@@ -357,13 +394,13 @@ impl AgentConfig {
             ("node.runtime_dir", &self.node.runtime_dir),
         ] {
             if !path.is_absolute() {
-                return invalid(key, format!("\"{}\" must be an absolute path", path.display()));
+                return Err(Problem::new(key, format!("\"{}\" must be an absolute path", path.display())));
             }
         }
         if let Some(n) = h.expected_gpus
             && !(1..=16).contains(&n)
         {
-            return invalid("health.expected_gpus", format!("{n} is not in 1..=16"));
+            return Err(Problem::new("health.expected_gpus", format!("{n} is not in 1..=16")));
         }
         for (key, v, range) in [
             ("health.gpu_missing_seconds", h.gpu_missing_seconds, 0..=86_400),
@@ -375,53 +412,81 @@ impl AgentConfig {
             ("idle.check_seconds", self.idle.check_seconds, 1..=3600),
         ] {
             if !range.contains(&v) {
-                return invalid(key, format!("{v} is not in {}..={}", range.start(), range.end()));
+                return Err(Problem::new(key, format!("{v} is not in {}..={}", range.start(), range.end())));
             }
         }
         if h.power_off_command.first().is_none_or(|c| c.is_empty()) {
-            return invalid(
+            return Err(Problem::new(
                 "health.power_off_command",
                 "must name a program, e.g. [\"systemctl\", \"poweroff\"]".into(),
-            );
+            ));
         }
+        Ok(())
+    }
+
+    /// Where notices come from, the idle threshold, and the one key for the node's fleet.
+    fn validate_node(&self) -> Result<(), Problem> {
         if let Some(e) = &self.spot.imds_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
-            return invalid("spot.imds_endpoint", format!("\"{e}\" is not an http:// or https:// URL"));
+            return Err(Problem::new("spot.imds_endpoint", format!("\"{e}\" is not an http:// or https:// URL")));
         }
         let p = self.idle.below_percent;
         if !(p > 0.0 && p <= 100.0) {
-            return invalid("idle.below_percent", format!("{p} is not a percentage in (0, 100]"));
+            return Err(Problem::new("idle.below_percent", format!("{p} is not a percentage in (0, 100]")));
         }
         if self.idle.fleet_id.is_some() {
-            return invalid("idle.fleet_id", FLEET_ID_MOVED.into());
+            return Err(Problem::new("idle.fleet_id", FLEET_ID_MOVED.into()));
         }
-        let j = &self.jobs;
-        if j.fleet_id.is_some() {
-            return invalid("jobs.fleet_id", FLEET_ID_MOVED.into());
+        if self.jobs.fleet_id.is_some() {
+            return Err(Problem::new("jobs.fleet_id", FLEET_ID_MOVED.into()));
         }
         if let Some(id) = &self.node.fleet_id
             && !is_fleet_id(id)
         {
-            return invalid("node.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)"));
+            return Err(Problem::new("node.fleet_id", format!("\"{id}\" is not an EC2 Fleet id (fleet-...)")));
         }
+        Ok(())
+    }
+
+    /// `[jobs]`: the controller needs the experiment table and the training log group.
+    fn validate_jobs(&self) -> Result<(), Problem> {
+        let j = &self.jobs;
         match &j.table {
             // DynamoDB table names: 3-255 of [A-Za-z0-9_.-].
             Some(t)
                 if !(3..=255).contains(&t.len())
                     || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
             {
-                return invalid("jobs.table", format!("\"{t}\" is not a DynamoDB table name"));
+                return Err(Problem::new("jobs.table", format!("\"{t}\" is not a DynamoDB table name")));
             }
             None if j.controller => {
-                return invalid("jobs.table", "the controller needs the experiment table (jobs.table)".into());
+                return Err(Problem::new(
+                    "jobs.table",
+                    "the controller needs the experiment table (jobs.table)".into(),
+                ));
             }
             _ => {}
         }
         if j.controller && j.log_group.as_deref().is_none_or(|g| g.is_empty() || g.len() > 512) {
-            return invalid("jobs.log_group", "the controller needs the training log group (1-512 characters)".into());
+            return Err(Problem::new(
+                "jobs.log_group",
+                "the controller needs the training log group (1-512 characters)".into(),
+            ));
         }
         Ok(())
+    }
+}
+
+/// A key of the config and what is wrong with its value.
+struct Problem {
+    key: &'static str,
+    message: String,
+}
+
+impl Problem {
+    fn new(key: &'static str, message: String) -> Problem {
+        Problem { key, message }
     }
 }
 
