@@ -282,7 +282,7 @@ impl AgentConfig {
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let checks: [fn(&Self) -> Result<(), Problem>; 5] = [
+        let checks: [Check; 5] = [
             Self::validate_metrics,
             Self::validate_local,
             Self::validate_health,
@@ -477,6 +477,9 @@ impl AgentConfig {
         Ok(())
     }
 }
+
+/// One section's checks.
+type Check = fn(&AgentConfig) -> Result<(), Problem>;
 
 /// A key of the config and what is wrong with its value.
 struct Problem {
