@@ -81,6 +81,12 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long the daemon may take, after SIGTERM, to publish (or spool) its last window.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After SIGTERM, a moment for the job controller to hand its lease over (one request).
+const LEASE_HANDOVER: Duration = Duration::from_millis(300);
+
 pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Result<()> {
     init_logging();
     let origin = config_path.display().to_string();
@@ -96,19 +102,66 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
         namespace: config.metrics.namespace.clone(),
     };
     let publisher = publish::Publisher::new(sink, spool, publish::RetryPolicy::default());
-    let m = &config.metrics;
-    let snapshot = if config.prometheus.enabled {
-        let listener = tokio::net::TcpListener::bind(&config.prometheus.listen)
-            .await
-            .with_context(|| format!("prometheus.listen: cannot listen on {}", config.prometheus.listen))?;
-        tracing::info!(address = %config.prometheus.listen, "serving Prometheus metrics at /metrics");
-        let shared = prometheus::Shared::default();
-        tokio::spawn(prometheus::serve(listener, shared.clone(), m.environment.clone(), id.instance_id.clone()));
-        Some(shared)
-    } else {
-        None
+    let snapshot = serve_prometheus(&config, &id).await?;
+    let opts = daemon_options(&config, &id, snapshot).await;
+    let mut node = node(&config, &id, reader.kind(), a.simulate.is_some()).await?;
+    // Set when the node goes away (a spot notice, SIGTERM): the job controller hands its
+    // lease over, and the search for the node's fleet stops.
+    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
+    if let Some(rx) = node.spot.take() {
+        node.spot = Some(tee_spot(rx, leaving_tx.clone()));
+    }
+    // The node's fleet, found once for the idle rule and the job controller alike.
+    if config.idle.scale_to_zero || config.jobs.controller {
+        let sdk = cloudwatch::sdk_config(&id.region).await;
+        let fleet = node_fleet::find(sdk, id.instance_id.clone(), config.node.fleet_id.clone(), leaving.clone());
+        if config.idle.scale_to_zero {
+            start_idle_rule(&config, &id, fleet.clone()).await;
+        }
+        if config.jobs.controller {
+            start_controller(&config, &id, fleet, leaving).await?;
+        }
+    }
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = leaving_tx.send(true);
+        tokio::time::sleep(LEASE_HANDOVER).await;
     };
-    let opts = daemon::DaemonOptions {
+    let stats = daemon::run(reader, publisher, opts, node, shutdown).await?;
+    tracing::info!(
+        requests = stats.requests,
+        datums_sent = stats.datums_sent,
+        batches_spooled = stats.batches_spooled,
+        datums_rejected = stats.datums_rejected,
+        "tap-agent stopped"
+    );
+    Ok(())
+}
+
+/// `GET /metrics` on `prometheus.listen` when it is enabled: what the daemon shares with it.
+async fn serve_prometheus(config: &AgentConfig, id: &identity::Identity) -> anyhow::Result<Option<prometheus::Shared>> {
+    if !config.prometheus.enabled {
+        return Ok(None);
+    }
+    let listen = &config.prometheus.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("prometheus.listen: cannot listen on {listen}"))?;
+    tracing::info!(address = %listen, "serving Prometheus metrics at /metrics");
+    let shared = prometheus::Shared::default();
+    let env = config.metrics.environment.clone();
+    tokio::spawn(prometheus::serve(listener, shared.clone(), env, id.instance_id.clone()));
+    Ok(Some(shared))
+}
+
+/// The daemon's loop settings from the config and the node's identity.
+async fn daemon_options(
+    config: &AgentConfig,
+    id: &identity::Identity,
+    snapshot: Option<prometheus::Shared>,
+) -> daemon::DaemonOptions {
+    let m = &config.metrics;
+    daemon::DaemonOptions {
         sample_interval: Duration::from_secs(u64::from(m.sample_interval_seconds)),
         publish_interval: Duration::from_secs(u64::from(m.publish_interval_seconds)),
         window: daemon::window_length(Duration::from_secs(u64::from(m.publish_interval_seconds))),
@@ -121,91 +174,65 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
                 .unwrap_or_else(|| tap_core::fleet::UNKNOWN_AZ.into()),
         },
         net_counters: Some(std::path::PathBuf::from(crate::net::PROC_NET_DEV)),
-        shutdown_grace: Duration::from_secs(20),
+        shutdown_grace: SHUTDOWN_GRACE,
         snapshot,
-    };
-    let node = node(&config, &id, reader.kind(), a.simulate.is_some()).await?;
-    // Set when the node goes away (a spot notice, SIGTERM): the job controller hands its
-    // lease over, and the search for the node's fleet stops.
-    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
-    let mut node = node;
-    if let Some(rx) = node.spot.take() {
-        node.spot = Some(tee_spot(rx, leaving_tx.clone()));
     }
-    // The node's fleet, found once for the idle rule and the job controller alike.
-    let node_fleet = if config.idle.scale_to_zero || config.jobs.controller {
-        let sdk = cloudwatch::sdk_config(&id.region).await;
-        Some(node_fleet::find(sdk, id.instance_id.clone(), config.node.fleet_id.clone(), leaving.clone()))
-    } else {
-        None
-    };
-    if let (true, Some(fleet)) = (config.idle.scale_to_zero, &node_fleet) {
-        let i = &config.idle;
-        let rule = tap_fleet::idle::IdleRule { minutes: i64::from(i.minutes), below_percent: i.below_percent };
-        tracing::info!(
-            minutes = i.minutes,
-            below_percent = i.below_percent,
-            fleet = config.node.fleet_id.as_deref(),
-            "idle rule on: the fleet scales to zero once every GPU of it idled"
-        );
-        let sdk = cloudwatch::sdk_config(&id.region).await;
-        let mut watch = idle::IdleWatch::new(
-            sdk.clone(),
-            &id.instance_id,
-            &m.environment,
-            rule,
-            Duration::from_secs(u64::from(i.check_seconds)),
-            fleet.clone(),
-        );
-        if let Some(table) = &config.jobs.table {
-            watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-        }
-        tokio::spawn(watch.run());
-    }
-    if let (true, Some(fleet)) = (config.jobs.controller, node_fleet) {
-        // Its own app name in every request's User-Agent (CloudTrail; the tests count its
-        // requests by it).
-        let sdk = cloudwatch::sdk_config(&id.region)
-            .await
-            .into_builder()
-            .app_name(aws_config::AppName::new("tap-controller").context("app name")?)
-            .build();
-        let j = config.jobs.clone();
-        let (table, log_group) = (j.table.unwrap_or_default(), j.log_group.unwrap_or_default());
-        let environment = m.environment.clone();
-        let me = id.instance_id.clone();
-        tracing::info!(table = %table, "job controller on: contending for the fleet's lease");
-        let rx = leaving.clone();
-        tokio::spawn(async move {
-            let Some(fleet_id) = node_fleet::known(fleet).await else { return };
-            let watching = rx.clone();
-            let make = move || {
-                let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-                controller::Controller {
-                    me: me.clone(),
-                    jobs: tap_store::jobs::JobStore::new(dynamo.clone(), &table),
-                    runs: tap_store::dynamo::DynamoStore::new(dynamo, &table),
-                    fleet: tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, &environment, &log_group),
-                    leaving: rx.clone(),
-                }
-            };
-            controller::supervise(make, watching).await;
-        });
-    }
-    let shutdown = async move {
-        shutdown_signal().await;
-        let _ = leaving_tx.send(true);
-        // A moment for the controller to hand its lease over (one request).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let stats = daemon::run(reader, publisher, opts, node, shutdown).await?;
+}
+
+/// The opt-in idle rule (`[idle] scale_to_zero`), on a task of its own.
+async fn start_idle_rule(config: &AgentConfig, id: &identity::Identity, fleet: node_fleet::NodeFleet) {
+    let i = &config.idle;
+    let rule = tap_fleet::idle::IdleRule { minutes: i64::from(i.minutes), below_percent: i.below_percent };
     tracing::info!(
-        requests = stats.requests,
-        datums_sent = stats.datums_sent,
-        batches_spooled = stats.batches_spooled,
-        datums_rejected = stats.datums_rejected,
-        "tap-agent stopped"
+        minutes = i.minutes,
+        below_percent = i.below_percent,
+        fleet = config.node.fleet_id.as_deref(),
+        "idle rule on: the fleet scales to zero once every GPU of it idled"
     );
+    let sdk = cloudwatch::sdk_config(&id.region).await;
+    let every = Duration::from_secs(u64::from(i.check_seconds));
+    let mut watch = idle::IdleWatch::new(sdk.clone(), &id.instance_id, &config.metrics.environment, rule, every, fleet);
+    if let Some(table) = &config.jobs.table {
+        watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    }
+    tokio::spawn(watch.run());
+}
+
+/// The fleet's job controller (`[jobs] controller`), once the node's fleet is known, under
+/// supervision on a task of its own.
+async fn start_controller(
+    config: &AgentConfig,
+    id: &identity::Identity,
+    fleet: node_fleet::NodeFleet,
+    leaving: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // Its own app name in every request's User-Agent (CloudTrail; the tests count its
+    // requests by it).
+    let sdk = cloudwatch::sdk_config(&id.region)
+        .await
+        .into_builder()
+        .app_name(aws_config::AppName::new("tap-controller").context("app name")?)
+        .build();
+    let j = config.jobs.clone();
+    let (table, log_group) = (j.table.unwrap_or_default(), j.log_group.unwrap_or_default());
+    let environment = config.metrics.environment.clone();
+    let me = id.instance_id.clone();
+    tracing::info!(table = %table, "job controller on: contending for the fleet's lease");
+    tokio::spawn(async move {
+        let Some(fleet_id) = node_fleet::known(fleet).await else { return };
+        let watching = leaving.clone();
+        let make = move || {
+            let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+            controller::Controller {
+                me: me.clone(),
+                jobs: tap_store::jobs::JobStore::new(dynamo.clone(), &table),
+                runs: tap_store::dynamo::DynamoStore::new(dynamo, &table),
+                fleet: tap_fleet::aws::Fleet::connect(&sdk, &fleet_id, &environment, &log_group),
+                leaving: leaving.clone(),
+            }
+        };
+        controller::supervise(make, watching).await;
+    });
     Ok(())
 }
 

@@ -327,7 +327,7 @@ impl Controller {
         &self,
         h: &mut Holding,
         mut job: JobRecord,
-        mut version: u64,
+        version: u64,
         step: Step,
         fleet: &FleetStatus,
     ) -> Result<JobState, RoundError> {
@@ -340,64 +340,8 @@ impl Controller {
                 job.updated_ms = now;
                 self.jobs.write_fenced(&job, version, &h.fence).await?;
             }
-            Step::Launch { number, nodes } => {
-                let resumed_from = if number > 1 || job.spec.resume {
-                    self.runs
-                        .get_run(&job.spec.experiment, &job.id)
-                        .await
-                        .map_err(RoundError::from)?
-                        .and_then(|r| r.checkpoint)
-                } else {
-                    None
-                };
-                let by = format!("{}#{}", self.me, h.fence.epoch);
-                jobs::begin_attempt(&mut job, &nodes, resumed_from, &by, now);
-                // The claim first: a second controller's launch of this attempt fails here.
-                version = self.jobs.write_fenced(&job, version, &h.fence).await?;
-                self.record_attempt(&job, &fleet.fleet_id).await.map_err(RoundError::from)?;
-                let spec = LaunchSpec::for_job(&job, number);
-                let cmds = tap_fleet::launch::commands(&spec, &nodes.iter().collect::<Vec<_>>());
-                let timeout = job.spec.timeout_s.saturating_add(COMMAND_SLACK_S).min(jobs::MAX_TIMEOUT_S) as i32;
-                let sent = self.fleet.send(&cmds, &format!("tap job {} #{number}", job.id), timeout).await?;
-                jobs::commands_sent(&mut job, &sent, tap_core::time::now_ms());
-                self.jobs.write_fenced(&job, version, &h.fence).await?;
-                self.note_commands(&job, &sent).await;
-                tracing::info!(job = %job.id, attempt = number, nodes = ?sent, "job launched");
-            }
-            Step::Watch => {
-                let ranks = self.observe(h, &job, fleet, now).await?;
-                let verdict = jobs::watch(&ranks, now);
-                let key = (job.id.clone(), job.current().map_or(0, |a| a.number));
-                let due = h.traffic_read.get(&key).is_none_or(|t| now - t >= TRAFFIC_EVERY_MS);
-                if (due || verdict != Watch::Wait) && self.read_traffic(&mut job, now).await {
-                    h.traffic_read.insert(key, now);
-                    if verdict == Watch::Wait {
-                        version = self.jobs.write_fenced(&job, version, &h.fence).await?;
-                    }
-                }
-                match verdict {
-                    Watch::Wait => {}
-                    Watch::Succeeded => {
-                        jobs::end_attempt(&mut job, AttemptEnd::Succeeded, now);
-                        self.jobs.write_fenced(&job, version, &h.fence).await?;
-                        self.end_job_record(&job).await;
-                        tracing::info!(job = %job.id, "job succeeded");
-                    }
-                    Watch::Ended { end, cancel } => {
-                        // The other ranks first: a survivor must not hang in NCCL.
-                        self.stop_attempt(&job, &end.describe()).await;
-                        self.cancel_ranks(&job, &cancel).await;
-                        tracing::warn!(job = %job.id, why = %end.describe(), cancelled = ?cancel, "attempt ended");
-                        jobs::end_attempt(&mut job, end, tap_core::time::now_ms());
-                        self.jobs.write_fenced(&job, version, &h.fence).await?;
-                        if job.state.is_final() {
-                            self.end_job_record(&job).await;
-                        }
-                        h.final_since.retain(|(id, _, _), _| *id != job.id);
-                        h.traffic_read.retain(|(id, _), _| *id != job.id);
-                    }
-                }
-            }
+            Step::Launch { number, nodes } => self.launch(h, &mut job, version, (number, &nodes), fleet).await?,
+            Step::Watch => self.watch(h, &mut job, version, fleet, now).await?,
             Step::Cancel => {
                 if job.state.holds_nodes() {
                     let all: Vec<u32> =
@@ -431,6 +375,83 @@ impl Controller {
             }
         }
         Ok(job.state)
+    }
+
+    /// Launches attempt `number` on `nodes`: claims it (fenced) first, records it, sends each
+    /// rank its command, records the commands.
+    async fn launch(
+        &self,
+        h: &mut Holding,
+        job: &mut JobRecord,
+        mut version: u64,
+        (number, nodes): (u32, &[NodeInfo]),
+        fleet: &FleetStatus,
+    ) -> Result<(), RoundError> {
+        let now = tap_core::time::now_ms();
+        let resumed_from = if number > 1 || job.spec.resume {
+            self.runs.get_run(&job.spec.experiment, &job.id).await.map_err(RoundError::from)?.and_then(|r| r.checkpoint)
+        } else {
+            None
+        };
+        let by = format!("{}#{}", self.me, h.fence.epoch);
+        jobs::begin_attempt(job, nodes, resumed_from, &by, now);
+        // The claim first: a second controller's launch of this attempt fails here.
+        version = self.jobs.write_fenced(job, version, &h.fence).await?;
+        self.record_attempt(job, &fleet.fleet_id).await.map_err(RoundError::from)?;
+        let spec = LaunchSpec::for_job(job, number);
+        let cmds = tap_fleet::launch::commands(&spec, &nodes.iter().collect::<Vec<_>>());
+        let timeout = job.spec.timeout_s.saturating_add(COMMAND_SLACK_S).min(jobs::MAX_TIMEOUT_S) as i32;
+        let sent = self.fleet.send(&cmds, &format!("tap job {} #{number}", job.id), timeout).await?;
+        jobs::commands_sent(job, &sent, tap_core::time::now_ms());
+        self.jobs.write_fenced(job, version, &h.fence).await?;
+        self.note_commands(job, &sent).await;
+        tracing::info!(job = %job.id, attempt = number, nodes = ?sent, "job launched");
+        Ok(())
+    }
+
+    /// Watches the running attempt: its ranks' runs and commands, its traffic now and then,
+    /// and its end (success, or a rank that ended it: the others are stopped first).
+    async fn watch(
+        &self,
+        h: &mut Holding,
+        job: &mut JobRecord,
+        mut version: u64,
+        fleet: &FleetStatus,
+        now: i64,
+    ) -> Result<(), RoundError> {
+        let ranks = self.observe(h, job, fleet, now).await?;
+        let verdict = jobs::watch(&ranks, now);
+        let key = (job.id.clone(), job.current().map_or(0, |a| a.number));
+        let due = h.traffic_read.get(&key).is_none_or(|t| now - t >= TRAFFIC_EVERY_MS);
+        if (due || verdict != Watch::Wait) && self.read_traffic(job, now).await {
+            h.traffic_read.insert(key, now);
+            if verdict == Watch::Wait {
+                version = self.jobs.write_fenced(job, version, &h.fence).await?;
+            }
+        }
+        match verdict {
+            Watch::Wait => {}
+            Watch::Succeeded => {
+                jobs::end_attempt(job, AttemptEnd::Succeeded, now);
+                self.jobs.write_fenced(job, version, &h.fence).await?;
+                self.end_job_record(job).await;
+                tracing::info!(job = %job.id, "job succeeded");
+            }
+            Watch::Ended { end, cancel } => {
+                // The other ranks first: a survivor must not hang in NCCL.
+                self.stop_attempt(job, &end.describe()).await;
+                self.cancel_ranks(job, &cancel).await;
+                tracing::warn!(job = %job.id, why = %end.describe(), cancelled = ?cancel, "attempt ended");
+                jobs::end_attempt(job, end, tap_core::time::now_ms());
+                self.jobs.write_fenced(job, version, &h.fence).await?;
+                if job.state.is_final() {
+                    self.end_job_record(job).await;
+                }
+                h.final_since.retain(|(id, _, _), _| *id != job.id);
+                h.traffic_read.retain(|(id, _), _| *id != job.id);
+            }
+        }
+        Ok(())
     }
 
     /// Reads the current attempt's network bytes into it (true when they were read). A read

@@ -240,54 +240,78 @@ where
                     }
                 }
             }
-            _ = sample_tick.tick() => {
-                let at = now_ms();
-                // NVML answers in microseconds; nvidia-smi may block, so leave the worker
-                // (procfs's counters too: a read is a syscall).
-                let (result, net) = tokio::task::block_in_place(|| {
-                    (reader.read(), opts.net_counters.as_deref().and_then(crate::net::read))
-                });
-                if let Some(c) = net {
-                    agg.add_network(c);
-                }
-                if let Some(shared) = &opts.snapshot
-                    && let Ok(mut snap) = shared.lock()
-                {
-                    snap.samples_total += 1;
-                    snap.reader = reader.kind().to_string();
-                    match &result {
-                        Ok(readings) => snap.readings.clone_from(readings),
-                        Err(_) => {
-                            snap.read_errors_total += 1;
-                            snap.readings.clear();
-                        }
-                    }
-                }
-                let new = record_sample(&mut agg, node.health.as_mut(), at, &result);
-                node.on_findings(new, &mut written, &mut acted);
-                match &result {
-                    Ok(readings) if !reading => tracing::info!(gpus = readings.len(), "GPU readings are back"),
-                    Err(e) if reading => {
-                        tracing::warn!(error = %e, "cannot read GPUs; publishing host health (heartbeat, 0 GPUs visible) only");
-                    }
-                    _ => {}
-                }
-                reading = result.is_ok();
-            }
+            _ = sample_tick.tick() => reading = sample(&mut *reader, &opts, &mut agg, &mut node, reading, &mut written, &mut acted),
         }
     }
     tracing::info!(samples = agg.samples(), "shutting down: publishing the last window");
     pending.extend(agg.finish(now_ms(), &opts.labels, dropped.swap(0, Ordering::Relaxed), opts.high_resolution));
+    finish(tx, pending, node, publishing, opts.shutdown_grace).await
+}
+
+/// One sample: the GPUs and the network counters read (off the async worker), the Prometheus
+/// snapshot updated, the readings folded in and judged. Whether the GPUs could be read (a
+/// change is said once).
+fn sample(
+    reader: &mut dyn GpuReader,
+    opts: &DaemonOptions,
+    agg: &mut Aggregator,
+    node: &mut Node,
+    was_reading: bool,
+    written: &mut Option<Vec<String>>,
+    acted: &mut bool,
+) -> bool {
+    let at = now_ms();
+    // NVML answers in microseconds; nvidia-smi may block, so leave the worker (procfs's
+    // counters too: a read is a syscall).
+    let (result, net) =
+        tokio::task::block_in_place(|| (reader.read(), opts.net_counters.as_deref().and_then(crate::net::read)));
+    if let Some(c) = net {
+        agg.add_network(c);
+    }
+    if let Some(shared) = &opts.snapshot
+        && let Ok(mut snap) = shared.lock()
+    {
+        snap.samples_total += 1;
+        snap.reader = reader.kind().to_string();
+        match &result {
+            Ok(readings) => snap.readings.clone_from(readings),
+            Err(_) => {
+                snap.read_errors_total += 1;
+                snap.readings.clear();
+            }
+        }
+    }
+    let new = record_sample(agg, node.health.as_mut(), at, &result);
+    node.on_findings(new, written, acted);
+    match &result {
+        Ok(readings) if !was_reading => tracing::info!(gpus = readings.len(), "GPU readings are back"),
+        Err(e) if was_reading => {
+            tracing::warn!(error = %e, "cannot read GPUs; publishing host health (heartbeat, 0 GPUs visible) only");
+        }
+        _ => {}
+    }
+    result.is_ok()
+}
+
+/// After the loop: the last window handed to the publisher, the health state written, and
+/// the publisher given `grace` to finish.
+async fn finish(
+    tx: mpsc::Sender<Vec<Datum>>,
+    pending: Vec<Datum>,
+    mut node: Node,
+    publishing: tokio::task::JoinHandle<PublishStats>,
+    grace: std::time::Duration,
+) -> anyhow::Result<PublishStats> {
     // The channel is bounded and the publisher may be mid-retry: a full queue only delays us.
     let _ = tx.send(pending).await;
     drop(tx);
     if let Some(w) = node.state_writer.take() {
         w.finish().await;
     }
-    match tokio::time::timeout(opts.shutdown_grace, publishing).await {
+    match tokio::time::timeout(grace, publishing).await {
         Ok(Ok(stats)) => Ok(stats),
         Ok(Err(e)) => Err(anyhow::anyhow!("publisher task failed: {e}")),
-        Err(_) => anyhow::bail!("the last publish did not finish within {:?}", opts.shutdown_grace),
+        Err(_) => anyhow::bail!("the last publish did not finish within {grace:?}"),
     }
 }
 
