@@ -426,6 +426,38 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// `tap runs list`'s filters, order and columns.
+#[derive(Debug, clap::Args)]
+pub struct RunsListArgs {
+    /// Only this experiment.
+    #[arg(long, short, value_parser = parse_id)]
+    pub experiment: Option<String>,
+    /// Only this multi-node job: its own record and its node runs (the id `tap launch` printed).
+    #[arg(long, short, value_parser = parse_id)]
+    pub group: Option<String>,
+    /// Only runs in one of these states (comma-separated or repeated): queued, running,
+    /// succeeded, failed, interrupted, lost, cancelled.
+    #[arg(long, value_delimiter = ',', value_parser = parse_status)]
+    pub status: Vec<tap_core::runs::RunStatus>,
+    /// Only runs with this tag (repeat: all of them).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Only runs where FIELD OP VALUE holds (repeat: all of them). OP: < <= > >= = !=.
+    #[arg(long = "where", value_name = "EXPR", value_parser = parse_condition)]
+    pub conditions: Vec<tap_core::query::Condition>,
+    /// Order by FIELD, ascending; -FIELD for descending (default: newest first). Runs
+    /// without the field come last.
+    #[arg(long, value_name = "[-]FIELD", value_parser = parse_sort, allow_hyphen_values = true)]
+    pub sort: Option<tap_core::query::Sort>,
+    /// At most N runs (after sorting).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// The metric, hyperparameter and tag columns of the table, comma-separated (FIELDs as
+    /// above; default: the first four final metrics).
+    #[arg(long, value_delimiter = ',', value_parser = parse_field)]
+    pub columns: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Runs, newest first: filtered, sorted and cut to what you ask.
@@ -439,35 +471,8 @@ pub enum RunsCommand {
     ///   tap runs list -e sweep --sort loss --limit 1          # the lowest final loss
     ///   tap runs list --status failed,lost --tag owner=ana
     ///   tap runs list --columns loss,eval/acc@1,lr
-    List {
-        /// Only this experiment.
-        #[arg(long, short, value_parser = parse_id)]
-        experiment: Option<String>,
-        /// Only this multi-node job: its own record and its node runs (the id `tap launch` printed).
-        #[arg(long, short, value_parser = parse_id)]
-        group: Option<String>,
-        /// Only runs in one of these states (comma-separated or repeated): queued, running,
-        /// succeeded, failed, interrupted, lost, cancelled.
-        #[arg(long, value_delimiter = ',', value_parser = parse_status)]
-        status: Vec<tap_core::runs::RunStatus>,
-        /// Only runs with this tag (repeat: all of them).
-        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
-        tags: Vec<(String, String)>,
-        /// Only runs where FIELD OP VALUE holds (repeat: all of them). OP: < <= > >= = !=.
-        #[arg(long = "where", value_name = "EXPR", value_parser = parse_condition)]
-        conditions: Vec<tap_core::query::Condition>,
-        /// Order by FIELD, ascending; -FIELD for descending (default: newest first). Runs
-        /// without the field come last.
-        #[arg(long, value_name = "[-]FIELD", value_parser = parse_sort, allow_hyphen_values = true)]
-        sort: Option<tap_core::query::Sort>,
-        /// At most N runs (after sorting).
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
-        /// The metric, hyperparameter and tag columns of the table, comma-separated (FIELDs as
-        /// above; default: the first four final metrics).
-        #[arg(long, value_delimiter = ',', value_parser = parse_field)]
-        columns: Vec<String>,
-    },
+    #[command(verbatim_doc_comment)]
+    List(RunsListArgs),
     /// Add or change tags of a run: `tap runs tag RUN team=nlp stage=baseline`.
     Tag {
         /// Id, unique id prefix or name.

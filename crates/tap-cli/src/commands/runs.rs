@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use tap_core::query::Query;
 
 use crate::artifacts::ObjectStore;
-use crate::cli::{Output, RunsCommand};
+use crate::cli::{Output, RunsCommand, RunsListArgs};
 use crate::commands::{Backends, find_run, json, series, trainings};
 use crate::store::{LogStore, RunStore};
 use crate::{plot, render};
@@ -26,51 +26,9 @@ where
 {
     let runs = b.runs;
     match cmd {
-        RunsCommand::List { experiment, group, status, tags, conditions, sort, limit, columns } => {
-            let mut list = trainings(runs, experiment.as_deref()).await?;
-            if let Some(g) = group {
-                // The job's own record and its node runs.
-                list.retain(|r| r.group.as_ref() == Some(g) || (r.job.is_some() && &r.run_id == g));
-            }
-            let query = Query {
-                status: status.clone(),
-                tags: tags.clone(),
-                conditions: conditions.clone(),
-                sort: sort.clone(),
-                limit: *limit,
-            };
-            let list = query.apply(list, crate::now_ms());
-            match output {
-                Output::Json => json(out, &list)?,
-                Output::Text => out.write_all(render::runs_table(&list, columns, crate::now_ms()).as_bytes())?,
-            }
-        }
-        RunsCommand::Tag { run, tags } => {
-            let found = find_run(runs, run).await?;
-            tap_core::query::merged_tags(&found.tags, tags)
-                .map_err(|e| anyhow::anyhow!("run {}: {e}", found.run_id))?;
-            let stored = runs
-                .update_run(&found.experiment_id, &found.run_id, |r| {
-                    // Tags another writer added meanwhile count too: past the bound, none is added.
-                    let _ = tap_core::query::add_tags(r, tags);
-                })
-                .await?;
-            said(out, output, &stored, format!("tagged {}: {}", stored.run_id, tag_list(&stored)))?;
-        }
-        RunsCommand::Untag { run, keys } => {
-            let found = find_run(runs, run).await?;
-            if let Some(k) = keys.iter().find(|k| !found.tags.contains_key(*k)) {
-                bail!("run {} has no tag {k} (it has: {})", found.run_id, tag_list(&found));
-            }
-            let stored = runs
-                .update_run(&found.experiment_id, &found.run_id, |r| {
-                    for k in keys {
-                        r.tags.remove(k);
-                    }
-                })
-                .await?;
-            said(out, output, &stored, format!("untagged {}: {}", stored.run_id, tag_list(&stored)))?;
-        }
+        RunsCommand::List(args) => list(runs, args, output, out).await?,
+        RunsCommand::Tag { run, tags } => tag(runs, run, tags, output, out).await?,
+        RunsCommand::Untag { run, keys } => untag(runs, run, keys, output, out).await?,
         // Deleting a run takes its logs and stored objects with it.
         RunsCommand::Delete { runs: wanted, dry_run } => {
             crate::commands::gc::delete_runs(runs, b.logs, b.objects, wanted, *dry_run, output, out).await?;
@@ -119,6 +77,72 @@ where
             plot(runs, &settings, output, out).await?;
         }
     }
+    Ok(())
+}
+
+/// `tap runs list`: one row per training, filtered, sorted and cut as asked.
+async fn list<R: RunStore>(runs: &R, args: &RunsListArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let RunsListArgs { experiment, group, status, tags, conditions, sort, limit, columns } = args;
+    let mut list = trainings(runs, experiment.as_deref()).await?;
+    if let Some(g) = group {
+        // The job's own record and its node runs.
+        list.retain(|r| r.group.as_ref() == Some(g) || (r.job.is_some() && &r.run_id == g));
+    }
+    let query = Query {
+        status: status.clone(),
+        tags: tags.clone(),
+        conditions: conditions.clone(),
+        sort: sort.clone(),
+        limit: *limit,
+    };
+    let list = query.apply(list, crate::now_ms());
+    match output {
+        Output::Json => json(out, &list)?,
+        Output::Text => out.write_all(render::runs_table(&list, columns, crate::now_ms()).as_bytes())?,
+    }
+    Ok(())
+}
+
+/// `tap runs tag RUN KEY=VALUE...`
+async fn tag<R: RunStore>(
+    runs: &R,
+    run: &str,
+    tags: &[(String, String)],
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let found = find_run(runs, run).await?;
+    tap_core::query::merged_tags(&found.tags, tags).map_err(|e| anyhow::anyhow!("run {}: {e}", found.run_id))?;
+    let stored = runs
+        .update_run(&found.experiment_id, &found.run_id, |r| {
+            // Tags another writer added meanwhile count too: past the bound, none is added.
+            let _ = tap_core::query::add_tags(r, tags);
+        })
+        .await?;
+    said(out, output, &stored, format!("tagged {}: {}", stored.run_id, tag_list(&stored)))?;
+    Ok(())
+}
+
+/// `tap runs untag RUN KEY...`
+async fn untag<R: RunStore>(
+    runs: &R,
+    run: &str,
+    keys: &[String],
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let found = find_run(runs, run).await?;
+    if let Some(k) = keys.iter().find(|k| !found.tags.contains_key(*k)) {
+        bail!("run {} has no tag {k} (it has: {})", found.run_id, tag_list(&found));
+    }
+    let stored = runs
+        .update_run(&found.experiment_id, &found.run_id, |r| {
+            for k in keys {
+                r.tags.remove(k);
+            }
+        })
+        .await?;
+    said(out, output, &stored, format!("untagged {}: {}", stored.run_id, tag_list(&stored)))?;
     Ok(())
 }
 
