@@ -209,6 +209,15 @@ fn wait_for_file(path: &std::path::Path, limit: std::time::Duration) -> bool {
     true
 }
 
+/// Waits (at most `limit`, checking every 50 ms) until `done` holds; panics naming `what`.
+fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[path = "cli/run_model.rs"]
 mod run_model;
 
@@ -607,7 +616,10 @@ for s in 1 2; do echo "w$s" > "$TAP_CHECKPOINT_DIR/model.pt"; echo "{\"step\": $
             .stderr(Stdio::piped())
             .spawn()
             .expect("tap run");
-        std::thread::sleep(Duration::from_millis(800));
+        // Regression (a fixed 800 ms sleep): the notice comes once the run is training.
+        super::wait_until("the run's first metrics", Duration::from_secs(60), || {
+            json(h, &["runs", "list"])[0]["metric_points"].as_u64().is_some_and(|n| n > 0)
+        });
         std::fs::write(&notice, "{\"action\":\"terminate\"}").expect("notice");
         let out = child.wait_with_output().expect("wait");
         assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
@@ -1186,7 +1198,9 @@ $TAP_BIN params set lr 0.2; echo "rc=$?"
             .spawn()
             .expect("tap runs");
         assert!(super::wait_for_file(&pidfile, Duration::from_secs(30)), "the command started");
-        std::thread::sleep(Duration::from_millis(200));
+        super::wait_until("the run recorded as running", Duration::from_secs(30), || {
+            json(home.path(), &["runs", "list"])[0]["status"] == "running"
+        });
         assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
         let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("tap ends within its SIGTERM bound");
         let err = text(&child.wait_with_output().expect("output").stderr);
@@ -1522,7 +1536,12 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
             .stderr(Stdio::piped())
             .spawn()
             .expect("tap run");
-        std::thread::sleep(Duration::from_secs(2));
+        // Regression (a fixed 2 s sleep): the attempt ends once this rank runs.
+        super::wait_until("the rank's run", Duration::from_secs(60), || {
+            json(h, &["runs", "list", "-e", "llm"])
+                .as_array()
+                .is_some_and(|runs| runs.iter().any(|r| r["group"] == "job-9" && r["status"] == "running"))
+        });
         let stopped = std::time::Instant::now();
         rt.block_on(store.update_run("llm", "job-9", |r| {
             if let Some(j) = r.job.as_mut() {
