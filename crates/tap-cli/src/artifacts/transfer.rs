@@ -459,49 +459,8 @@ pub async fn download(
             let expected = sidecar.as_ref().filter(|s| s.size == size).and_then(|s| s.crc32c.get(i as usize).copied());
             let start = i * part_size;
             let end = (start + part_size).min(size) - 1;
-            tasks.spawn(async move {
-                let _permit = permit;
-                let o = client
-                    .get_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .range(format!("bytes={start}-{end}"))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(format!("S3 GetObject {key}"), e))?;
-                // Stream the range to its place in the file in small batches, written on the
-                // blocking pool: no part-sized buffer, no file write on this task.
-                let mut body = o.body;
-                let (mut pos, mut crc) = (start, 0u32);
-                let mut batch = Vec::with_capacity(WRITE_BATCH);
-                let mut batch_at = start;
-                while let Some(chunk) =
-                    body.try_next().await.map_err(|e| ObjectError::caused(format!("S3 GetObject {key}"), e))?
-                {
-                    crc = crc32c::crc32c_append(crc, &chunk);
-                    batch.extend_from_slice(&chunk);
-                    pos += chunk.len() as u64;
-                    progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    if batch.len() >= WRITE_BATCH {
-                        write_at(&file, std::mem::take(&mut batch), batch_at, i + 1).await?;
-                        batch_at = pos;
-                    }
-                }
-                write_at(&file, batch, batch_at, i + 1).await?;
-                if pos != end + 1 {
-                    return Err(ObjectError::message(format!("S3 GetObject {key}: short range {start}-{end}")));
-                }
-                if let Some(want) = expected
-                    && crc != want
-                {
-                    return Err(ObjectError::Checksum {
-                        key: format!("{key} part {}", i + 1),
-                        expected: format!("crc32c {want:08x}"),
-                        actual: format!("crc32c {crc:08x}"),
-                    });
-                }
-                Ok(())
-            });
+            let range = Range { bucket, key, part: i + 1, start, end, expected };
+            tasks.spawn(fetch_range(client, range, file, permit, progress));
         }
         while let Some(r) = tasks.join_next().await {
             r.map_err(|e| ObjectError::caused("download task", e))??;
@@ -523,6 +482,68 @@ pub async fn download(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// One ranged GET of a download, owned by its task.
+struct Range {
+    bucket: String,
+    key: String,
+    /// 1-based, for messages.
+    part: u64,
+    start: u64,
+    /// Inclusive.
+    end: u64,
+    /// The part's CRC32C from the sidecar, when there is one.
+    expected: Option<u32>,
+}
+
+/// Streams one range to its place in the file in small batches, written on the blocking
+/// pool (no part-sized buffer, no file write on the async task), and checks its CRC32C.
+async fn fetch_range(
+    client: Client,
+    r: Range,
+    file: Arc<std::fs::File>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    progress: Arc<AtomicU64>,
+) -> Result<()> {
+    let _permit = permit;
+    let Range { bucket, key, part, start, end, expected } = r;
+    let o = client
+        .get_object()
+        .bucket(&bucket)
+        .key(&key)
+        .range(format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .map_err(|e| sdk_error(format!("S3 GetObject {key}"), e))?;
+    let mut body = o.body;
+    let (mut pos, mut crc) = (start, 0u32);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut batch_at = start;
+    while let Some(chunk) = body.try_next().await.map_err(|e| ObjectError::caused(format!("S3 GetObject {key}"), e))? {
+        crc = crc32c::crc32c_append(crc, &chunk);
+        batch.extend_from_slice(&chunk);
+        pos += chunk.len() as u64;
+        progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if batch.len() >= WRITE_BATCH {
+            write_at(&file, std::mem::take(&mut batch), batch_at, part).await?;
+            batch_at = pos;
+        }
+    }
+    write_at(&file, batch, batch_at, part).await?;
+    if pos != end + 1 {
+        return Err(ObjectError::message(format!("S3 GetObject {key}: short range {start}-{end}")));
+    }
+    if let Some(want) = expected
+        && crc != want
+    {
+        return Err(ObjectError::Checksum {
+            key: format!("{key} part {part}"),
+            expected: format!("crc32c {want:08x}"),
+            actual: format!("crc32c {crc:08x}"),
+        });
+    }
+    Ok(())
 }
 
 /// Writes `bytes` at `at` on the blocking pool.
