@@ -192,6 +192,39 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
         ));
     }
     s.push_str(&attempts_table(run));
+    s.push_str(&job_and_end(run));
+    s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));
+    for e in &run.checkpoint_left_out {
+        s.push_str(&format!("left out:    {} ({})\n", e.path, e.why));
+    }
+    if !run.hparams.is_empty() {
+        s.push_str("hyperparameters:\n");
+        for (k, h) in &run.hparams {
+            let from = match h.source {
+                tap_core::runs::ParamSource::Default => format!("default, version {}", h.version),
+                tap_core::runs::ParamSource::Override => "override".to_owned(),
+            };
+            s.push_str(&format!("  {k:<24} {} ({from})\n", h.value));
+        }
+    }
+    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in points {
+        series.entry(&p.name).or_default().push(p.value);
+    }
+    if !series.is_empty() {
+        s.push_str("metrics:\n");
+        for (name, values) in series {
+            let last = values.last().copied().unwrap_or(f64::NAN);
+            s.push_str(&format!("  {name:<24} {last:>12.6}  {}  ({} points)\n", sparkline(&values, 40), values.len()));
+        }
+    }
+    s
+}
+
+/// A run's part in a managed job, its nodes (a job's record), how it was interrupted, the
+/// planner's forecast and whether it was lost.
+fn job_and_end(run: &Run) -> String {
+    let mut s = String::new();
     if let Some(g) = &run.group {
         let rank = run.node_rank.map(|r| format!(" (node rank {r})")).unwrap_or_default();
         s.push_str(&format!("job:         {g}{rank}\n"));
@@ -223,31 +256,6 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     if run.status == tap_core::runs::RunStatus::Lost {
         let seen = run.heartbeat_ms.map(tap_core::time::rfc3339).unwrap_or_else(|| "-".into());
         s.push_str(&format!("lost:        its tap run stopped without recording an end (last heartbeat {seen})\n"));
-    }
-    s.push_str(&format!("checkpoint:  {}\n", run.checkpoint.as_deref().unwrap_or("-")));
-    for e in &run.checkpoint_left_out {
-        s.push_str(&format!("left out:    {} ({})\n", e.path, e.why));
-    }
-    if !run.hparams.is_empty() {
-        s.push_str("hyperparameters:\n");
-        for (k, h) in &run.hparams {
-            let from = match h.source {
-                tap_core::runs::ParamSource::Default => format!("default, version {}", h.version),
-                tap_core::runs::ParamSource::Override => "override".to_owned(),
-            };
-            s.push_str(&format!("  {k:<24} {} ({from})\n", h.value));
-        }
-    }
-    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for p in points {
-        series.entry(&p.name).or_default().push(p.value);
-    }
-    if !series.is_empty() {
-        s.push_str("metrics:\n");
-        for (name, values) in series {
-            let last = values.last().copied().unwrap_or(f64::NAN);
-            s.push_str(&format!("  {name:<24} {last:>12.6}  {}  ({} points)\n", sparkline(&values, 40), values.len()));
-        }
     }
     s
 }
