@@ -11,6 +11,9 @@ use tap_core::agent_config::AgentConfig;
 
 use crate::cli::RunArgs;
 use crate::gpu::{self, GpuReader, GpuReading, ReaderKind};
+
+/// Without a driver, the agent looks for one again this often (the boot may install it).
+const DRIVER_RETRY: Duration = Duration::from_secs(60);
 use crate::{
     cloudwatch, controller, daemon, health, identity, idle, metrics, node_fleet, prometheus, publish, spool, spot,
 };
@@ -29,7 +32,7 @@ impl GpuReader for NoGpus {
     }
 
     fn read(&mut self) -> Result<Vec<GpuReading>, gpu::ReadError> {
-        if self.found.is_none() && self.last_try.elapsed() >= Duration::from_secs(60) {
+        if self.found.is_none() && self.last_try.elapsed() >= DRIVER_RETRY {
             self.last_try = Instant::now();
             match gpu::open_hardware() {
                 Ok(r) => {

@@ -27,6 +27,12 @@ use crate::metrics::{Aggregator, Datum, Labels};
 use crate::publish::{PublishStats, Publisher, Sink};
 use crate::spot::SpotEvent;
 
+/// CloudWatch aggregates by the minute: a statistic set covers at most one.
+const MAX_WINDOW: Duration = Duration::from_secs(60);
+
+/// While a node drains for a fatal finding, the registered runs are looked at this often.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+
 pub use tap_core::time::now_ms;
 
 #[derive(Debug, Clone)]
@@ -48,7 +54,7 @@ pub struct DaemonOptions {
 
 /// The statistic-set window: the publish interval, but at most one minute.
 pub fn window_length(publish_interval: Duration) -> Duration {
-    publish_interval.min(Duration::from_secs(60))
+    publish_interval.min(MAX_WINDOW)
 }
 
 /// Adds one sample to the window as the daemon does: the health rule judges it first (its
@@ -167,7 +173,7 @@ impl Node {
             if let Some(policy) = self.policy.clone() {
                 let reason = reason.join("; ");
                 tokio::spawn(async move {
-                    if let Err(e) = policy.take_out_of_service(&reason, now_ms(), Duration::from_secs(1)).await {
+                    if let Err(e) = policy.take_out_of_service(&reason, now_ms(), DRAIN_POLL).await {
                         tracing::error!(error = %e, "the fatal-finding policy failed");
                     }
                 });

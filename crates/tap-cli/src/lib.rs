@@ -20,6 +20,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cli::{Cli, Command};
 
+/// At exit, blocking work nobody waits for any more gets this long to see its cancel.
+const BLOCKING_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs `tap` for parsed arguments; errors are printed once, as one line, and a closed pipe
 /// (`tap ... | head`) ends quietly.
 pub fn main_with(cli: Cli) -> ExitCode {
@@ -63,7 +66,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     });
     // Blocking work nobody waits for any more (a cancelled copy) is told to stop; tap does not
     // wait for it longer than this.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    runtime.shutdown_timeout(BLOCKING_SHUTDOWN);
     result
 }
 

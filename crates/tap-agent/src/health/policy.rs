@@ -8,6 +8,9 @@ use std::time::Duration;
 use tap_core::agent_config::OnFatal;
 use tap_core::notice::{Notice, NoticeKind, RuntimeDir};
 
+/// The power-off command gets this long.
+const POWER_OFF_LIMIT: Duration = Duration::from_secs(60);
+
 /// The policy on a fatal finding.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -72,11 +75,11 @@ impl Policy {
     }
 }
 
-/// Runs the power-off command (bounded: 60 s); logs and returns whether it succeeded.
+/// Runs the power-off command (bounded: [`POWER_OFF_LIMIT`]); logs and returns whether it succeeded.
 async fn run_power_off(cmd: &[String]) -> bool {
     let Some((program, args)) = cmd.split_first() else { return false };
     let run = tokio::process::Command::new(program).args(args).kill_on_drop(true).status();
-    match tokio::time::timeout(Duration::from_secs(60), run).await {
+    match tokio::time::timeout(POWER_OFF_LIMIT, run).await {
         Ok(Ok(s)) if s.success() => true,
         Ok(Ok(s)) => {
             tracing::error!(status = %s, "the power-off command failed");

@@ -13,6 +13,9 @@ use tap_core::manifest::ArtifactVersion;
 use crate::cli::Output;
 use crate::commands::json;
 
+/// How often a progress bar is redrawn.
+const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Shows a byte progress bar (with throughput) on stderr while `work` runs; hidden when
 /// stderr is not a terminal.
 pub(crate) async fn with_progress<O: ObjectStore, T>(
@@ -43,7 +46,7 @@ pub(crate) async fn progress_of<T>(
     );
     bar.set_message(label.to_owned());
     tokio::pin!(work);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval(PROGRESS_TICK);
     let result = loop {
         tokio::select! {
             r = &mut work => break r,

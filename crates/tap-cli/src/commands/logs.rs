@@ -11,6 +11,9 @@ use std::io::Write;
 use crate::cli::Output;
 use crate::commands::json;
 
+/// `tap logs --follow` asks the store for new lines this often.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `tap logs RUN` (and `tap jobs logs JOB`): a run's output, or a multi-node job's rank 0's;
 /// `follow` prints new lines until the run ends.
 pub async fn print_logs<R: RunStore, L: LogStore>(
@@ -66,7 +69,7 @@ pub async fn print_logs<R: RunStore, L: LogStore>(
         if done {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tokio::time::sleep(FOLLOW_POLL).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,18 @@ use crate::now_ms;
 
 use super::{GROUP_TERM_GRACE, RunOptions};
 
+/// A cancelled start-up waits this long for the copies it started before it removes the
+/// scratch directory.
+const ABANDON_SETTLE: Duration = Duration::from_secs(10);
+
+/// How often a command's process group is looked at while it empties by itself (ten times),
+/// and after SIGTERM (until [`GROUP_TERM_GRACE`]).
+const GROUP_POLL: Duration = Duration::from_millis(10);
+const GROUP_TERM_POLL: Duration = Duration::from_millis(50);
+
+/// After a notice, the final upload gets at least this long (or a third of what is left).
+const MIN_UPLOAD_TIME: Duration = Duration::from_secs(20);
+
 /// `TAP_HP_LEARNING_RATE` for `learning_rate` (the shared definition: `tap_core::command_env`).
 pub use tap_core::command_env::hparam_variable as hparam_env_name;
 
@@ -64,7 +76,7 @@ pub(super) fn spawn_failure(program: &str, e: &std::io::Error, flat: &BTreeMap<S
 pub fn checkpoint_budget(configured: Duration, remaining: Option<Duration>) -> Duration {
     match remaining {
         None => configured,
-        Some(r) => configured.min(r.saturating_sub((r / 3).max(Duration::from_secs(20)))),
+        Some(r) => configured.min(r.saturating_sub((r / 3).max(MIN_UPLOAD_TIME))),
     }
 }
 
@@ -99,8 +111,11 @@ impl Drop for Registered {
 /// Stops what the cancelled start-up left running and removes the run's scratch directory:
 /// nothing half-written stays behind.
 pub(super) async fn abandon(work: &Path) {
-    if !crate::blocking::settle(Duration::from_secs(10)).await {
-        crate::say!("tap: a copy is still running after 10 s; {} may keep a partial file", work.display());
+    if !crate::blocking::settle(ABANDON_SETTLE).await {
+        crate::say!(
+            "tap: a copy is still running after {ABANDON_SETTLE:?}; {} may keep a partial file",
+            work.display()
+        );
     }
     let dir = work.to_owned();
     let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(dir)).await;
@@ -119,7 +134,7 @@ pub(super) async fn reap_group(pid: Pid) {
         if nix::sys::signal::killpg(pid, None).is_err() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(GROUP_POLL).await;
     }
     if !signal_group(pid, Signal::SIGTERM) {
         return;
@@ -127,7 +142,7 @@ pub(super) async fn reap_group(pid: Pid) {
     crate::say!("tap: processes the command left behind got SIGTERM");
     let until = Instant::now() + GROUP_TERM_GRACE;
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(GROUP_TERM_POLL).await;
         if nix::sys::signal::killpg(pid, None).is_err() {
             return;
         }

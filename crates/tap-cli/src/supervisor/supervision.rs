@@ -34,6 +34,9 @@ use crate::artifacts::checkpoint::CheckpointTarget;
 use crate::now_ms;
 use crate::store::LogLine;
 
+/// A cancelled final upload waits this long for its copies to stop.
+const CANCELLED_UPLOAD_SETTLE: Duration = Duration::from_secs(5);
+
 /// While the command's output is drained after its exit, the loop wakes this often to see
 /// whether the drain is overdue ([`OUTPUT_DRAIN_AFTER_EXIT`]).
 const DRAIN_TICK: Duration = Duration::from_millis(200);
@@ -566,7 +569,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     "tap: final checkpoint upload cancelled by {why}; LATEST stays on {}",
                     self.record.checkpoint.as_deref().unwrap_or("the previous checkpoint")
                 );
-                crate::blocking::settle(Duration::from_secs(5)).await;
+                crate::blocking::settle(CANCELLED_UPLOAD_SETTLE).await;
                 false
             }
         }
