@@ -16,6 +16,7 @@ pub mod names;
 pub mod notice;
 pub mod query;
 pub mod runs;
+pub mod shards;
 pub mod stack_config;
 pub mod text;
 pub mod time;

@@ -123,6 +123,27 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn put_bytes_once(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let path = self.path(key)?;
+        let (root, bytes) = (self.root.clone(), bytes.to_vec());
+        blocking::run(move |_| {
+            let dir = path.parent().unwrap_or(&root);
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
+            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+            let written = f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io(&tmp));
+            // A hard link appears whole and fails when the name exists: create-if-absent.
+            let linked = written.and_then(|()| match fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(io(&path)(e)),
+            });
+            let _ = fs::remove_file(&tmp);
+            linked
+        })
+        .await
+    }
+
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(key)?;
         blocking::run(move |_| match fs::read(&path) {
@@ -198,6 +219,12 @@ fn list_under(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_written_once_is_written_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::artifacts::write_once_conformance(&LocalStore::new(dir.path())).await;
+    }
 
     /// Regression (issue 23): `tap artifacts push` of 300 MiB showed `0 B/300.00 MiB` for the
     /// whole transfer, because the local store counted a file's bytes only once it was in

@@ -73,6 +73,10 @@ pub trait ObjectStore: Send + Sync {
     /// Writes the object to `dest`; fails (leaving `dest` untouched) unless it hashes to `sha256`.
     fn get_file(&self, key: &str, dest: &Path, sha256: &str) -> impl Future<Output = Result<()>> + Send;
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// Writes the object only if there is none at `key` (create-if-absent, atomic against
+    /// other writers): whether this call wrote it. A record that must be written once (a
+    /// sharded step's commit) is written this way; the one already there is kept.
+    fn put_bytes_once(&self, key: &str, bytes: &[u8]) -> impl Future<Output = Result<bool>> + Send;
     fn get_bytes(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Objects under `prefix`, by key.
@@ -132,4 +136,23 @@ pub fn sha256_bytes(b: &[u8]) -> String {
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What every object store must do with a write-once record, whatever its backend.
+#[cfg(test)]
+pub(crate) async fn write_once_conformance<S: ObjectStore>(store: &S) {
+    let key = "checkpoints/e/commits/job/c1.json";
+    assert!(store.put_bytes_once(key, b"first").await.expect("first write"), "the first writer writes");
+    assert!(!store.put_bytes_once(key, b"second").await.expect("second write"), "a second writer does not");
+    assert_eq!(store.get_bytes(key).await.expect("read").as_deref(), Some(&b"first"[..]), "the first one stays");
+    // Writers racing: exactly one wins, and what is stored is the winner's, whole.
+    let key = "checkpoints/e/commits/job/c2.json";
+    let (a, b) = tokio::join!(store.put_bytes_once(key, b"from rank 0"), store.put_bytes_once(key, b"from rank 1"));
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert!(a != b, "exactly one of two racing writers wins: {a} {b}");
+    let stored = store.get_bytes(key).await.expect("read").expect("stored");
+    assert_eq!(stored, if a { &b"from rank 0"[..] } else { &b"from rank 1"[..] });
+    let names: Vec<String> =
+        store.list("checkpoints/e/commits/").await.expect("list").into_iter().map(|o| o.key).collect();
+    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
 }

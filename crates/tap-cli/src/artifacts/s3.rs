@@ -169,6 +169,25 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_bytes_once(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let key = self.key(key)?;
+        // S3's conditional write: If-None-Match: * fails with 412 when the key exists.
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+            Err(e) => Err(sdk_error(format!("S3 PutObject {key} (if absent)"), e).into()),
+        }
+    }
+
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = self.key(key)?;
         match self.client.get_object().bucket(&self.bucket).key(&key).send().await {

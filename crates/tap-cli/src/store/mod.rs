@@ -127,6 +127,18 @@ mod aws_tests {
         assert!(super::LogStore::logs(&logs, "exp-m", "never-ran").await.expect("empty").is_empty());
     }
 
+    /// S3's conditional write (If-None-Match: *) on moto: a record written once stays the first
+    /// writer's, racing writers included.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn s3_a_record_written_once_is_written_once() {
+        let moto = Moto::from_env(free_port());
+        let conf = aws_sdk_s3::config::Builder::from(&sdk_config(&moto)).force_path_style(true).build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        client.create_bucket().bucket("ml-model-artifacts-once").send().await.expect("CreateBucket");
+        let store = crate::artifacts::s3::S3Store::new(client, "ml-model-artifacts-once", "tap");
+        crate::artifacts::write_once_conformance(&store).await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn s3_checkpoints_round_trip_with_multipart_and_refuse_corruption() {
         use crate::artifacts::checkpoint;

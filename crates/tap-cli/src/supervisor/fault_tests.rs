@@ -92,6 +92,9 @@ impl ObjectStore for Faulty {
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> ObjResult<()> {
         self.inner.put_bytes(key, bytes).await
     }
+    async fn put_bytes_once(&self, key: &str, bytes: &[u8]) -> ObjResult<bool> {
+        self.inner.put_bytes_once(key, bytes).await
+    }
     async fn get_bytes(&self, key: &str) -> ObjResult<Option<Vec<u8>>> {
         self.inner.get_bytes(key).await
     }
