@@ -84,7 +84,7 @@ async fn delete_one<R: RunStore, L: LogStore, O: ObjectStore>(
     let records: BTreeSet<String> = run.records().iter().map(|s| (*s).to_owned()).collect();
     let mut removed = Removed { what: format!("run {exp}/{}", run.run_id), ..Removed::default() };
     // Checkpoints first, the record last: a delete cut short leaves the record to say it again.
-    if let Some(stored) = checkpoint::stored(objects, Space::Checkpoints, exp).await? {
+    if let Ok(stored) = checkpoint::stored(objects, Space::Checkpoints, exp).await? {
         let mine: BTreeSet<&str> =
             stored.manifests.iter().filter(|(_, m)| records.contains(&m.run_id)).map(|(k, _)| k.as_str()).collect();
         // An object shared with a running run's next upload could be deleted under it: then
@@ -144,10 +144,13 @@ pub async fn gc<R: RunStore, O: ObjectStore>(
             report.push(removed);
             continue;
         }
-        let Some(mut stored) = stored else {
-            removed.kept = Some("a manifest does not parse: nothing of the experiment is removed".into());
-            report.push(removed);
-            continue;
+        let mut stored = match stored {
+            Ok(s) => s,
+            Err(why) => {
+                removed.kept = Some(format!("{why}: nothing of the experiment is removed"));
+                report.push(removed);
+                continue;
+            }
         };
         // What runs name: their latest checkpoint, and what forks started from and restored.
         for r in &in_exp {
@@ -159,10 +162,13 @@ pub async fn gc<R: RunStore, O: ObjectStore>(
     }
     for (name, stored) in checkpoint::stored_all(objects, Space::Artifacts).await? {
         let mut removed = Removed { what: format!("artifacts/{name}"), ..Removed::default() };
-        let Some(stored) = stored else {
-            removed.kept = Some("a manifest does not parse: nothing of the artifact is removed".into());
-            report.push(removed);
-            continue;
+        let stored = match stored {
+            Ok(s) => s,
+            Err(why) => {
+                removed.kept = Some(format!("{why}: nothing of the artifact is removed"));
+                report.push(removed);
+                continue;
+            }
         };
         // Every version of an artifact has the same owner: its name.
         let plan = gc::plan(&stored, keep_artifact_versions, |m| m.experiment_id.clone(), now);
