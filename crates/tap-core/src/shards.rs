@@ -10,13 +10,13 @@
 //!                                                             rank's shard manifest (a Manifest)
 //! checkpoints/<exp>/commits/<job>/<commit id>.json            the step's commit ([`StepCommit`]):
 //!                                                             written once, only when complete
-//! checkpoints/<exp>/runs/<job>/LATEST                         → the newest committed step
 //! ```
 //!
 //! Every rank uploads its own shard in parallel with the others (its objects first, its shard
 //! manifest last). Whichever rank's upload completes the step writes the commit, once
-//! (create-if-absent), naming every shard manifest with its digest; `LATEST` moves only to
-//! commits. A step with missing shards is never restorable and is cleaned up once a later
+//! (create-if-absent), naming every shard manifest with its digest. The job's latest
+//! checkpoint is its newest commit ([`newest_commit`] over the commit ids): only committed
+//! steps are ever latest, and no pointer can be left behind or raced. A step with missing shards is never restorable and is cleaned up once a later
 //! step commits ([`orphaned`]). A shard of an attempt other than the job's current one is
 //! fenced out: it never commits and never moves `LATEST` ([`decide_commit`]).
 
@@ -48,6 +48,39 @@ pub fn commit_key(root: &str, experiment: &str, job: &str, id: &str) -> String {
 /// A step's commit id: `<job>-a<attempt>-s<step>` (sortable within an attempt by step).
 pub fn commit_id(job: &str, attempt: u32, step: u64) -> String {
     format!("{job}-a{attempt}-s{step:010}")
+}
+
+/// What a rank stores at its shard key: the manifest of its files, and whose shard it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardManifest {
+    pub rank: u32,
+    pub world_size: u32,
+    pub attempt: u32,
+    pub manifest: crate::manifest::Manifest,
+}
+
+impl ShardManifest {
+    pub fn parse(bytes: &[u8]) -> Result<ShardManifest, String> {
+        let s: ShardManifest = serde_json::from_slice(bytes).map_err(|e| format!("not a shard manifest: {e}"))?;
+        s.manifest.validate().map_err(|e| e.0)?;
+        if s.rank >= s.world_size || s.world_size > MAX_WORLD_SIZE {
+            return Err(format!("rank {} of a world of {}", s.rank, s.world_size));
+        }
+        Ok(s)
+    }
+}
+
+/// The (attempt, step) of a commit id of `job`, if it is one.
+pub fn parse_commit_id(job: &str, id: &str) -> Option<(u32, u64)> {
+    let rest = id.strip_prefix(job)?.strip_prefix("-a")?;
+    let (attempt, step) = rest.split_once("-s")?;
+    Some((attempt.parse().ok()?, step.parse().ok()?))
+}
+
+/// The newest of a job's commit ids (by attempt, then step).
+pub fn newest_commit<'a>(job: &str, ids: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    ids.into_iter().filter_map(|id| parse_commit_id(job, id).map(|k| (k, id))).max().map(|(_, id)| id)
 }
 
 /// One rank's shard as a commit names it.
@@ -232,6 +265,16 @@ mod tests {
                 bytes: 10 + u64::from(rank),
             },
         }
+    }
+
+    #[test]
+    fn the_newest_commit_is_the_latest() {
+        let ids =
+            [commit_id("job-1", 1, 900), commit_id("job-1", 2, 100), commit_id("job-1", 2, 50), "junk".to_owned()];
+        assert_eq!(newest_commit("job-1", ids.iter().map(String::as_str)), Some("job-1-a2-s0000000100"));
+        assert_eq!(parse_commit_id("job-1", "job-1-a10-s0000000007"), Some((10, 7)));
+        assert_eq!(parse_commit_id("job-1", "job-12-a1-s1"), None, "another job's id");
+        assert_eq!(newest_commit("job-1", []), None);
     }
 
     #[test]

@@ -304,6 +304,29 @@ pub async fn upload_hashed<S: ObjectStore>(
     dir: &Path,
     hashed: Hashed,
 ) -> Result<Manifest> {
+    let manifest = store_files(store, target, dir, hashed).await?;
+    let CheckpointTarget { space, name: experiment, run_id, id, .. } = target;
+    let space = *space;
+    store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()?).await?;
+    let latest = latest_key_in(space, experiment);
+    let bytes = Pointer { checkpoint_id: id.to_owned(), run_id: run_id.to_owned() }.to_bytes(&latest)?;
+    // The run's own pointer first: it is what a resume reads.
+    if space == Space::Checkpoints {
+        store.put_bytes(&run_latest_key(experiment, run_id), &bytes).await?;
+    }
+    store.put_bytes(&latest, &bytes).await?;
+    Ok(manifest)
+}
+
+/// Stores the objects of the already hashed `files` of `dir` (each once: content-addressed)
+/// and returns the manifest that names them as `target`, checked; writes no manifest and moves
+/// no pointer (a sharded job's rank stores its shard manifest elsewhere).
+pub async fn store_files<S: ObjectStore>(
+    store: &S,
+    target: &CheckpointTarget,
+    dir: &Path,
+    hashed: Hashed,
+) -> Result<Manifest> {
     let CheckpointTarget { space, name: experiment, run_id, id, step } = target;
     let (space, step) = (*space, *step);
     let Hashed { files, skipped } = hashed;
@@ -330,14 +353,6 @@ pub async fn upload_hashed<S: ObjectStore>(
         skipped: tap_core::manifest::bounded_skipped(skipped),
     };
     manifest.validate()?;
-    store.put_bytes(&manifest_key_in(space, experiment, id), &manifest.to_bytes()?).await?;
-    let latest = latest_key_in(space, experiment);
-    let bytes = Pointer { checkpoint_id: id.to_owned(), run_id: run_id.to_owned() }.to_bytes(&latest)?;
-    // The run's own pointer first: it is what a resume reads.
-    if space == Space::Checkpoints {
-        store.put_bytes(&run_latest_key(experiment, run_id), &bytes).await?;
-    }
-    store.put_bytes(&latest, &bytes).await?;
     Ok(manifest)
 }
 

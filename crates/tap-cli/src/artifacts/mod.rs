@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod gc;
 pub mod local;
 pub mod s3;
+pub mod shards;
 pub mod transfer;
 
 use std::future::Future;

@@ -139,6 +139,54 @@ mod aws_tests {
         crate::artifacts::write_once_conformance(&store).await;
     }
 
+    /// A sharded job's step on S3 (moto): two ranks store their shards at once and race to
+    /// commit; one writes the commit, each gets its own shard back.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn s3_two_ranks_commit_a_sharded_step_once() {
+        use crate::artifacts::shards::{Committed, ShardTarget, latest_commit, restore, try_commit, upload_shard};
+        let moto = Moto::from_env(free_port());
+        let conf = aws_sdk_s3::config::Builder::from(&sdk_config(&moto)).force_path_style(true).build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        client.create_bucket().bucket("ml-model-artifacts-shards").send().await.expect("CreateBucket");
+        let store = crate::artifacts::s3::S3Store::new(client, "ml-model-artifacts-shards", "tap");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut targets = Vec::new();
+        for r in 0..2u32 {
+            let src = dir.path().join(format!("src-{r}"));
+            std::fs::create_dir_all(&src).expect("mkdir");
+            std::fs::write(src.join(format!("shard-{r}.bin")), vec![r as u8; 100_000]).expect("write");
+            targets.push((
+                ShardTarget {
+                    experiment: "llm".into(),
+                    job: "job-s3".into(),
+                    attempt: 1,
+                    step: 7,
+                    rank: r,
+                    world_size: 2,
+                },
+                src,
+            ));
+        }
+        let (a, b) = tokio::join!(
+            upload_shard(&store, &targets[0].0, &targets[0].1),
+            upload_shard(&store, &targets[1].0, &targets[1].1)
+        );
+        a.expect("rank 0");
+        b.expect("rank 1");
+        let (x, y) = tokio::join!(
+            try_commit(&store, "llm", "job-s3", (1, 7), 1),
+            try_commit(&store, "llm", "job-s3", (1, 7), 1)
+        );
+        let outcomes = [x.expect("x"), y.expect("y")];
+        assert_eq!(outcomes.iter().filter(|o| matches!(o, Committed::Now(_))).count(), 1, "{outcomes:?}");
+        let latest = latest_commit(&store, "llm", "job-s3").await.expect("read").expect("committed");
+        for r in 0..2u32 {
+            let back = dir.path().join(format!("back-{r}"));
+            restore(&store, &latest, (r, 2), false, &back).await.expect("restore");
+            assert_eq!(std::fs::read(back.join(format!("shard-{r}.bin"))).expect("restored"), vec![r as u8; 100_000]);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn s3_checkpoints_round_trip_with_multipart_and_refuse_corruption() {
         use crate::artifacts::checkpoint;

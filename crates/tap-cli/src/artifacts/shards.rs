@@ -1,0 +1,261 @@
+//! A sharded job's checkpoints in the object store (layout and decisions: tap_core::shards):
+//! a rank stores its shard, the rank that completes a step commits it once, a rank gets its
+//! shard (or every shard) of the newest commit back. `tap run` in a job of several ranks is
+//! being built on these (issue 25).
+
+use std::path::Path;
+
+use tap_core::shards::{
+    self, CommitDecision, ShardManifest, ShardRef, ShardSeen, StepCommit, commit_key, newest_commit, shard_key,
+    step_prefix,
+};
+
+use super::checkpoint::{self, CheckpointError, CheckpointTarget, Result, Space};
+use super::{ObjectStore, sha256_bytes};
+
+/// Which shard of which job step a rank stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardTarget {
+    pub experiment: String,
+    pub job: String,
+    pub attempt: u32,
+    pub step: u64,
+    pub rank: u32,
+    pub world_size: u32,
+}
+
+impl ShardTarget {
+    fn key(&self) -> String {
+        shard_key(Space::Checkpoints.root(), &self.experiment, &self.job, self.attempt, self.step, self.rank)
+    }
+}
+
+/// Stores `dir` as the rank's shard: its objects first (content-addressed, so files already
+/// stored by any checkpoint of the experiment are not sent again), its shard manifest last.
+pub async fn upload_shard<S: ObjectStore>(store: &S, t: &ShardTarget, dir: &Path) -> Result<ShardRef> {
+    let id = format!("{}-r{}", shards::commit_id(&t.job, t.attempt, t.step), t.rank);
+    let target = CheckpointTarget::checkpoint(&t.experiment, &t.job, &id, Some(t.step));
+    let hashed = checkpoint::hash_files(dir).await?;
+    let manifest = checkpoint::store_files(store, &target, dir, hashed).await?;
+    let bytes = manifest.total_bytes();
+    let shard = ShardManifest { rank: t.rank, world_size: t.world_size, attempt: t.attempt, manifest };
+    let json = serde_json::to_vec_pretty(&shard)
+        .map_err(|e| CheckpointError::Refused(format!("shard {} of {}: {e}", t.rank, t.job)))?;
+    let key = t.key();
+    store.put_bytes(&key, &json).await?;
+    Ok(ShardRef { rank: t.rank, manifest: key, manifest_sha256: sha256_bytes(&json), bytes })
+}
+
+/// What a rank's attempt to commit a step came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// This call wrote the step's commit.
+    Now(StepCommit),
+    /// Another rank had written it (the same step, the same shards).
+    Already(StepCommit),
+    /// Shards of these ranks are missing: a later rank commits.
+    Waiting(Vec<u32>),
+    /// The step never commits, and why.
+    Refused(String),
+}
+
+/// Commits `step` of attempt `attempt` of `job` if every rank's shard of it is stored:
+/// reads every shard manifest of the step (each one pinned by its digest), decides
+/// (tap_core::shards::decide_commit), and writes the commit once. `current_attempt`: the
+/// job's attempt now (an older attempt's shards are fenced out).
+pub async fn try_commit<S: ObjectStore>(
+    store: &S,
+    experiment: &str,
+    job: &str,
+    (attempt, step): (u32, u64),
+    current_attempt: u32,
+) -> Result<Committed> {
+    let root = Space::Checkpoints.root();
+    let mut present = Vec::new();
+    for o in store.list(&step_prefix(root, experiment, job, attempt, step)).await? {
+        // A shard gone since the listing is missing, as one not yet written is.
+        let Some(bytes) = store.get_bytes(&o.key).await? else { continue };
+        let shard = ShardManifest::parse(&bytes).map_err(|e| CheckpointError::Refused(format!("{}: {e}", o.key)))?;
+        let bytes_total = shard.manifest.total_bytes();
+        present.push(ShardSeen {
+            rank: shard.rank,
+            world_size: shard.world_size,
+            attempt: shard.attempt,
+            shard: ShardRef {
+                rank: shard.rank,
+                manifest: o.key,
+                manifest_sha256: sha256_bytes(&bytes),
+                bytes: bytes_total,
+            },
+        });
+    }
+    match shards::decide_commit(experiment, job, attempt, step, current_attempt, &present, crate::now_ms()) {
+        CommitDecision::Wait { missing } => Ok(Committed::Waiting(missing)),
+        CommitDecision::Refuse(why) => Ok(Committed::Refused(why)),
+        CommitDecision::Commit(commit) => {
+            let key = commit_key(root, experiment, job, &commit.id);
+            let json = serde_json::to_vec_pretty(&commit)
+                .map_err(|e| CheckpointError::Refused(format!("commit {}: {e}", commit.id)))?;
+            if store.put_bytes_once(&key, &json).await? {
+                return Ok(Committed::Now(commit));
+            }
+            let stored = read_commit(store, &key).await?;
+            Ok(Committed::Already(stored))
+        }
+    }
+}
+
+async fn read_commit<S: ObjectStore>(store: &S, key: &str) -> Result<StepCommit> {
+    let bytes = store.get_bytes(key).await?.ok_or_else(|| CheckpointError::Refused(format!("{key}: gone")))?;
+    StepCommit::parse(&bytes).map_err(|e| CheckpointError::Refused(format!("{key}: {e}")))
+}
+
+/// The job's newest committed step, if any.
+pub async fn latest_commit<S: ObjectStore>(store: &S, experiment: &str, job: &str) -> Result<Option<StepCommit>> {
+    let root = Space::Checkpoints.root();
+    let prefix = format!("{root}/{experiment}/commits/{job}/");
+    let listed = store.list(&prefix).await?;
+    let ids: Vec<&str> = listed.iter().filter_map(|o| o.key[prefix.len()..].strip_suffix(".json")).collect();
+    match newest_commit(job, ids) {
+        Some(id) => Ok(Some(read_commit(store, &commit_key(root, experiment, job, id)).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Restores rank `rank`'s shard of `commit` into `dest` — or with `all`, every shard into
+/// `dest/rank-<r>` — each shard manifest checked against the digest the commit pins and
+/// every file verified. Another world size than the commit's, without `all`, is refused.
+pub async fn restore<S: ObjectStore>(
+    store: &S,
+    commit: &StepCommit,
+    (rank, world_size): (u32, u32),
+    all: bool,
+    dest: &Path,
+) -> Result<()> {
+    let wanted = shards::shards_to_restore(commit, rank, world_size, all).map_err(CheckpointError::Refused)?;
+    for s in wanted {
+        let bytes = store.get_bytes(&s.manifest).await?.ok_or_else(|| {
+            CheckpointError::Refused(format!(
+                "step {} of job {}: rank {}'s shard is gone",
+                commit.step, commit.job, s.rank
+            ))
+        })?;
+        if sha256_bytes(&bytes) != s.manifest_sha256 {
+            return Err(CheckpointError::Refused(format!(
+                "step {} of job {}: rank {}'s shard is not the one committed",
+                commit.step, commit.job, s.rank
+            )));
+        }
+        let shard =
+            ShardManifest::parse(&bytes).map_err(|e| CheckpointError::Refused(format!("{}: {e}", s.manifest)))?;
+        let into = if all { dest.join(format!("rank-{}", s.rank)) } else { dest.to_owned() };
+        checkpoint::restore(store, &shard.manifest, &into).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::local::LocalStore;
+
+    fn target(rank: u32, world: u32, attempt: u32, step: u64) -> ShardTarget {
+        ShardTarget { experiment: "llm".into(), job: "job-1".into(), attempt, step, rank, world_size: world }
+    }
+
+    /// Rank `r`'s shard directory: a file of its own and one every rank shares.
+    fn shard_dir(root: &Path, r: u32) -> std::path::PathBuf {
+        let d = root.join(format!("src-{r}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join(format!("__{r}_0.distcp")), format!("weights of rank {r}").repeat(100)).expect("write");
+        std::fs::write(d.join(".metadata"), b"dcp metadata").expect("write");
+        d
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn three_ranks_commit_a_step_once_and_each_gets_its_own_shard_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(&dir.path().join("store"));
+        let srcs: Vec<_> = (0..3).map(|r| shard_dir(dir.path(), r)).collect();
+        // The three ranks upload at once; each then tries to commit.
+        let t: Vec<ShardTarget> = (0..3).map(|r| target(r, 3, 1, 10)).collect();
+        let (a, b, c) = tokio::join!(
+            upload_shard(&store, &t[0], &srcs[0]),
+            upload_shard(&store, &t[1], &srcs[1]),
+            upload_shard(&store, &t[2], &srcs[2]),
+        );
+        let refs = [a.expect("rank 0"), b.expect("rank 1"), c.expect("rank 2")];
+        let (x, y, z) = tokio::join!(
+            try_commit(&store, "llm", "job-1", (1, 10), 1),
+            try_commit(&store, "llm", "job-1", (1, 10), 1),
+            try_commit(&store, "llm", "job-1", (1, 10), 1),
+        );
+        let outcomes = [x.expect("x"), y.expect("y"), z.expect("z")];
+        let now = outcomes.iter().filter(|o| matches!(o, Committed::Now(_))).count();
+        assert_eq!(now, 1, "exactly one rank writes the commit: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, Committed::Now(_) | Committed::Already(_))), "{outcomes:?}");
+        let latest = latest_commit(&store, "llm", "job-1").await.expect("read").expect("a commit");
+        assert_eq!((latest.step, latest.world_size), (10, 3));
+        assert_eq!(latest.shards, refs.to_vec(), "the commit pins each rank's shard");
+        for r in 0..3u32 {
+            let back = dir.path().join(format!("back-{r}"));
+            restore(&store, &latest, (r, 3), false, &back).await.expect("restore");
+            let want = std::fs::read(srcs[r as usize].join(format!("__{r}_0.distcp"))).expect("source");
+            assert_eq!(std::fs::read(back.join(format!("__{r}_0.distcp"))).expect("restored"), want, "rank {r}");
+            assert!(!back.join(format!("__{}_0.distcp", (r + 1) % 3)).exists(), "only its own shard");
+        }
+        let every = dir.path().join("every");
+        restore(&store, &latest, (0, 4), true, &every).await.expect("--restore all");
+        assert!((0..3).all(|r| every.join(format!("rank-{r}/__{r}_0.distcp")).is_file()));
+        let e = restore(&store, &latest, (0, 4), false, &dir.path().join("no")).await.expect_err("4 ranks");
+        assert!(e.to_string().contains("committed by 3 ranks and this job has 4"), "{e}");
+    }
+
+    /// A step with a rank's shard missing never commits, and the newest commit stays the
+    /// latest; a rank killed mid-upload leaves exactly that.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_step_missing_a_shard_is_not_committed_and_latest_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(&dir.path().join("store"));
+        for r in 0..2 {
+            upload_shard(&store, &target(r, 2, 1, 10), &shard_dir(dir.path(), r)).await.expect("upload");
+        }
+        assert!(matches!(try_commit(&store, "llm", "job-1", (1, 10), 1).await.expect("commit"), Committed::Now(_)));
+        upload_shard(&store, &target(0, 2, 1, 20), &shard_dir(dir.path(), 0)).await.expect("upload");
+        let waiting = try_commit(&store, "llm", "job-1", (1, 20), 1).await.expect("try");
+        assert_eq!(waiting, Committed::Waiting(vec![1]));
+        assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read").map(|c| c.step), Some(10));
+    }
+
+    /// A rank of an attempt the relaunch has replaced finishes its upload late: it never
+    /// commits, and never becomes the latest.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stale_attempts_rank_finishing_late_never_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(&dir.path().join("store"));
+        for r in 0..2 {
+            upload_shard(&store, &target(r, 2, 1, 30), &shard_dir(dir.path(), r)).await.expect("upload");
+        }
+        let refused = try_commit(&store, "llm", "job-1", (1, 30), 2).await.expect("try");
+        assert!(matches!(&refused, Committed::Refused(why) if why.contains("attempt 1")), "{refused:?}");
+        assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read"), None);
+    }
+
+    /// A shard whose manifest changed after the commit (corrupt, or replaced) is refused at
+    /// restore, naming its rank.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_shard_that_is_not_the_committed_one_is_refused_at_restore_naming_its_rank() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(&dir.path().join("store"));
+        for r in 0..2 {
+            upload_shard(&store, &target(r, 2, 1, 10), &shard_dir(dir.path(), r)).await.expect("upload");
+        }
+        let Committed::Now(commit) = try_commit(&store, "llm", "job-1", (1, 10), 1).await.expect("commit") else {
+            panic!("commits")
+        };
+        store.put_bytes(&commit.shards[1].manifest, b"{\"rank\": 1}").await.expect("corrupt it");
+        let e = restore(&store, &commit, (1, 2), false, &dir.path().join("back")).await.expect_err("refused");
+        assert!(e.to_string().contains("rank 1's shard is not the one committed"), "{e}");
+        restore(&store, &commit, (0, 2), false, &dir.path().join("back0")).await.expect("rank 0's is fine");
+    }
+}
