@@ -97,12 +97,48 @@ pub async fn try_commit<S: ObjectStore>(
             let json = serde_json::to_vec_pretty(&commit)
                 .map_err(|e| CheckpointError::Refused(format!("commit {}: {e}", commit.id)))?;
             if store.put_bytes_once(&key, &json).await? {
+                // A failed cleanup is said, not fatal: the step is committed either way, and
+                // the next commit tries again.
+                if let Err(e) = remove_orphans(store, experiment, job).await {
+                    crate::say!("tap: shards of job {job} that never committed were not removed: {e}");
+                }
                 return Ok(Committed::Now(commit));
             }
             let stored = read_commit(store, &key).await?;
             Ok(Committed::Already(stored))
         }
     }
+}
+
+/// Removes the shard manifests of the job's steps that never committed and are older than its
+/// newest commit (tap_core::shards::orphaned): nobody restores them. Steps newer than it may
+/// still be uploading and stay. Their objects are left to `tap gc`.
+pub async fn remove_orphans<S: ObjectStore>(store: &S, experiment: &str, job: &str) -> Result<usize> {
+    let root = Space::Checkpoints.root();
+    let commits_prefix = format!("{root}/{experiment}/commits/{job}/");
+    let committed: Vec<(u32, u64)> = store
+        .list(&commits_prefix)
+        .await?
+        .iter()
+        .filter_map(|o| o.key[commits_prefix.len()..].strip_suffix(".json"))
+        .filter_map(|id| shards::parse_commit_id(job, id))
+        .collect();
+    let newest = committed.iter().max().copied();
+    let shards_prefix = format!("{root}/{experiment}/shards/{job}/");
+    let listed = store.list(&shards_prefix).await?;
+    // a<attempt>/s<step>/r<rank>.json
+    let step_of = |key: &str| -> Option<(u32, u64)> {
+        let mut parts = key[shards_prefix.len()..].split('/');
+        let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
+        let step = parts.next()?.strip_prefix('s')?.parse().ok()?;
+        Some((attempt, step))
+    };
+    let present: Vec<(u32, u64)> = listed.iter().filter_map(|o| step_of(&o.key)).collect();
+    let dead = shards::orphaned(newest, &committed, &present);
+    let keys: Vec<String> =
+        listed.into_iter().map(|o| o.key).filter(|k| step_of(k).is_some_and(|s| dead.contains(&s))).collect();
+    store.delete(&keys).await?;
+    Ok(keys.len())
 }
 
 async fn read_commit<S: ObjectStore>(store: &S, key: &str) -> Result<StepCommit> {
@@ -212,7 +248,8 @@ mod tests {
     }
 
     /// A step with a rank's shard missing never commits, and the newest commit stays the
-    /// latest; a rank killed mid-upload leaves exactly that.
+    /// latest (a rank killed mid-upload leaves exactly that); once a later step commits, the
+    /// dead step's shards go, and a step still uploading stays.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_step_missing_a_shard_is_not_committed_and_latest_stays() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -225,6 +262,22 @@ mod tests {
         let waiting = try_commit(&store, "llm", "job-1", (1, 20), 1).await.expect("try");
         assert_eq!(waiting, Committed::Waiting(vec![1]));
         assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read").map(|c| c.step), Some(10));
+        // A later step commits: step 20, which never will, is cleaned up; nothing else is.
+        for r in 0..2 {
+            upload_shard(&store, &target(r, 2, 1, 30), &shard_dir(dir.path(), r)).await.expect("upload");
+        }
+        upload_shard(&store, &target(0, 2, 1, 40), &shard_dir(dir.path(), 0)).await.expect("still uploading");
+        assert!(matches!(try_commit(&store, "llm", "job-1", (1, 30), 1).await.expect("commit"), Committed::Now(_)));
+        let mut left: Vec<String> = store
+            .list("checkpoints/llm/shards/job-1/")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key["checkpoints/llm/shards/job-1/".len()..].to_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a1/s10/r0.json", "a1/s10/r1.json", "a1/s30/r0.json", "a1/s30/r1.json", "a1/s40/r0.json"]);
+        assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read").map(|c| c.step), Some(30));
     }
 
     /// A rank of an attempt the relaunch has replaced finishes its upload late: it never
