@@ -86,6 +86,20 @@ pub fn copy_verified(
 }
 
 /// Every operation is file I/O, so each runs on the blocking pool (crate::blocking).
+/// `bytes` written and flushed to a temporary file beside `path` (its directory made first):
+/// the file, for the caller to move into place. Nothing is left behind when it fails.
+fn written_beside(path: &Path, root: &Path, bytes: &[u8]) -> Result<std::path::PathBuf> {
+    let dir = path.parent().unwrap_or(root);
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| tmp)
+}
+
 impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path, sha256: &str) -> Result<()> {
         let (key, src, dest, sha256) = (key.to_owned(), src.to_owned(), self.path(key)?, sha256.to_owned());
@@ -109,16 +123,11 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         let (root, bytes) = (self.root.clone(), bytes.to_vec());
         blocking::run(move |_| {
-            let dir = path.parent().unwrap_or(&root);
-            fs::create_dir_all(dir).map_err(io(dir))?;
-            let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
-            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            let written = f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io(&tmp));
-            if written.is_err() {
+            let tmp = written_beside(&path, &root, &bytes)?;
+            fs::rename(&tmp, &path).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
-            }
-            written?;
-            fs::rename(&tmp, &path).map_err(io(&path))
+                io(&path)(e)
+            })
         })
         .await
     }
@@ -127,17 +136,13 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         let (root, bytes) = (self.root.clone(), bytes.to_vec());
         blocking::run(move |_| {
-            let dir = path.parent().unwrap_or(&root);
-            fs::create_dir_all(dir).map_err(io(dir))?;
-            let tmp = path.with_extension(format!("tmp-{}", fastrand::u64(..)));
-            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            let written = f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io(&tmp));
+            let tmp = written_beside(&path, &root, &bytes)?;
             // A hard link appears whole and fails when the name exists: create-if-absent.
-            let linked = written.and_then(|()| match fs::hard_link(&tmp, &path) {
+            let linked = match fs::hard_link(&tmp, &path) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(io(&path)(e)),
-            });
+            };
             let _ = fs::remove_file(&tmp);
             linked
         })
