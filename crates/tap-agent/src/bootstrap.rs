@@ -164,15 +164,18 @@ impl Boot {
                     let _ = run("modprobe", &["nvidia"]);
                     gpu_works()
                 };
-                match boot::after_install(installed, works) {
-                    AfterInstall::Works => {}
+                let fine = match boot::after_install(installed, works) {
+                    AfterInstall::Works => true,
                     AfterInstall::RebootOnce => match self.reboot_once() {
                         Ok(()) => return None,
-                        Err(e) => println!("tap-agent bootstrap: no reboot for the driver: {e:#}"),
+                        Err(e) => {
+                            println!("tap-agent bootstrap: no reboot for the driver: {e:#}");
+                            false
+                        }
                     },
-                    AfterInstall::Report => {}
-                }
-                if !gpu_works() {
+                    AfterInstall::Report => false,
+                };
+                if !fine {
                     hold = self.count_driver_failure(s);
                 }
             }
@@ -280,21 +283,19 @@ impl Boot {
 
     /// Installs `tap` and configures it for the stack (`tap launch` runs `tap run` here).
     fn tap(&mut self, s: &BootSettings) {
-        let tmp = Path::new("/tmp/tap");
         let fetched = match Source::parse(&s.cli_source) {
-            Some(Source::S3 { bucket, key }) => match self.s3_object(&bucket, &key) {
-                Ok(bytes) => std::fs::write(tmp, bytes).is_ok(),
-                Err(e) => {
-                    println!("tap-agent bootstrap: {}: {e:#}", s.cli_source);
-                    false
-                }
-            },
-            Some(Source::Url(u)) => retried(&u, || curl(&u, tmp)),
-            None => false,
+            Some(Source::S3 { bucket, key }) => self
+                .s3_object(&bucket, &key)
+                .inspect_err(|e| println!("tap-agent bootstrap: {}: {e:#}", s.cli_source))
+                .ok(),
+            Some(Source::Url(u)) => {
+                let tmp = Path::new("/tmp/tap");
+                retried(&u, || curl(&u, tmp)).then(|| std::fs::read(tmp).ok()).flatten()
+            }
+            None => None,
         };
         let tap = self.layout.bin.join("tap");
-        let installed = fetched && std::fs::read(tmp).is_ok_and(|b| write_mode(&tap, &b, 0o755).is_ok());
-        if !installed {
+        if fetched.is_none_or(|b| write_mode(&tap, &b, 0o755).is_err()) {
             self.fail(BootFailure::TapDownload);
         }
         let imported = self.layout.etc.join("tap_config.json");
@@ -309,31 +310,18 @@ impl Boot {
             self.fail(BootFailure::TapConfig);
         }
     }
-}
 
-impl Boot {
     /// An object's bytes, retried like every download; the last error when none worked.
     fn s3_object(&self, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(tap_aws::s3_path_style()).build(),
         );
-        let mut last = None;
-        let worked =
-            retried(&format!("s3://{bucket}/{key}"), || match self.runtime.block_on(s3_bytes(&s3, bucket, key)) {
-                Ok(bytes) => {
-                    last = Some(Ok(bytes));
-                    true
-                }
-                Err(e) => {
-                    last = Some(Err(e));
-                    false
-                }
-            });
-        match (worked, last) {
-            (true, Some(Ok(bytes))) => Ok(bytes),
-            (_, Some(Err(e))) => Err(e),
-            _ => Err(anyhow::anyhow!("s3://{bucket}/{key}: not fetched")),
-        }
+        let mut last = Err(anyhow::anyhow!("s3://{bucket}/{key}: not fetched"));
+        retried(&format!("s3://{bucket}/{key}"), || {
+            last = self.runtime.block_on(s3_bytes(&s3, bucket, key));
+            last.is_ok()
+        });
+        last
     }
 }
 
