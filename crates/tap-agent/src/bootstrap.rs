@@ -261,7 +261,7 @@ impl Boot {
     fn agent_service(&mut self, s: &BootSettings, hold: bool) {
         let config = self.layout.etc.join("agent.toml");
         let done = boot::agent_config(&s.agent_config, hold)
-            .context("the stack's agent config is not TOML")
+            .map_err(anyhow::Error::from)
             .and_then(|text| {
                 tap_core::agent_config::AgentConfig::parse(&text, "the stack's agent config")?;
                 tap_core::fsutil::write_atomic(&config, text.as_bytes())

@@ -180,9 +180,20 @@ pub fn after_install(installed: bool, works_after_reload: bool) -> AfterInstall 
     }
 }
 
+/// Why the stack's agent config could not be held.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("the stack's agent config is not TOML")]
+    Parse(#[from] toml::de::Error),
+    #[error("the held agent config could not be written")]
+    Write(#[from] toml::ser::Error),
+}
+
 /// tap-agent's configuration as the stack wrote it, with `health.on_fatal = "drain"` when the
-/// node is held ([`hold_node`]); checked by tap_core::agent_config before it is used.
-pub fn agent_config(settings_toml: &str, hold: bool) -> Result<String, toml::de::Error> {
+/// node is held ([`hold_node`]); checked by tap_core::agent_config before it is used. A config
+/// that cannot be held is an error, never the unheld config (which would power the node off
+/// into another replacement).
+pub fn agent_config(settings_toml: &str, hold: bool) -> Result<String, HoldError> {
     if !hold {
         return Ok(settings_toml.to_owned());
     }
@@ -191,7 +202,7 @@ pub fn agent_config(settings_toml: &str, hold: bool) -> Result<String, toml::de:
     if let Some(h) = health.as_table_mut() {
         h.insert("on_fatal".into(), toml::Value::String("drain".into()));
     }
-    Ok(toml::to_string(&table).unwrap_or_else(|_| settings_toml.to_owned()))
+    Ok(toml::to_string(&table)?)
 }
 
 /// The open-module packages to purge, from `dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n'`:
