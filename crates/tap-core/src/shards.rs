@@ -30,19 +30,38 @@ pub const STEP_COMMIT_VERSION: u32 = 1;
 /// The most ranks a job may have (placement and the commit record stay small).
 pub const MAX_WORLD_SIZE: u32 = 1024;
 
-/// Where rank `rank`'s shard manifest of `step` of attempt `attempt` of job `job` lives.
-pub fn shard_key(root: &str, experiment: &str, job: &str, attempt: u32, step: u64, rank: u32) -> String {
-    format!("{root}/{experiment}/shards/{job}/a{attempt}/s{step}/r{rank}.json")
+/// The prefix of every shard of job `job`.
+pub fn shards_prefix(root: &str, experiment: &str, job: &str) -> String {
+    format!("{root}/{experiment}/shards/{job}/")
 }
 
 /// The prefix of every shard of one step of one attempt.
 pub fn step_prefix(root: &str, experiment: &str, job: &str, attempt: u32, step: u64) -> String {
-    format!("{root}/{experiment}/shards/{job}/a{attempt}/s{step}/")
+    format!("{}a{attempt}/s{step}/", shards_prefix(root, experiment, job))
+}
+
+/// Where rank `rank`'s shard manifest of `step` of attempt `attempt` of job `job` lives.
+pub fn shard_key(root: &str, experiment: &str, job: &str, attempt: u32, step: u64, rank: u32) -> String {
+    format!("{}r{rank}.json", step_prefix(root, experiment, job, attempt, step))
+}
+
+/// The (attempt, step) of a shard key, given the part after [`shards_prefix`]
+/// (`a<attempt>/s<step>/r<rank>.json`).
+pub fn shard_step(rest: &str) -> Option<(u32, u64)> {
+    let mut parts = rest.split('/');
+    let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
+    let step = parts.next()?.strip_prefix('s')?.parse().ok()?;
+    Some((attempt, step))
+}
+
+/// The prefix of every commit of job `job`.
+pub fn commits_prefix(root: &str, experiment: &str, job: &str) -> String {
+    format!("{root}/{experiment}/commits/{job}/")
 }
 
 /// Where a step's commit record lives.
 pub fn commit_key(root: &str, experiment: &str, job: &str, id: &str) -> String {
-    format!("{root}/{experiment}/commits/{job}/{id}.json")
+    format!("{}{id}.json", commits_prefix(root, experiment, job))
 }
 
 /// A step's commit id: `<job>-a<attempt>-s<step>` (sortable within an attempt by step).
@@ -288,6 +307,9 @@ mod tests {
             100
         )));
         assert_eq!(commit_key("checkpoints", "llm", "job-1", "x"), "checkpoints/llm/commits/job-1/x.json");
+        let key = shard_key("checkpoints", "llm", "job-1", 2, 100, 3);
+        assert_eq!(shard_step(&key[shards_prefix("checkpoints", "llm", "job-1").len()..]), Some((2, 100)));
+        assert_eq!(shard_step("b2/s100/r3.json"), None);
         assert!(commit_id("job-1", 1, 9) < commit_id("job-1", 1, 10), "ids sort by step");
     }
 

@@ -114,31 +114,25 @@ pub async fn try_commit<S: ObjectStore>(
 /// newest commit (tap_core::shards::orphaned): nobody restores them. Steps newer than it may
 /// still be uploading and stay. Their objects are left to `tap gc`.
 pub async fn remove_orphans<S: ObjectStore>(store: &S, experiment: &str, job: &str) -> Result<usize> {
-    let root = Space::Checkpoints.root();
-    let commits_prefix = format!("{root}/{experiment}/commits/{job}/");
-    let committed: Vec<(u32, u64)> = store
-        .list(&commits_prefix)
-        .await?
-        .iter()
-        .filter_map(|o| o.key[commits_prefix.len()..].strip_suffix(".json"))
-        .filter_map(|id| shards::parse_commit_id(job, id))
-        .collect();
+    let committed: Vec<(u32, u64)> =
+        commit_ids(store, experiment, job).await?.iter().filter_map(|id| shards::parse_commit_id(job, id)).collect();
     let newest = committed.iter().max().copied();
-    let shards_prefix = format!("{root}/{experiment}/shards/{job}/");
-    let listed = store.list(&shards_prefix).await?;
-    // a<attempt>/s<step>/r<rank>.json
-    let step_of = |key: &str| -> Option<(u32, u64)> {
-        let mut parts = key[shards_prefix.len()..].split('/');
-        let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
-        let step = parts.next()?.strip_prefix('s')?.parse().ok()?;
-        Some((attempt, step))
-    };
+    let prefix = shards::shards_prefix(Space::Checkpoints.root(), experiment, job);
+    let listed = store.list(&prefix).await?;
+    let step_of = |key: &str| shards::shard_step(&key[prefix.len()..]);
     let present: Vec<(u32, u64)> = listed.iter().filter_map(|o| step_of(&o.key)).collect();
     let dead = shards::orphaned(newest, &committed, &present);
     let keys: Vec<String> =
         listed.into_iter().map(|o| o.key).filter(|k| step_of(k).is_some_and(|s| dead.contains(&s))).collect();
     store.delete(&keys).await?;
     Ok(keys.len())
+}
+
+/// The ids of the job's commits, from one listing.
+async fn commit_ids<S: ObjectStore>(store: &S, experiment: &str, job: &str) -> Result<Vec<String>> {
+    let prefix = shards::commits_prefix(Space::Checkpoints.root(), experiment, job);
+    let listed = store.list(&prefix).await?;
+    Ok(listed.iter().filter_map(|o| o.key[prefix.len()..].strip_suffix(".json")).map(str::to_owned).collect())
 }
 
 async fn read_commit<S: ObjectStore>(store: &S, key: &str) -> Result<StepCommit> {
@@ -148,12 +142,9 @@ async fn read_commit<S: ObjectStore>(store: &S, key: &str) -> Result<StepCommit>
 
 /// The job's newest committed step, if any.
 pub async fn latest_commit<S: ObjectStore>(store: &S, experiment: &str, job: &str) -> Result<Option<StepCommit>> {
-    let root = Space::Checkpoints.root();
-    let prefix = format!("{root}/{experiment}/commits/{job}/");
-    let listed = store.list(&prefix).await?;
-    let ids: Vec<&str> = listed.iter().filter_map(|o| o.key[prefix.len()..].strip_suffix(".json")).collect();
-    match newest_commit(job, ids) {
-        Some(id) => Ok(Some(read_commit(store, &commit_key(root, experiment, job, id)).await?)),
+    let ids = commit_ids(store, experiment, job).await?;
+    match newest_commit(job, ids.iter().map(String::as_str)) {
+        Some(id) => Ok(Some(read_commit(store, &commit_key(Space::Checkpoints.root(), experiment, job, id)).await?)),
         None => Ok(None),
     }
 }
