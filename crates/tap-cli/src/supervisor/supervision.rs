@@ -169,6 +169,12 @@ impl<O: ObjectStore + Clone + 'static> UploadSource<'_, O> {
         });
         InFlight { id, task, started: Instant::now(), moved_before, to_send }
     }
+
+    /// What [`Uploads`] calls to start an upload, on top of `previous` (the last committed
+    /// manifest).
+    fn starter<'s>(&'s self, previous: &'s Option<Manifest>) -> impl FnOnce(String, u64, Snapshot) -> InFlight + 's {
+        move |id, step, snap| self.start(id, step, snap, previous.clone())
+    }
 }
 
 /// At most this many distinct skipped metric names are reported (a command that writes a new
@@ -363,9 +369,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             self.snapshot_seq += 1;
             let dir = self.run.dirs.snapshots.join(self.snapshot_seq.to_string());
             let snap = Snapshot::take(&self.run.dirs.checkpoint, dir, self.ack.at(end));
-            let (source, previous) = (&self.upload_source, &self.last_manifest);
-            if let Some(older) =
-                self.uploads.announce(self.step, snap, |id, step, snap| source.start(id, step, snap, previous.clone()))
+            if let Some(older) = self.uploads.announce(self.step, snap, self.upload_source.starter(&self.last_manifest))
             {
                 older.discard();
             }
@@ -425,8 +429,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             Ok(None) => {}
             Err(e) => crate::say!("tap: checkpoint {id} not uploaded: {}", tap_core::text::chain(&e)),
         }
-        let (source, previous) = (&self.upload_source, &self.last_manifest);
-        self.uploads.finished(&id, |id, step, snap| source.start(id, step, snap, previous.clone()));
+        self.uploads.finished(&id, self.upload_source.starter(&self.last_manifest));
         Ok(())
     }
 
@@ -445,17 +448,16 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             let moved = self.run.objects.bytes_moved().saturating_sub(f.moved_before);
             let forecast = self.record.forecast.as_ref().map(|p| p.commit_s);
             let elapsed = f.started.elapsed().as_secs_f64();
-            if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s) {
-                let (source, previous) = (&self.upload_source, &self.last_manifest);
-                if let Some(f) = self.uploads.cancel(|id, step, snap| source.start(id, step, snap, previous.clone())) {
-                    f.task.abort();
-                    crate::say!(
-                        "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
-                         the final checkpoint goes first, LATEST stays on {}",
-                        f.id,
-                        self.record.checkpoint.as_deref().unwrap_or("the previous one")
-                    );
-                }
+            if !commit::keep_upload(moved, f.to_send.load(Ordering::Relaxed), elapsed, forecast, left_s)
+                && let Some(f) = self.uploads.cancel(self.upload_source.starter(&self.last_manifest))
+            {
+                f.task.abort();
+                crate::say!(
+                    "tap: cancelled the upload of checkpoint {} (it would not land before the deadline); \
+                     the final checkpoint goes first, LATEST stays on {}",
+                    f.id,
+                    self.record.checkpoint.as_deref().unwrap_or("the previous one")
+                );
             }
         }
         self.record.interruption = Some(i);
