@@ -117,12 +117,13 @@ pub(crate) async fn run_daemon(config_path: &Path, a: &RunArgs) -> anyhow::Resul
     // The node's fleet, found once for the idle rule and the job controller alike.
     if config.idle.scale_to_zero || config.jobs.controller {
         let sdk = cloudwatch::sdk_config(&id.region).await;
-        let fleet = node_fleet::find(sdk, id.instance_id.clone(), config.node.fleet_id.clone(), leaving.clone());
+        let fleet =
+            node_fleet::find(sdk.clone(), id.instance_id.clone(), config.node.fleet_id.clone(), leaving.clone());
         if config.idle.scale_to_zero {
-            start_idle_rule(&config, &id, fleet.clone()).await;
+            start_idle_rule(&config, &id, &sdk, fleet.clone());
         }
         if config.jobs.controller {
-            start_controller(&config, &id, fleet, leaving).await?;
+            start_controller(&config, &id, &sdk, fleet, leaving)?;
         }
     }
     let shutdown = async move {
@@ -183,7 +184,12 @@ async fn daemon_options(
 }
 
 /// The opt-in idle rule (`[idle] scale_to_zero`), on a task of its own.
-async fn start_idle_rule(config: &AgentConfig, id: &identity::Identity, fleet: node_fleet::NodeFleet) {
+fn start_idle_rule(
+    config: &AgentConfig,
+    id: &identity::Identity,
+    sdk: &aws_config::SdkConfig,
+    fleet: node_fleet::NodeFleet,
+) {
     let i = &config.idle;
     let rule = tap_fleet::idle::IdleRule { minutes: i64::from(i.minutes), below_percent: i.below_percent };
     tracing::info!(
@@ -192,30 +198,27 @@ async fn start_idle_rule(config: &AgentConfig, id: &identity::Identity, fleet: n
         fleet = config.node.fleet_id.as_deref(),
         "idle rule on: the fleet scales to zero once every GPU of it idled"
     );
-    let sdk = cloudwatch::sdk_config(&id.region).await;
     let every = Duration::from_secs(u64::from(i.check_seconds));
     let mut watch = idle::IdleWatch::new(sdk.clone(), &id.instance_id, &config.metrics.environment, rule, every, fleet);
     if let Some(table) = &config.jobs.table {
-        watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+        watch = watch.with_jobs(tap_store::jobs::JobStore::new(aws_sdk_dynamodb::Client::new(sdk), table));
     }
     tokio::spawn(watch.run());
 }
 
 /// The fleet's job controller (`[jobs] controller`), once the node's fleet is known, under
 /// supervision on a task of its own.
-async fn start_controller(
+fn start_controller(
     config: &AgentConfig,
     id: &identity::Identity,
+    sdk: &aws_config::SdkConfig,
     fleet: node_fleet::NodeFleet,
     leaving: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Its own app name in every request's User-Agent (CloudTrail; the tests count its
     // requests by it).
-    let sdk = cloudwatch::sdk_config(&id.region)
-        .await
-        .into_builder()
-        .app_name(aws_config::AppName::new("tap-controller").context("app name")?)
-        .build();
+    let sdk =
+        sdk.clone().into_builder().app_name(aws_config::AppName::new("tap-controller").context("app name")?).build();
     let j = config.jobs.clone();
     let (table, log_group) = (j.table.unwrap_or_default(), j.log_group.unwrap_or_default());
     let environment = config.metrics.environment.clone();
