@@ -45,9 +45,9 @@ pub async fn run<P: ParamStore>(
             // Regression: `a.b` and `a_b` were both accepted and shadowed each other as
             // TAP_HP_A_B in the command's environment.
             let existing = store.list_params().await?;
-            let env = crate::supervisor::hparam_env_name(name);
+            let env = tap_core::command_env::hparam_variable(name);
             if let Some(other) =
-                existing.iter().find(|p| p.name != *name && crate::supervisor::hparam_env_name(&p.name) == env)
+                existing.iter().find(|p| p.name != *name && tap_core::command_env::hparam_variable(&p.name) == env)
             {
                 bail!(
                     "hyperparameter {name} would share {env} with {} in the command's environment; use another name (or `tap params set {} ...`)",

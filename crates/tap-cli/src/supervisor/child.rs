@@ -31,16 +31,13 @@ const GROUP_TERM_POLL: Duration = Duration::from_millis(50);
 /// After a notice, the final upload gets at least this long (or a third of what is left).
 const MIN_UPLOAD_TIME: Duration = Duration::from_secs(20);
 
-/// `TAP_HP_LEARNING_RATE` for `learning_rate` (the shared definition: `tap_core::command_env`).
-pub use tap_core::command_env::hparam_variable as hparam_env_name;
-
 /// Names that share one `TAP_HP_` variable (`a.b`, `a_b` and `A_B` are all `TAP_HP_A_B`):
 /// each group with more than one name, sorted, so the last is the one whose value the
 /// command's environment gets (they are set in that order).
 pub fn hparam_env_collisions<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(String, Vec<&'a str>)> {
     let mut by_env: BTreeMap<String, Vec<&'a str>> = BTreeMap::new();
     for n in names {
-        by_env.entry(hparam_env_name(n)).or_default().push(n);
+        by_env.entry(env::hparam_variable(n)).or_default().push(n);
     }
     by_env
         .into_iter()
@@ -57,7 +54,7 @@ pub fn hparam_env_collisions<'a>(names: impl IntoIterator<Item = &'a str>) -> Ve
 /// part of it, they are named as the cause rather than the command.
 pub(super) fn spawn_failure(program: &str, e: &std::io::Error, flat: &BTreeMap<String, String>) -> String {
     if e.raw_os_error() == Some(nix::libc::E2BIG) {
-        let hp_bytes: usize = flat.iter().map(|(k, v)| hparam_env_name(k).len() + v.len() + 2).sum();
+        let hp_bytes: usize = flat.iter().map(|(k, v)| env::hparam_variable(k).len() + v.len() + 2).sum();
         let (big, len) = flat.iter().map(|(k, v)| (k.as_str(), v.len())).max_by_key(|(_, n)| *n).unwrap_or(("", 0));
         if hp_bytes > 0 {
             return format!(
@@ -212,7 +209,7 @@ pub(super) fn command(
         // and what the command leaves behind can be ended as a group.
         .process_group(0);
     for (name, value) in flat {
-        cmd.env(hparam_env_name(name), value);
+        cmd.env(env::hparam_variable(name), value);
     }
     if let Some(m) = resumed {
         cmd.env(env::RESTORED_CHECKPOINT, &m.checkpoint_id).env(env::RESUMED_FROM, &m.run_id);

@@ -45,7 +45,7 @@ mod supervision;
 pub mod target;
 mod uploads;
 use child::{Registered, WorkDir, abandon, command, spawn_failure, tidy_scratch};
-pub use child::{checkpoint_budget, draining, hparam_env_collisions, hparam_env_name, runtime_dir};
+pub use child::{checkpoint_budget, draining, hparam_env_collisions, runtime_dir};
 pub use job::JOB_WATCH;
 use job::{tell_job, watch_job};
 pub use readers::MAX_LINE_BYTES;
@@ -593,12 +593,12 @@ mod tests {
 
     #[test]
     fn hparam_env_names() {
-        assert_eq!(hparam_env_name("learning_rate"), "TAP_HP_LEARNING_RATE");
+        assert_eq!(tap_core::command_env::hparam_variable("learning_rate"), "TAP_HP_LEARNING_RATE");
         assert_eq!(
             hparam_env_collisions(["a_b", "lr", "A_B", "a.b", "x"]),
             [("TAP_HP_A_B".to_owned(), vec!["A_B", "a.b", "a_b"])]
         );
         assert!(hparam_env_collisions(["lr", "momentum"]).is_empty());
-        assert_eq!(hparam_env_name("model.depth-2"), "TAP_HP_MODEL_DEPTH_2");
+        assert_eq!(tap_core::command_env::hparam_variable("model.depth-2"), "TAP_HP_MODEL_DEPTH_2");
     }
 }
