@@ -396,6 +396,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub params_file: Option<PathBuf>,
 
+    /// Run as rank --rank of job GROUP, started by hand on each node (one `tap run` per
+    /// node, each with its own --rank): every rank stores its checkpoint directory as its
+    /// shard of each step, and a step is restorable once every rank's shard is stored.
+    /// Continue the group with --resume GROUP on every rank. A managed job's nodes
+    /// (tap launch) are ranks without it.
+    #[arg(long, env = "TAP_RUN_GROUP", value_parser = parse_id, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// This rank's number in its group, 0 to --world-size − 1 [default: $RANK, else
+    /// $NODE_RANK].
+    #[arg(long, value_name = "R")]
+    pub rank: Option<u32>,
+
+    /// How many ranks the group has [default: $WORLD_SIZE, else $NNODES].
+    #[arg(long, value_name = "N")]
+    pub world_size: Option<u32>,
+
+    /// What a rank of a group gets back on --resume: `own` (its shard of the newest committed
+    /// step) or `all` (every shard, in TAP_CHECKPOINT_DIR/rank-<r>: what DCP needs to load into
+    /// another world size than the step was saved with).
+    #[arg(long, value_enum, default_value = "own", value_name = "SHARDS")]
+    pub restore: RestoreShards,
+
     /// Signal sent to the command on an interruption notice.
     #[arg(long, default_value = "SIGUSR1", value_parser = parse_signal)]
     pub interrupt_signal: nix::sys::signal::Signal,
@@ -424,6 +447,15 @@ pub struct RunArgs {
     /// The training command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `tap run --restore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreShards {
+    /// The rank's own shard.
+    Own,
+    /// Every rank's shard.
+    All,
 }
 
 /// `tap runs list`'s filters, order and columns.

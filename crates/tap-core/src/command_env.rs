@@ -16,11 +16,16 @@ pub const NOTICE_INFO: &str = "TAP_NOTICE_INFO";
 pub const RESTORED_CHECKPOINT: &str = "TAP_RESTORED_CHECKPOINT";
 pub const RESTORED_STEP: &str = "TAP_RESTORED_STEP";
 pub const RESUMED_FROM: &str = "TAP_RESUMED_FROM";
+/// In a sharded job (a managed job of several nodes, or `tap run --group`): this `tap run`'s
+/// rank, whose shard its checkpoint directory is, and the job's number of ranks.
+pub const SHARD_RANK: &str = "TAP_SHARD_RANK";
+pub const WORLD_SIZE: &str = "TAP_WORLD_SIZE";
 /// Every hyperparameter `NAME` is also `TAP_HP_<NAME>` (upper case, other characters `_`).
 pub const HPARAM_PREFIX: &str = "TAP_HP_";
 
-/// What `tap run` sets for its command (the last three only after a restore).
-pub const COMMAND: [&str; 12] = [
+/// What `tap run` sets for its command (the restore's three only after a restore, the shard's
+/// two only in a sharded job).
+pub const COMMAND: [&str; 14] = [
     EXPERIMENT,
     RUN_ID,
     CHECKPOINT_DIR,
@@ -33,6 +38,8 @@ pub const COMMAND: [&str; 12] = [
     RESTORED_CHECKPOINT,
     RESTORED_STEP,
     RESUMED_FROM,
+    SHARD_RANK,
+    WORLD_SIZE,
 ];
 
 pub const MASTER_ADDR: &str = "MASTER_ADDR";

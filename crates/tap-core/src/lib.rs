@@ -9,6 +9,7 @@ pub mod contract;
 pub mod diff;
 pub mod fleet;
 pub mod fsutil;
+pub mod group;
 pub mod jobs;
 pub mod lease;
 pub mod manifest;

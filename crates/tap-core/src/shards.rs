@@ -1,4 +1,4 @@
-//! Sharded checkpoints (issue 25, being built): a job's checkpoint of a step is one shard per
+//! Sharded checkpoints: a job's checkpoint of a step is one shard per
 //! rank, and the step is restorable only when every rank's shard is stored and verified. This
 //! module holds the layout and the pure decisions; the store and `tap run` act on them.
 //!
@@ -10,6 +10,8 @@
 //!                                                             rank's shard manifest (a Manifest)
 //! checkpoints/<exp>/commits/<job>/<commit id>.json            the step's commit ([`StepCommit`]):
 //!                                                             written once, only when complete
+//! checkpoints/<exp>/commits/<job>/a<attempt>.begun            the attempt began (its ranks write
+//!                                                             it as they start): the fence
 //! ```
 //!
 //! Every rank uploads its own shard in parallel with the others (its objects first, its shard
@@ -62,6 +64,25 @@ pub fn commits_prefix(root: &str, experiment: &str, job: &str) -> String {
 /// Where a step's commit record lives.
 pub fn commit_key(root: &str, experiment: &str, job: &str, id: &str) -> String {
     format!("{}{id}.json", commits_prefix(root, experiment, job))
+}
+
+/// The mark that attempt `attempt` of job `job` began: from then on, shards of older attempts
+/// never commit.
+pub fn attempt_mark_key(root: &str, experiment: &str, job: &str, attempt: u32) -> String {
+    format!("{}a{attempt}.begun", commits_prefix(root, experiment, job))
+}
+
+/// The job's attempt as the names under [`commits_prefix`] say (the part after it): the
+/// highest attempt marked begun or committed.
+pub fn current_attempt<'a>(job: &str, names: impl IntoIterator<Item = &'a str>) -> Option<u32> {
+    names
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_suffix(".begun")
+                .and_then(|a| a.strip_prefix('a')?.parse().ok())
+                .or_else(|| parse_commit_id(job, n.strip_suffix(".json")?).map(|(a, _)| a))
+        })
+        .max()
 }
 
 /// A step's commit id: `<job>-a<attempt>-s<step>` (sortable within an attempt by step).
@@ -284,6 +305,15 @@ mod tests {
                 bytes: 10 + u64::from(rank),
             },
         }
+    }
+
+    #[test]
+    fn the_current_attempt_is_the_highest_begun_or_committed() {
+        let names = ["a1.begun", "job-1-a1-s0000000100.json", "a3.begun", "junk", "a2.json"];
+        assert_eq!(current_attempt("job-1", names), Some(3));
+        assert_eq!(current_attempt("job-1", ["job-1-a2-s0000000001.json"]), Some(2));
+        assert_eq!(current_attempt("job-1", []), None);
+        assert!(attempt_mark_key("checkpoints", "e", "job-1", 4).ends_with("commits/job-1/a4.begun"));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! A sharded job's checkpoints in the object store (layout and decisions: tap_core::shards):
 //! a rank stores its shard, the rank that completes a step commits it once, a rank gets its
-//! shard (or every shard) of the newest commit back. `tap run` in a job of several ranks is
-//! being built on these (issue 25).
+//! shard (or every shard) of the newest commit back. `tap run` in a sharded job uses them.
 
 use std::path::Path;
 
@@ -33,17 +32,52 @@ impl ShardTarget {
 /// Stores `dir` as the rank's shard: its objects first (content-addressed, so files already
 /// stored by any checkpoint of the experiment are not sent again), its shard manifest last.
 pub async fn upload_shard<S: ObjectStore>(store: &S, t: &ShardTarget, dir: &Path) -> Result<ShardRef> {
+    let hashed = checkpoint::hash_files(dir).await?;
+    Ok(upload_hashed_shard(store, t, dir, hashed).await?.0)
+}
+
+/// [`upload_shard`] of files already hashed; the shard as a commit names it, and its manifest.
+/// The shard manifest is written once: a second upload of the same rank's shard of the same
+/// step keeps the first (the same files: a retry, fine; other files: two processes claim
+/// the rank, refused).
+pub async fn upload_hashed_shard<S: ObjectStore>(
+    store: &S,
+    t: &ShardTarget,
+    dir: &Path,
+    hashed: checkpoint::Hashed,
+) -> Result<(ShardRef, tap_core::manifest::Manifest)> {
     let id = format!("{}-r{}", shards::commit_id(&t.job, t.attempt, t.step), t.rank);
     let target = CheckpointTarget::checkpoint(&t.experiment, &t.job, &id, Some(t.step));
-    let hashed = checkpoint::hash_files(dir).await?;
     let manifest = checkpoint::store_files(store, &target, dir, hashed).await?;
-    let bytes = manifest.total_bytes();
     let shard = ShardManifest { rank: t.rank, world_size: t.world_size, attempt: t.attempt, manifest };
     let json = serde_json::to_vec_pretty(&shard)
         .map_err(|e| CheckpointError::Refused(format!("shard {} of {}: {e}", t.rank, t.job)))?;
     let key = t.key();
-    store.put_bytes(&key, &json).await?;
-    Ok(ShardRef { rank: t.rank, manifest: key, manifest_sha256: sha256_bytes(&json), bytes })
+    let json = if store.put_bytes_once(&key, &json).await? {
+        json
+    } else {
+        let stored = store.get_bytes(&key).await?.ok_or_else(|| CheckpointError::Refused(format!("{key}: gone")))?;
+        let theirs =
+            ShardManifest::parse(&stored).map_err(|e| CheckpointError::Refused(format!("{key}: {e}")))?;
+        if theirs.manifest.files != shard.manifest.files || theirs.world_size != t.world_size {
+            return Err(CheckpointError::Refused(format!(
+                "rank {}'s shard of step {} of job {} is already stored with other files: two processes claim rank {} (start each rank with its own --rank)",
+                t.rank, t.step, t.job, t.rank
+            )));
+        }
+        stored
+    };
+    let bytes = shard.manifest.total_bytes();
+    let r = ShardRef { rank: t.rank, manifest: key, manifest_sha256: sha256_bytes(&json), bytes };
+    Ok((r, shard.manifest))
+}
+
+/// Marks attempt `attempt` of `job` begun: from now on shards of older attempts never commit
+/// (written once; every rank of the attempt writes it as it starts).
+pub async fn mark_attempt<S: ObjectStore>(store: &S, experiment: &str, job: &str, attempt: u32) -> Result<()> {
+    let key = shards::attempt_mark_key(Space::Checkpoints.root(), experiment, job, attempt);
+    store.put_bytes_once(&key, format!("{{\"attempt\": {attempt}}}\n").as_bytes()).await?;
+    Ok(())
 }
 
 /// What a rank's attempt to commit a step came to.
@@ -61,16 +95,20 @@ pub enum Committed {
 
 /// Commits `step` of attempt `attempt` of `job` if every rank's shard of it is stored:
 /// reads every shard manifest of the step (each one pinned by its digest), decides
-/// (tap_core::shards::decide_commit), and writes the commit once. `current_attempt`: the
-/// job's attempt now (an older attempt's shards are fenced out).
+/// (tap_core::shards::decide_commit), and writes the commit once. The job's attempt now is the
+/// highest marked begun or committed ([`mark_attempt`]): an older attempt's shards are fenced
+/// out.
 pub async fn try_commit<S: ObjectStore>(
     store: &S,
     experiment: &str,
     job: &str,
     (attempt, step): (u32, u64),
-    current_attempt: u32,
 ) -> Result<Committed> {
     let root = Space::Checkpoints.root();
+    let prefix = shards::commits_prefix(root, experiment, job);
+    let names = store.list(&prefix).await?;
+    let current_attempt =
+        shards::current_attempt(job, names.iter().map(|o| &o.key[prefix.len()..])).unwrap_or(attempt).max(attempt);
     let mut present = Vec::new();
     for o in store.list(&step_prefix(root, experiment, job, attempt, step)).await? {
         // A shard gone since the listing is missing, as one not yet written is.
@@ -213,9 +251,9 @@ mod tests {
         );
         let refs = [a.expect("rank 0"), b.expect("rank 1"), c.expect("rank 2")];
         let (x, y, z) = tokio::join!(
-            try_commit(&store, "llm", "job-1", (1, 10), 1),
-            try_commit(&store, "llm", "job-1", (1, 10), 1),
-            try_commit(&store, "llm", "job-1", (1, 10), 1),
+            try_commit(&store, "llm", "job-1", (1, 10)),
+            try_commit(&store, "llm", "job-1", (1, 10)),
+            try_commit(&store, "llm", "job-1", (1, 10)),
         );
         let outcomes = [x.expect("x"), y.expect("y"), z.expect("z")];
         let now = outcomes.iter().filter(|o| matches!(o, Committed::Now(_))).count();
@@ -248,9 +286,9 @@ mod tests {
         for r in 0..2 {
             upload_shard(&store, &target(r, 2, 1, 10), &shard_dir(dir.path(), r)).await.expect("upload");
         }
-        assert!(matches!(try_commit(&store, "llm", "job-1", (1, 10), 1).await.expect("commit"), Committed::Now(_)));
+        assert!(matches!(try_commit(&store, "llm", "job-1", (1, 10)).await.expect("commit"), Committed::Now(_)));
         upload_shard(&store, &target(0, 2, 1, 20), &shard_dir(dir.path(), 0)).await.expect("upload");
-        let waiting = try_commit(&store, "llm", "job-1", (1, 20), 1).await.expect("try");
+        let waiting = try_commit(&store, "llm", "job-1", (1, 20)).await.expect("try");
         assert_eq!(waiting, Committed::Waiting(vec![1]));
         assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read").map(|c| c.step), Some(10));
         // A later step commits: step 20, which never will, is cleaned up; nothing else is.
@@ -258,7 +296,7 @@ mod tests {
             upload_shard(&store, &target(r, 2, 1, 30), &shard_dir(dir.path(), r)).await.expect("upload");
         }
         upload_shard(&store, &target(0, 2, 1, 40), &shard_dir(dir.path(), 0)).await.expect("still uploading");
-        assert!(matches!(try_commit(&store, "llm", "job-1", (1, 30), 1).await.expect("commit"), Committed::Now(_)));
+        assert!(matches!(try_commit(&store, "llm", "job-1", (1, 30)).await.expect("commit"), Committed::Now(_)));
         let mut left: Vec<String> = store
             .list("checkpoints/llm/shards/job-1/")
             .await
@@ -280,7 +318,8 @@ mod tests {
         for r in 0..2 {
             upload_shard(&store, &target(r, 2, 1, 30), &shard_dir(dir.path(), r)).await.expect("upload");
         }
-        let refused = try_commit(&store, "llm", "job-1", (1, 30), 2).await.expect("try");
+        mark_attempt(&store, "llm", "job-1", 2).await.expect("the relaunch began");
+        let refused = try_commit(&store, "llm", "job-1", (1, 30)).await.expect("try");
         assert!(matches!(&refused, Committed::Refused(why) if why.contains("attempt 1")), "{refused:?}");
         assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read"), None);
     }
@@ -294,7 +333,7 @@ mod tests {
         for r in 0..2 {
             upload_shard(&store, &target(r, 2, 1, 10), &shard_dir(dir.path(), r)).await.expect("upload");
         }
-        let Committed::Now(commit) = try_commit(&store, "llm", "job-1", (1, 10), 1).await.expect("commit") else {
+        let Committed::Now(commit) = try_commit(&store, "llm", "job-1", (1, 10)).await.expect("commit") else {
             panic!("commits")
         };
         store.put_bytes(&commit.shards[1].manifest, b"{\"rank\": 1}").await.expect("corrupt it");

@@ -10,7 +10,7 @@ use crate::artifacts::ObjectStore;
 use crate::cli::RunArgs;
 use crate::commands::Backends;
 use crate::store::{LogStore, ParamStore, RunStore};
-use crate::supervisor::{self, Resume, RunOptions};
+use crate::supervisor::{self, Membership, Resume, RunOptions};
 
 /// `--params-file`: a JSON object (strings, numbers and booleans as their text) or NAME=VALUE
 /// lines (blank lines and `#` comments skipped). Every name is checked; an empty value is
@@ -68,6 +68,7 @@ async fn settings(a: &RunArgs, home: &Path) -> anyhow::Result<RunOptions> {
     }
     overrides.extend(a.params.iter().cloned());
     let node = supervisor::provenance::node_identity().await;
+    let membership = membership(a)?;
     Ok(RunOptions {
         experiment: a.experiment.clone(),
         resume,
@@ -84,6 +85,43 @@ async fn settings(a: &RunArgs, home: &Path) -> anyhow::Result<RunOptions> {
         host: supervisor::hostname(),
         instance_id: node.as_ref().map(|n| n.instance_id.clone()),
         node,
+        membership,
+    })
+}
+
+/// Which job this `tap run` is a rank of: the managed job its node's variables name, else
+/// `--group` with `--rank` and `--world-size` (or the variables torchrun and MPI launchers
+/// set: RANK and WORLD_SIZE, else NODE_RANK and NNODES).
+fn membership(a: &RunArgs) -> anyhow::Result<Membership> {
+    use tap_core::command_env as env;
+    let managed = supervisor::JobRank::from_env().filter(|j| a.group.as_ref().is_none_or(|g| *g == j.group));
+    let number = |flag: Option<u32>, names: [&str; 2]| -> anyhow::Result<Option<u32>> {
+        if flag.is_some() {
+            return Ok(flag);
+        }
+        for name in names {
+            if let Ok(v) = std::env::var(name) {
+                let n = v.trim().parse().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a whole number"))?;
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    };
+    let (rank, world_size) = if managed.is_some() {
+        (None, None)
+    } else {
+        (number(a.rank, ["RANK", env::NODE_RANK])?, number(a.world_size, ["WORLD_SIZE", env::NNODES])?)
+    };
+    let resumes_a_run = a.resume.as_deref().is_some_and(|r| !r.is_empty());
+    if a.group.is_none() && managed.is_none() && !resumes_a_run && (a.rank.is_some() || a.world_size.is_some()) {
+        anyhow::bail!("--rank and --world-size name a rank of a group: add --group GROUP (or --resume GROUP)");
+    }
+    Ok(Membership {
+        group: if managed.is_some() { None } else { a.group.clone() },
+        managed,
+        rank,
+        world_size,
+        restore_all: a.restore == crate::cli::RestoreShards::All,
     })
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tap_core::command_env as env;
-use tap_core::manifest::Manifest;
 use tap_core::notice::{NoticeKind, RuntimeDir};
 use tap_core::runs::Interruption;
 use tokio::process::Command;
@@ -189,7 +188,7 @@ pub(super) fn command(
     run_id: &str,
     dirs: &WorkDir,
     flat: &BTreeMap<String, String>,
-    resumed: Option<&Manifest>,
+    restored: Option<&super::target::Restored>,
 ) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -211,8 +210,8 @@ pub(super) fn command(
     for (name, value) in flat {
         cmd.env(env::hparam_variable(name), value);
     }
-    if let Some(m) = resumed {
-        cmd.env(env::RESTORED_CHECKPOINT, &m.checkpoint_id).env(env::RESUMED_FROM, &m.run_id);
+    if let Some(m) = restored {
+        cmd.env(env::RESTORED_CHECKPOINT, &m.id).env(env::RESUMED_FROM, &m.run);
         if let Some(step) = m.step {
             cmd.env(env::RESTORED_STEP, step.to_string());
         }

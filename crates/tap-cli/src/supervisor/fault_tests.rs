@@ -212,6 +212,7 @@ impl Env {
             host: "test".into(),
             instance_id: None,
             node: None,
+            membership: Default::default(),
         }
     }
 }

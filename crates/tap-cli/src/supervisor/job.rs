@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use tap_core::command_env as env;
 use tap_core::runs::Run;
 use tokio::sync::mpsc;
 
@@ -45,12 +44,12 @@ pub(super) async fn watch_job<R: RunStore>(
     }
 }
 
-/// Tells the multi-node job this run is a node of (its record, which `tap launch` writes;
-/// `TAP_JOB_ATTEMPT` says which attempt this node belongs to) how the run is doing. A job
-/// without a record is fine; a store error is reported, never fatal to the run.
+/// Tells the multi-node job this run is a node of (its record, which `tap launch` or the
+/// group's first rank writes; the run's `job_attempt` says which attempt this node belongs
+/// to) how the run is doing. A job without a record is fine; a store error is reported, never
+/// fatal to the run.
 pub(super) async fn tell_job<R: RunStore>(store: &R, run: &Run) {
-    let attempt = std::env::var(env::JOB_ATTEMPT).ok().and_then(|a| a.parse::<u32>().ok());
-    let (Some(group), Some(attempt)) = (&run.group, attempt) else { return };
+    let (Some(group), Some(attempt)) = (&run.group, run.job_attempt) else { return };
     let node = run.clone();
     match store
         .update_run(&run.experiment_id, group, |job| {

@@ -53,8 +53,9 @@ use readers::{pipe_lines, tail_metrics};
 use recorder::Recorder;
 pub use signals::install_signal_handlers;
 use signals::{Sig, Signals};
+pub(crate) use supervision::ShardOf;
 use supervision::{Readers, Setting, Supervision};
-pub use target::{JobRank, Resume, Target};
+pub use target::{JobRank, Joining, Membership, Resume, Target};
 use uploads::Committed;
 
 /// Exit status of `tap run` for an interrupted run (EX_TEMPFAIL: try again, with --resume).
@@ -95,6 +96,8 @@ pub struct RunOptions {
     pub instance_id: Option<String>,
     /// This node on EC2 (instance, type, AZ, AMI), for the run's provenance.
     pub node: Option<tap_core::runs::NodeIdentity>,
+    /// The job this run is a rank of (managed, or `--group`), and `--restore`.
+    pub membership: Membership,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +123,7 @@ enum Event {
     BadMetricsLine(String),
     /// Upload `id` (of the checkpoint at a step) ended: the new checkpoint (None: the
     /// directory was unchanged), or why not.
-    Uploaded(String, u64, Result<Option<Committed>, checkpoint::CheckpointError>),
+    Uploaded(String, u64, Box<Result<Option<Committed>, checkpoint::CheckpointError>>),
     /// This rank's managed job moved on (its attempt was ended by the fleet's controller, or
     /// a newer one started): stop the command as on SIGTERM, so no rank hangs on a lost peer.
     /// Its second field: the stop is `tap jobs cancel` (the rank ends `cancelled`).
@@ -163,9 +166,9 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
     objects: &O,
     opts: &RunOptions,
     dirs: &WorkDir,
-    job: Option<JobRank>,
 ) -> anyhow::Result<Prepared> {
-    let target = target::decide(store, objects, &opts.experiment, &opts.resume, opts.name.as_deref(), job).await?;
+    let target =
+        target::decide(store, objects, &opts.experiment, &opts.resume, opts.name.as_deref(), &opts.membership).await?;
     let hparams = target::hparams(params, &target, &opts.overrides).await?;
     let dir = dirs.checkpoint.clone();
     crate::blocking::run(move |_| std::fs::create_dir_all(&dir))
@@ -186,6 +189,16 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
     crate::blocking::run(move |_| std::fs::write(&file, body))
         .await
         .with_context(|| format!("writing {}", dirs.hparams.display()))?;
+    if let Target::Shard { member, step, all, .. } = &target {
+        match step {
+            Some(c) => restore_shards(objects, member, c, *all, &dirs.checkpoint).await?,
+            None if opts.resume != Resume::No => {
+                crate::say!("tap: job {} has no committed step yet; rank {} starts fresh", member.group, member.rank);
+            }
+            None => {}
+        }
+        return Ok(Prepared { target, hparams, flat });
+    }
     match target.checkpoint() {
         Some(m) => {
             crate::say!(
@@ -211,6 +224,30 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
     Ok(Prepared { target, hparams, flat })
 }
 
+/// A sharded job's rank: its shard (or with `all` every shard) of the job's newest committed
+/// step into `dir`.
+async fn restore_shards<O: ObjectStore>(
+    objects: &O,
+    member: &tap_core::group::Member,
+    c: &tap_core::shards::StepCommit,
+    all: bool,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let what = if all { format!("all {} shards", c.world_size) } else { format!("rank {}'s shard", member.rank) };
+    crate::say!(
+        "tap: restoring {what} of step {} of job {} (committed by {} ranks, {} in all)",
+        c.step,
+        c.job,
+        c.world_size,
+        commit::bytes(c.total_bytes())
+    );
+    crate::artifacts::shards::restore(objects, c, (member.rank, member.world_size), all, dir)
+        .await
+        .with_context(|| format!("restoring step {} of job {}", c.step, c.job))?;
+    crate::say!("tap: resuming rank {} of job {} from step {}", member.rank, c.job, c.step);
+    Ok(())
+}
+
 /// The run record this process works on: a new record (a new run, a fork, a job's rank) or
 /// the next attempt of a run; stored before the command starts.
 async fn begin_record<R: RunStore>(
@@ -220,28 +257,36 @@ async fn begin_record<R: RunStore>(
     started: i64,
     prepared: &Prepared,
 ) -> anyhow::Result<Run> {
-    let restored = prepared.target.checkpoint();
+    let restored = prepared.target.restored();
     let supervisor = crate::liveness::this_process();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let provenance = Some(provenance::collect(&opts.command, &cwd, opts.node.clone()).await);
+    let start = tap_core::runs::AttemptStart {
+        host: opts.host.clone(),
+        instance_id: opts.instance_id.clone(),
+        started_ms: started,
+        supervisor: supervisor.clone(),
+        node_rank: None,
+        job_attempt: None,
+    };
+    // (group, rank, attempt) of the job this run is a rank of.
     let job = match &prepared.target {
-        Target::Rank { job, .. } => Some(job),
+        Target::Rank { job, .. } => Some((job.group.clone(), job.rank, job.attempt)),
+        Target::Shard { member, joining: Joining::Managed { attempt }, .. } => {
+            Some((member.group.clone(), member.rank, *attempt))
+        }
+        Target::Shard { member, joining: Joining::ByHand { resume }, .. } => {
+            let attempt = join_group(store, opts, member, *resume, run_id, &start, &prepared.hparams).await?;
+            Some((member.group.clone(), member.rank, attempt))
+        }
         _ => None,
     };
     if let Target::Continue { run, last_step, .. } = &prepared.target {
-        let start = tap_core::runs::AttemptStart {
-            host: opts.host.clone(),
-            instance_id: opts.instance_id.clone(),
-            started_ms: started,
-            supervisor: supervisor.clone(),
-            node_rank: None,
-            job_attempt: None,
-        };
         let attempts_before = run.attempts.len();
         // The observed status: `lost` when its supervisor vanished.
         let (ended_as, last_step) = (run.status, *last_step);
-        let restored_id = restored.map(|m| m.checkpoint_id.clone());
-        let restored_step = restored.and_then(|m| m.step);
+        let restored_id = restored.as_ref().map(|m| m.id.clone());
+        let restored_step = restored.as_ref().and_then(|m| m.step);
         let stored = store
             .update_run(&opts.experiment, &run.run_id, |r| {
                 // Only the attempt we decided on: a second `tap run --resume` of the same run
@@ -277,15 +322,67 @@ async fn begin_record<R: RunStore>(
         hparams: prepared.hparams.clone(),
         resumed_from: parent.map(|m| m.run_id.clone()),
         parent_checkpoint: parent.map(|m| m.checkpoint_id.clone()),
-        restored: restored.map(|m| m.checkpoint_id.clone()),
-        restored_step: restored.and_then(|m| m.step),
-        group: job.map(|j| j.group.clone()),
-        node_rank: job.map(|j| j.rank),
-        job_attempt: job.map(|j| j.attempt),
+        restored: restored.as_ref().map(|m| m.id.clone()),
+        restored_step: restored.as_ref().and_then(|m| m.step),
+        group: job.as_ref().map(|j| j.0.clone()),
+        node_rank: job.as_ref().map(|j| j.1),
+        job_attempt: job.as_ref().map(|j| j.2),
         supervisor,
         ..Run::new(&opts.experiment, run_id, opts.command.clone(), &opts.host, started)
     };
     Ok(store.create_run(&record).await?)
+}
+
+/// Rank `member.rank` of a group run by hand takes its slot in the group's record (creating
+/// the record, joining its newest attempt, or beginning the next one: tap_core::group), as
+/// node run `node_run`; the attempt it joined. Decided on the newest record inside the
+/// store's conditional update, so ranks starting at once see each other.
+async fn join_group<R: RunStore>(
+    store: &R,
+    opts: &RunOptions,
+    member: &tap_core::group::Member,
+    resume: bool,
+    node_run: &str,
+    start: &tap_core::runs::AttemptStart,
+    hparams: &BTreeMap<String, HparamUse>,
+) -> anyhow::Result<u32> {
+    use tap_core::group;
+    let (exp, g) = (&opts.experiment, &member.group);
+    let mut record = store.get_run(exp, g).await?;
+    if record.is_none() {
+        let tags = tap_core::query::merged_tags(&BTreeMap::new(), &opts.tags).map_err(anyhow::Error::msg)?;
+        let base = Run {
+            tags,
+            hparams: hparams.clone(),
+            supervisor: None,
+            ..Run::new(exp, g, opts.command.clone(), &opts.host, start.started_ms)
+        };
+        let fresh = group::new_record(base, member, node_run, start);
+        match store.create_run(&fresh).await {
+            Ok(r) if group::holds(&r, 1, member.rank, node_run) => return Ok(1),
+            // Another rank created it first: join what it created.
+            Ok(r) => record = Some(r),
+            Err(crate::store::StoreError::Conflict(_)) => record = store.get_run(exp, g).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let decided = group::join(record.as_ref(), member, resume).map_err(anyhow::Error::msg)?;
+    let stored = store
+        .update_run(exp, g, |r| {
+            if let Ok(d) = group::join(Some(r), member, resume) {
+                group::apply(r, d, member, node_run, start);
+            }
+        })
+        .await?;
+    let attempt = stored.job.as_ref().map_or(decided.attempt(), |j| j.attempt);
+    if group::holds(&stored, attempt, member.rank, node_run) {
+        return Ok(attempt);
+    }
+    // The newest record says no (another rank took this slot meanwhile): its reason.
+    match group::join(Some(&stored), member, resume) {
+        Err(why) => bail!("{why}"),
+        Ok(_) => bail!("group {g} changed while rank {} joined it; start this rank again", member.rank),
+    }
 }
 
 /// `tap run`: prepares the scratch directory, resumes if asked, starts the command, supervises
@@ -322,7 +419,13 @@ where
     let mut child = spawn_child(store, opts, (program, args), &begun, &dirs).await?;
     // Never 0: kill(0, ..) would signal tap's own process group.
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
-    let Begun { run_id, record, resumed, owner, ckpt_prefix, .. } = begun;
+    let Begun { run_id, record, resumed, owner, ckpt_prefix, shard, .. } = begun;
+    if let Some(s) = &shard
+        && let Err(e) = crate::artifacts::shards::mark_attempt(objects, &opts.experiment, &s.job, s.attempt).await
+    {
+        // Said, not fatal: the fence against older attempts' late shards is then weaker.
+        crate::say!("tap: could not mark attempt {} of job {} begun: {}", s.attempt, s.job, tap_core::text::chain(&e));
+    }
 
     let (recorder, recorder_task) = Recorder::new(&record, set_aside(opts).await);
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
@@ -347,6 +450,7 @@ where
             dirs: &dirs,
             notice_file: notice_file.as_deref(),
             pid,
+            shard,
         };
         let mut supervision = Supervision::new(setting, tx, recorder, record, resumed);
         supervision.drive(&mut child, &mut rx, &mut signals, &readers).await?;
@@ -388,7 +492,7 @@ async fn start_up<R: RunStore, P: ParamStore, O: ObjectStore>(
     signals: &mut Signals,
 ) -> anyhow::Result<Result<Prepared, Outcome>> {
     tokio::select! {
-        p = prepare(store, params, objects, opts, dirs, JobRank::from_env()) => match p {
+        p = prepare(store, params, objects, opts, dirs) => match p {
             Ok(p) => Ok(Ok(p)),
             Err(e) => {
                 abandon(&dirs.root).await;
@@ -415,6 +519,10 @@ struct Begun {
     owner: String,
     /// Checkpoint ids start with it (from attempt 2 on, they carry the attempt).
     ckpt_prefix: String,
+    /// What the restore brought back.
+    restored: Option<target::Restored>,
+    /// A sharded job's rank: its checkpoints are shards of the job's steps.
+    shard: Option<ShardOf>,
 }
 
 /// Records the start (a new run, or an attempt of an earlier one) and says it.
@@ -446,19 +554,37 @@ async fn begin<R: RunStore>(
         }
     };
     let resumed = prepared.target.checkpoint().cloned();
+    let restored = prepared.target.restored();
     let Prepared { flat, target, .. } = prepared;
     // A relaunch of a managed job restores the job's checkpoints.
     let (owner, attempt) = match &target {
         Target::Rank { job, .. } if job.rank == 0 => (job.group.clone(), job.attempt),
         _ => (run_id.clone(), record.attempt()),
     };
+    let shard = match &target {
+        Target::Shard { member, .. } => Some(ShardOf {
+            job: member.group.clone(),
+            attempt: record.job_attempt.unwrap_or(1),
+            rank: member.rank,
+            world_size: member.world_size,
+        }),
+        _ => None,
+    };
     let ckpt_prefix = if attempt > 1 { format!("{owner}-a{attempt}") } else { owner.clone() };
     tell_job(store, &record).await;
-    match record.attempt() {
-        1 => crate::say!("tap: run {}/{run_id} started", opts.experiment),
-        n => crate::say!("tap: run {}/{run_id} attempt {n} started", opts.experiment),
+    match (&shard, record.attempt()) {
+        (Some(s), _) => crate::say!(
+            "tap: run {}/{run_id} started: rank {} of {} of job {}, attempt {}; each checkpoint is this rank's shard of its step",
+            opts.experiment,
+            s.rank,
+            s.world_size,
+            s.job,
+            s.attempt
+        ),
+        (None, 1) => crate::say!("tap: run {}/{run_id} started", opts.experiment),
+        (None, n) => crate::say!("tap: run {}/{run_id} attempt {n} started", opts.experiment),
     }
-    Ok(Begun { run_id, record, resumed, flat, owner, ckpt_prefix })
+    Ok(Begun { run_id, record, resumed, restored, flat, owner, ckpt_prefix, shard })
 }
 
 /// Starts the command with tap's variables, its hyperparameters and tapml; a command that
@@ -470,7 +596,11 @@ async fn spawn_child<R: RunStore>(
     begun: &Begun,
     dirs: &WorkDir,
 ) -> anyhow::Result<tokio::process::Child> {
-    let mut cmd = command(program, args, opts, &begun.run_id, dirs, &begun.flat, begun.resumed.as_ref());
+    let mut cmd = command(program, args, opts, &begun.run_id, dirs, &begun.flat, begun.restored.as_ref());
+    if let Some(s) = &begun.shard {
+        cmd.env(tap_core::command_env::SHARD_RANK, s.rank.to_string())
+            .env(tap_core::command_env::WORLD_SIZE, s.world_size.to_string());
+    }
     // tapml, the training script's side (python/tapml), the copy that matches this tap.
     let python = dirs.root.join("python");
     match crate::blocking::run(move |_| crate::tapml::install(&python)).await {

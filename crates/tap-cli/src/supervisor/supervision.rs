@@ -25,7 +25,7 @@ use super::child::{WorkDir, notice, reap_group, signal_group};
 use super::recorder::Recorder;
 use super::signals::{NEVER, Sig, Signals};
 use super::snapshot::{Ack, Snapshot};
-use super::uploads::{Committed, Upload, Uploads, commit_checkpoint};
+use super::uploads::{Committed, Upload, Uploads, commit_checkpoint, commit_shard};
 use super::{
     EXIT_INTERRUPTED, Event, FINAL_UPLOAD_AFTER_TERM, OUTPUT_DRAIN_AFTER_EXIT, Outcome, RunOptions, TERM_GRACE,
 };
@@ -140,12 +140,43 @@ impl Upload for InFlight {
     }
 }
 
+/// A sharded job's rank, as its uploads need it: each checkpoint is its shard of a step of
+/// attempt `attempt` of job `job`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShardOf {
+    pub job: String,
+    pub attempt: u32,
+    pub rank: u32,
+    pub world_size: u32,
+}
+
+impl ShardOf {
+    fn target(&self, experiment: &str, step: u64) -> crate::artifacts::shards::ShardTarget {
+        crate::artifacts::shards::ShardTarget {
+            experiment: experiment.to_owned(),
+            job: self.job.clone(),
+            attempt: self.attempt,
+            step,
+            rank: self.rank,
+            world_size: self.world_size,
+        }
+    }
+}
+
+/// After its command exited, a rank whose last shard waits for other ranks' retries the
+/// step's commit this often (it commits the step itself if the rank that stored the last
+/// shard did not get to), for at most [`SHARD_COMMIT_WAIT`] (or until the notice's deadline).
+const SHARD_COMMIT_RETRY: Duration = Duration::from_millis(500);
+pub(super) const SHARD_COMMIT_WAIT: Duration = Duration::from_secs(30);
+
 /// What an upload of this run is made from: where its files go and where it reports.
 struct UploadSource<'a, O> {
     objects: &'a O,
     experiment: String,
     /// The run whose checkpoints these are (a managed job's rank 0: the job's).
     owner: String,
+    /// A sharded job's rank: its checkpoints are shards.
+    shard: Option<ShardOf>,
     /// The live checkpoint directory (a snapshot falls back to copying from it).
     live: PathBuf,
     snapshot_warned: Arc<AtomicBool>,
@@ -159,13 +190,17 @@ impl<O: ObjectStore + Clone + 'static> UploadSource<'_, O> {
         let moved_before = self.objects.bytes_moved();
         let objects = self.objects.clone();
         let target = CheckpointTarget::checkpoint(&self.experiment, &self.owner, &id, Some(step));
+        let shard = self.shard.as_ref().map(|s| s.target(&self.experiment, step));
         let (live, warned, tx) = (self.live.clone(), self.snapshot_warned.clone(), self.tx.clone());
         let to_send = Arc::new(AtomicU64::new(0));
         let sending = to_send.clone();
         let task = tokio::spawn(async move {
             let (dir, _guard, left_out) = snap.ready(&live, &warned).await;
-            let result = commit_checkpoint(&objects, &target, &dir, left_out, previous.as_ref(), &sending).await;
-            let _ = tx.send(Event::Uploaded(target.id, step, result)).await;
+            let result = match &shard {
+                Some(t) => commit_shard(&objects, t, &dir, left_out, &sending).await,
+                None => commit_checkpoint(&objects, &target, &dir, left_out, previous.as_ref(), &sending).await,
+            };
+            let _ = tx.send(Event::Uploaded(target.id, step, Box::new(result))).await;
         });
         InFlight { id, task, started: Instant::now(), moved_before, to_send }
     }
@@ -175,6 +210,11 @@ impl<O: ObjectStore + Clone + 'static> UploadSource<'_, O> {
     fn starter<'s>(&'s self, previous: &'s Option<Manifest>) -> impl FnOnce(String, u64, Snapshot) -> InFlight + 's {
         move |id, step, snap| self.start(id, step, snap, previous.clone())
     }
+}
+
+/// `1, 3`: ranks as a line names them.
+fn ranks(list: &[u32]) -> String {
+    list.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// At most this many distinct skipped metric names are reported (a command that writes a new
@@ -209,6 +249,9 @@ pub(super) struct Supervision<'a, O> {
     /// What each periodic commit cost, for the forecast.
     samples: Vec<commit::Sample>,
     warned_forecast: bool,
+    /// A sharded job's rank: the step whose shard it stored last, while that step waits for
+    /// other ranks' shards.
+    waiting_step: Option<u64>,
 }
 
 /// What a [`Supervision`] is given about the run it supervises.
@@ -224,6 +267,8 @@ pub(super) struct Setting<'a, O> {
     pub dirs: &'a WorkDir,
     pub notice_file: Option<&'a Path>,
     pub pid: Pid,
+    /// A sharded job's rank.
+    pub shard: Option<ShardOf>,
 }
 
 impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
@@ -254,6 +299,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 objects: s.objects,
                 experiment: s.opts.experiment.clone(),
                 owner: s.ckpt_owner.to_owned(),
+                shard: s.shard.clone(),
                 live: s.dirs.checkpoint.clone(),
                 snapshot_warned: Arc::new(AtomicBool::new(false)),
                 tx,
@@ -265,6 +311,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             last_commit,
             samples: Vec::new(),
             warned_forecast: false,
+            waiting_step: None,
             run: s,
         }
     }
@@ -341,7 +388,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             Event::Metrics(line, end) => self.on_metrics(line, end),
             Event::BadMetricsLine(e) => crate::say!("tap: ignoring {e}"),
             Event::JobStop(why, cancel) => self.on_job_stop(&why, cancel),
-            Event::Uploaded(id, step, result) => self.on_uploaded(id, step, result)?,
+            Event::Uploaded(id, step, result) => self.on_uploaded(id, step, *result)?,
         }
         Ok(())
     }
@@ -404,8 +451,12 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     self.record.forecast = commit::forecast(&self.samples, commit::DEFAULT_AGENT_POLL_S);
                 }
                 let plan = self.record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
+                let what = match &c.step {
+                    Some(_) => format!("shard of step {ckpt_step} stored"),
+                    None => format!("checkpoint {id} committed"),
+                };
                 crate::say!(
-                    "tap: checkpoint {id} committed in {:.2} s ({} files, {} hashed in {:.2} s, {} sent in {:.2} s){plan}",
+                    "tap: {what} in {:.2} s ({} files, {} hashed in {:.2} s, {} sent in {:.2} s){plan}",
                     s.commit_s(),
                     c.manifest.files.len(),
                     commit::bytes(s.total_bytes),
@@ -420,9 +471,14 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     crate::say!("tap: warning: {w}");
                 }
                 self.note_left_out(&c.manifest);
-                self.record.checkpoint = Some(id.clone());
-                self.last_commit =
-                    Some(commit::Commit { id: id.clone(), committed_ms: now_ms(), step: Some(ckpt_step) });
+                match c.step {
+                    Some(outcome) => self.on_step(ckpt_step, outcome),
+                    None => {
+                        self.record.checkpoint = Some(id.clone());
+                        self.last_commit =
+                            Some(commit::Commit { id: id.clone(), committed_ms: now_ms(), step: Some(ckpt_step) });
+                    }
+                }
                 self.last_manifest = Some(c.manifest);
                 self.recorder.record(&self.record);
             }
@@ -431,6 +487,40 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         }
         self.uploads.finished(&id, self.upload_source.starter(&self.last_manifest));
         Ok(())
+    }
+
+    /// A sharded job's rank stored its shard of `step`: what came of the step's commit.
+    fn on_step(&mut self, step: u64, outcome: crate::artifacts::shards::Committed) {
+        use crate::artifacts::shards::Committed as Step;
+        match outcome {
+            Step::Now(c) | Step::Already(c) => {
+                crate::say!("tap: step {step} of job {} committed: all {} shards stored ({})", c.job, c.world_size, c.id);
+                self.committed(&c);
+            }
+            Step::Waiting(missing) => {
+                crate::say!(
+                    "tap: step {step} commits once ranks {} stored their shards (in a job, every rank announces each checkpoint; tapml.checkpoint does)",
+                    ranks(&missing)
+                );
+                self.waiting_step = Some(step);
+            }
+            Step::Refused(why) => {
+                crate::say!("tap: step {step} is never committed: {why}");
+                self.waiting_step = None;
+            }
+        }
+    }
+
+    /// The job committed step commit `c`: it is this rank's latest checkpoint.
+    fn committed(&mut self, c: &tap_core::shards::StepCommit) {
+        if self.last_commit.as_ref().is_some_and(|l| l.step > Some(c.step)) {
+            return;
+        }
+        self.record.checkpoint = Some(c.id.clone());
+        self.last_commit = Some(commit::Commit { id: c.id.clone(), committed_ms: c.committed_ms, step: Some(c.step) });
+        if self.waiting_step.is_some_and(|w| w <= c.step) {
+            self.waiting_step = None;
+        }
     }
 
     /// A notice: the command gets its signal and deadline, and an upload in flight goes on
@@ -510,7 +600,10 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         let leftover = self.run.dirs.snapshots.clone();
         let _ = crate::blocking::run(move |_| std::fs::remove_dir_all(leftover)).await;
 
-        let synced = self.stop_asked < 2 && self.final_sync(signals).await;
+        let synced = match self.run.shard.clone() {
+            Some(shard) => self.shard_wind_up(&shard, signals).await,
+            None => self.stop_asked < 2 && self.final_sync(signals).await,
+        };
         // Regression: every run kept a full scratch copy of its checkpoint forever. Once the
         // store holds what the directory holds, it goes (with tapml's staging beside it);
         // otherwise it stays, and tap says where.
@@ -521,6 +614,78 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         } else {
             crate::say!("tap: kept {} (the store may not hold all of it)", ckpt_dir.display());
         }
+    }
+
+    /// A sharded job's rank after its command exited: a step whose shard it stored waits for
+    /// the other ranks' (retrying the commit, bounded by the notice's deadline or
+    /// [`SHARD_COMMIT_WAIT`], and by a stop); whether the store holds the checkpoint directory
+    /// as it is now (only announced checkpoints are a job's shards: a directory that changed
+    /// after the last one stays on disk, and tap says so).
+    async fn shard_wind_up(&mut self, shard: &ShardOf, signals: &mut Signals) -> bool {
+        if let Some(step) = self.waiting_step {
+            let wait = match &self.record.interruption {
+                Some(i) => {
+                    let left = commit::deadline_ms(i.noticed_ms, i.deadline_ms) - now_ms();
+                    Duration::from_millis(u64::try_from(left).unwrap_or(0))
+                }
+                None => SHARD_COMMIT_WAIT,
+            };
+            let until = Instant::now() + wait.min(SHARD_COMMIT_WAIT);
+            let objects = self.run.objects;
+            let exp = self.run.opts.experiment.clone();
+            loop {
+                let tried = tokio::select! {
+                    r = crate::artifacts::shards::try_commit(objects, &exp, &shard.job, (shard.attempt, step)) => r,
+                    sig = signals.next(false) => if sig == Sig::Notice { continue } else { break },
+                };
+                use crate::artifacts::shards::Committed as Step;
+                match tried {
+                    Ok(Step::Now(c) | Step::Already(c)) => {
+                        crate::say!("tap: step {step} of job {} committed: all {} shards stored ({})", c.job, c.world_size, c.id);
+                        self.committed(&c);
+                        break;
+                    }
+                    Ok(Step::Refused(why)) => {
+                        crate::say!("tap: step {step} is never committed: {why}");
+                        break;
+                    }
+                    Ok(Step::Waiting(missing)) if Instant::now() >= until => {
+                        crate::say!(
+                            "tap: step {step} was not committed: ranks {} did not store their shards of it in time; the job's latest checkpoint stays {}",
+                            ranks(&missing),
+                            self.record.checkpoint.as_deref().unwrap_or("none")
+                        );
+                        break;
+                    }
+                    Ok(Step::Waiting(_)) => {}
+                    Err(e) if Instant::now() >= until => {
+                        crate::say!("tap: could not commit step {step}: {}", tap_core::text::chain(&e));
+                        break;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(SHARD_COMMIT_RETRY).await;
+            }
+            self.recorder.record(&self.record);
+        }
+        let Some(last) = &self.last_manifest else {
+            return self.dir_is_empty().await;
+        };
+        let files = last.files.clone();
+        match crate::artifacts::checkpoint::hash_files(&self.run.dirs.checkpoint).await {
+            Ok(h) if h.files == files => true,
+            _ => {
+                crate::say!(
+                    "tap: the checkpoint directory changed after its last announced checkpoint; in a job only announced steps are stored"
+                );
+                false
+            }
+        }
+    }
+
+    async fn dir_is_empty(&self) -> bool {
+        let dir = self.run.dirs.checkpoint.clone();
+        crate::blocking::run(move |_| std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true)).await
     }
 
     /// The last sync; whether the store now holds the checkpoint directory.

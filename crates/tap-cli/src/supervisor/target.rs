@@ -1,16 +1,21 @@
 //! Which training a `tap run` works on, decided before the command starts: a new run, a new
 //! attempt of an unfinished run (`--resume [RUN]`), a new run started from another run's
-//! checkpoint (`--resume-from`), or a rank of a managed job (whose relaunch restores the
-//! job's own checkpoint). The checkpoint restored is always the chosen run's own.
+//! checkpoint (`--resume-from`), a rank of a managed job of one node (whose relaunch restores
+//! the job's own checkpoint), or a rank of a sharded job — a managed job of several nodes, or
+//! a group run by hand (`--group G --rank R --world-size N`) — whose restore gets its own
+//! shard of the job's newest committed step. The checkpoint restored is always the chosen
+//! training's own.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use tap_core::group::{self, Member};
 use tap_core::manifest::Manifest;
 use tap_core::runs::{self, HparamUse, ParamSource, Run};
+use tap_core::shards::StepCommit;
 
 use crate::artifacts::ObjectStore;
-use crate::artifacts::checkpoint;
+use crate::artifacts::{checkpoint, shards};
 use crate::store::{ParamStore, RunStore};
 
 /// What `--resume` and `--resume-from` asked for.
@@ -28,21 +33,60 @@ pub enum Resume {
 }
 
 /// The managed job this process is a rank of (`TAP_RUN_GROUP`, `TAP_JOB_ATTEMPT`,
-/// `NODE_RANK`, set by the fleet's job controller).
+/// `NODE_RANK`, `NNODES`, set by the fleet's job controller).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRank {
     pub group: String,
     pub attempt: u32,
     pub rank: u32,
+    pub world_size: u32,
 }
 
 impl JobRank {
     pub fn from_env() -> Option<JobRank> {
-        let group = std::env::var(tap_core::command_env::RUN_GROUP).ok().filter(|g| runs::valid_id(g))?;
-        let attempt = std::env::var(tap_core::command_env::JOB_ATTEMPT).ok()?.parse().ok()?;
-        let rank = std::env::var(tap_core::command_env::NODE_RANK).ok().and_then(|r| r.parse().ok()).unwrap_or(0);
-        Some(JobRank { group, attempt, rank })
+        use tap_core::command_env as env;
+        let group = std::env::var(env::RUN_GROUP).ok().filter(|g| runs::valid_id(g))?;
+        let attempt = std::env::var(env::JOB_ATTEMPT).ok()?.parse().ok()?;
+        let number = |name| std::env::var(name).ok().and_then(|r| r.parse().ok());
+        let rank = number(env::NODE_RANK).unwrap_or(0);
+        let world_size = number(env::NNODES).unwrap_or(1).max(rank + 1);
+        Some(JobRank { group, attempt, rank, world_size })
     }
+}
+
+/// Which job this `tap run` is a rank of, as its flags and environment say.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Membership {
+    /// Set by the fleet's job controller on a managed job's node.
+    pub managed: Option<JobRank>,
+    /// `--group`.
+    pub group: Option<String>,
+    /// `--rank` and `--world-size` (or their variables), when given.
+    pub rank: Option<u32>,
+    pub world_size: Option<u32>,
+    /// `--restore all`: every rank gets every shard.
+    pub restore_all: bool,
+}
+
+impl Membership {
+    /// Rank and world size of group `group`, checked; both must be known.
+    fn member(&self, group: &str) -> anyhow::Result<Member> {
+        let (Some(rank), Some(world)) = (self.rank, self.world_size) else {
+            anyhow::bail!(
+                "group {group}: tap needs this rank's --rank and the job's --world-size (or RANK and WORLD_SIZE)"
+            );
+        };
+        Member::new(group, rank, world).map_err(anyhow::Error::msg)
+    }
+}
+
+/// A rank of a sharded job: how it joins its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joining {
+    /// A managed job's node: the fleet's controller decided the attempt.
+    Managed { attempt: u32 },
+    /// A group run by hand: the attempt is decided when the rank joins the group's record.
+    ByHand { resume: bool },
 }
 
 /// The decided training.
@@ -53,9 +97,23 @@ pub enum Target {
     /// A new attempt of `run` (its status as observed: how its latest attempt ended), from
     /// its own latest checkpoint when it has one.
     Continue { run: Box<Run>, checkpoint: Option<Manifest>, last_step: Option<u64> },
-    /// A rank of a managed job; a relaunch restores the job's own latest checkpoint and
-    /// gets the hyperparameters the job's first attempt recorded (`first`: that rank run).
+    /// A rank of a managed job of one node; a relaunch restores the job's own latest
+    /// checkpoint and gets the hyperparameters the job's first attempt recorded (`first`: that
+    /// rank run).
     Rank { job: JobRank, checkpoint: Option<Manifest>, first: Option<Box<Run>> },
+    /// A rank of a sharded job: `step` is the job's newest committed step it restores its
+    /// shard of (every shard with `all`); `first`: the run whose hyperparameters it keeps.
+    Shard { member: Member, joining: Joining, step: Option<StepCommit>, all: bool, first: Option<Box<Run>> },
+}
+
+/// What a restore brings back, for the run's record and the command's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The checkpoint's id (a sharded job's: its step commit's).
+    pub id: String,
+    pub step: Option<u64>,
+    /// The run (or job) whose checkpoint it is.
+    pub run: String,
 }
 
 impl Target {
@@ -64,7 +122,16 @@ impl Target {
         match self {
             Target::New { parent } => parent.as_ref(),
             Target::Continue { checkpoint, .. } | Target::Rank { checkpoint, .. } => checkpoint.as_ref(),
+            Target::Shard { .. } => None,
         }
+    }
+
+    /// What the restore brings back, if anything.
+    pub fn restored(&self) -> Option<Restored> {
+        if let Target::Shard { step: Some(c), .. } = self {
+            return Some(Restored { id: c.id.clone(), step: Some(c.step), run: c.job.clone() });
+        }
+        self.checkpoint().map(|m| Restored { id: m.checkpoint_id.clone(), step: m.step, run: m.run_id.clone() })
     }
 }
 
@@ -83,9 +150,12 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
     experiment: &str,
     resume: &Resume,
     name: Option<&str>,
-    job: Option<JobRank>,
+    member: &Membership,
 ) -> anyhow::Result<Target> {
-    if let Some(job) = job {
+    if let Some(t) = decide_shard(store, objects, experiment, resume, member).await? {
+        return Ok(t);
+    }
+    if let Some(job) = member.managed.clone() {
         // A managed job's rank: a relaunch (or a first attempt asked to resume) restores the
         // job's own checkpoint, never another run's; a job with none starts fresh.
         let checkpoint = if *resume == Resume::No {
@@ -94,17 +164,7 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
             let recorded = store.get_run(experiment, &job.group).await?.and_then(|r| r.checkpoint);
             checkpoint::of_run(objects, experiment, &job.group, recorded.as_deref()).await?
         };
-        let first = if job.attempt > 1 {
-            let listing = store.list_runs(Some(experiment)).await?;
-            listing
-                .runs
-                .into_iter()
-                .filter(|r| r.group.as_deref() == Some(job.group.as_str()) && r.job_attempt.is_some())
-                .min_by_key(|r| (r.job_attempt, r.node_rank, r.started_ms))
-                .map(Box::new)
-        } else {
-            None
-        };
+        let first = if job.attempt > 1 { first_rank_run(store, experiment, &job.group).await? } else { None };
         return Ok(Target::Rank { job, checkpoint, first });
     }
     // The experiment's runs, read once, when a flag needs them.
@@ -148,6 +208,64 @@ pub async fn decide<R: RunStore, O: ObjectStore>(
     }
 }
 
+/// The sharded job this rank belongs to, if any: a managed job of several nodes, `--group G`,
+/// or `--resume G` of a group run by hand.
+async fn decide_shard<R: RunStore, O: ObjectStore>(
+    store: &R,
+    objects: &O,
+    experiment: &str,
+    resume: &Resume,
+    member: &Membership,
+) -> anyhow::Result<Option<Target>> {
+    let restore = |group: String| async move {
+        let step = shards::latest_commit(objects, experiment, &group).await?;
+        anyhow::Ok(step)
+    };
+    if let Some(job) = member.managed.as_ref().filter(|j| j.world_size > 1) {
+        let m = Member::new(&job.group, job.rank, job.world_size).map_err(anyhow::Error::msg)?;
+        let step = if *resume == Resume::No { None } else { restore(job.group.clone()).await? };
+        let first = if job.attempt > 1 { first_rank_run(store, experiment, &job.group).await? } else { None };
+        let joining = Joining::Managed { attempt: job.attempt };
+        return Ok(Some(Target::Shard { member: m, joining, step, all: member.restore_all, first }));
+    }
+    if member.managed.is_some() {
+        return Ok(None);
+    }
+    let group = match (resume, &member.group) {
+        (Resume::Run(r), Some(g)) if r != g => {
+            anyhow::bail!("--group {g} with --resume {r}: a group continues itself (--group {g} --resume, or --resume {g})")
+        }
+        (Resume::From(_), Some(g)) => anyhow::bail!("--group {g} with --resume-from: a group continues its own checkpoints (--resume)"),
+        (_, Some(g)) => g.clone(),
+        (Resume::Run(g), None) => match store.get_run(experiment, g).await? {
+            Some(r) if r.job.as_ref().is_some_and(|j| j.fleet_id == group::BY_HAND) => g.clone(),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let m = member.member(&group)?;
+    let resuming = *resume != Resume::No;
+    let record = store.get_run(experiment, &group).await?;
+    // Refused here, before a restore, when the group's record already says no; the join
+    // itself is decided again on the newest record when the rank takes its slot.
+    group::join(record.as_ref(), &m, resuming).map_err(anyhow::Error::msg)?;
+    let step = if resuming { restore(group.clone()).await? } else { None };
+    let first = if resuming { record.map(Box::new) } else { None };
+    let joining = Joining::ByHand { resume: resuming };
+    Ok(Some(Target::Shard { member: m, joining, step, all: member.restore_all, first }))
+}
+
+/// The first rank run of a managed job (whose hyperparameters its relaunches keep).
+async fn first_rank_run<R: RunStore>(store: &R, experiment: &str, group: &str) -> anyhow::Result<Option<Box<Run>>> {
+    let listing = store.list_runs(Some(experiment)).await?;
+    Ok(listing
+        .runs
+        .into_iter()
+        .filter(|r| r.group.as_deref() == Some(group) && r.job_attempt.is_some())
+        .min_by_key(|r| (r.job_attempt, r.node_rank, r.started_ms))
+        .map(Box::new))
+}
+
 /// The hyperparameters a run gets: for a new run, the stored defaults with `overrides`
 /// applied (each recorded with its source); for a continued run (and a managed job's
 /// relaunch), what its first attempt recorded, whatever the defaults became since (a changed
@@ -161,7 +279,7 @@ pub async fn hparams<P: ParamStore>(
     let defaults = params.list_params().await?;
     let continued = match target {
         Target::Continue { run, .. } => Some(run),
-        Target::Rank { first: Some(run), .. } => Some(run),
+        Target::Rank { first: Some(run), .. } | Target::Shard { first: Some(run), .. } => Some(run),
         _ => None,
     };
     if let Some(run) = continued {

@@ -103,10 +103,12 @@ impl<F: Upload, S> Uploads<F, S> {
     }
 }
 
-/// A committed checkpoint and what committing it cost.
+/// A committed checkpoint (a sharded job's rank: its stored shard) and what committing it cost.
 pub(super) struct Committed {
     pub(super) manifest: Manifest,
     pub(super) sample: commit::Sample,
+    /// A sharded job's rank: what came of the step's commit after its shard was stored.
+    pub(super) step: Option<crate::artifacts::shards::Committed>,
 }
 
 /// Hashes `dir`, and unless nothing changed since `previous`, uploads it as `target` and moves
@@ -145,7 +147,40 @@ pub(super) async fn commit_checkpoint<O: ObjectStore>(
     let other_s = other_s + METRICS_POLL.as_secs_f64() / 2.0;
     let sample =
         commit::Sample { total_bytes: manifest.total_bytes(), sent_bytes, hash_s, send_s, other_s, child_write_s };
-    Ok(Some(Committed { manifest, sample }))
+    Ok(Some(Committed { manifest, sample, step: None }))
+}
+
+/// A sharded job's rank: hashes `dir`, stores it as its shard of `t`'s step (every step,
+/// changed or not: a step commits only when every rank's shard is there), then tries to commit
+/// the step (the rank that completes it writes the commit), measuring each part for the
+/// planner. `left_out` as for [`commit_checkpoint`].
+pub(super) async fn commit_shard<O: ObjectStore>(
+    objects: &O,
+    t: &crate::artifacts::shards::ShardTarget,
+    dir: &Path,
+    left_out: Vec<tap_core::manifest::SkippedEntry>,
+    to_send: &AtomicU64,
+) -> Result<Option<Committed>, checkpoint::CheckpointError> {
+    use crate::artifacts::shards;
+    let t0 = Instant::now();
+    let mut hashed = checkpoint::hash_files(dir).await?;
+    hashed.skipped.extend(left_out);
+    let hash_s = t0.elapsed().as_secs_f64();
+    to_send.store(hashed.files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+    let changed: Vec<PathBuf> = hashed.files.iter().map(|f| dir.join(&f.path)).collect();
+    let child_write_s = crate::blocking::run(move |_| write_time(&changed)).await;
+    let moved = objects.bytes_moved();
+    let t1 = Instant::now();
+    let (_, manifest) = shards::upload_hashed_shard(objects, t, dir, hashed).await?;
+    let up_s = t1.elapsed().as_secs_f64();
+    let sent_bytes = objects.bytes_moved().saturating_sub(moved);
+    let t2 = Instant::now();
+    let step = shards::try_commit(objects, &t.experiment, &t.job, (t.attempt, t.step)).await?;
+    let (send_s, other_s) = if sent_bytes > 0 { (up_s, 0.0) } else { (0.0, up_s) };
+    let other_s = other_s + t2.elapsed().as_secs_f64() + METRICS_POLL.as_secs_f64() / 2.0;
+    let sample =
+        commit::Sample { total_bytes: manifest.total_bytes(), sent_bytes, hash_s, send_s, other_s, child_write_s };
+    Ok(Some(Committed { manifest, sample, step: Some(step) }))
 }
 
 /// How long the training process took to write `files`: newest change − oldest creation
