@@ -221,6 +221,9 @@ fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> 
 #[path = "cli/run_model.rs"]
 mod run_model;
 
+#[path = "cli/groups.rs"]
+mod groups;
+
 mod local {
     use std::path::Path;
     use std::process::{Command, Output, Stdio};

@@ -212,9 +212,13 @@ impl<O: ObjectStore + Clone + 'static> UploadSource<'_, O> {
     }
 }
 
-/// `1, 3`: ranks as a line names them.
+/// `rank 1`, `ranks 1, 3`: ranks as a line names them.
 fn ranks(list: &[u32]) -> String {
-    list.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    let names: Vec<String> = list.iter().map(u32::to_string).collect();
+    match names.len() {
+        1 => format!("rank {}", names[0]),
+        _ => format!("ranks {}", names.join(", ")),
+    }
 }
 
 /// At most this many distinct skipped metric names are reported (a command that writes a new
@@ -452,6 +456,9 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 }
                 let plan = self.record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
                 let what = match &c.step {
+                    Some(crate::artifacts::shards::Committed::Waiting(missing)) => {
+                        format!("shard of step {ckpt_step} stored (the step waits for {})", ranks(missing))
+                    }
                     Some(_) => format!("shard of step {ckpt_step} stored"),
                     None => format!("checkpoint {id} committed"),
                 };
@@ -497,13 +504,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 crate::say!("tap: step {step} of job {} committed: all {} shards stored ({})", c.job, c.world_size, c.id);
                 self.committed(&c);
             }
-            Step::Waiting(missing) => {
-                crate::say!(
-                    "tap: step {step} commits once ranks {} stored their shards (in a job, every rank announces each checkpoint; tapml.checkpoint does)",
-                    ranks(&missing)
-                );
-                self.waiting_step = Some(step);
-            }
+            Step::Waiting(_) => self.waiting_step = Some(step),
             Step::Refused(why) => {
                 crate::say!("tap: step {step} is never committed: {why}");
                 self.waiting_step = None;
@@ -651,7 +652,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     }
                     Ok(Step::Waiting(missing)) if Instant::now() >= until => {
                         crate::say!(
-                            "tap: step {step} was not committed: ranks {} did not store their shards of it in time; the job's latest checkpoint stays {}",
+                            "tap: step {step} was not committed: {} did not store a shard of it in time (in a job every rank announces each checkpoint; tapml.checkpoint does); the job's latest checkpoint stays {}",
                             ranks(&missing),
                             self.record.checkpoint.as_deref().unwrap_or("none")
                         );
@@ -666,8 +667,16 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 }
                 tokio::time::sleep(SHARD_COMMIT_RETRY).await;
             }
-            self.recorder.record(&self.record);
         }
+        // Steps this rank's shard waited on may have been committed by another rank since:
+        // the record names the job's newest commit of this attempt.
+        if let Ok(Some(c)) =
+            crate::artifacts::shards::latest_commit(self.run.objects, &self.run.opts.experiment, &shard.job).await
+            && c.attempt == shard.attempt
+        {
+            self.committed(&c);
+        }
+        self.recorder.record(&self.record);
         let Some(last) = &self.last_manifest else {
             return self.dir_is_empty().await;
         };

@@ -1,0 +1,115 @@
+//! A sharded job run by hand (issue 25), on the local store: `tap run --group G --rank R
+//! --world-size N` on each "node", every rank committing its own shard of each step, the
+//! group interrupted and resumed as one run. The job (fixtures/shard_job.py) exits 3 when a
+//! restore hands a rank another rank's shard or bytes it did not write.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/shard_job.py");
+
+fn tap_cmd(home: &Path, shared: &Path, args: &[&str], step_seconds: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tap"));
+    c.args(args)
+        .env("TAP_HOME", home)
+        .env("SHARD_SHARED", shared)
+        .env("SHARD_STEPS", "200")
+        .env("SHARD_STEP_SECONDS", step_seconds)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for v in ["TAP_OUTPUT", "TAP_EXPERIMENT", "TAP_RUN_GROUP", "TAP_JOB_ATTEMPT", "RANK", "WORLD_SIZE", "NODE_RANK", "NNODES"]
+    {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `tap run -e llm <group flags> --rank R --world-size N -- python3 JOB`.
+fn rank(home: &Path, shared: &Path, group: &[&str], r: u32, world: u32, step_seconds: &str) -> Child {
+    let (r, world) = (r.to_string(), world.to_string());
+    let mut args = vec!["run", "-e", "llm"];
+    args.extend_from_slice(group);
+    args.extend_from_slice(&["--rank", &r, "--world-size", &world, "--", "python3", JOB]);
+    tap_cmd(home, shared, &args, step_seconds).spawn().expect("tap starts")
+}
+
+fn show(home: &Path, shared: &Path, run: &str) -> serde_json::Value {
+    let out = tap_cmd(home, shared, &["runs", "show", run, "--output", "json"], "0").output().expect("tap runs");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn finish(children: Vec<Child>) -> Vec<Output> {
+    children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect()
+}
+
+/// Regression-style scenario for the issue's local test: three ranks write different shards,
+/// are interrupted (each gets the notice, the job agrees on a final step, each rank's shard of
+/// it is stored and the step commits), and are resumed with --resume G: each rank gets its own
+/// shard back (the job checks its bytes), and every step runs exactly once.
+#[test]
+fn a_three_rank_group_is_interrupted_and_resumed_each_rank_with_its_own_shard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (home, shared) = (dir.path().join("home"), dir.path().join("shared"));
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let first: Vec<Child> = (0..3).map(|r| rank(&home, &shared, &["--group", "g"], r, 3, "0.05")).collect();
+    // Until the group's first step commits (step 10 of 200), then the notice to every rank.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = || {
+        let out = tap_cmd(&home, &shared, &["runs", "list", "-g", "g", "--output", "json"], "0").output().expect("tap");
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        runs.as_array().is_some_and(|l| l.iter().any(|r| r["node_rank"].is_u64() && r["checkpoint"].is_string()))
+    };
+    while !committed() {
+        assert!(Instant::now() < deadline, "the group committed no step: {}", show(&home, &shared, "g"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in &first {
+        assert!(Command::new("kill").args(["-USR1", &c.id().to_string()]).status().expect("kill").success());
+    }
+    for (r, out) in finish(first).iter().enumerate() {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "rank {r} ends interrupted: {err}");
+        assert!(err.contains("final checkpoint committed"), "rank {r}: the job's final step committed: {err}");
+    }
+    let g = show(&home, &shared, "g");
+    let stopped = g["run"]["checkpoint"].as_str().expect("a commit").to_owned();
+    assert!(stopped.starts_with("g-a1-s"), "{stopped}");
+
+    // A rank of the finished attempt started again without --resume is refused.
+    let again = rank(&home, &shared, &["--group", "g"], 1, 3, "0").wait_with_output().expect("wait");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("rank 1 of group g already ran in attempt 1"), "{}", text(&again.stderr));
+
+    let resumed = finish((0..3).map(|r| rank(&home, &shared, &["--resume", "g"], r, 3, "0.002")).collect());
+    let stop_step: u64 = stopped.rsplit("-s").next().and_then(|s| s.parse().ok()).expect("the step");
+    for (r, out) in resumed.iter().enumerate() {
+        let (o, e) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "rank {r}: {o}{e}");
+        assert!(o.contains(&format!("rank {r}: resumed at step {stop_step}")), "rank {r} got its own shard: {o}");
+        assert!(e.contains(&format!("restoring rank {r}'s shard of step {stop_step} of job g")), "{e}");
+        let steps = std::fs::read_to_string(shared.join(format!("steps-{r}.log"))).expect("log");
+        let steps: Vec<u64> = steps.lines().map(|l| l.parse().expect("a step")).collect();
+        assert_eq!(steps, (1..=200).collect::<Vec<_>>(), "rank {r}: every step once, in order");
+    }
+    let g = show(&home, &shared, "g");
+    assert_eq!(g["run"]["status"], "succeeded", "{g}");
+    assert_eq!(g["run"]["attempts"].as_array().map(Vec::len), Some(1), "one earlier attempt: {g}");
+    assert_eq!(g["run"]["checkpoint"], "g-a2-s0000000200", "{g}");
+    assert_eq!(g["run"]["restored"], stopped, "{g}");
+
+    // Another world size: refused without --restore all, with both sizes and the fix.
+    let four = rank(&home, &shared, &["--resume", "g"], 0, 4, "0").wait_with_output().expect("wait");
+    let e = text(&four.stderr);
+    assert_eq!(four.status.code(), Some(1), "{e}");
+    assert!(e.contains("committed by 3 ranks and this job has 4") && e.contains("--restore all"), "{e}");
+    // With it, a rank gets every shard, each in rank-<r>/.
+    let args = ["run", "-e", "llm", "--resume", "g", "--rank", "3", "--world-size", "4", "--restore", "all", "--"];
+    let script = "for r in 0 1 2; do test -f \"$TAP_CHECKPOINT_DIR/rank-$r/shard.bin\" || exit 9; done";
+    let all = tap_cmd(&home, &shared, &[&args[..], &["sh", "-c", script]].concat(), "0").output().expect("tap runs");
+    assert_eq!(all.status.code(), Some(0), "every shard restored: {}", text(&all.stderr));
+}
