@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """A tiny data-parallel job for `tap launch` (and the local 2-node test), written with tapml:
 every rank fits y = 3x + 2 on its own shard of synthetic data, gradients are averaged with
-all_reduce (gloo on CPU, NCCL on GPUs), rank 0 records metrics and checkpoints. Run it under
-torchrun:
+all_reduce (gloo on CPU, NCCL on GPUs), rank 0 records metrics, every rank checkpoints (its
+node's shard of the step). Run it under torchrun:
 
     torchrun --nnodes=$NNODES --node-rank=$NODE_RANK --master-addr=$MASTER_ADDR \\
         --master-port=$MASTER_PORT --nproc-per-node=1 examples/ddp_train.py
 
 Steps come from `tap params set steps N` (default 50). A spot notice on any node stops every
-rank after the same step (`tapml.torch.should_stop_all()`, one all-reduce), rank 0 after a
-final checkpoint; `tap run --resume` on every node restores it.
+rank after the same step (`tapml.torch.should_stop_all()`, one all-reduce), after a final
+checkpoint on every rank; `tap run --resume` on every node restores its own shard.
 """
 import sys
 from pathlib import Path
@@ -49,7 +49,9 @@ for step in range(start + 1, steps + 1):
         w.grad.zero_()
     stop = tapml.torch.should_stop_all()  # a notice on any node stops every rank here
     tapml.log(step, loss=loss.item(), world=world)  # rank 0 records; a no-op elsewhere
-    if rank == 0 and (step % 10 == 0 or step == steps or stop):
+    # Every rank at the same steps: in a job of several nodes each node's tap run stores its
+    # node's shard of the step (DDP's are equal, and stored once: objects are content-addressed).
+    if step % 10 == 0 or step == steps or stop:
         with tapml.checkpoint(step) as d:
             torch.save({"w": w.detach(), "step": step}, d / "ddp.pt")
     if stop:

@@ -130,6 +130,54 @@ def rank() -> int:
         return 0
 
 
+def sharded_job() -> bool:
+    """True when this process runs under a ``tap run`` that is one rank of a sharded job of
+    several ranks (``TAP_WORLD_SIZE`` > 1: a managed job of several nodes, or ``tap run
+    --group``): every rank's ``tap run`` stores its checkpoint directory as its shard of each
+    step, and a step is restorable once every rank's shard is stored."""
+    raw = _env("TAP_WORLD_SIZE")
+    try:
+        return raw is not None and int(raw) > 1
+    except ValueError:
+        return False
+
+
+def _local_rank() -> int:
+    """This process's rank on its node (``LOCAL_RANK``, which torchrun sets; 0 otherwise)."""
+    try:
+        return int(_env("LOCAL_RANK") or 0)
+    except ValueError:
+        return 0
+
+
+def _local_world_size() -> int:
+    """How many processes run on this node (``LOCAL_WORLD_SIZE``, which torchrun sets; 1
+    otherwise)."""
+    try:
+        return max(1, int(_env("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        return 1
+
+
+def _node_barrier() -> None:
+    """Waits until every process of the job has left its checkpoint block (one barrier of the
+    script's process group), so the node's first process publishes a complete shard."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
+        raise TapmlError(
+            "tapml.checkpoint: several processes on this node (LOCAL_WORLD_SIZE) write one shard, "
+            "which needs torch.distributed initialised to agree when it is complete"
+        )
+    dist.barrier()
+
+
+def publishes_checkpoints() -> bool:
+    """Whether :func:`checkpoint` publishes in this process: in a sharded job, the first
+    process on each node (``LOCAL_RANK`` 0: its ``tap run``'s shard); otherwise rank 0 alone
+    (tap keeps one checkpoint per job)."""
+    return _local_rank() == 0 if sharded_job() else rank() == 0
+
+
 # --------------------------------------------------------------------------------------
 # Metrics
 
@@ -530,9 +578,23 @@ def checkpoint(step: int) -> Iterator[Path]:
     replaces the checkpoint directory's (``TAP_CHECKPOINT_DIR``; ``./checkpoints`` outside
     tap) in one rename where Linux can swap directories, and tap is told to upload it. When
     the block raises, nothing is published and the exception goes on. One checkpoint is
-    open at a time per process. On a rank other than 0 the block runs but publishes nothing
-    (tap keeps one checkpoint per job; write it on rank 0).
+    open at a time per process.
+
+    Which processes publish (:func:`publishes_checkpoints`): in a sharded job (``tap run
+    --group``, or a managed job of several nodes) every node's first process publishes its
+    node's shard — call it on every rank at the same steps, and write each rank's part (FSDP's
+    sharded state dict, DeepSpeed's files, DCP); a step is restorable once every rank's shard
+    is stored. Elsewhere the block runs on every rank but only rank 0 publishes.
     """
+    with _checkpoint(step, node_shared=sharded_job() and _local_world_size() > 1) as stage:
+        yield stage
+
+
+@contextlib.contextmanager
+def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
+    """:func:`checkpoint`; ``node_shared``: every process of the node writes into one staging
+    directory, which the node's first process publishes after a barrier (a framework's own
+    finished save, published from one process, is not)."""
     global _open_checkpoint, _published
     step = _check_step("tapml.checkpoint", step)
     with _open_lock:
@@ -546,14 +608,25 @@ def checkpoint(step: int) -> Iterator[Path]:
         ckpt = _checkpoint_dir()
         root = _staging_root(ckpt)
         root.mkdir(parents=True, exist_ok=True)
-        stage = root / f"stage-{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        stage.mkdir()
+        # The processes of one node of a sharded job write one shard: one staging directory,
+        # published by the node's first process once every process of the node is done.
+        shared = node_shared
+        if shared:
+            stage = root / f"stage-{step}-node"
+            stage.mkdir(exist_ok=True)
+        else:
+            stage = root / f"stage-{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            stage.mkdir()
         try:
             yield stage
-            publishing = rank() == 0
+            if shared:
+                _node_barrier()
+            publishing = publishes_checkpoints()
             if publishing:
                 _warn_unstorable(stage)
-                if not any(stage.iterdir()):
+                # A rank of a sharded job publishes even an empty shard: the step commits only
+                # once every rank stored its own.
+                if not sharded_job() and not any(stage.iterdir()):
                     warnings.warn(f"tapml.checkpoint({step}): the block wrote nothing; nothing published", TapmlWarning, stacklevel=3)
                     publishing = False
             if publishing:
@@ -564,7 +637,7 @@ def checkpoint(step: int) -> Iterator[Path]:
                 # The line follows every metric logged before it, in the same write.
                 _metrics.flush(extra=json.dumps({"checkpoint": True, "step": step}, separators=(",", ":")))
         finally:
-            if stage.exists():
+            if stage.exists() and (not shared or _local_rank() == 0):
                 shutil.rmtree(stage, ignore_errors=True)
     finally:
         with _open_lock:

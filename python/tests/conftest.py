@@ -32,7 +32,7 @@ def tap_bin() -> Path:
 
 
 # Variables of an outer tap run (or a developer's shell) that would leak into the tests.
-_TAP_VARS = [v for v in os.environ if v.startswith("TAP_") and v != "TAP_BIN"] + ["RANK", "PYTHONPATH"]
+_TAP_VARS = [v for v in os.environ if v.startswith("TAP_") and v != "TAP_BIN"] + ["RANK", "PYTHONPATH", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "WORLD_SIZE"]
 
 
 class Tap:

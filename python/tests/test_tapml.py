@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -389,6 +390,40 @@ def test_other_ranks_publish_nothing(under_tap, monkeypatch):
     with tapml.checkpoint(1) as d:
         (d / "model.pt").write_text("rank 3")
     assert not any((run / "checkpoint").iterdir()) and lines(run / "metrics.jsonl") == []
+
+
+def test_every_rank_of_a_sharded_job_publishes_its_shard(under_tap, monkeypatch):
+    """In a sharded job (TAP_WORLD_SIZE > 1, set by tap run --group) rank 3 publishes its own
+    shard, an empty one too (the step commits only once every rank stored its shard), and a
+    node's other processes (LOCAL_RANK > 0) leave publishing to its first."""
+    tapml, run = under_tap
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("TAP_WORLD_SIZE", "4")
+    assert tapml.sharded_job() and tapml.publishes_checkpoints()
+    with tapml.checkpoint(10) as d:
+        (d / "__3_0.distcp").write_text("rank 3's part")
+    assert (run / "checkpoint" / "__3_0.distcp").read_text() == "rank 3's part"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with tapml.checkpoint(20):
+            pass
+    assert not any((run / "checkpoint").iterdir()), "the empty shard replaced the previous one"
+    assert [l.get("step") for l in lines(run / "metrics.jsonl") if l.get("checkpoint")] == [10, 20]
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not tapml.publishes_checkpoints()
+    monkeypatch.setenv("TAP_WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert not tapml.sharded_job() and not tapml.publishes_checkpoints(), "a world of one: rank 0 alone"
+
+
+def test_several_processes_of_a_node_need_torch_distributed_to_share_a_shard(under_tap, monkeypatch):
+    tapml, run = under_tap
+    monkeypatch.setenv("TAP_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    with pytest.raises(tapml.TapmlError, match="LOCAL_WORLD_SIZE"):
+        with tapml.checkpoint(1) as d:
+            (d / "part").write_text("x")
+    assert not any((run / "checkpoint").iterdir()), "nothing published"
 
 
 def test_outside_tap_checkpoints_go_to_dot_checkpoints(tapml_clean, tmp_path):

@@ -13,7 +13,8 @@ def publish_tree(src: Path, step: int) -> None:
     """Publishes the files below ``src`` as the checkpoint of ``step``: hard links into the
     staging directory (no copy, and the framework may delete or rotate ``src`` afterwards),
     a copy where the filesystem cannot link."""
-    with _core.checkpoint(step) as stage:
+    # One process publishes a save the framework finished: no node-wide staging.
+    with _core._checkpoint(step, node_shared=False) as stage:
         for dirpath, _, filenames in os.walk(src):
             rel = Path(dirpath).relative_to(src)
             (stage / rel).mkdir(parents=True, exist_ok=True)

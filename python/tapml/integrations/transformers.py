@@ -74,7 +74,9 @@ class TapCallback(TrainerCallback):  # type: ignore[misc]
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not (self.publish_saves or self._stopping):
+        # In a sharded job each node's first process publishes its node's shard.
+        publisher = state.is_local_process_zero if _core.sharded_job() else state.is_world_process_zero
+        if not publisher or not (self.publish_saves or self._stopping):
             return
         saved = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if not saved.is_dir():
