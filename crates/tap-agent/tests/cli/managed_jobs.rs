@@ -514,6 +514,17 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     assert!(restored.starts_with("job-reclaim-"), "the job's own checkpoint: {restored}");
     assert_eq!(run2.restored.as_deref(), Some(restored));
     assert!(show.contains(&format!("resumed from {restored}")), "{show}");
+    // A job of two nodes is sharded (issue 25): what attempt 2 restored is a step commit
+    // naming each rank's own shard (distinct: each rank checkpoints its own state, and the
+    // fixture exits 3 if handed another rank's), every one stored and pinned by its digest.
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&f.sdk).force_path_style(true).build());
+    let key = format!("tap/checkpoints/{}/commits/job-reclaim/{restored}.json", done.spec.experiment);
+    let got = s3.get_object().bucket("ml-model-artifacts-dev").key(&key).send().await.expect("the step's commit");
+    let body = got.body.collect().await.expect("its body").into_bytes();
+    let commit = tap_core::shards::StepCommit::parse(&body).expect("a step commit");
+    assert_eq!((commit.world_size, commit.attempt), (2, 1), "{commit:?}");
+    assert_ne!(commit.shards[0].manifest_sha256, commit.shards[1].manifest_sha256, "each rank's own shard");
+    assert_eq!(Some(commit.step), job_run.restored_step, "{commit:?}");
     // The idle controller (the job is over): every request it makes over one minute.
     let (idle_from, t0) = (f.controller_requests(), Instant::now());
     tokio::time::sleep(Duration::from_secs(60)).await;
