@@ -221,6 +221,46 @@ pub fn run_details(run: &Run, points: &[MetricPoint]) -> String {
     s
 }
 
+/// A sharded job's final checkpoint of each attempt that got a notice, and the planner's
+/// forecast for its newest attempt (the slowest rank's shard), from its node runs (`nodes`:
+/// any runs; those of group `group` are read).
+pub fn sharded_job(group: &str, nodes: &[Run]) -> String {
+    let mut s = String::new();
+    let mut latest = None;
+    for (attempt, ranks) in attempts_of(group, nodes) {
+        if let Some(j) = tap_core::shards::job_final(&ranks) {
+            for (k, l) in j.lines().iter().enumerate() {
+                let head =
+                    if k == 0 { format!("final ckpt:  attempt {attempt}: ") } else { "             ".to_owned() };
+                s.push_str(&format!("{head}{l}\n"));
+            }
+        }
+        latest = Some(ranks);
+    }
+    if let Some((rank, f)) = latest.as_deref().and_then(tap_core::shards::job_forecast) {
+        s.push_str(&format!("planner:     the job's {} (rank {rank}, its slowest shard)\n", f.line()));
+        if let Some(w) = f.warning() {
+            s.push_str(&format!("             warning: {w}\n"));
+        }
+    }
+    s
+}
+
+/// The node runs of `group`, by attempt (oldest first), as the job summaries read them.
+pub fn attempts_of<'a>(group: &str, nodes: &'a [Run]) -> Vec<(u32, Vec<tap_core::shards::RankEnd<'a>>)> {
+    let mut by: std::collections::BTreeMap<u32, Vec<tap_core::shards::RankEnd<'a>>> = Default::default();
+    for r in nodes.iter().filter(|r| r.group.as_deref() == Some(group)) {
+        let (Some(attempt), Some(rank)) = (r.job_attempt, r.node_rank) else { continue };
+        by.entry(attempt).or_default().push(tap_core::shards::RankEnd {
+            rank,
+            interruption: r.interruption.as_ref(),
+            last_shard: r.last_shard,
+            forecast: r.forecast.as_ref(),
+        });
+    }
+    by.into_iter().collect()
+}
+
 /// A run's part in a managed job, its nodes (a job's record), how it was interrupted, the
 /// planner's forecast and whether it was lost.
 fn job_and_end(run: &Run) -> String {

@@ -218,7 +218,11 @@ mod tests {
         let d = join(Some(&r), &member(1, 2), true).expect("resumes");
         assert_eq!(d, Join::Begin(2));
         apply(&mut r, d, &member(1, 2), "m1", &start("h2"));
-        assert_eq!((r.attempt(), r.job.as_ref().map(|j| j.attempt)), (2, Some(2)), "one attempt of the run model per relaunch");
+        assert_eq!(
+            (r.attempt(), r.job.as_ref().map(|j| j.attempt)),
+            (2, Some(2)),
+            "one attempt of the run model per relaunch"
+        );
         assert!(holds(&r, 2, 1, "m1") && !holds(&r, 2, 0, "n0"));
         assert_eq!(join(Some(&r), &member(0, 2), true), Ok(Join::Attempt(2)), "rank 0 joins attempt 2");
         // A decision made on an older record changes nothing: Begin(2) again is not begun twice.
@@ -247,7 +251,9 @@ mod tests {
         assert!(join(Some(&plain), &member(0, 2), false).expect_err("plain").contains("not a group"));
         let mut managed = group(2, &[0]);
         managed.job.as_mut().expect("job").fleet_id = "fleet-1".into();
-        assert!(join(Some(&managed), &member(1, 2), false).expect_err("managed").contains("managed job on fleet fleet-1"));
+        assert!(
+            join(Some(&managed), &member(1, 2), false).expect_err("managed").contains("managed job on fleet fleet-1")
+        );
         assert!(Member::new("g", 2, 2).expect_err("rank 2 of 2").contains("ranks are 0 to 1"));
         assert!(Member::new("g", 0, 0).is_err());
     }

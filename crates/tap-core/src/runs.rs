@@ -225,6 +225,9 @@ pub struct Run {
     /// The deadline planner's forecast for a final checkpoint (from the second periodic one on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<crate::commit::Forecast>,
+    /// A rank of a sharded job: its newest stored shard (for the job's final checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shard: Option<crate::shards::ShardStored>,
 }
 
 /// How often `tap run` refreshes its run record's heartbeat when nothing else changed it. One
@@ -447,6 +450,7 @@ impl Run {
             heartbeat_ms: Some(started_ms),
             supervisor: None,
             forecast: None,
+            last_shard: None,
         }
     }
 }

@@ -289,9 +289,140 @@ pub fn orphaned(newest: Option<(u32, u64)>, committed: &[(u32, u64)], present: &
     out
 }
 
+/// A rank's newest stored shard, as its node run records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStored {
+    pub step: u64,
+    /// When its shard manifest was written (epoch ms).
+    pub stored_ms: i64,
+}
+
+/// One rank of an attempt of a sharded job, as its node run recorded it.
+#[derive(Debug, Clone, Copy)]
+pub struct RankEnd<'a> {
+    pub rank: u32,
+    pub interruption: Option<&'a crate::runs::Interruption>,
+    pub last_shard: Option<ShardStored>,
+    pub forecast: Option<&'a crate::commit::Forecast>,
+}
+
+/// The job's final checkpoint after a notice to one of its ranks: the job's verdict (committed
+/// only if every rank's shard landed and the step committed before the deadline), which ranks
+/// stored their shard of the final step after the deadline and by how much, and which stored
+/// none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobFinal {
+    /// The rank whose node got the (first) notice, and the notice.
+    pub noticed_rank: u32,
+    pub verdict: Option<crate::commit::Verdict>,
+    /// The final step: the newest any rank stored a shard of.
+    pub step: Option<u64>,
+    /// (rank, seconds after the deadline) of the shards of the final step that landed late.
+    pub late: Vec<(u32, f64)>,
+    /// Ranks that stored no shard of the final step.
+    pub missing: Vec<u32>,
+}
+
+/// The job's final checkpoint from its ranks' records; None when no rank got a notice.
+pub fn job_final(ranks: &[RankEnd]) -> Option<JobFinal> {
+    use crate::commit::Verdict;
+    let (noticed_rank, notice) = ranks
+        .iter()
+        .filter_map(|r| r.interruption.map(|i| (r.rank, i)))
+        .min_by_key(|(rank, i)| (i.noticed_ms, *rank))?;
+    let deadline = crate::commit::deadline_ms(notice.noticed_ms, notice.deadline_ms);
+    // Every rank reads the same commit; a rank that did not see it says missed.
+    let rank_of = |v: &Verdict| match v {
+        Verdict::Committed { .. } => 0,
+        Verdict::Late { .. } => 1,
+        Verdict::Missed { .. } => 2,
+    };
+    let verdict =
+        ranks.iter().filter_map(|r| r.interruption.and_then(|i| i.verdict.clone())).min_by_key(|v| rank_of(v));
+    let step = ranks.iter().filter_map(|r| r.last_shard.map(|s| s.step)).max();
+    let mut late = Vec::new();
+    let mut missing = Vec::new();
+    for r in ranks {
+        match (r.last_shard, step) {
+            (Some(s), Some(final_step)) if s.step == final_step => {
+                if s.stored_ms > deadline {
+                    late.push((r.rank, (s.stored_ms - deadline) as f64 / 1000.0));
+                }
+            }
+            _ => missing.push(r.rank),
+        }
+    }
+    Some(JobFinal { noticed_rank, verdict, step, late, missing })
+}
+
+impl JobFinal {
+    /// Lines for `tap runs show` and `tap jobs show`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.verdict {
+            out.push(format!("the job's final checkpoint {} (notice on rank {})", v.line(), self.noticed_rank));
+        }
+        let step = self.step.map(|s| format!("step {s}")).unwrap_or_else(|| "a final step".into());
+        for (rank, s) in &self.late {
+            out.push(format!("rank {rank}'s shard of {step} landed {s:.1} s after the deadline"));
+        }
+        if !self.missing.is_empty() {
+            let ranks: Vec<String> = self.missing.iter().map(u32::to_string).collect();
+            out.push(format!("rank {} stored no shard of {step}", ranks.join(", ")));
+        }
+        out
+    }
+}
+
+/// The job's forecast: each rank forecasts its own shard's commit; the job commits when its
+/// slowest rank's shard lands. The slowest rank and its forecast.
+pub fn job_forecast<'a>(ranks: &[RankEnd<'a>]) -> Option<(u32, &'a crate::commit::Forecast)> {
+    ranks.iter().filter_map(|r| r.forecast.map(|f| (r.rank, f))).max_by(|a, b| a.1.commit_s.total_cmp(&b.1.commit_s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jobs_final_checkpoint_names_late_and_missing_ranks_and_the_slowest_forecast() {
+        use crate::commit::{Forecast, Verdict};
+        use crate::runs::Interruption;
+        let notice = |verdict: Verdict| Interruption {
+            kind: crate::notice::NoticeKind::SpotInterruption,
+            reason: "spot".into(),
+            noticed_ms: 1_000,
+            deadline_ms: Some(121_000),
+            verdict: Some(verdict),
+        };
+        let committed = notice(Verdict::Committed { checkpoint: "g-a1-s0000000050".into(), spare_s: 2.0 });
+        let missed = notice(Verdict::Missed { previous: None, steps_older: None });
+        let f = |commit_s: f64| Forecast {
+            commit_s,
+            window_s: 100.0,
+            child_write_s: 0.0,
+            total_bytes: 1,
+            changed_bytes: 1,
+            hash_rate: 1.0,
+            send_rate: 1.0,
+        };
+        let (fast, slow) = (f(3.0), f(130.0));
+        let stored = |step, stored_ms| Some(ShardStored { step, stored_ms });
+        let ranks = [
+            RankEnd { rank: 0, interruption: Some(&missed), last_shard: stored(50, 119_000), forecast: Some(&fast) },
+            RankEnd { rank: 1, interruption: Some(&committed), last_shard: stored(50, 124_500), forecast: Some(&slow) },
+            RankEnd { rank: 2, interruption: None, last_shard: stored(40, 90_000), forecast: None },
+        ];
+        let j = job_final(&ranks).expect("a notice");
+        assert_eq!(j.verdict, committed.verdict, "the job's commit, as the rank that saw it says");
+        assert_eq!((j.step, j.late.clone(), j.missing.clone()), (Some(50), vec![(1, 3.5)], vec![2]));
+        let lines = j.lines();
+        assert!(lines[1].contains("rank 1's shard of step 50 landed 3.5 s after the deadline"), "{lines:?}");
+        assert!(lines[2].contains("rank 2 stored no shard of step 50"), "{lines:?}");
+        assert_eq!(job_forecast(&ranks).map(|(r, f)| (r, f.fits())), Some((1, false)), "the slowest rank decides");
+        let quiet = [RankEnd { rank: 0, interruption: None, last_shard: None, forecast: None }];
+        assert_eq!(job_final(&quiet), None);
+    }
 
     fn seen(rank: u32, world: u32, attempt: u32, sha: &str) -> ShardSeen {
         ShardSeen {

@@ -675,7 +675,8 @@ mod tests {
     #[test]
     fn dcp_metadata_a_hidden_file_was_never_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in [".metadata", "__0_0.distcp", ".model.pt.tmp", "state.json.tmp", "w.tmp.4411", "x.tmp-ab", "notes~"] {
+        for name in [".metadata", "__0_0.distcp", ".model.pt.tmp", "state.json.tmp", "w.tmp.4411", "x.tmp-ab", "notes~"]
+        {
             write(dir.path(), name, b"x");
         }
         let listed: Vec<String> = list_files(dir.path()).expect("list").files.into_iter().map(|(p, _)| p).collect();

@@ -57,8 +57,7 @@ pub async fn upload_hashed_shard<S: ObjectStore>(
         json
     } else {
         let stored = store.get_bytes(&key).await?.ok_or_else(|| CheckpointError::Refused(format!("{key}: gone")))?;
-        let theirs =
-            ShardManifest::parse(&stored).map_err(|e| CheckpointError::Refused(format!("{key}: {e}")))?;
+        let theirs = ShardManifest::parse(&stored).map_err(|e| CheckpointError::Refused(format!("{key}: {e}")))?;
         if theirs.manifest.files != shard.manifest.files || theirs.world_size != t.world_size {
             return Err(CheckpointError::Refused(format!(
                 "rank {}'s shard of step {} of job {} is already stored with other files: two processes claim rank {} (start each rank with its own --rank)",

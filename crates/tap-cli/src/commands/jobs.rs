@@ -164,7 +164,10 @@ pub async fn run_jobs(
                     out,
                     &serde_json::json!({ "job": job, "downtimes_ms": job.downtimes_ms(), "network": job.network() }),
                 )?,
-                Output::Text => out.write_all(crate::render::job_story(&job, now_ms()).as_bytes())?,
+                Output::Text => {
+                    out.write_all(crate::render::job_story(&job, now_ms()).as_bytes())?;
+                    out.write_all(crate::render::sharded_job(&job.id, &ranks.runs).as_bytes())?;
+                }
             }
         }
         JobsCommand::Cancel { job_id } => {

@@ -54,12 +54,28 @@ where
         RunsCommand::Show { run_id } => {
             let run = find_run(runs, run_id).await?;
             let points = series(runs, &run).await?;
+            // A job's record: its ranks' runs say how its final checkpoints fared.
+            let nodes = match &run.job {
+                Some(_) => runs.list_runs(Some(&run.experiment_id)).await?.runs,
+                None => Vec::new(),
+            };
             match output {
-                Output::Json => json(
-                    out,
-                    &serde_json::json!({ "run": run, "attempts": run.all_attempts(run.status), "metrics": points }),
-                )?,
-                Output::Text => out.write_all(render::run_details(&run, &points).as_bytes())?,
+                Output::Json => {
+                    let finals: Vec<serde_json::Value> = render::attempts_of(&run.run_id, &nodes)
+                        .iter()
+                        .filter_map(|(a, ranks)| {
+                            tap_core::shards::job_final(ranks).map(|j| serde_json::json!({"attempt": a, "final": j}))
+                        })
+                        .collect();
+                    json(
+                        out,
+                        &serde_json::json!({ "run": run, "attempts": run.all_attempts(run.status), "metrics": points, "final_checkpoints": finals }),
+                    )?
+                }
+                Output::Text => {
+                    out.write_all(render::run_details(&run, &points).as_bytes())?;
+                    out.write_all(render::sharded_job(&run.run_id, &nodes).as_bytes())?;
+                }
             }
         }
         RunsCommand::Compare { run_ids } => {

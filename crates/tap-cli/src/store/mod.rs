@@ -173,10 +173,8 @@ mod aws_tests {
         );
         a.expect("rank 0");
         b.expect("rank 1");
-        let (x, y) = tokio::join!(
-            try_commit(&store, "llm", "job-s3", (1, 7)),
-            try_commit(&store, "llm", "job-s3", (1, 7))
-        );
+        let (x, y) =
+            tokio::join!(try_commit(&store, "llm", "job-s3", (1, 7)), try_commit(&store, "llm", "job-s3", (1, 7)));
         let outcomes = [x.expect("x"), y.expect("y")];
         assert_eq!(outcomes.iter().filter(|o| matches!(o, Committed::Now(_))).count(), 1, "{outcomes:?}");
         let latest = latest_commit(&store, "llm", "job-s3").await.expect("read").expect("committed");

@@ -124,6 +124,7 @@ fn apply(stored: &mut Run, mine: &Run, points: u64, heartbeat_ms: i64) {
     stored.final_metrics.clone_from(&mine.final_metrics);
     stored.interruption.clone_from(&mine.interruption);
     stored.forecast.clone_from(&mine.forecast);
+    stored.last_shard = mine.last_shard;
     stored.metric_points = points;
     stored.heartbeat_ms = Some(heartbeat_ms);
 }

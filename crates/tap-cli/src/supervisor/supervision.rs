@@ -479,7 +479,11 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 }
                 self.note_left_out(&c.manifest);
                 match c.step {
-                    Some(outcome) => self.on_step(ckpt_step, outcome),
+                    Some(outcome) => {
+                        self.record.last_shard =
+                            Some(tap_core::shards::ShardStored { step: ckpt_step, stored_ms: c.manifest.created_ms });
+                        self.on_step(ckpt_step, outcome)
+                    }
                     None => {
                         self.record.checkpoint = Some(id.clone());
                         self.last_commit =
@@ -501,7 +505,12 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         use crate::artifacts::shards::Committed as Step;
         match outcome {
             Step::Now(c) | Step::Already(c) => {
-                crate::say!("tap: step {step} of job {} committed: all {} shards stored ({})", c.job, c.world_size, c.id);
+                crate::say!(
+                    "tap: step {step} of job {} committed: all {} shards stored ({})",
+                    c.job,
+                    c.world_size,
+                    c.id
+                );
                 self.committed(&c);
             }
             Step::Waiting(_) => self.waiting_step = Some(step),
@@ -642,7 +651,12 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 use crate::artifacts::shards::Committed as Step;
                 match tried {
                     Ok(Step::Now(c) | Step::Already(c)) => {
-                        crate::say!("tap: step {step} of job {} committed: all {} shards stored ({})", c.job, c.world_size, c.id);
+                        crate::say!(
+                            "tap: step {step} of job {} committed: all {} shards stored ({})",
+                            c.job,
+                            c.world_size,
+                            c.id
+                        );
                         self.committed(&c);
                         break;
                     }

@@ -233,9 +233,13 @@ async fn decide_shard<R: RunStore, O: ObjectStore>(
     }
     let group = match (resume, &member.group) {
         (Resume::Run(r), Some(g)) if r != g => {
-            anyhow::bail!("--group {g} with --resume {r}: a group continues itself (--group {g} --resume, or --resume {g})")
+            anyhow::bail!(
+                "--group {g} with --resume {r}: a group continues itself (--group {g} --resume, or --resume {g})"
+            )
         }
-        (Resume::From(_), Some(g)) => anyhow::bail!("--group {g} with --resume-from: a group continues its own checkpoints (--resume)"),
+        (Resume::From(_), Some(g)) => {
+            anyhow::bail!("--group {g} with --resume-from: a group continues its own checkpoints (--resume)")
+        }
         (_, Some(g)) => g.clone(),
         (Resume::Run(g), None) => match store.get_run(experiment, g).await? {
             Some(r) if r.job.as_ref().is_some_and(|j| j.fleet_id == group::BY_HAND) => g.clone(),

@@ -18,8 +18,16 @@ fn tap_cmd(home: &Path, shared: &Path, args: &[&str], step_seconds: &str) -> Com
         .env("SHARD_STEP_SECONDS", step_seconds)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for v in ["TAP_OUTPUT", "TAP_EXPERIMENT", "TAP_RUN_GROUP", "TAP_JOB_ATTEMPT", "RANK", "WORLD_SIZE", "NODE_RANK", "NNODES"]
-    {
+    for v in [
+        "TAP_OUTPUT",
+        "TAP_EXPERIMENT",
+        "TAP_RUN_GROUP",
+        "TAP_JOB_ATTEMPT",
+        "RANK",
+        "WORLD_SIZE",
+        "NODE_RANK",
+        "NNODES",
+    ] {
         c.env_remove(v);
     }
     c
@@ -79,6 +87,18 @@ fn a_three_rank_group_is_interrupted_and_resumed_each_rank_with_its_own_shard() 
     let g = show(&home, &shared, "g");
     let stopped = g["run"]["checkpoint"].as_str().expect("a commit").to_owned();
     assert!(stopped.starts_with("g-a1-s"), "{stopped}");
+    // The job's verdict: committed (every shard landed in time), no rank late or missing.
+    let fin = &g["final_checkpoints"][0];
+    assert_eq!(
+        (fin["attempt"].as_u64(), fin["final"]["verdict"]["verdict"].as_str()),
+        (Some(1), Some("committed")),
+        "{g}"
+    );
+    assert_eq!(fin["final"]["late"], serde_json::json!([]), "{g}");
+    assert_eq!(fin["final"]["missing"], serde_json::json!([]), "{g}");
+    let shown = tap_cmd(&home, &shared, &["runs", "show", "g"], "0").output().expect("tap runs");
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("final ckpt:  attempt 1: the job's final checkpoint committed: g-a1-s"), "{shown}");
 
     // A rank of the finished attempt started again without --resume is refused.
     let again = rank(&home, &shared, &["--group", "g"], 1, 3, "0").wait_with_output().expect("wait");
