@@ -419,6 +419,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "own", value_name = "SHARDS")]
     pub restore: RestoreShards,
 
+    /// With --resume of a group: restore committed step STEP instead of the newest (when the
+    /// newest cannot be restored, tap names the one before it).
+    #[arg(long, value_name = "STEP")]
+    pub restore_step: Option<u64>,
+
     /// Signal sent to the command on an interruption notice.
     #[arg(long, default_value = "SIGUSR1", value_parser = parse_signal)]
     pub interrupt_signal: nix::sys::signal::Signal,

@@ -84,11 +84,14 @@ pub fn join(record: Option<&Run>, m: &Member, resume: bool) -> Result<Join, Stri
     let world = job.nodes.len() as u32;
     let slot = job.nodes.iter().find(|s| s.rank == m.rank);
     let free = slot.is_some_and(|s| s.run_id.is_none());
+    // The attempt is alive while a rank that joined it has not ended.
+    let joined = job.nodes.iter().any(|s| s.run_id.is_some());
+    let alive = job.nodes.iter().any(|s| s.run_id.is_some() && !s.status.is_final());
     if world != m.world_size {
         // Another size begins the next attempt on --resume, unless the newest attempt is still
-        // forming (some of its ranks have not started): then this rank is one of them, late,
-        // with the wrong size.
-        let forming = job.nodes.iter().any(|s| s.run_id.is_none());
+        // forming (some of its ranks have not started, others run): then this rank is one of
+        // them, late, with the wrong size.
+        let forming = job.nodes.iter().any(|s| s.run_id.is_none()) && alive;
         return if resume && !forming {
             Ok(Join::Begin(n + 1))
         } else {
@@ -99,7 +102,8 @@ pub fn join(record: Option<&Run>, m: &Member, resume: bool) -> Result<Join, Stri
         };
     }
     if free {
-        return Ok(Join::Attempt(n));
+        // A resume does not join an attempt whose ranks all ended: it begins the next one.
+        return Ok(if resume && joined && !alive { Join::Begin(n + 1) } else { Join::Attempt(n) });
     }
     if resume {
         return Ok(Join::Begin(n + 1));
@@ -243,6 +247,12 @@ mod tests {
         assert_eq!(join(Some(&r), &member(2, 3), true), Ok(Join::Attempt(2)));
         let e = join(Some(&r), &member(1, 2), true).expect_err("one rank late, with the old size");
         assert!(e.contains("runs 3 ranks (attempt 2)"), "{e}");
+        // Once the ranks that joined it ended, the attempt is over: a resume begins the next,
+        // with any size, and does not join its free slots.
+        r.job.as_mut().expect("job").nodes[0].status = RunStatus::Failed;
+        assert_eq!(join(Some(&r), &member(1, 2), true), Ok(Join::Begin(3)));
+        assert_eq!(join(Some(&r), &member(1, 3), true), Ok(Join::Begin(3)));
+        assert_eq!(join(Some(&r), &member(1, 3), false), Ok(Join::Attempt(2)), "a fresh start fills attempt 1's way");
     }
 
     #[test]

@@ -186,6 +186,37 @@ pub async fn latest_commit<S: ObjectStore>(store: &S, experiment: &str, job: &st
     }
 }
 
+/// The job's committed steps as (attempt, step, commit id), oldest first.
+pub async fn committed_steps<S: ObjectStore>(
+    store: &S,
+    experiment: &str,
+    job: &str,
+) -> Result<Vec<(u32, u64, String)>> {
+    let mut out: Vec<(u32, u64, String)> = commit_ids(store, experiment, job)
+        .await?
+        .into_iter()
+        .filter_map(|id| shards::parse_commit_id(job, &id).map(|(a, s)| (a, s, id)))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The job's commit of step `step` (of the newest attempt that committed it).
+pub async fn commit_of_step<S: ObjectStore>(
+    store: &S,
+    experiment: &str,
+    job: &str,
+    step: u64,
+) -> Result<Option<StepCommit>> {
+    let found = committed_steps(store, experiment, job).await?.into_iter().rev().find(|(_, s, _)| *s == step);
+    match found {
+        Some((_, _, id)) => {
+            Ok(Some(read_commit(store, &commit_key(Space::Checkpoints.root(), experiment, job, &id)).await?))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Restores rank `rank`'s shard of `commit` into `dest` — or with `all`, every shard into
 /// `dest/rank-<r>` — each shard manifest checked against the digest the commit pins and
 /// every file verified. Another world size than the commit's, without `all`, is refused.

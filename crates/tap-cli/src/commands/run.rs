@@ -113,6 +113,9 @@ fn membership(a: &RunArgs) -> anyhow::Result<Membership> {
         (number(a.rank, ["RANK", env::NODE_RANK])?, number(a.world_size, ["WORLD_SIZE", env::NNODES])?)
     };
     let resumes_a_run = a.resume.as_deref().is_some_and(|r| !r.is_empty());
+    if a.restore_step.is_some() && a.resume.is_none() {
+        anyhow::bail!("--restore-step picks the committed step a group resumes from: add --resume GROUP");
+    }
     if a.group.is_none() && managed.is_none() && !resumes_a_run && (a.rank.is_some() || a.world_size.is_some()) {
         anyhow::bail!("--rank and --world-size name a rank of a group: add --group GROUP (or --resume GROUP)");
     }
@@ -122,6 +125,7 @@ fn membership(a: &RunArgs) -> anyhow::Result<Membership> {
         rank,
         world_size,
         restore_all: a.restore == crate::cli::RestoreShards::All,
+        restore_step: a.restore_step,
     })
 }
 

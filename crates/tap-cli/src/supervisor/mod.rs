@@ -241,9 +241,20 @@ async fn restore_shards<O: ObjectStore>(
         c.world_size,
         commit::bytes(c.total_bytes())
     );
-    crate::artifacts::shards::restore(objects, c, (member.rank, member.world_size), all, dir)
-        .await
-        .with_context(|| format!("restoring step {} of job {}", c.step, c.job))?;
+    if let Err(e) = crate::artifacts::shards::restore(objects, c, (member.rank, member.world_size), all, dir).await {
+        // The step is refused; the one before it is offered.
+        let before = crate::artifacts::shards::committed_steps(objects, &c.experiment, &c.job)
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().rev().find(|(a, s, _)| (*a, *s) < (c.attempt, c.step)));
+        let offer = match before {
+            Some((_, s, id)) => {
+                format!("; the committed step before it is {s} ({id}): resume from it with --restore-step {s}")
+            }
+            None => "; no committed step comes before it".to_owned(),
+        };
+        bail!("step {} of job {} cannot be restored: {}{offer}", c.step, c.job, tap_core::text::chain(&e));
+    }
     crate::say!("tap: resuming rank {} of job {} from step {}", member.rank, c.job, c.step);
     Ok(())
 }

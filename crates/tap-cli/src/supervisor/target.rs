@@ -66,6 +66,8 @@ pub struct Membership {
     pub world_size: Option<u32>,
     /// `--restore all`: every rank gets every shard.
     pub restore_all: bool,
+    /// `--restore-step`: this committed step, not the newest.
+    pub restore_step: Option<u64>,
 }
 
 impl Membership {
@@ -218,8 +220,23 @@ async fn decide_shard<R: RunStore, O: ObjectStore>(
     member: &Membership,
 ) -> anyhow::Result<Option<Target>> {
     let restore = |group: String| async move {
-        let step = shards::latest_commit(objects, experiment, &group).await?;
-        anyhow::Ok(step)
+        let Some(wanted) = member.restore_step else {
+            return anyhow::Ok(shards::latest_commit(objects, experiment, &group).await?);
+        };
+        match shards::commit_of_step(objects, experiment, &group, wanted).await? {
+            Some(c) => Ok(Some(c)),
+            None => {
+                let steps: Vec<String> = shards::committed_steps(objects, experiment, &group)
+                    .await?
+                    .into_iter()
+                    .map(|(_, s, _)| s.to_string())
+                    .collect();
+                anyhow::bail!(
+                    "--restore-step {wanted}: job {group} has no committed step {wanted} (committed: {})",
+                    if steps.is_empty() { "none".to_owned() } else { steps.join(", ") }
+                )
+            }
+        }
     };
     if let Some(job) = member.managed.as_ref().filter(|j| j.world_size > 1) {
         let m = Member::new(&job.group, job.rank, job.world_size).map_err(anyhow::Error::msg)?;

@@ -132,4 +132,28 @@ fn a_three_rank_group_is_interrupted_and_resumed_each_rank_with_its_own_shard() 
     let script = "for r in 0 1 2; do test -f \"$TAP_CHECKPOINT_DIR/rank-$r/shard.bin\" || exit 9; done";
     let all = tap_cmd(&home, &shared, &[&args[..], &["sh", "-c", script]].concat(), "0").output().expect("tap runs");
     assert_eq!(all.status.code(), Some(0), "every shard restored: {}", text(&all.stderr));
+
+    // A shard found corrupt at restore: the step is refused with its rank named, and the
+    // committed step before it is offered (--restore-step), which restores.
+    let r1 = home.join("artifacts/checkpoints/llm/shards/g/a2/s200/r1.json");
+    std::fs::write(&r1, b"{\"rank\": 1}").expect("corrupt rank 1's shard of step 200");
+    let refused = rank(&home, &shared, &["--resume", "g"], 1, 3, "0").wait_with_output().expect("wait");
+    let e = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("step 200 of job g cannot be restored") && e.contains("rank 1's shard is not the one committed"),
+        "{e}"
+    );
+    let before: u64 = e
+        .split("the committed step before it is ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a step offered: {e}"));
+    assert!(before < 200 && e.contains(&format!("--restore-step {before}")), "{e}");
+    let from = before.to_string();
+    let args = ["run", "-e", "llm", "--resume", "g", "--rank", "1", "--world-size", "3", "--restore-step", &from, "--"];
+    let script = format!("grep -q '\"step\": {before}' \"$TAP_CHECKPOINT_DIR/state.json\"");
+    let older = tap_cmd(&home, &shared, &[&args[..], &["sh", "-c", &script]].concat(), "0").output().expect("tap runs");
+    assert_eq!(older.status.code(), Some(0), "rank 1's shard of step {before}: {}", text(&older.stderr));
 }
