@@ -23,7 +23,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
 
 __all__ = [
     "TapmlError",
@@ -652,11 +652,49 @@ def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
 
 def restored() -> Optional[Path]:
     """The restored checkpoint's directory after ``tap run --resume`` found one, else None
-    (also once this process published a checkpoint of its own, which replaced it)."""
+    (also once this process published a checkpoint of its own, which replaced it).
+
+    After ``--restore all`` (a sharded job resumed with another world size: every shard in
+    ``rank-<r>/``) it is one view of every shard: each file under its own path, links into
+    the shards, rank 0's where two shards have the same path (DCP's ``.metadata``, a
+    framework's config) — what a framework's sharded load reads to reshard."""
     if _env("TAP_RESTORED_CHECKPOINT") is None or _published:
         return None
     ckpt = _checkpoint_dir()
-    return ckpt if ckpt.is_dir() else None
+    if not ckpt.is_dir():
+        return None
+    return _all_shards_view(ckpt) if _shard_dirs(ckpt) else ckpt
+
+
+def _shard_dirs(ckpt: Path) -> List[Path]:
+    """``rank-<r>/`` of an ``--restore all``, rank 0 first."""
+    found = []
+    for p in ckpt.iterdir():
+        r = p.name[len("rank-"):]
+        if p.is_dir() and p.name.startswith("rank-") and r.isdigit():
+            found.append((int(r), p))
+    return [p for _, p in sorted(found)]
+
+
+def _all_shards_view(ckpt: Path) -> Path:
+    """The one view of every shard :func:`restored` returns (made once per process, beside
+    the checkpoint directory)."""
+    view = _staging_root(ckpt) / f"all-shards-{os.getpid()}"
+    if view.is_dir():
+        return view
+    part = view.with_name(view.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    for shard in _shard_dirs(ckpt):
+        for dirpath, _, filenames in os.walk(shard):
+            rel = Path(dirpath).relative_to(shard)
+            for name in filenames:
+                link = part / rel / name
+                if not link.exists():
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to((Path(dirpath) / name).resolve())
+    part.mkdir(parents=True, exist_ok=True)
+    part.rename(view)
+    return view
 
 
 def restored_step() -> Optional[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -129,41 +128,19 @@ def dcp_save(state_dict: Dict[str, Any], step: int, process_group: Optional[Any]
             os.replace(tmp, d / DCP_METADATA)
 
 
-def _merged(restored: Path) -> Path:
-    """After ``--restore all`` (``rank-<r>/`` per shard): one directory of links to every
-    shard's files (DCP names them by rank, so they do not collide) with rank 0's metadata,
-    which names every item."""
-    shards = sorted(p for p in restored.iterdir() if p.is_dir() and p.name.startswith("rank-"))
-    if not shards:
-        return restored
-    merged = _core._staging_root(restored) / f"dcp-all-{os.getpid()}"
-    shutil.rmtree(merged, ignore_errors=True)
-    merged.mkdir(parents=True)
-    for shard in shards:
-        for f in shard.iterdir():
-            if f.name != DCP_METADATA and not (merged / f.name).exists():
-                (merged / f.name).symlink_to(f.resolve())
-    first = restored / "rank-0" / DCP_METADATA
-    if not first.is_file():
-        raise _core.TapmlError(f"tapml.torch.dcp_load: {first} is missing: not a DCP checkpoint of tapml.torch.dcp_save")
-    shutil.copyfile(first, merged / DCP_METADATA)
-    return merged
-
-
 def dcp_load(state_dict: Dict[str, Any], process_group: Optional[Any] = None) -> Optional[int]:
     """Loads the restored checkpoint (``tap run --resume``) into ``state_dict`` in place with
     ``torch.distributed.checkpoint`` — a collective, on every rank — and returns its step;
     None (``state_dict`` untouched) when nothing was restored. Each rank reads its own shard;
     after ``--restore all`` every shard is read, so the job may have another world size than
     the one that saved."""
-    restored = _core.restored()
+    restored = _core.restored()  # after --restore all: one view of every shard
     if restored is None:
         return None
+    if not (restored / DCP_METADATA).is_file():
+        raise _core.TapmlError(
+            f"tapml.torch.dcp_load: {restored} has no {DCP_METADATA}: not a checkpoint of tapml.torch.dcp_save"
+        )
     dcp = _dcp()
-    source = _merged(restored)
-    try:
-        dcp.load(state_dict, storage_reader=dcp.FileSystemReader(str(source)), process_group=process_group)
-    finally:
-        if source != restored:
-            shutil.rmtree(source, ignore_errors=True)
+    dcp.load(state_dict, storage_reader=dcp.FileSystemReader(str(restored)), process_group=process_group)
     return _core.restored_step()

@@ -35,11 +35,19 @@ CKPT_NAME = "last.ckpt"
 
 def ckpt_path() -> Optional[str]:
     """The restored Lightning checkpoint (``tap run --resume``) for ``fit(ckpt_path=...)``,
-    or None."""
+    or None. A sharded save (FSDP's ``state_dict_type="sharded"``, DeepSpeed: a directory)
+    reads parts every rank wrote: resume it with ``--restore all``, which gives every rank
+    every shard (and :func:`tapml.restored` their one view)."""
     d = _core.restored()
-    if d is None or not (d / CKPT_NAME).is_file():
+    if d is None or not (d / CKPT_NAME).exists():
         return None
-    return str(d / CKPT_NAME)
+    ckpt = d / CKPT_NAME
+    if ckpt.is_dir() and _core.sharded_job() and not _core._shard_dirs(_core._checkpoint_dir()):
+        raise _core.TapmlError(
+            f"tapml: {ckpt} is a sharded Lightning checkpoint, which every rank loads from every rank's part: "
+            "resume every rank with tap run --resume GROUP --restore all"
+        )
+    return str(ckpt)
 
 
 class TapCallback(Callback):  # type: ignore[misc]

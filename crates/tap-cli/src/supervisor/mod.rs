@@ -156,6 +156,9 @@ struct Prepared {
     target: Target,
     hparams: BTreeMap<String, HparamUse>,
     flat: BTreeMap<String, String>,
+    /// A sharded job's rank: when its restore finished (files not changed since are the
+    /// store's).
+    restored_at: Option<std::time::SystemTime>,
 }
 
 /// Decides the training ([`target::decide`]), its hyperparameters, and restores its
@@ -190,14 +193,18 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
         .await
         .with_context(|| format!("writing {}", dirs.hparams.display()))?;
     if let Target::Shard { member, step, all, .. } = &target {
+        let mut restored_at = None;
         match step {
-            Some(c) => restore_shards(objects, member, c, *all, &dirs.checkpoint).await?,
+            Some(c) => {
+                restore_shards(objects, member, c, *all, &dirs.checkpoint).await?;
+                restored_at = Some(std::time::SystemTime::now());
+            }
             None if opts.resume != Resume::No => {
                 crate::say!("tap: job {} has no committed step yet; rank {} starts fresh", member.group, member.rank);
             }
             None => {}
         }
-        return Ok(Prepared { target, hparams, flat });
+        return Ok(Prepared { target, hparams, flat, restored_at });
     }
     match target.checkpoint() {
         Some(m) => {
@@ -221,7 +228,7 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
             _ => {}
         },
     }
-    Ok(Prepared { target, hparams, flat })
+    Ok(Prepared { target, hparams, flat, restored_at: None })
 }
 
 /// A sharded job's rank: its shard (or with `all` every shard) of the job's newest committed
@@ -241,6 +248,8 @@ async fn restore_shards<O: ObjectStore>(
         c.world_size,
         commit::bytes(c.total_bytes())
     );
+    // Another world size is refused as it is (nothing of the step is wrong).
+    tap_core::shards::shards_to_restore(c, member.rank, member.world_size, all).map_err(anyhow::Error::msg)?;
     if let Err(e) = crate::artifacts::shards::restore(objects, c, (member.rank, member.world_size), all, dir).await {
         // The step is refused; the one before it is offered.
         let before = crate::artifacts::shards::committed_steps(objects, &c.experiment, &c.job)
@@ -430,7 +439,7 @@ where
     let mut child = spawn_child(store, opts, (program, args), &begun, &dirs).await?;
     // Never 0: kill(0, ..) would signal tap's own process group.
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
-    let Begun { run_id, record, resumed, owner, ckpt_prefix, shard, .. } = begun;
+    let Begun { run_id, record, resumed, owner, ckpt_prefix, shard, restored_at, .. } = begun;
     if let Some(s) = &shard
         && let Err(e) = crate::artifacts::shards::mark_attempt(objects, &opts.experiment, &s.job, s.attempt).await
     {
@@ -462,6 +471,7 @@ where
             notice_file: notice_file.as_deref(),
             pid,
             shard,
+            restored_at,
         };
         let mut supervision = Supervision::new(setting, tx, recorder, record, resumed);
         supervision.drive(&mut child, &mut rx, &mut signals, &readers).await?;
@@ -534,6 +544,7 @@ struct Begun {
     restored: Option<target::Restored>,
     /// A sharded job's rank: its checkpoints are shards of the job's steps.
     shard: Option<ShardOf>,
+    restored_at: Option<std::time::SystemTime>,
 }
 
 /// Records the start (a new run, or an attempt of an earlier one) and says it.
@@ -566,7 +577,7 @@ async fn begin<R: RunStore>(
     };
     let resumed = prepared.target.checkpoint().cloned();
     let restored = prepared.target.restored();
-    let Prepared { flat, target, .. } = prepared;
+    let Prepared { flat, target, restored_at, .. } = prepared;
     // A relaunch of a managed job restores the job's checkpoints.
     let (owner, attempt) = match &target {
         Target::Rank { job, .. } if job.rank == 0 => (job.group.clone(), job.attempt),
@@ -595,7 +606,7 @@ async fn begin<R: RunStore>(
         (None, 1) => crate::say!("tap: run {}/{run_id} started", opts.experiment),
         (None, n) => crate::say!("tap: run {}/{run_id} attempt {n} started", opts.experiment),
     }
-    Ok(Begun { run_id, record, resumed, restored, flat, owner, ckpt_prefix, shard })
+    Ok(Begun { run_id, record, resumed, restored, flat, owner, ckpt_prefix, shard, restored_at })
 }
 
 /// Starts the command with tap's variables, its hyperparameters and tapml; a command that

@@ -273,6 +273,8 @@ pub(super) struct Setting<'a, O> {
     pub pid: Pid,
     /// A sharded job's rank.
     pub shard: Option<ShardOf>,
+    /// When its restore finished, if it restored a shard.
+    pub restored_at: Option<std::time::SystemTime>,
 }
 
 impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
@@ -692,7 +694,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         }
         self.recorder.record(&self.record);
         let Some(last) = &self.last_manifest else {
-            return self.dir_is_empty().await;
+            return self.unchanged_since_restore().await;
         };
         let files = last.files.clone();
         match crate::artifacts::checkpoint::hash_files(&self.run.dirs.checkpoint).await {
@@ -706,9 +708,18 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         }
     }
 
-    async fn dir_is_empty(&self) -> bool {
-        let dir = self.run.dirs.checkpoint.clone();
-        crate::blocking::run(move |_| std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true)).await
+    /// Whether the checkpoint directory holds only what the restore wrote (the store's), or
+    /// nothing: no file in it changed after the restore.
+    async fn unchanged_since_restore(&self) -> bool {
+        let (dir, since) = (self.run.dirs.checkpoint.clone(), self.run.restored_at);
+        crate::blocking::run(move |_| {
+            let Ok(listing) = crate::artifacts::checkpoint::list_files(&dir) else { return false };
+            listing.files.iter().all(|(_, path)| {
+                let changed = std::fs::symlink_metadata(path).and_then(|m| m.modified());
+                since.is_some_and(|t| changed.is_ok_and(|c| c <= t))
+            })
+        })
+        .await
     }
 
     /// The last sync; whether the store now holds the checkpoint directory.
