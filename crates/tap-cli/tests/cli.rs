@@ -1564,12 +1564,17 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
     }
 
     /// What `tap launch` does on two nodes, on one machine: two `tap run`s with the
-    /// rendezvous variables, each starting torchrun, one shared group id. Needs PyTorch: where
-    /// it cannot be imported the test says so and stops (it is not installed on CI's machine;
-    /// PyPI's torch wheels pull gigabytes of CUDA libraries).
+    /// rendezvous variables, each starting torchrun, one shared group id — a sharded job of
+    /// two ranks, each committing its own shard. Needs PyTorch: the Python beside $PYTEST
+    /// (scripts/tools.sh installs torch there, as CI does), else python3; where torch cannot be
+    /// imported the test says so and stops.
     #[test]
     fn two_node_torchrun_job_runs_locally() {
-        let probe = Command::new("python3").args(["-c", "import torch"]).output().expect("python3");
+        let python = std::env::var_os("PYTEST")
+            .map(|p| std::path::PathBuf::from(p).with_file_name("python"))
+            .filter(|p| p.is_file())
+            .map_or_else(|| "python3".to_owned(), |p| p.to_string_lossy().into_owned());
+        let probe = Command::new(&python).args(["-c", "import torch"]).output().expect("python3");
         if !probe.status.success() {
             eprintln!(
                 "skipped two_node_torchrun_job_runs_locally: PyTorch is not importable here ({})",
@@ -1585,7 +1590,7 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
         let nodes: Vec<_> = (0..2)
             .map(|rank| {
                 Command::new(env!("CARGO_BIN_EXE_tap"))
-                    .args(["run", "-e", "ddp", "--", "python3", "-m", "torch.distributed.run", "--nnodes=2"])
+                    .args(["run", "-e", "ddp", "--", &python, "-m", "torch.distributed.run", "--nnodes=2"])
                     .arg(format!("--node-rank={rank}"))
                     .args(["--master-addr=127.0.0.1", &format!("--master-port={port}"), "--nproc-per-node=1", ddp])
                     .env("TAP_HOME", h)
@@ -1603,10 +1608,12 @@ i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 9
             assert!(out.status.success(), "{}", text(&out.stderr));
         }
         let runs = json(h, &["runs", "list", "--group", "g-local"]);
-        assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
+        assert_eq!(runs.as_array().map(Vec::len), Some(3), "the group's run and its two ranks': {runs}");
         let rank0 = runs.as_array().expect("runs").iter().find(|r| r["node_rank"] == 0).expect("rank 0");
         assert_eq!(rank0["final_metrics"]["world"], 2.0, "both nodes joined one job");
         assert!(rank0["final_metrics"]["loss"].as_f64().expect("loss") < 0.1);
+        let group = runs.as_array().expect("runs").iter().find(|r| r["run_id"] == "g-local").expect("the group");
+        assert_eq!(group["checkpoint"], "g-local-a1-s0000000030", "both ranks' shards of the last step: {group}");
     }
 
     #[cfg(feature = "fleet")]
