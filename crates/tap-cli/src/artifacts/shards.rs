@@ -306,11 +306,11 @@ mod tests {
         assert!(e.to_string().contains("committed by 3 ranks and this job has 4"), "{e}");
     }
 
-    /// A step with a rank's shard missing never commits, and the newest commit stays the
-    /// latest (a rank killed mid-upload leaves exactly that); once a later step commits, the
-    /// dead step's shards go, and a step still uploading stays.
+    /// A rank killed mid-upload: its files' objects are stored, its shard manifest never is.
+    /// The step never commits, the newest commit stays the latest; once a later step commits,
+    /// the dead step's shards go (not orphaned forever), and a step still uploading stays.
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_step_missing_a_shard_is_not_committed_and_latest_stays() {
+    async fn a_rank_killed_mid_upload_leaves_its_step_uncommitted_and_its_shards_removed_later() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::new(&dir.path().join("store"));
         for r in 0..2 {
@@ -318,6 +318,13 @@ mod tests {
         }
         assert!(matches!(try_commit(&store, "llm", "job-1", (1, 10)).await.expect("commit"), Committed::Now(_)));
         upload_shard(&store, &target(0, 2, 1, 20), &shard_dir(dir.path(), 0)).await.expect("upload");
+        // Rank 1 dies after its objects, before its shard manifest.
+        let src1 = shard_dir(dir.path(), 1);
+        let hashed = checkpoint::hash_files(&src1).await.expect("hash");
+        let t1 = target(1, 2, 1, 20);
+        let as_checkpoint = CheckpointTarget::checkpoint("llm", "job-1", "job-1-a1-s20-r1", Some(20));
+        checkpoint::store_files(&store, &as_checkpoint, &src1, hashed).await.expect("its objects");
+        assert!(store.get_bytes(&t1.key()).await.expect("get").is_none(), "no shard manifest");
         let waiting = try_commit(&store, "llm", "job-1", (1, 20)).await.expect("try");
         assert_eq!(waiting, Committed::Waiting(vec![1]));
         assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read").map(|c| c.step), Some(10));
@@ -339,10 +346,25 @@ mod tests {
         assert_eq!(latest_commit(&store, "llm", "job-1").await.expect("read").map(|c| c.step), Some(30));
     }
 
+    /// Two processes started as the same rank of the same step (a mistyped --rank): the
+    /// second one's shard, with other files, is refused naming the rank; the same files again
+    /// (a retried upload) are fine.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_processes_claiming_one_rank_of_a_step_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(&dir.path().join("store"));
+        let first = upload_shard(&store, &target(1, 2, 1, 10), &shard_dir(dir.path(), 1)).await.expect("rank 1");
+        let again = upload_shard(&store, &target(1, 2, 1, 10), &shard_dir(dir.path(), 1)).await.expect("a retry");
+        assert_eq!(again, first, "the shard as first stored");
+        let other = shard_dir(dir.path(), 0); // rank 0's files, claiming rank 1
+        let e = upload_shard(&store, &target(1, 2, 1, 10), &other).await.expect_err("refused");
+        assert!(e.to_string().contains("two processes claim rank 1"), "{e}");
+    }
+
     /// A rank of an attempt the relaunch has replaced finishes its upload late: it never
     /// commits, and never becomes the latest.
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_stale_attempts_rank_finishing_late_never_commits() {
+    async fn a_stale_attempts_rank_finishing_its_upload_after_the_relaunch_never_commits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::new(&dir.path().join("store"));
         for r in 0..2 {
@@ -357,7 +379,7 @@ mod tests {
     /// A shard whose manifest changed after the commit (corrupt, or replaced) is refused at
     /// restore, naming its rank.
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_shard_that_is_not_the_committed_one_is_refused_at_restore_naming_its_rank() {
+    async fn a_corrupt_shard_found_at_restore_is_refused_naming_its_rank() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::new(&dir.path().join("store"));
         for r in 0..2 {
@@ -370,5 +392,9 @@ mod tests {
         let e = restore(&store, &commit, (1, 2), false, &dir.path().join("back")).await.expect_err("refused");
         assert!(e.to_string().contains("rank 1's shard is not the one committed"), "{e}");
         restore(&store, &commit, (0, 2), false, &dir.path().join("back0")).await.expect("rank 0's is fine");
+        // A shard gone from the store: refused the same way, naming its rank.
+        store.delete(std::slice::from_ref(&commit.shards[0].manifest)).await.expect("lose rank 0's");
+        let e = restore(&store, &commit, (0, 2), true, &dir.path().join("all")).await.expect_err("refused");
+        assert!(e.to_string().contains("rank 0's shard is gone"), "{e}");
     }
 }

@@ -634,6 +634,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     /// as it is now (only announced checkpoints are a job's shards: a directory that changed
     /// after the last one stays on disk, and tap says so).
     async fn shard_wind_up(&mut self, shard: &ShardOf, signals: &mut Signals) -> bool {
+        let mut timed_out = None;
         if let Some(step) = self.waiting_step {
             let wait = match &self.record.interruption {
                 Some(i) => {
@@ -667,11 +668,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                         break;
                     }
                     Ok(Step::Waiting(missing)) if Instant::now() >= until => {
-                        crate::say!(
-                            "tap: step {step} was not committed: {} did not store a shard of it in time (in a job every rank announces each checkpoint; tapml.checkpoint does); the job's latest checkpoint stays {}",
-                            ranks(&missing),
-                            self.record.checkpoint.as_deref().unwrap_or("none")
-                        );
+                        timed_out = Some((step, missing));
                         break;
                     }
                     Ok(Step::Waiting(_)) => {}
@@ -691,6 +688,13 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             && c.attempt == shard.attempt
         {
             self.committed(&c);
+        }
+        if let Some((step, missing)) = timed_out {
+            crate::say!(
+                "tap: step {step} was not committed: {} did not store a shard of it in time (in a job every rank announces each checkpoint; tapml.checkpoint does); the job's latest checkpoint stays {}",
+                ranks(&missing),
+                self.record.checkpoint.as_deref().unwrap_or("none")
+            );
         }
         self.recorder.record(&self.record);
         let Some(last) = &self.last_manifest else {

@@ -157,3 +157,48 @@ fn a_three_rank_group_is_interrupted_and_resumed_each_rank_with_its_own_shard() 
     let older = tap_cmd(&home, &shared, &[&args[..], &["sh", "-c", &script]].concat(), "0").output().expect("tap runs");
     assert_eq!(older.status.code(), Some(0), "rank 1's shard of step {before}: {}", text(&older.stderr));
 }
+
+/// A disk that fills while one rank's shard of a step is being stored (on a 12 MiB tmpfs, in a
+/// private mount namespace): rank 1 fills it right after writing its shard of step 20, so tap
+/// cannot store that shard; it frees the disk 2 s later. Step 20 never commits (the job's
+/// latest stays step 10 meanwhile), the training goes on, step 30 commits, and the shards of
+/// step 20 that did land are removed once it has — nothing half-stored is ever restorable.
+#[test]
+fn a_disk_that_fills_during_one_ranks_shard_leaves_its_step_uncommitted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path();
+    let script = r#"set -u; T=$OUT/t; mkdir -p $T && mount -t tmpfs -o size=12m tmpfs $T || exit 99
+export TAP_HOME=$T/home SHARD_SHARED=$OUT/shared SHARD_STEPS=40 SHARD_STEP_SECONDS=0.05 SHARD_FILL_RANK=1 SHARD_FILL_STEP=20
+mkdir -p $SHARD_SHARED
+for r in 0 1; do
+  ( $TAP_BIN run -e llm --disk-reserve 1MiB --group g --rank $r --world-size 2 -- python3 $JOB > $OUT/out$r 2> $OUT/err$r; echo $? > $OUT/rc$r ) &
+done
+wait
+find $TAP_HOME/artifacts/checkpoints/llm -name '*.json' | sed "s|$TAP_HOME/artifacts/checkpoints/llm/||" | sort > $OUT/stored
+true"#;
+    let ran = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c", script])
+        .env("TAP_BIN", env!("CARGO_BIN_EXE_tap"))
+        .env("JOB", JOB)
+        .env("OUT", out)
+        .env_remove("TAP_HOME")
+        .env_remove("TAP_EXPERIMENT")
+        .env_remove("TAP_RUN_GROUP")
+        .output()
+        .expect("unshare");
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    for r in 0..2 {
+        assert_eq!(read(&format!("rc{r}")).trim(), "0", "rank {r}: {}", read(&format!("err{r}")));
+    }
+    let err1 = read("err1");
+    assert!(err1.contains("No space left on device") || err1.contains("disk is full"), "{err1}");
+    let stored = read("stored");
+    let commits: Vec<&str> = stored.lines().filter(|l| l.starts_with("commits/g/")).collect();
+    assert_eq!(
+        commits,
+        ["commits/g/g-a1-s0000000010.json", "commits/g/g-a1-s0000000030.json", "commits/g/g-a1-s0000000040.json"],
+        "step 20 never commits: {stored}"
+    );
+    assert!(!stored.contains("shards/g/a1/s20/"), "step 20's shards are removed once step 30 committed: {stored}");
+}
