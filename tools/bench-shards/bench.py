@@ -17,23 +17,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "bench-common"))
+from bench_stack import BUCKET, KEY, SECRET, client_kwargs, free_port, make_stack, wait_port  # noqa: E402
+
 RANK = os.path.join(HERE, "rank.py")
-BUCKET, TABLE, GROUP = "ml-model-artifacts-dev", "tap-dev-experiments", "/tap/dev/training"
-FIXTURE = os.path.join(HERE, "../../crates/tap-cli/tests/fixtures/tap_config.json")
 LIMIT_S = 600
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Moto:
@@ -44,33 +38,16 @@ class Moto:
 
         port = free_port()
         self.proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        until = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > until:
-                    sys.exit("bench: moto did not start")
-                time.sleep(0.1)
+        wait_port(port, "moto")
         self.env = {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchsecret",
+            "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
             "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
             "TAP_CONFIG": os.path.join(work, "config.toml"),
         }
-        kw = dict(endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="benchsecret")
-        boto3.client("dynamodb", **kw).create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("experiment_id", "run_id")],
-            KeySchema=[{"AttributeName": "experiment_id", "KeyType": "HASH"}, {"AttributeName": "run_id", "KeyType": "RANGE"}])
-        boto3.client("logs", **kw).create_log_group(logGroupName=GROUP)
-        self.s3 = boto3.client("s3", **kw)
+        self.outputs = make_stack(work, self.env["AWS_ENDPOINT_URL"])
+        self.s3 = boto3.client("s3", **client_kwargs(self.env["AWS_ENDPOINT_URL"]))
         self.s3.create_bucket(Bucket=BUCKET)
-        outputs = os.path.join(work, "outputs.json")
-        with open(FIXTURE) as f, open(outputs, "w") as o:
-            json.dump({"tap_config": {"value": json.load(f), "type": [], "sensitive": False}}, o)
-        self.outputs = outputs
 
     def read(self, key):
         return json.loads(self.s3.get_object(Bucket=BUCKET, Key="tap/" + key)["Body"].read())

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,36 +24,18 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "bench-common"))
+from bench_stack import BUCKET, KEY, SECRET, free_port, make_stack, wait_port  # noqa: E402
+
 CHILD = os.path.join(HERE, "child.py")
 CHECKPOINTS = 3
-BUCKET, TABLE, GROUP = "ml-model-artifacts-dev", "tap-dev-experiments", "/tap/dev/training"
-FIXTURE = os.path.join(HERE, "../../crates/tap-cli/tests/fixtures/tap_config.json")
 RUN_LIMIT_S = 900
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, limit_s=30):
-    until = time.time() + limit_s
-    while time.time() < until:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"bench: {what} did not start on 127.0.0.1:{port}")
 
 
 class Stack:
     """moto (DynamoDB, SSM, CloudWatch Logs) and s3s-fs (S3), and a tap config importing them."""
 
     def __init__(self, work, moto_server, s3s_fs):
-        import boto3  # moto's environment has it
-
         self.work, self.procs = work, []
         self.moto_port, self.s3_port = free_port(), free_port()
         self.s3_root = os.path.join(work, "s3")
@@ -62,27 +43,18 @@ class Stack:
         devnull = subprocess.DEVNULL
         self.procs.append(subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(self.moto_port)], stdout=devnull, stderr=devnull))
         self.procs.append(subprocess.Popen(
-            [s3s_fs, "--host", "127.0.0.1", "--port", str(self.s3_port), "--access-key", "bench", "--secret-key", "benchsecret", self.s3_root],
+            [s3s_fs, "--host", "127.0.0.1", "--port", str(self.s3_port), "--access-key", KEY, "--secret-key", SECRET, self.s3_root],
             stdout=devnull, stderr=devnull))
         wait_port(self.moto_port, "moto")
         wait_port(self.s3_port, "s3s-fs")
         self.env = {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.moto_port}",
             "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{self.s3_port}",
-            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchsecret",
+            "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
             "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
             "TAP_CONFIG": os.path.join(work, "config.toml"),
         }
-        kw = dict(endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="benchsecret")
-        boto3.client("dynamodb", **kw).create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("experiment_id", "run_id")],
-            KeySchema=[{"AttributeName": "experiment_id", "KeyType": "HASH"}, {"AttributeName": "run_id", "KeyType": "RANGE"}])
-        boto3.client("logs", **kw).create_log_group(logGroupName=GROUP)
-        outputs = os.path.join(work, "outputs.json")
-        with open(FIXTURE) as f, open(outputs, "w") as o:
-            json.dump({"tap_config": {"value": json.load(f), "type": [], "sensitive": False}}, o)
-        self.outputs = outputs
+        self.outputs = make_stack(work, self.env["AWS_ENDPOINT_URL"])
 
     def import_into(self, tap, env):
         subprocess.run([tap, "stack", "import", self.outputs], env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)

@@ -506,21 +506,19 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     fn on_step(&mut self, step: u64, outcome: crate::artifacts::shards::Committed) {
         use crate::artifacts::shards::Committed as Step;
         match outcome {
-            Step::Now(c) | Step::Already(c) => {
-                crate::say!(
-                    "tap: step {step} of job {} committed: all {} shards stored ({})",
-                    c.job,
-                    c.world_size,
-                    c.id
-                );
-                self.committed(&c);
-            }
+            Step::Now(c) | Step::Already(c) => self.step_committed(&c),
             Step::Waiting(_) => self.waiting_step = Some(step),
             Step::Refused(why) => {
                 crate::say!("tap: step {step} is never committed: {why}");
                 self.waiting_step = None;
             }
         }
+    }
+
+    /// The step this rank stored a shard of is committed: said, and its latest checkpoint.
+    fn step_committed(&mut self, c: &tap_core::shards::StepCommit) {
+        crate::say!("tap: step {} of job {} committed: all {} shards stored ({})", c.step, c.job, c.world_size, c.id);
+        self.committed(c);
     }
 
     /// The job committed step commit `c`: it is this rank's latest checkpoint.
@@ -654,13 +652,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                 use crate::artifacts::shards::Committed as Step;
                 match tried {
                     Ok(Step::Now(c) | Step::Already(c)) => {
-                        crate::say!(
-                            "tap: step {step} of job {} committed: all {} shards stored ({})",
-                            c.job,
-                            c.world_size,
-                            c.id
-                        );
-                        self.committed(&c);
+                        self.step_committed(&c);
                         break;
                     }
                     Ok(Step::Refused(why)) => {

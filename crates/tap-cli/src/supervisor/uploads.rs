@@ -111,6 +111,18 @@ pub(super) struct Committed {
     pub(super) step: Option<crate::artifacts::shards::Committed>,
 }
 
+/// `dir` hashed (with `left_out`, what the snapshot it was taken from left out) and the seconds
+/// it took.
+async fn hash_timed(
+    dir: &Path,
+    left_out: Vec<tap_core::manifest::SkippedEntry>,
+) -> Result<(checkpoint::Hashed, f64), checkpoint::CheckpointError> {
+    let t0 = Instant::now();
+    let mut hashed = checkpoint::hash_files(dir).await?;
+    hashed.skipped.extend(left_out);
+    Ok((hashed, t0.elapsed().as_secs_f64()))
+}
+
 /// Hashes `dir`, and unless nothing changed since `previous`, uploads it as `target` and moves
 /// LATEST to it, measuring each part for the planner. `left_out`: entries the snapshot `dir`
 /// was taken from left out (recorded in the manifest with those of `dir`).
@@ -122,10 +134,7 @@ pub(super) async fn commit_checkpoint<O: ObjectStore>(
     previous: Option<&Manifest>,
     to_send: &AtomicU64,
 ) -> Result<Option<Committed>, checkpoint::CheckpointError> {
-    let t0 = Instant::now();
-    let mut hashed = checkpoint::hash_files(dir).await?;
-    hashed.skipped.extend(left_out);
-    let hash_s = t0.elapsed().as_secs_f64();
+    let (hashed, hash_s) = hash_timed(dir, left_out).await?;
     let files = &hashed.files;
     if files.is_empty() || previous.is_some_and(|p| p.files == *files) {
         return Ok(None);
@@ -162,10 +171,7 @@ pub(super) async fn commit_shard<O: ObjectStore>(
     to_send: &AtomicU64,
 ) -> Result<Option<Committed>, checkpoint::CheckpointError> {
     use crate::artifacts::shards;
-    let t0 = Instant::now();
-    let mut hashed = checkpoint::hash_files(dir).await?;
-    hashed.skipped.extend(left_out);
-    let hash_s = t0.elapsed().as_secs_f64();
+    let (hashed, hash_s) = hash_timed(dir, left_out).await?;
     to_send.store(hashed.files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
     let changed: Vec<PathBuf> = hashed.files.iter().map(|f| dir.join(&f.path)).collect();
     let child_write_s = crate::blocking::run(move |_| write_time(&changed)).await;
