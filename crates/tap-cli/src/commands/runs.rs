@@ -51,33 +51,7 @@ where
             let what = if stored.note.is_some() { "noted" } else { "cleared the note of" };
             said(out, output, &stored, format!("{what} {}", stored.run_id))?;
         }
-        RunsCommand::Show { run_id } => {
-            let run = find_run(runs, run_id).await?;
-            let points = series(runs, &run).await?;
-            // A job's record: its ranks' runs say how its final checkpoints fared.
-            let nodes = match &run.job {
-                Some(_) => runs.list_runs(Some(&run.experiment_id)).await?.runs,
-                None => Vec::new(),
-            };
-            match output {
-                Output::Json => {
-                    let finals: Vec<serde_json::Value> = render::attempts_of(&run.run_id, &nodes)
-                        .iter()
-                        .filter_map(|(a, ranks)| {
-                            tap_core::shards::job_final(ranks).map(|j| serde_json::json!({"attempt": a, "final": j}))
-                        })
-                        .collect();
-                    json(
-                        out,
-                        &serde_json::json!({ "run": run, "attempts": run.all_attempts(run.status), "metrics": points, "final_checkpoints": finals }),
-                    )?
-                }
-                Output::Text => {
-                    out.write_all(render::run_details(&run, &points).as_bytes())?;
-                    out.write_all(render::sharded_job(&run.run_id, &nodes).as_bytes())?;
-                }
-            }
-        }
+        RunsCommand::Show { run_id } => show(runs, run_id, output, out).await?,
         RunsCommand::Compare { run_ids } => {
             let mut list = Vec::new();
             for id in run_ids {
@@ -97,6 +71,37 @@ where
 }
 
 /// `tap runs list`: one row per training, filtered, sorted and cut as asked.
+/// `tap runs show RUN`: the run, its attempts and metrics; a job's record also says how its
+/// final checkpoints fared, from its ranks' runs.
+async fn show<R: RunStore>(runs: &R, run_id: &str, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let run = find_run(runs, run_id).await?;
+    let points = series(runs, &run).await?;
+    let nodes = match &run.job {
+        Some(_) => runs.list_runs(Some(&run.experiment_id)).await?.runs,
+        None => Vec::new(),
+    };
+    match output {
+        Output::Json => {
+            let finals: Vec<serde_json::Value> = render::attempts_of(&run.run_id, &nodes)
+                .iter()
+                .filter_map(|(a, ranks)| {
+                    tap_core::shards::job_final(ranks).map(|j| serde_json::json!({"attempt": a, "final": j}))
+                })
+                .collect();
+            let attempts = run.all_attempts(run.status);
+            json(
+                out,
+                &serde_json::json!({ "run": run, "attempts": attempts, "metrics": points, "final_checkpoints": finals }),
+            )?
+        }
+        Output::Text => {
+            out.write_all(render::run_details(&run, &points).as_bytes())?;
+            out.write_all(render::sharded_job(&run.run_id, &nodes).as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 async fn list<R: RunStore>(runs: &R, args: &RunsListArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     let RunsListArgs { experiment, group, status, tags, conditions, sort, limit, columns } = args;
     let mut list = trainings(runs, experiment.as_deref()).await?;

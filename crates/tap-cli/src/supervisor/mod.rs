@@ -289,18 +289,7 @@ async fn begin_record<R: RunStore>(
         node_rank: None,
         job_attempt: None,
     };
-    // (group, rank, attempt) of the job this run is a rank of.
-    let job = match &prepared.target {
-        Target::Rank { job, .. } => Some((job.group.clone(), job.rank, job.attempt)),
-        Target::Shard { member, joining: Joining::Managed { attempt }, .. } => {
-            Some((member.group.clone(), member.rank, *attempt))
-        }
-        Target::Shard { member, joining: Joining::ByHand { resume }, .. } => {
-            let attempt = join_group(store, opts, member, *resume, run_id, &start, &prepared.hparams).await?;
-            Some((member.group.clone(), member.rank, attempt))
-        }
-        _ => None,
-    };
+    let job = job_of(store, opts, prepared, run_id, &start).await?;
     if let Target::Continue { run, last_step, .. } = &prepared.target {
         let attempts_before = run.attempts.len();
         // The observed status: `lost` when its supervisor vanished.
@@ -351,6 +340,28 @@ async fn begin_record<R: RunStore>(
         ..Run::new(&opts.experiment, run_id, opts.command.clone(), &opts.host, started)
     };
     Ok(store.create_run(&record).await?)
+}
+
+/// (group, rank, attempt) of the job this run is a rank of; a rank of a group run by hand
+/// joins it here ([`join_group`]).
+async fn job_of<R: RunStore>(
+    store: &R,
+    opts: &RunOptions,
+    prepared: &Prepared,
+    run_id: &str,
+    start: &tap_core::runs::AttemptStart,
+) -> anyhow::Result<Option<(String, u32, u32)>> {
+    Ok(match &prepared.target {
+        Target::Rank { job, .. } => Some((job.group.clone(), job.rank, job.attempt)),
+        Target::Shard { member, joining: Joining::Managed { attempt }, .. } => {
+            Some((member.group.clone(), member.rank, *attempt))
+        }
+        Target::Shard { member, joining: Joining::ByHand { resume }, .. } => {
+            let attempt = join_group(store, opts, member, *resume, run_id, start, &prepared.hparams).await?;
+            Some((member.group.clone(), member.rank, attempt))
+        }
+        _ => None,
+    })
 }
 
 /// Rank `member.rank` of a group run by hand takes its slot in the group's record (creating
