@@ -423,8 +423,8 @@ pub async fn stored_all<S: ObjectStore>(
 }
 
 /// The objects under `prefix` sorted into manifests (read and parsed), objects and the ids
-/// the LATEST pointers name; `Err` says why nothing of it may be removed (a manifest that does
-/// not parse; a sharded job's checkpoints, which this reading does not follow yet).
+/// the LATEST pointers name, and a sharded job's shard manifests; `Err` says why nothing of it
+/// may be removed (a manifest or shard manifest that does not parse).
 async fn classify<S: ObjectStore>(
     store: &S,
     space: Space,
@@ -449,11 +449,16 @@ async fn classify<S: ObjectStore>(
             }
         } else if rest.ends_with("LATEST") {
             out.named.extend(pointer_at(store, space, &o.key).await?);
-        } else if rest.starts_with("shards/") || rest.starts_with("commits/") {
-            // A sharded job's checkpoints (tap_core::shards) reference objects this reading
-            // does not follow yet: the whole experiment is kept rather than an object freed
-            // that a shard still needs.
-            kept.get_or_insert_with(|| "it holds a sharded job's checkpoints".to_owned());
+        } else if rest.starts_with("shards/") && rest.ends_with(".json") {
+            // A sharded job's shard manifest (tap_core::shards): what it names stays.
+            let Some(b) = store.get_bytes(&o.key).await? else { continue };
+            match tap_core::shards::ShardManifest::parse(&b) {
+                Ok(s) => out.shards.push((o.key.clone(), s.manifest)),
+                Err(e) => {
+                    crate::say!("tap: {}: {e} (its objects are kept)", o.key);
+                    kept = Some("a shard manifest does not parse".to_owned());
+                }
+            }
         }
     }
     Ok(kept.map_or(Ok(out), Err))

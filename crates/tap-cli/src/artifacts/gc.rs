@@ -22,6 +22,10 @@ pub const GRACE_MS: i64 = 6 * 3600 * 1000;
 pub struct Stored {
     /// Manifests by key.
     pub manifests: Vec<(String, Manifest)>,
+    /// A sharded job's shard manifests by key (tap_core::shards): never dropped by a plan (a
+    /// job's steps go with its commits: orphans when a later step commits, all of them with
+    /// `tap runs delete JOB`), but what they name stays.
+    pub shards: Vec<(String, Manifest)>,
     /// Checkpoint (or version) ids something names: LATEST pointers, run records.
     pub named: BTreeSet<String>,
     pub objects: Vec<ObjectInfo>,
@@ -66,13 +70,14 @@ pub fn plan(stored: &Stored, keep: Option<usize>, by: fn(&Manifest) -> String, n
     plan
 }
 
-/// The objects of `stored` that no manifest outside `dropped` names: those the dropped ones
-/// named, and those no manifest names that are older than [`GRACE_MS`].
+/// The objects of `stored` that no manifest or shard manifest outside `dropped` names: those
+/// the dropped ones named, and those nothing names that are older than [`GRACE_MS`].
 pub fn without(stored: &Stored, dropped: &BTreeSet<&str>, now_ms: i64) -> Plan {
     let shas = |keep: bool| -> BTreeSet<&str> {
         stored
             .manifests
             .iter()
+            .chain(&stored.shards)
             .filter(|(k, _)| dropped.contains(k.as_str()) != keep)
             .flat_map(|(_, m)| m.files.iter().map(|f| f.sha256.as_str()))
             .collect()
@@ -127,6 +132,7 @@ mod tests {
     fn the_newest_are_kept_with_what_is_named_and_shared_objects_stay() {
         let day = 24 * 3600 * 1000;
         let stored = Stored {
+            shards: Vec::new(),
             manifests: vec![
                 manifest("a", "a-1", 1, &["x", "old"]),
                 manifest("a", "a-2", 2, &["x", "mid", "fresh-but-dropped"]),
@@ -154,5 +160,30 @@ mod tests {
         let all = plan(&stored, None, run_of, 10 * day);
         assert!(all.manifests.is_empty());
         assert_eq!(all.objects.len(), 1, "without --keep-checkpoints only the stray object goes");
+    }
+
+    /// Regression (tap gc kept an experiment that held a sharded job's checkpoints whole: it
+    /// did not follow shard manifests, so it could free nothing there): what a shard names
+    /// stays through any --keep-checkpoints, shards are never dropped by the plan, and dropping
+    /// a job's shards (tap runs delete JOB) frees what only they named.
+    #[test]
+    fn gc_follows_a_sharded_jobs_shards() {
+        let day = 24 * 3600 * 1000;
+        let (key0, shard0) = manifest("job", "job-a1-s0000000010-r0", 5, &["w0", "shared"]);
+        let (key1, shard1) = manifest("job", "job-a1-s0000000010-r1", 5, &["w1", "shared"]);
+        let stored = Stored {
+            manifests: vec![manifest("a", "a-1", 1, &["old", "shared"]), manifest("a", "a-2", 2, &["new"])],
+            shards: vec![(key0.replace("manifests", "shards"), shard0), (key1.replace("manifests", "shards"), shard1)],
+            named: BTreeSet::new(),
+            objects: ["old", "new", "shared", "w0", "w1", "stray"].iter().map(|s| object(s, 1, 0)).collect(),
+        };
+        let name = |p: &Plan| -> Vec<String> {
+            p.objects.iter().map(|o| o.key.rsplit('/').next().unwrap_or_default().to_owned()).collect()
+        };
+        let p = plan(&stored, Some(1), run_of, 10 * day);
+        assert_eq!(p.manifests, ["checkpoints/e/manifests/a-1.json"], "shards are never candidates");
+        assert_eq!(name(&p), ["old", "stray"], "what a shard names stays, shared or not");
+        let job: BTreeSet<&str> = stored.shards.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(name(&without(&stored, &job, 10 * day)), ["w0", "w1", "stray"], "shared is still a-1's");
     }
 }

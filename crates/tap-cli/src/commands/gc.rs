@@ -85,8 +85,14 @@ async fn delete_one<R: RunStore, L: LogStore, O: ObjectStore>(
     let mut removed = Removed { what: format!("run {exp}/{}", run.run_id), ..Removed::default() };
     // Checkpoints first, the record last: a delete cut short leaves the record to say it again.
     if let Ok(stored) = checkpoint::stored(objects, Space::Checkpoints, exp).await? {
-        let mine: BTreeSet<&str> =
-            stored.manifests.iter().filter(|(_, m)| records.contains(&m.run_id)).map(|(k, _)| k.as_str()).collect();
+        // Its checkpoints, and a job's (or group's) shards of its steps.
+        let mine: BTreeSet<&str> = stored
+            .manifests
+            .iter()
+            .chain(&stored.shards)
+            .filter(|(_, m)| records.contains(&m.run_id))
+            .map(|(k, _)| k.as_str())
+            .collect();
         // An object shared with a running run's next upload could be deleted under it: then
         // the objects wait for `tap gc`.
         let plan = if others_running { gc::Plan::default() } else { gc::without(&stored, &mine, i64::MAX) };
@@ -108,6 +114,13 @@ async fn delete_one<R: RunStore, L: LogStore, O: ObjectStore>(
             checkpoint::repoint_latest(objects, Space::Checkpoints, exp, &ids, &remaining).await?;
             let pointers: Vec<String> = records.iter().map(|id| run_latest_key(exp, id)).collect();
             objects.delete(&pointers).await?;
+            // A job's step commits and attempt marks go before its shards: a commit is never
+            // left naming shards that are gone.
+            if run.job.is_some() {
+                let prefix = tap_core::shards::commits_prefix(Space::Checkpoints.root(), exp, &run.run_id);
+                let commits: Vec<String> = objects.list(&prefix).await?.into_iter().map(|o| o.key).collect();
+                objects.delete(&commits).await?;
+            }
             objects.delete(&mine.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>()).await?;
             objects.delete(&plan.objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>()).await?;
         }

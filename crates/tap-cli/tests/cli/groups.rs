@@ -202,3 +202,60 @@ true"#;
     );
     assert!(!stored.contains("shards/g/a1/s20/"), "step 20's shards are removed once step 30 committed: {stored}");
 }
+
+/// Regression (tap gc and tap runs delete kept an experiment holding a sharded job's
+/// checkpoints whole, freeing nothing there): gc follows shard manifests — a stray old object
+/// goes, every object a shard names stays and the group still resumes — and `tap runs delete
+/// GROUP` removes its commits, its shards and the objects only they named.
+#[test]
+fn gc_and_runs_delete_follow_a_sharded_jobs_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (home, shared) = (dir.path().join("home"), dir.path().join("shared"));
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let run = |args: &[&str]| tap_cmd(&home, &shared, args, "0.002").env("SHARD_STEPS", "20").output().expect("tap");
+    let ranks: Vec<Child> = (0..2)
+        .map(|r| {
+            let (r, w) = (r.to_string(), "2".to_owned());
+            let args = ["run", "-e", "gc", "--group", "g", "--rank", &r, "--world-size", &w, "--", "python3", JOB];
+            tap_cmd(&home, &shared, &args, "0.002").env("SHARD_STEPS", "20").spawn().expect("tap starts")
+        })
+        .collect();
+    for (r, out) in finish(ranks).iter().enumerate() {
+        assert_eq!(out.status.code(), Some(0), "rank {r}: {}", text(&out.stderr));
+    }
+    let root = home.join("artifacts/checkpoints/gc");
+    let objects = || std::fs::read_dir(root.join("objects")).map(|d| d.count()).unwrap_or(0);
+    let stray = root.join("objects").join("0".repeat(64));
+    std::fs::write(&stray, b"left by an upload that died").expect("stray");
+    assert!(Command::new("touch").args(["-d", "2 days ago"]).arg(&stray).status().expect("touch").success());
+    let before = objects();
+    let gc = run(&["gc", "--keep-checkpoints", "1"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    assert!(!text(&gc.stdout).contains("kept:"), "the experiment is no longer kept whole: {}", text(&gc.stdout));
+    assert!(!stray.exists(), "the stray object went");
+    assert_eq!(objects(), before - 1, "every object a shard names stayed");
+    let check = "test -s \"$TAP_CHECKPOINT_DIR/shard.bin\"";
+    let resumed =
+        run(&["run", "-e", "gc", "--resume", "g", "--rank", "1", "--world-size", "2", "--", "sh", "-c", check]);
+    assert_eq!(resumed.status.code(), Some(0), "still restorable after gc: {}", text(&resumed.stderr));
+
+    let deleted = run(&["runs", "delete", "g"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert_eq!(objects(), 0, "the objects only its shards named went: {}", text(&deleted.stdout));
+    for gone in ["commits/g", "shards/g"] {
+        let left: Vec<_> = walk(&root.join(gone));
+        assert!(left.is_empty(), "{gone}: {left:?}");
+    }
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() { stack.push(e.path()) } else { out.push(e.path()) }
+        }
+    }
+    out
+}
