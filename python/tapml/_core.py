@@ -616,8 +616,7 @@ def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
         root.mkdir(parents=True, exist_ok=True)
         # The processes of one node of a sharded job write one shard: one staging directory,
         # published by the node's first process once every process of the node is done.
-        shared = node_shared
-        if shared:
+        if node_shared:
             stage = root / f"stage-{step}-node"
             stage.mkdir(exist_ok=True)
         else:
@@ -625,7 +624,7 @@ def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
             stage.mkdir()
         try:
             yield stage
-            if shared:
+            if node_shared:
                 _node_barrier()
             publishing = publishes_checkpoints()
             if publishing:
@@ -643,7 +642,7 @@ def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
                 # The line follows every metric logged before it, in the same write.
                 _metrics.flush(extra=json.dumps({"checkpoint": True, "step": step}, separators=(",", ":")))
         finally:
-            if stage.exists() and (not shared or _local_rank() == 0):
+            if stage.exists() and (not node_shared or _local_rank() == 0):
                 shutil.rmtree(stage, ignore_errors=True)
     finally:
         with _open_lock:

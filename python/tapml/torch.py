@@ -59,15 +59,16 @@ def _planner() -> Any:
     class _EveryRankWritesItsOwn(DefaultSavePlanner):
         def _create_global_plan(self, all_plans: List[Any]) -> Any:  # DCP's hook
             global_plan, metadata = super()._create_global_plan(all_plans)
+            def key(item: Any) -> Any:  # an item, whatever index hint the plan gave it
+                return (item.index.fqn, item.index.offset)
+
             # Each item's index as the global plan wrote it (hints rewritten).
-            index = {(i.index.fqn, i.index.offset): i.index for p in global_plan for i in p.items}
+            index = {key(i): i.index for p in global_plan for i in p.items}
             plans = []
             for own, kept in zip(all_plans, global_plan):
-                have = {(i.index.fqn, i.index.offset) for i in kept.items}
+                have = {key(i) for i in kept.items}
                 back = [
-                    dataclasses.replace(i, index=index[(i.index.fqn, i.index.offset)])
-                    for i in own.items
-                    if (i.index.fqn, i.index.offset) not in have and (i.index.fqn, i.index.offset) in index
+                    dataclasses.replace(i, index=index[key(i)]) for i in own.items if key(i) not in have and key(i) in index
                 ]
                 plans.append(dataclasses.replace(kept, items=list(kept.items) + back))
             return plans, metadata

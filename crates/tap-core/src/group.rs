@@ -126,11 +126,11 @@ pub fn apply(record: &mut Run, decided: Join, m: &Member, node_run: &str, start:
             return;
         }
         let ended_as = job.status();
-        record.begin_attempt(ended_as, start.clone());
-        let job = record.job.as_mut().expect("checked above");
         job.attempt = n;
         job.stop = None;
         job.nodes = slots(m.world_size);
+        // The run's own attempt record follows (it does not read the job's slots).
+        record.begin_attempt(ended_as, start.clone());
     }
     let Some(job) = record.job.as_mut() else { return };
     if job.attempt != decided.attempt() {

@@ -152,7 +152,7 @@ pub async fn try_commit<S: ObjectStore>(
 /// still be uploading and stay. Their objects are left to `tap gc`.
 pub async fn remove_orphans<S: ObjectStore>(store: &S, experiment: &str, job: &str) -> Result<usize> {
     let committed: Vec<(u32, u64)> =
-        commit_ids(store, experiment, job).await?.iter().filter_map(|id| shards::parse_commit_id(job, id)).collect();
+        committed_steps(store, experiment, job).await?.into_iter().map(|(a, s, _)| (a, s)).collect();
     let newest = committed.iter().max().copied();
     let prefix = shards::shards_prefix(Space::Checkpoints.root(), experiment, job);
     let listed = store.list(&prefix).await?;

@@ -180,16 +180,15 @@ impl WorkDir {
 }
 
 /// The training command as tap starts it: tap's variables, the hyperparameters, the restored
-/// checkpoint, piped output, and its own process group.
+/// checkpoint, a sharded job's rank, piped output, and its own process group.
 pub(super) fn command(
     program: &str,
     args: &[String],
     opts: &RunOptions,
-    run_id: &str,
     dirs: &WorkDir,
-    flat: &BTreeMap<String, String>,
-    restored: Option<&super::target::Restored>,
+    begun: &super::Begun,
 ) -> Command {
+    let super::Begun { run_id, flat, restored, shard, .. } = begun;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(env::EXPERIMENT, &opts.experiment)
@@ -215,6 +214,9 @@ pub(super) fn command(
         if let Some(step) = m.step {
             cmd.env(env::RESTORED_STEP, step.to_string());
         }
+    }
+    if let Some(s) = shard {
+        cmd.env(env::SHARD_RANK, s.rank.to_string()).env(env::WORLD_SIZE, s.world_size.to_string());
     }
     cmd
 }

@@ -240,6 +240,8 @@ async fn restore_shards<O: ObjectStore>(
     all: bool,
     dir: &Path,
 ) -> anyhow::Result<()> {
+    // Another world size is refused as it is (nothing of the step is wrong).
+    tap_core::shards::shards_to_restore(c, member.rank, member.world_size, all).map_err(anyhow::Error::msg)?;
     let what = if all { format!("all {} shards", c.world_size) } else { format!("rank {}'s shard", member.rank) };
     crate::say!(
         "tap: restoring {what} of step {} of job {} (committed by {} ranks, {} in all)",
@@ -248,8 +250,6 @@ async fn restore_shards<O: ObjectStore>(
         c.world_size,
         commit::bytes(c.total_bytes())
     );
-    // Another world size is refused as it is (nothing of the step is wrong).
-    tap_core::shards::shards_to_restore(c, member.rank, member.world_size, all).map_err(anyhow::Error::msg)?;
     if let Err(e) = crate::artifacts::shards::restore(objects, c, (member.rank, member.world_size), all, dir).await {
         // The step is refused; the one before it is offered.
         let before = crate::artifacts::shards::committed_steps(objects, &c.experiment, &c.job)
@@ -397,7 +397,8 @@ async fn join_group<R: RunStore>(
             Err(e) => return Err(e.into()),
         }
     }
-    let decided = group::join(record.as_ref(), member, resume).map_err(anyhow::Error::msg)?;
+    // Refused at once when the record read says no (the update decides again on the newest).
+    group::join(record.as_ref(), member, resume).map_err(anyhow::Error::msg)?;
     let stored = store
         .update_run(exp, g, |r| {
             if let Ok(d) = group::join(Some(r), member, resume) {
@@ -405,8 +406,9 @@ async fn join_group<R: RunStore>(
             }
         })
         .await?;
-    let attempt = stored.job.as_ref().map_or(decided.attempt(), |j| j.attempt);
-    if group::holds(&stored, attempt, member.rank, node_run) {
+    if let Some(attempt) = stored.job.as_ref().map(|j| j.attempt)
+        && group::holds(&stored, attempt, member.rank, node_run)
+    {
         return Ok(attempt);
     }
     // The newest record says no (another rank took this slot meanwhile): its reason.
@@ -597,7 +599,7 @@ async fn begin<R: RunStore>(
     let shard = match &target {
         Target::Shard { member, .. } => Some(ShardOf {
             job: member.group.clone(),
-            attempt: record.job_attempt.unwrap_or(1),
+            attempt: record.job_attempt.context("a rank's record names its job's attempt")?,
             rank: member.rank,
             world_size: member.world_size,
         }),
@@ -629,11 +631,7 @@ async fn spawn_child<R: RunStore>(
     begun: &Begun,
     dirs: &WorkDir,
 ) -> anyhow::Result<tokio::process::Child> {
-    let mut cmd = command(program, args, opts, &begun.run_id, dirs, &begun.flat, begun.restored.as_ref());
-    if let Some(s) = &begun.shard {
-        cmd.env(tap_core::command_env::SHARD_RANK, s.rank.to_string())
-            .env(tap_core::command_env::WORLD_SIZE, s.world_size.to_string());
-    }
+    let mut cmd = command(program, args, opts, dirs, begun);
     // tapml, the training script's side (python/tapml), the copy that matches this tap.
     let python = dirs.root.join("python");
     match crate::blocking::run(move |_| crate::tapml::install(&python)).await {
