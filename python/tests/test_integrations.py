@@ -173,6 +173,8 @@ else:
         sys.exit(3)
 dist.barrier()  # every rank is done before any tears gloo down (else: "terminate called ...")
 dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)  # no C++ teardown at exit: gloo's threads can abort it ("terminate called ...")
 """
 
 
