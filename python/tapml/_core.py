@@ -325,6 +325,12 @@ def _check_step(what: str, step: Any) -> int:
     return step
 
 
+# The line's field for when it was written (tap_core::runs::TIMESTAMP_FIELD), reserved as
+# step and checkpoint are.
+_TIMESTAMP = "_timestamp"
+_RESERVED = ("step", "checkpoint", _TIMESTAMP)
+
+
 def log(step: Optional[int] = None, **metrics: Any) -> None:
     """Records ``metrics`` at ``step`` (the previous step + 1 when None).
 
@@ -342,7 +348,7 @@ def log(step: Optional[int] = None, **metrics: Any) -> None:
         step = 0 if _metrics.last_step is None else _metrics.last_step + 1
     record: Dict[str, Any] = {"step": step}
     for name, value in metrics.items():
-        problem = "it is reserved" if name in ("step", "checkpoint") else name_problem(name)
+        problem = "it is reserved" if name in _RESERVED else name_problem(name)
         if problem is not None:
             # Said once per name (a training loop logs the same names every step).
             if name not in _metrics.refused_names and len(_metrics.refused_names) < _MAX_REFUSED_NAMES_SAID:
@@ -358,6 +364,9 @@ def log(step: Optional[int] = None, **metrics: Any) -> None:
             record[name] = value if type(value) is int else f
     _metrics.last_step = step
     if len(record) > 1:
+        # When the step ended: lines reach tap up to a second later (they are buffered), and
+        # the goodput's step times are these.
+        record[_TIMESTAMP] = round(time.time(), 3)
         _metrics.add(json.dumps(record, separators=(",", ":")))
 
 

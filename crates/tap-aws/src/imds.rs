@@ -12,6 +12,8 @@ pub const INSTANCE_TYPE: &str = "/latest/meta-data/instance-type";
 pub const AVAILABILITY_ZONE: &str = "/latest/meta-data/placement/availability-zone";
 pub const REGION: &str = "/latest/meta-data/placement/region";
 pub const AMI_ID: &str = "/latest/meta-data/ami-id";
+/// `spot`, `on-demand` or `scheduled`.
+pub const INSTANCE_LIFE_CYCLE: &str = "/latest/meta-data/instance-life-cycle";
 /// 404 until EC2 reclaims the spot instance.
 pub const SPOT_INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
 /// 404 until EC2 recommends a rebalance.

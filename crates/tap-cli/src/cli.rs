@@ -159,6 +159,16 @@ pub enum Command {
     #[cfg(feature = "fleet")]
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Goodput: how much of the time a training paid for went into steps it kept, and where
+    /// the rest went (program start-up, checkpoint save and restore, steps re-run after a
+    /// disruption, infrastructure recovery, idle), per attempt, with the checkpoint interval
+    /// the measured costs imply.
+    ///
+    /// RUN is a run or a managed job (id, name or unique id prefix); -e EXP reports every run
+    /// of the experiment and their sum.
+    ///
+    /// Example: tap goodput -e demo        tap goodput 20261207T101500Z-3f9a1c --output json
+    Goodput(GoodputArgs),
     /// A run's output (stdout and stderr) from the store; --follow prints new lines until the
     /// run ends. For a multi-node job's id (tap launch), its rank 0's output.
     Logs {
@@ -461,6 +471,17 @@ pub enum RestoreShards {
     Own,
     /// Every rank's shard.
     All,
+}
+
+/// `tap goodput`'s arguments.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["run", "experiment"])))]
+pub struct GoodputArgs {
+    /// A run or a managed job: id, name or unique id prefix.
+    pub run: Option<String>,
+    /// Every run of this experiment, and their sum.
+    #[arg(long, short, value_parser = parse_id, conflicts_with = "run")]
+    pub experiment: Option<String>,
 }
 
 /// `tap runs list`'s filters, order and columns.

@@ -110,10 +110,48 @@ pub struct Attempt {
     /// Steps it computed again: earlier attempts had got past its restored step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recomputed_steps: u64,
+    /// Where it ran and what it spent beside its steps (for the goodput).
+    #[serde(default, skip_serializing_if = "Spent::is_empty")]
+    pub spent: Spent,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What an attempt spent beside its steps, and where it ran: `tap goodput` reads it
+/// ([`crate::goodput`]). Records written before it read as empty.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Spent {
+    /// When the training command started (after the restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_started_ms: Option<i64>,
+    /// How long restoring its checkpoint took (download and verify).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub restore_ms: i64,
+    /// Periodic checkpoints the command wrote, and the time it spent writing them (the
+    /// child's write time; the uploads run beside training).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub checkpoints: u32,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub checkpoint_write_ms: i64,
+    /// The EC2 node it ran on (None: not on EC2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeIdentity>,
+}
+
+impl Spent {
+    pub fn is_empty(&self) -> bool {
+        *self == Spent::default()
+    }
 }
 
 /// One hyperparameter as a run used it.
@@ -228,6 +266,9 @@ pub struct Run {
     /// A rank of a sharded job: its newest stored shard (for the job's final checkpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_shard: Option<crate::shards::ShardStored>,
+    /// What the latest attempt spent beside its steps, and where it ran.
+    #[serde(default, skip_serializing_if = "Spent::is_empty")]
+    pub spent: Spent,
 }
 
 /// How often `tap run` refreshes its run record's heartbeat when nothing else changed it. One
@@ -451,6 +492,7 @@ impl Run {
             supervisor: None,
             forecast: None,
             last_shard: None,
+            spent: Spent::default(),
         }
     }
 }
@@ -476,6 +518,7 @@ impl Run {
             restored: self.restored.clone(),
             restored_step: self.restored_step,
             recomputed_steps: self.recomputed_steps,
+            spent: self.spent.clone(),
         }
     }
 
@@ -521,6 +564,7 @@ impl Run {
         self.restored = None;
         self.restored_step = None;
         self.recomputed_steps = 0;
+        self.spent = Spent::default();
         self.forecast = None;
         self.heartbeat_ms = Some(start.started_ms);
         self.supervisor = start.supervisor;
@@ -838,6 +882,35 @@ pub struct NodeIdentity {
     pub instance_type: String,
     pub availability_zone: String,
     pub ami_id: String,
+    /// Spot or on-demand (IMDS `instance-life-cycle`); None: not said (older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// How an instance is bought (IMDS `instance-life-cycle`: `spot`, `on-demand`, `scheduled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Spot,
+    OnDemand,
+}
+
+impl Lifecycle {
+    /// IMDS's word; `scheduled` (Scheduled Reserved Instances, retired) bills as on-demand.
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        match s.trim() {
+            "spot" => Some(Lifecycle::Spot),
+            "on-demand" | "scheduled" => Some(Lifecycle::OnDemand),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Spot => "spot",
+            Lifecycle::OnDemand => "on-demand",
+        }
+    }
 }
 
 /// One metric value at one step.
@@ -890,6 +963,10 @@ pub fn new_run_id(now_ms: i64, entropy: u32) -> String {
 pub struct MetricsLine {
     pub step: Option<u64>,
     pub checkpoint: bool,
+    /// When the command wrote it: `"_timestamp"`, seconds since the epoch (W&B's name for
+    /// it); tapml sets it, as its lines reach tap up to a second late. None: not given (tap
+    /// uses the time it read the line) or not a finite number of seconds.
+    pub time_ms: Option<i64>,
     pub values: Vec<(String, f64)>,
     /// Fields skipped alone (a refused name, a value that is not a finite number); the
     /// line's other values are kept. The name is clipped to [`SHOWN_NAME_CHARS`].
@@ -934,10 +1011,15 @@ pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, MetricsLineError> {
         Some(serde_json::Value::Bool(b)) => *b,
         Some(_) => return Err(MetricsLineError::BadCheckpoint),
     };
+    let time_ms = obj
+        .get(TIMESTAMP_FIELD)
+        .and_then(serde_json::Value::as_f64)
+        .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e11)
+        .map(|t| (t * 1000.0).round() as i64);
     let mut values = Vec::new();
     let mut skipped = Vec::new();
     for (k, v) in obj {
-        if k == "step" || k == "checkpoint" {
+        if k == "step" || k == "checkpoint" || k == TIMESTAMP_FIELD {
             continue;
         }
         let skip = |why: String| SkippedMetric { name: crate::text::clip(k, SHOWN_NAME_CHARS), why };
@@ -951,7 +1033,18 @@ pub fn parse_metrics_line(line: &str) -> Result<MetricsLine, MetricsLineError> {
             None => skipped.push(skip(format!("{} is not a number", json_kind(v)))),
         }
     }
-    Ok(MetricsLine { step, checkpoint, values, skipped })
+    Ok(MetricsLine { step, checkpoint, time_ms, values, skipped })
+}
+
+/// The metrics line's field for when it was written (seconds since the epoch): reserved, as
+/// `step` and `checkpoint` are.
+pub const TIMESTAMP_FIELD: &str = "_timestamp";
+
+/// When a metric point was recorded: the time the line carries, if it is plausible (not after
+/// `read_ms`, when tap read it, and not more than a day before), else `read_ms`.
+pub fn point_time(carried: Option<i64>, read_ms: i64) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    carried.filter(|t| (read_ms - DAY_MS..=read_ms).contains(t)).unwrap_or(read_ms)
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -1127,8 +1220,23 @@ mod tests {
         assert!(new_run_id(1_000, 5) < new_run_id(2_000, 1));
     }
 
+    #[test]
+    fn a_lines_timestamp_is_its_time_not_a_metric() {
+        let m = parse_metrics_line(r#"{"step": 3, "loss": 0.5, "_timestamp": 1800000000.25}"#).expect("line");
+        assert_eq!(m.time_ms, Some(1_800_000_000_250));
+        assert_eq!(m.values, vec![("loss".to_owned(), 0.5)]);
+        let odd = parse_metrics_line(r#"{"step": 3, "_timestamp": "soon"}"#).expect("line");
+        assert_eq!((odd.time_ms, odd.values.len(), odd.skipped.len()), (None, 0, 0));
+        // Only a plausible time is taken: not after tap read it, not a day before.
+        assert_eq!(point_time(Some(1_000), 2_000), 1_000);
+        assert_eq!(point_time(Some(3_000), 2_000), 2_000);
+        assert_eq!(point_time(Some(1), 90_000_000), 90_000_000);
+        assert_eq!(point_time(None, 2_000), 2_000);
+    }
+
     fn line(step: Option<u64>, checkpoint: bool, values: &[(&str, f64)]) -> MetricsLine {
         MetricsLine {
+            time_ms: None,
             step,
             checkpoint,
             values: values.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
@@ -1352,7 +1460,7 @@ mod tests {
         fn numeric_fields_become_metrics(step in 0u64..1_000_000, v in -1e9f64..1e9, name in "[a-z][a-z0-9_]{0,20}") {
             prop_assume!(name != "step" && name != "checkpoint");
             let line = serde_json::json!({"step": step, name.clone(): v}).to_string();
-            prop_assert_eq!(parse_metrics_line(&line), Ok(MetricsLine { step: Some(step), checkpoint: false, values: vec![(name, v)], skipped: vec![] }));
+            prop_assert_eq!(parse_metrics_line(&line), Ok(MetricsLine { step: Some(step), checkpoint: false, time_ms: None, values: vec![(name, v)], skipped: vec![] }));
         }
 
     }

@@ -376,6 +376,7 @@ impl FakeImds {
                         ("GET", "/latest/meta-data/instance-type") => ("200 OK", Some(g.instance_type.clone())),
                         ("GET", "/latest/meta-data/placement/region") => ("200 OK", Some(g.region.clone())),
                         ("GET", "/latest/meta-data/ami-id") => ("200 OK", Some(FAKE_AMI.to_owned())),
+                        ("GET", "/latest/meta-data/instance-life-cycle") => ("200 OK", Some("spot".to_owned())),
                         ("GET", "/latest/meta-data/placement/availability-zone") => {
                             ("200 OK", Some(g.availability_zone.clone()))
                         }

@@ -159,13 +159,22 @@ pub async fn run_jobs(
             let mut job = get(&s.jobs, job_id).await?;
             let ranks = s.runs.list_runs(Some(&job.spec.experiment)).await?;
             tap_core::jobs::restored_by_ranks(&mut job, &ranks.runs);
+            let goodput = job_goodput(&s.runs, &job).await?;
             match output {
                 Output::Json => json(
                     out,
-                    &serde_json::json!({ "job": job, "downtimes_ms": job.downtimes_ms(), "network": job.network() }),
+                    &serde_json::json!({
+                        "job": job,
+                        "downtimes_ms": job.downtimes_ms(),
+                        "network": job.network(),
+                        "goodput": goodput.as_ref().map(crate::commands::goodput::brief),
+                    }),
                 )?,
                 Output::Text => {
                     out.write_all(crate::render::job_story(&job, now_ms()).as_bytes())?;
+                    if let Some(g) = &goodput {
+                        out.write_all(crate::render::goodput_brief(g).as_bytes())?;
+                    }
                     out.write_all(crate::render::sharded_job(&job.id, &ranks.runs).as_bytes())?;
                 }
             }
@@ -259,6 +268,14 @@ async fn measured_rate(jobs: &JobStore, experiment: &str) -> anyhow::Result<Opti
     }
     let rate = bytes as f64 * 3_600_000.0 / rank_ms as f64;
     Ok(Some((rate, format!("{:.2} GB per rank per hour measured on job {}", rate / tap_core::jobs::GB, job.id))))
+}
+
+/// The job's goodput so far, from its run record (None before the controller wrote one).
+async fn job_goodput(runs: &DynamoStore, job: &JobRecord) -> anyhow::Result<Option<crate::commands::goodput::RunGoodput>> {
+    let now = now_ms();
+    let seen = crate::commands::goodput::Seen::read(runs, &job.spec.experiment, now).await?;
+    let Some(run) = seen.run(&job.id) else { return Ok(None) };
+    Ok(Some(crate::commands::goodput::report(runs, &run, &seen, now).await?))
 }
 
 async fn get(jobs: &JobStore, id: &str) -> anyhow::Result<JobRecord> {

@@ -10,6 +10,7 @@ pub(crate) mod contract;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod gc;
+pub(crate) mod goodput;
 #[cfg(feature = "fleet")]
 mod jobs;
 mod logs;
@@ -92,6 +93,7 @@ pub enum StoreCommand<'a> {
     Artifacts(&'a ArtifactsCommand),
     Checkpoints(&'a CheckpointsCommand),
     Logs { run_id: &'a str, follow: bool },
+    Goodput(&'a crate::cli::GoodputArgs),
     Gc { keep_checkpoints: Option<usize>, keep_artifact_versions: Option<usize>, dry_run: bool },
 }
 
@@ -115,6 +117,7 @@ pub fn route(command: &Command) -> Route<'_> {
         Command::Artifacts(c) => store(StoreCommand::Artifacts(c)),
         Command::Checkpoints(c) => store(StoreCommand::Checkpoints(c)),
         Command::Logs { run_id, follow } => store(StoreCommand::Logs { run_id, follow: *follow }),
+        Command::Goodput(a) => store(StoreCommand::Goodput(a)),
         Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => store(StoreCommand::Gc {
             keep_checkpoints: *keep_checkpoints,
             keep_artifact_versions: *keep_artifact_versions,
@@ -302,6 +305,7 @@ where
             gc::gc(runs, objects, keep_checkpoints, keep_artifact_versions, dry_run, output, out).await?;
         }
         StoreCommand::Runs(cmd) => runs::run(b, cmd, output, out).await?,
+        StoreCommand::Goodput(a) => goodput::run(runs, a, output, out).await?,
         StoreCommand::Params(p) => params::run(params_store, p, output, out).await?,
         StoreCommand::Artifacts(a) => artifacts::run(objects, a, output, out).await?,
         StoreCommand::Checkpoints(CheckpointsCommand::Latest { experiment }) => {

@@ -80,6 +80,10 @@ async fn show<R: RunStore>(runs: &R, run_id: &str, output: Output, out: &mut dyn
         Some(_) => runs.list_runs(Some(&run.experiment_id)).await?.runs,
         None => Vec::new(),
     };
+    // The goodput so far (a running run's too).
+    let now = crate::now_ms();
+    let seen = crate::commands::goodput::Seen::read(runs, &run.experiment_id, now).await?;
+    let goodput = crate::commands::goodput::report(runs, &run, &seen, now).await?;
     match output {
         Output::Json => {
             let finals: Vec<serde_json::Value> = render::attempts_of(&run.run_id, &nodes)
@@ -91,11 +95,18 @@ async fn show<R: RunStore>(runs: &R, run_id: &str, output: Output, out: &mut dyn
             let attempts = run.all_attempts(run.status);
             json(
                 out,
-                &serde_json::json!({ "run": run, "attempts": attempts, "metrics": points, "final_checkpoints": finals }),
+                &serde_json::json!({
+                    "run": run,
+                    "attempts": attempts,
+                    "metrics": points,
+                    "final_checkpoints": finals,
+                    "goodput": crate::commands::goodput::brief(&goodput),
+                }),
             )?
         }
         Output::Text => {
             out.write_all(render::run_details(&run, &points).as_bytes())?;
+            out.write_all(render::goodput_brief(&goodput).as_bytes())?;
             out.write_all(render::sharded_job(&run.run_id, &nodes).as_bytes())?;
         }
     }

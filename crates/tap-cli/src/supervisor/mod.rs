@@ -159,6 +159,8 @@ struct Prepared {
     /// A sharded job's rank: when its restore finished (files not changed since are the
     /// store's).
     restored_at: Option<std::time::SystemTime>,
+    /// How long the restore took (0: nothing restored).
+    restore_ms: i64,
 }
 
 /// Decides the training ([`target::decide`]), its hyperparameters, and restores its
@@ -192,6 +194,7 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
     crate::blocking::run(move |_| std::fs::write(&file, body))
         .await
         .with_context(|| format!("writing {}", dirs.hparams.display()))?;
+    let restore_began = now_ms();
     if let Target::Shard { member, step, all, .. } = &target {
         let mut restored_at = None;
         match step {
@@ -204,7 +207,8 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
             }
             None => {}
         }
-        return Ok(Prepared { target, hparams, flat, restored_at });
+        let restore_ms = if restored_at.is_some() { now_ms() - restore_began } else { 0 };
+        return Ok(Prepared { target, hparams, flat, restored_at, restore_ms });
     }
     match target.checkpoint() {
         Some(m) => {
@@ -228,7 +232,8 @@ async fn prepare<R: RunStore, P: ParamStore, O: ObjectStore>(
             _ => {}
         },
     }
-    Ok(Prepared { target, hparams, flat, restored_at: None })
+    let restore_ms = if target.checkpoint().is_some() { now_ms() - restore_began } else { 0 };
+    Ok(Prepared { target, hparams, flat, restored_at: None, restore_ms })
 }
 
 /// A sharded job's rank: its shard (or with `all` every shard) of the job's newest committed
@@ -279,6 +284,7 @@ async fn begin_record<R: RunStore>(
 ) -> anyhow::Result<Run> {
     let restored = prepared.target.restored();
     let supervisor = crate::liveness::this_process();
+    let spent = tap_core::runs::Spent { restore_ms: prepared.restore_ms, node: opts.node.clone(), ..Default::default() };
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let provenance = Some(provenance::collect(&opts.command, &cwd, opts.node.clone()).await);
     let start = tap_core::runs::AttemptStart {
@@ -306,6 +312,7 @@ async fn begin_record<R: RunStore>(
                 }
                 r.begin_attempt(ended_as, start.clone());
                 r.provenance.clone_from(&provenance);
+                r.spent.clone_from(&spent);
                 // Bounded by MAX_TAGS; past it the attempt keeps the tags it had.
                 let _ = tap_core::query::add_tags(r, &opts.tags);
                 r.restored.clone_from(&restored_id);
@@ -337,6 +344,7 @@ async fn begin_record<R: RunStore>(
         node_rank: job.as_ref().map(|j| j.1),
         job_attempt: job.as_ref().map(|j| j.2),
         supervisor,
+        spent,
         ..Run::new(&opts.experiment, run_id, opts.command.clone(), &opts.host, started)
     };
     Ok(store.create_run(&record).await?)
@@ -452,7 +460,9 @@ where
     let mut child = spawn_child(store, opts, (program, args), &begun, &dirs).await?;
     // Never 0: kill(0, ..) would signal tap's own process group.
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
-    let Begun { run_id, record, resumed, owner, ckpt_prefix, shard, restored_at, .. } = begun;
+    let Begun { run_id, mut record, resumed, owner, ckpt_prefix, shard, restored_at, .. } = begun;
+    // Written with the record's next write (the goodput's start of the command).
+    record.spent.command_started_ms = Some(now_ms());
     if let Some(s) = &shard
         && let Err(e) = crate::artifacts::shards::mark_attempt(objects, &opts.experiment, &s.job, s.attempt).await
     {

@@ -103,14 +103,19 @@ pub async fn node_identity() -> Option<NodeIdentity> {
         async move { imds::require(&client, path).await.ok() }
     };
     let instance_id = get(imds::INSTANCE_ID).await?;
-    let (instance_type, availability_zone, ami_id) =
-        tokio::join!(get(imds::INSTANCE_TYPE), get(imds::AVAILABILITY_ZONE), get(imds::AMI_ID));
+    let (instance_type, availability_zone, ami_id, lifecycle) = tokio::join!(
+        get(imds::INSTANCE_TYPE),
+        get(imds::AVAILABILITY_ZONE),
+        get(imds::AMI_ID),
+        get(imds::INSTANCE_LIFE_CYCLE)
+    );
     let unknown = || "unknown".to_owned();
     Some(NodeIdentity {
         instance_id,
         instance_type: instance_type.unwrap_or_else(unknown),
         availability_zone: availability_zone.unwrap_or_else(unknown),
         ami_id: ami_id.unwrap_or_else(unknown),
+        lifecycle: lifecycle.as_deref().and_then(tap_core::runs::Lifecycle::parse),
     })
 }
 

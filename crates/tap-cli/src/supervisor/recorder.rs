@@ -125,6 +125,7 @@ fn apply(stored: &mut Run, mine: &Run, points: u64, heartbeat_ms: i64) {
     stored.interruption.clone_from(&mine.interruption);
     stored.forecast.clone_from(&mine.forecast);
     stored.last_shard = mine.last_shard;
+    stored.spent.clone_from(&mine.spent);
     stored.metric_points = points;
     stored.heartbeat_ms = Some(heartbeat_ms);
 }

@@ -402,7 +402,8 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
     /// A metrics line: recorded; a checkpoint announcement is snapshotted at once and
     /// uploaded now, or after the upload in flight.
     fn on_metrics(&mut self, line: MetricsLine, end: u64) {
-        let MetricsLine { step: s, checkpoint: is_ckpt, values, skipped } = line;
+        let MetricsLine { step: s, checkpoint: is_ckpt, time_ms, values, skipped } = line;
+        let ts_ms = tap_core::runs::point_time(time_ms, now_ms());
         for skip in skipped {
             if self.skipped_said.len() < MAX_SKIPPED_NAMES_SAID && self.skipped_said.insert(skip.name.clone()) {
                 crate::say!(
@@ -415,7 +416,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
         self.step = s.unwrap_or(self.step + u64::from(!values.is_empty()));
         for (name, value) in values {
             self.record.final_metrics.insert(name.clone(), value);
-            self.recorder.point(MetricPoint { step: self.step, name, value, ts_ms: now_ms() });
+            self.recorder.point(MetricPoint { step: self.step, name, value, ts_ms });
         }
         self.recorder.record(&self.record);
         if is_ckpt {
@@ -453,6 +454,9 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
             Ok(Some(c)) => {
                 let s = &c.sample;
                 if periodic {
+                    // The command stopped training to write it (the upload runs beside it).
+                    self.record.spent.checkpoints += 1;
+                    self.record.spent.checkpoint_write_ms += (s.child_write_s * 1000.0).round() as i64;
                     self.samples.push(c.sample);
                     self.record.forecast = commit::forecast(&self.samples, commit::DEFAULT_AGENT_POLL_S);
                 }

@@ -1,0 +1,171 @@
+//! `tap goodput RUN|-e EXP`: what each training's paid time went to (tap_core::goodput),
+//! with the checkpoint cadence its measured costs imply.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::bail;
+use serde::Serialize;
+use tap_core::goodput::{self, Cadence, Goodput};
+use tap_core::pools::{Pool, PoolStats};
+use tap_core::runs::{MetricPoint, Run};
+
+use crate::cli::{GoodputArgs, Output};
+use crate::commands::{find_run, json, trainings};
+use crate::store::RunStore;
+
+/// What the report is of.
+enum What {
+    Run(String),
+    Experiment(String),
+}
+
+fn settings(a: &GoodputArgs) -> anyhow::Result<What> {
+    match (&a.run, &a.experiment) {
+        (Some(r), None) => Ok(What::Run(r.clone())),
+        (None, Some(e)) => Ok(What::Experiment(e.clone())),
+        _ => bail!("give a run (or a job) or -e EXPERIMENT, not both"),
+    }
+}
+
+/// One training's goodput as `tap goodput` shows it.
+#[derive(Debug, Serialize)]
+pub struct RunGoodput {
+    pub experiment: String,
+    pub run_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: tap_core::runs::RunStatus,
+    /// A managed job or a group of ranks (its attempts are the job's).
+    pub job: bool,
+    /// The pool of its latest attempt, whose history gives the cadence's M.
+    pub pool: Pool,
+    #[serde(flatten)]
+    pub goodput: Goodput,
+    pub cadence: Cadence,
+}
+
+pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let what = settings(args)?;
+    let now = crate::now_ms();
+    let (experiment, chosen) = match &what {
+        What::Run(wanted) => {
+            let run = find_run(runs, wanted).await?;
+            (run.experiment_id.clone(), Some(run))
+        }
+        What::Experiment(e) => (e.clone(), None),
+    };
+    let seen = Seen::read(runs, &experiment, now).await?;
+    let wanted: Vec<&Run> = match &chosen {
+        Some(r) => vec![r],
+        // The trainings: a job's node runs are part of the job's report.
+        None => seen.experiment.iter().filter(|r| !(r.group.is_some() && r.job.is_none())).collect(),
+    };
+    if wanted.is_empty() {
+        bail!("experiment {experiment} has no runs (see `tap runs list`)");
+    }
+    let mut reports = Vec::new();
+    for r in wanted {
+        reports.push(report(runs, r, &seen, now).await?);
+    }
+    match (output, &what) {
+        (Output::Json, What::Run(_)) => json(out, &reports[0])?,
+        (Output::Json, What::Experiment(e)) => {
+            json(out, &serde_json::json!({ "experiment": e, "sum": sum(&reports), "runs": reports }))?
+        }
+        (Output::Text, What::Run(_)) => out.write_all(crate::render::goodput(&reports[0]).as_bytes())?,
+        (Output::Text, What::Experiment(e)) => {
+            out.write_all(crate::render::goodput_experiment(e, &reports, &sum(&reports)).as_bytes())?
+        }
+    }
+    Ok(())
+}
+
+/// What a goodput report reads beside the run: its experiment's runs (a job's node runs are
+/// there) and every pool's history (M is the pool's, over all experiments).
+pub(crate) struct Seen {
+    experiment: Vec<Run>,
+    pools: Vec<PoolStats>,
+}
+
+impl Seen {
+    pub(crate) async fn read<R: RunStore>(runs: &R, experiment: &str, now: i64) -> anyhow::Result<Seen> {
+        let everywhere = trainings(runs, None).await?;
+        let pools = tap_core::pools::pool_stats(&everywhere, i64::MIN, now);
+        let experiment = everywhere.into_iter().filter(|r| r.experiment_id == experiment).collect();
+        Ok(Seen { experiment, pools })
+    }
+
+    /// The experiment's run `id`, as read.
+    pub(crate) fn run(&self, id: &str) -> Option<Run> {
+        self.experiment.iter().find(|r| r.run_id == id).cloned()
+    }
+}
+
+/// One training's report: its spans from the store, their goodput, the cadence.
+pub(crate) async fn report<R: RunStore>(runs: &R, run: &Run, seen: &Seen, now: i64) -> anyhow::Result<RunGoodput> {
+    let all = &seen.experiment;
+    let spans = match &run.job {
+        Some(_) => {
+            let mut points: BTreeMap<String, Vec<MetricPoint>> = BTreeMap::new();
+            for r in all.iter().filter(|r| r.group.as_deref() == Some(run.run_id.as_str()) && r.node_rank == Some(0)) {
+                points.insert(r.run_id.clone(), runs.metrics(&r.experiment_id, &r.run_id).await?);
+            }
+            goodput::job_spans(run, all, &|id| points.get(id).cloned().unwrap_or_default(), now)
+        }
+        None => {
+            let mut points = Vec::new();
+            for id in run.records() {
+                points.extend(runs.metrics(&run.experiment_id, id).await?);
+            }
+            goodput::run_spans(run, &points, now)
+        }
+    };
+    let g = goodput::goodput(&spans);
+    let pool = latest_pool(run, all);
+    let mtbi_s = seen.pools.iter().find(|p| p.pool == pool).and_then(|p| p.mtbi_hours).map(|h| h * 3600.0);
+    let cadence = goodput::cadence(&g, mtbi_s);
+    Ok(RunGoodput {
+        experiment: run.experiment_id.clone(),
+        run_id: run.run_id.clone(),
+        name: run.name.clone(),
+        status: run.status,
+        job: run.job.is_some(),
+        pool,
+        goodput: g,
+        cadence,
+    })
+}
+
+/// The pool a run's latest attempt ran in (a job's: its rank 0's).
+fn latest_pool(run: &Run, all: &[Run]) -> Pool {
+    let rank0 = run.job.as_ref().and_then(|j| {
+        all.iter().find(|r| {
+            r.group.as_deref() == Some(run.run_id.as_str()) && r.job_attempt == Some(j.attempt) && r.node_rank == Some(0)
+        })
+    });
+    let r = rank0.unwrap_or(run);
+    Pool::of(&r.latest_attempt(r.status))
+}
+
+fn sum(reports: &[RunGoodput]) -> Goodput {
+    goodput::summed(&reports.iter().map(|r| &r.goodput).collect::<Vec<_>>())
+}
+
+/// The goodput as `tap runs show` and `tap jobs show` carry it: the figures without the
+/// attempts' timelines (`tap goodput` has those).
+pub(crate) fn brief(r: &RunGoodput) -> serde_json::Value {
+    let g = &r.goodput;
+    serde_json::json!({
+        "goodput_pct": g.goodput_pct,
+        "total_s": g.total_s,
+        "productive_s": g.productive_s,
+        "badput": g.badput,
+        "node_hours": g.node_hours,
+        "steps_computed": g.steps_computed,
+        "steps_kept": g.steps_kept,
+        "wasted_steps": g.wasted_steps,
+        "ideal_step_s": g.ideal_step_s,
+        "cadence": r.cadence,
+    })
+}
