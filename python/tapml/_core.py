@@ -38,6 +38,8 @@ __all__ = [
     "restored_step",
     "should_stop",
     "time_left",
+    "checkpoint_due",
+    "checkpoint_interval",
 ]
 
 
@@ -63,6 +65,9 @@ DEFAULT_INTERRUPT_SIGNAL = "SIGUSR1"
 #: How long a checkpoint waits, at most, for tap to have taken the previous one (its snapshot
 #: takes milliseconds once tap read the line, which it does every 50 ms).
 ACK_WAIT_S = 10.0
+#: The periodic checkpoint interval before tap measured one (``tap_core::goodput::FIRST_CHECKPOINT_S``),
+#: and outside ``tap run``.
+FIRST_CHECKPOINT_S = 300.0
 #: The longest metric, tag or hyperparameter name, in bytes (``tap_core::names::MAX_NAME_LEN``).
 MAX_NAME_LEN = 256
 _NAME_PUNCTUATION = "_.-/@:+%()[]"
@@ -653,9 +658,69 @@ def _checkpoint(step: int, node_shared: bool) -> Iterator[Path]:
         finally:
             if stage.exists() and (not node_shared or _local_rank() == 0):
                 shutil.rmtree(stage, ignore_errors=True)
+        _checkpoint_done()
     finally:
         with _open_lock:
             _open_checkpoint = None
+
+
+def _checkpoint_done() -> None:
+    global _last_checkpoint_at
+    _last_checkpoint_at = time.monotonic()
+
+
+# When this process last finished a checkpoint block (or started): what checkpoint_due()
+# measures from. The cadence file's last read: (mtime_ns, size, interval).
+_last_checkpoint_at = time.monotonic()
+_cadence_seen: Optional[tuple] = None
+
+
+def _positive(x: Any) -> Optional[float]:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def checkpoint_interval() -> float:
+    """Seconds between periodic checkpoints, as tap measured them for this run.
+
+    ``tap run`` works it out from the run's own checkpoint write time δ, its restart cost R
+    and the pool's mean time between interruptions M (Young/Daly: T = δ + √(2(M+R)δ + δ²)),
+    hands it over in ``TAP_CHECKPOINT_INTERVAL_S`` and refreshes it in ``TAP_CADENCE_FILE``
+    after every checkpoint. Before a checkpoint was measured, and outside ``tap run``, it is
+    :data:`FIRST_CHECKPOINT_S`.
+    """
+    global _cadence_seen
+    path = _env("TAP_CADENCE_FILE")
+    if path:
+        try:
+            st = os.stat(path)
+            key = (st.st_mtime_ns, st.st_size)
+            if _cadence_seen is None or _cadence_seen[:2] != key:
+                interval = _positive(_read_json(path).get("handed_s"))
+                _cadence_seen = (*key, interval)
+            if _cadence_seen[2] is not None:
+                return _cadence_seen[2]
+        except (OSError, ValueError, AttributeError):
+            pass
+    return _positive(_env("TAP_CHECKPOINT_INTERVAL_S")) or FIRST_CHECKPOINT_S
+
+
+def checkpoint_due() -> bool:
+    """Whether the next periodic checkpoint is due: :func:`checkpoint_interval` seconds have
+    passed since this process's last checkpoint block ended (or since it started)::
+
+        if tapml.should_stop() or tapml.checkpoint_due():
+            with tapml.checkpoint(step) as d:
+                torch.save(state, d / "model.pt")
+
+    It replaces a fixed ``step % checkpoint_every``. In a job of several processes every rank
+    must checkpoint at the same step: decide on rank 0 and broadcast the answer (as
+    ``tapml.torch.should_stop_all`` does for the notice).
+    """
+    return time.monotonic() - _last_checkpoint_at >= checkpoint_interval()
 
 
 def restored() -> Optional[Path]:

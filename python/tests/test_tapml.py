@@ -21,7 +21,16 @@ from conftest import BOUND_S, PYTHON_DIR, REPO
 
 
 def lines(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The metrics file's lines, each metric line's `_timestamp` (when it was logged) checked
+    and taken out."""
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        d = json.loads(line)
+        t = d.pop("_timestamp", None)
+        if "checkpoint" not in d:
+            assert isinstance(t, float) and abs(t - time.time()) < 3600, line
+        out.append(d)
+    return out
 
 
 @pytest.fixture
@@ -552,3 +561,29 @@ def test_every_module_is_python_3_9_syntax():
     assert len(files) >= 7
     for f in files:
         ast.parse(f.read_text(), filename=str(f), feature_version=(3, 9))
+
+
+# ---- the checkpoint cadence
+
+
+def test_checkpoint_due_goes_by_the_cadence_file_then_the_variable_then_300_s(under_tap, monkeypatch):
+    tapml, run = under_tap
+    assert tapml.checkpoint_interval() == tapml._core.FIRST_CHECKPOINT_S
+    monkeypatch.setenv("TAP_CHECKPOINT_INTERVAL_S", "120.5")
+    assert tapml.checkpoint_interval() == 120.5
+    cadence = run / "cadence.json"
+    monkeypatch.setenv("TAP_CADENCE_FILE", str(cadence))
+    assert tapml.checkpoint_interval() == 120.5, "no file yet: the variable"
+    cadence.write_text(json.dumps({"handed_s": 0.2, "interval_s": 0.2}))
+    assert tapml.checkpoint_interval() == 0.2
+    # A refresh is read (a new size or mtime), a broken file falls back to the variable.
+    cadence.write_text(json.dumps({"handed_s": 0.25, "interval_s": 0.25, "x": 1}))
+    assert tapml.checkpoint_interval() == 0.25
+    cadence.write_text("{not json")
+    assert tapml.checkpoint_interval() == 120.5
+    cadence.write_text(json.dumps({"handed_s": 0.2}))
+    with tapml.checkpoint(1) as d:
+        (d / "w").write_text("1")
+    assert not tapml.checkpoint_due(), "a checkpoint just ended"
+    time.sleep(0.25)
+    assert tapml.checkpoint_due()

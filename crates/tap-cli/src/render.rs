@@ -665,23 +665,21 @@ pub fn goodput(r: &crate::commands::goodput::RunGoodput) -> String {
 
 /// The cadence line: the interval, or what it still needs.
 fn cadence_line(c: &tap_core::goodput::Cadence, pool: &tap_core::pools::Pool) -> String {
-    let known = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), secs);
+    let m = if c.mtbi_assumed {
+        format!("{} assumed: no disruption in {} on record", secs(c.mtbi_s), pool.label())
+    } else {
+        format!("{} in {}", secs(c.mtbi_s), pool.label())
+    };
     match c.interval_s {
         Some(t) => format!(
-            "checkpoint every {} (Young/Daly: checkpoint {}, restart {}, mean time between interruptions in {} {})\n",
+            "checkpoint every {} (Young/Daly: checkpoint {}, restart {}, mean time between disruptions {m})\n",
             secs(t),
-            known(c.checkpoint_s),
-            known(c.restart_s),
-            pool.label(),
-            known(c.mtbi_s)
+            c.checkpoint_s.map_or_else(|| "-".to_owned(), secs),
+            c.restart_s.map_or_else(|| "0 s (no disruption yet)".to_owned(), secs),
         ),
         None => format!(
-            "checkpoint interval: not known yet ({})\n",
-            match (c.checkpoint_s, c.mtbi_s) {
-                (None, _) => "no periodic checkpoint with a measured write time".to_owned(),
-                (_, None) => format!("no spot interruption seen in {} yet", pool.label()),
-                _ => "the measured costs give none".to_owned(),
-            }
+            "checkpoint interval: first one after {} (no periodic checkpoint with a measured write time yet)\n",
+            secs(c.handed_s())
         ),
     }
 }

@@ -224,6 +224,9 @@ mod run_model;
 #[path = "cli/groups.rs"]
 mod groups;
 
+#[path = "cli/goodput.rs"]
+mod goodput;
+
 mod local {
     use std::path::Path;
     use std::process::{Command, Output, Stdio};

@@ -20,12 +20,16 @@ pub const RESUMED_FROM: &str = "TAP_RESUMED_FROM";
 /// rank, whose shard its checkpoint directory is, and the job's number of ranks.
 pub const SHARD_RANK: &str = "TAP_SHARD_RANK";
 pub const WORLD_SIZE: &str = "TAP_WORLD_SIZE";
+/// The checkpoint interval (seconds) the measured costs imply when the command starts
+/// (tap_core::goodput::Cadence), and the file that carries it as it is measured again.
+pub const CHECKPOINT_INTERVAL_S: &str = "TAP_CHECKPOINT_INTERVAL_S";
+pub const CADENCE_FILE: &str = "TAP_CADENCE_FILE";
 /// Every hyperparameter `NAME` is also `TAP_HP_<NAME>` (upper case, other characters `_`).
 pub const HPARAM_PREFIX: &str = "TAP_HP_";
 
 /// What `tap run` sets for its command (the restore's three only after a restore, the shard's
 /// two only in a sharded job).
-pub const COMMAND: [&str; 14] = [
+pub const COMMAND: [&str; 16] = [
     EXPERIMENT,
     RUN_ID,
     CHECKPOINT_DIR,
@@ -40,6 +44,8 @@ pub const COMMAND: [&str; 14] = [
     RESUMED_FROM,
     SHARD_RANK,
     WORLD_SIZE,
+    CHECKPOINT_INTERVAL_S,
+    CADENCE_FILE,
 ];
 
 pub const MASTER_ADDR: &str = "MASTER_ADDR";

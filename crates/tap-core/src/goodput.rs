@@ -462,32 +462,43 @@ fn attempt_part(
     timeline.push(if first { Cause::ProgramStartup } else { Cause::BootLaunch }, a.started_ms, launch_end);
     timeline.push(Cause::CheckpointRestore, launch_end, command);
     let intervals = intervals_of(a);
-    // The checkpoint writes come out of the slow stretches first, then out of the steps.
+    // Each stretch's plain step time and its excess over it.
+    let split: Vec<(i64, i64)> = intervals
+        .iter()
+        .enumerate()
+        .map(|(k, &(from, to, t0, t1))| {
+            let (n, d) = (to - from, t1 - t0);
+            let step_ms = match ideal {
+                Some((median, bound)) if k == 0 || (d as f64 / n as f64) > bound => {
+                    ((median * n as f64).round() as i64).min(d)
+                }
+                _ => d,
+            };
+            (step_ms, d - step_ms)
+        })
+        .collect();
+    // The checkpoint writes come out of the slow stretches after the first (the first one's
+    // excess is the start-up), then out of the first, then out of the steps.
     let mut save_left = a.checkpoint_write_ms.max(0);
+    let mut saved = vec![0i64; split.len()];
+    for k in (1..split.len()).chain(0..split.len().min(1)) {
+        saved[k] = save_left.min(split[k].1);
+        save_left -= saved[k];
+    }
     let (mut computed, mut kept) = (0u64, 0u64);
     let mut t = command;
     for (k, &(from, to, t0, t1)) in intervals.iter().enumerate() {
         let n = to - from;
-        let d = t1 - t0;
-        let step_ms = match ideal {
-            Some((median, bound)) if k == 0 || (d as f64 / n as f64) > bound => {
-                ((median * n as f64).round() as i64).min(d)
-            }
-            _ => d,
-        };
-        let excess = d - step_ms;
-        let saved_here = save_left.min(excess);
-        save_left -= saved_here;
+        let (step_ms, excess) = split[k];
         let excess_cause = if k == 0 { Cause::ProgramStartup } else { Cause::IdleOther };
         // Stretch: [excess not saved][save][steps], in that order.
         let mut at = t0;
-        timeline.push(excess_cause, at, at + excess - saved_here);
-        at += excess - saved_here;
-        timeline.push(Cause::CheckpointSave, at, at + saved_here);
-        at += saved_here;
+        timeline.push(excess_cause, at, at + excess - saved[k]);
+        at += excess - saved[k];
+        timeline.push(Cause::CheckpointSave, at, at + saved[k]);
         let n_kept = kept_until.map_or(n, |k| k.saturating_sub(from).min(n));
         let kept_ms = if n == 0 { 0 } else { step_ms * n_kept as i64 / n as i64 };
-        timeline.push(Cause::WastedProgress, at, t1 - kept_ms);
+        timeline.push(Cause::WastedProgress, t1 - step_ms, t1 - kept_ms);
         timeline.push(Cause::Productive, t1 - kept_ms, t1);
         computed += n;
         kept += n_kept;
@@ -626,30 +637,80 @@ fn span_of(a: &Attempt, nodes: u32, steps: Vec<(u64, i64)>, ended_ms: i64) -> At
     }
 }
 
+/// Until a pool has a disruption on record, its mean time between interruptions is taken to
+/// be this: 2 hours, the short end of what spot GPU pools show (the Bamboo/Parcae traces of
+/// p3 spot capacity lose a node every hour or two per few dozen nodes): a checkpoint too
+/// often costs δ, one too rare costs the work since it.
+pub const ASSUMED_MTBI_S: f64 = 2.0 * 3600.0;
+/// Before a checkpoint of the run was measured (δ unknown), the first is due after this.
+pub const FIRST_CHECKPOINT_S: f64 = 300.0;
+
 /// The checkpoint cadence a run's measured costs imply (Young/Daly with the restart cost).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cadence {
-    /// δ: what one periodic checkpoint cost the training (the command's write time).
+    /// δ: what one periodic checkpoint cost the training (the command's write time; the
+    /// upload runs beside training).
     pub checkpoint_s: Option<f64>,
-    /// R: what one disruption cost, from the last step before it to the next attempt's
-    /// command (recovery and restore), averaged; None: no disruption yet (0 is used).
+    /// R: what one disruption cost, from the disrupted attempt's end to the next attempt's
+    /// command (waiting, launch, restore), averaged; None: no disruption yet (0 is used).
     pub restart_s: Option<f64>,
-    /// M: the pool's mean time between interruptions; None: none seen there.
-    pub mtbi_s: Option<f64>,
-    /// T = δ + sqrt(2(M + R)δ + δ²); None until δ and M are known.
+    /// M: the pool's mean time between disruptions ([`ASSUMED_MTBI_S`] until it has one).
+    pub mtbi_s: f64,
+    /// M is [`ASSUMED_MTBI_S`]: no disruption in this pool on record yet.
+    pub mtbi_assumed: bool,
+    /// T = δ + sqrt(2(M + R)δ + δ²), and never shorter than a commit takes (the upload must
+    /// finish before the next checkpoint); None until δ is measured.
     pub interval_s: Option<f64>,
 }
 
-/// The cadence of a run from its goodput and its pool's mean time between interruptions.
-pub fn cadence(g: &Goodput, mtbi_s: Option<f64>) -> Cadence {
+impl Cadence {
+    /// The interval `tap run` hands its command: T, or [`FIRST_CHECKPOINT_S`] before δ is
+    /// measured.
+    pub fn handed_s(&self) -> f64 {
+        self.interval_s.unwrap_or(FIRST_CHECKPOINT_S)
+    }
+}
+
+/// The cadence from δ, R and M as measured (None: not yet), and the time a commit takes.
+pub fn cadence_of(checkpoint_s: Option<f64>, restart_s: Option<f64>, mtbi_s: Option<f64>, commit_s: Option<f64>) -> Cadence {
+    let mtbi_assumed = mtbi_s.is_none();
+    let m = mtbi_s.unwrap_or(ASSUMED_MTBI_S);
+    let interval_s = checkpoint_s
+        .and_then(|d| checkpoint_interval_s(d, m, restart_s.unwrap_or(0.0)))
+        .map(|t| t.max(commit_s.filter(|c| c.is_finite()).unwrap_or(0.0)));
+    Cadence { checkpoint_s, restart_s, mtbi_s: m, mtbi_assumed, interval_s }
+}
+
+/// The cadence of a run from its goodput, its pool's mean time between disruptions and the
+/// time its commits take.
+pub fn cadence(g: &Goodput, mtbi_s: Option<f64>, commit_s: Option<f64>) -> Cadence {
     let checkpoint_s = (g.checkpoints > 0 && g.badput.checkpoint_save.s > 0.0)
         .then(|| g.badput.checkpoint_save.s / f64::from(g.checkpoints));
     let disruptions = g.attempts.len().saturating_sub(1);
-    let restart_s = (disruptions > 0).then(|| {
-        (g.badput.infrastructure_recovery.total.s + g.badput.checkpoint_restore.s) / disruptions as f64
-    });
-    let interval_s = checkpoint_s.zip(mtbi_s).and_then(|(d, m)| checkpoint_interval_s(d, m, restart_s.unwrap_or(0.0)));
-    Cadence { checkpoint_s, restart_s, mtbi_s, interval_s }
+    let r = &g.badput.infrastructure_recovery;
+    let restart_s = (disruptions > 0)
+        .then(|| (r.waiting_for_capacity.s + r.boot_launch.s + g.badput.checkpoint_restore.s) / disruptions as f64);
+    cadence_of(checkpoint_s, restart_s, mtbi_s, commit_s)
+}
+
+/// δ from a run's attempt records: their checkpoint write time per checkpoint.
+pub fn checkpoint_cost_s(attempts: &[Attempt]) -> Option<f64> {
+    let n: u32 = attempts.iter().map(|a| a.spent.checkpoints).sum();
+    let ms: i64 = attempts.iter().map(|a| a.spent.checkpoint_write_ms).sum();
+    (n > 0 && ms > 0).then(|| ms as f64 / 1000.0 / f64::from(n))
+}
+
+/// R from a run's attempt records: each later attempt's command start (or start) less the
+/// previous attempt's end, averaged (the same span [`cadence`] reads from the goodput).
+pub fn restart_cost_s(attempts: &[Attempt]) -> Option<f64> {
+    let gaps: Vec<f64> = attempts
+        .windows(2)
+        .filter_map(|w| {
+            let began = w[1].spent.command_started_ms.unwrap_or(w[1].started_ms);
+            w[0].ended_ms.map(|e| (began - e).max(0) as f64 / 1000.0)
+        })
+        .collect();
+    (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64)
 }
 
 /// The checkpoint interval that maximises goodput (Young/Daly, first order, with the restart
@@ -836,6 +897,22 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_write_is_not_taken_for_the_start_up() {
+        let mut a = span(1, 0.0, 0.0, None, 20, 1.0, 0.0);
+        // The first step took 3 s (start-up) and step 10 took 2 s (a 1 s checkpoint write).
+        for s in a.steps.iter_mut() {
+            s.1 += if s.0 >= 10 { 3000 } else { 2000 };
+        }
+        a.ended_ms += 3000;
+        a.checkpoint_write_ms = 1000;
+        let g = goodput(&[a]);
+        assert_adds_up(&g);
+        assert!((g.badput.program_startup.s - 2.0).abs() < 1e-9, "{:?}", g.badput);
+        assert!((g.badput.checkpoint_save.s - 1.0).abs() < 1e-9, "{:?}", g.badput);
+        assert_eq!(g.badput.idle_other.s, 0.0);
+    }
+
+    #[test]
     fn a_save_inside_ordinary_steps_comes_out_of_productive_time() {
         let mut a = span(1, 0.0, 0.0, None, 20, 1.0, 0.0);
         a.checkpoint_write_ms = 500;
@@ -898,6 +975,20 @@ mod tests {
         assert!(checkpoint_interval_s(30.0, 3600.0, 120.0).expect("some") > t);
         assert_eq!(checkpoint_interval_s(0.0, 3600.0, 0.0), None);
         assert_eq!(checkpoint_interval_s(30.0, f64::INFINITY, 0.0), None);
+    }
+
+    #[test]
+    fn the_cadence_assumes_m_until_a_pool_has_one_and_waits_for_delta() {
+        let c = cadence_of(None, None, None, None);
+        assert_eq!((c.interval_s, c.handed_s(), c.mtbi_assumed), (None, FIRST_CHECKPOINT_S, true));
+        let c = cadence_of(Some(10.0), None, None, None);
+        let t = 10.0 + (2.0 * ASSUMED_MTBI_S * 10.0 + 100.0_f64).sqrt();
+        assert!((c.handed_s() - t).abs() < 1e-9);
+        // Never shorter than a commit takes.
+        assert_eq!(cadence_of(Some(0.001), None, Some(1.0), Some(42.0)).interval_s, Some(42.0));
+        let measured = cadence_of(Some(10.0), Some(60.0), Some(3600.0), None);
+        assert!(!measured.mtbi_assumed);
+        assert!(measured.handed_s() < t, "a shorter M checkpoints more often");
     }
 
     fn arb_span() -> impl Strategy<Value = AttemptSpan> {

@@ -124,7 +124,7 @@ pub(crate) async fn report<R: RunStore>(runs: &R, run: &Run, seen: &Seen, now: i
     let g = goodput::goodput(&spans);
     let pool = latest_pool(run, all);
     let mtbi_s = seen.pools.iter().find(|p| p.pool == pool).and_then(|p| p.mtbi_hours).map(|h| h * 3600.0);
-    let cadence = goodput::cadence(&g, mtbi_s);
+    let cadence = goodput::cadence(&g, mtbi_s, run.forecast.as_ref().map(|f| f.commit_s));
     Ok(RunGoodput {
         experiment: run.experiment_id.clone(),
         run_id: run.run_id.clone(),

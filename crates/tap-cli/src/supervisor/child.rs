@@ -162,6 +162,8 @@ pub(super) struct WorkDir {
     pub(super) ack: PathBuf,
     /// Hard-link snapshots of announced checkpoints, one directory each, until uploaded.
     pub(super) snapshots: PathBuf,
+    /// TAP_CADENCE_FILE: the checkpoint interval as measured so far (tapml.checkpoint_due).
+    pub(super) cadence: PathBuf,
 }
 
 impl WorkDir {
@@ -174,6 +176,7 @@ impl WorkDir {
             notice_info: root.join("notice.json"),
             ack: root.join("checkpoint-ack"),
             snapshots: root.join("snapshots"),
+            cadence: root.join("cadence.json"),
             root,
         }
     }
@@ -188,7 +191,7 @@ pub(super) fn command(
     dirs: &WorkDir,
     begun: &super::Begun,
 ) -> Command {
-    let super::Begun { run_id, flat, restored, shard, .. } = begun;
+    let super::Begun { run_id, flat, restored, shard, cadence, record, .. } = begun;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(env::EXPERIMENT, &opts.experiment)
@@ -200,6 +203,8 @@ pub(super) fn command(
         .env(env::CHECKPOINT_DEADLINE_S, opts.checkpoint_deadline.as_secs().to_string())
         .env(env::NOTICE_INFO, &dirs.notice_info)
         .env(env::CHECKPOINT_ACK, &dirs.ack)
+        .env(env::CHECKPOINT_INTERVAL_S, format!("{:.1}", cadence.cadence(record).handed_s()))
+        .env(env::CADENCE_FILE, &dirs.cadence)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -287,6 +292,17 @@ pub(super) fn notice(
         let _ = kill(pid, opts.interrupt_signal);
     }
     (i, budget)
+}
+
+/// What the child reads at `TAP_CADENCE_FILE`: the checkpoint interval (`interval_s`, what
+/// tapml.checkpoint_due() goes by) and what it comes from; rewritten after every periodic
+/// checkpoint. Small and read only by the child, now: a replace without fsync, on the loop.
+pub(super) fn write_cadence(path: &Path, c: &tap_core::goodput::Cadence) {
+    let mut body = serde_json::to_value(c).unwrap_or_default();
+    body["handed_s"] = serde_json::json!(c.handed_s());
+    if let Err(e) = tap_core::fsutil::replace(path, body.to_string().as_bytes()) {
+        crate::say!("tap: could not write {} ({e}); the command keeps the interval it had", path.display());
+    }
 }
 
 /// What the child reads at `TAP_NOTICE_INFO` after a notice: `{"deadline_ms": .., ..}`, the

@@ -457,10 +457,11 @@ where
         Err(stopped) => return Ok(stopped),
     };
     let begun = begin(store, opts, &process_id, started, &registered, prepared, &dirs).await?;
+    child::write_cadence(&dirs.cadence, &begun.cadence.cadence(&begun.record));
     let mut child = spawn_child(store, opts, (program, args), &begun, &dirs).await?;
     // Never 0: kill(0, ..) would signal tap's own process group.
     let pid = Pid::from_raw(child.id().context("the child exited before tap saw its pid")? as i32);
-    let Begun { run_id, mut record, resumed, owner, ckpt_prefix, shard, restored_at, .. } = begun;
+    let Begun { run_id, mut record, resumed, owner, ckpt_prefix, shard, restored_at, cadence, .. } = begun;
     // Written with the record's next write (the goodput's start of the command).
     record.spent.command_started_ms = Some(now_ms());
     if let Some(s) = &shard
@@ -495,6 +496,7 @@ where
             pid,
             shard,
             restored_at,
+            cadence,
         };
         let mut supervision = Supervision::new(setting, tx, recorder, record, resumed);
         supervision.drive(&mut child, &mut rx, &mut signals, &readers).await?;
@@ -568,6 +570,8 @@ struct Begun {
     /// A sharded job's rank: its checkpoints are shards of the job's steps.
     shard: Option<ShardOf>,
     restored_at: Option<std::time::SystemTime>,
+    /// What the cadence reads beside this attempt's own checkpoints: R and M.
+    cadence: CadenceInputs,
 }
 
 /// Records the start (a new run, or an attempt of an earlier one) and says it.
@@ -629,7 +633,55 @@ async fn begin<R: RunStore>(
         (None, 1) => crate::say!("tap: run {}/{run_id} started", opts.experiment),
         (None, n) => crate::say!("tap: run {}/{run_id} attempt {n} started", opts.experiment),
     }
-    Ok(Begun { run_id, record, resumed, restored, flat, owner, ckpt_prefix, shard, restored_at })
+    let cadence = cadence_inputs(store, &record).await;
+    Ok(Begun { run_id, record, resumed, restored, flat, owner, ckpt_prefix, shard, restored_at, cadence })
+}
+
+/// The cadence's inputs that do not change during the attempt: R from the run's earlier
+/// attempts, M from the store's history of this attempt's pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CadenceInputs {
+    pub restart_s: Option<f64>,
+    pub mtbi_s: Option<f64>,
+}
+
+impl CadenceInputs {
+    /// The cadence now, from the run's record (δ: its checkpoints so far).
+    pub(super) fn cadence(&self, record: &Run) -> tap_core::goodput::Cadence {
+        let attempts = record.all_attempts(record.status);
+        tap_core::goodput::cadence_of(
+            tap_core::goodput::checkpoint_cost_s(&attempts),
+            self.restart_s,
+            self.mtbi_s,
+            record.forecast.as_ref().map(|f| f.commit_s),
+        )
+    }
+}
+
+/// How long the start waits for the pools' history (one listing of the store's runs); past
+/// it, M is assumed and the command starts.
+const POOL_HISTORY_WAIT: Duration = Duration::from_secs(2);
+
+async fn cadence_inputs<R: RunStore>(store: &R, record: &Run) -> CadenceInputs {
+    let mut attempts = record.all_attempts(record.status);
+    if let Some(a) = attempts.last_mut() {
+        a.spent.command_started_ms = Some(now_ms());
+    }
+    let restart_s = tap_core::goodput::restart_cost_s(&attempts);
+    let pool = tap_core::pools::Pool::of(&record.latest_attempt(record.status));
+    let mtbi_s = match tokio::time::timeout(POOL_HISTORY_WAIT, store.list_runs(None)).await {
+        Ok(Ok(listing)) => {
+            let mut runs = listing.runs;
+            crate::liveness::observe(&mut runs);
+            tap_core::pools::pool_stats(&runs, i64::MIN, now_ms())
+                .into_iter()
+                .find(|p| p.pool == pool)
+                .and_then(|p| p.mtbi_hours)
+                .map(|h| h * 3600.0)
+        }
+        _ => None,
+    };
+    CadenceInputs { restart_s, mtbi_s }
 }
 
 /// Starts the command with tap's variables, its hyperparameters and tapml; a command that

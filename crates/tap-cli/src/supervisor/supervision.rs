@@ -275,6 +275,8 @@ pub(super) struct Setting<'a, O> {
     pub shard: Option<ShardOf>,
     /// When its restore finished, if it restored a shard.
     pub restored_at: Option<std::time::SystemTime>,
+    /// R and M for the checkpoint interval (TAP_CADENCE_FILE), refreshed at each checkpoint.
+    pub cadence: super::CadenceInputs,
 }
 
 impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
@@ -459,6 +461,7 @@ impl<'a, O: ObjectStore + Clone + 'static> Supervision<'a, O> {
                     self.record.spent.checkpoint_write_ms += (s.child_write_s * 1000.0).round() as i64;
                     self.samples.push(c.sample);
                     self.record.forecast = commit::forecast(&self.samples, commit::DEFAULT_AGENT_POLL_S);
+                    super::child::write_cadence(&self.run.dirs.cadence, &self.run.cadence.cadence(&self.record));
                 }
                 let plan = self.record.forecast.as_ref().map(|f| format!("; {}", f.line())).unwrap_or_default();
                 let what = match &c.step {
