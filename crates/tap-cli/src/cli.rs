@@ -258,6 +258,17 @@ pub enum FleetCommand {
         #[arg(long, default_value_t = 5.0, value_parser = parse_percent)]
         below_percent: f64,
     },
+    /// Spot pools (instance type × AZ) as your runs saw them: node-hours, spot interruptions,
+    /// interruptions per 100 node-hours, mean time between interruptions; and the
+    /// `instance_types` / `availability_zones` order it would choose, as tfvars lines to
+    /// paste. Advice only: it changes nothing. Reads the store (works on the local one too).
+    ///
+    /// Example: tap fleet pools --days 7
+    Pools {
+        /// Look back this many days.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -738,3 +738,42 @@ pub fn goodput_brief(r: &crate::commands::goodput::RunGoodput) -> String {
         cadence_line(&r.cadence, &r.pool).replacen("checkpoint ", "cadence:     checkpoint ", 1)
     )
 }
+
+/// `tap fleet pools`: a row per pool, then the advice.
+pub fn pools(v: &crate::commands::pools::PoolsView) -> String {
+    if v.pools.is_empty() {
+        return format!("no runs in the last {} days: no pool history yet\n", v.days);
+    }
+    let mut s = format!(
+        "{:<34} {:<10} {:>8} {:>10} {:>13} {:>9} {:>11} {:>10}\n",
+        "POOL", "BOUGHT", "ATTEMPTS", "NODE-H", "INTERRUPTIONS", "/100 N-H", "DISRUPTIONS", "MTBI"
+    );
+    for p in &v.pools {
+        let bought: Vec<&str> = p.lifecycles.iter().map(|l| l.as_str()).collect();
+        s.push_str(&format!(
+            "{:<34} {:<10} {:>8} {:>10.2} {:>13} {:>9.2} {:>11} {:>10}\n",
+            p.pool.label(),
+            if bought.is_empty() { "-".to_owned() } else { bought.join("+") },
+            p.attempts,
+            p.node_hours,
+            p.interruptions,
+            p.interruptions_per_100_node_hours,
+            p.disruptions,
+            p.mtbi_hours.map_or_else(|| "-".to_owned(), |h| secs(h * 3600.0)),
+        ));
+    }
+    s.push_str(&format!(
+        "(last {} days; MTBI: node-hours per disruption of any kind, the checkpoint interval's M)\n",
+        v.days
+    ));
+    match &v.tfvars {
+        Some(lines) => {
+            s.push_str(
+                "advice (fewest spot interruptions per node-hour first; pools under 1 node-hour last), for the stack's tfvars:\n",
+            );
+            s.push_str(lines);
+        }
+        None => s.push_str("no EC2 pool on record: no advice for the stack\n"),
+    }
+    s
+}

@@ -525,6 +525,30 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     assert_eq!((commit.world_size, commit.attempt), (2, 1), "{commit:?}");
     assert_ne!(commit.shards[0].manifest_sha256, commit.shards[1].manifest_sha256, "each rank's own shard");
     assert_eq!(Some(commit.step), job_run.restored_step, "{commit:?}");
+    // Its goodput (issue 26), against the timeline the job's records hold: two attempts of
+    // two nodes, the first from the controller's launch to its end, the gap before the
+    // relaunch waiting for capacity (the replacement's boot), no step re-run.
+    let gp = f.tap(&["goodput", "job-reclaim", "--output", "json"]);
+    assert!(gp.status.success(), "{}", String::from_utf8_lossy(&gp.stderr));
+    let gp: serde_json::Value = serde_json::from_slice(&gp.stdout).expect("goodput JSON");
+    let a = gp["attempts"].as_array().expect("attempts");
+    assert_eq!(a.len(), 2, "{gp}");
+    assert_eq!((a[0]["nodes"].as_u64(), a[1]["nodes"].as_u64()), (Some(2), Some(2)), "{gp}");
+    assert_eq!(a[0]["started_ms"].as_i64(), Some(job_run.attempts[0].started_ms), "{gp}");
+    assert_eq!(a[1]["started_ms"].as_i64(), job_run.attempt_started_ms, "{gp}");
+    assert_eq!(a[1]["started_ms"].as_i64(), Some(done.attempts[1].started_ms), "the controller's relaunch: {gp}");
+    let (end1, start2) = (a[0]["ended_ms"].as_i64().expect("end"), a[1]["started_ms"].as_i64().expect("start"));
+    let waiting = gp["badput"]["infrastructure_recovery"]["waiting_for_capacity"]["s"].as_f64().expect("waiting");
+    assert!(((start2 - end1).max(0) as f64 / 1000.0 - waiting).abs() < 0.002, "{gp}");
+    let total = gp["total_s"].as_f64().expect("total");
+    let span = (a[1]["ended_ms"].as_i64().expect("end") - a[0]["started_ms"].as_i64().expect("start")) as f64 / 1000.0;
+    assert!((total - span).abs() < 0.002 || end1 > start2, "{gp}");
+    assert_eq!((gp["steps_kept"].as_u64(), gp["wasted_steps"].as_u64()), (Some(400), Some(lost as u64)), "{gp}");
+    assert!(a[0]["node"]["instance_type"].is_string() && a[0]["node"]["lifecycle"] == "spot", "{gp}");
+    let pools = f.tap(&["fleet", "pools", "--output", "json"]);
+    let pools: serde_json::Value = serde_json::from_slice(&pools.stdout).expect("pools JSON");
+    let spot: u64 = pools["pools"].as_array().expect("pools").iter().filter_map(|p| p["interruptions"].as_u64()).sum();
+    assert!(spot >= 1 && pools["tfvars"].is_string(), "rank 1's reclaim is in its pool: {pools}");
     // The idle controller (the job is over): every request it makes over one minute.
     let (idle_from, t0) = (f.controller_requests(), Instant::now());
     tokio::time::sleep(Duration::from_secs(60)).await;

@@ -58,6 +58,8 @@ pub async fn run_fleet(
         }
         FleetCommand::Scale { target, yes } => scale(stack, &f, *target, *yes, output, out).await?,
         FleetCommand::Idle { minutes, below_percent } => idle_view(&f, *minutes, *below_percent, output, out).await?,
+        // Routed to the store (commands::route): it reads runs, not the fleet.
+        FleetCommand::Pools { .. } => anyhow::bail!("tap fleet pools reads the run store"),
     }
     Ok(ExitCode::SUCCESS)
 }

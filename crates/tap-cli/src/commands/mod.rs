@@ -16,6 +16,7 @@ mod jobs;
 mod logs;
 mod manual;
 mod params;
+pub(crate) mod pools;
 mod run;
 mod runs;
 mod show_config;
@@ -94,6 +95,8 @@ pub enum StoreCommand<'a> {
     Checkpoints(&'a CheckpointsCommand),
     Logs { run_id: &'a str, follow: bool },
     Goodput(&'a crate::cli::GoodputArgs),
+    /// `tap fleet pools`: the store's runs, not the fleet.
+    Pools { days: u32 },
     Gc { keep_checkpoints: Option<usize>, keep_artifact_versions: Option<usize>, dry_run: bool },
 }
 
@@ -105,6 +108,8 @@ pub fn route(command: &Command) -> Route<'_> {
         Command::Man { dir } => Route::Plain(Plain::Man(dir.clone())),
         Command::Stack(c) => Route::Stored(Stored::Stack(c)),
         Command::Config(c) => Route::Stored(Stored::Config(c)),
+        #[cfg(feature = "fleet")]
+        Command::Fleet(FleetCommand::Pools { days }) => store(StoreCommand::Pools { days: *days }),
         #[cfg(feature = "fleet")]
         Command::Fleet(c) => Route::Stored(Stored::Fleet(c)),
         #[cfg(feature = "fleet")]
@@ -306,6 +311,7 @@ where
         }
         StoreCommand::Runs(cmd) => runs::run(b, cmd, output, out).await?,
         StoreCommand::Goodput(a) => goodput::run(runs, a, output, out).await?,
+        StoreCommand::Pools { days } => pools::run(runs, days, output, out).await?,
         StoreCommand::Params(p) => params::run(params_store, p, output, out).await?,
         StoreCommand::Artifacts(a) => artifacts::run(objects, a, output, out).await?,
         StoreCommand::Checkpoints(CheckpointsCommand::Latest { experiment }) => {
