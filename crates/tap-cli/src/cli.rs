@@ -486,13 +486,70 @@ pub enum RestoreShards {
 
 /// `tap goodput`'s arguments.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["run", "experiment"])))]
 pub struct GoodputArgs {
+    #[command(subcommand)]
+    pub command: Option<GoodputCommand>,
     /// A run or a managed job: id, name or unique id prefix.
     pub run: Option<String>,
     /// Every run of this experiment, and their sum.
     #[arg(long, short, value_parser = parse_id, conflicts_with = "run")]
     pub experiment: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GoodputCommand {
+    /// Before you launch: replay a preemption trace (`ms,add|remove,node` a line, the
+    /// Bamboo/Parcae format) against the job controller's own decisions in virtual time, with
+    /// a training of the costs you give, and print the same report as `tap goodput` — at the
+    /// Young/Daly checkpoint interval, and the best interval a sweep finds.
+    ///
+    /// Example: tap goodput simulate --trace g4dn-trace.csv --nodes 8 --step 1s
+    ///          --checkpoint-cost 30s --restore-cost 1m --boot 2m --notice-honoured 0.9
+    Simulate(SimulateArgs),
+}
+
+/// `tap goodput simulate`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The trace: `ms since start,add|remove,node` a line.
+    #[arg(long, value_name = "FILE")]
+    pub trace: PathBuf,
+    /// The job's nodes (each attempt needs this many healthy nodes in one AZ).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub nodes: u32,
+    /// One training step.
+    #[arg(long, value_parser = parse_duration)]
+    pub step: Duration,
+    /// What one checkpoint costs training (δ: the pause to write it).
+    #[arg(long, value_parser = parse_duration)]
+    pub checkpoint_cost: Duration,
+    /// What restoring a checkpoint costs a relaunch.
+    #[arg(long, value_parser = parse_duration)]
+    pub restore_cost: Duration,
+    /// From a node joining the fleet to its agent reporting healthy.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub boot: Duration,
+    /// Share of reclaims whose notice is honoured (the final checkpoint commits), 0 to 1.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
+    pub notice_honoured: f64,
+    /// Replay at this checkpoint interval too (default: Young/Daly's and the sweep's best).
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// The training's length in steps (default: it trains until the trace ends).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Intervals the sweep tries (geometric, one step to 24 h).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(2..=200))]
+    pub sweep: u32,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a share from 0 to 1")),
+    }
 }
 
 /// `tap runs list`'s filters, order and columns.

@@ -745,25 +745,25 @@ pub fn pools(v: &crate::commands::pools::PoolsView) -> String {
         return format!("no runs in the last {} days: no pool history yet\n", v.days);
     }
     let mut s = format!(
-        "{:<34} {:<10} {:>8} {:>10} {:>13} {:>9} {:>11} {:>10}\n",
-        "POOL", "BOUGHT", "ATTEMPTS", "NODE-H", "INTERRUPTIONS", "/100 N-H", "DISRUPTIONS", "MTBI"
+        "{:<34} {:<10} {:>8} {:>10} {:>13} {:>9} {:>10} {:>11}\n",
+        "POOL", "BOUGHT", "ATTEMPTS", "NODE-H", "INTERRUPTIONS", "/100 N-H", "MTBI", "LOST WORK"
     );
     for p in &v.pools {
         let bought: Vec<&str> = p.lifecycles.iter().map(|l| l.as_str()).collect();
         s.push_str(&format!(
-            "{:<34} {:<10} {:>8} {:>10.2} {:>13} {:>9.2} {:>11} {:>10}\n",
+            "{:<34} {:<10} {:>8} {:>10.2} {:>13} {:>9.2} {:>10} {:>11}\n",
             p.pool.label(),
             if bought.is_empty() { "-".to_owned() } else { bought.join("+") },
             p.attempts,
             p.node_hours,
             p.interruptions,
             p.interruptions_per_100_node_hours,
-            p.disruptions,
             p.mtbi_hours.map_or_else(|| "-".to_owned(), |h| secs(h * 3600.0)),
+            format!("{} of {}", p.losses, p.disruptions),
         ));
     }
     s.push_str(&format!(
-        "(last {} days; MTBI: node-hours per disruption of any kind, the checkpoint interval's M)\n",
+        "(last {} days; MTBI: node-hours per spot interruption; LOST WORK: disruptions of any kind that lost work, whose rate is the checkpoint interval's M)\n",
         v.days
     ));
     match &v.tfvars {
@@ -776,4 +776,55 @@ pub fn pools(v: &crate::commands::pools::PoolsView) -> String {
         None => s.push_str("no EC2 pool on record: no advice for the stack\n"),
     }
     s
+}
+
+/// `tap goodput simulate`: the trace, the job, the replay at the interval that matters most
+/// (asked, else Young/Daly's, else the best), and the sweep.
+pub fn simulation(s: &crate::commands::simulate::Simulation) -> String {
+    let t = &s.trace;
+    let p = &s.params;
+    let mut o = format!(
+        "trace {}: {} events over {:.1} h, up to {} nodes, {} removals; a node's mean time between removals {}\n",
+        t.file,
+        t.events,
+        t.hours,
+        t.nodes_max,
+        t.removals,
+        t.node_mtbi_s.map_or_else(|| "- (no removal)".to_owned(), secs)
+    );
+    o.push_str(&format!(
+        "job: {} nodes, step {}, checkpoint {}, restore {}, boot {}, notices honoured {:.0}%{}\n",
+        p.nodes,
+        secs(p.step_ms as f64 / 1000.0),
+        secs(p.checkpoint_ms as f64 / 1000.0),
+        secs(p.restore_ms as f64 / 1000.0),
+        secs(p.boot_ms as f64 / 1000.0),
+        100.0 * p.notice_honoured,
+        p.total_steps.map(|n| format!(", {n} steps")).unwrap_or_default()
+    ));
+    let (label, r) = match (&s.asked, &s.young_daly) {
+        (Some(r), _) => ("--interval", r),
+        (None, Some(r)) => ("Young/Daly", r),
+        (None, None) => ("the sweep's best", &s.best),
+    };
+    let g = &r.goodput;
+    o.push_str(&format!(
+        "checkpoint every {} ({label}): goodput {:.1}% of {} over {} attempts ({} reclaims hit the job){}\n",
+        secs(r.interval_s),
+        g.goodput_pct,
+        secs(g.total_s),
+        g.attempts.len(),
+        r.reclaims_hit,
+        r.finished_ms.map(|f| format!("; finished after {}", secs(f as f64 / 1000.0))).unwrap_or_default()
+    ));
+    o.push_str(&badput_lines(g));
+    o.push_str(&format!(
+        "best interval found: {} (goodput {:.1}%); swept {} intervals from {} to {}\n",
+        secs(s.best.interval_s),
+        s.best.goodput.goodput_pct,
+        s.sweep.len(),
+        s.sweep.first().map_or_else(|| "-".to_owned(), |x| secs(x.interval_s)),
+        s.sweep.last().map_or_else(|| "-".to_owned(), |x| secs(x.interval_s)),
+    ));
+    o
 }

@@ -579,7 +579,13 @@ pub fn job_spans(
                 }
                 None => span_of(a, nodes, Vec::new(), end),
             };
+            // How the attempt ended is the job's: the rank a notice reached says why.
             span.number = a.number;
+            span.status = a.status;
+            if let Some(i) = ranks.iter().filter_map(|r| r.interruption.as_ref()).next() {
+                span.why = Some(format!("{}: {}", i.kind, i.reason));
+                span.verdict = i.verdict.as_ref().map(crate::commit::Verdict::line);
+            }
             span
         })
         .collect()
@@ -654,9 +660,10 @@ pub struct Cadence {
     /// R: what one disruption cost, from the disrupted attempt's end to the next attempt's
     /// command (waiting, launch, restore), averaged; None: no disruption yet (0 is used).
     pub restart_s: Option<f64>,
-    /// M: the pool's mean time between disruptions ([`ASSUMED_MTBI_S`] until it has one).
+    /// M: the mean time between disruptions that lose work, of the pool per node over the
+    /// training's nodes ([`ASSUMED_MTBI_S`] until the pool has one).
     pub mtbi_s: f64,
-    /// M is [`ASSUMED_MTBI_S`]: no disruption in this pool on record yet.
+    /// M is [`ASSUMED_MTBI_S`]: no loss in this pool on record yet.
     pub mtbi_assumed: bool,
     /// T = δ + sqrt(2(M + R)δ + δ²), and never shorter than a commit takes (the upload must
     /// finish before the next checkpoint); None until δ is measured.

@@ -20,6 +20,7 @@ pub mod pools;
 pub mod query;
 pub mod runs;
 pub mod shards;
+pub mod simulate;
 pub mod stack_config;
 pub mod text;
 pub mod time;

@@ -47,12 +47,16 @@ pub struct PoolStats {
     /// Spot interruption notices its attempts got.
     pub interruptions: u32,
     pub interruptions_per_100_node_hours: f64,
+    /// node-hours / spot interruptions; None: none seen (then it is above `node_hours`).
+    pub mtbi_hours: Option<f64>,
     /// Attempts that ended by any notice (spot, a GPU fault, a SIGUSR1) or lost their node:
     /// each cost a restart.
     pub disruptions: u32,
-    /// Mean time between disruptions: node-hours / disruptions; None: none seen (then it is
-    /// above `node_hours`). The checkpoint interval's M.
-    pub mtbi_hours: Option<f64>,
+    /// Disruptions that lost work: a lost node, or a notice whose final checkpoint missed or
+    /// was late (one committed in time loses nothing but its recovery).
+    pub losses: u32,
+    /// node-hours / losses: the checkpoint interval's M (None: no loss on record).
+    pub hours_between_losses: Option<f64>,
 }
 
 /// Every pool's history over the attempts that ran in `[since_ms, now_ms]` (time before
@@ -80,13 +84,19 @@ pub fn pool_stats(runs: &[Run], since_ms: i64, now_ms: i64) -> Vec<PoolStats> {
                 node_hours: 0.0,
                 interruptions: 0,
                 interruptions_per_100_node_hours: 0.0,
-                disruptions: 0,
                 mtbi_hours: None,
+                disruptions: 0,
+                losses: 0,
+                hours_between_losses: None,
             });
             s.attempts += 1;
             s.node_hours += (to - from).max(0) as f64 / 3_600_000.0;
             s.interruptions += u32::from(spot.is_some());
             s.disruptions += u32::from(disrupted);
+            let kept = a.interruption.as_ref().and_then(|i| i.verdict.as_ref()).is_some_and(|v| {
+                matches!(v, crate::commit::Verdict::Committed { .. })
+            });
+            s.losses += u32::from(disrupted && !kept);
             if let Some(l) = a.spent.node.as_ref().and_then(|n| n.lifecycle)
                 && !s.lifecycles.contains(&l)
             {
@@ -99,7 +109,8 @@ pub fn pool_stats(runs: &[Run], since_ms: i64, now_ms: i64) -> Vec<PoolStats> {
         if s.node_hours > 0.0 {
             s.interruptions_per_100_node_hours = 100.0 * f64::from(s.interruptions) / s.node_hours;
         }
-        s.mtbi_hours = (s.disruptions > 0).then(|| s.node_hours / f64::from(s.disruptions));
+        s.mtbi_hours = (s.interruptions > 0).then(|| s.node_hours / f64::from(s.interruptions));
+        s.hours_between_losses = (s.losses > 0).then(|| s.node_hours / f64::from(s.losses));
     }
     out
 }
@@ -204,6 +215,7 @@ mod tests {
         assert!((g5.interruptions_per_100_node_hours - 10.0).abs() < 1e-9);
         let g4 = stats.iter().find(|s| s.pool.label() == "g4dn.xlarge us-east-1b").expect("g4dn");
         assert_eq!((g4.interruptions, g4.disruptions, g4.mtbi_hours), (1, 1, Some(40.0)));
+        assert_eq!((g4.losses, g4.hours_between_losses), (1, Some(40.0)), "no verdict: not kept");
         let (types, zones) = advice(&stats);
         assert_eq!(types, vec!["g4dn.xlarge", "g5.xlarge"]);
         assert_eq!(zones, vec!["us-east-1b", "us-east-1a"]);
@@ -227,9 +239,12 @@ mod tests {
         by_signal.interruption.as_mut().expect("notice").kind = NoticeKind::Signal;
         let mut lost = run("b", "g5.xlarge", "us-east-1a", 10, false);
         lost.status = RunStatus::Lost;
-        let s = &pool_stats(&[by_signal, lost], 0, 100 * H)[0];
-        assert_eq!((s.interruptions, s.disruptions), (0, 2));
-        assert_eq!(s.mtbi_hours, Some(10.0));
+        let mut kept = run("c", "g5.xlarge", "us-east-1a", 10, true);
+        kept.interruption.as_mut().expect("notice").verdict =
+            Some(crate::commit::Verdict::Committed { checkpoint: "c-1".into(), spare_s: 60.0 });
+        let s = &pool_stats(&[by_signal, lost, kept], 0, 100 * H)[0];
+        assert_eq!((s.interruptions, s.disruptions, s.losses), (1, 3, 2));
+        assert_eq!((s.mtbi_hours, s.hours_between_losses), (Some(30.0), Some(15.0)));
     }
 
     #[test]

@@ -123,7 +123,15 @@ pub(crate) async fn report<R: RunStore>(runs: &R, run: &Run, seen: &Seen, now: i
     };
     let g = goodput::goodput(&spans);
     let pool = latest_pool(run, all);
-    let mtbi_s = seen.pools.iter().find(|p| p.pool == pool).and_then(|p| p.mtbi_hours).map(|h| h * 3600.0);
+    // M of the training: its pool's time between losses per node, over its nodes (any one
+    // node's loss stops a job of N).
+    let nodes = g.attempts.last().map_or(1, |a| a.nodes.max(1));
+    let mtbi_s = seen
+        .pools
+        .iter()
+        .find(|p| p.pool == pool)
+        .and_then(|p| p.hours_between_losses)
+        .map(|h| h * 3600.0 / f64::from(nodes));
     let cadence = goodput::cadence(&g, mtbi_s, run.forecast.as_ref().map(|f| f.commit_s));
     Ok(RunGoodput {
         experiment: run.experiment_id.clone(),

@@ -20,6 +20,7 @@ pub(crate) mod pools;
 mod run;
 mod runs;
 mod show_config;
+pub(crate) mod simulate;
 mod stack;
 
 #[cfg(feature = "fleet")]
@@ -63,13 +64,15 @@ pub const BUCKET_PREFIX: &str = "tap";
 /// later step matches only the commands that reach it.
 pub enum Route<'a> {
     /// Nothing but its arguments: no home, no config, no runtime.
-    Plain(Plain),
+    Plain(Plain<'a>),
     /// The config file, a stack, or a store.
     Stored(Stored<'a>),
 }
 
-pub enum Plain {
+pub enum Plain<'a> {
     Contract,
+    /// `tap goodput simulate`: a trace and numbers, no store.
+    Simulate(&'a crate::cli::SimulateArgs),
     Completions(clap_complete::Shell),
     Man(Option<std::path::PathBuf>),
 }
@@ -122,6 +125,9 @@ pub fn route(command: &Command) -> Route<'_> {
         Command::Artifacts(c) => store(StoreCommand::Artifacts(c)),
         Command::Checkpoints(c) => store(StoreCommand::Checkpoints(c)),
         Command::Logs { run_id, follow } => store(StoreCommand::Logs { run_id, follow: *follow }),
+        Command::Goodput(crate::cli::GoodputArgs { command: Some(crate::cli::GoodputCommand::Simulate(s)), .. }) => {
+            Route::Plain(Plain::Simulate(s))
+        }
         Command::Goodput(a) => store(StoreCommand::Goodput(a)),
         Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => store(StoreCommand::Gc {
             keep_checkpoints: *keep_checkpoints,
@@ -132,8 +138,9 @@ pub fn route(command: &Command) -> Route<'_> {
 }
 
 /// The commands that need nothing but their arguments.
-pub fn plain(command: Plain, output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub fn plain(command: Plain<'_>, output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match command {
+        Plain::Simulate(a) => simulate::run(a, output, out)?,
         Plain::Contract => contract::run(output, out)?,
         Plain::Completions(shell) => manual::completions(shell, out)?,
         Plain::Man(dir) => manual::man(dir.as_deref(), out)?,

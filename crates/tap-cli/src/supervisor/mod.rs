@@ -676,8 +676,9 @@ async fn cadence_inputs<R: RunStore>(store: &R, record: &Run) -> CadenceInputs {
             tap_core::pools::pool_stats(&runs, i64::MIN, now_ms())
                 .into_iter()
                 .find(|p| p.pool == pool)
-                .and_then(|p| p.mtbi_hours)
-                .map(|h| h * 3600.0)
+                .and_then(|p| p.hours_between_losses)
+                // Any one rank's loss stops a job of N.
+                .map(|h| h * 3600.0 / f64::from(record.job.as_ref().map_or(1, |j| j.nodes.len() as u32).max(1)))
         }
         _ => None,
     };
