@@ -531,6 +531,15 @@ pub struct SimulateArgs {
     /// From a node joining the fleet to its agent reporting healthy.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub boot: Duration,
+    /// From an attempt's launch to its command's start, before the restore (SSM, tap run).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub launch: Duration,
+    /// The command's start-up before its first step (imports, data loaders, compilation).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub startup: Duration,
+    /// A finished training's time after its last step (its final save, the exit).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub shutdown: Duration,
     /// Share of reclaims whose notice is honoured (the final checkpoint commits), 0 to 1.
     #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
     pub notice_honoured: f64,

@@ -80,6 +80,13 @@ pub struct Params {
     pub restore_ms: i64,
     /// From a node's `add` to its agent reporting healthy.
     pub boot_ms: i64,
+    /// From an attempt's launch to its command's start, before the restore (SSM delivering
+    /// the command, `tap run` starting).
+    pub launch_ms: i64,
+    /// The command's own start-up before its first step (imports, data, compilation).
+    pub startup_ms: i64,
+    /// A finished training's end after its last step (its final save, the exit).
+    pub shutdown_ms: i64,
     /// Share of reclaims whose notice is honoured (the final checkpoint commits), 0 to 1.
     pub notice_honoured: f64,
     /// Training time between periodic checkpoints.
@@ -104,6 +111,8 @@ pub struct Replay {
 struct Running {
     nodes: Vec<String>,
     launched_ms: i64,
+    /// When the command started (after the launch and the restore).
+    command_ms: i64,
     compute_from_ms: i64,
     base: u64,
     restore_ms: i64,
@@ -231,9 +240,10 @@ pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
             let done_at = step_time(p, r.compute_from_ms, need);
             if done_at <= t {
                 let r = running.take().expect("running");
-                spans.push(span_of(p, &r, need, done_at, RunStatus::Succeeded, None));
-                jobs::end_attempt(&mut job, jobs::AttemptEnd::Succeeded, done_at);
-                finished_ms = Some(done_at);
+                let end_ms = done_at + p.shutdown_ms;
+                spans.push(span_of(p, &r, need, end_ms, RunStatus::Succeeded, None));
+                jobs::end_attempt(&mut job, jobs::AttemptEnd::Succeeded, end_ms);
+                finished_ms = Some(end_ms);
                 break;
             }
         }
@@ -301,15 +311,18 @@ pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
                     jobs::commands_sent(&mut job, &sent, t);
                     let restore_ms = if committed > 0 { p.restore_ms } else { 0 };
                     first_launch.get_or_insert(t);
+                    let command_ms = t + p.launch_ms + restore_ms;
+                    let compute_from_ms = command_ms + p.startup_ms;
                     running = Some(Running {
                         nodes: chosen.into_iter().map(|n| n.instance_id).collect(),
                         launched_ms: t,
-                        compute_from_ms: t + restore_ms,
+                        command_ms,
+                        compute_from_ms,
                         base: committed,
                         restore_ms,
                     });
                     if let Some(total) = p.total_steps {
-                        times.insert(step_time(p, t + restore_ms, total.saturating_sub(committed).max(1)));
+                        times.insert(step_time(p, compute_from_ms, total.saturating_sub(committed).max(1)));
                     }
                 }
                 Step::Wait(why) => job.waiting = Some(why),
@@ -402,7 +415,7 @@ fn span_of(p: &Params, r: &Running, steps: u64, end_ms: i64, status: RunStatus, 
         instance_id: None,
         node: None,
         started_ms: r.launched_ms,
-        command_started_ms: Some(r.compute_from_ms),
+        command_started_ms: Some(r.command_ms),
         restore_ms: r.restore_ms,
         ended_ms: end_ms,
         status,
@@ -463,6 +476,9 @@ mod tests {
             checkpoint_ms: 10 * S,
             restore_ms: 30 * S,
             boot_ms: 2 * MIN,
+            launch_ms: 0,
+            startup_ms: 0,
+            shutdown_ms: 0,
             notice_honoured: 1.0,
             interval_ms: 10 * MIN,
             total_steps: None,

@@ -86,6 +86,9 @@ pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Res
         checkpoint_ms: ms(a.checkpoint_cost),
         restore_ms: ms(a.restore_cost),
         boot_ms: ms(a.boot),
+        launch_ms: ms(a.launch),
+        startup_ms: ms(a.startup),
+        shutdown_ms: ms(a.shutdown),
         notice_honoured: a.notice_honoured,
         interval_ms: 0,
         total_steps: a.steps,
@@ -98,7 +101,7 @@ pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Res
             tap_core::goodput::checkpoint_interval_s(
                 base.checkpoint_ms as f64 / 1000.0,
                 m,
-                (base.restore_ms + base.boot_ms) as f64 / 1000.0,
+                (base.restore_ms + base.boot_ms + base.launch_ms + base.startup_ms) as f64 / 1000.0,
             )
         })
         .map(|t| (t * 1000.0).round() as i64);

@@ -121,6 +121,15 @@ fn goodput_of_an_interrupted_and_resumed_run_matches_its_timeline() {
     assert!(f(&g["productive_s"]) >= 60.0 * 0.05 * 0.9, "{g}");
     assert!(f(&g["badput"]["program_startup"]["s"]) > 0.0 && f(&g["badput"]["checkpoint_restore"]["s"]) > 0.0, "{g}");
 
+    // The simulator, replaying this run's own events with its measured costs, gets its
+    // measured goodput within 2 points.
+    let simulated = replay_of(h, &g);
+    assert!(
+        (simulated - f(&g["goodput_pct"])).abs() <= 2.0,
+        "simulated {simulated:.2}% against measured {}%: {g}",
+        g["goodput_pct"]
+    );
+
     // Text fits a screen; runs show carries the same figure.
     let shown = tap(h, &["goodput", "gp"]);
     let t = text(&shown.stdout);
@@ -130,6 +139,44 @@ fn goodput_of_an_interrupted_and_resumed_run_matches_its_timeline() {
     assert!((f(&run["goodput"]["goodput_pct"]) - f(&g["goodput_pct"])).abs() < 1e-9, "{run}");
     let t = text(&tap(h, &["runs", "show", "gp"]).stdout);
     assert!(t.contains("goodput:") && t.contains("cadence:"), "{t}");
+}
+
+/// `tap goodput simulate` of a recorded two-attempt run (`g`, its goodput JSON): one node for
+/// each attempt, joining when the attempt launched, the first reclaimed with its notice
+/// honoured; the step, checkpoint, restore, launch, start-up and shut-down costs as measured
+/// (the last attempt's idle time is its shut-down: this fixture does not stall). The
+/// simulated goodput.
+fn replay_of(home: &Path, g: &serde_json::Value) -> f64 {
+    let a = g["attempts"].as_array().expect("attempts");
+    let t0 = a[0]["started_ms"].as_i64().expect("start");
+    let b = &g["badput"];
+    let ms = |s: f64| format!("{}ms", (s * 1000.0).round() as i64);
+    let delta = f(&b["checkpoint_save"]["s"]) / f(&g["checkpoints"]);
+    let launch = f(&b["infrastructure_recovery"]["boot_launch"]["s"]);
+    let startup = ((f(&b["program_startup"]["s"]) - launch) / 2.0).max(0.0);
+    // Attempt 1 ends at its notice + δ; the notice comes two minutes before the remove.
+    let end1 = a[0]["ended_ms"].as_i64().expect("end") - t0;
+    let remove = end1 - (delta * 1000.0) as i64 + 120_000;
+    let start2 = a[1]["started_ms"].as_i64().expect("start") - t0;
+    let trace = home.join("replay.csv");
+    std::fs::write(&trace, format!("0,add,n1\n{start2},add,n2\n{remove},remove,n1\n3600000,add,n3\n")).expect("trace");
+    let step = f(&g["ideal_step_s"]);
+    let out = tap(
+        home,
+        &[
+            "goodput", "simulate", "--trace", trace.to_str().expect("path"), "--nodes", "1",
+            "--step", &ms(step), "--checkpoint-cost", &ms(delta),
+            "--restore-cost", &ms(f(&b["checkpoint_restore"]["s"])), "--boot", "0s",
+            "--launch", &ms(launch), "--startup", &ms(startup), "--shutdown", &ms(f(&b["idle_other"]["s"])),
+            "--interval", &ms(10.0 * step),
+            "--steps", "60", "--output", "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sim: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let asked = &sim["asked"]["goodput"];
+    assert_eq!(asked["attempts"].as_array().map(Vec::len), Some(2), "{sim}");
+    f(&asked["goodput_pct"])
 }
 
 /// A notice the command ignored (no final checkpoint of its own): the resume starts from the
