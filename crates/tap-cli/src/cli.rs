@@ -496,6 +496,13 @@ pub struct GoodputArgs {
     /// Every run of this experiment, and their sum.
     #[arg(long, short, value_parser = parse_id, conflicts_with = "run")]
     pub experiment: Option<String>,
+    /// Also draw each run's timeline as a PNG here: attempts as bars coloured by node, the
+    /// badput shaded by cause, the step curve with the steps run again marked.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// The plot's size in pixels, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1200x800", value_parser = parse_picture_size)]
+    pub size: (u32, u32),
 }
 
 #[derive(Debug, Subcommand)]

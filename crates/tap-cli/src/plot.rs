@@ -124,17 +124,7 @@ pub fn render_png(title: &str, panels: &[Panel], (width, height): (u32, u32), lo
     register_font()?;
     let mut rgb = vec![255u8; width as usize * height as usize * 3];
     draw(&mut rgb, title, panels, (width, height), log).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    // Plots are flat colour: per-row adaptive filters + best deflate make them ~10x smaller.
-    enc.set_compression(png::Compression::Best);
-    enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
-    let mut w = enc.write_header().context("encoding the PNG")?;
-    w.write_image_data(&rgb).context("encoding the PNG")?;
-    w.finish().context("encoding the PNG")?;
-    Ok(out)
+    encode(&rgb, width, height)
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -192,6 +182,152 @@ fn draw(rgb: &mut [u8], title: &str, panels: &[Panel], size: (u32, u32), log: bo
     }
     root.present()?;
     Ok(())
+}
+
+/// What `tap goodput --plot` draws for one run: its attempts as bars coloured by node, the
+/// badput intervals shaded by cause, and the step curve with re-run steps marked. Seconds are
+/// since the run's first attempt started.
+#[derive(Debug, PartialEq)]
+pub struct Timeline {
+    pub label: String,
+    /// (from s, to s, node label), one per attempt.
+    pub attempts: Vec<(f64, f64, String)>,
+    /// (from s, to s, cause): every interval that was not productive.
+    pub shades: Vec<(f64, f64, tap_core::goodput::Cause)>,
+    /// (s, step) kept, one line per attempt, and (s, step) computed and later lost.
+    pub kept: Vec<Vec<(f64, u64)>>,
+    pub rerun: Vec<(f64, u64)>,
+}
+
+/// The timeline of one run's goodput.
+pub fn timeline(label: &str, g: &tap_core::goodput::Goodput) -> Timeline {
+    let t0 = g.attempts.iter().map(|a| a.started_ms).min().unwrap_or(0);
+    let s = |ms: i64| (ms - t0) as f64 / 1000.0;
+    let mut out = Timeline { label: label.to_owned(), attempts: vec![], shades: vec![], kept: vec![], rerun: vec![] };
+    for a in &g.attempts {
+        let node = match &a.node {
+            Some(n) => format!("{} {}", n.instance_id, n.instance_type),
+            None => a.instance_id.clone().unwrap_or_else(|| a.host.clone()),
+        };
+        out.attempts.push((s(a.started_ms), s(a.ended_ms), node));
+        for iv in a.intervals.iter().filter(|iv| iv.cause != tap_core::goodput::Cause::Productive) {
+            out.shades.push((s(iv.from_ms), s(iv.to_ms), iv.cause));
+        }
+        let mut line = Vec::new();
+        for &(step, at) in &a.reports {
+            let lost = a.kept_until.is_some_and(|k| step > k);
+            if lost { &mut out.rerun } else { &mut line }.push((s(at), step));
+        }
+        out.kept.push(line);
+    }
+    out
+}
+
+/// The shade of a badput cause (light, so the curve stays readable over it).
+pub fn cause_colour(c: tap_core::goodput::Cause) -> RGBColor {
+    use tap_core::goodput::Cause;
+    match c {
+        Cause::Productive => RGBColor(255, 255, 255),
+        Cause::ProgramStartup => RGBColor(255, 204, 153),
+        Cause::CheckpointSave => RGBColor(153, 204, 255),
+        Cause::CheckpointRestore => RGBColor(153, 230, 230),
+        Cause::WastedProgress => RGBColor(255, 153, 153),
+        Cause::Stopping => RGBColor(204, 179, 230),
+        Cause::WaitingForCapacity => RGBColor(200, 200, 200),
+        Cause::BootLaunch => RGBColor(214, 186, 153),
+        Cause::IdleOther => RGBColor(245, 235, 160),
+    }
+}
+
+/// The re-run steps' marker colour.
+pub const RERUN: RGBColor = RGBColor(200, 0, 0);
+
+/// Draws one panel per run's timeline into a PNG.
+pub fn render_timelines(title: &str, runs: &[Timeline], (width, height): (u32, u32)) -> Result<Vec<u8>> {
+    if !(MIN_SIZE..=MAX_SIZE).contains(&width) || !(MIN_SIZE..=MAX_SIZE).contains(&height) {
+        bail!("plot size {width}x{height} is outside {MIN_SIZE}..{MAX_SIZE} pixels a side");
+    }
+    if runs.is_empty() {
+        bail!("no run to plot");
+    }
+    register_font()?;
+    let mut rgb = vec![255u8; width as usize * height as usize * 3];
+    draw_timelines(&mut rgb, title, runs, (width, height)).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+    encode(&rgb, width, height)
+}
+
+fn draw_timelines(rgb: &mut [u8], title: &str, runs: &[Timeline], size: (u32, u32)) -> DrawResult {
+    let root = BitMapBackend::with_buffer(rgb, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 20))?;
+    let mut nodes: Vec<&str> = Vec::new();
+    for t in runs {
+        for (_, _, n) in &t.attempts {
+            if !nodes.contains(&n.as_str()) {
+                nodes.push(n);
+            }
+        }
+    }
+    for (area, t) in root.split_evenly((runs.len(), 1)).iter().zip(runs) {
+        let x1 = t.attempts.iter().map(|a| a.1).fold(1.0f64, f64::max) * 1.02;
+        let top = t.kept.iter().flatten().chain(&t.rerun).map(|p| p.1).max().unwrap_or(1).max(1) as f64 * 1.05;
+        let band = top * 0.06;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&t.label, (FONT, 16))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..x1, -2.0 * band..top)?;
+        chart.configure_mesh().x_desc("seconds since the first attempt started").y_desc("step").label_style((FONT, 12)).axis_desc_style((FONT, 12)).draw()?;
+        // Badput shaded by cause (each cause once in the legend).
+        let mut said: Vec<tap_core::goodput::Cause> = Vec::new();
+        for &(a, b, cause) in &t.shades {
+            let c = cause_colour(cause);
+            let s = chart.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, top)], c.filled())))?;
+            if !said.contains(&cause) {
+                said.push(cause);
+                s.label(cause.as_str()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+            }
+        }
+        // Attempts: a bar each under the curve, coloured by node.
+        for (a, b, node) in &t.attempts {
+            let c = colour(nodes.iter().position(|n| n == node).unwrap_or(0));
+            chart.draw_series(std::iter::once(Rectangle::new([(*a, -1.8 * band), (*b, -0.4 * band)], c.filled())))?;
+            chart.draw_series(std::iter::once(Text::new(node.clone(), (*a + x1 * 0.005, -0.6 * band), (FONT, 11).into_font().color(&WHITE))))?;
+        }
+        for line in &t.kept {
+            chart.draw_series(LineSeries::new(line.iter().map(|&(x, y)| (x, y as f64)), BLACK.stroke_width(2)))?;
+        }
+        if !t.rerun.is_empty() {
+            chart
+                .draw_series(t.rerun.iter().map(|&(x, y)| Cross::new((x, y as f64), 3, RERUN.stroke_width(1))))?
+                .label("steps re-run later")
+                .legend(|(x, y)| Cross::new((x + 7, y), 4, RERUN.stroke_width(1)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 11))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn encode(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    // Plots are flat colour: per-row adaptive filters + best deflate make them ~10x smaller.
+    enc.set_compression(png::Compression::Best);
+    enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+    let mut w = enc.write_header().context("encoding the PNG")?;
+    w.write_image_data(rgb).context("encoding the PNG")?;
+    w.finish().context("encoding the PNG")?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -277,6 +413,47 @@ mod tests {
         assert!(has_colour(&rgb, colour(0)) && has_colour(&rgb, colour(1)), "both runs' lines are drawn");
         // Text (title, captions, tick labels) is anti-aliased: grey pixels exist.
         assert!(rgb.chunks_exact(3).any(|px| px[0] == px[1] && px[1] == px[2] && (60..200).contains(&px[0])));
+    }
+
+    #[test]
+    fn a_goodput_timeline_shades_badput_and_marks_rerun_steps() {
+        use tap_core::goodput::{AttemptSpan, Cause, goodput};
+        use tap_core::runs::RunStatus;
+        let span = |n: u32, start: i64, restored: Option<u64>, to: u64, host: &str| {
+            let from = restored.unwrap_or(0);
+            AttemptSpan {
+                number: n,
+                nodes: 1,
+                host: host.into(),
+                instance_id: None,
+                node: None,
+                started_ms: start,
+                command_started_ms: Some(start + 2000),
+                restore_ms: if restored.is_some() { 1000 } else { 0 },
+                ended_ms: start + 2000 + (to - from) as i64 * 1000 + 500,
+                status: RunStatus::Interrupted,
+                why: None,
+                verdict: None,
+                restored_step: restored,
+                checkpoints: 0,
+                checkpoint_write_ms: 0,
+                steps: (from + 1..=to).map(|k| (k, start + 2000 + (k - from) as i64 * 1000)).collect(),
+            }
+        };
+        let g = goodput(&[span(1, 0, None, 30, "a"), span(2, 40_000, Some(20), 60, "b")]);
+        let t = timeline("run r", &g);
+        assert_eq!(t.attempts.len(), 2);
+        assert_eq!(t.attempts[1].0, 40.0);
+        assert_eq!(t.rerun.len(), 10, "steps 21-30 of attempt 1 were run again");
+        assert!(t.rerun.iter().all(|&(_, s)| (21..=30).contains(&s)));
+        assert!(t.shades.iter().any(|s| s.2 == Cause::WastedProgress) && t.shades.iter().any(|s| s.2 == Cause::WaitingForCapacity));
+        let bytes = render_timelines("goodput", &[t], (800, 400)).expect("render");
+        let (info, rgb) = decode(&bytes);
+        assert_eq!((info.width, info.height), (800, 400));
+        assert!(has_colour(&rgb, cause_colour(Cause::WastedProgress)), "wasted progress shaded");
+        assert!(has_colour(&rgb, colour(0)) && has_colour(&rgb, colour(1)), "each node's attempt bar");
+        assert!(has_colour(&rgb, RERUN), "re-run steps marked");
+        assert!(render_timelines("none", &[], (800, 400)).is_err());
     }
 
     #[test]

@@ -151,6 +151,12 @@ pub struct AttemptGoodput {
     pub wasted_steps: u64,
     /// The intervals of its timeline by cause, for the plot (epoch ms on its own clock).
     pub intervals: Vec<Interval>,
+    /// Its step reports (step, epoch ms), for the plot's step curve; and the step after which
+    /// its progress was lost (a later attempt restored it; None: kept).
+    #[serde(skip)]
+    pub reports: Vec<(u64, i64)>,
+    #[serde(skip)]
+    pub kept_until: Option<u64>,
 }
 
 /// What a stretch of time went to.
@@ -331,6 +337,8 @@ pub fn goodput(spans: &[AttemptSpan]) -> Goodput {
             productive_s: secs(productive),
             wasted_steps: part.computed - part.kept,
             intervals: timeline.0,
+            reports: a.steps.clone(),
+            kept_until: kept[i],
         });
     }
     let total = tally.total();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde::Serialize;
 use tap_core::goodput::{self, Cadence, Goodput};
 use tap_core::pools::{Pool, PoolStats};
@@ -68,6 +68,9 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
     for r in wanted {
         reports.push(report(runs, r, &seen, now).await?);
     }
+    if let Some(file) = &args.plot {
+        plot(&reports, &experiment, file, args.size).await?;
+    }
     match (output, &what) {
         (Output::Json, What::Run(_)) => json(out, &reports[0])?,
         (Output::Json, What::Experiment(e)) => {
@@ -78,6 +81,43 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
             out.write_all(crate::render::goodput_experiment(e, &reports, &sum(&reports)).as_bytes())?
         }
     }
+    Ok(())
+}
+
+/// Runs a plot draws at most (one panel each).
+const MAX_PLOTTED_RUNS: usize = 12;
+
+/// `--plot FILE.png`: one timeline panel per run (the newest [`MAX_PLOTTED_RUNS`]).
+async fn plot(reports: &[RunGoodput], experiment: &str, file: &std::path::Path, size: (u32, u32)) -> anyhow::Result<()> {
+    let timelines: Vec<crate::plot::Timeline> = reports
+        .iter()
+        .take(MAX_PLOTTED_RUNS)
+        .map(|r| {
+            let label = format!(
+                "{} ({}): goodput {:.1}%, {} attempts, {} steps re-run",
+                r.name.as_deref().unwrap_or(&r.run_id),
+                r.status.as_str(),
+                r.goodput.goodput_pct,
+                r.goodput.attempts.len(),
+                r.goodput.wasted_steps
+            );
+            crate::plot::timeline(&label, &r.goodput)
+        })
+        .collect();
+    let png = crate::plot::render_timelines(&format!("tap goodput: {experiment}"), &timelines, size)?;
+    let path = file.to_owned();
+    crate::blocking::run(move |_| tap_core::fsutil::write_atomic(&path, &png))
+        .await
+        .with_context(|| format!("writing {}", file.display()))?;
+    let left = reports.len().saturating_sub(MAX_PLOTTED_RUNS);
+    crate::say!(
+        "tap: wrote {} ({}x{}, {} runs{})",
+        file.display(),
+        size.0,
+        size.1,
+        timelines.len(),
+        if left > 0 { format!("; {left} older runs left out") } else { String::new() }
+    );
     Ok(())
 }
 
