@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tap's main job on its embedded default, no AWS account needed: a sweep of two tracked
 # trainings, one of which a (simulated) spot interruption notice stops mid-training; it then
-# resumes from its own checkpoint, as a second attempt of the same run.
+# resumes from its own checkpoint, as a second attempt of the same run; it ends with the
+# goodput of both trainings (and its plot).
 # State goes to $TAP_HOME (default ./.tap-demo, recreated each time).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,4 +53,7 @@ echo; echo "== tap runs plot: one curve per run"
 "$tap" runs plot base hot --metric loss --log-y --out "$TAP_HOME/loss.png"
 echo; echo "== tap checkpoints list base"
 "$tap" checkpoints list base
+echo; echo "== tap goodput -e demo: where each training's time went, and the checkpoint interval it implies"
+"$tap" goodput -e demo --plot "$TAP_HOME/goodput.png" --size 1200x700
+"$tap" goodput base
 echo; echo "State is in $TAP_HOME; try: TAP_HOME=$TAP_HOME $tap runs list --output json"

@@ -4,8 +4,9 @@ on PYTHONPATH, no install step).
 
 Standard library only. It fits y = 3x + 2 by SGD. tapml gives it its hyperparameters
 (`tap params`, numbers as numbers), records its metrics, publishes a checkpoint every
-`checkpoint_every` steps and says when a spot interruption notice arrived; it then
-checkpoints at once and exits. After `tap run --resume` it goes on from the restored step.
+`checkpoint_every` steps (0: when `tapml.checkpoint_due()` says, at the interval tap measured
+for the run) and says when a spot interruption notice arrived; it then checkpoints at once
+and exits. After `tap run --resume` it goes on from the restored step.
 
 Outside tap it runs the same (metrics to stderr, checkpoints in ./checkpoints).
 """
@@ -53,7 +54,8 @@ while state["step"] < total_steps:
     if state["step"] % 10 == 0:
         print(f"step {state['step']}/{total_steps} loss {loss:.5f}", flush=True)
     stop = tapml.should_stop()
-    if stop or state["step"] % every == 0 or state["step"] == total_steps:
+    due = tapml.checkpoint_due() if every == 0 else state["step"] % every == 0
+    if stop or due or state["step"] == total_steps:
         save()
     if stop:
         left = tapml.time_left()

@@ -278,7 +278,13 @@ fn draw_timelines(rgb: &mut [u8], title: &str, runs: &[Timeline], size: (u32, u3
             .x_label_area_size(36)
             .y_label_area_size(64)
             .build_cartesian_2d(0f64..x1, -2.0 * band..top)?;
-        chart.configure_mesh().x_desc("seconds since the first attempt started").y_desc("step").label_style((FONT, 12)).axis_desc_style((FONT, 12)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the first attempt started")
+            .y_desc("step")
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 12))
+            .draw()?;
         // Badput shaded by cause (each cause once in the legend).
         let mut said: Vec<tap_core::goodput::Cause> = Vec::new();
         for &(a, b, cause) in &t.shades {
@@ -293,7 +299,11 @@ fn draw_timelines(rgb: &mut [u8], title: &str, runs: &[Timeline], size: (u32, u3
         for (a, b, node) in &t.attempts {
             let c = colour(nodes.iter().position(|n| n == node).unwrap_or(0));
             chart.draw_series(std::iter::once(Rectangle::new([(*a, -1.8 * band), (*b, -0.4 * band)], c.filled())))?;
-            chart.draw_series(std::iter::once(Text::new(node.clone(), (*a + x1 * 0.005, -0.6 * band), (FONT, 11).into_font().color(&WHITE))))?;
+            chart.draw_series(std::iter::once(Text::new(
+                node.clone(),
+                (*a + x1 * 0.005, -0.6 * band),
+                (FONT, 11).into_font().color(&WHITE),
+            )))?;
         }
         for line in &t.kept {
             chart.draw_series(LineSeries::new(line.iter().map(|&(x, y)| (x, y as f64)), BLACK.stroke_width(2)))?;
@@ -446,7 +456,10 @@ mod tests {
         assert_eq!(t.attempts[1].0, 40.0);
         assert_eq!(t.rerun.len(), 10, "steps 21-30 of attempt 1 were run again");
         assert!(t.rerun.iter().all(|&(_, s)| (21..=30).contains(&s)));
-        assert!(t.shades.iter().any(|s| s.2 == Cause::WastedProgress) && t.shades.iter().any(|s| s.2 == Cause::WaitingForCapacity));
+        assert!(
+            t.shades.iter().any(|s| s.2 == Cause::WastedProgress)
+                && t.shades.iter().any(|s| s.2 == Cause::WaitingForCapacity)
+        );
         let bytes = render_timelines("goodput", &[t], (800, 400)).expect("render");
         let (info, rgb) = decode(&bytes);
         assert_eq!((info.width, info.height), (800, 400));

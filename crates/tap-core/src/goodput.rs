@@ -288,9 +288,7 @@ fn intervals_of(a: &AttemptSpan) -> Vec<(u64, u64, i64, i64)> {
 /// The step after which each attempt's progress was lost: the smallest step a later attempt
 /// restored (0: one started fresh); None: nothing later went back.
 fn kept_until(spans: &[AttemptSpan]) -> Vec<Option<u64>> {
-    (0..spans.len())
-        .map(|i| spans[i + 1..].iter().map(|b| b.restored_step.unwrap_or(0)).min())
-        .collect()
+    (0..spans.len()).map(|i| spans[i + 1..].iter().map(|b| b.restored_step.unwrap_or(0)).min()).collect()
 }
 
 /// The goodput of a training from its attempts (oldest first).
@@ -343,8 +341,8 @@ pub fn goodput(spans: &[AttemptSpan]) -> Goodput {
     }
     let total = tally.total();
     let share = |ms: i64| Share { s: secs(ms), pct: if total > 0 { 100.0 * ms as f64 / total as f64 } else { 0.0 } };
-    let node_hours = spans.iter().map(|a| f64::from(a.nodes) * (a.ended_ms - a.started_ms).max(0) as f64).sum::<f64>()
-        / 3_600_000.0;
+    let node_hours =
+        spans.iter().map(|a| f64::from(a.nodes) * (a.ended_ms - a.started_ms).max(0) as f64).sum::<f64>() / 3_600_000.0;
     Goodput {
         total_s: secs(total),
         productive_s: secs(tally.productive),
@@ -516,12 +514,7 @@ fn attempt_part(
     // the productive time, from the newest step back.
     timeline.take_back(Cause::Productive, Cause::CheckpointSave, save_left);
     timeline.push(if last { Cause::IdleOther } else { Cause::Stopping }, t, end);
-    Part {
-        computed,
-        kept,
-        first_step: intervals.first().map(|iv| iv.1),
-        last_step: intervals.last().map(|iv| iv.1),
-    }
+    Part { computed, kept, first_step: intervals.first().map(|iv| iv.1), last_step: intervals.last().map(|iv| iv.1) }
 }
 
 /// A run's attempts as spans: a plain run's own attempts, its steps split among them by
@@ -687,7 +680,12 @@ impl Cadence {
 }
 
 /// The cadence from δ, R and M as measured (None: not yet), and the time a commit takes.
-pub fn cadence_of(checkpoint_s: Option<f64>, restart_s: Option<f64>, mtbi_s: Option<f64>, commit_s: Option<f64>) -> Cadence {
+pub fn cadence_of(
+    checkpoint_s: Option<f64>,
+    restart_s: Option<f64>,
+    mtbi_s: Option<f64>,
+    commit_s: Option<f64>,
+) -> Cadence {
     let mtbi_assumed = mtbi_s.is_none();
     let m = mtbi_s.unwrap_or(ASSUMED_MTBI_S);
     let interval_s = checkpoint_s
@@ -734,7 +732,7 @@ pub fn restart_cost_s(attempts: &[Attempt]) -> Option<f64> {
 /// positive finite number (no checkpoint measured, no interruption seen).
 pub fn checkpoint_interval_s(delta_s: f64, mtbi_s: f64, restart_s: f64) -> Option<f64> {
     let ok = |x: f64| x.is_finite() && x > 0.0;
-    if !ok(delta_s) || !ok(mtbi_s) || !(restart_s.is_finite() && restart_s >= 0.0) {
+    if !(ok(delta_s) && ok(mtbi_s) && restart_s.is_finite() && restart_s >= 0.0) {
         return None;
     }
     Some(delta_s + (2.0 * (mtbi_s + restart_s) * delta_s + delta_s * delta_s).sqrt())
@@ -970,7 +968,10 @@ mod tests {
         r.status = RunStatus::Succeeded;
         r.ended_ms = Some(T0 + 30_000);
         let p = |step: u64, at: i64| MetricPoint { step, name: "loss".into(), value: 1.0, ts_ms: T0 + at };
-        let points: Vec<MetricPoint> = (1..=8).map(|k| p(k, k as i64 * 1000)).chain((6..=10).map(|k| p(k, 20_000 + (k as i64 - 5) * 1000))).collect();
+        let points: Vec<MetricPoint> = (1..=8)
+            .map(|k| p(k, k as i64 * 1000))
+            .chain((6..=10).map(|k| p(k, 20_000 + (k as i64 - 5) * 1000)))
+            .collect();
         let spans = run_spans(&r, &points, T0 + 40_000);
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0].steps.len(), 8);

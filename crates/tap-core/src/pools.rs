@@ -14,16 +14,23 @@ use crate::runs::{Attempt, Lifecycle, Run, RunStatus};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Pool {
-    Ec2 { instance_type: String, availability_zone: String },
+    Ec2 {
+        instance_type: String,
+        availability_zone: String,
+    },
     /// Not on EC2 (a laptop, a workstation): its host name.
-    Host { host: String },
+    Host {
+        host: String,
+    },
 }
 
 impl Pool {
     /// The pool of an attempt.
     pub fn of(a: &Attempt) -> Pool {
         match &a.spent.node {
-            Some(n) => Pool::Ec2 { instance_type: n.instance_type.clone(), availability_zone: n.availability_zone.clone() },
+            Some(n) => {
+                Pool::Ec2 { instance_type: n.instance_type.clone(), availability_zone: n.availability_zone.clone() }
+            }
             None => Pool::Host { host: a.host.clone() },
         }
     }
@@ -68,9 +75,10 @@ pub fn pool_stats(runs: &[Run], since_ms: i64, now_ms: i64) -> Vec<PoolStats> {
         for a in r.all_attempts(r.status) {
             let end = a.ended_ms.or(if a.number == r.attempt() { r.heartbeat_ms } else { None }).unwrap_or(now_ms);
             let (from, to) = (a.started_ms.max(since_ms), end.min(now_ms));
-            let spot = a.interruption.as_ref().filter(|i| {
-                i.kind == NoticeKind::SpotInterruption && (since_ms..=now_ms).contains(&i.noticed_ms)
-            });
+            let spot = a
+                .interruption
+                .as_ref()
+                .filter(|i| i.kind == NoticeKind::SpotInterruption && (since_ms..=now_ms).contains(&i.noticed_ms));
             let disrupted = a.status == RunStatus::Lost
                 || a.interruption.as_ref().is_some_and(|i| (since_ms..=now_ms).contains(&i.noticed_ms));
             if to <= from && !disrupted {
@@ -93,9 +101,11 @@ pub fn pool_stats(runs: &[Run], since_ms: i64, now_ms: i64) -> Vec<PoolStats> {
             s.node_hours += (to - from).max(0) as f64 / 3_600_000.0;
             s.interruptions += u32::from(spot.is_some());
             s.disruptions += u32::from(disrupted);
-            let kept = a.interruption.as_ref().and_then(|i| i.verdict.as_ref()).is_some_and(|v| {
-                matches!(v, crate::commit::Verdict::Committed { .. })
-            });
+            let kept = a
+                .interruption
+                .as_ref()
+                .and_then(|i| i.verdict.as_ref())
+                .is_some_and(|v| matches!(v, crate::commit::Verdict::Committed { .. }));
             s.losses += u32::from(disrupted && !kept);
             if let Some(l) = a.spent.node.as_ref().and_then(|n| n.lifecycle)
                 && !s.lifecycles.contains(&l)

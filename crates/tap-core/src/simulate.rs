@@ -43,7 +43,8 @@ pub fn parse_trace(text: &str) -> Result<Vec<TraceEvent>, String> {
         if out.len() >= MAX_TRACE_LINES {
             return Err(format!("more than {MAX_TRACE_LINES} events"));
         }
-        let bad = |why: &str| format!("line {}: {why} (want `ms,add|remove,node`): {}", i + 1, crate::text::clip(line, 80));
+        let bad =
+            |why: &str| format!("line {}: {why} (want `ms,add|remove,node`): {}", i + 1, crate::text::clip(line, 80));
         let mut parts = line.split(',').map(str::trim);
         let (Some(ms), Some(what), Some(node), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(bad("not three fields"));
@@ -379,7 +380,8 @@ fn end(
                     status: if hit && kept { RunStatus::Interrupted } else { RunStatus::Running },
                     exit_code: None,
                     signal: None,
-                    interruption: (hit && kept).then(|| (NoticeKind::SpotInterruption, "spot reclaim (simulated)".into())),
+                    interruption: (hit && kept)
+                        .then(|| (NoticeKind::SpotInterruption, "spot reclaim (simulated)".into())),
                 }),
                 command: None,
                 command_final_since_ms: None,
@@ -546,7 +548,13 @@ mod tests {
     #[test]
     fn a_relaunch_waits_for_capacity_and_the_wait_is_badput() {
         // Two nodes, a job of two: after the reclaim it waits for d's boot.
-        let trace = vec![ev(0, true, "a"), ev(0, true, "b"), ev(30 * MIN, false, "a"), ev(40 * MIN, true, "d"), ev(3 * 3600 * S, true, "e")];
+        let trace = vec![
+            ev(0, true, "a"),
+            ev(0, true, "b"),
+            ev(30 * MIN, false, "a"),
+            ev(40 * MIN, true, "d"),
+            ev(3 * 3600 * S, true, "e"),
+        ];
         let r = replay(&trace, &params(2));
         let g = &r.goodput;
         assert_eq!(g.attempts.len(), 2);

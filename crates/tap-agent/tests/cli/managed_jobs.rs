@@ -543,7 +543,7 @@ async fn managed_job_heals_a_reclaimed_rank_on_the_replacement() {
     let total = gp["total_s"].as_f64().expect("total");
     let span = (a[1]["ended_ms"].as_i64().expect("end") - a[0]["started_ms"].as_i64().expect("start")) as f64 / 1000.0;
     assert!((total - span).abs() < 0.002 || end1 > start2, "{gp}");
-    assert_eq!((gp["steps_kept"].as_u64(), gp["wasted_steps"].as_u64()), (Some(400), Some(lost as u64)), "{gp}");
+    assert_eq!((gp["steps_kept"].as_u64(), gp["wasted_steps"].as_u64()), (Some(400), Some(lost)), "{gp}");
     assert_eq!(a[0]["status"], "interrupted", "{gp}");
     assert!(a[0]["why"].as_str().is_some_and(|w| w.starts_with("spot-interruption")), "{gp}");
     let pools = f.tap(&["fleet", "pools", "--output", "json"]);

@@ -88,7 +88,12 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
 const MAX_PLOTTED_RUNS: usize = 12;
 
 /// `--plot FILE.png`: one timeline panel per run (the newest [`MAX_PLOTTED_RUNS`]).
-async fn plot(reports: &[RunGoodput], experiment: &str, file: &std::path::Path, size: (u32, u32)) -> anyhow::Result<()> {
+async fn plot(
+    reports: &[RunGoodput],
+    experiment: &str,
+    file: &std::path::Path,
+    size: (u32, u32),
+) -> anyhow::Result<()> {
     let timelines: Vec<crate::plot::Timeline> = reports
         .iter()
         .take(MAX_PLOTTED_RUNS)
@@ -189,7 +194,9 @@ pub(crate) async fn report<R: RunStore>(runs: &R, run: &Run, seen: &Seen, now: i
 fn latest_pool(run: &Run, all: &[Run]) -> Pool {
     let rank0 = run.job.as_ref().and_then(|j| {
         all.iter().find(|r| {
-            r.group.as_deref() == Some(run.run_id.as_str()) && r.job_attempt == Some(j.attempt) && r.node_rank == Some(0)
+            r.group.as_deref() == Some(run.run_id.as_str())
+                && r.job_attempt == Some(j.attempt)
+                && r.node_rank == Some(0)
         })
     });
     let r = rank0.unwrap_or(run);

@@ -271,7 +271,10 @@ async fn measured_rate(jobs: &JobStore, experiment: &str) -> anyhow::Result<Opti
 }
 
 /// The job's goodput so far, from its run record (None before the controller wrote one).
-async fn job_goodput(runs: &DynamoStore, job: &JobRecord) -> anyhow::Result<Option<crate::commands::goodput::RunGoodput>> {
+async fn job_goodput(
+    runs: &DynamoStore,
+    job: &JobRecord,
+) -> anyhow::Result<Option<crate::commands::goodput::RunGoodput>> {
     let now = now_ms();
     let seen = crate::commands::goodput::Seen::read(runs, &job.spec.experiment, now).await?;
     let Some(run) = seen.run(&job.id) else { return Ok(None) };

@@ -96,11 +96,20 @@ pub enum StoreCommand<'a> {
     Params(&'a ParamsCommand),
     Artifacts(&'a ArtifactsCommand),
     Checkpoints(&'a CheckpointsCommand),
-    Logs { run_id: &'a str, follow: bool },
+    Logs {
+        run_id: &'a str,
+        follow: bool,
+    },
     Goodput(&'a crate::cli::GoodputArgs),
     /// `tap fleet pools`: the store's runs, not the fleet.
-    Pools { days: u32 },
-    Gc { keep_checkpoints: Option<usize>, keep_artifact_versions: Option<usize>, dry_run: bool },
+    Pools {
+        days: u32,
+    },
+    Gc {
+        keep_checkpoints: Option<usize>,
+        keep_artifact_versions: Option<usize>,
+        dry_run: bool,
+    },
 }
 
 pub fn route(command: &Command) -> Route<'_> {
@@ -125,9 +134,9 @@ pub fn route(command: &Command) -> Route<'_> {
         Command::Artifacts(c) => store(StoreCommand::Artifacts(c)),
         Command::Checkpoints(c) => store(StoreCommand::Checkpoints(c)),
         Command::Logs { run_id, follow } => store(StoreCommand::Logs { run_id, follow: *follow }),
-        Command::Goodput(crate::cli::GoodputArgs { command: Some(crate::cli::GoodputCommand::Simulate(s)), .. }) => {
-            Route::Plain(Plain::Simulate(s))
-        }
+        Command::Goodput(crate::cli::GoodputArgs {
+            command: Some(crate::cli::GoodputCommand::Simulate(s)), ..
+        }) => Route::Plain(Plain::Simulate(s)),
         Command::Goodput(a) => store(StoreCommand::Goodput(a)),
         Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => store(StoreCommand::Gc {
             keep_checkpoints: *keep_checkpoints,

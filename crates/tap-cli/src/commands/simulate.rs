@@ -75,7 +75,8 @@ fn summary(file: &str, trace: &[TraceEvent]) -> TraceSummary {
 
 pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     let text = std::fs::read(&a.trace).with_context(|| format!("reading the trace {}", a.trace.display()))?;
-    let text = String::from_utf8(text).map_err(|e| anyhow::anyhow!("the trace {} is not UTF-8 ({e})", a.trace.display()))?;
+    let text =
+        String::from_utf8(text).map_err(|e| anyhow::anyhow!("the trace {} is not UTF-8 ({e})", a.trace.display()))?;
     let trace = simulate::parse_trace(&text).map_err(|e| anyhow::anyhow!("the trace {}: {e}", a.trace.display()))?;
     if a.step.is_zero() {
         anyhow::bail!("--step must be longer than 0");

@@ -284,7 +284,8 @@ async fn begin_record<R: RunStore>(
 ) -> anyhow::Result<Run> {
     let restored = prepared.target.restored();
     let supervisor = crate::liveness::this_process();
-    let spent = tap_core::runs::Spent { restore_ms: prepared.restore_ms, node: opts.node.clone(), ..Default::default() };
+    let spent =
+        tap_core::runs::Spent { restore_ms: prepared.restore_ms, node: opts.node.clone(), ..Default::default() };
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let provenance = Some(provenance::collect(&opts.command, &cwd, opts.node.clone()).await);
     let start = tap_core::runs::AttemptStart {

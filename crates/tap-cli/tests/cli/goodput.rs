@@ -111,13 +111,19 @@ fn goodput_of_an_interrupted_and_resumed_run_matches_its_timeline() {
     assert!(attempts[0]["why"].as_str().is_some_and(|w| w.contains("SIGUSR1")), "{g}");
     assert_eq!(attempts[1]["status"], "succeeded");
     assert_eq!(attempts[1]["restored_step"], attempts[0]["last_step"], "{g}");
-    assert_eq!((g["steps_computed"].as_u64(), g["steps_kept"].as_u64(), g["wasted_steps"].as_u64()), (Some(60), Some(60), Some(0)));
+    assert_eq!(
+        (g["steps_computed"].as_u64(), g["steps_kept"].as_u64(), g["wasted_steps"].as_u64()),
+        (Some(60), Some(60), Some(0))
+    );
     let ideal = f(&g["ideal_step_s"]);
     assert!((0.045..0.1).contains(&ideal), "steps of 0.05 s: {ideal}");
     let checkpoints = g["checkpoints"].as_u64().expect("count");
     assert!(checkpoints >= 5, "{g}");
     let save = f(&g["badput"]["checkpoint_save"]["s"]);
-    assert!(save >= 0.08 * checkpoints as f64 && save < 0.5 * checkpoints as f64, "0.1 s per checkpoint: {save} for {checkpoints}");
+    assert!(
+        save >= 0.08 * checkpoints as f64 && save < 0.5 * checkpoints as f64,
+        "0.1 s per checkpoint: {save} for {checkpoints}"
+    );
     assert!(f(&g["productive_s"]) >= 60.0 * 0.05 * 0.9, "{g}");
     assert!(f(&g["badput"]["program_startup"]["s"]) > 0.0 && f(&g["badput"]["checkpoint_restore"]["s"]) > 0.0, "{g}");
 
@@ -164,12 +170,32 @@ fn replay_of(home: &Path, g: &serde_json::Value) -> f64 {
     let out = tap(
         home,
         &[
-            "goodput", "simulate", "--trace", trace.to_str().expect("path"), "--nodes", "1",
-            "--step", &ms(step), "--checkpoint-cost", &ms(delta),
-            "--restore-cost", &ms(f(&b["checkpoint_restore"]["s"])), "--boot", "0s",
-            "--launch", &ms(launch), "--startup", &ms(startup), "--shutdown", &ms(f(&b["idle_other"]["s"])),
-            "--interval", &ms(10.0 * step),
-            "--steps", "60", "--output", "json",
+            "goodput",
+            "simulate",
+            "--trace",
+            trace.to_str().expect("path"),
+            "--nodes",
+            "1",
+            "--step",
+            &ms(step),
+            "--checkpoint-cost",
+            &ms(delta),
+            "--restore-cost",
+            &ms(f(&b["checkpoint_restore"]["s"])),
+            "--boot",
+            "0s",
+            "--launch",
+            &ms(launch),
+            "--startup",
+            &ms(startup),
+            "--shutdown",
+            &ms(f(&b["idle_other"]["s"])),
+            "--interval",
+            &ms(10.0 * step),
+            "--steps",
+            "60",
+            "--output",
+            "json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
