@@ -6,7 +6,9 @@ use tap_core::runs::{MetricPoint, Run};
 use tap_core::time::rfc3339;
 
 mod goodput;
-pub use goodput::{goodput, goodput_brief, goodput_experiment, pools, simulation};
+#[cfg(feature = "fleet")]
+pub use goodput::pools;
+pub use goodput::{goodput, goodput_brief, goodput_experiment, simulation};
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 

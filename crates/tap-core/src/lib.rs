@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod names;
 pub mod notice;
 pub mod pools;
+pub mod prices;
 pub mod query;
 pub mod runs;
 pub mod shards;

@@ -167,25 +167,57 @@ fn reports(p: &Params, from: i64, base: u64, steps: u64) -> Vec<(u64, i64)> {
     out
 }
 
-/// The fleet as the controller sees it at `t`.
-fn fleet_view(present: &BTreeMap<String, i64>, boot_ms: i64, noticed: &BTreeSet<String>, t: i64) -> Vec<NodeInfo> {
-    present
-        .iter()
-        .map(|(id, &added)| {
-            let ready = t >= added + boot_ms;
-            NodeInfo {
-                instance_id: id.clone(),
-                instance_type: None,
-                availability_zone: Some("sim-az".into()),
-                private_ip: Some("10.0.0.1".into()),
-                state: if ready { InstanceState::Running } else { InstanceState::Pending },
-                launch_time_ms: Some(added),
-                heartbeat_age_s: ready.then_some(0),
-                unhealthy: Some(false),
-                interrupting: Some(noticed.contains(id)),
+/// The fleet as the controller sees it, kept up to date in place (a 1,000-node fleet is not
+/// rebuilt at every decision): each node's `NodeInfo`, and where it is in the list.
+#[derive(Default)]
+struct Fleet {
+    nodes: Vec<NodeInfo>,
+    at: BTreeMap<String, usize>,
+}
+
+impl Fleet {
+    fn add(&mut self, id: &str, t: i64) {
+        if self.at.contains_key(id) {
+            return;
+        }
+        self.at.insert(id.to_owned(), self.nodes.len());
+        self.nodes.push(NodeInfo {
+            instance_id: id.to_owned(),
+            instance_type: None,
+            availability_zone: Some("sim-az".into()),
+            private_ip: Some("10.0.0.1".into()),
+            state: InstanceState::Pending,
+            launch_time_ms: Some(t),
+            heartbeat_age_s: None,
+            unhealthy: Some(false),
+            interrupting: Some(false),
+        });
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(i) = self.at.remove(id) else { return };
+        self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.at.insert(moved.instance_id.clone(), i);
+        }
+    }
+
+    fn notice(&mut self, id: &str) {
+        if let Some(&i) = self.at.get(id) {
+            self.nodes[i].interrupting = Some(true);
+        }
+    }
+
+    /// The nodes at `t`: those added `boot_ms` ago or more are running and reporting.
+    fn at_time(&mut self, boot_ms: i64, t: i64) -> &[NodeInfo] {
+        for n in &mut self.nodes {
+            if n.state == InstanceState::Pending && n.launch_time_ms.is_some_and(|a| t >= a + boot_ms) {
+                n.state = InstanceState::Running;
+                n.heartbeat_age_s = Some(0);
             }
-        })
-        .collect()
+        }
+        &self.nodes
+    }
 }
 
 fn spec(p: &Params) -> JobSpec {
@@ -216,7 +248,7 @@ fn honoured(n: u32, share: f64) -> bool {
 /// Replays `trace` with `p`.
 pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
     let mut job = JobRecord::new("sim", spec(p), "tap goodput simulate", 0);
-    let mut present: BTreeMap<String, i64> = BTreeMap::new();
+    let mut fleet = Fleet::default();
     // Nodes EC2 has given notice to (unfit for a launch), and those among them whose notice
     // the training does not honour (it loses the work since its checkpoint at the removal).
     let (mut noticed, mut doomed): (BTreeSet<String>, BTreeSet<String>) = Default::default();
@@ -254,6 +286,7 @@ pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
             if !noticed.insert(node.to_owned()) {
                 continue;
             }
+            fleet.notice(node);
             let Some(r) = &running else { continue };
             if !r.nodes.iter().any(|n| n == node) {
                 continue;
@@ -278,10 +311,10 @@ pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
             let e = &trace[next_event];
             next_event += 1;
             if e.add {
-                present.insert(e.node.clone(), e.at_ms);
+                fleet.add(&e.node, e.at_ms);
                 continue;
             }
-            present.remove(&e.node);
+            fleet.remove(&e.node);
             noticed.remove(&e.node);
             let was_doomed = doomed.remove(&e.node);
             if running.as_ref().is_some_and(|r| r.nodes.contains(&e.node)) {
@@ -300,8 +333,8 @@ pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
         }
         // The controller's turn: a job that needs nodes gets them once the fleet has them.
         if job.state.needs_nodes() && t >= not_before {
-            let nodes = fleet_view(&present, p.boot_ms, &noticed, t);
-            let sched = jobs::schedule(std::slice::from_ref(&job), &nodes);
+            let nodes = fleet.at_time(p.boot_ms, t);
+            let sched = jobs::schedule(std::slice::from_ref(&job), nodes);
             let placement: Option<&Placement> = sched.first().map(|(_, pl)| pl);
             match jobs::step(&job, placement, t) {
                 Step::Launch { nodes: chosen, .. } => {
@@ -310,6 +343,10 @@ pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
                     let sent: Vec<(String, String)> =
                         chosen.iter().map(|n| (n.instance_id.clone(), format!("cmd-{t}"))).collect();
                     jobs::commands_sent(&mut job, &sent, t);
+                    // The decisions read the current attempt and the one before it: older
+                    // ones (256 nodes each, thousands of them) are dropped.
+                    let old = job.attempts.len().saturating_sub(2);
+                    job.attempts.drain(..old);
                     let restore_ms = if committed > 0 { p.restore_ms } else { 0 };
                     first_launch.get_or_insert(t);
                     let command_ms = t + p.launch_ms + restore_ms;

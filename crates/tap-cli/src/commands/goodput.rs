@@ -142,6 +142,7 @@ impl Seen {
     }
 
     /// The experiment's run `id`, as read.
+    #[cfg(feature = "fleet")]
     pub(crate) fn run(&self, id: &str) -> Option<Run> {
         self.experiment.iter().find(|r| r.run_id == id).cloned()
     }

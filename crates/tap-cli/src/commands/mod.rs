@@ -16,6 +16,7 @@ mod jobs;
 mod logs;
 mod manual;
 mod params;
+#[cfg(feature = "fleet")]
 pub(crate) mod pools;
 mod run;
 mod runs;
@@ -102,6 +103,7 @@ pub enum StoreCommand<'a> {
     },
     Goodput(&'a crate::cli::GoodputArgs),
     /// `tap fleet pools`: the store's runs, not the fleet.
+    #[cfg(feature = "fleet")]
     Pools {
         days: u32,
     },
@@ -327,6 +329,7 @@ where
         }
         StoreCommand::Runs(cmd) => runs::run(b, cmd, output, out).await?,
         StoreCommand::Goodput(a) => goodput::run(runs, a, output, out).await?,
+        #[cfg(feature = "fleet")]
         StoreCommand::Pools { days } => pools::run(runs, days, output, out).await?,
         StoreCommand::Params(p) => params::run(params_store, p, output, out).await?,
         StoreCommand::Artifacts(a) => artifacts::run(objects, a, output, out).await?,

@@ -180,6 +180,7 @@ pub fn goodput_brief(r: &crate::commands::goodput::RunGoodput) -> String {
 }
 
 /// `tap fleet pools`: a row per pool, then the advice.
+#[cfg(feature = "fleet")]
 pub fn pools(v: &crate::commands::pools::PoolsView) -> String {
     if v.pools.is_empty() {
         return format!("no runs in the last {} days: no pool history yet\n", v.days);
