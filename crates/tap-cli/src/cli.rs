@@ -503,6 +503,21 @@ pub struct GoodputArgs {
     /// The plot's size in pixels, WIDTHxHEIGHT.
     #[arg(long, default_value = "1200x800", value_parser = parse_picture_size)]
     pub size: (u32, u32),
+    #[command(flatten)]
+    pub prices: PriceArgs,
+}
+
+/// Where the dollars' prices come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PriceArgs {
+    /// Prices over the built-in on-demand table (us-east-1): `on-demand,TYPE,USD_PER_HOUR` or
+    /// `spot,TYPE,USD_PER_HOUR[,AZ]` a line. Spot prices are needed for dollars.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// The instance type of attempts that ran off EC2 (a laptop) or are simulated: priced as
+    /// that type.
+    #[arg(long, value_name = "TYPE")]
+    pub instance_type: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -559,6 +574,8 @@ pub struct SimulateArgs {
     /// Intervals the sweep tries (geometric, one step to 24 h).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(2..=200))]
     pub sweep: u32,
+    #[command(flatten)]
+    pub prices: PriceArgs,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {

@@ -43,6 +43,8 @@ pub struct RunGoodput {
     #[serde(flatten)]
     pub goodput: Goodput,
     pub cadence: Cadence,
+    /// What it cost against on demand (None: no price known for its attempts).
+    pub dollars: Option<tap_core::prices::Dollars>,
 }
 
 pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
         }
         What::Experiment(e) => (e.clone(), None),
     };
+    let prices = prices(&args.prices).await?;
     let seen = Seen::read(runs, &experiment, now).await?;
     let wanted: Vec<&Run> = match &chosen {
         Some(r) => vec![r],
@@ -66,7 +69,9 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
     }
     let mut reports = Vec::new();
     for r in wanted {
-        reports.push(report(runs, r, &seen, now).await?);
+        let mut g = report(runs, r, &seen, now).await?;
+        g.dollars = tap_core::prices::dollars(&g.goodput, &prices, args.prices.instance_type.as_deref());
+        reports.push(g);
     }
     if let Some(file) = &args.plot {
         plot(&reports, &experiment, file, args.size).await?;
@@ -188,7 +193,22 @@ pub(crate) async fn report<R: RunStore>(runs: &R, run: &Run, seen: &Seen, now: i
         pool,
         goodput: g,
         cadence,
+        dollars: None,
     })
+}
+
+/// The prices of `--prices FILE` over the built-in on-demand table.
+pub(crate) async fn prices(a: &crate::cli::PriceArgs) -> anyhow::Result<tap_core::prices::Prices> {
+    let builtin = tap_core::prices::Prices::builtin();
+    let Some(file) = &a.prices else { return Ok(builtin) };
+    let path = file.clone();
+    let text = crate::blocking::run(move |_| std::fs::read(&path))
+        .await
+        .with_context(|| format!("reading the prices {}", file.display()))?;
+    let text = String::from_utf8(text).map_err(|e| anyhow::anyhow!("the prices {} are not UTF-8 ({e})", file.display()))?;
+    let parsed =
+        tap_core::prices::Prices::parse(&text).map_err(|e| anyhow::anyhow!("the prices {}: {e}", file.display()))?;
+    Ok(parsed.over(builtin))
 }
 
 /// The pool a run's latest attempt ran in (a job's: its rank 0's).

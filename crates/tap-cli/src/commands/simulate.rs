@@ -38,6 +38,8 @@ pub struct Simulation {
     /// The sweep's best replay.
     pub best: Replay,
     pub sweep: Vec<SweepPoint>,
+    /// The shown replay's dollars (`--instance-type`, with a spot price in `--prices`).
+    pub dollars: Option<tap_core::prices::Dollars>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +76,15 @@ fn summary(file: &str, trace: &[TraceEvent]) -> TraceSummary {
 }
 
 pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let prices = match &a.prices.prices {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading the prices {}", file.display()))?;
+            tap_core::prices::Prices::parse(&text)
+                .map_err(|e| anyhow::anyhow!("the prices {}: {e}", file.display()))?
+                .over(tap_core::prices::Prices::builtin())
+        }
+        None => tap_core::prices::Prices::builtin(),
+    };
     let text = std::fs::read(&a.trace).with_context(|| format!("reading the trace {}", a.trace.display()))?;
     let text =
         String::from_utf8(text).map_err(|e| anyhow::anyhow!("the trace {} is not UTF-8 ({e})", a.trace.display()))?;
@@ -121,7 +132,7 @@ pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Res
         .into_iter()
         .max_by(|x, y| x.goodput.goodput_pct.total_cmp(&y.goodput.goodput_pct))
         .context("the sweep tried no interval")?;
-    let sim = Simulation {
+    let mut sim = Simulation {
         trace: summary,
         params: base.clone(),
         job_mtbi_s,
@@ -129,10 +140,19 @@ pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Res
         asked: a.interval.map(|d| at(ms(d))),
         best,
         sweep,
+        dollars: None,
     };
+    sim.dollars = tap_core::prices::dollars(&sim.shown().goodput, &prices, a.prices.instance_type.as_deref());
     match output {
         Output::Json => json(out, &sim)?,
         Output::Text => out.write_all(crate::render::simulation(&sim).as_bytes())?,
     }
     Ok(())
+}
+
+impl Simulation {
+    /// The replay the report shows: `--interval`'s, else Young/Daly's, else the sweep's best.
+    pub fn shown(&self) -> &Replay {
+        self.asked.as_ref().or(self.young_daly.as_ref()).unwrap_or(&self.best)
+    }
 }

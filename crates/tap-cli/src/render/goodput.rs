@@ -7,7 +7,9 @@ use super::span;
 
 /// Seconds for the goodput report: `0.42 s`, `12.3 s`, `4m05s`, `2h10m`.
 fn secs(s: f64) -> String {
-    if s < 10.0 {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 10.0 {
         format!("{s:.2} s")
     } else if s < 120.0 {
         format!("{s:.1} s")
@@ -100,7 +102,27 @@ pub fn goodput(r: &crate::commands::goodput::RunGoodput) -> String {
     s.push_str("time:\n");
     s.push_str(&badput_lines(g));
     s.push_str(&cadence_line(&r.cadence, &r.pool));
+    if let Some(d) = &r.dollars {
+        s.push_str(&dollars_line(d));
+    }
     s
+}
+
+/// The dollars line: paid, on demand, the naive and the effective saving.
+pub fn dollars_line(d: &tap_core::prices::Dollars) -> String {
+    format!(
+        "dollars: paid ${:.2}; the same node-hours on demand ${:.2} (naive saving {:.1}%); the same work on demand ${:.2} (effective saving {:.1}%){}\n",
+        d.paid_usd,
+        d.on_demand_usd,
+        d.naive_saving_pct,
+        d.work_on_demand_usd,
+        d.effective_saving_pct,
+        if d.unpriced_node_hours > 0.0 {
+            format!("; {:.2} node-hours without a price left out", d.unpriced_node_hours)
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The cadence line: the interval, or what it still needs.
@@ -259,6 +281,9 @@ pub fn simulation(s: &crate::commands::simulate::Simulation) -> String {
         r.finished_ms.map(|f| format!("; finished after {}", secs(f as f64 / 1000.0))).unwrap_or_default()
     ));
     o.push_str(&badput_lines(g));
+    if let Some(d) = &s.dollars {
+        o.push_str(&dollars_line(d));
+    }
     o.push_str(&format!(
         "best interval found: {} (goodput {:.1}%); swept {} intervals from {} to {}\n",
         secs(s.best.interval_s),

@@ -136,6 +136,19 @@ fn goodput_of_an_interrupted_and_resumed_run_matches_its_timeline() {
         g["goodput_pct"]
     );
 
+    // Dollars: this laptop priced as a g5.xlarge at a spot price from a file, against the
+    // built-in on-demand price.
+    let prices = h.join("prices.csv");
+    std::fs::write(&prices, "spot,g5.xlarge,0.40\n").expect("prices");
+    let priced = json(h, &["goodput", "gp", "--prices", prices.to_str().expect("path"), "--instance-type", "g5.xlarge"]);
+    let d = &priced["dollars"];
+    let node_hours = f(&priced["node_hours"]);
+    assert!((f(&d["paid_usd"]) - 0.40 * node_hours).abs() < 1e-9, "{d}");
+    assert!((f(&d["on_demand_usd"]) - 1.006 * node_hours).abs() < 1e-9, "{d}");
+    assert!((f(&d["naive_saving_pct"]) - 100.0 * (1.0 - 0.40 / 1.006)).abs() < 1e-6, "{d}");
+    assert!(f(&d["effective_saving_pct"]) < f(&d["naive_saving_pct"]), "the restart cost counts: {d}");
+    assert!(g["dollars"].is_null(), "no spot price, no dollars: {g}");
+
     // Text fits a screen; runs show carries the same figure.
     let shown = tap(h, &["goodput", "gp"]);
     let t = text(&shown.stdout);
