@@ -205,7 +205,8 @@ pub(crate) async fn prices(a: &crate::cli::PriceArgs) -> anyhow::Result<tap_core
     let text = crate::blocking::run(move |_| std::fs::read(&path))
         .await
         .with_context(|| format!("reading the prices {}", file.display()))?;
-    let text = String::from_utf8(text).map_err(|e| anyhow::anyhow!("the prices {} are not UTF-8 ({e})", file.display()))?;
+    let text =
+        String::from_utf8(text).map_err(|e| anyhow::anyhow!("the prices {} are not UTF-8 ({e})", file.display()))?;
     let parsed =
         tap_core::prices::Prices::parse(&text).map_err(|e| anyhow::anyhow!("the prices {}: {e}", file.display()))?;
     Ok(parsed.over(builtin))

@@ -78,7 +78,8 @@ fn summary(file: &str, trace: &[TraceEvent]) -> TraceSummary {
 pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     let prices = match &a.prices.prices {
         Some(file) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading the prices {}", file.display()))?;
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("reading the prices {}", file.display()))?;
             tap_core::prices::Prices::parse(&text)
                 .map_err(|e| anyhow::anyhow!("the prices {}: {e}", file.display()))?
                 .over(tap_core::prices::Prices::builtin())

@@ -140,7 +140,8 @@ fn goodput_of_an_interrupted_and_resumed_run_matches_its_timeline() {
     // built-in on-demand price.
     let prices = h.join("prices.csv");
     std::fs::write(&prices, "spot,g5.xlarge,0.40\n").expect("prices");
-    let priced = json(h, &["goodput", "gp", "--prices", prices.to_str().expect("path"), "--instance-type", "g5.xlarge"]);
+    let priced =
+        json(h, &["goodput", "gp", "--prices", prices.to_str().expect("path"), "--instance-type", "g5.xlarge"]);
     let d = &priced["dollars"];
     let node_hours = f(&priced["node_hours"]);
     assert!((f(&d["paid_usd"]) - 0.40 * node_hours).abs() < 1e-9, "{d}");
