@@ -609,6 +609,27 @@ mod tests {
         assert_eq!(r.finished_ms, Some(2 * MIN + 1010 * S));
     }
 
+    /// The measured g4dn trace (Bamboo, MIT; tools/bench-simulate/): read whole, and Young/Daly's
+    /// interval from its own M lands where the sweep's best goodput is.
+    #[test]
+    fn the_measured_trace_replays_and_young_daly_is_near_the_best() {
+        let trace = parse_trace(include_str!("../../../tools/bench-simulate/g4dn-trace.csv")).expect("trace");
+        assert_eq!((trace.len(), trace.iter().filter(|e| !e.add).count()), (153, 74));
+        let node_m = trace_mtbi_s(&trace).expect("removals");
+        assert!((6000.0..7000.0).contains(&node_m), "{node_m}");
+        let p = Params { notice_honoured: 0.0, checkpoint_ms: 30 * S, restore_ms: MIN, ..params(8) };
+        let yd = crate::goodput::checkpoint_interval_s(30.0, node_m / 8.0, 180.0).expect("T");
+        let at_yd = replay(&trace, &Params { interval_ms: (yd * 1000.0) as i64, ..p.clone() });
+        let sweep = sweep(&trace, &p, &sweep_intervals(&p, 24));
+        let best = sweep.iter().map(|r| r.goodput.goodput_pct).fold(0.0, f64::max);
+        assert!(
+            best - at_yd.goodput.goodput_pct < 1.0,
+            "Young/Daly {} against the best {best}",
+            at_yd.goodput.goodput_pct
+        );
+        assert!(at_yd.goodput.attempts.len() > 10 && at_yd.goodput.wasted_steps > 0);
+    }
+
     #[test]
     fn the_sweep_finds_an_interval_near_young_daly() {
         // A reclaim every ~30 minutes of a 4-node job.

@@ -245,6 +245,19 @@ fn a_missed_final_checkpoint_counts_the_steps_run_again() {
     let e = json(h, &["goodput", "-e", "gp"]);
     assert_eq!(e["runs"].as_array().map(Vec::len), Some(1));
     assert!((f(&e["sum"]["total_s"]) - f(&g["total_s"])).abs() < 1e-9, "{e}");
+    // Its pool (this machine, off EC2): two attempts, one disruption; no EC2 advice.
+    let pools = json(h, &["fleet", "pools", "--days", "7"]);
+    let p = &pools["pools"][0];
+    assert_eq!(
+        (p["pool"]["kind"].as_str(), p["attempts"].as_u64(), p["disruptions"].as_u64()),
+        (Some("host"), Some(2), Some(1)),
+        "{pools}"
+    );
+    assert!(pools["tfvars"].is_null() && pools["instance_types"].as_array().is_some_and(Vec::is_empty), "{pools}");
+    let t = text(&tap(h, &["fleet", "pools"]).stdout);
+    assert!(t.contains("POOL") && t.contains("no EC2 pool on record"), "{t}");
+    let zero = tap(h, &["fleet", "pools", "--days", "0"]);
+    assert!(!zero.status.success() && text(&zero.stderr).contains("--days"), "{}", text(&zero.stderr));
     let missing = tap(h, &["goodput", "-e", "nothing-here"]);
     assert!(!missing.status.success() && text(&missing.stderr).contains("has no runs"), "{}", text(&missing.stderr));
 }
