@@ -430,25 +430,11 @@ mod tests {
         use tap_core::goodput::{AttemptSpan, Cause, goodput};
         use tap_core::runs::RunStatus;
         let span = |n: u32, start: i64, restored: Option<u64>, to: u64, host: &str| {
-            let from = restored.unwrap_or(0);
-            AttemptSpan {
-                number: n,
-                nodes: 1,
-                host: host.into(),
-                instance_id: None,
-                node: None,
-                started_ms: start,
-                command_started_ms: Some(start + 2000),
-                restore_ms: if restored.is_some() { 1000 } else { 0 },
-                ended_ms: start + 2000 + (to - from) as i64 * 1000 + 500,
-                status: RunStatus::Interrupted,
-                why: None,
-                verdict: None,
-                restored_step: restored,
-                checkpoints: 0,
-                checkpoint_write_ms: 0,
-                steps: (from + 1..=to).map(|k| (k, start + 2000 + (k - from) as i64 * 1000)).collect(),
-            }
+            let mut a = AttemptSpan::steady(n, start, start + 2000, restored, to, 1000, 500);
+            a.host = host.into();
+            a.restore_ms = if restored.is_some() { 1000 } else { 0 };
+            a.status = RunStatus::Interrupted;
+            a
         };
         let g = goodput(&[span(1, 0, None, 30, "a"), span(2, 40_000, Some(20), 60, "b")]);
         let t = timeline("run r", &g);

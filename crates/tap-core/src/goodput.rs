@@ -61,6 +61,42 @@ pub struct AttemptSpan {
     pub steps: Vec<(u64, i64)>,
 }
 
+impl AttemptSpan {
+    /// A synthetic attempt (tests, examples): one node, its command started at `command_ms`,
+    /// steps after `restored` up to `to` one every `step_ms`, ending `tail_ms` after the last;
+    /// no checkpoint, status `succeeded`.
+    pub fn steady(
+        number: u32,
+        started_ms: i64,
+        command_ms: i64,
+        restored: Option<u64>,
+        to: u64,
+        step_ms: i64,
+        tail_ms: i64,
+    ) -> AttemptSpan {
+        let from = restored.unwrap_or(0);
+        let at = |k: u64| command_ms + (k - from) as i64 * step_ms;
+        AttemptSpan {
+            number,
+            nodes: 1,
+            host: "h".into(),
+            instance_id: None,
+            node: None,
+            started_ms,
+            command_started_ms: Some(command_ms),
+            restore_ms: 0,
+            ended_ms: at(to.max(from)) + tail_ms,
+            status: RunStatus::Succeeded,
+            why: None,
+            verdict: None,
+            restored_step: restored,
+            checkpoints: 0,
+            checkpoint_write_ms: 0,
+            steps: (from + 1..=to).map(|k| (k, at(k))).collect(),
+        }
+    }
+}
+
 /// Seconds and their share of the total.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Share {
@@ -748,29 +784,8 @@ mod tests {
     /// An attempt that starts at `start` s, runs its command `launch` s later, reports steps
     /// `from+1..=to` one per `step` s, and ends `tail` s after the last.
     fn span(number: u32, start: f64, launch: f64, restored: Option<u64>, to: u64, step: f64, tail: f64) -> AttemptSpan {
-        let ms = |s: f64| T0 + (s * 1000.0).round() as i64;
-        let c = start + launch;
-        let from = restored.unwrap_or(0);
-        let steps: Vec<(u64, i64)> = (from + 1..=to).map(|k| (k, ms(c + (k - from) as f64 * step))).collect();
-        let last = c + (to - from) as f64 * step;
-        AttemptSpan {
-            number,
-            nodes: 1,
-            host: "h".into(),
-            instance_id: None,
-            node: None,
-            started_ms: ms(start),
-            command_started_ms: Some(ms(c)),
-            restore_ms: 0,
-            ended_ms: ms(last + tail),
-            status: RunStatus::Succeeded,
-            why: None,
-            verdict: None,
-            restored_step: restored,
-            checkpoints: 0,
-            checkpoint_write_ms: 0,
-            steps,
-        }
+        let ms = |s: f64| (s * 1000.0).round() as i64;
+        AttemptSpan::steady(number, T0 + ms(start), T0 + ms(start + launch), restored, to, ms(step), ms(tail))
     }
 
     fn assert_adds_up(g: &Goodput) {

@@ -209,37 +209,22 @@ pub fn dollars(g: &Goodput, prices: &Prices, assumed_type: Option<&str>) -> Opti
 mod tests {
     use super::*;
     use crate::goodput::{AttemptSpan, goodput};
-    use crate::runs::{NodeIdentity, RunStatus};
+    use crate::runs::NodeIdentity;
 
     const H: i64 = 3_600_000;
 
     fn span(n: u32, start: i64, hours: i64, restored: Option<u64>, to: u64, lifecycle: Lifecycle) -> AttemptSpan {
-        let from = restored.unwrap_or(0);
-        let per = hours * H / (to - from) as i64;
-        AttemptSpan {
-            number: n,
-            nodes: 2,
-            host: "h".into(),
-            instance_id: None,
-            node: Some(NodeIdentity {
-                instance_id: "i-1".into(),
-                instance_type: "g5.xlarge".into(),
-                availability_zone: "us-east-1a".into(),
-                ami_id: "ami".into(),
-                lifecycle: Some(lifecycle),
-            }),
-            started_ms: start,
-            command_started_ms: Some(start),
-            restore_ms: 0,
-            ended_ms: start + hours * H,
-            status: RunStatus::Interrupted,
-            why: None,
-            verdict: None,
-            restored_step: restored,
-            checkpoints: 0,
-            checkpoint_write_ms: 0,
-            steps: (from + 1..=to).map(|k| (k, start + (k - from) as i64 * per)).collect(),
-        }
+        let per = hours * H / (to - restored.unwrap_or(0)) as i64;
+        let mut a = AttemptSpan::steady(n, start, start, restored, to, per, 0);
+        a.nodes = 2;
+        a.node = Some(NodeIdentity {
+            instance_id: "i-1".into(),
+            instance_type: "g5.xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            ami_id: "ami".into(),
+            lifecycle: Some(lifecycle),
+        });
+        a
     }
 
     #[test]
