@@ -247,146 +247,216 @@ fn honoured(n: u32, share: f64) -> bool {
 
 /// Replays `trace` with `p`.
 pub fn replay(trace: &[TraceEvent], p: &Params) -> Replay {
-    let mut job = JobRecord::new("sim", spec(p), "tap goodput simulate", 0);
-    let mut fleet = Fleet::default();
-    // Nodes EC2 has given notice to (unfit for a launch), and those among them whose notice
-    // the training does not honour (it loses the work since its checkpoint at the removal).
-    let (mut noticed, mut doomed): (BTreeSet<String>, BTreeSet<String>) = Default::default();
-    let mut committed = 0u64;
-    let mut running: Option<Running> = None;
-    let mut spans: Vec<AttemptSpan> = Vec::new();
-    let (mut hits, mut finished_ms, mut first_launch, mut not_before) = (0u32, None, None, 0i64);
-    let end_of_trace = trace.last().map_or(0, |e| e.at_ms);
-    // Times to decide at: every event, every node's ready time, each notice (two minutes
-    // before its remove), and each attempt's end (added as they come).
-    let mut times: BTreeSet<i64> = BTreeSet::new();
-    for e in trace {
-        times.insert(e.at_ms);
-        times.insert(if e.add { e.at_ms + p.boot_ms } else { (e.at_ms - EC2_NOTICE_WINDOW_MS).max(0) });
-    }
-    let removes: BTreeSet<(i64, &str)> = trace.iter().filter(|e| !e.add).map(|e| (e.at_ms, e.node.as_str())).collect();
-    let mut next_event = 0usize;
-    while let Some(t) = times.pop_first() {
-        // A training that finishes before this moment ends its attempt there.
-        if let (Some(r), Some(total)) = (&running, p.total_steps) {
-            let need = total.saturating_sub(r.base).max(1);
-            let done_at = step_time(p, r.compute_from_ms, need);
-            if done_at <= t {
-                let r = running.take().expect("running");
-                let end_ms = done_at + p.shutdown_ms;
-                spans.push(span_of(p, &r, need, end_ms, RunStatus::Succeeded, None));
-                jobs::end_attempt(&mut job, jobs::AttemptEnd::Succeeded, end_ms);
-                finished_ms = Some(end_ms);
-                break;
-            }
-        }
-        // EC2's notices: two minutes ahead of each remove.
-        let window = (t, "")..=(t + EC2_NOTICE_WINDOW_MS, "\u{10ffff}");
-        for &(_, node) in removes.range(window) {
-            if !noticed.insert(node.to_owned()) {
-                continue;
-            }
-            fleet.notice(node);
-            let Some(r) = &running else { continue };
-            if !r.nodes.iter().any(|n| n == node) {
-                continue;
-            }
-            hits += 1;
-            if honoured(hits, p.notice_honoured) {
-                // The final checkpoint at the notice: nothing is lost.
-                let r = running.take().expect("running");
-                let steps = progress(p, r.compute_from_ms, t).0;
-                committed = r.base + steps;
-                let end_ms = t + p.checkpoint_ms;
-                end(&mut job, &mut spans, p, &r, node, true, steps, end_ms);
-                not_before = end_ms;
-                times.insert(end_ms);
-            } else {
-                doomed.insert(node.to_owned());
-            }
-        }
-        // The trace's events at t; a doomed node's removal ends its attempt with the work
-        // since the periodic checkpoint lost.
-        while next_event < trace.len() && trace[next_event].at_ms <= t {
-            let e = &trace[next_event];
-            next_event += 1;
-            if e.add {
-                fleet.add(&e.node, e.at_ms);
-                continue;
-            }
-            fleet.remove(&e.node);
-            noticed.remove(&e.node);
-            let was_doomed = doomed.remove(&e.node);
-            if running.as_ref().is_some_and(|r| r.nodes.contains(&e.node)) {
-                if !was_doomed {
-                    hits += 1; // a remove without a notice in time (at the trace's start)
-                }
-                let r = running.take().expect("running");
-                let (steps, periodic) = progress(p, r.compute_from_ms, t);
-                committed = r.base + periodic;
-                end(&mut job, &mut spans, p, &r, &e.node, false, steps, t);
-                not_before = t;
-            }
-        }
-        if job.state.is_final() {
+    let mut sim = Sim::new(trace, p);
+    while let Some(t) = sim.times.pop_first() {
+        if sim.finished(t) {
             break;
         }
-        // The controller's turn: a job that needs nodes gets them once the fleet has them.
-        if job.state.needs_nodes() && t >= not_before {
-            let nodes = fleet.at_time(p.boot_ms, t);
-            let sched = jobs::schedule(std::slice::from_ref(&job), nodes);
-            let placement: Option<&Placement> = sched.first().map(|(_, pl)| pl);
-            match jobs::step(&job, placement, t) {
-                Step::Launch { nodes: chosen, .. } => {
-                    let resumed = (committed > 0).then(|| format!("step {committed}"));
-                    jobs::begin_attempt(&mut job, &chosen, resumed, "simulate", t);
-                    let sent: Vec<(String, String)> =
-                        chosen.iter().map(|n| (n.instance_id.clone(), format!("cmd-{t}"))).collect();
-                    jobs::commands_sent(&mut job, &sent, t);
-                    // The decisions read the current attempt and the one before it: older
-                    // ones (256 nodes each, thousands of them) are dropped.
-                    let old = job.attempts.len().saturating_sub(2);
-                    job.attempts.drain(..old);
-                    let restore_ms = if committed > 0 { p.restore_ms } else { 0 };
-                    first_launch.get_or_insert(t);
-                    let command_ms = t + p.launch_ms + restore_ms;
-                    let compute_from_ms = command_ms + p.startup_ms;
-                    running = Some(Running {
-                        nodes: chosen.into_iter().map(|n| n.instance_id).collect(),
-                        launched_ms: t,
-                        command_ms,
-                        compute_from_ms,
-                        base: committed,
-                        restore_ms,
-                    });
-                    if let Some(total) = p.total_steps {
-                        times.insert(step_time(p, compute_from_ms, total.saturating_sub(committed).max(1)));
-                    }
-                }
-                Step::Wait(why) => job.waiting = Some(why),
-                Step::Fail(_) => break,
-                _ => {}
+        sim.notices(t);
+        sim.events(t);
+        if sim.job.state.is_final() || !sim.controller(t) {
+            break;
+        }
+    }
+    sim.into_replay()
+}
+
+/// The replay's state: the job as the controller records it, the fleet, the training.
+struct Sim<'a> {
+    p: &'a Params,
+    trace: &'a [TraceEvent],
+    /// Removes by time, for the notices two minutes ahead of them.
+    removes: BTreeSet<(i64, &'a str)>,
+    next_event: usize,
+    /// Times to decide at: every event, every node's ready time, each notice (two minutes
+    /// before its remove), and each attempt's end (added as they come).
+    times: BTreeSet<i64>,
+    job: JobRecord,
+    fleet: Fleet,
+    /// Nodes EC2 has given notice to (unfit for a launch), and those among them whose notice
+    /// the training does not honour (it loses the work since its checkpoint at the removal).
+    noticed: BTreeSet<String>,
+    doomed: BTreeSet<String>,
+    /// The step the newest committed checkpoint holds.
+    committed: u64,
+    running: Option<Running>,
+    spans: Vec<AttemptSpan>,
+    hits: u32,
+    finished_ms: Option<i64>,
+    first_launch: Option<i64>,
+    /// No relaunch before the last attempt's end.
+    not_before: i64,
+}
+
+impl<'a> Sim<'a> {
+    fn new(trace: &'a [TraceEvent], p: &'a Params) -> Sim<'a> {
+        let mut times = BTreeSet::new();
+        for e in trace {
+            times.insert(e.at_ms);
+            times.insert(if e.add { e.at_ms + p.boot_ms } else { (e.at_ms - EC2_NOTICE_WINDOW_MS).max(0) });
+        }
+        Sim {
+            p,
+            trace,
+            removes: trace.iter().filter(|e| !e.add).map(|e| (e.at_ms, e.node.as_str())).collect(),
+            next_event: 0,
+            times,
+            job: JobRecord::new("sim", spec(p), "tap goodput simulate", 0),
+            fleet: Fleet::default(),
+            noticed: BTreeSet::new(),
+            doomed: BTreeSet::new(),
+            committed: 0,
+            running: None,
+            spans: Vec::new(),
+            hits: 0,
+            finished_ms: None,
+            first_launch: None,
+            not_before: 0,
+        }
+    }
+
+    /// A training that finished before `t` ends its attempt there (and the replay).
+    fn finished(&mut self, t: i64) -> bool {
+        let p = self.p;
+        let (Some(r), Some(total)) = (&self.running, p.total_steps) else { return false };
+        let need = total.saturating_sub(r.base).max(1);
+        let done_at = step_time(p, r.compute_from_ms, need);
+        if done_at > t {
+            return false;
+        }
+        let Some(r) = self.running.take() else { return false };
+        let end_ms = done_at + p.shutdown_ms;
+        self.spans.push(span_of(p, &r, need, end_ms, RunStatus::Succeeded, None));
+        jobs::end_attempt(&mut self.job, jobs::AttemptEnd::Succeeded, end_ms);
+        self.finished_ms = Some(end_ms);
+        true
+    }
+
+    /// EC2's notices at `t`, two minutes ahead of each remove: an honoured one ends the
+    /// attempt it hits with a final checkpoint; another dooms it to lose its node at the remove.
+    fn notices(&mut self, t: i64) {
+        let window = (t, "")..=(t + EC2_NOTICE_WINDOW_MS, "\u{10ffff}");
+        let hit: Vec<&str> = self.removes.range(window).map(|&(_, n)| n).collect();
+        for node in hit {
+            if !self.noticed.insert(node.to_owned()) {
+                continue;
             }
+            self.fleet.notice(node);
+            if !self.running.as_ref().is_some_and(|r| r.nodes.iter().any(|n| n == node)) {
+                continue;
+            }
+            self.hits += 1;
+            if !honoured(self.hits, self.p.notice_honoured) {
+                self.doomed.insert(node.to_owned());
+                continue;
+            }
+            let Some(r) = self.running.take() else { continue };
+            let steps = progress(self.p, r.compute_from_ms, t).0;
+            self.committed = r.base + steps;
+            let end_ms = t + self.p.checkpoint_ms;
+            end(&mut self.job, &mut self.spans, self.p, &r, node, true, steps, end_ms);
+            self.not_before = end_ms;
+            self.times.insert(end_ms);
         }
     }
-    // The trace ended with the attempt still running.
-    if let Some(r) = running.take() {
-        let end = end_of_trace.max(r.launched_ms);
-        let mut steps = progress(p, r.compute_from_ms, end).0;
-        if let Some(total) = p.total_steps {
-            steps = steps.min(total.saturating_sub(r.base));
+
+    /// The trace's events at `t`; a doomed node's removal ends its attempt with the work since
+    /// the periodic checkpoint lost.
+    fn events(&mut self, t: i64) {
+        while self.next_event < self.trace.len() && self.trace[self.next_event].at_ms <= t {
+            let e = &self.trace[self.next_event];
+            self.next_event += 1;
+            if e.add {
+                self.fleet.add(&e.node, e.at_ms);
+                continue;
+            }
+            self.fleet.remove(&e.node);
+            self.noticed.remove(&e.node);
+            let was_doomed = self.doomed.remove(&e.node);
+            if !self.running.as_ref().is_some_and(|r| r.nodes.contains(&e.node)) {
+                continue;
+            }
+            if !was_doomed {
+                self.hits += 1; // a remove without a notice in time (at the trace's start)
+            }
+            let Some(r) = self.running.take() else { continue };
+            let (steps, periodic) = progress(self.p, r.compute_from_ms, t);
+            self.committed = r.base + periodic;
+            end(&mut self.job, &mut self.spans, self.p, &r, &e.node, false, steps, t);
+            self.not_before = t;
         }
-        spans.push(span_of(p, &r, steps, end, RunStatus::Running, None));
     }
-    for (i, s) in spans.iter_mut().enumerate() {
-        s.number = i as u32 + 1;
+
+    /// The controller's turn: a job that needs nodes gets them once the fleet has them.
+    /// False: the job failed (the replay ends).
+    fn controller(&mut self, t: i64) -> bool {
+        let p = self.p;
+        if !self.job.state.needs_nodes() || t < self.not_before {
+            return true;
+        }
+        let nodes = self.fleet.at_time(p.boot_ms, t);
+        let sched = jobs::schedule(std::slice::from_ref(&self.job), nodes);
+        let placement: Option<&Placement> = sched.first().map(|(_, pl)| pl);
+        match jobs::step(&self.job, placement, t) {
+            Step::Launch { nodes: chosen, .. } => {
+                let committed = self.committed;
+                let resumed = (committed > 0).then(|| format!("step {committed}"));
+                jobs::begin_attempt(&mut self.job, &chosen, resumed, "simulate", t);
+                let sent: Vec<(String, String)> =
+                    chosen.iter().map(|n| (n.instance_id.clone(), format!("cmd-{t}"))).collect();
+                jobs::commands_sent(&mut self.job, &sent, t);
+                // The decisions read the current attempt and the one before it: older ones
+                // (256 nodes each, thousands of them) are dropped.
+                let old = self.job.attempts.len().saturating_sub(2);
+                self.job.attempts.drain(..old);
+                let restore_ms = if committed > 0 { p.restore_ms } else { 0 };
+                self.first_launch.get_or_insert(t);
+                let command_ms = t + p.launch_ms + restore_ms;
+                let compute_from_ms = command_ms + p.startup_ms;
+                self.running = Some(Running {
+                    nodes: chosen.into_iter().map(|n| n.instance_id).collect(),
+                    launched_ms: t,
+                    command_ms,
+                    compute_from_ms,
+                    base: committed,
+                    restore_ms,
+                });
+                if let Some(total) = p.total_steps {
+                    self.times.insert(step_time(p, compute_from_ms, total.saturating_sub(committed).max(1)));
+                }
+                true
+            }
+            Step::Wait(why) => {
+                self.job.waiting = Some(why);
+                true
+            }
+            Step::Fail(_) => false,
+            _ => true,
+        }
     }
-    Replay {
-        interval_s: p.interval_ms as f64 / 1000.0,
-        goodput: crate::goodput::goodput(&spans),
-        finished_ms,
-        queued_s: first_launch.unwrap_or(end_of_trace) as f64 / 1000.0,
-        reclaims_hit: hits,
+
+    /// The replay: an attempt still running ends with the trace.
+    fn into_replay(mut self) -> Replay {
+        let p = self.p;
+        let end_of_trace = self.trace.last().map_or(0, |e| e.at_ms);
+        if let Some(r) = self.running.take() {
+            let end = end_of_trace.max(r.launched_ms);
+            let mut steps = progress(p, r.compute_from_ms, end).0;
+            if let Some(total) = p.total_steps {
+                steps = steps.min(total.saturating_sub(r.base));
+            }
+            self.spans.push(span_of(p, &r, steps, end, RunStatus::Running, None));
+        }
+        for (i, s) in self.spans.iter_mut().enumerate() {
+            s.number = i as u32 + 1;
+        }
+        Replay {
+            interval_s: p.interval_ms as f64 / 1000.0,
+            goodput: crate::goodput::goodput(&self.spans),
+            finished_ms: self.finished_ms,
+            queued_s: self.first_launch.unwrap_or(end_of_trace) as f64 / 1000.0,
+            reclaims_hit: self.hits,
+        }
     }
 }
 
