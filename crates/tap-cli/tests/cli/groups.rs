@@ -121,6 +121,15 @@ fn a_three_rank_group_is_interrupted_and_resumed_each_rank_with_its_own_shard() 
     assert_eq!(g["run"]["attempts"].as_array().map(Vec::len), Some(1), "one earlier attempt: {g}");
     assert_eq!(g["run"]["checkpoint"], "g-a2-s0000000200", "{g}");
     assert_eq!(g["run"]["restored"], stopped, "{g}");
+    // Its goodput (issue 26): the group's two attempts of three nodes, rank 0's steps, no step
+    // run again (attempt 2 restored where attempt 1 stopped).
+    let out = tap_cmd(&home, &shared, &["goodput", "g", "--output", "json"], "0").output().expect("tap goodput");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gp: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let nodes: Vec<Option<u64>> =
+        gp["attempts"].as_array().expect("attempts").iter().map(|a| a["nodes"].as_u64()).collect();
+    assert_eq!(nodes, [Some(3), Some(3)], "{gp}");
+    assert_eq!((gp["steps_kept"].as_u64(), gp["wasted_steps"].as_u64()), (Some(200), Some(0)), "{gp}");
 
     // Another world size: refused without --restore all, with both sizes and the fix.
     let four = rank(&home, &shared, &["--resume", "g"], 0, 4, "0").wait_with_output().expect("wait");
