@@ -2143,4 +2143,51 @@ mod stack {
         assert!(String::from_utf8_lossy(&out.stderr).contains("no tap_config output"));
         assert!(!dir.path().join("config.toml").exists(), "nothing written");
     }
+
+    /// Goodput's dollars on the stack (issue 26): a run on a (fake) spot g4dn.xlarge in
+    /// us-east-1a is priced at the mean of EC2's spot price history for that pool over its
+    /// attempt (moto publishes $0.00001), against the built-in on-demand price ($0.526), and
+    /// the price is kept in the stack's own partition of its table.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn goodput_prices_a_stack_run_from_ec2s_spot_price_history() {
+        let env = stack().await;
+        let imds = tap_test_support::FakeImds::start("i-0goodput", "g4dn.xlarge");
+        let script =
+            "import tapml, time\nfor s in range(1, 6):\n    time.sleep(0.05)\n    tapml.log(s, loss=1.0 / s)\n";
+        let out = env
+            .command(&["run", "-e", "gp", "--name", "priced", "--", "python3", "-c", script])
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .output()
+            .expect("tap run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let g = env.json(&["goodput", "priced"]);
+        let node = &g["attempts"][0]["node"];
+        assert_eq!(
+            (node["instance_type"].as_str(), node["lifecycle"].as_str()),
+            (Some("g4dn.xlarge"), Some("spot")),
+            "{g}"
+        );
+        let hours = g["node_hours"].as_f64().expect("node-hours");
+        let d = &g["dollars"];
+        assert!((d["paid_usd"].as_f64().expect("paid") - 0.00001 * hours).abs() < 1e-12, "{d}");
+        assert!((d["on_demand_usd"].as_f64().expect("on demand") - 0.526 * hours).abs() < 1e-12, "{d}");
+        assert_eq!(d["attempts"][0]["usd_per_hour"].as_f64(), Some(0.00001), "{d}");
+        let sdk = tap_test_support::aws::sdk_config(&env.moto.endpoint());
+        let kept = aws_sdk_dynamodb::Client::new(&sdk)
+            .query()
+            .table_name("tap-dev-experiments")
+            .key_condition_expression("experiment_id = :p AND begins_with(run_id, :k)")
+            .expression_attribute_values(":p", aws_sdk_dynamodb::types::AttributeValue::S("_tap-node".into()))
+            .expression_attribute_values(
+                ":k",
+                aws_sdk_dynamodb::types::AttributeValue::S("spot-price/g4dn.xlarge/us-east-1a/".into()),
+            )
+            .send()
+            .await
+            .expect("query");
+        assert_eq!(kept.items().len(), 1, "the attempt's price is kept: {kept:?}");
+        // Read again: the kept price, the same dollars.
+        assert_eq!(env.json(&["goodput", "priced"])["dollars"], *d);
+    }
 }

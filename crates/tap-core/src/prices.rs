@@ -120,6 +120,28 @@ impl Prices {
     }
 }
 
+/// The time-weighted mean of a spot price history over `[from_ms, to_ms]`: each price holds
+/// from its timestamp to the next (the newest before `from_ms` holds at `from_ms`). None when no
+/// price holds at `from_ms` or later in the span (nothing known), or the span is empty.
+pub fn mean_price(history: &[(i64, f64)], from_ms: i64, to_ms: i64) -> Option<f64> {
+    let mut h: Vec<(i64, f64)> = history.iter().copied().filter(|(_, p)| p.is_finite() && *p >= 0.0).collect();
+    h.sort_by_key(|&(t, _)| t);
+    if to_ms <= from_ms {
+        // An instant: the price in effect then.
+        return h.iter().rev().find(|(t, _)| *t <= from_ms).map(|&(_, p)| p);
+    }
+    let (mut sum, mut covered) = (0.0, 0i64);
+    for (i, &(t, price)) in h.iter().enumerate() {
+        let start = t.max(from_ms);
+        let end = h.get(i + 1).map_or(to_ms, |n| n.0).min(to_ms);
+        if end > start {
+            sum += price * (end - start) as f64;
+            covered += end - start;
+        }
+    }
+    (covered > 0).then(|| sum / covered as f64)
+}
+
 /// One attempt's bill.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptBill {
@@ -153,9 +175,15 @@ pub struct Dollars {
 }
 
 /// The dollars of a training's goodput, at `prices`; `assumed_type` is the instance type of
-/// the attempts that recorded no node (a laptop's, a simulation's). None when no attempt
-/// could be priced.
-pub fn dollars(g: &Goodput, prices: &Prices, assumed_type: Option<&str>) -> Option<Dollars> {
+/// the attempts that recorded no node (a laptop's, a simulation's); `paid` the spot price an
+/// attempt paid (by its number, from EC2's price history), over the table's. None when no
+/// attempt could be priced.
+pub fn dollars(
+    g: &Goodput,
+    prices: &Prices,
+    assumed_type: Option<&str>,
+    paid_by_attempt: &BTreeMap<u32, f64>,
+) -> Option<Dollars> {
     let mut bills = Vec::new();
     let (mut paid, mut od, mut unpriced) = (0.0, 0.0, 0.0);
     for a in &g.attempts {
@@ -166,7 +194,9 @@ pub fn dollars(g: &Goodput, prices: &Prices, assumed_type: Option<&str>) -> Opti
         let on_demand = itype.as_deref().and_then(|t| prices.on_demand(t));
         let rate = match lifecycle {
             Lifecycle::OnDemand => on_demand,
-            Lifecycle::Spot => itype.as_deref().and_then(|t| prices.spot(t, az)),
+            Lifecycle::Spot => {
+                paid_by_attempt.get(&a.number).copied().or_else(|| itype.as_deref().and_then(|t| prices.spot(t, az)))
+            }
         };
         match (rate, on_demand) {
             (Some(r), Some(o)) => {
@@ -234,7 +264,7 @@ mod tests {
         // 2 nodes × (3 h + 3 h); the second attempt re-ran 1 h of the first's steps.
         let g =
             goodput(&[span(1, 0, 3, None, 300, Lifecycle::Spot), span(2, 3 * H, 3, Some(200), 500, Lifecycle::Spot)]);
-        let d = dollars(&g, &prices, None).expect("priced");
+        let d = dollars(&g, &prices, None, &BTreeMap::new()).expect("priced");
         assert!((d.paid_usd - 0.40 * 12.0).abs() < 1e-9, "{d:?}");
         assert!((d.on_demand_usd - 1.006 * 12.0).abs() < 1e-9);
         assert!((d.naive_saving_pct - 100.0 * (1.0 - 0.40 / 1.006)).abs() < 1e-9);
@@ -247,11 +277,26 @@ mod tests {
     #[test]
     fn an_on_demand_attempt_pays_on_demand_and_unknown_types_are_unpriced() {
         let g = goodput(&[span(1, 0, 1, None, 100, Lifecycle::OnDemand)]);
-        let d = dollars(&g, &Prices::builtin(), None).expect("priced");
+        let d = dollars(&g, &Prices::builtin(), None, &BTreeMap::new()).expect("priced");
         assert!((d.naive_saving_pct).abs() < 1e-9 && (d.paid_usd - 2.012).abs() < 1e-9);
         // A spot attempt without a spot price is left out, and said.
         let g = goodput(&[span(1, 0, 1, None, 100, Lifecycle::Spot)]);
-        assert_eq!(dollars(&g, &Prices::builtin(), None), None);
+        assert_eq!(dollars(&g, &Prices::builtin(), None, &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn the_price_paid_is_the_histories_time_weighted_mean() {
+        // 0.30 from before the attempt, 0.50 from its middle on.
+        let h = [(-10 * H, 0.30), (2 * H, 0.50), (5 * H, 9.0)];
+        assert!((mean_price(&h, 0, 4 * H).expect("mean") - 0.40).abs() < 1e-12);
+        assert_eq!(mean_price(&h, 3 * H, 3 * H), Some(0.50));
+        assert_eq!(mean_price(&[(10 * H, 1.0)], 0, H), None, "no price known then");
+        assert_eq!(mean_price(&[], 0, H), None);
+        // A price the history gave for the attempt wins over the table's.
+        let g = goodput(&[span(1, 0, 1, None, 100, Lifecycle::Spot)]);
+        let paid = BTreeMap::from([(1, 0.25)]);
+        let d = dollars(&g, &Prices::builtin(), None, &paid).expect("priced by the history");
+        assert!((d.paid_usd - 0.25 * 2.0).abs() < 1e-9, "{d:?}");
     }
 
     #[test]

@@ -577,3 +577,51 @@ fn query(id: &str, metric: ContractMetric, dims: &[(&str, &str)], stat: &str) ->
         .return_data(true)
         .build()
 }
+
+/// Pages of DescribeSpotPriceHistory read for one pool and span (tap's bound: a page holds up
+/// to 1 000 prices, and EC2 changes a pool's price a few times a day at most).
+const MAX_SPOT_PRICE_PAGES: usize = 20;
+/// How far before an attempt's start the history is asked from, so the price in effect at
+/// its start is in the answer.
+const SPOT_PRICE_LOOKBACK_MS: i64 = 7 * 86_400_000;
+
+/// EC2's spot price history (DescribeSpotPriceHistory) of Linux instances of one type in one
+/// AZ, as (epoch ms, USD per hour), from a week before `from_ms` to `to_ms`; every page,
+/// bounded.
+pub async fn spot_price_history(
+    ec2: &aws_sdk_ec2::Client,
+    instance_type: &str,
+    availability_zone: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, f64)>> {
+    let itype = aws_sdk_ec2::types::InstanceType::from(instance_type);
+    let mut out = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_SPOT_PRICE_PAGES {
+        let page = ec2
+            .describe_spot_price_history()
+            .instance_types(itype.clone())
+            .availability_zone(availability_zone)
+            .product_descriptions("Linux/UNIX")
+            .product_descriptions("Linux/UNIX (Amazon VPC)")
+            .start_time(DateTime::from_millis(from_ms - SPOT_PRICE_LOOKBACK_MS))
+            .end_time(DateTime::from_millis(to_ms))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| sdk_error("EC2 DescribeSpotPriceHistory", e))?;
+        for p in page.spot_price_history() {
+            let at = p.timestamp().and_then(|t| t.to_millis().ok());
+            let usd = p.spot_price().and_then(|s| s.parse::<f64>().ok());
+            if let (Some(at), Some(usd)) = (at, usd) {
+                out.push((at, usd));
+            }
+        }
+        token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -32,6 +32,11 @@ pub struct DynamoStore {
     no_index: std::sync::atomic::AtomicBool,
 }
 
+/// The cache key of a pool's mean spot price over `[from_ms, to_ms]`, to the second.
+pub fn spot_price_key(instance_type: &str, availability_zone: &str, from_ms: i64, to_ms: i64) -> String {
+    format!("spot-price/{instance_type}/{availability_zone}/{}-{}", from_ms / 1000, to_ms / 1000)
+}
+
 /// The sparse index of run items by start time (`infra/tap-stack.tf`): only run items carry
 /// `started_ms`, so a listing reads run records alone, never the metric chunks that share
 /// their partition. Eventually consistent (a run started within the last second may not be
@@ -158,6 +163,37 @@ impl IndexRead {
 impl DynamoStore {
     pub fn new(client: Client, table: &str) -> DynamoStore {
         DynamoStore { client, table: table.to_owned(), no_index: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// A spot price `tap goodput` worked out before (USD per hour: an attempt's mean price in
+    /// one pool over one span), kept in the stack's own partition under `key`
+    /// ([`spot_price_key`]).
+    pub async fn cached_spot_price(&self, key: &str) -> Result<Option<f64>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("experiment_id", AttributeValue::S(tap_core::runs::NODE_PARTITION.to_owned()))
+            .key("run_id", AttributeValue::S(key.to_owned()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB GetItem", e))?;
+        Ok(out.item().and_then(|i| i.get("usd_per_hour")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+    }
+
+    /// Keeps a spot price for [`DynamoStore::cached_spot_price`] (a price EC2 published does not
+    /// change: written again, it is the same).
+    pub async fn cache_spot_price(&self, key: &str, usd_per_hour: f64) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("experiment_id", AttributeValue::S(tap_core::runs::NODE_PARTITION.to_owned()))
+            .item("run_id", AttributeValue::S(key.to_owned()))
+            .item("usd_per_hour", AttributeValue::N(usd_per_hour.to_string()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB PutItem", e))?;
+        Ok(())
     }
 
     async fn read(&self, experiment: &str, run_id: &str) -> Result<Option<(Run, u64)>> {

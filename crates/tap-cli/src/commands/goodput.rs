@@ -47,7 +47,13 @@ pub struct RunGoodput {
     pub dollars: Option<tap_core::prices::Dollars>,
 }
 
-pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn run<R: RunStore, S: SpotPrices>(
+    runs: &R,
+    spot: &S,
+    args: &GoodputArgs,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let what = settings(args)?;
     let now = crate::now_ms();
     let (experiment, chosen) = match &what {
@@ -70,7 +76,8 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
     let mut reports = Vec::new();
     for r in wanted {
         let mut g = report(runs, r, &seen, now).await?;
-        g.dollars = tap_core::prices::dollars(&g.goodput, &prices, args.prices.instance_type.as_deref());
+        let paid = spot_paid(spot, &g.goodput).await;
+        g.dollars = tap_core::prices::dollars(&g.goodput, &prices, args.prices.instance_type.as_deref(), &paid);
         reports.push(g);
     }
     if let Some(file) = &args.plot {
@@ -87,6 +94,83 @@ pub async fn run<R: RunStore>(runs: &R, args: &GoodputArgs, output: Output, out:
         }
     }
     Ok(())
+}
+
+/// Where the spot price an attempt paid comes from: EC2's price history on a stack (kept in its
+/// table once worked out), none on the local store (a `--prices` file gives them there).
+pub(crate) trait SpotPrices {
+    /// The mean spot price of `instance_type` in `az` over `[from_ms, to_ms]`; `done`: the span
+    /// is over (its price can be kept).
+    async fn mean(&self, instance_type: &str, az: &str, from_ms: i64, to_ms: i64, done: bool) -> Option<f64>;
+}
+
+/// The local store's: no price history.
+pub(crate) struct NoSpotPrices;
+
+impl SpotPrices for NoSpotPrices {
+    async fn mean(&self, _: &str, _: &str, _: i64, _: i64, _: bool) -> Option<f64> {
+        None
+    }
+}
+
+/// A stack's: EC2's DescribeSpotPriceHistory, each span's mean kept in the stack's table. A
+/// history that cannot be read is said once; the dollars then need `--prices`.
+#[cfg(feature = "fleet")]
+pub(crate) struct StackSpotPrices<'a> {
+    pub fleet: tap_fleet::aws::Fleet,
+    pub cache: &'a crate::store::dynamo::DynamoStore,
+    pub said: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(feature = "fleet")]
+impl SpotPrices for StackSpotPrices<'_> {
+    async fn mean(&self, instance_type: &str, az: &str, from_ms: i64, to_ms: i64, done: bool) -> Option<f64> {
+        use std::sync::atomic::Ordering;
+        let key = tap_store::dynamo::spot_price_key(instance_type, az, from_ms, to_ms);
+        if done && let Ok(Some(usd)) = self.cache.cached_spot_price(&key).await {
+            return Some(usd);
+        }
+        match tap_fleet::aws::spot_price_history(&self.fleet.ec2, instance_type, az, from_ms, to_ms).await {
+            Ok(history) => {
+                let usd = tap_core::prices::mean_price(&history, from_ms, to_ms)?;
+                if done
+                    && let Err(e) = self.cache.cache_spot_price(&key, usd).await
+                    && !self.said.swap(true, Ordering::Relaxed)
+                {
+                    crate::say!(
+                        "tap: warning: the spot price was not kept in the stack's table: {}",
+                        tap_core::text::chain(&e)
+                    );
+                }
+                Some(usd)
+            }
+            Err(e) => {
+                if !self.said.swap(true, Ordering::Relaxed) {
+                    crate::say!(
+                        "tap: warning: EC2's spot price history could not be read ({}); dollars need --prices",
+                        tap_core::text::chain(&e)
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// The spot price each spot attempt paid, by attempt number, where the source knows it.
+async fn spot_paid<S: SpotPrices>(spot: &S, g: &Goodput) -> std::collections::BTreeMap<u32, f64> {
+    let mut paid = std::collections::BTreeMap::new();
+    for a in &g.attempts {
+        let Some(n) = &a.node else { continue };
+        if n.lifecycle == Some(tap_core::runs::Lifecycle::OnDemand) {
+            continue;
+        }
+        let done = a.status.is_final();
+        if let Some(usd) = spot.mean(&n.instance_type, &n.availability_zone, a.started_ms, a.ended_ms, done).await {
+            paid.insert(a.number, usd);
+        }
+    }
+    paid
 }
 
 /// Runs a plot draws at most (one panel each).

@@ -219,6 +219,17 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
                 transfer,
                 &home.join("transfers"),
             );
+            // The dollars of a run on the stack: the spot price EC2 published for it.
+            #[cfg(feature = "fleet")]
+            if let StoreCommand::Goodput(a) = command {
+                let spot = goodput::StackSpotPrices {
+                    fleet: tap_fleet::aws::Fleet::new(&sdk, &stack),
+                    cache: &runs,
+                    said: Default::default(),
+                };
+                goodput::run(&runs, &spot, a, cli.global.output, out).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let b = Backends { runs: &runs, params: &params, logs: &logs, objects: &objects };
             execute(command, cli.global.output, home, &b, out).await
         }
@@ -328,7 +339,7 @@ where
             gc::gc(runs, objects, keep_checkpoints, keep_artifact_versions, dry_run, output, out).await?;
         }
         StoreCommand::Runs(cmd) => runs::run(b, cmd, output, out).await?,
-        StoreCommand::Goodput(a) => goodput::run(runs, a, output, out).await?,
+        StoreCommand::Goodput(a) => goodput::run(runs, &goodput::NoSpotPrices, a, output, out).await?,
         #[cfg(feature = "fleet")]
         StoreCommand::Pools { days } => pools::run(runs, days, output, out).await?,
         StoreCommand::Params(p) => params::run(params_store, p, output, out).await?,

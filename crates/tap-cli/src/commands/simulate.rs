@@ -143,7 +143,12 @@ pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Res
         sweep,
         dollars: None,
     };
-    sim.dollars = tap_core::prices::dollars(&sim.shown().goodput, &prices, a.prices.instance_type.as_deref());
+    sim.dollars = tap_core::prices::dollars(
+        &sim.shown().goodput,
+        &prices,
+        a.prices.instance_type.as_deref(),
+        &std::collections::BTreeMap::new(),
+    );
     match output {
         Output::Json => json(out, &sim)?,
         Output::Text => out.write_all(crate::render::simulation(&sim).as_bytes())?,
