@@ -634,7 +634,7 @@ async fn begin<R: RunStore>(
         (None, 1) => crate::say!("tap: run {}/{run_id} started", opts.experiment),
         (None, n) => crate::say!("tap: run {}/{run_id} attempt {n} started", opts.experiment),
     }
-    let cadence = cadence_inputs(store, &record).await;
+    let cadence = cadence_inputs(store, &record, shard.as_ref().map_or(1, |s| s.world_size)).await;
     Ok(Begun { run_id, record, resumed, restored, flat, owner, ckpt_prefix, shard, restored_at, cadence })
 }
 
@@ -663,7 +663,8 @@ impl CadenceInputs {
 /// it, M is assumed and the command starts.
 const POOL_HISTORY_WAIT: Duration = Duration::from_secs(2);
 
-async fn cadence_inputs<R: RunStore>(store: &R, record: &Run) -> CadenceInputs {
+/// `nodes`: the job's ranks (any one's loss stops them all), 1 for a run of its own.
+async fn cadence_inputs<R: RunStore>(store: &R, record: &Run, nodes: u32) -> CadenceInputs {
     let mut attempts = record.all_attempts(record.status);
     if let Some(a) = attempts.last_mut() {
         a.spent.command_started_ms = Some(now_ms());
@@ -679,7 +680,7 @@ async fn cadence_inputs<R: RunStore>(store: &R, record: &Run) -> CadenceInputs {
                 .find(|p| p.pool == pool)
                 .and_then(|p| p.hours_between_losses)
                 // Any one rank's loss stops a job of N.
-                .map(|h| h * 3600.0 / f64::from(record.job.as_ref().map_or(1, |j| j.nodes.len() as u32).max(1)))
+                .map(|h| h * 3600.0 / f64::from(nodes.max(1)))
         }
         _ => None,
     };
