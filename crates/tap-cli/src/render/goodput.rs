@@ -271,6 +271,14 @@ pub fn simulation(s: &crate::commands::simulate::Simulation) -> String {
         (None, None) => ("the sweep's best", &s.best),
     };
     let g = &r.goodput;
+    if g.attempts.is_empty() {
+        o.push_str(&format!(
+            "the job never started: the trace never had {} healthy nodes at once (boot {} after each add)\n",
+            p.nodes,
+            secs(p.boot_ms as f64 / 1000.0)
+        ));
+        return o;
+    }
     o.push_str(&format!(
         "checkpoint every {} ({label}): goodput {:.1}% of {} over {} attempts ({} reclaims hit the job){}\n",
         secs(r.interval_s),

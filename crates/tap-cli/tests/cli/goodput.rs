@@ -261,3 +261,37 @@ fn a_missed_final_checkpoint_counts_the_steps_run_again() {
     let missing = tap(h, &["goodput", "-e", "nothing-here"]);
     assert!(!missing.status.success() && text(&missing.stderr).contains("has no runs"), "{}", text(&missing.stderr));
 }
+
+/// `tap goodput simulate` on bad input: one line naming the problem; a job the trace never
+/// had the nodes for says so.
+#[test]
+fn simulate_says_what_is_wrong_in_one_line() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let costs = ["--step", "1s", "--checkpoint-cost", "30s", "--restore-cost", "1m"];
+    let run = |trace: &str, nodes: &str| {
+        let mut args = vec!["goodput", "simulate", "--trace", trace, "--nodes", nodes];
+        args.extend_from_slice(&costs);
+        tap(h, &args)
+    };
+    let bad = h.join("bad.csv");
+    std::fs::write(&bad, "0,add,n1\n10,leave,n1\n").expect("trace");
+    let out = run(bad.to_str().expect("path"), "1");
+    let e = text(&out.stderr);
+    assert!(!out.status.success() && e.contains("line 2") && e.contains("neither add nor remove"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    let missing = run(h.join("none.csv").to_str().expect("path"), "1");
+    assert!(
+        !missing.status.success() && text(&missing.stderr).contains("reading the trace"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let small = h.join("small.csv");
+    std::fs::write(&small, "0,add,n1\n3600000,remove,n1\n").expect("trace");
+    let never = run(small.to_str().expect("path"), "2");
+    assert!(never.status.success(), "{}", text(&never.stderr));
+    assert!(text(&never.stdout).contains("the job never started"), "{}", text(&never.stdout));
+    let one = run(small.to_str().expect("path"), "1");
+    let t = text(&one.stdout);
+    assert!(t.contains("goodput") && t.contains("1 removals") && t.contains("best interval found"), "{t}");
+}
