@@ -562,6 +562,10 @@ pub struct SimulateArgs {
     /// A finished training's time after its last step (its final save, the exit).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub shutdown: Duration,
+    /// From an honoured notice to its attempt's end: the final checkpoint and the exit
+    /// (default: --checkpoint-cost).
+    #[arg(long, value_parser = parse_duration)]
+    pub stop: Option<Duration>,
     /// Share of reclaims whose notice is honoured (the final checkpoint commits), 0 to 1.
     #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
     pub notice_honoured: f64,

@@ -88,6 +88,9 @@ pub struct Params {
     pub startup_ms: i64,
     /// A finished training's end after its last step (its final save, the exit).
     pub shutdown_ms: i64,
+    /// From an honoured notice to its attempt's end: the final checkpoint and the exit (None:
+    /// the checkpoint cost).
+    pub stop_ms: Option<i64>,
     /// Share of reclaims whose notice is honoured (the final checkpoint commits), 0 to 1.
     pub notice_honoured: f64,
     /// Training time between periodic checkpoints.
@@ -353,7 +356,7 @@ impl<'a> Sim<'a> {
             let Some(r) = self.running.take() else { continue };
             let steps = progress(self.p, r.compute_from_ms, t).0;
             self.committed = r.base + steps;
-            let end_ms = t + self.p.checkpoint_ms;
+            let end_ms = t + self.p.stop_ms.unwrap_or(self.p.checkpoint_ms);
             end(&mut self.job, &mut self.spans, self.p, &r, node, true, steps, end_ms);
             self.not_before = end_ms;
             self.times.insert(end_ms);
@@ -588,6 +591,7 @@ mod tests {
             launch_ms: 0,
             startup_ms: 0,
             shutdown_ms: 0,
+            stop_ms: None,
             notice_honoured: 1.0,
             interval_ms: 10 * MIN,
             total_steps: None,

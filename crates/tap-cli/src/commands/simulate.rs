@@ -102,6 +102,7 @@ pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Res
         launch_ms: ms(a.launch),
         startup_ms: ms(a.startup),
         shutdown_ms: ms(a.shutdown),
+        stop_ms: a.stop.map(ms),
         notice_honoured: a.notice_honoured,
         interval_ms: 0,
         total_steps: a.steps,

@@ -163,7 +163,7 @@ fn goodput_of_an_interrupted_and_resumed_run_matches_its_timeline() {
 
 /// `tap goodput simulate` of a recorded two-attempt run (`g`, its goodput JSON): one node for
 /// each attempt, joining when the attempt launched, the first reclaimed with its notice
-/// honoured; the step, checkpoint, restore, launch, start-up and shut-down costs as measured
+/// honoured; the step, checkpoint, restore, launch, start-up, stop and shut-down costs as measured
 /// (the last attempt's idle time is its shut-down: this fixture does not stall). The
 /// simulated goodput.
 fn replay_of(home: &Path, g: &serde_json::Value) -> f64 {
@@ -173,10 +173,11 @@ fn replay_of(home: &Path, g: &serde_json::Value) -> f64 {
     let ms = |s: f64| format!("{}ms", (s * 1000.0).round() as i64);
     let delta = f(&b["checkpoint_save"]["s"]) / f(&g["checkpoints"]);
     let launch = f(&b["infrastructure_recovery"]["boot_launch"]["s"]);
+    let stop = f(&b["infrastructure_recovery"]["stopping"]["s"]);
     let startup = ((f(&b["program_startup"]["s"]) - launch) / 2.0).max(0.0);
-    // Attempt 1 ends at its notice + δ; the notice comes two minutes before the remove.
+    // Attempt 1 ends at its notice + its stop; the notice comes two minutes before the remove.
     let end1 = a[0]["ended_ms"].as_i64().expect("end") - t0;
-    let remove = end1 - (delta * 1000.0) as i64 + 120_000;
+    let remove = end1 - (stop * 1000.0) as i64 + 120_000;
     let start2 = a[1]["started_ms"].as_i64().expect("start") - t0;
     let trace = home.join("replay.csv");
     std::fs::write(&trace, format!("0,add,n1\n{start2},add,n2\n{remove},remove,n1\n3600000,add,n3\n")).expect("trace");
