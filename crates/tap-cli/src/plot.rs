@@ -118,9 +118,7 @@ fn register_font() -> Result<()> {
 /// Draws `panels` into a `width` x `height` PNG and returns its bytes.
 /// With `log` the values are log10s (see [`log_y`]) and the y labels show the values themselves.
 pub fn render_png(title: &str, panels: &[Panel], (width, height): (u32, u32), log: bool) -> Result<Vec<u8>> {
-    if !(MIN_SIZE..=MAX_SIZE).contains(&width) || !(MIN_SIZE..=MAX_SIZE).contains(&height) {
-        bail!("plot size {width}x{height} is outside {MIN_SIZE}..{MAX_SIZE} pixels a side");
-    }
+    check_size(width, height)?;
     register_font()?;
     let mut rgb = vec![255u8; width as usize * height as usize * 3];
     draw(&mut rgb, title, panels, (width, height), log).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
@@ -244,9 +242,7 @@ pub const RERUN: RGBColor = RGBColor(200, 0, 0);
 
 /// Draws one panel per run's timeline into a PNG.
 pub fn render_timelines(title: &str, runs: &[Timeline], (width, height): (u32, u32)) -> Result<Vec<u8>> {
-    if !(MIN_SIZE..=MAX_SIZE).contains(&width) || !(MIN_SIZE..=MAX_SIZE).contains(&height) {
-        bail!("plot size {width}x{height} is outside {MIN_SIZE}..{MAX_SIZE} pixels a side");
-    }
+    check_size(width, height)?;
     if runs.is_empty() {
         bail!("no run to plot");
     }
@@ -323,6 +319,14 @@ fn draw_timelines(rgb: &mut [u8], title: &str, runs: &[Timeline], size: (u32, u3
             .draw()?;
     }
     root.present()?;
+    Ok(())
+}
+
+/// A picture of [`MIN_SIZE`]..[`MAX_SIZE`] pixels a side, or the one line saying it is not.
+fn check_size(width: u32, height: u32) -> Result<()> {
+    if !(MIN_SIZE..=MAX_SIZE).contains(&width) || !(MIN_SIZE..=MAX_SIZE).contains(&height) {
+        bail!("plot size {width}x{height} is outside {MIN_SIZE}..{MAX_SIZE} pixels a side");
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use tap_core::pools::{Pool, PoolStats};
 use tap_core::runs::{MetricPoint, Run};
 
 use crate::cli::{GoodputArgs, Output};
-use crate::commands::{find_run, json, trainings};
+use crate::commands::{find_in, json, trainings};
 use crate::store::RunStore;
 
 /// What the report is of.
@@ -56,15 +56,17 @@ pub async fn run<R: RunStore, S: SpotPrices>(
 ) -> anyhow::Result<()> {
     let what = settings(args)?;
     let now = crate::now_ms();
+    let prices = prices(&args.prices).await?;
+    // One listing of the store serves the run's lookup and the pools' history.
+    let everywhere = trainings(runs, None).await?;
     let (experiment, chosen) = match &what {
         What::Run(wanted) => {
-            let run = find_run(runs, wanted).await?;
+            let run = find_in(&everywhere, wanted)?;
             (run.experiment_id.clone(), Some(run))
         }
         What::Experiment(e) => (e.clone(), None),
     };
-    let prices = prices(&args.prices).await?;
-    let seen = Seen::read(runs, &experiment, now).await?;
+    let seen = Seen::of(everywhere, &experiment, now);
     let wanted: Vec<&Run> = match &chosen {
         Some(r) => vec![r],
         // The trainings: a job's node runs are part of the job's report.
@@ -158,8 +160,8 @@ impl SpotPrices for StackSpotPrices<'_> {
 }
 
 /// The spot price each spot attempt paid, by attempt number, where the source knows it.
-async fn spot_paid<S: SpotPrices>(spot: &S, g: &Goodput) -> std::collections::BTreeMap<u32, f64> {
-    let mut paid = std::collections::BTreeMap::new();
+async fn spot_paid<S: SpotPrices>(spot: &S, g: &Goodput) -> BTreeMap<u32, f64> {
+    let mut paid = BTreeMap::new();
     for a in &g.attempts {
         let Some(n) = &a.node else { continue };
         if n.lifecycle == Some(tap_core::runs::Lifecycle::OnDemand) {
@@ -223,11 +225,11 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    pub(crate) async fn read<R: RunStore>(runs: &R, experiment: &str, now: i64) -> anyhow::Result<Seen> {
-        let everywhere = trainings(runs, None).await?;
+    /// From the store's trainings already read (every experiment's).
+    pub(crate) fn of(everywhere: Vec<Run>, experiment: &str, now: i64) -> Seen {
         let pools = tap_core::pools::pool_stats(&everywhere, i64::MIN, now);
         let experiment = everywhere.into_iter().filter(|r| r.experiment_id == experiment).collect();
-        Ok(Seen { experiment, pools })
+        Seen { experiment, pools }
     }
 
     /// The experiment's run `id`, as read.
@@ -281,14 +283,18 @@ pub(crate) async fn report<R: RunStore>(runs: &R, run: &Run, seen: &Seen, now: i
     })
 }
 
-/// The prices of `--prices FILE` over the built-in on-demand table.
+/// The prices of `--prices FILE` over the built-in on-demand table (off the async loop).
 pub(crate) async fn prices(a: &crate::cli::PriceArgs) -> anyhow::Result<tap_core::prices::Prices> {
+    let file = a.prices.clone();
+    crate::blocking::run(move |_| load_prices(file.as_deref())).await
+}
+
+/// [`prices`], for `tap goodput simulate` (no store, no async loop): a file that cannot be
+/// read, is not UTF-8 or has a bad line is refused in one line naming it.
+pub(crate) fn load_prices(file: Option<&std::path::Path>) -> anyhow::Result<tap_core::prices::Prices> {
     let builtin = tap_core::prices::Prices::builtin();
-    let Some(file) = &a.prices else { return Ok(builtin) };
-    let path = file.clone();
-    let text = crate::blocking::run(move |_| std::fs::read(&path))
-        .await
-        .with_context(|| format!("reading the prices {}", file.display()))?;
+    let Some(file) = file else { return Ok(builtin) };
+    let text = std::fs::read(file).with_context(|| format!("reading the prices {}", file.display()))?;
     let text =
         String::from_utf8(text).map_err(|e| anyhow::anyhow!("the prices {} are not UTF-8 ({e})", file.display()))?;
     let parsed =

@@ -276,7 +276,8 @@ async fn job_goodput(
     job: &JobRecord,
 ) -> anyhow::Result<Option<crate::commands::goodput::RunGoodput>> {
     let now = now_ms();
-    let seen = crate::commands::goodput::Seen::read(runs, &job.spec.experiment, now).await?;
+    let seen =
+        crate::commands::goodput::Seen::of(crate::commands::trainings(runs, None).await?, &job.spec.experiment, now);
     let Some(run) = seen.run(&job.id) else { return Ok(None) };
     Ok(Some(crate::commands::goodput::report(runs, &run, &seen, now).await?))
 }

@@ -288,7 +288,11 @@ pub(crate) async fn series<R: RunStore>(runs: &R, run: &Run) -> anyhow::Result<V
 
 /// A run by id, name or unique id prefix, in any experiment (the first of those that fits).
 pub(crate) async fn find_run<R: RunStore>(runs: &R, wanted: &str) -> anyhow::Result<Run> {
-    let all = trainings(runs, None).await?;
+    find_in(&trainings(runs, None).await?, wanted)
+}
+
+/// [`find_run`] in trainings already read.
+pub(crate) fn find_in(all: &[Run], wanted: &str) -> anyhow::Result<Run> {
     let fits: [&dyn Fn(&Run) -> bool; 3] = [
         &|r| r.run_id == wanted || r.legacy_records.iter().any(|id| id == wanted),
         &|r| r.name.as_deref() == Some(wanted),

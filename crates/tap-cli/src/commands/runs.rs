@@ -74,15 +74,17 @@ where
 /// `tap runs show RUN`: the run, its attempts and metrics; a job's record also says how its
 /// final checkpoints fared, from its ranks' runs.
 async fn show<R: RunStore>(runs: &R, run_id: &str, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
-    let run = find_run(runs, run_id).await?;
+    // One listing of the store serves the run's lookup and its goodput's pool history.
+    let now = crate::now_ms();
+    let everywhere = crate::commands::trainings(runs, None).await?;
+    let run = crate::commands::find_in(&everywhere, run_id)?;
     let points = series(runs, &run).await?;
     let nodes = match &run.job {
         Some(_) => runs.list_runs(Some(&run.experiment_id)).await?.runs,
         None => Vec::new(),
     };
     // The goodput so far (a running run's too).
-    let now = crate::now_ms();
-    let seen = crate::commands::goodput::Seen::read(runs, &run.experiment_id, now).await?;
+    let seen = crate::commands::goodput::Seen::of(everywhere, &run.experiment_id, now);
     let goodput = crate::commands::goodput::report(runs, &run, &seen, now).await?;
     match output {
         Output::Json => {

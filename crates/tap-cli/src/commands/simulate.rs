@@ -76,16 +76,7 @@ fn summary(file: &str, trace: &[TraceEvent]) -> TraceSummary {
 }
 
 pub fn run(a: &SimulateArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
-    let prices = match &a.prices.prices {
-        Some(file) => {
-            let text =
-                std::fs::read_to_string(file).with_context(|| format!("reading the prices {}", file.display()))?;
-            tap_core::prices::Prices::parse(&text)
-                .map_err(|e| anyhow::anyhow!("the prices {}: {e}", file.display()))?
-                .over(tap_core::prices::Prices::builtin())
-        }
-        None => tap_core::prices::Prices::builtin(),
-    };
+    let prices = crate::commands::goodput::load_prices(a.prices.prices.as_deref())?;
     let text = std::fs::read(&a.trace).with_context(|| format!("reading the trace {}", a.trace.display()))?;
     let text =
         String::from_utf8(text).map_err(|e| anyhow::anyhow!("the trace {} is not UTF-8 ({e})", a.trace.display()))?;

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::text;
+
 const JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/goodput_job.py");
 
 fn spawn(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
@@ -24,10 +26,6 @@ fn spawn(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
 
 fn tap(home: &Path, args: &[&str]) -> Output {
     spawn(home, args, &[]).wait_with_output().expect("tap runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn json(home: &Path, args: &[&str]) -> serde_json::Value {
