@@ -169,6 +169,19 @@ pub enum Command {
     ///
     /// Example: tap goodput -e demo        tap goodput 20261207T101500Z-3f9a1c --output json
     Goodput(GoodputArgs),
+    /// A web dashboard of the store's runs: a runs table with the columns you choose, each run's
+    /// charts (zoom, hover, log scale, smoothing), log tail, attempts and goodput, and runs
+    /// compared side by side. Served from this binary (no CDN, no Node): open the URL it prints.
+    ///
+    /// It binds to 127.0.0.1; on a node, reach it through SSM port forwarding:
+    ///   aws ssm start-session --target i-0123 --document-name AWS-StartPortForwardingSession \
+    ///       --parameters portNumber=8450,localPortNumber=8450
+    /// Any other --host needs the token in the URL it prints (then a cookie); the one write
+    /// (Cancel on a job) needs a POST with the page's XSRF token.
+    ///
+    /// Example: tap ui --open        tap ui --port 9000 --local
+    #[command(verbatim_doc_comment)]
+    Ui(UiArgs),
     /// A run's output (stdout and stderr) from the store; --follow prints new lines until the
     /// run ends. For a multi-node job's id (tap launch), its rank 0's output.
     Logs {
@@ -518,6 +531,24 @@ pub struct PriceArgs {
     /// that type.
     #[arg(long, value_name = "TYPE")]
     pub instance_type: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UiArgs {
+    /// The address to listen on. Anything but a loopback address serves only requests that
+    /// carry the token printed at start.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// The port (0: any free one; the URL printed says which).
+    #[arg(long, default_value_t = 8450)]
+    pub port: u16,
+    /// Open the page in the default browser (xdg-open / open).
+    #[arg(long)]
+    pub open: bool,
+    /// Show hyperparameters whose names say they are secrets (token, password, key, ...)
+    /// instead of masking their values.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Subcommand)]

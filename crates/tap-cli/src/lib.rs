@@ -12,6 +12,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tapml;
 pub mod term;
+pub mod ui;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -32,7 +32,7 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
         .collect()
 }
 
-fn duration(run: &Run) -> String {
+pub fn duration(run: &Run) -> String {
     match run.ended_ms {
         Some(end) => {
             let s = (end - run.started_ms).max(0) / 1000;
@@ -144,7 +144,7 @@ pub fn diff(a: &Run, b: &Run, differences: &[tap_core::diff::Difference]) -> Str
 }
 
 /// A metric as tables show it: 4 significant digits, without noise (`0.05`, `1.235e-5`).
-fn number(v: f64) -> String {
+pub fn number(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) {
         format!("{v:.3e}")
     } else {

@@ -7,6 +7,7 @@ pub mod command_env;
 pub mod commit;
 pub mod contract;
 pub mod diff;
+pub mod downsample;
 pub mod fleet;
 pub mod fsutil;
 pub mod goodput;

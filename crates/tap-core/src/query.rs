@@ -252,23 +252,41 @@ impl Query {
     /// The runs that match, sorted, at most `limit` of them. Runs without the sort field come
     /// last, newest first among themselves.
     pub fn apply(&self, runs: Vec<Run>, now_ms: i64) -> Vec<Run> {
-        let mut out: Vec<Run> = runs.into_iter().filter(|r| self.matches(r, now_ms)).collect();
+        let order = self.order(&runs, now_ms);
+        let mut slots: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+        order.into_iter().filter_map(|i| slots[i].take()).collect()
+    }
+
+    /// [`Query::apply`] without copying: the matching runs of `runs`, in order.
+    pub fn select<'a>(&self, runs: &'a [Run], now_ms: i64) -> Vec<&'a Run> {
+        self.order(runs, now_ms).into_iter().map(|i| &runs[i]).collect()
+    }
+
+    /// The indices of the matching runs, in the query's order, at most `limit`.
+    fn order(&self, runs: &[Run], now_ms: i64) -> Vec<usize> {
+        let mut out: Vec<usize> = (0..runs.len()).filter(|&i| self.matches(&runs[i], now_ms)).collect();
         let newest_first = |a: &Run, b: &Run| b.started_ms.cmp(&a.started_ms).then_with(|| b.run_id.cmp(&a.run_id));
         match &self.sort {
-            None => out.sort_by(newest_first),
-            Some(s) => out.sort_by(|a, b| {
-                let (va, vb) = (s.field.value(a, now_ms), s.field.value(b, now_ms));
-                let ord = match (&va, &vb) {
-                    (None, None) => return newest_first(a, b),
-                    (Some(_), None) => return Ordering::Less,
-                    (None, Some(_)) => return Ordering::Greater,
-                    (Some(x), Some(y)) => match (x.number(), y.number()) {
-                        (Some(p), Some(q)) => p.total_cmp(&q),
-                        _ => x.to_string().cmp(&y.to_string()),
-                    },
-                };
-                (if s.descending { ord.reverse() } else { ord }).then_with(|| newest_first(a, b))
-            }),
+            None => out.sort_by(|&a, &b| newest_first(&runs[a], &runs[b])),
+            Some(s) => {
+                // Each run's value once, not once per comparison.
+                let values: Vec<Option<Value>> = out.iter().map(|&i| s.field.value(&runs[i], now_ms)).collect();
+                let mut keyed: Vec<(usize, Option<Value>)> = out.iter().copied().zip(values).collect();
+                keyed.sort_by(|(a, va), (b, vb)| {
+                    let (a, b) = (&runs[*a], &runs[*b]);
+                    let ord = match (va, vb) {
+                        (None, None) => return newest_first(a, b),
+                        (Some(_), None) => return Ordering::Less,
+                        (None, Some(_)) => return Ordering::Greater,
+                        (Some(x), Some(y)) => match (x.number(), y.number()) {
+                            (Some(p), Some(q)) => p.total_cmp(&q),
+                            _ => x.to_string().cmp(&y.to_string()),
+                        },
+                    };
+                    (if s.descending { ord.reverse() } else { ord }).then_with(|| newest_first(a, b))
+                });
+                out = keyed.into_iter().map(|(i, _)| i).collect();
+            }
         }
         if let Some(n) = self.limit {
             out.truncate(n);

@@ -145,6 +145,23 @@ pub trait RunStore: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Every metric point of a run, in step order (points of one step in recording order).
     fn metrics(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<Vec<MetricPoint>>> + Send;
+    /// One metric of a run between two steps (inclusive) as (step, value), sorted by step; a
+    /// step recorded again keeps its later value. What a chart reads: a backend with an index
+    /// on the metric's name reads only those points; by default, every point of the run is.
+    fn metric_series(
+        &self,
+        experiment: &str,
+        run_id: &str,
+        name: &str,
+        steps: std::ops::RangeInclusive<u64>,
+    ) -> impl Future<Output = Result<Vec<(u64, f64)>>> + Send {
+        async move {
+            let points = self.metrics(experiment, run_id).await?;
+            Ok(tap_core::downsample::last_per_step(
+                points.into_iter().filter(|p| p.name == name && steps.contains(&p.step)).map(|p| (p.step, p.value)),
+            ))
+        }
+    }
     /// Removes the run's metric points, then its record (so a failure part-way leaves the
     /// record, and the delete can be said again). Whether there was a record.
     fn delete_run(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<bool>> + Send;

@@ -19,7 +19,7 @@ mod params;
 #[cfg(feature = "fleet")]
 pub(crate) mod pools;
 mod run;
-mod runs;
+pub(crate) mod runs;
 mod show_config;
 pub(crate) mod simulate;
 mod stack;
@@ -102,6 +102,8 @@ pub enum StoreCommand<'a> {
         follow: bool,
     },
     Goodput(&'a crate::cli::GoodputArgs),
+    /// `tap ui`: serves the store's runs until stopped.
+    Ui(&'a crate::cli::UiArgs),
     /// `tap fleet pools`: the store's runs, not the fleet.
     #[cfg(feature = "fleet")]
     Pools {
@@ -140,6 +142,7 @@ pub fn route(command: &Command) -> Route<'_> {
             command: Some(crate::cli::GoodputCommand::Simulate(s)), ..
         }) => Route::Plain(Plain::Simulate(s)),
         Command::Goodput(a) => store(StoreCommand::Goodput(a)),
+        Command::Ui(a) => store(StoreCommand::Ui(a)),
         Command::Gc { keep_checkpoints, keep_artifact_versions, dry_run } => store(StoreCommand::Gc {
             keep_checkpoints: *keep_checkpoints,
             keep_artifact_versions: *keep_artifact_versions,
@@ -219,6 +222,11 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
                 transfer,
                 &home.join("transfers"),
             );
+            // The server keeps its stores for as long as it runs.
+            if let StoreCommand::Ui(a) = command {
+                crate::ui::serve(runs, logs, crate::ui::Settings::from_args(a)?, out).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             // The dollars of a run on the stack: the spot price EC2 published for it.
             #[cfg(feature = "fleet")]
             if let StoreCommand::Goodput(a) = command {
@@ -239,6 +247,10 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
             // it is refused first, with the store's one line, not the file system's.
             if let (StoreCommand::Run(_), Some(why)) = (&command, store.read_only()) {
                 bail!("{why}");
+            }
+            if let StoreCommand::Ui(a) = command {
+                crate::ui::serve(store.clone(), store, crate::ui::Settings::from_args(a)?, out).await?;
+                return Ok(ExitCode::SUCCESS);
             }
             let objects = LocalStore::new(&home.join("artifacts"));
             let b = Backends { runs: &store, params: &store, logs: &store, objects: &objects };
@@ -344,6 +356,8 @@ where
         }
         StoreCommand::Runs(cmd) => runs::run(b, cmd, output, out).await?,
         StoreCommand::Goodput(a) => goodput::run(runs, &goodput::NoSpotPrices, a, output, out).await?,
+        // Served by `dispatch`, which hands it the stores to keep.
+        StoreCommand::Ui(_) => bail!("tap ui is served before the other commands"),
         #[cfg(feature = "fleet")]
         StoreCommand::Pools { days } => pools::run(runs, days, output, out).await?,
         StoreCommand::Params(p) => params::run(params_store, p, output, out).await?,

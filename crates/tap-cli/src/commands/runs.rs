@@ -78,41 +78,59 @@ async fn show<R: RunStore>(runs: &R, run_id: &str, output: Output, out: &mut dyn
     let now = crate::now_ms();
     let everywhere = crate::commands::trainings(runs, None).await?;
     let run = crate::commands::find_in(&everywhere, run_id)?;
-    let points = series(runs, &run).await?;
+    let d = details(runs, everywhere, &run, now).await?;
+    match output {
+        Output::Json => json(out, &details_json(&run, &d))?,
+        Output::Text => {
+            out.write_all(render::run_details(&run, &d.points).as_bytes())?;
+            out.write_all(render::goodput_brief(&d.goodput).as_bytes())?;
+            out.write_all(render::sharded_job(&run.run_id, &d.nodes).as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// What `tap runs show` (and `tap ui`'s `/api/runs/EXP/RUN`) tells of a run beyond its record.
+pub(crate) struct Details {
+    pub points: Vec<tap_core::runs::MetricPoint>,
+    /// A job's node runs (empty for a run).
+    pub nodes: Vec<tap_core::runs::Run>,
+    /// The goodput so far (a running run's too).
+    pub goodput: crate::commands::goodput::RunGoodput,
+}
+
+/// [`Details`] of `run`, with `everywhere` the store's trainings (for the pools' history).
+pub(crate) async fn details<R: RunStore>(
+    runs: &R,
+    everywhere: Vec<tap_core::runs::Run>,
+    run: &tap_core::runs::Run,
+    now: i64,
+) -> anyhow::Result<Details> {
+    let points = series(runs, run).await?;
     let nodes = match &run.job {
         Some(_) => runs.list_runs(Some(&run.experiment_id)).await?.runs,
         None => Vec::new(),
     };
-    // The goodput so far (a running run's too).
     let seen = crate::commands::goodput::Seen::of(everywhere, &run.experiment_id, now);
-    let goodput = crate::commands::goodput::report(runs, &run, &seen, now).await?;
-    match output {
-        Output::Json => {
-            let finals: Vec<serde_json::Value> = render::attempts_of(&run.run_id, &nodes)
-                .iter()
-                .filter_map(|(a, ranks)| {
-                    tap_core::shards::job_final(ranks).map(|j| serde_json::json!({"attempt": a, "final": j}))
-                })
-                .collect();
-            let attempts = run.all_attempts(run.status);
-            json(
-                out,
-                &serde_json::json!({
-                    "run": run,
-                    "attempts": attempts,
-                    "metrics": points,
-                    "final_checkpoints": finals,
-                    "goodput": crate::commands::goodput::brief(&goodput),
-                }),
-            )?
-        }
-        Output::Text => {
-            out.write_all(render::run_details(&run, &points).as_bytes())?;
-            out.write_all(render::goodput_brief(&goodput).as_bytes())?;
-            out.write_all(render::sharded_job(&run.run_id, &nodes).as_bytes())?;
-        }
-    }
-    Ok(())
+    let goodput = crate::commands::goodput::report(runs, run, &seen, now).await?;
+    Ok(Details { points, nodes, goodput })
+}
+
+/// `tap runs show RUN --output json`.
+pub(crate) fn details_json(run: &tap_core::runs::Run, d: &Details) -> serde_json::Value {
+    let finals: Vec<serde_json::Value> = render::attempts_of(&run.run_id, &d.nodes)
+        .iter()
+        .filter_map(|(a, ranks)| {
+            tap_core::shards::job_final(ranks).map(|j| serde_json::json!({"attempt": a, "final": j}))
+        })
+        .collect();
+    serde_json::json!({
+        "run": run,
+        "attempts": run.all_attempts(run.status),
+        "metrics": d.points,
+        "final_checkpoints": finals,
+        "goodput": crate::commands::goodput::brief(&d.goodput),
+    })
 }
 
 async fn list<R: RunStore>(runs: &R, args: &RunsListArgs, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {

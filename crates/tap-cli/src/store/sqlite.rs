@@ -13,6 +13,7 @@ use super::{
 
 /// SQLite blocks (and waits up to `busy_timeout` for another writer), so every statement
 /// runs on the blocking pool (crate::blocking), never on an async worker.
+#[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Where it is, for messages.
@@ -92,6 +93,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     experiment_id TEXT NOT NULL, run_id TEXT NOT NULL, step INTEGER NOT NULL,
     name TEXT NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics (experiment_id, run_id, step);
+CREATE INDEX IF NOT EXISTS metrics_series ON metrics (experiment_id, run_id, name, step, value);
 CREATE TABLE IF NOT EXISTS logs (
     experiment_id TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL, stream TEXT NOT NULL, line TEXT NOT NULL,
@@ -321,6 +323,33 @@ impl RunStore for SqliteStore {
                 Ok(MetricPoint { step: r.get::<_, i64>(0)? as u64, name: r.get(1)?, value: r.get(2)?, ts_ms: r.get(3)? })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn metric_series(
+        &self,
+        experiment: &str,
+        run_id: &str,
+        name: &str,
+        steps: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<(u64, f64)>> {
+        let (experiment, run_id, name) = (experiment.to_owned(), run_id.to_owned(), name.to_owned());
+        // SQLite's integers are i64: a step past that was never stored.
+        let clamp = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let (from, to) = (clamp(*steps.start()), clamp(*steps.end()));
+        self.with(move |c| {
+            // The covering index `metrics_series` answers this without touching the table (a
+            // read-only store of an earlier release has none: the same answer, slower).
+            let mut stmt = c.prepare_cached(
+                "SELECT step, value FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 \
+                 AND name = ?3 AND step BETWEEN ?4 AND ?5 ORDER BY step, rowid",
+            )?;
+            let rows = stmt.query_map(params![experiment, run_id, name, from, to], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)?))
+            })?;
+            let points = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(tap_core::downsample::last_per_step(points))
         })
         .await
     }

@@ -1,0 +1,192 @@
+//! `tap ui`: a web dashboard over the stores tap already uses (the local SQLite store, or the
+//! stack's DynamoDB and CloudWatch Logs), served by this binary: axum on the runtime tap
+//! already has, pages rendered here ([`pages`]), uPlot (MIT, vendored in `assets/`) drawing
+//! charts from `/api/` series that the server has downsampled ([`tap_core::downsample`]).
+//! Read-only but for Cancel on a job.
+//!
+//! Security ([`guard`]): loopback by default; any other address needs the token printed at
+//! start; the Host header is checked (DNS rebinding); a write needs POST with the page's XSRF
+//! token; every response carries a Content-Security-Policy without inline script.
+
+mod api;
+mod guard;
+pub mod html;
+mod pages;
+mod query;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use tap_core::runs::Run;
+
+use crate::cli::UiArgs;
+use crate::store::{LogStore, RunStore};
+
+/// How long one listing of the store serves the pages before it is read again: a runs table
+/// of 10,000 runs is filtered, sorted and paged from memory, and still shows a new run within
+/// this time of a refresh.
+pub const LISTING_TTL: Duration = Duration::from_secs(2);
+
+/// What `tap ui` was asked for, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub open: bool,
+    pub show_secrets: bool,
+    /// Required of every request (None on a loopback address).
+    pub token: Option<String>,
+}
+
+impl Settings {
+    pub fn from_args(a: &UiArgs) -> anyhow::Result<Settings> {
+        let token = if a.host.is_loopback() { None } else { Some(guard::random_token()?) };
+        Ok(Settings { addr: SocketAddr::new(a.host, a.port), open: a.open, show_secrets: a.show_secrets, token })
+    }
+}
+
+/// The server's state: the stores, the settings, the page token for writes, one listing.
+pub struct Ui<R, L> {
+    pub runs: R,
+    pub logs: L,
+    pub settings: Settings,
+    pub xsrf: String,
+    /// The port actually bound (for the Host check).
+    pub port: u16,
+    listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Run>>)>>,
+}
+
+impl<R: RunStore, L: LogStore> Ui<R, L> {
+    pub fn new(runs: R, logs: L, settings: Settings, port: u16) -> anyhow::Result<Ui<R, L>> {
+        Ok(Ui { runs, logs, settings, xsrf: guard::random_token()?, port, listing: Default::default() })
+    }
+
+    /// Every training of the store, as readers see them (observed status, folded chains), at
+    /// most [`LISTING_TTL`] old.
+    pub async fn trainings(&self) -> anyhow::Result<Arc<Vec<Run>>> {
+        let mut cached = self.listing.lock().await;
+        if let Some((at, runs)) = cached.as_ref().filter(|(at, _)| at.elapsed() < LISTING_TTL) {
+            let _ = at;
+            return Ok(runs.clone());
+        }
+        let runs = Arc::new(crate::commands::trainings(&self.runs, None).await?);
+        *cached = Some((Instant::now(), runs.clone()));
+        Ok(runs)
+    }
+
+    /// A run by experiment and id (or name, or a legacy record's id).
+    pub async fn run(&self, experiment: &str, id: &str) -> anyhow::Result<Option<Run>> {
+        let all = self.trainings().await?;
+        Ok(all
+            .iter()
+            .find(|r| {
+                r.experiment_id == experiment
+                    && (r.run_id == id || r.name.as_deref() == Some(id) || r.legacy_records.iter().any(|l| l == id))
+            })
+            .cloned())
+    }
+}
+
+/// The routes: pages, the JSON API, the static files, behind the guard.
+pub fn router<R, L>(ui: Arc<Ui<R, L>>) -> Router
+where
+    R: RunStore + 'static,
+    L: LogStore + 'static,
+{
+    Router::new()
+        .route("/", get(pages::runs::<R, L>))
+        .route("/runs/{exp}/{run}", get(pages::run::<R, L>))
+        .route("/runs/{exp}/{run}/goodput.png", get(pages::goodput_png::<R, L>))
+        .route("/compare", get(pages::compare::<R, L>))
+        .route("/api/runs", get(api::runs::<R, L>))
+        .route("/api/runs/{exp}/{run}", get(api::run::<R, L>))
+        .route("/api/runs/{exp}/{run}/series", get(api::series::<R, L>))
+        .route("/api/runs/{exp}/{run}/logs", get(api::logs::<R, L>))
+        .route("/api/runs/{exp}/{run}/goodput", get(api::goodput::<R, L>))
+        .route("/api/compare", get(api::compare::<R, L>))
+        .route("/static/{file}", get(guard::asset))
+        .fallback(guard::not_found)
+        .layer(axum::middleware::from_fn_with_state(ui.clone(), guard::check::<R, L>))
+        .with_state(ui)
+}
+
+/// `tap ui`: binds, says where, serves until Ctrl-C or SIGTERM.
+pub async fn serve<R, L>(runs: R, logs: L, settings: Settings, out: &mut dyn std::io::Write) -> anyhow::Result<()>
+where
+    R: RunStore + 'static,
+    L: LogStore + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => " (another server has it: tap ui --port N, or --port 0 for any free one)",
+            std::io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+            _ => "",
+        };
+        anyhow::anyhow!("tap ui cannot listen on {}: {e}{hint}", settings.addr)
+    })?;
+    let port = listener.local_addr().context("the bound address")?.port();
+    let url = url(settings.addr.ip(), port, settings.token.as_deref());
+    let ui = Arc::new(Ui::new(runs, logs, settings, port)?);
+    writeln!(out, "tap ui: serving {url}")?;
+    if ui.settings.token.is_some() {
+        writeln!(out, "tap ui: every request needs the token in that URL (it then lives in a cookie)")?;
+    }
+    writeln!(out, "tap ui: Ctrl-C stops it")?;
+    out.flush()?;
+    if ui.settings.open {
+        open_browser(&url);
+    }
+    axum::serve(listener, router(ui)).with_graceful_shutdown(stopped()).await.context("serving tap ui")?;
+    Ok(())
+}
+
+/// The URL to open: the address as a browser reaches it (an unspecified address through
+/// loopback), with the token where one is needed.
+fn url(ip: IpAddr, port: u16, token: Option<&str>) -> String {
+    let host = match ip {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    match token {
+        Some(t) => format!("http://{host}:{port}/?token={t}"),
+        None => format!("http://{host}:{port}/"),
+    }
+}
+
+/// `--open`: the desktop's opener, in the background; a failure is one warning.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    match std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            // Reaped in the background, so no zombie stays.
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => crate::say!("tap: warning: could not open a browser ({opener}: {e}); open the URL above"),
+    }
+}
+
+/// Ctrl-C or SIGTERM: the server stops taking connections and ends.
+async fn stopped() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
