@@ -227,6 +227,9 @@ mod groups;
 #[path = "cli/goodput.rs"]
 mod goodput;
 
+#[path = "cli/ui.rs"]
+mod ui;
+
 mod local {
     use std::path::Path;
     use std::process::{Command, Output, Stdio};
@@ -1715,6 +1718,13 @@ mod stack {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("imported stack tap-dev (us-east-1)"));
         env
+    }
+
+    /// `tap ui` on the stack: DynamoDB and CloudWatch Logs on moto (issue 27).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ui_serves_every_page_of_the_stack() {
+        let env = stack().await;
+        super::ui::serves_every_page(&|args| env.command(args));
     }
 
     fn loss_steps(env: &Env, run_id: &str) -> Vec<u64> {

@@ -43,9 +43,16 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_args(a: &UiArgs) -> anyhow::Result<Settings> {
-        let token = if a.host.is_loopback() { None } else { Some(guard::random_token()?) };
+        // 127.0.0.1 and ::1 alone go without: any other address, 127.0.0.2 too, is one that
+        // more than this user may reach (a container's, a shared host's).
+        let token = if default_host(a.host) { None } else { Some(guard::random_token()?) };
         Ok(Settings { addr: SocketAddr::new(a.host, a.port), open: a.open, show_secrets: a.show_secrets, token })
     }
+}
+
+/// Whether `tap ui` serves there without a token: 127.0.0.1 (the default) or ::1.
+pub fn default_host(ip: IpAddr) -> bool {
+    ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
 }
 
 /// The server's state: the stores, the settings, the page token for writes, one listing.
