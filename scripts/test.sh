@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of tap: Rust (format, lints, unit, property and binary tests), tapml's
-# pytest suite (python/tests) and the stack
+# pytest suite (python/tests), tap ui in headless Chromium (crates/tap-cli/tests/browser) and the stack
 # (terraform fmt/validate/test against the stand-in provider, the node's boot executed in a
 # sandbox, checkov, trivy). Installs what it needs first (scripts/tools.sh). Every stage
 # runs; the last line sums them up.
@@ -58,6 +58,11 @@ count cargo-test
 # fails the stage (1: tests failed, 2-4: usage or internal errors, 5: no tests collected).
 stage pytest env TAP_BIN="$repo/target/debug/tap" "$PYTEST" -q -rs -p no:cacheprovider "$repo/python/tests"
 count_pytest pytest
+
+# tap ui in headless Chromium (crates/tap-cli/tests/browser): screenshots in target/browser-test/.
+stage browser env TAP_BIN="$repo/target/debug/tap" CHROMIUM="$CHROMIUM" TAP_BROWSER_OUT="$repo/target/browser-test" \
+  "$BROWSER_PYTEST" -q -rs -s -p no:cacheprovider "$repo/crates/tap-cli/tests/browser"
+count_pytest browser
 
 stage terraform-fmt terraform fmt -check -recursive -diff infra
 check terraform-fmt

@@ -9,7 +9,10 @@
 #     python/tests, the framework ones included: CPU use of PyPI's torch, whose wheels pull
 #     ~3 GB of CUDA libraries), in a venv kept outside the clone ($TAP_TOOLS_CACHE, default
 #     ~/.cache/tap-tools) so that later runs on the machine reuse it
-# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY, TAP_MOTO_SERVER and PYTEST.
+#   - Debian's chromium (apt-get, as root) and Playwright 1.65.2 with pytest, for tap ui's
+#     browser test
+# Prints shell assignments for TF_CLI_CONFIG_FILE, CHECKOV, TRIVY, TAP_MOTO_SERVER, PYTEST,
+# CHROMIUM and BROWSER_PYTEST.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tools="${TAP_TOOLS:-$repo/.tools}"
@@ -50,4 +53,17 @@ mkdir -p "$cache"
 frameworks="pytest==9.2.0 torch==2.15.0 transformers==5.25.0 accelerate==1.16.0 lightning==2.6.6"
 pytest=$(venv_tool frameworks "$frameworks" bin/pytest "$cache")
 
-printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\nTAP_MOTO_SERVER=%q\nPYTEST=%q\n' "$tfrc" "$checkov" "$trivy" "$moto" "$pytest"
+# The browser test of tap ui (crates/tap-cli/tests/browser): Debian's Chromium, installed
+# through apt-get where we are root (CI is), driven by Playwright (PyPI; its bundled driver,
+# never a browser download of its own: the test launches /usr/bin/chromium).
+chromium=$(command -v chromium || true)
+if [[ -z "$chromium" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  echo "tools.sh: installing Debian's chromium" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 ||
+    echo "tools.sh: chromium could not be installed; the browser test will say so" >&2
+  chromium=$(command -v chromium || true)
+fi
+browser_pytest=$(venv_tool browser "pytest==9.2.0 playwright==1.65.2" bin/pytest)
+
+printf 'TF_CLI_CONFIG_FILE=%q\nCHECKOV=%q\nTRIVY=%q\nTAP_MOTO_SERVER=%q\nPYTEST=%q\nCHROMIUM=%q\nBROWSER_PYTEST=%q\n' \
+  "$tfrc" "$checkov" "$trivy" "$moto" "$pytest" "$chromium" "$browser_pytest"

@@ -33,7 +33,8 @@ const REPEATS: usize = 5;
 const CONNECTIONS: usize = 6;
 
 fn main() -> anyhow::Result<()> {
-    let dir = std::env::var_os("TAP_BENCH_DIR").map_or_else(|| std::env::temp_dir().join("tap-bench-ui"), PathBuf::from);
+    let dir =
+        std::env::var_os("TAP_BENCH_DIR").map_or_else(|| std::env::temp_dir().join("tap-bench-ui"), PathBuf::from);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(bench(&dir))
 }
@@ -124,7 +125,11 @@ async fn fetch(addr: SocketAddr, path: String) -> anyhow::Result<usize> {
         let mut body = Vec::new();
         s.read_to_end(&mut body)?;
         let head = String::from_utf8_lossy(&body[..body.len().min(12)]).into_owned();
-        anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{path}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+        anyhow::ensure!(
+            head.starts_with("HTTP/1.1 200"),
+            "{path}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
         Ok(body.len())
     })
     .await?
@@ -153,11 +158,15 @@ async fn naive_series(store: &SqliteStore, exp: &str, id: &str, metrics: usize) 
 async fn prepare(store: &SqliteStore) -> anyhow::Result<()> {
     let mut rng = fastrand::Rng::with_seed(7);
     for i in 0..RUNS {
-        let mut r = Run::new("bench-sweep", &format!("r{i:05}"), vec!["python".into(), "train.py".into()], "node", i as i64);
+        let mut r =
+            Run::new("bench-sweep", &format!("r{i:05}"), vec!["python".into(), "train.py".into()], "node", i as i64);
         r.status = RunStatus::Succeeded;
         r.ended_ms = Some(i as i64 + 3_600_000);
         for p in 0..HPARAMS {
-            r.hparams.insert(format!("p{p:02}"), HparamUse { value: format!("{:.4}", rng.f64()), version: 1, source: Default::default() });
+            r.hparams.insert(
+                format!("p{p:02}"),
+                HparamUse { value: format!("{:.4}", rng.f64()), version: 1, source: Default::default() },
+            );
         }
         for m in 0..FINALS {
             r.final_metrics.insert(format!("m{m:02}"), rng.f64());

@@ -526,6 +526,9 @@ fn hparam_diff(runs: &[&Run], show_secrets: bool) -> String {
     s
 }
 
+/// An axis of the parallel coordinates whose largest value is this many times its smallest is
+/// drawn in log scale.
+const LOG_AXIS_RATIO: f64 = 100.0;
 /// Width and height of the parallel-coordinates drawing (SVG user units).
 const PARALLEL_SIZE: (f64, f64) = (900.0, 320.0);
 
@@ -575,7 +578,11 @@ fn parallel(runs: &[&Run], target: Option<&str>, metrics: &BTreeSet<&str>, query
             let present: Vec<f64> = numbers.iter().flatten().copied().collect();
             let (lo, hi) = present.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             labels.push((number(lo), number(hi)));
-            numbers.iter().map(|n| n.map(|v| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 })).collect()
+            // Values over two orders of magnitude and more (learning rates): a log axis.
+            let log = lo > 0.0 && hi / lo >= LOG_AXIS_RATIO;
+            let at = |v: f64| if log { v.ln() } else { v };
+            let (a, b) = (at(lo), at(hi));
+            numbers.iter().map(|n| n.map(|v| if b > a { (at(v) - a) / (b - a) } else { 0.5 })).collect()
         } else {
             let cats: Vec<&str> =
                 col.iter().flatten().map(String::as_str).collect::<BTreeSet<_>>().into_iter().collect();

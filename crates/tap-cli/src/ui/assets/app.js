@@ -108,6 +108,7 @@
       build(chart);
       chart.plot.setScale("x", { min: from, max: to });
       chart.fig.dataset.zoomed = "1";
+      chart.fig.dataset.zooms = String(Number(chart.fig.dataset.zooms || 0) + 1);
     } catch (e) {
       say(chart.fig, "zoom failed: " + e.message, "error");
     }
@@ -135,6 +136,7 @@
     const figs = document.querySelectorAll("figure.chart[data-src]");
     pending = figs.length;
     document.body.dataset.charts = String(pending);
+    if (pending === 0) document.body.dataset.chartsDone = "1";
     figs.forEach(fig => {
       const chart = { fig };
       charts.push(chart);
@@ -146,6 +148,8 @@
         pending--;
         if (pending === 0) {
           document.body.dataset.chartsDrawn = String(drawnCount);
+          // Milliseconds from the navigation's start to the last chart drawn.
+          document.body.dataset.chartsDoneMs = String(Math.round(performance.now()));
           document.body.dataset.chartsDone = "1";
         }
       });
