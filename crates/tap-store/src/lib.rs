@@ -162,6 +162,21 @@ pub trait RunStore: Send + Sync {
             ))
         }
     }
+    /// An overview of one metric between two steps for a chart of `buckets` buckets: candidate
+    /// points (each small step range's lowest, highest and last point, and the range's first
+    /// and last point) and how many points they stand for; None where the backend keeps no
+    /// such summary or the range is narrow enough to read its points ([`Self::metric_series`]).
+    fn metric_overview(
+        &self,
+        experiment: &str,
+        run_id: &str,
+        name: &str,
+        steps: std::ops::RangeInclusive<u64>,
+        buckets: usize,
+    ) -> impl Future<Output = Result<Option<(Vec<(u64, f64)>, u64)>>> + Send {
+        let _ = (experiment, run_id, name, steps, buckets);
+        async { Ok(None) }
+    }
     /// Removes the run's metric points, then its record (so a failure part-way leaves the
     /// record, and the delete can be said again). Whether there was a record.
     fn delete_run(&self, experiment: &str, run_id: &str) -> impl Future<Output = Result<bool>> + Send;

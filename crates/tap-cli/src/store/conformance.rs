@@ -93,11 +93,11 @@ pub async fn metrics<S: RunStore>(s: &S) {
     // A chart's read: one metric, a range of steps, a step recorded again keeping its later value.
     let series = s.metric_series("exp-m", "r1", "train/loss", 10..=12).await.expect("series");
     assert_eq!(series, [10, 11, 12].map(|x| (x, 1.0 / (x as f64 + 1.0))));
-    s.append_metrics("exp-m", "r1", &[MetricPoint { step: 249, name: "eval/acc@1".into(), value: 7.0, ts_ms: 999 }])
+    s.append_metrics("exp-m", "r1", &[MetricPoint { step: 249, name: "eval/acc@1".into(), value: -7.0, ts_ms: 999 }])
         .await
         .expect("a resumed attempt's step");
     let tail = s.metric_series("exp-m", "r1", "eval/acc@1", 248..=u64::MAX).await.expect("series");
-    assert_eq!(tail, [(248, 248.0 / 250.0), (249, 7.0)]);
+    assert_eq!(tail, [(248, 248.0 / 250.0), (249, -7.0)], "the later point, though smaller");
     assert!(s.metric_series("exp-m", "r1", "no/such", 0..=u64::MAX).await.expect("series").is_empty());
     let listed = s.list_runs(Some("exp-m")).await.expect("list").runs;
     assert_eq!(listed.len(), 1, "metric storage does not show up as runs");

@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod cwlogs;
 pub mod sqlite;
 pub mod ssm;
+mod tiles;
 
 pub use tap_store::{
     LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, Runs, Skipped, StoreError, Stream,

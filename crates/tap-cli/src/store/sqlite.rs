@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tap_core::runs::{MetricPoint, Run};
 
+use super::tiles;
 use super::{
     LogLine, LogStore, MAX_UPDATE_ATTEMPTS, Param, ParamStore, Result, RunStore, Runs, Skipped, StoreError, Stream,
     after_lost_write,
@@ -16,6 +17,8 @@ use super::{
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Whether the chart tiles hold every point (a read-only store of an earlier release: no).
+    tiled: bool,
     /// Where it is, for messages.
     path: Arc<std::path::PathBuf>,
 }
@@ -78,8 +81,12 @@ const OPEN_BUSY_RETRIES: u32 = 100;
 const OPEN_BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The local store's version (`PRAGMA user_version`): 2 since runs have attempts (run bodies
-/// of [`tap_core::runs::RUN_FORMAT`] 2). 0: a store of an earlier release, read as it is.
-pub const STORE_VERSION: u32 = tap_core::runs::RUN_FORMAT;
+/// of [`tap_core::runs::RUN_FORMAT`] 2), 3 since every metric point is also in its chart tiles
+/// (`tiles`; an earlier tap appending points would leave them out, so it is refused). 0: a
+/// store of an earlier release, read as it is.
+pub const STORE_VERSION: u32 = 3;
+/// The first version whose chart tiles hold every point.
+const TILED_VERSION: u32 = 3;
 
 /// Run after [`BUSY_TIMEOUT`] is set; retried while another connection creates the database
 /// (see `open`).
@@ -126,8 +133,8 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(uri, flags).map_err(|e| local(path.display(), e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| local(path.display(), e))?;
-        store_version(&conn, path)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
+        let tiled = store_version(&conn, path)? >= TILED_VERSION;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), tiled, path: Arc::new(path.to_owned()) })
     }
 
     /// Why nothing can be recorded here (None: the store is writable).
@@ -147,7 +154,7 @@ impl SqliteStore {
         // the schema is retried, bounded (regression: CI's `tap runs list` during `tap run`).
         let mut attempt = 0;
         loop {
-            match conn.execute_batch(SCHEMA) {
+            match conn.execute_batch(SCHEMA).and_then(|()| conn.execute_batch(tiles::SCHEMA)) {
                 Ok(()) => break,
                 Err(e)
                     if attempt < OPEN_BUSY_RETRIES
@@ -166,10 +173,24 @@ impl SqliteStore {
         // versions, which this one reads as it is (run bodies carry their own format).
         let found = store_version(&conn, path)?;
         if found < STORE_VERSION {
-            conn.execute_batch(&format!("PRAGMA user_version = {STORE_VERSION}"))
-                .map_err(|e| local(path.display(), e))?;
+            // A store of an earlier release: its points' tiles, once, with the new version in
+            // the same transaction (two taps opening it at once: the second finds it done).
+            let upgrade = |conn: &mut Connection| -> rusqlite::Result<()> {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if now < TILED_VERSION {
+                    tiles::backfill(&tx)?;
+                }
+                if now < STORE_VERSION {
+                    tx.execute_batch(&format!("PRAGMA user_version = {STORE_VERSION}"))?;
+                }
+                tx.commit()
+            };
+            let mut conn = conn;
+            upgrade(&mut conn).map_err(|e| local(path.display(), e))?;
+            return Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), tiled: true, path: Arc::new(path.to_owned()) });
         }
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), tiled: true, path: Arc::new(path.to_owned()) })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T>
@@ -235,6 +256,8 @@ impl RunStore for SqliteStore {
 
     async fn delete_run(&self, experiment: &str, run_id: &str) -> Result<bool> {
         self.delete_where("DELETE FROM metrics WHERE experiment_id = ?1 AND run_id = ?2", experiment, run_id).await?;
+        self.delete_where("DELETE FROM metric_tiles WHERE experiment_id = ?1 AND run_id = ?2", experiment, run_id)
+            .await?;
         let n =
             self.delete_where("DELETE FROM runs WHERE experiment_id = ?1 AND run_id = ?2", experiment, run_id).await?;
         Ok(n > 0)
@@ -308,6 +331,8 @@ impl RunStore for SqliteStore {
                     stmt.execute(params![experiment, run_id, p.step as i64, p.name, p.value, p.ts_ms])?;
                 }
             }
+            let touched = tiles::fold(points.iter().map(|p| (p.name.as_str(), p.step, p.value)));
+            tiles::store(&tx, &experiment, &run_id, &touched)?;
             tx.commit()
         })
         .await
@@ -340,16 +365,62 @@ impl RunStore for SqliteStore {
         let (from, to) = (clamp(*steps.start()), clamp(*steps.end()));
         self.with(move |c| {
             // The covering index `metrics_series` answers this without touching the table (a
-            // read-only store of an earlier release has none: the same answer, slower).
+            // read-only store of an earlier release has none: the same answer, slower). It
+            // holds the rowid too, but orders a step's points by value: asking for
+            // `ORDER BY step, rowid` made SQLite take `metrics_run` and read every metric's
+            // points (17 s for a run of 10 metrics x 1 M points), so a step's points are put
+            // in recording order here.
             let mut stmt = c.prepare_cached(
-                "SELECT step, value FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 \
-                 AND name = ?3 AND step BETWEEN ?4 AND ?5 ORDER BY step, rowid",
+                "SELECT step, value, rowid FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 \
+                 AND name = ?3 AND step BETWEEN ?4 AND ?5 ORDER BY step",
             )?;
             let rows = stmt.query_map(params![experiment, run_id, name, from, to], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)?))
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)?, r.get::<_, i64>(2)?))
             })?;
-            let points = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            // Ties (a step recorded again) are rare and adjacent: a stable sort by (step, rowid)
+            // of an already step-ordered list costs one pass.
+            rows.sort_by_key(|&(step, _, rowid)| (step, rowid));
+            let points = rows.into_iter().map(|(step, value, _)| (step, value));
             Ok(tap_core::downsample::last_per_step(points))
+        })
+        .await
+    }
+
+    async fn metric_overview(
+        &self,
+        experiment: &str,
+        run_id: &str,
+        name: &str,
+        steps: std::ops::RangeInclusive<u64>,
+        buckets: usize,
+    ) -> Result<Option<(Vec<(u64, f64)>, u64)>> {
+        if !self.tiled {
+            return Ok(None);
+        }
+        let (experiment, run_id, name) = (experiment.to_owned(), run_id.to_owned(), name.to_owned());
+        let clamp = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let (from, to) = (clamp(*steps.start()), clamp(*steps.end()));
+        self.with(move |c| {
+            // The range's first and last point, exactly (two seeks in the covering index).
+            let edge = |sql: &str| -> rusqlite::Result<Option<(u64, f64)>> {
+                c.prepare_cached(sql)?
+                    .query_row(params![experiment, run_id, name, from, to], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)?))
+                    })
+                    .optional()
+            };
+            let where_ =
+                "FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 AND name = ?3 AND step BETWEEN ?4 AND ?5";
+            let first = edge(&format!("SELECT step, value {where_} ORDER BY step LIMIT 1"))?;
+            let last = edge(&format!("SELECT step, value {where_} ORDER BY step DESC, rowid DESC LIMIT 1"))?;
+            let (Some(first), Some(last)) = (first, last) else { return Ok(None) };
+            let Some(level) = tiles::level_for(last.0 - first.0 + 1, buckets) else { return Ok(None) };
+            let (mut points, n) = tiles::overview(c, (&experiment, &run_id, &name), level, first.0, last.0)?;
+            points.retain(|p| p.0 != first.0 && p.0 != last.0);
+            points.insert(0, first);
+            points.push(last);
+            Ok(Some((points, n)))
         })
         .await
     }
@@ -537,5 +608,77 @@ mod tests {
     fn unopenable_path_is_named() {
         let e = SqliteStore::open(Path::new("/proc/tap/tap.db")).err().expect("fails").to_string();
         assert!(e.contains("/proc/tap"), "{e}");
+    }
+}
+
+/// The chart tiles (issue 27): an overview of a long series from its tiles keeps a spike of
+/// one step and the range's first and last point, and a store of an earlier release gets its
+/// tiles when opened.
+#[cfg(test)]
+mod tile_tests {
+    use super::*;
+    use crate::store::RunStore;
+
+    fn points(n: u64, spike: u64) -> Vec<MetricPoint> {
+        (0..n)
+            .map(|step| MetricPoint {
+                step,
+                name: "train/loss".into(),
+                value: if step == spike { 50.0 } else { 1.0 / (1.0 + step as f64) },
+                ts_ms: 0,
+            })
+            .collect()
+    }
+
+    async fn overview(s: &SqliteStore, steps: std::ops::RangeInclusive<u64>) -> Option<(Vec<(u64, f64)>, u64)> {
+        s.metric_overview("e", "r", "train/loss", steps, 100).await.expect("overview")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_overview_keeps_the_spike_and_the_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("tap.db")).expect("open");
+        s.create_run(&Run::new("e", "r", vec![], "h", 1)).await.expect("create");
+        let all = points(200_000, 123_457);
+        for chunk in all.chunks(7_777) {
+            s.append_metrics("e", "r", chunk).await.expect("append");
+        }
+        let (candidates, n) = overview(&s, 0..=u64::MAX).await.expect("tiles serve a wide range");
+        assert_eq!(n, 200_000);
+        assert!(candidates.len() < 20_000, "{}", candidates.len());
+        assert!(candidates.contains(&(123_457, 50.0)), "the spike");
+        assert_eq!(candidates.first(), Some(&(0, 1.0)));
+        assert_eq!(candidates.last(), Some(&(199_999, 1.0 / 200_000.0)));
+        assert!(candidates.windows(2).all(|w| w[0].0 < w[1].0));
+        // A zoomed range: its own ends; a narrow one is left to the points.
+        let (z, _) = overview(&s, 100_001..=180_000).await.expect("still wide");
+        assert_eq!((z.first().map(|p| p.0), z.last().map(|p| p.0)), (Some(100_001), Some(180_000)));
+        assert!(z.contains(&(123_457, 50.0)));
+        assert_eq!(overview(&s, 1_000..=2_000).await, None, "10 steps a bucket: read the points");
+        assert_eq!(overview(&s, 300_000..=400_000).await, None, "no points there");
+        assert!(s.delete_run("e", "r").await.expect("delete"));
+        assert_eq!(overview(&s, 0..=u64::MAX).await, None);
+        let left: i64 =
+            s.with(|c| c.query_row("SELECT count(*) FROM metric_tiles", [], |r| r.get(0))).await.expect("n");
+        assert_eq!(left, 0, "the tiles go with the run");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_store_of_an_earlier_release_gets_its_tiles_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tap.db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.create_run(&Run::new("e", "r", vec![], "h", 1)).await.expect("create");
+            s.append_metrics("e", "r", &points(50_000, 777)).await.expect("append");
+            // As version 2 left it: the points, no tiles.
+            s.with(|c| c.execute_batch("DELETE FROM metric_tiles; PRAGMA user_version = 2")).await.expect("downgrade");
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        let (candidates, n) = overview(&s, 0..=u64::MAX).await.expect("backfilled");
+        assert_eq!(n, 50_000);
+        assert!(candidates.contains(&(777, 50.0)));
+        let v: u32 = s.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).await.expect("version");
+        assert_eq!(v, STORE_VERSION);
     }
 }

@@ -158,6 +158,16 @@ pub async fn series<R: RunStore + 'static, L: LogStore + 'static>(
 }
 
 async fn read_series<R: RunStore>(runs: &R, run: &tap_core::runs::Run, q: &SeriesQuery) -> anyhow::Result<Series> {
+    // A wide range of one record: the store's tiles, where it keeps them.
+    if let [record] = run.records()[..] {
+        if let Some((candidates, n)) =
+            runs.metric_overview(&run.experiment_id, record, &q.metric, q.from..=q.to, q.buckets).await?
+        {
+            let (buckets, from, to) = (q.buckets, q.from, q.to);
+            let kept = downsample::downsample(&candidates, from, to, buckets);
+            return Ok(series_of(run, q, kept, n as usize));
+        }
+    }
     // A folded format-1 chain: its records' points, one axis.
     let mut points = Vec::new();
     for record in run.records() {
@@ -172,7 +182,11 @@ async fn read_series<R: RunStore>(runs: &R, run: &tap_core::runs::Run, q: &Serie
     let kept =
         crate::blocking::run(move |_| Ok::<_, anyhow::Error>(downsample::downsample(&points, from, to, buckets)))
             .await?;
-    Ok(Series {
+    Ok(series_of(run, q, kept, total))
+}
+
+fn series_of(run: &tap_core::runs::Run, q: &SeriesQuery, kept: Vec<(u64, f64)>, total: usize) -> Series {
+    Series {
         experiment: run.experiment_id.clone(),
         run_id: run.run_id.clone(),
         metric: q.metric.clone(),
@@ -180,7 +194,7 @@ async fn read_series<R: RunStore>(runs: &R, run: &tap_core::runs::Run, q: &Serie
         downsampled: kept.len() < total,
         steps: kept.iter().map(|p| p.0).collect(),
         values: kept.iter().map(|p| Some(p.1).filter(|v| v.is_finite())).collect(),
-    })
+    }
 }
 
 /// `GET /api/compare?run=EXP/ID&run=...&metric=M[&from=&to=&points=]`: the runs' series of one
@@ -287,8 +301,8 @@ pub async fn goodput<R: RunStore + 'static, L: LogStore + 'static>(
 }
 
 /// A run's goodput report (None: no such run).
-pub async fn goodput_of<R: RunStore, L: LogStore>(
-    ui: &Ui<R, L>,
+pub async fn goodput_of<R: RunStore + 'static, L: LogStore + 'static>(
+    ui: &Arc<Ui<R, L>>,
     exp: &str,
     id: &str,
 ) -> anyhow::Result<Option<crate::commands::goodput::RunGoodput>> {

@@ -27,8 +27,9 @@ use crate::cli::UiArgs;
 use crate::store::{LogStore, RunStore};
 
 /// How long one listing of the store serves the pages before it is read again: a runs table
-/// of 10,000 runs is filtered, sorted and paged from memory, and still shows a new run within
-/// this time of a refresh.
+/// of 10,000 runs is filtered, sorted and paged from memory. An older listing is still served
+/// at once while a fresh one is read beside it (the next page has it), so no page waits for
+/// the store's listing but the first after start, which the server reads as it starts.
 pub const LISTING_TTL: Duration = Duration::from_secs(2);
 
 /// What `tap ui` was asked for, checked.
@@ -63,29 +64,67 @@ pub struct Ui<R, L> {
     pub xsrf: String,
     /// The port actually bound (for the Host check).
     pub port: u16,
-    listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Run>>)>>,
+    listing: std::sync::Mutex<Option<(Instant, Arc<Vec<Run>>)>>,
+    /// One reader of the store's listing at a time.
+    reading: tokio::sync::Mutex<()>,
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
-impl<R: RunStore, L: LogStore> Ui<R, L> {
+impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
     pub fn new(runs: R, logs: L, settings: Settings, port: u16) -> anyhow::Result<Ui<R, L>> {
-        Ok(Ui { runs, logs, settings, xsrf: guard::random_token()?, port, listing: Default::default() })
+        Ok(Ui {
+            runs,
+            logs,
+            settings,
+            xsrf: guard::random_token()?,
+            port,
+            listing: Default::default(),
+            reading: Default::default(),
+            refreshing: Default::default(),
+        })
     }
 
-    /// Every training of the store, as readers see them (observed status, folded chains), at
-    /// most [`LISTING_TTL`] old.
-    pub async fn trainings(&self) -> anyhow::Result<Arc<Vec<Run>>> {
-        let mut cached = self.listing.lock().await;
-        if let Some((at, runs)) = cached.as_ref().filter(|(at, _)| at.elapsed() < LISTING_TTL) {
+    fn cached(&self) -> Option<(Instant, Arc<Vec<Run>>)> {
+        self.listing.lock().ok()?.clone()
+    }
+
+    /// Every training of the store, as readers see them (observed status, folded chains): the
+    /// listing in memory, read again beside the request once it is [`LISTING_TTL`] old.
+    pub async fn trainings(self: &Arc<Self>) -> anyhow::Result<Arc<Vec<Run>>> {
+        use std::sync::atomic::Ordering;
+        if let Some((at, runs)) = self.cached() {
+            if at.elapsed() >= LISTING_TTL && !self.refreshing.swap(true, Ordering::AcqRel) {
+                let ui = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ui.reload().await {
+                        crate::say!("tap ui: warning: reading the store's runs: {e:#}");
+                    }
+                    ui.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(runs);
+        }
+        self.reload().await
+    }
+
+    /// Reads the listing now (one reader at a time; a listing another finished meanwhile
+    /// serves).
+    pub async fn reload(&self) -> anyhow::Result<Arc<Vec<Run>>> {
+        let started = Instant::now();
+        let _one = self.reading.lock().await;
+        if let Some((at, runs)) = self.cached().filter(|(at, _)| *at >= started) {
             let _ = at;
-            return Ok(runs.clone());
+            return Ok(runs);
         }
         let runs = Arc::new(crate::commands::trainings(&self.runs, None).await?);
-        *cached = Some((Instant::now(), runs.clone()));
+        if let Ok(mut l) = self.listing.lock() {
+            *l = Some((Instant::now(), runs.clone()));
+        }
         Ok(runs)
     }
 
     /// A run by experiment and id (or name, or a legacy record's id).
-    pub async fn run(&self, experiment: &str, id: &str) -> anyhow::Result<Option<Run>> {
+    pub async fn run(self: &Arc<Self>, experiment: &str, id: &str) -> anyhow::Result<Option<Run>> {
         let all = self.trainings().await?;
         Ok(all
             .iter()
@@ -137,6 +176,9 @@ where
     let port = listener.local_addr().context("the bound address")?.port();
     let url = url(settings.addr.ip(), port, settings.token.as_deref());
     let ui = Arc::new(Ui::new(runs, logs, settings, port)?);
+    // The first page need not wait for the store's listing.
+    let warm = ui.clone();
+    tokio::spawn(async move { warm.reload().await });
     writeln!(out, "tap ui: serving {url}")?;
     if ui.settings.token.is_some() {
         writeln!(out, "tap ui: every request needs the token in that URL (it then lives in a cookie)")?;
