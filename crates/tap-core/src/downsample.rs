@@ -99,6 +99,70 @@ pub fn align(series: &[Vec<Point>]) -> Aligned {
     Aligned { steps, values }
 }
 
+/// Several runs' series of one metric for one chart, each cut into the same `buckets` buckets
+/// of `[lo, hi]` (step-aligned: the runs' points of a bucket share its x positions). A bucket
+/// keeps, per run, its lowest and highest point in step order and the run's last point if it
+/// falls there, at three fixed steps of the bucket (its start, a third and two thirds in); a
+/// point moves by less than a bucket's width, so the union of x values is at most three per
+/// bucket whatever the runs, not every run's own steps. Buckets narrower than three steps
+/// need no downsampling: the series are joined on their own steps ([`align`]).
+pub fn align_buckets(series: &[Vec<Point>], lo: u64, hi: u64, buckets: usize) -> Aligned {
+    let buckets = buckets.clamp(1, MAX_BUCKETS);
+    let span = u128::from(hi.saturating_sub(lo)) + 1;
+    if span < 3 * buckets as u128 {
+        let within: Vec<Vec<Point>> =
+            series.iter().map(|s| s.iter().copied().filter(|p| (lo..=hi).contains(&p.0)).collect()).collect();
+        return align(&within);
+    }
+    let bucket_of = |step: u64| (u128::from(step - lo) * buckets as u128 / span) as usize;
+    let start = |b: usize| lo + (b as u128 * span / buckets as u128) as u64;
+    let slot_x = |b: usize, slot: usize| {
+        let (a, z) = (start(b), if b + 1 < buckets { start(b + 1) } else { hi + 1 });
+        a + (z - a) * slot as u64 / 3
+    };
+    // Per run: bucket -> the three slots' values.
+    let mut columns: Vec<std::collections::BTreeMap<u64, f64>> = Vec::with_capacity(series.len());
+    let mut xs = std::collections::BTreeSet::new();
+    for s in series {
+        let within: Vec<Point> = s.iter().copied().filter(|p| (lo..=hi).contains(&p.0)).collect();
+        let mut column = std::collections::BTreeMap::new();
+        let mut i = 0;
+        while i < within.len() {
+            let b = bucket_of(within[i].0);
+            let mut j = i;
+            let (mut min, mut max) = (None::<usize>, None::<usize>);
+            while j < within.len() && bucket_of(within[j].0) == b {
+                let v = within[j].1;
+                if v.is_finite() {
+                    if min.is_none_or(|m| v < within[m].1) {
+                        min = Some(j);
+                    }
+                    if max.is_none_or(|m| v > within[m].1) {
+                        max = Some(j);
+                    }
+                }
+                j += 1;
+            }
+            let mut kept: Vec<usize> = [min, max].into_iter().flatten().collect();
+            kept.sort_unstable();
+            kept.dedup();
+            for (slot, k) in kept.into_iter().enumerate() {
+                column.insert(slot_x(b, slot), within[k].1);
+            }
+            if j == within.len() {
+                // The run's last point: the third slot of its bucket.
+                column.insert(slot_x(b, 2), within[j - 1].1);
+            }
+            i = j;
+        }
+        xs.extend(column.keys().copied());
+        columns.push(column);
+    }
+    let steps: Vec<u64> = xs.into_iter().collect();
+    let values = columns.iter().map(|c| steps.iter().map(|x| c.get(x).copied()).collect()).collect();
+    Aligned { steps, values }
+}
+
 /// One value per step, the later one where a step was recorded again (a resumed attempt
 /// computes steps again): points sorted by step, ties in recording order.
 pub fn last_per_step(points: impl IntoIterator<Item = Point>) -> Vec<Point> {
@@ -173,6 +237,28 @@ mod tests {
         assert_eq!(j.steps, [0, 1, 2, 9]);
         assert_eq!(j.values[0], [Some(1.0), None, Some(2.0), None]);
         assert_eq!(j.values[1], [None, Some(5.0), Some(6.0), Some(7.0)]);
+    }
+
+    #[test]
+    fn compared_runs_share_three_x_values_a_bucket_and_keep_spikes_and_last_values() {
+        let runs: Vec<Vec<Point>> = (0..50u64)
+            .map(|r| {
+                let mut s: Vec<Point> = (r..100_000 - r).map(|x| (x, (x as f64 * 0.01 + r as f64).sin())).collect();
+                s[5_000 + r as usize].1 = 99.0 + r as f64;
+                s
+            })
+            .collect();
+        let a = align_buckets(&runs, 0, 99_999, 500);
+        assert!(a.steps.len() <= 3 * 500, "{}", a.steps.len());
+        for (r, column) in a.values.iter().enumerate() {
+            assert_eq!(column.len(), a.steps.len());
+            assert!(column.iter().flatten().any(|v| *v == 99.0 + r as f64), "run {r}'s spike");
+            let last = runs[r].last().expect("points").1;
+            assert_eq!(column.iter().rev().flatten().next(), Some(&last), "run {r}'s final value");
+        }
+        // Narrow: every step, as align does.
+        let narrow = align_buckets(&runs[..2], 10, 19, 500);
+        assert_eq!(narrow.steps, (10..=19).collect::<Vec<u64>>());
     }
 
     #[test]

@@ -136,11 +136,11 @@ pub fn backfill(tx: &Connection) -> rusqlite::Result<()> {
     flush(&current, &mut batch)
 }
 
-/// The level whose tiles are at most half a bucket wide for `span` steps in `buckets` buckets
-/// (None: the points themselves are few enough to read).
+/// The level of the widest tiles no wider than a bucket, for `span` steps in `buckets`
+/// buckets (None: the range is narrow enough to read its points).
 pub fn level_for(span: u64, buckets: usize) -> Option<u8> {
     let bucket = span / (buckets.max(1) as u64);
-    WIDTHS.iter().rposition(|w| w * 2 <= bucket).map(|i| i as u8 + 1)
+    WIDTHS.iter().rposition(|w| *w <= bucket).map(|i| i as u8 + 1)
 }
 
 /// A range's overview from the tiles of `level`: each tile's lowest, highest and last point
@@ -195,9 +195,10 @@ mod tests {
     }
 
     #[test]
-    fn the_level_is_the_widest_under_half_a_bucket() {
+    fn the_level_is_the_widest_no_wider_than_a_bucket() {
         assert_eq!(level_for(1_000_000, 1_000), Some(1), "1000 steps a bucket: tiles of 64");
         assert_eq!(level_for(100_000_000, 1_000), Some(2));
+        assert_eq!(level_for(100_000, 1_000), Some(1), "100 steps a bucket: tiles of 64");
         assert_eq!(level_for(50_000, 1_000), None, "50 steps a bucket: the points");
     }
 }

@@ -158,14 +158,26 @@ pub async fn series<R: RunStore + 'static, L: LogStore + 'static>(
 }
 
 async fn read_series<R: RunStore>(runs: &R, run: &tap_core::runs::Run, q: &SeriesQuery) -> anyhow::Result<Series> {
-    // A wide range of one record: the store's tiles, where it keeps them.
+    let (candidates, total) = candidates(runs, run, q).await?;
+    let (buckets, from, to) = (q.buckets, q.from, q.to);
+    let kept =
+        crate::blocking::run(move |_| Ok::<_, anyhow::Error>(downsample::downsample(&candidates, from, to, buckets)))
+            .await?;
+    Ok(series_of(run, q, kept, total))
+}
+
+/// What a chart of the run's metric is drawn from: the store's overview of a wide range of one
+/// record (its tiles), else every point in the range; and how many points they stand for.
+async fn candidates<R: RunStore>(
+    runs: &R,
+    run: &tap_core::runs::Run,
+    q: &SeriesQuery,
+) -> anyhow::Result<(Vec<(u64, f64)>, usize)> {
     if let [record] = run.records()[..] {
         if let Some((candidates, n)) =
             runs.metric_overview(&run.experiment_id, record, &q.metric, q.from..=q.to, q.buckets).await?
         {
-            let (buckets, from, to) = (q.buckets, q.from, q.to);
-            let kept = downsample::downsample(&candidates, from, to, buckets);
-            return Ok(series_of(run, q, kept, n as usize));
+            return Ok((candidates, n as usize));
         }
     }
     // A folded format-1 chain: its records' points, one axis.
@@ -178,11 +190,7 @@ async fn read_series<R: RunStore>(runs: &R, run: &tap_core::runs::Run, q: &Serie
         points = downsample::last_per_step(points);
     }
     let total = points.len();
-    let (buckets, from, to) = (q.buckets, q.from, q.to);
-    let kept =
-        crate::blocking::run(move |_| Ok::<_, anyhow::Error>(downsample::downsample(&points, from, to, buckets)))
-            .await?;
-    Ok(series_of(run, q, kept, total))
+    Ok((points, total))
 }
 
 fn series_of(run: &tap_core::runs::Run, q: &SeriesQuery, kept: Vec<(u64, f64)>, total: usize) -> Series {
@@ -228,29 +236,37 @@ pub async fn compare<R: RunStore + 'static, L: LogStore + 'static>(
             None => return no_run(e, id),
         }
     }
-    // Read at once (the store's pool decides how many run together).
-    let reads = chosen.iter().map(|r| read_series(&ui.runs, r, &q));
-    let series = match futures_util::future::try_join_all(reads).await {
+    // Every run's candidates, then one set of buckets over all of them.
+    let reads = chosen.iter().map(|r| candidates(&ui.runs, r, &q));
+    let read = match futures_util::future::try_join_all(reads).await {
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
-    let columns: Vec<Vec<(u64, f64)>> = series
-        .iter()
-        .map(|s| s.steps.iter().copied().zip(s.values.iter().map(|v| v.unwrap_or(f64::NAN))).collect())
-        .collect();
-    let aligned = downsample::align(&columns);
+    let lo = read.iter().filter_map(|(c, _)| c.first().map(|p| p.0)).min().unwrap_or(0);
+    let hi = read.iter().filter_map(|(c, _)| c.last().map(|p| p.0)).max().unwrap_or(0);
+    let buckets = q.buckets;
+    let series: Vec<Vec<(u64, f64)>> = read.iter().map(|(c, _)| c.clone()).collect();
+    let aligned = match crate::blocking::run(move |_| {
+        Ok::<_, anyhow::Error>(downsample::align_buckets(&series, lo, hi, buckets))
+    })
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => return store_error(&e),
+    };
     let runs: Vec<serde_json::Value> = chosen
         .iter()
-        .zip(&series)
+        .zip(&read)
         .zip(aligned.values)
-        .map(|((r, s), values)| {
+        .map(|((r, (_, total)), values)| {
+            let kept = values.iter().flatten().count();
             let values: Vec<Option<f64>> = values.into_iter().map(|v| v.filter(|v| v.is_finite())).collect();
             serde_json::json!({
                 "experiment": r.experiment_id,
                 "run_id": r.run_id,
                 "label": r.label(),
-                "points": s.points,
-                "downsampled": s.downsampled,
+                "points": total,
+                "downsampled": kept < *total,
                 "values": values,
             })
         })

@@ -99,6 +99,9 @@ fn refused<R, L>(ui: &Ui<R, L>, request: &Request) -> Option<Response> {
 /// Whether a Host header names this machine: `localhost`, an IP address (a page of another
 /// site cannot make a browser send one it was not loaded from), or this machine's own name.
 pub fn host_allowed(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(h, port)| if port.parse::<u16>().is_ok() { h } else { host }),
