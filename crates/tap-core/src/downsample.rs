@@ -36,21 +36,7 @@ pub fn downsample(points: &[Point], from: u64, to: u64, buckets: usize) -> Vec<P
     let mut out = Vec::with_capacity(2 * buckets + 1);
     let mut i = 0;
     while i < within.len() {
-        let b = bucket_of(within[i].0);
-        let mut j = i;
-        let (mut min, mut max): (Option<usize>, Option<usize>) = (None, None);
-        while j < within.len() && bucket_of(within[j].0) == b {
-            let v = within[j].1;
-            if v.is_finite() {
-                if min.is_none_or(|m| v < within[m].1) {
-                    min = Some(j);
-                }
-                if max.is_none_or(|m| v > within[m].1) {
-                    max = Some(j);
-                }
-            }
-            j += 1;
-        }
+        let (j, min, max) = bucket_extremes(within, i, &bucket_of);
         match (min, max) {
             (Some(a), Some(b)) if a == b => out.push(within[a]),
             (Some(a), Some(b)) => {
@@ -67,6 +53,30 @@ pub fn downsample(points: &[Point], from: u64, to: u64, buckets: usize) -> Vec<P
         out.push(last);
     }
     out
+}
+
+/// The bucket that starts at `within[i]`: where the next one starts, and the indices of its
+/// lowest and highest finite points (None: only NaN there).
+fn bucket_extremes(
+    within: &[Point],
+    i: usize,
+    bucket_of: &dyn Fn(u64) -> usize,
+) -> (usize, Option<usize>, Option<usize>) {
+    let b = bucket_of(within[i].0);
+    let (mut j, mut min, mut max) = (i, None::<usize>, None::<usize>);
+    while j < within.len() && bucket_of(within[j].0) == b {
+        let v = within[j].1;
+        if v.is_finite() {
+            if min.is_none_or(|m| v < within[m].1) {
+                min = Some(j);
+            }
+            if max.is_none_or(|m| v > within[m].1) {
+                max = Some(j);
+            }
+        }
+        j += 1;
+    }
+    (j, min, max)
 }
 
 /// Several runs' series of one metric on one step axis, for a chart that draws them together:
@@ -129,20 +139,7 @@ pub fn align_buckets(series: &[Vec<Point>], lo: u64, hi: u64, buckets: usize) ->
         let mut i = 0;
         while i < within.len() {
             let b = bucket_of(within[i].0);
-            let mut j = i;
-            let (mut min, mut max) = (None::<usize>, None::<usize>);
-            while j < within.len() && bucket_of(within[j].0) == b {
-                let v = within[j].1;
-                if v.is_finite() {
-                    if min.is_none_or(|m| v < within[m].1) {
-                        min = Some(j);
-                    }
-                    if max.is_none_or(|m| v > within[m].1) {
-                        max = Some(j);
-                    }
-                }
-                j += 1;
-            }
+            let (j, min, max) = bucket_extremes(&within, i, &bucket_of);
             let mut kept: Vec<usize> = [min, max].into_iter().flatten().collect();
             kept.sort_unstable();
             kept.dedup();

@@ -412,8 +412,13 @@ impl RunStore for SqliteStore {
             };
             let where_ =
                 "FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 AND name = ?3 AND step BETWEEN ?4 AND ?5";
+            // Seeks, not scans: the index orders a step's points by value, so the last step's
+            // later point is found among that step's points alone.
             let first = edge(&format!("SELECT step, value {where_} ORDER BY step LIMIT 1"))?;
-            let last = edge(&format!("SELECT step, value {where_} ORDER BY step DESC, rowid DESC LIMIT 1"))?;
+            let last = edge(&format!(
+                "SELECT step, value FROM metrics WHERE experiment_id = ?1 AND run_id = ?2 AND name = ?3 \
+                 AND step = (SELECT max(step) {where_}) AND ?4 <= ?5 ORDER BY rowid DESC LIMIT 1"
+            ))?;
             let (Some(first), Some(last)) = (first, last) else { return Ok(None) };
             let Some(level) = tiles::level_for(last.0 - first.0 + 1, buckets) else { return Ok(None) };
             let (mut points, n) = tiles::overview(c, (&experiment, &run_id, &name), level, first.0, last.0)?;

@@ -1,6 +1,6 @@
-//! The local store's chart tiles: for every metric of every run, at four widths of steps (64,
-//! 4,096, 262,144 and 16,777,216), each tile's point count and its lowest, highest and last
-//! point, kept as points are appended (one upsert per tile a batch touches, in the append's
+//! The local store's chart tiles: for every metric of every run, at seven widths of steps (64
+//! to 16,777,216, eight times wider each), each tile's point count and its lowest, highest and
+//! last point, kept as points are appended (one upsert per tile a batch touches, in the append's
 //! transaction). A chart of a million points then reads some thousands of tiles instead of
 //! every point: `tap ui`'s run page of 10 metrics × 1,000,000 points went from 1.7 s to the
 //! figure in README. Zoomed in far enough, a chart reads the points themselves.
@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, params};
 
-/// Tile widths in steps, by level (1 to 4).
-pub const WIDTHS: [u64; 4] = [64, 4_096, 262_144, 16_777_216];
+/// Tile widths in steps, by level (1 to 7): a chart reads at most eight tiles a bucket.
+pub const WIDTHS: [u64; 7] = [64, 512, 4_096, 32_768, 262_144, 2_097_152, 16_777_216];
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS metric_tiles (
@@ -188,16 +188,16 @@ mod tests {
     fn a_batch_folds_into_its_tiles_at_every_level() {
         let pts: Vec<(&str, u64, f64)> = (0..200u64).map(|s| ("loss", s, if s == 70 { 9.0 } else { 1.0 })).collect();
         let t = fold(pts);
-        assert_eq!(t.len(), 4 + 3, "4 tiles of 64 steps at level 1, one at each other level");
+        assert_eq!(t.len(), 4 + 6, "4 tiles of 64 steps at level 1, one at each other level");
         let second = t[&("loss", 1, 1)];
         assert_eq!((second.n, second.max, second.last), (64, (70, 9.0), (127, 1.0)));
-        assert_eq!(t[&("loss", 4, 0)].n, 200);
+        assert_eq!(t[&("loss", 7, 0)].n, 200);
     }
 
     #[test]
     fn the_level_is_the_widest_no_wider_than_a_bucket() {
-        assert_eq!(level_for(1_000_000, 1_000), Some(1), "1000 steps a bucket: tiles of 64");
-        assert_eq!(level_for(100_000_000, 1_000), Some(2));
+        assert_eq!(level_for(1_000_000, 1_000), Some(2), "1000 steps a bucket: tiles of 512");
+        assert_eq!(level_for(100_000_000, 1_000), Some(4), "100,000 steps a bucket: tiles of 32,768");
         assert_eq!(level_for(100_000, 1_000), Some(1), "100 steps a bucket: tiles of 64");
         assert_eq!(level_for(50_000, 1_000), None, "50 steps a bucket: the points");
     }

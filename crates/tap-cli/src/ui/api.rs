@@ -310,7 +310,7 @@ pub async fn goodput<R: RunStore + 'static, L: LogStore + 'static>(
     Path((exp, id)): Path<(String, String)>,
 ) -> Response {
     match goodput_of(&ui, &exp, &id).await {
-        Ok(Some(g)) => Json(g).into_response(),
+        Ok(Some(g)) => Json(&*g).into_response(),
         Ok(None) => no_run(&exp, &id),
         Err(e) => store_error(&e),
     }
@@ -321,15 +321,10 @@ pub async fn goodput_of<R: RunStore + 'static, L: LogStore + 'static>(
     ui: &Arc<Ui<R, L>>,
     exp: &str,
     id: &str,
-) -> anyhow::Result<Option<crate::commands::goodput::RunGoodput>> {
+) -> anyhow::Result<Option<Arc<crate::commands::goodput::RunGoodput>>> {
     let all = ui.trainings().await?;
     let Some(run) = find(&all, exp, id) else { return Ok(None) };
-    let now = crate::now_ms();
-    let seen = crate::commands::goodput::Seen::of(all.to_vec(), exp, now);
-    let mut g = crate::commands::goodput::report(&ui.runs, &run, &seen, now).await?;
-    let prices = tap_core::prices::Prices::builtin();
-    g.dollars = tap_core::prices::dollars(&g.goodput, &prices, None, &Default::default());
-    Ok(Some(g))
+    Ok(Some(ui.goodput_of(&run).await?))
 }
 
 #[cfg(test)]

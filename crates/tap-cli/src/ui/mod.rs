@@ -68,7 +68,16 @@ pub struct Ui<R, L> {
     /// One reader of the store's listing at a time.
     reading: tokio::sync::Mutex<()>,
     refreshing: std::sync::atomic::AtomicBool,
+    /// Goodput reports by run, with what they were made from (they read every point).
+    goodput: std::sync::Mutex<GoodputCache>,
 }
+
+/// Run → (when, the record's fingerprint, the report); at most [`GOODPUT_CACHE`] runs.
+type GoodputCache =
+    std::collections::BTreeMap<(String, String), (Instant, String, Arc<crate::commands::goodput::RunGoodput>)>;
+
+/// Goodput reports kept (a report is small; making one reads every point of the run).
+const GOODPUT_CACHE: usize = 64;
 
 impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
     pub fn new(runs: R, logs: L, settings: Settings, port: u16) -> anyhow::Result<Ui<R, L>> {
@@ -81,7 +90,38 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
             listing: Default::default(),
             reading: Default::default(),
             refreshing: Default::default(),
+            goodput: Default::default(),
         })
+    }
+
+    /// A run's goodput report as `tap goodput` makes it, kept while its record is unchanged
+    /// (a running run's for [`LISTING_TTL`]): the page's figures and its timeline share one.
+    pub async fn goodput_of(self: &Arc<Self>, run: &Run) -> anyhow::Result<Arc<crate::commands::goodput::RunGoodput>> {
+        let key = (run.experiment_id.clone(), run.run_id.clone());
+        let fingerprint = serde_json::to_string(run).unwrap_or_default();
+        if let Ok(cache) = self.goodput.lock() {
+            if let Some((at, f, g)) = cache.get(&key) {
+                if *f == fingerprint && (run.status.is_final() || at.elapsed() < LISTING_TTL) {
+                    return Ok(g.clone());
+                }
+            }
+        }
+        let all = self.trainings().await?;
+        let now = crate::now_ms();
+        let seen = crate::commands::goodput::Seen::of(all.to_vec(), &run.experiment_id, now);
+        let mut g = crate::commands::goodput::report(&self.runs, run, &seen, now).await?;
+        let prices = tap_core::prices::Prices::builtin();
+        g.dollars = tap_core::prices::dollars(&g.goodput, &prices, None, &Default::default());
+        let g = Arc::new(g);
+        if let Ok(mut cache) = self.goodput.lock() {
+            if cache.len() >= GOODPUT_CACHE {
+                if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _, _))| *at).map(|(k, _)| k.clone()) {
+                    cache.remove(&oldest);
+                }
+            }
+            cache.insert(key, (Instant::now(), fingerprint, g.clone()));
+        }
+        Ok(g)
     }
 
     fn cached(&self) -> Option<(Instant, Arc<Vec<Run>>)> {

@@ -309,7 +309,7 @@ fn run_body(r: &Run, tail: &[crate::store::LogLine], show_secrets: bool) -> Stri
     let _ = write!(
         s,
         "<section><h2>Goodput</h2><div id=\"goodput\" data-src=\"/api{b}/goodput\">loading…</div>\
-         <img class=\"timeline\" alt=\"attempts timeline\" src=\"{b}/goodput.png\"></section>",
+         <img class=\"timeline\" id=\"timeline\" alt=\"attempts timeline\" data-src=\"{b}/goodput.png\"></section>",
         b = esc(&base)
     );
     s.push_str("<section><h2>Log</h2><pre class=\"log\" id=\"log\">");

@@ -95,13 +95,17 @@ def served(tmp_path_factory):
 
 def fill(db, experiment, run_id):
     """BIG_METRICS x BIG_POINTS points of the big run, written straight into the store's
-    metrics table (through `tap run` they would take minutes)."""
+    metrics table (through `tap run` they would take minutes), the store then marked as one of
+    the release before chart tiles (version 2), so that `tap ui` opening it builds the tiles
+    of every point: the upgrade path, exercised."""
     con = sqlite3.connect(db)
     with con:
         rows = ((experiment, run_id, step, f"m{m:02}", 1.0 / (1.0 + step / 1000.0) + (10.0 if step == SPIKE else 0.0), step)
                 for step in range(1, BIG_POINTS) for m in range(BIG_METRICS))
         con.executemany(
             "INSERT INTO metrics (experiment_id, run_id, step, name, value, ts_ms) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        con.execute("DELETE FROM metric_tiles")
+    con.execute("PRAGMA user_version = 2")
     con.close()
 
 
