@@ -11,7 +11,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export TAP_BENCH_DIR="${TAP_BENCH_DIR:-$repo/target/bench-ui}"
 cargo bench --locked -p tap-cli --bench ui
-cargo build --release --locked -p tap-cli --no-default-features
+cargo build --release --locked -p tap-cli --bin tap
 if [[ -z "${BROWSER_PYTEST:-}" ]]; then
   set -a; source <(scripts/tools.sh); set +a
 fi

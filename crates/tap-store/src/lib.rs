@@ -124,6 +124,10 @@ impl std::fmt::Display for Skipped {
     }
 }
 
+/// A chart's overview of a metric range ([`RunStore::metric_overview`]): candidate points as
+/// (step, value) in step order, and how many stored points they stand for.
+pub type Overview = (Vec<(u64, f64)>, u64);
+
 pub trait RunStore: Send + Sync {
     /// Creates the run. Idempotent: creating the same record again returns it; a different
     /// record under the same ids is a conflict.
@@ -173,7 +177,7 @@ pub trait RunStore: Send + Sync {
         name: &str,
         steps: std::ops::RangeInclusive<u64>,
         buckets: usize,
-    ) -> impl Future<Output = Result<Option<(Vec<(u64, f64)>, u64)>>> + Send {
+    ) -> impl Future<Output = Result<Option<Overview>>> + Send {
         let _ = (experiment, run_id, name, steps, buckets);
         async { Ok(None) }
     }

@@ -394,7 +394,7 @@ impl RunStore for SqliteStore {
         name: &str,
         steps: std::ops::RangeInclusive<u64>,
         buckets: usize,
-    ) -> Result<Option<(Vec<(u64, f64)>, u64)>> {
+    ) -> Result<Option<tap_store::Overview>> {
         if !self.tiled {
             return Ok(None);
         }

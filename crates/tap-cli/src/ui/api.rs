@@ -173,12 +173,11 @@ async fn candidates<R: RunStore>(
     run: &tap_core::runs::Run,
     q: &SeriesQuery,
 ) -> anyhow::Result<(Vec<(u64, f64)>, usize)> {
-    if let [record] = run.records()[..] {
-        if let Some((candidates, n)) =
+    if let [record] = run.records()[..]
+        && let Some((candidates, n)) =
             runs.metric_overview(&run.experiment_id, record, &q.metric, q.from..=q.to, q.buckets).await?
-        {
-            return Ok((candidates, n as usize));
-        }
+    {
+        return Ok((candidates, n as usize));
     }
     // A folded format-1 chain: its records' points, one axis.
     let mut points = Vec::new();

@@ -99,12 +99,12 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
     pub async fn goodput_of(self: &Arc<Self>, run: &Run) -> anyhow::Result<Arc<crate::commands::goodput::RunGoodput>> {
         let key = (run.experiment_id.clone(), run.run_id.clone());
         let fingerprint = serde_json::to_string(run).unwrap_or_default();
-        if let Ok(cache) = self.goodput.lock() {
-            if let Some((at, f, g)) = cache.get(&key) {
-                if *f == fingerprint && (run.status.is_final() || at.elapsed() < LISTING_TTL) {
-                    return Ok(g.clone());
-                }
-            }
+        if let Ok(cache) = self.goodput.lock()
+            && let Some((at, f, g)) = cache.get(&key)
+            && *f == fingerprint
+            && (run.status.is_final() || at.elapsed() < LISTING_TTL)
+        {
+            return Ok(g.clone());
         }
         let all = self.trainings().await?;
         let now = crate::now_ms();
@@ -114,10 +114,10 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
         g.dollars = tap_core::prices::dollars(&g.goodput, &prices, None, &Default::default());
         let g = Arc::new(g);
         if let Ok(mut cache) = self.goodput.lock() {
-            if cache.len() >= GOODPUT_CACHE {
-                if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _, _))| *at).map(|(k, _)| k.clone()) {
-                    cache.remove(&oldest);
-                }
+            if cache.len() >= GOODPUT_CACHE
+                && let Some(oldest) = cache.iter().min_by_key(|(_, (at, _, _))| *at).map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
             }
             cache.insert(key, (Instant::now(), fingerprint, g.clone()));
         }
