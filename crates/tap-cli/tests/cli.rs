@@ -1727,6 +1727,64 @@ mod stack {
         super::ui::serves_every_page(&|args| env.command(args));
     }
 
+    /// `tap ui`'s Jobs and Fleet pages on the stack (moto with a fleet): the queue as `tap jobs
+    /// list` has it, Cancel refused without the page's XSRF token and done with it, the fleet's
+    /// nodes and the pools' advice.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ui_jobs_and_fleet_pages_on_the_stack_and_cancel_through_the_guard() {
+        let env = stack().await;
+        let sdk = tap_test_support::aws::sdk_config(&env.moto.endpoint());
+        let fleet_id = tap_test_support::aws::make_fleet(&sdk, 1).await;
+        let outputs = env.dir.path().join("outputs.json");
+        let config = FIXTURE.replace("fleet-0123456789abcdef0", &fleet_id);
+        std::fs::write(&outputs, format!("{{\"tap_config\": {{\"value\": {config}}}}}")).expect("outputs");
+        assert!(env.tap(&["stack", "import", outputs.to_str().expect("utf-8")]).status.success());
+        let launch =
+            env.tap(&["launch", "--nodes", "2", "-e", "llm", "--group", "job-ui", "--", "python3", "train.py"]);
+        assert!(launch.status.success(), "{}", String::from_utf8_lossy(&launch.stderr));
+
+        let server = super::ui::Server::start(env.command(&["ui", "--port", "0"]));
+        let jobs = server.get("/jobs");
+        assert_eq!(jobs.status, 200, "{}", jobs.text());
+        let page = jobs.text();
+        assert!(page.contains("data-job=\"job-ui\"") && page.contains("class=\"cancel\""), "{page}");
+        assert_eq!(server.get("/api/jobs").json(), env.json(&["jobs", "list"]), "`tap jobs list --output json`");
+        let shown = server.get("/api/jobs/job-ui").json();
+        assert_eq!(shown["job"]["state"], "queued");
+        assert_eq!(server.get("/jobs/job-ui").status, 200);
+        assert_eq!(server.get("/jobs/nope").status, 404);
+
+        // The write: refused without the token, from another origin, and done with them.
+        let refused = super::ui::request(&server.addr, "POST", "/jobs/job-ui/cancel", &[]);
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        let xsrf = page.split("name=\"tap-xsrf\" content=\"").nth(1).and_then(|r| r.split('"').next()).expect("xsrf");
+        let foreign = super::ui::request(
+            &server.addr,
+            "POST",
+            "/jobs/job-ui/cancel",
+            &[("X-XSRF-Token", xsrf), ("Origin", "http://evil.example")],
+        );
+        assert_eq!(foreign.status, 403, "{}", foreign.text());
+        assert!(env.json(&["jobs", "show", "job-ui"])["job"]["cancel_requested_ms"].is_null(), "nothing was written");
+        let done = super::ui::request(&server.addr, "POST", "/jobs/job-ui/cancel", &[("X-XSRF-Token", xsrf)]);
+        assert_eq!(done.status, 200, "{}", done.text());
+        assert!(done.json()["said"].as_str().is_some_and(|s| s.starts_with("job job-ui: cancel requested")));
+        assert!(env.json(&["jobs", "show", "job-ui"])["job"]["cancel_requested_ms"].is_i64());
+
+        let fleet = server.get("/fleet").text();
+        assert!(fleet.contains("id=\"fleet-status\"") && fleet.contains("target 1"), "{fleet}");
+        assert!(fleet.contains("id=\"pools\"") && fleet.contains("data-src=\"/api/fleet/utilization\""), "{fleet}");
+        assert_eq!(server.get("/api/fleet").json()["target_capacity"], 1);
+        let util = server.get("/api/fleet/utilization");
+        assert_eq!(util.status, 200, "{}", util.text());
+        assert!(util.json()["runs"].is_array());
+        assert_eq!(
+            server.get("/api/fleet/pools").json(),
+            env.json(&["fleet", "pools"]),
+            "`tap fleet pools --output json`"
+        );
+    }
+
     fn loss_steps(env: &Env, run_id: &str) -> Vec<u64> {
         super::loss_steps(&env.json(&["runs", "show", run_id]))
     }

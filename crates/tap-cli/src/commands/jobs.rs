@@ -140,63 +140,23 @@ pub async fn run_jobs(
     let s = connect(stack).await;
     match cmd {
         JobsCommand::List { active } => {
-            let mut jobs = Vec::new();
-            for e in s.jobs.list(*active).await? {
-                match e {
-                    JobEntry::Job { job, .. } => jobs.push(*job),
-                    JobEntry::Corrupt { id, problem, .. } => {
-                        eprintln!("tap: warning: job {id} is corrupt ({problem}); skipped");
-                    }
-                }
-            }
-            jobs.reverse(); // newest first
+            let jobs = listed(&s.jobs, *active).await?;
             match output {
                 Output::Json => json(out, &jobs)?,
                 Output::Text => out.write_all(crate::render::jobs_table(&jobs).as_bytes())?,
             }
         }
         JobsCommand::Show { job_id } => {
-            let mut job = get(&s.jobs, job_id).await?;
-            let ranks = s.runs.list_runs(Some(&job.spec.experiment)).await?;
-            tap_core::jobs::restored_by_ranks(&mut job, &ranks.runs);
-            let goodput = job_goodput(&s.runs, &job).await?;
+            let shown = shown(&s.jobs, &s.runs, job_id).await?;
             match output {
-                Output::Json => json(
-                    out,
-                    &serde_json::json!({
-                        "job": job,
-                        "downtimes_ms": job.downtimes_ms(),
-                        "network": job.network(),
-                        "goodput": goodput.as_ref().map(crate::commands::goodput::brief),
-                    }),
-                )?,
-                Output::Text => {
-                    out.write_all(crate::render::job_story(&job, now_ms()).as_bytes())?;
-                    if let Some(g) = &goodput {
-                        out.write_all(crate::render::goodput_brief(g).as_bytes())?;
-                    }
-                    out.write_all(crate::render::sharded_job(&job.id, &ranks.runs).as_bytes())?;
-                }
+                Output::Json => json(out, &shown_json(&shown))?,
+                Output::Text => out.write_all(shown_text(&shown).as_bytes())?,
             }
         }
         JobsCommand::Cancel { job_id } => {
-            let job = s.jobs.request_cancel(job_id, now_ms()).await.map_err(|e| match e {
-                tap_store::StoreError::NotFound(_) => anyhow::anyhow!("no job {job_id} (tap jobs list)"),
-                e => e.into(),
-            })?;
-            let said = if job.state.is_final() {
-                format!("job {job_id} has ended already ({})", job.state.as_str())
-            } else {
-                format!(
-                    "job {job_id}: cancel requested; the fleet's job controller stops its ranks within ~{} s (tap jobs show {job_id})",
-                    tap_core::lease::RENEW_EVERY_MS / 1000 + 10
-                )
-            };
+            let (job, said) = cancel(&s.jobs, job_id).await?;
             match output {
-                Output::Json => json(
-                    out,
-                    &serde_json::json!({ "job": job_id, "state": job.state, "cancel_requested_ms": job.cancel_requested_ms }),
-                )?,
+                Output::Json => json(out, &cancel_json(&job))?,
                 Output::Text => writeln!(out, "{said}")?,
             }
         }
@@ -206,6 +166,78 @@ pub async fn run_jobs(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tap jobs list`: the queue, newest first; a corrupt job is one warning.
+pub(crate) async fn listed(jobs: &JobStore, active: bool) -> anyhow::Result<Vec<JobRecord>> {
+    let mut out = Vec::new();
+    for e in jobs.list(active).await? {
+        match e {
+            JobEntry::Job { job, .. } => out.push(*job),
+            JobEntry::Corrupt { id, problem, .. } => {
+                crate::say!("tap: warning: job {id} is corrupt ({problem}); skipped");
+            }
+        }
+    }
+    out.reverse(); // newest first
+    Ok(out)
+}
+
+/// What `tap jobs show` tells of a job.
+pub(crate) struct Shown {
+    pub job: JobRecord,
+    pub ranks: Vec<tap_core::runs::Run>,
+    pub goodput: Option<crate::commands::goodput::RunGoodput>,
+}
+
+pub(crate) async fn shown(jobs: &JobStore, runs: &DynamoStore, id: &str) -> anyhow::Result<Shown> {
+    let mut job = get(jobs, id).await?;
+    let ranks = runs.list_runs(Some(&job.spec.experiment)).await?.runs;
+    tap_core::jobs::restored_by_ranks(&mut job, &ranks);
+    let goodput = job_goodput(runs, &job).await?;
+    Ok(Shown { job, ranks, goodput })
+}
+
+/// `tap jobs show JOB --output json`.
+pub(crate) fn shown_json(s: &Shown) -> serde_json::Value {
+    serde_json::json!({
+        "job": s.job,
+        "downtimes_ms": s.job.downtimes_ms(),
+        "network": s.job.network(),
+        "goodput": s.goodput.as_ref().map(crate::commands::goodput::brief),
+    })
+}
+
+/// `tap jobs show JOB`.
+pub(crate) fn shown_text(s: &Shown) -> String {
+    let mut t = crate::render::job_story(&s.job, now_ms());
+    if let Some(g) = &s.goodput {
+        t.push_str(&crate::render::goodput_brief(g));
+    }
+    t.push_str(&crate::render::sharded_job(&s.job.id, &s.ranks));
+    t
+}
+
+/// `tap jobs cancel JOB`: the job as stored after the request, and what to say of it.
+pub(crate) async fn cancel(jobs: &JobStore, job_id: &str) -> anyhow::Result<(JobRecord, String)> {
+    let job = jobs.request_cancel(job_id, now_ms()).await.map_err(|e| match e {
+        tap_store::StoreError::NotFound(_) => anyhow::anyhow!("no job {job_id} (tap jobs list)"),
+        e => e.into(),
+    })?;
+    let said = if job.state.is_final() {
+        format!("job {job_id} has ended already ({})", job.state.as_str())
+    } else {
+        format!(
+            "job {job_id}: cancel requested; the fleet's job controller stops its ranks within ~{} s (tap jobs show {job_id})",
+            tap_core::lease::RENEW_EVERY_MS / 1000 + 10
+        )
+    };
+    Ok((job, said))
+}
+
+/// `tap jobs cancel JOB --output json`.
+pub(crate) fn cancel_json(job: &JobRecord) -> serde_json::Value {
+    serde_json::json!({ "job": job.id, "state": job.state, "cancel_requested_ms": job.cancel_requested_ms })
 }
 
 /// AZs a region has at least (the stack's three private subnets).

@@ -8,11 +8,11 @@ mod artifacts;
 mod checkpoints;
 pub(crate) mod contract;
 #[cfg(feature = "fleet")]
-mod fleet;
+pub(crate) mod fleet;
 mod gc;
 pub(crate) mod goodput;
 #[cfg(feature = "fleet")]
-mod jobs;
+pub(crate) mod jobs;
 mod logs;
 mod manual;
 mod params;
@@ -224,7 +224,11 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
             );
             // The server keeps its stores for as long as it runs.
             if let StoreCommand::Ui(a) = command {
-                crate::ui::serve(runs, logs, crate::ui::Settings::from_args(a)?, out).await?;
+                #[cfg(feature = "fleet")]
+                let side = Some(crate::ui::ops::StackSide::connect(&stack).await);
+                #[cfg(not(feature = "fleet"))]
+                let side = crate::ui::ops::Side::default();
+                crate::ui::serve(runs, logs, side, crate::ui::Settings::from_args(a)?, out).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             // The dollars of a run on the stack: the spot price EC2 published for it.
@@ -249,7 +253,8 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
                 bail!("{why}");
             }
             if let StoreCommand::Ui(a) = command {
-                crate::ui::serve(store.clone(), store, crate::ui::Settings::from_args(a)?, out).await?;
+                crate::ui::serve(store.clone(), store, Default::default(), crate::ui::Settings::from_args(a)?, out)
+                    .await?;
                 return Ok(ExitCode::SUCCESS);
             }
             let objects = LocalStore::new(&home.join("artifacts"));

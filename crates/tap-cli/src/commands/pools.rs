@@ -25,14 +25,18 @@ pub struct PoolsView {
 
 pub async fn run<R: RunStore>(runs: &R, days: u32, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     let now = crate::now_ms();
-    let all = trainings(runs, None).await?;
-    let stats = pools::pool_stats(&all, now - i64::from(days) * DAY_MS, now);
-    let (instance_types, availability_zones) = pools::advice(&stats);
-    let tfvars = pools::tfvars(&instance_types, &availability_zones);
-    let view = PoolsView { days, pools: stats, instance_types, availability_zones, tfvars };
+    let view = view(&trainings(runs, None).await?, days, now);
     match output {
         Output::Json => json(out, &view)?,
         Output::Text => out.write_all(crate::render::pools(&view).as_bytes())?,
     }
     Ok(())
+}
+
+/// The pools of the last `days` of the store's trainings `all`, and the advice they give.
+pub(crate) fn view(all: &[tap_core::runs::Run], days: u32, now: i64) -> PoolsView {
+    let stats = pools::pool_stats(all, now - i64::from(days) * DAY_MS, now);
+    let (instance_types, availability_zones) = pools::advice(&stats);
+    let tfvars = pools::tfvars(&instance_types, &availability_zones);
+    PoolsView { days, pools: stats, instance_types, availability_zones, tfvars }
 }

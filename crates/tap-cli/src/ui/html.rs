@@ -44,18 +44,25 @@ pub fn enc(s: &str) -> String {
 pub enum Section {
     Runs,
     Compare,
+    Jobs,
+    Fleet,
 }
 
 /// A page: the frame around `body`, with the XSRF token the page's one write (Cancel) sends.
 pub fn page(title: &str, section: Section, xsrf: &str, body: &str) -> String {
-    let nav = [(Section::Runs, "/", "Runs"), (Section::Compare, "/compare", "Compare")]
-        .iter()
-        .map(|(s, href, label)| {
-            let current = if *s == section { " aria-current=\"page\"" } else { "" };
-            format!("<a href=\"{href}\"{current}>{label}</a>")
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    let nav = [
+        (Section::Runs, "/", "Runs"),
+        (Section::Compare, "/compare", "Compare"),
+        (Section::Jobs, "/jobs", "Jobs"),
+        (Section::Fleet, "/fleet", "Fleet"),
+    ]
+    .iter()
+    .map(|(s, href, label)| {
+        let current = if *s == section { " aria-current=\"page\"" } else { "" };
+        format!("<a href=\"{href}\"{current}>{label}</a>")
+    })
+    .collect::<Vec<_>>()
+    .join(" ");
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

@@ -11,6 +11,7 @@
 mod api;
 mod guard;
 pub mod html;
+pub mod ops;
 mod pages;
 mod query;
 
@@ -70,6 +71,8 @@ pub struct Ui<R, L> {
     refreshing: std::sync::atomic::AtomicBool,
     /// Goodput reports by run, with what they were made from (they read every point).
     goodput: std::sync::Mutex<GoodputCache>,
+    /// The stack's job queue and fleet (the Jobs and Fleet pages).
+    pub stack: ops::Side,
 }
 
 /// Run → (when, the record's fingerprint, the report); at most [`GOODPUT_CACHE`] runs.
@@ -91,6 +94,7 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
             reading: Default::default(),
             refreshing: Default::default(),
             goodput: Default::default(),
+            stack: Default::default(),
         })
     }
 
@@ -187,6 +191,15 @@ where
         .route("/runs/{exp}/{run}", get(pages::run::<R, L>))
         .route("/runs/{exp}/{run}/goodput.png", get(pages::goodput_png::<R, L>))
         .route("/compare", get(pages::compare::<R, L>))
+        .route("/jobs", get(ops::jobs::<R, L>))
+        .route("/jobs/{id}", get(ops::job::<R, L>))
+        .route("/jobs/{id}/cancel", axum::routing::post(ops::cancel::<R, L>))
+        .route("/fleet", get(ops::fleet::<R, L>))
+        .route("/api/jobs", get(ops::api_jobs::<R, L>))
+        .route("/api/jobs/{id}", get(ops::api_job::<R, L>))
+        .route("/api/fleet", get(ops::api_fleet::<R, L>))
+        .route("/api/fleet/utilization", get(ops::api_utilization::<R, L>))
+        .route("/api/fleet/pools", get(ops::api_pools::<R, L>))
         .route("/api/runs", get(api::runs::<R, L>))
         .route("/api/runs/{exp}/{run}", get(api::run::<R, L>))
         .route("/api/runs/{exp}/{run}/series", get(api::series::<R, L>))
@@ -200,7 +213,13 @@ where
 }
 
 /// `tap ui`: binds, says where, serves until Ctrl-C or SIGTERM.
-pub async fn serve<R, L>(runs: R, logs: L, settings: Settings, out: &mut dyn std::io::Write) -> anyhow::Result<()>
+pub async fn serve<R, L>(
+    runs: R,
+    logs: L,
+    stack: ops::Side,
+    settings: Settings,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()>
 where
     R: RunStore + 'static,
     L: LogStore + 'static,
@@ -215,7 +234,9 @@ where
     })?;
     let port = listener.local_addr().context("the bound address")?.port();
     let url = url(settings.addr.ip(), port, settings.token.as_deref());
-    let ui = Arc::new(Ui::new(runs, logs, settings, port)?);
+    let mut ui = Ui::new(runs, logs, settings, port)?;
+    ui.stack = stack;
+    let ui = Arc::new(ui);
     // The first page need not wait for the store's listing.
     let warm = ui.clone();
     tokio::spawn(async move { warm.reload().await });

@@ -225,6 +225,15 @@ pub fn serves_every_page(tap: &dyn Fn(&[&str]) -> Command) {
     }
     assert!(server.get("/api/runs/uitest/nope/series?metric=acc").json()["error"].as_str().is_some());
 
+    // Jobs and the fleet live on a stack: the pages say so (the pools' advice shows anyway).
+    if run(&["config", "show"]).contains("backend:      local store") {
+        let jobs = server.get("/jobs");
+        assert!(jobs.status == 200 && jobs.text().contains("id=\"no-stack\""), "{}", jobs.text());
+        let fleet = server.get("/fleet").text();
+        assert!(fleet.contains("id=\"no-stack\"") && fleet.contains("id=\"pools\""), "{fleet}");
+        assert_eq!(server.get("/api/jobs").status, 404);
+    }
+
     // The files the pages load, compiled in.
     for (file, kind) in [("app.js", "javascript"), ("uPlot.iife.min.js", "javascript"), ("uPlot.min.css", "css")] {
         let r = server.get(&format!("/static/{file}"));

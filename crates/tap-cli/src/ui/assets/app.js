@@ -73,7 +73,7 @@
     const opts = {
       width: Math.max(300, fig.clientWidth - 8),
       height: 240,
-      scales: { x: { time: false }, y: s.logY ? { distr: 3 } : {} },
+      scales: { x: { time: fig.dataset.time === "1" }, y: s.logY ? { distr: 3 } : {} },
       axes: [{}, { size: 60 }],
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
@@ -229,7 +229,30 @@
     }
   }
 
+  // Cancel on the Jobs page: the dashboard's one write, a POST carrying the page's XSRF token.
+  function cancels() {
+    const meta = document.querySelector("meta[name=tap-xsrf]");
+    const said = document.getElementById("cancel-said");
+    document.querySelectorAll("button.cancel[data-job]").forEach(b => {
+      b.addEventListener("click", async () => {
+        const job = b.dataset.job;
+        if (!window.confirm("Cancel job " + job + "? Its ranks are stopped.")) return;
+        b.disabled = true;
+        try {
+          const r = await fetch("/jobs/" + encodeURIComponent(job) + "/cancel", {
+            method: "POST", credentials: "same-origin", headers: { "X-XSRF-Token": meta ? meta.content : "" },
+          });
+          const body = await r.json();
+          if (said) said.textContent = r.ok ? body.said : "cancel failed: " + body.error;
+        } catch (e) {
+          if (said) said.textContent = "cancel failed: " + e.message;
+        }
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    cancels();
     tools();
     columnFilter();
     if (typeof uPlot === "undefined") {
