@@ -1783,6 +1783,26 @@ mod stack {
             env.json(&["fleet", "pools"]),
             "`tap fleet pools --output json`"
         );
+
+        // A run that ran on the fleet's node: its page charts the node's GPU utilization.
+        let node = env.json(&["fleet", "status"])["nodes"][0]["instance_id"].as_str().expect("a node").to_owned();
+        let store = tap_store::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "tap-dev-experiments");
+        let mut run = tap_core::runs::Run::new("llm", "on-node", vec!["python3".into()], "ip-10-0-1-5", 1_000);
+        run.instance_id = Some(node.clone());
+        run.status = tap_core::runs::RunStatus::Succeeded;
+        run.ended_ms = Some(61_000);
+        tap_store::RunStore::create_run(&store, &run).await.expect("a run record");
+        // Past the listing's lifetime, one request reads it again beside itself.
+        std::thread::sleep(std::time::Duration::from_millis(2_100));
+        let _ = server.get("/");
+        super::wait_until("the new run listed", std::time::Duration::from_secs(10), || {
+            server.get("/runs/llm/on-node").status == 200
+        });
+        let page = server.get("/runs/llm/on-node").text();
+        assert!(page.contains("/api/runs/llm/on-node/system"), "{page}");
+        let system = server.get("/api/runs/llm/on-node/system");
+        assert_eq!(system.status, 200, "{}", system.text());
+        assert!(system.json()["runs"].is_array(), "{}", system.text());
     }
 
     fn loss_steps(env: &Env, run_id: &str) -> Vec<u64> {

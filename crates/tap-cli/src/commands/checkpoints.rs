@@ -47,31 +47,37 @@ fn verdict_of<'a>(run: &'a Run, id: &str) -> Option<&'a Verdict> {
         .find(|v| matches!(v, Verdict::Committed { checkpoint, .. } | Verdict::Late { checkpoint, .. } if checkpoint == id))
 }
 
-/// `tap checkpoints list RUN`.
-pub async fn list<O: ObjectStore>(objects: &O, run: &Run, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
-    // A folded format-1 chain: every record's checkpoints, in order.
+/// A run's committed checkpoints, in order (a folded format-1 chain: every record's).
+pub(crate) async fn of_run<O: ObjectStore>(objects: &O, run: &Run) -> anyhow::Result<Vec<Manifest>> {
     let mut all = Vec::new();
     for id in run.records() {
         all.extend(checkpoint::list_of_run(objects, &run.experiment_id, id).await?);
     }
+    Ok(all)
+}
+
+/// `tap checkpoints list RUN --output json`.
+pub(crate) fn rows(run: &Run, all: &[Manifest]) -> Vec<serde_json::Value> {
+    all.iter()
+        .map(|m| {
+            serde_json::json!({
+                "checkpoint_id": m.checkpoint_id,
+                "run_id": m.run_id,
+                "step": m.step,
+                "bytes": m.total_bytes(),
+                "files": m.files.len(),
+                "created_ms": m.created_ms,
+                "verdict": verdict_of(run, &m.checkpoint_id),
+            })
+        })
+        .collect()
+}
+
+/// `tap checkpoints list RUN`.
+pub async fn list<O: ObjectStore>(objects: &O, run: &Run, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let all = of_run(objects, run).await?;
     match output {
-        Output::Json => {
-            let rows: Vec<serde_json::Value> = all
-                .iter()
-                .map(|m| {
-                    serde_json::json!({
-                        "checkpoint_id": m.checkpoint_id,
-                        "run_id": m.run_id,
-                        "step": m.step,
-                        "bytes": m.total_bytes(),
-                        "files": m.files.len(),
-                        "created_ms": m.created_ms,
-                        "verdict": verdict_of(run, &m.checkpoint_id),
-                    })
-                })
-                .collect();
-            json(out, &rows)?;
-        }
+        Output::Json => json(out, &rows(run, &all))?,
         Output::Text if all.is_empty() => writeln!(out, "run {} has no committed checkpoint", run.run_id)?,
         Output::Text => {
             writeln!(out, "{:<40} {:>8} {:>10} {:<22} VERDICT", "CHECKPOINT", "STEP", "SIZE", "CREATED")?;

@@ -5,7 +5,7 @@
 //! `render` (tables) or [`json`].
 
 mod artifacts;
-mod checkpoints;
+pub(crate) mod checkpoints;
 pub(crate) mod contract;
 #[cfg(feature = "fleet")]
 pub(crate) mod fleet;
@@ -228,7 +228,7 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
                 let side = Some(crate::ui::ops::StackSide::connect(&stack).await);
                 #[cfg(not(feature = "fleet"))]
                 let side = crate::ui::ops::Side::default();
-                crate::ui::serve(runs, logs, side, crate::ui::Settings::from_args(a)?, out).await?;
+                crate::ui::serve(runs, logs, objects, side, crate::ui::Settings::from_args(a)?, out).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             // The dollars of a run on the stack: the spot price EC2 published for it.
@@ -252,12 +252,12 @@ pub async fn dispatch(cli: &Cli, command: Stored<'_>, home: &Path, out: &mut dyn
             if let (StoreCommand::Run(_), Some(why)) = (&command, store.read_only()) {
                 bail!("{why}");
             }
+            let objects = LocalStore::new(&home.join("artifacts"));
             if let StoreCommand::Ui(a) = command {
-                crate::ui::serve(store.clone(), store, Default::default(), crate::ui::Settings::from_args(a)?, out)
-                    .await?;
+                let settings = crate::ui::Settings::from_args(a)?;
+                crate::ui::serve(store.clone(), store, objects, Default::default(), settings, out).await?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let objects = LocalStore::new(&home.join("artifacts"));
             let b = Backends { runs: &store, params: &store, logs: &store, objects: &objects };
             execute(command, cli.global.output, home, &b, out).await
         }

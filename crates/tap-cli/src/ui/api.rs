@@ -315,6 +315,25 @@ pub async fn goodput<R: RunStore + 'static, L: LogStore + 'static>(
     }
 }
 
+/// `GET /api/runs/EXP/RUN/checkpoints`: `tap checkpoints list RUN --output json`.
+pub async fn checkpoints<R: RunStore + 'static, L: LogStore + 'static>(
+    State(ui): State<Arc<Ui<R, L>>>,
+    Path((exp, id)): Path<(String, String)>,
+) -> Response {
+    let run = match ui.run(&exp, &id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return no_run(&exp, &id),
+        Err(e) => return store_error(&e),
+    };
+    let Some(list) = ui.checkpoints.clone() else {
+        return error(StatusCode::NOT_FOUND, "this server has no object store".into());
+    };
+    match list(run).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, format!("the object store: {e:#}")),
+    }
+}
+
 /// A run's goodput report (None: no such run).
 pub async fn goodput_of<R: RunStore + 'static, L: LogStore + 'static>(
     ui: &Arc<Ui<R, L>>,

@@ -73,6 +73,24 @@ pub struct Ui<R, L> {
     goodput: std::sync::Mutex<GoodputCache>,
     /// The stack's job queue and fleet (the Jobs and Fleet pages).
     pub stack: ops::Side,
+    /// A run's checkpoints as `tap checkpoints list RUN --output json` has them (None: this
+    /// server was started without the object store).
+    pub checkpoints: Option<CheckpointLister>,
+}
+
+/// Lists a run's checkpoints in the store the run's objects are in.
+pub type CheckpointLister =
+    Arc<dyn Fn(Run) -> futures_util::future::BoxFuture<'static, anyhow::Result<Vec<serde_json::Value>>> + Send + Sync>;
+
+/// A [`CheckpointLister`] over `objects`.
+pub fn checkpoint_lister<O: crate::artifacts::ObjectStore + Clone + 'static>(objects: O) -> CheckpointLister {
+    Arc::new(move |run: Run| {
+        let objects = objects.clone();
+        Box::pin(async move {
+            let all = crate::commands::checkpoints::of_run(&objects, &run).await?;
+            Ok(crate::commands::checkpoints::rows(&run, &all))
+        })
+    })
 }
 
 /// Run → (when, the record's fingerprint, the report); at most [`GOODPUT_CACHE`] runs.
@@ -95,6 +113,7 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
             refreshing: Default::default(),
             goodput: Default::default(),
             stack: Default::default(),
+            checkpoints: None,
         })
     }
 
@@ -205,6 +224,8 @@ where
         .route("/api/runs/{exp}/{run}/series", get(api::series::<R, L>))
         .route("/api/runs/{exp}/{run}/logs", get(api::logs::<R, L>))
         .route("/api/runs/{exp}/{run}/goodput", get(api::goodput::<R, L>))
+        .route("/api/runs/{exp}/{run}/checkpoints", get(api::checkpoints::<R, L>))
+        .route("/api/runs/{exp}/{run}/system", get(ops::api_system::<R, L>))
         .route("/api/compare", get(api::compare::<R, L>))
         .route("/static/{file}", get(guard::asset))
         .fallback(guard::not_found)
@@ -213,9 +234,10 @@ where
 }
 
 /// `tap ui`: binds, says where, serves until Ctrl-C or SIGTERM.
-pub async fn serve<R, L>(
+pub async fn serve<R, L, O>(
     runs: R,
     logs: L,
+    objects: O,
     stack: ops::Side,
     settings: Settings,
     out: &mut dyn std::io::Write,
@@ -223,6 +245,7 @@ pub async fn serve<R, L>(
 where
     R: RunStore + 'static,
     L: LogStore + 'static,
+    O: crate::artifacts::ObjectStore + Clone + 'static,
 {
     let listener = tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| {
         let hint = match e.kind() {
@@ -236,6 +259,7 @@ where
     let url = url(settings.addr.ip(), port, settings.token.as_deref());
     let mut ui = Ui::new(runs, logs, settings, port)?;
     ui.stack = stack;
+    ui.checkpoints = Some(checkpoint_lister(objects));
     let ui = Arc::new(ui);
     // The first page need not wait for the store's listing.
     let warm = ui.clone();

@@ -273,23 +273,7 @@ pub async fn api_utilization<R: RunStore + 'static, L: LogStore + 'static>(
             side.fleet.utilization(&status, now, UTILIZATION_MINUTES).await
         };
         return match read.await {
-            Ok(by_node) => {
-                let by_node: std::collections::BTreeMap<String, Vec<(i64, f64)>> = by_node.into_iter().collect();
-                let series: Vec<Vec<(u64, f64)>> = by_node
-                    .values()
-                    .map(|points| points.iter().map(|&(ms, v)| ((ms / 1000).max(0) as u64, v)).collect())
-                    .collect();
-                let aligned = tap_core::downsample::align(&series);
-                let runs: Vec<serde_json::Value> = by_node
-                    .keys()
-                    .zip(aligned.values)
-                    .map(
-                        |(node, values)| serde_json::json!({ "label": node, "points": values.len(), "values": values }),
-                    )
-                    .collect();
-                Json(serde_json::json!({ "metric": "gpu_utilization_percent", "steps": aligned.steps, "runs": runs }))
-                    .into_response()
-            }
+            Ok(by_node) => Json(utilization_json(&by_node.into_iter().collect())).into_response(),
             Err(e) => api::error(StatusCode::BAD_GATEWAY, format!("the fleet: {e:#}")),
         };
     }
@@ -308,4 +292,77 @@ pub async fn api_pools<R: RunStore + 'static, L: LogStore + 'static>(State(ui): 
         let _ = ui;
         api::error(StatusCode::NOT_FOUND, no_stack().into())
     }
+}
+
+/// The longest span of a run's GPU utilization charted (CloudWatch keeps per-minute points
+/// for 15 days; a longer run shows its last day).
+pub const SYSTEM_MINUTES_MAX: i64 = 24 * 60;
+
+/// The instances a run's attempts ran on, oldest first, each once.
+pub fn instances_of(run: &tap_core::runs::Run) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for a in run.all_attempts(run.status) {
+        if let Some(i) = a.instance_id.filter(|i| !ids.contains(i)) {
+            ids.push(i);
+        }
+    }
+    ids
+}
+
+/// Whether the run page can chart the run's nodes' GPU utilization: a stack, and a node.
+pub fn has_system<R, L>(ui: &Ui<R, L>, run: &tap_core::runs::Run) -> bool {
+    has_stack(ui) && !instances_of(run).is_empty()
+}
+
+/// `GET /api/runs/EXP/RUN/system`: the GPU utilization (CloudWatch, from tap-agent) of the
+/// instances the run's attempts ran on, per minute over the run (its last day at most), as a
+/// chart of compared runs has it (`steps`: epoch seconds; a series per instance).
+pub async fn api_system<R: RunStore + 'static, L: LogStore + 'static>(
+    State(ui): State<Arc<Ui<R, L>>>,
+    Path((exp, id)): Path<(String, String)>,
+) -> Response {
+    let run = match ui.run(&exp, &id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return api::error(StatusCode::NOT_FOUND, format!("no run {exp}/{id}")),
+        Err(e) => return api::error(StatusCode::BAD_GATEWAY, format!("the store: {e:#}")),
+    };
+    #[cfg(feature = "fleet")]
+    if let Some(side) = &ui.stack {
+        let end = run.ended_ms.unwrap_or_else(crate::now_ms);
+        let minutes = ((end - run.started_ms) / 60_000 + 2).clamp(1, SYSTEM_MINUTES_MAX);
+        let ids = instances_of(&run);
+        if ids.is_empty() {
+            return Json(utilization_json(&Default::default())).into_response();
+        }
+        let metric = [(tap_core::contract::Metric::GpuUtilization, "Average")];
+        return match side.fleet.per_instance(&metric, &ids, end, minutes).await {
+            Ok(points) => {
+                let by_node: std::collections::BTreeMap<String, Vec<(i64, f64)>> =
+                    points.into_iter().map(|((_, id), v)| (id, v)).collect();
+                Json(utilization_json(&by_node)).into_response()
+            }
+            Err(e) => api::error(StatusCode::BAD_GATEWAY, format!("CloudWatch: {e:#}")),
+        };
+    }
+    let _ = run;
+    api::error(StatusCode::NOT_FOUND, no_stack().into())
+}
+
+/// Per-node series of epoch-ms points as the compare shape (`steps` in epoch seconds).
+pub fn utilization_json(by_node: &std::collections::BTreeMap<String, Vec<(i64, f64)>>) -> serde_json::Value {
+    let series: Vec<Vec<(u64, f64)>> = by_node
+        .values()
+        .map(|points| {
+            let mut p: Vec<(u64, f64)> = points.iter().map(|&(ms, v)| ((ms / 1000).max(0) as u64, v)).collect();
+            p.sort_by_key(|x| x.0);
+            tap_core::downsample::last_per_step(p)
+        })
+        .collect();
+    let aligned = tap_core::downsample::align(&series);
+    let runs: Vec<serde_json::Value> = by_node
+        .keys()
+        .zip(aligned.values)
+        .map(|(node, values)| serde_json::json!({ "label": node, "points": values.len(), "values": values }))
+        .collect();
+    serde_json::json!({ "metric": "gpu_utilization_percent", "steps": aligned.steps, "runs": runs })
 }

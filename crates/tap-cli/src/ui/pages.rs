@@ -246,11 +246,11 @@ pub async fn run<R: RunStore + 'static, L: LogStore + 'static>(
         }
     }
     let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
-    let body = run_body(&run, tail, ui.settings.show_secrets);
+    let body = run_body(&run, tail, ui.settings.show_secrets, super::ops::has_system(&ui, &run));
     html(page(run.label(), Section::Runs, &ui.xsrf, &body))
 }
 
-fn run_body(r: &Run, tail: &[crate::store::LogLine], show_secrets: bool) -> String {
+fn run_body(r: &Run, tail: &[crate::store::LogLine], show_secrets: bool, system: bool) -> String {
     let mut s = String::with_capacity(32 * 1024);
     let base = run_href(r);
     let _ = write!(
@@ -304,8 +304,22 @@ fn run_body(r: &Run, tail: &[crate::store::LogLine], show_secrets: bool) -> Stri
         s.push_str("<p>No metrics recorded.</p>");
     }
     s.push_str("</div></section>");
+    if system {
+        let _ = write!(
+            s,
+            "<section><h2>System</h2><div class=\"charts\"><figure class=\"chart\" data-time=\"1\" \
+             data-metric=\"GPU utilization %\" data-src=\"/api{}/system\"><figcaption>GPU utilization (%) of its nodes \
+             (tap-agent, CloudWatch)</figcaption></figure></div></section>",
+            esc(&base)
+        );
+    }
     s.push_str(&hparams_table(r, show_secrets));
     s.push_str(&attempts_table(r));
+    let _ = write!(
+        s,
+        "<section><h2>Checkpoints</h2><div id=\"checkpoints\" data-src=\"/api{}/checkpoints\">loading…</div></section>",
+        esc(&base)
+    );
     let _ = write!(
         s,
         "<section><h2>Goodput</h2><div id=\"goodput\" data-src=\"/api{b}/goodput\">loading…</div>\
@@ -354,7 +368,10 @@ fn attempts_table(r: &Run) -> String {
         let why = a
             .interruption
             .as_ref()
-            .map(|i| serde_json::to_value(i).map(|v| v.to_string()).unwrap_or_default())
+            .map(|i| match &i.verdict {
+                Some(v) => format!("{}; {}", i.reason, v.line()),
+                None => i.reason.clone(),
+            })
             .unwrap_or_default();
         let _ = write!(
             s,

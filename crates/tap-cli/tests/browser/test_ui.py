@@ -174,6 +174,8 @@ def test_runs_run_and_compare_pages_in_a_real_browser(browser, served):
     assert all(f.get_attribute("data-series") == "1" and int(f.get_attribute("data-points")) == 200 for f in figs)
     assert HOSTILE in page.inner_text("dl.facts")
     page.wait_for_selector("#goodput[data-loaded='1']")
+    page.wait_for_selector("#checkpoints[data-loaded='1']")
+    page.wait_for_function("() => { const i = document.getElementById('timeline'); return i.complete && i.naturalWidth > 0; }")
     shot(page, "run")
 
     # Compare three runs: three series a chart, the diff, a line a run in the parallel plot.

@@ -11,10 +11,14 @@ use std::time::Duration;
 /// A training that logs two metrics (one named like the ecosystem names them), prints a
 /// hostile line and reads its hyperparameters.
 const TRAINING: &str = r#"
-import sys, tapml
+import os, sys, tapml
 hp = tapml.hparams()
 for s in range(300):
     tapml.log(s, **{"train/loss": 1.0 / (s + 1) + (5.0 if s == 150 else 0.0), "acc": s / 300})
+    if s in (99, 199):
+        with tapml.checkpoint(s) as d:
+            with open(os.path.join(d, "weights.bin"), "w") as f:
+                f.write("w" * s)
 print("</pre><script>alert('log')</script>")
 print("warn: ünïcödé", file=sys.stderr)
 "#;
@@ -173,6 +177,7 @@ pub fn serves_every_page(tap: &dyn Fn(&[&str]) -> Command) {
     assert!(!body.contains("s3cr3t-value") && body.contains("••••••"), "the secret is masked");
     assert!(body.contains("&lt;/pre&gt;&lt;script&gt;"), "the log line is text");
     assert!(body.contains("ünïcödé"), "unicode stays");
+    assert!(body.contains("id=\"checkpoints\""), "the checkpoints' section");
     assert_no_raw_hostile(&body);
     assert_eq!(server.get("/runs/uitest/fast").status, 200, "a run by name");
     assert_eq!(server.get("/runs/uitest/nope").status, 404);
@@ -211,6 +216,9 @@ pub fn serves_every_page(tap: &dyn Fn(&[&str]) -> Command) {
     let all_lines = json(&["logs", &id]);
     let last = all_lines.as_array().and_then(|a| a.last()).cloned().expect("a line");
     assert_eq!(logs, serde_json::json!([last]), "`tap logs --output json`, its tail");
+    let checkpoints = server.get(&format!("/api/runs/uitest/{id}/checkpoints")).json();
+    assert_eq!(checkpoints, json(&["checkpoints", "list", &id]), "`tap checkpoints list --output json`");
+    assert_eq!(checkpoints.as_array().map(Vec::len), Some(2), "{checkpoints}");
     let g = server.get(&format!("/api/runs/uitest/{id}/goodput")).json();
     assert_eq!(g["run_id"], id.as_str());
     assert_eq!(g["steps_kept"], json(&["goodput", &id])["steps_kept"]);

@@ -251,6 +251,43 @@
     });
   }
 
+  function bytes(n) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return n.toFixed(i ? 1 : 0) + " " + units[i];
+  }
+
+  // The run's checkpoints (`tap checkpoints list RUN --output json`), as a table.
+  async function checkpoints() {
+    const box = document.getElementById("checkpoints");
+    if (!box) return;
+    try {
+      const rows = await fetchJson(box.dataset.src);
+      box.textContent = "";
+      if (rows.length === 0) { box.textContent = "No committed checkpoint."; box.dataset.loaded = "1"; return; }
+      const table = document.createElement("table");
+      table.className = "checkpoints";
+      const head = table.createTHead().insertRow();
+      for (const h of ["checkpoint", "step", "size", "files", "created", "verdict"]) {
+        const th = document.createElement("th"); th.textContent = h; head.appendChild(th);
+      }
+      const body = table.createTBody();
+      for (const c of rows) {
+        const tr = body.insertRow();
+        const v = c.verdict ? (typeof c.verdict === "string" ? c.verdict : Object.keys(c.verdict)[0] || JSON.stringify(c.verdict)) : "";
+        for (const cell of [c.checkpoint_id, c.step === null ? "-" : String(c.step), bytes(c.bytes), String(c.files),
+                            new Date(c.created_ms).toISOString(), v]) {
+          tr.insertCell().textContent = cell;
+        }
+      }
+      box.appendChild(table);
+      box.dataset.loaded = "1";
+    } catch (e) {
+      box.textContent = "checkpoints: " + e.message;
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     cancels();
     tools();
@@ -258,10 +295,11 @@
     if (typeof uPlot === "undefined") {
       document.querySelectorAll("figure.chart").forEach(f => say(f, "the chart library did not load", "error"));
       goodput();
+      checkpoints();
       return;
     }
     // The goodput report reads every point of the run: it waits for the charts, which read
     // only what they draw.
-    drawAll(goodput);
+    drawAll(() => { goodput(); checkpoints(); });
   });
 })();
