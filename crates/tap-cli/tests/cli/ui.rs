@@ -140,6 +140,11 @@ pub fn serves_every_page(tap: &dyn Fn(&[&str]) -> Command) {
     }
     run(&["runs", "tag", "fast", &format!("evil={}", &HOSTILE[..HOSTILE.len().min(200)])]);
     run(&["runs", "note", "fast", HOSTILE]);
+    // Very long text: a note of 4,000 bytes and a tag value of 256, whole and escaped.
+    let long_note: String = HOSTILE.chars().cycle().take(3_900).collect();
+    run(&["runs", "note", "slow", &long_note]);
+    let long_tag = "ü".repeat(128);
+    run(&["runs", "tag", "slow", &format!("long={long_tag}")]);
     let fast = json(&["runs", "show", "fast"]);
     let id = fast["run"]["run_id"].as_str().expect("id").to_owned();
     let slow_id = json(&["runs", "show", "slow"])["run"]["run_id"].as_str().expect("id").to_owned();
@@ -180,6 +185,15 @@ pub fn serves_every_page(tap: &dyn Fn(&[&str]) -> Command) {
     assert!(body.contains("id=\"checkpoints\""), "the checkpoints' section");
     assert_no_raw_hostile(&body);
     assert_eq!(server.get("/runs/uitest/fast").status, 200, "a run by name");
+    let slow_page = server.get("/runs/uitest/slow").text();
+    let escaped_note = long_note
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;");
+    assert!(slow_page.contains(&escaped_note) && slow_page.contains(&long_tag), "very long text, whole");
+    assert_no_raw_hostile(&slow_page);
     assert_eq!(server.get("/runs/uitest/nope").status, 404);
     let png = server.get(&format!("/runs/uitest/{id}/goodput.png"));
     assert_eq!((png.status, png.header("content-type").as_deref()), (200, Some("image/png")));
