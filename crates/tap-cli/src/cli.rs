@@ -170,8 +170,9 @@ pub enum Command {
     /// Example: tap goodput -e demo        tap goodput 20261207T101500Z-3f9a1c --output json
     Goodput(GoodputArgs),
     /// A web dashboard of the store's runs: a runs table with the columns you choose, each run's
-    /// charts (zoom, hover, log scale, smoothing), log tail, attempts and goodput, and runs
-    /// compared side by side. Served from this binary (no CDN, no Node): open the URL it prints.
+    /// charts (zoom, hover, log scale, smoothing), log tail, attempts, checkpoints and goodput,
+    /// runs compared side by side, and on a stack the job queue (with Cancel) and the fleet.
+    /// Served from this binary (no CDN, no Node): open the URL it prints.
     ///
     /// It binds to 127.0.0.1; on a node, reach it through SSM port forwarding:
     ///   aws ssm start-session --target i-0123 --document-name AWS-StartPortForwardingSession \
@@ -535,8 +536,8 @@ pub struct PriceArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UiArgs {
-    /// The address to listen on. Anything but a loopback address serves only requests that
-    /// carry the token printed at start.
+    /// The address to listen on. Anything but 127.0.0.1 or ::1 (127.0.0.2 and 0.0.0.0 too)
+    /// serves only requests that carry the token printed at start.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
     /// The port (0: any free one; the URL printed says which).
