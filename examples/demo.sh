@@ -57,3 +57,4 @@ echo; echo "== tap goodput -e demo: where each training's time went, and the che
 "$tap" goodput -e demo --plot "$TAP_HOME/goodput.png" --size 1200x700
 "$tap" goodput base
 echo; echo "State is in $TAP_HOME; try: TAP_HOME=$TAP_HOME $tap runs list --output json"
+echo "or browse it: TAP_HOME=$TAP_HOME $tap ui --open"
