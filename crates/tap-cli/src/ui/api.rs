@@ -65,7 +65,7 @@ pub async fn run<R: RunStore + 'static, L: LogStore + 'static>(
 }
 
 fn find(all: &[tap_core::runs::Run], exp: &str, id: &str) -> Option<tap_core::runs::Run> {
-    all.iter().find(|r| r.experiment_id == exp && (r.run_id == id || r.name.as_deref() == Some(id))).cloned()
+    super::find_run(all, exp, id).cloned()
 }
 
 /// What a chart asks for: a metric, a step range, a number of buckets.
@@ -292,13 +292,10 @@ pub async fn logs<R: RunStore + 'static, L: LogStore + 'static>(
         Ok(None) => return no_run(&exp, &id),
         Err(e) => return store_error(&e),
     };
-    let mut lines = Vec::new();
-    for record in run.records() {
-        match ui.logs.logs(&run.experiment_id, record).await {
-            Ok(l) => lines.extend(l),
-            Err(e) => return store_error(&e.into()),
-        }
-    }
+    let lines = match ui.logs_of(&run).await {
+        Ok(l) => l,
+        Err(e) => return store_error(&e.into()),
+    };
     let from = tail.map_or(0, |t| lines.len().saturating_sub(t));
     Json(&lines[from..]).into_response()
 }

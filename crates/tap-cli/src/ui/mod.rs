@@ -175,8 +175,7 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
     pub async fn reload(&self) -> anyhow::Result<Arc<Vec<Run>>> {
         let started = Instant::now();
         let _one = self.reading.lock().await;
-        if let Some((at, runs)) = self.cached().filter(|(at, _)| *at >= started) {
-            let _ = at;
+        if let Some((_, runs)) = self.cached().filter(|(at, _)| *at >= started) {
             return Ok(runs);
         }
         let runs = Arc::new(crate::commands::trainings(&self.runs, None).await?);
@@ -188,15 +187,26 @@ impl<R: RunStore + 'static, L: LogStore + 'static> Ui<R, L> {
 
     /// A run by experiment and id (or name, or a legacy record's id).
     pub async fn run(self: &Arc<Self>, experiment: &str, id: &str) -> anyhow::Result<Option<Run>> {
-        let all = self.trainings().await?;
-        Ok(all
-            .iter()
-            .find(|r| {
-                r.experiment_id == experiment
-                    && (r.run_id == id || r.name.as_deref() == Some(id) || r.legacy_records.iter().any(|l| l == id))
-            })
-            .cloned())
+        Ok(find_run(&self.trainings().await?, experiment, id).cloned())
     }
+
+    /// Every output line of a run (a folded format-1 chain: each record's, in order).
+    pub async fn logs_of(&self, run: &Run) -> crate::store::Result<Vec<crate::store::LogLine>> {
+        let mut lines = Vec::new();
+        for record in run.records() {
+            lines.extend(self.logs.logs(&run.experiment_id, record).await?);
+        }
+        Ok(lines)
+    }
+}
+
+/// The run of `all` that an URL's `EXP/ID` names: by id, name or a legacy record's id (every
+/// page and API route looks runs up this one way).
+pub fn find_run<'a>(all: &'a [Run], experiment: &str, id: &str) -> Option<&'a Run> {
+    all.iter().find(|r| {
+        r.experiment_id == experiment
+            && (r.run_id == id || r.name.as_deref() == Some(id) || r.legacy_records.iter().any(|l| l == id))
+    })
 }
 
 /// The routes: pages, the JSON API, the static files, behind the guard.

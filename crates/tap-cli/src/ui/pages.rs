@@ -238,13 +238,10 @@ pub async fn run<R: RunStore + 'static, L: LogStore + 'static>(
         Ok(None) => return error_page(StatusCode::NOT_FOUND, &ui.xsrf, &format!("tap ui: no run {exp}/{id}")),
         Err(e) => return store_error(&ui.xsrf, &e),
     };
-    let mut lines = Vec::new();
-    for record in run.records() {
-        match ui.logs.logs(&run.experiment_id, record).await {
-            Ok(l) => lines.extend(l),
-            Err(e) => return store_error(&ui.xsrf, &e.into()),
-        }
-    }
+    let lines = match ui.logs_of(&run).await {
+        Ok(l) => l,
+        Err(e) => return store_error(&ui.xsrf, &e.into()),
+    };
     let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
     let body = run_body(&run, tail, ui.settings.show_secrets, super::ops::has_system(&ui, &run));
     html(page(run.label(), Section::Runs, &ui.xsrf, &body))
@@ -439,10 +436,7 @@ pub fn compared<'a>(all: &'a [Run], raw: Option<&str>) -> Result<(Vec<&'a Run>, 
         match k.as_ref() {
             "run" => {
                 let (e, id) = v.split_once('/').ok_or_else(|| format!("run: {v:?} is not EXPERIMENT/RUN"))?;
-                let r = all
-                    .iter()
-                    .find(|r| r.experiment_id == e && (r.run_id == id || r.name.as_deref() == Some(id)))
-                    .ok_or_else(|| format!("run: no run {v}"))?;
+                let r = super::find_run(all, e, id).ok_or_else(|| format!("run: no run {v}"))?;
                 if !chosen.iter().any(|c| std::ptr::eq(*c, r)) {
                     chosen.push(r);
                 }
