@@ -131,15 +131,35 @@ pub fn mean_price(history: &[(i64, f64)], from_ms: i64, to_ms: i64) -> Option<f6
         return h.iter().rev().find(|(t, _)| *t <= from_ms).map(|&(_, p)| p);
     }
     let (mut sum, mut covered) = (0.0, 0i64);
+    // One price over the whole span is its mean exactly (p × t / t can be off in the last bit:
+    // 1e-5 came back as 1.0000000000000003e-5).
+    let mut one_price: Option<Option<f64>> = None;
     for (i, &(t, price)) in h.iter().enumerate() {
         let start = t.max(from_ms);
         let end = h.get(i + 1).map_or(to_ms, |n| n.0).min(to_ms);
         if end > start {
             sum += price * (end - start) as f64;
             covered += end - start;
+            one_price = match one_price {
+                None => Some(Some(price)),
+                Some(Some(p)) if p == price => Some(Some(p)),
+                _ => Some(None),
+            };
         }
     }
-    (covered > 0).then(|| sum / covered as f64)
+    (covered > 0).then(|| one_price.flatten().unwrap_or(sum / covered as f64))
+}
+
+#[cfg(test)]
+mod mean_price_tests {
+    /// Regression: a constant spot price of 1e-5 over a span averaged to 1.0000000000000003e-5.
+    #[test]
+    fn one_price_over_the_span_is_its_mean_exactly() {
+        for (from, to) in [(0, 102_948), (1_000, 103_948), (7, 1_000_007)] {
+            assert_eq!(super::mean_price(&[(0, 0.00001)], from, to), Some(0.00001), "{from}..{to}");
+        }
+        assert_eq!(super::mean_price(&[(0, 1.0), (50, 3.0)], 0, 100), Some(2.0));
+    }
 }
 
 /// One attempt's bill.
